@@ -1,0 +1,42 @@
+# The two set-up commands of the README are `make run` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# Settings for everything run under the test servers (tests, benchmarks).
+TEST_ENV := SECRET_KEY=test-secret-key DEBUG=false ALLOWED_HOSTS=127.0.0.1,localhost,testserver
+
+.PHONY: install run test lint bench-ingest bench-delivery bench-webhooks bench clean
+
+$(BIN)/.installed: requirements.txt requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -r requirements-dev.txt
+	touch $@
+
+install: $(BIN)/.installed
+
+## make run: the whole system on SQLite and an embedded broker, with a demo token printed.
+run: install
+	PATH="$(CURDIR)/$(BIN):$$PATH" scripts/run-demo.sh
+
+## make test: every test against throwaway PostgreSQL and Redis servers.
+test: install
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(TEST_ENV) scripts/with-services.sh $(BIN)/pytest $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+bench-ingest: install
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(TEST_ENV) scripts/with-services.sh $(BIN)/python benchmarks/bench_ingest.py
+
+bench-delivery: install
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(TEST_ENV) scripts/with-services.sh $(BIN)/python benchmarks/bench_delivery.py
+
+bench-webhooks: install
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(TEST_ENV) scripts/with-services.sh $(BIN)/python benchmarks/bench_webhooks.py
+
+bench: bench-ingest bench-delivery bench-webhooks
+
+clean:
+	rm -rf $(VENV) var staticfiles

@@ -1,0 +1,127 @@
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from core.ids import object_id
+from templates_registry.models import Channel, Template
+from tokens.models import AccessToken, Organization
+
+
+class BroadcastStatus(models.TextChoices):
+    PENDING = "PENDING"
+    IN_PROGRESS = "IN_PROGRESS"
+    PAUSED = "PAUSED"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+
+FINAL_BROADCAST_STATUSES = (BroadcastStatus.COMPLETED, BroadcastStatus.FAILED, BroadcastStatus.CANCELLED)
+
+
+class SendStatus(models.TextChoices):
+    PENDING = "PENDING"
+    SENT = "SENT"
+    DELIVERED = "DELIVERED"
+    READ = "READ"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+
+class Broadcast(models.Model):
+    """One bulk request: a template sent to up to 5000 recipients from one channel."""
+
+    id = models.CharField(primary_key=True, max_length=24, default=object_id, editable=False)
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="broadcasts")
+    channel = models.ForeignKey(Channel, on_delete=models.PROTECT, related_name="broadcasts")
+    template = models.ForeignKey(Template, on_delete=models.PROTECT, related_name="broadcasts")
+    created_by_token = models.ForeignKey(AccessToken, null=True, blank=True, on_delete=models.SET_NULL)
+    # Denormalized from the template so the API can answer without a join and history survives renames.
+    template_name = models.CharField(max_length=512)
+    language = models.CharField(max_length=20)
+    campaign_name = models.CharField(max_length=255)
+    status = models.CharField(max_length=16, choices=BroadcastStatus.choices, default=BroadcastStatus.PENDING)
+    # {"code": ..., "message": ...} of the account-level error (or manual pause) that paused it.
+    paused_reason = models.JSONField(null=True, blank=True)
+    total_recipients = models.PositiveIntegerField()
+    scheduled_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        indexes = [
+            # GET /v1/messages/bulk: the organization's broadcasts, newest first, by cursor.
+            models.Index(fields=["organization", "-created_at", "-id"], name="broadcast_org_created"),
+            # Beat: due scheduled broadcasts, and broadcasts that should be moving.
+            models.Index(fields=["status", "scheduled_at"], name="broadcast_status_sched"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.campaign_name} ({self.id})"
+
+
+class Send(models.Model):
+    """One recipient of a broadcast: one message to one number, and what became of it."""
+
+    broadcast = models.ForeignKey(Broadcast, on_delete=models.CASCADE, related_name="sends")
+    index = models.PositiveIntegerField()  # position in the request's recipients array
+    to = models.CharField(max_length=20)  # E.164
+    variables = models.JSONField(default=dict)
+    meta_data = models.JSONField(null=True, blank=True)
+    status = models.CharField(max_length=16, choices=SendStatus.choices, default=SendStatus.PENDING)
+    # POSTs made to Meta for this send, the first included (at most 6).
+    attempts = models.PositiveSmallIntegerField(default=0)
+    # When a PENDING send may be tried (again); null = as soon as its broadcast runs.
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    # A worker holds the send until this instant; past it, the sweeper may take it back.
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    # Attempts cut off after the request may have left (worker killed, timeout): the only
+    # way a number can get a second message. Counted, never hidden.
+    unknown_outcomes = models.PositiveSmallIntegerField(default=0)
+    message_id = models.CharField(max_length=128, null=True, blank=True)  # wamid
+    error_code = models.CharField(max_length=64, blank=True)
+    error_title = models.CharField(max_length=255, blank=True)
+    error_message = models.TextField(blank=True)
+    error_retryable = models.BooleanField(null=True, blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    read_at = models.DateTimeField(null=True, blank=True)
+    failed_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["broadcast", "index"], name="send_unique_index_in_broadcast"),
+        ]
+        indexes = [
+            # Counts per status and the recipients listing filtered by status, in request order.
+            models.Index(fields=["broadcast", "status", "index"], name="send_broadcast_status_idx"),
+            # Meta's status webhooks find sends by wamid.
+            models.Index(fields=["message_id"], name="send_message_id", condition=Q(message_id__isnull=False)),
+            # The sweeper: pending sends that should be moving and are not.
+            models.Index(fields=["next_attempt_at"], name="send_pending_due", condition=Q(status="PENDING")),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.broadcast_id}#{self.index} {self.to} {self.status}"
+
+
+class IdempotencyRecord(models.Model):
+    """An ``Idempotency-Key`` seen from an organization, kept 24 h, with the answer it got."""
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE)
+    key = models.CharField(max_length=255)
+    request_hash = models.CharField(max_length=64)
+    response_body = models.JSONField()
+    broadcast = models.ForeignKey(Broadcast, null=True, on_delete=models.CASCADE)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["organization", "key"], name="idempotency_unique_key_per_org"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.key} ({self.organization_id})"

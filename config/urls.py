@@ -1,0 +1,17 @@
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("v1/schema", SpectacularAPIView.as_view(), name="schema"),
+    path("v1/docs", SpectacularRedocView.as_view(url_name="schema"), name="docs"),
+    path("v1/", include("core.urls")),
+    path("v1/", include("whatsapp.urls")),
+    path("v1/", include("broadcasts.urls")),
+    path("v1/", include("events.urls")),
+]
+
+handler400 = "core.api.views.bad_request"
+handler404 = "core.api.views.not_found"
+handler500 = "core.api.views.server_error"

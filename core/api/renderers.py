@@ -1,0 +1,17 @@
+from typing import Any
+
+import orjson
+from rest_framework.renderers import BaseRenderer
+
+
+class ORJSONRenderer(BaseRenderer):
+    """JSON via orjson: several times faster than the stdlib encoder on large responses."""
+
+    media_type = "application/json"
+    format = "json"
+    charset = None
+
+    def render(self, data: Any, accepted_media_type: str | None = None, renderer_context: dict | None = None) -> bytes:
+        if data is None:
+            return b""
+        return orjson.dumps(data, option=orjson.OPT_NON_STR_KEYS)

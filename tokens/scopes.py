@@ -1,0 +1,8 @@
+"""The scopes a token may hold (CONTRACT section 2)."""
+
+MESSAGES_BULK = "messages:bulk"
+MESSAGES_SEND = "messages:send"
+TEMPLATES_READ = "templates:read"
+WEBHOOKS_MANAGE = "webhooks:manage"
+
+KNOWN_SCOPES: tuple[str, ...] = (MESSAGES_BULK, MESSAGES_SEND, TEMPLATES_READ, WEBHOOKS_MANAGE)
