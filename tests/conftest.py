@@ -1,12 +1,20 @@
 """Fixtures shared by every test module. Apps keep their own in tests/<app>/conftest.py."""
 
 import pytest
+from django.core.cache import cache
 from rest_framework.test import APIClient
 
 from templates_registry.models import Channel, Template
 from tokens.models import Organization
 from tokens.scopes import KNOWN_SCOPES
 from tokens.services import token_create
+
+
+@pytest.fixture(autouse=True)
+def _clean_cache():
+    """Each test starts with an empty Redis cache (throttles, token touch marks, rate buckets)."""
+    cache.clear()
+    yield
 
 
 @pytest.fixture
