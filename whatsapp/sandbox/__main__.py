@@ -1,0 +1,49 @@
+"""`python -m whatsapp.sandbox --host 127.0.0.1 --port 8099 --latency-ms 50 [--webhook-url URL --app-secret S] ...`"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from whatsapp.sandbox.server import SandboxConfig, parse_outcome, run
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m whatsapp.sandbox", description="Local WhatsApp Graph API sandbox.")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8099)
+    parser.add_argument("--latency-ms", type=float, default=50.0, help="delay before every answer")
+    parser.add_argument("--webhook-url", default=None, help="where to post delivered/read status webhooks")
+    parser.add_argument("--app-secret", default=None, help="signs the webhooks (X-Hub-Signature-256)")
+    parser.add_argument("--phone-mps-cap", type=int, default=None, help="sends/s per phone number before 130429")
+    parser.add_argument("--delivered-after-ms", type=float, default=1000.0)
+    parser.add_argument("--read-after-ms", type=float, default=3000.0)
+    parser.add_argument("--default-outcome", default="ok", help="outcome of unscripted sends (e.g. ok, http500)")
+    parser.add_argument("--hang-seconds", type=float, default=120.0, help="how long a `hang` outcome waits")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        parse_outcome(args.default_outcome)
+        config = SandboxConfig(
+            latency_ms=args.latency_ms,
+            default_outcome=args.default_outcome,
+            phone_mps_cap=args.phone_mps_cap,
+            hang_seconds=args.hang_seconds,
+            webhook_url=args.webhook_url,
+            app_secret=args.app_secret,
+            delivered_after_ms=args.delivered_after_ms,
+            read_after_ms=args.read_after_ms,
+        )
+        config.validate()
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    run(config, host=args.host, port=args.port)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
