@@ -1,3 +1,8 @@
-from django.urls import path  # noqa: F401
+from django.urls import path
 
-urlpatterns: list = []
+from events.apis import WebhookEndpointDetailApi, WebhookEndpointListApi
+
+urlpatterns = [
+    path("webhooks", WebhookEndpointListApi.as_view(), name="webhook-endpoints"),
+    path("webhooks/<str:endpoint_id>", WebhookEndpointDetailApi.as_view(), name="webhook-endpoint"),
+]

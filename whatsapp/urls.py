@@ -1,3 +1,7 @@
-from django.urls import path  # noqa: F401
+from django.urls import path
 
-urlpatterns: list = []
+from whatsapp.webhooks import WhatsAppWebhookView
+
+urlpatterns = [
+    path("webhooks/whatsapp", WhatsAppWebhookView.as_view(), name="whatsapp-webhook"),
+]

@@ -1,0 +1,202 @@
+"""Meta's delivery statuses applied to sends (CONTRACT section 8): forward only, in bulk.
+
+A send moves SENT < DELIVERED < READ, or to FAILED from SENT or DELIVERED; nothing else.
+Every UPDATE carries the allowed "from" statuses in its WHERE clause, so a concurrent webhook,
+a redelivery or an out-of-order status can never move a send backwards or change it twice.
+A body of N statuses costs one SELECT and at most one UPDATE per target status, whatever N is.
+"""
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from django.db import connection, transaction
+from django.db.models import F, Value
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from broadcasts.models import Send, SendStatus
+
+# Meta's words -> ours. "sent" (and anything unknown) moves nothing: the Graph API's 200 made it SENT.
+META_STATUSES = {"delivered": SendStatus.DELIVERED, "read": SendStatus.READ, "failed": SendStatus.FAILED}
+
+# The statuses a send may be in for a move to the key to apply.
+ALLOWED_FROM: dict[str, tuple[str, ...]] = {
+    SendStatus.DELIVERED: (SendStatus.SENT,),
+    SendStatus.READ: (SendStatus.SENT, SendStatus.DELIVERED),
+    SendStatus.FAILED: (SendStatus.SENT, SendStatus.DELIVERED),
+}
+
+
+@dataclass
+class _Fold:
+    """Everything one body says about one wamid, folded into the single move it implies."""
+
+    delivered_at: datetime | None = None
+    read_at: datetime | None = None
+    failed_at: datetime | None = None
+    error_code: str = ""
+    error_title: str = ""
+    error_message: str = ""
+
+    @property
+    def target(self) -> str:
+        # A read message was delivered and did not fail: READ wins over anything else in one body.
+        if self.read_at is not None:
+            return SendStatus.READ
+        if self.failed_at is not None:
+            return SendStatus.FAILED
+        return SendStatus.DELIVERED
+
+
+def _timestamp(raw: Any) -> datetime:
+    """Meta sends Unix seconds as a string; anything unreadable means "now"."""
+    try:
+        value = int(str(raw))
+        return datetime.fromtimestamp(value, tz=UTC)
+    except (TypeError, ValueError, OverflowError, OSError):
+        return timezone.now()
+
+
+def _error(entry: Mapping[str, Any]) -> tuple[str, str, str]:
+    """(code, title, message) from ``errors[0]``; the message prefers ``error_data.details``."""
+    errors = entry.get("errors")
+    first = errors[0] if isinstance(errors, list) and errors and isinstance(errors[0], dict) else {}
+    code = first.get("code")
+    title = str(first.get("title") or "")
+    message = str(first.get("message") or "")
+    error_data = first.get("error_data")
+    if isinstance(error_data, dict) and error_data.get("details"):
+        message = str(error_data["details"])
+    return (str(code) if code is not None else "unknown")[:64], title[:255], message or title
+
+
+def _fold(statuses: Iterable[Any]) -> dict[str, _Fold]:
+    folds: dict[str, _Fold] = {}
+    for entry in statuses:
+        if not isinstance(entry, dict):
+            continue
+        wamid = entry.get("id")
+        target = META_STATUSES.get(str(entry.get("status", "")).lower())
+        if not isinstance(wamid, str) or not wamid or len(wamid) > 128 or target is None:
+            continue
+        at = _timestamp(entry.get("timestamp"))
+        fold = folds.setdefault(wamid, _Fold())
+        if target == SendStatus.DELIVERED:
+            fold.delivered_at = min(fold.delivered_at or at, at)
+        elif target == SendStatus.READ:
+            fold.read_at = min(fold.read_at or at, at)
+        else:
+            fold.failed_at = min(fold.failed_at or at, at)
+            fold.error_code, fold.error_title, fold.error_message = _error(entry)
+    return folds
+
+
+def _update_postgresql(target: str, items: list[tuple[int, _Fold]], now: datetime) -> list[int]:
+    """One UPDATE ... FROM unnest(arrays) for every send moving to ``target``; returns the moved ids."""
+    table = connection.ops.quote_name(Send._meta.db_table)
+    error_sets = ""
+    if target == SendStatus.FAILED:
+        error_sets = (
+            "error_code = v.error_code, error_title = v.error_title, error_message = v.error_message, "
+            "error_retryable = false, "
+        )
+    sql = f"""
+        UPDATE {table} AS s SET
+            status = %s,
+            delivered_at = COALESCE(s.delivered_at, v.delivered_at),
+            read_at = COALESCE(s.read_at, v.read_at),
+            failed_at = COALESCE(s.failed_at, v.failed_at),
+            {error_sets}
+            updated_at = %s
+        FROM unnest(%s::bigint[], %s::timestamptz[], %s::timestamptz[], %s::timestamptz[],
+                    %s::text[], %s::text[], %s::text[])
+             AS v(id, delivered_at, read_at, failed_at, error_code, error_title, error_message)
+        WHERE s.id = v.id AND s.status = ANY(%s)
+        RETURNING s.id
+    """
+    params = [
+        target,
+        now,
+        [send_id for send_id, _ in items],
+        [_delivered_at(target, fold) for _, fold in items],
+        [fold.read_at if target == SendStatus.READ else None for _, fold in items],
+        [fold.failed_at if target == SendStatus.FAILED else None for _, fold in items],
+        [fold.error_code for _, fold in items],
+        [fold.error_title for _, fold in items],
+        [fold.error_message for _, fold in items],
+        list(ALLOWED_FROM[target]),
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return [row[0] for row in cursor.fetchall()]
+
+
+def _update_portable(target: str, items: list[tuple[int, _Fold]], now: datetime) -> list[int]:
+    """The same moves with the ORM (SQLite demo): one UPDATE per distinct set of values."""
+    groups: dict[tuple, list[int]] = defaultdict(list)
+    for send_id, fold in items:
+        read_at = fold.read_at if target == SendStatus.READ else None
+        failed_at = fold.failed_at if target == SendStatus.FAILED else None
+        key = (_delivered_at(target, fold), read_at, failed_at, fold.error_code, fold.error_title, fold.error_message)
+        groups[key].append(send_id)
+    moved: list[int] = []
+    for (delivered_at, read_at, failed_at, code, title, message), ids in groups.items():
+        qs = Send.objects.filter(id__in=ids, status__in=ALLOWED_FROM[target])
+        ids_now = list(qs.values_list("id", flat=True))
+        values: dict[str, Any] = {"status": target, "updated_at": now}
+        for field, value in (("delivered_at", delivered_at), ("read_at", read_at), ("failed_at", failed_at)):
+            if value is not None:
+                values[field] = Coalesce(F(field), Value(value))
+        if target == SendStatus.FAILED:
+            values.update(error_code=code, error_title=title, error_message=message, error_retryable=False)
+        Send.objects.filter(id__in=ids_now, status__in=ALLOWED_FROM[target]).update(**values)
+        moved.extend(ids_now)
+    return moved
+
+
+def _delivered_at(target: str, fold: _Fold) -> datetime | None:
+    # Decision: a READ that arrives without DELIVERED also stamps delivered_at (with the read
+    # time), because a read message was necessarily delivered; a later "delivered" is then ignored.
+    if target == SendStatus.READ:
+        return fold.delivered_at or fold.read_at
+    return fold.delivered_at
+
+
+def sends_apply_statuses(*, statuses: Iterable[Any], publish: bool = True) -> dict[str, list[int]]:
+    """Moves the sends named in Meta's ``statuses[]`` forward; returns ``{status: [moved send ids]}``.
+
+    Unknown wamids, Meta's "sent", backward moves and repeats are ignored. The outbound
+    ``message.*`` events are recorded in the same transaction as the moves (so neither is lost
+    without the other) and their delivery is queued after commit.
+    """
+    folds = _fold(statuses)
+    if not folds:
+        return {}
+    now = timezone.now()
+    by_target: dict[str, list[tuple[int, _Fold]]] = defaultdict(list)
+    rows = Send.objects.filter(message_id__in=list(folds)).values_list("id", "message_id", "status")
+    for send_id, wamid, current in rows:
+        fold = folds[wamid]
+        if current in ALLOWED_FROM[fold.target]:
+            by_target[fold.target].append((send_id, fold))
+    if not by_target:
+        return {}
+
+    update = _update_postgresql if connection.vendor == "postgresql" else _update_portable
+    moved: dict[str, list[int]] = {}
+    with transaction.atomic():
+        # Lower targets first, so events of one body are recorded in status order.
+        for target in (SendStatus.DELIVERED, SendStatus.READ, SendStatus.FAILED):
+            if by_target.get(target):
+                ids = update(target, by_target[target], now)
+                if ids:
+                    moved[target] = sorted(ids)
+        if publish:
+            from events.publisher import message_events_publish
+
+            for target, ids in moved.items():
+                message_events_publish(send_ids=ids, status=target)
+    return moved

@@ -1,0 +1,103 @@
+"""Admin for outbound events: endpoints (create, see failures, re-enable), read-only events and deliveries."""
+
+from django import forms
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+from core.errors import ApplicationError
+from events import services
+from events.models import DeliveryAttempt, Event, EventDelivery, WebhookEndpoint
+
+
+class WebhookEndpointAddForm(forms.ModelForm):
+    class Meta:
+        model = WebhookEndpoint
+        fields = ["organization", "url", "events"]
+
+    def clean_url(self) -> str:
+        try:
+            return services.endpoint_url_validate(url=self.cleaned_data.get("url"))
+        except ApplicationError as exc:
+            raise forms.ValidationError(exc.details.get("url") or exc.message) from exc
+
+    def clean_events(self) -> list[str]:
+        try:
+            return services.endpoint_events_validate(events=self.cleaned_data.get("events") or [])
+        except ApplicationError as exc:
+            raise forms.ValidationError(exc.details.get("events") or exc.message) from exc
+
+
+@admin.register(WebhookEndpoint)
+class WebhookEndpointAdmin(admin.ModelAdmin):
+    list_display = ["url", "organization", "is_active", "disabled_at", "consecutive_failures", "created_at"]
+    list_filter = ["is_active", ("deleted_at", admin.EmptyFieldListFilter)]
+    search_fields = ["url", "id", "organization__name"]
+    list_select_related = ["organization"]
+    # The secret is never shown after creation: it is excluded from every form and list.
+    readonly_fields = ["id", "is_active", "disabled_at", "disabled_reason", "consecutive_failures", "deleted_at"]
+    actions = ["reenable"]
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        if obj is None:
+            kwargs["form"] = WebhookEndpointAddForm
+        return super().get_form(request, obj, change=change, **kwargs)
+
+    def get_fields(self, request: HttpRequest, obj: WebhookEndpoint | None = None) -> list[str]:
+        if obj is None:
+            return ["organization", "url", "events"]
+        return ["id", "organization", "url", "events", *self.readonly_fields[1:]]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: WebhookEndpoint | None = None) -> list[str]:
+        if obj is None:
+            return []
+        return ["organization", "url", *self.readonly_fields]
+
+    def save_model(self, request: HttpRequest, obj: WebhookEndpoint, form, change: bool) -> None:
+        if change:
+            super().save_model(request, obj, form, change)
+            return
+        issued = services.endpoint_create(organization=obj.organization, url=obj.url, events=obj.events)
+        obj.pk = issued.endpoint.pk
+        obj.secret = issued.secret
+        messages.warning(request, f"Signing secret (shown once, copy it now): {issued.secret}")
+
+    @admin.action(description="Re-enable (reset consecutive failures)")
+    def reenable(self, request: HttpRequest, queryset: QuerySet[WebhookEndpoint]) -> None:
+        for endpoint in queryset.filter(deleted_at__isnull=True):
+            services.endpoint_enable(endpoint=endpoint)
+        self.message_user(request, "Re-enabled.", messages.SUCCESS)
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+
+@admin.register(Event)
+class EventAdmin(ReadOnlyAdmin):
+    list_display = ["id", "type", "organization", "created_at"]
+    list_filter = ["type"]
+    search_fields = ["id", "ordering_key"]
+    list_select_related = ["organization"]
+    show_full_result_count = False
+
+
+@admin.register(EventDelivery)
+class EventDeliveryAdmin(ReadOnlyAdmin):
+    list_display = ["event", "endpoint", "status", "attempts", "next_attempt_at", "last_status_code", "delivered_at"]
+    list_filter = ["status"]
+    search_fields = ["event__id", "endpoint__url"]
+    list_select_related = ["event", "endpoint"]
+    raw_id_fields = ["event", "endpoint"]
+    show_full_result_count = False
+
+
+@admin.register(DeliveryAttempt)
+class DeliveryAttemptAdmin(ReadOnlyAdmin):
+    list_display = ["delivery", "attempted_at", "status_code", "error", "duration_ms"]
+    raw_id_fields = ["delivery"]
+    show_full_result_count = False

@@ -1,0 +1,228 @@
+"""The receiver of Meta's webhooks: handshake, signatures, statuses, template updates, other envelopes."""
+
+import orjson
+import pytest
+
+from broadcasts.models import Send, SendStatus
+from templates_registry.models import Template
+from tests.events.helpers import broadcast_with_sends, meta_envelope, meta_signature, status_entry
+
+URL = "/v1/webhooks/whatsapp"
+SECRET = "meta-app-secret"
+
+
+@pytest.fixture(autouse=True)
+def _meta_settings(settings):
+    settings.WHATSAPP_APP_SECRET = SECRET
+    settings.WHATSAPP_VERIFY_TOKEN = "verify-me"
+
+
+def post_signed(client, payload, secret=SECRET, raw: bytes | None = None):
+    body = raw if raw is not None else orjson.dumps(payload)
+    return client.post(
+        URL, data=body, content_type="application/json", HTTP_X_HUB_SIGNATURE_256=meta_signature(body, secret)
+    )
+
+
+# --- handshake -------------------------------------------------------------------------------
+
+
+def test_handshake_echoes_the_challenge_as_plain_text(client):
+    response = client.get(
+        URL, {"hub.mode": "subscribe", "hub.verify_token": "verify-me", "hub.challenge": "1158201444"}
+    )
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("text/plain")
+    assert response.content == b"1158201444"
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"hub.mode": "subscribe", "hub.verify_token": "wrong", "hub.challenge": "1"},
+        {"hub.mode": "unsubscribe", "hub.verify_token": "verify-me", "hub.challenge": "1"},
+        {"hub.challenge": "1"},
+    ],
+)
+def test_handshake_refuses_a_wrong_token_or_mode(client, params):
+    response = client.get(URL, params)
+    assert response.status_code == 403
+    assert response.json()["error"]["code"] == "forbidden"
+
+
+def test_handshake_refused_when_no_verify_token_is_configured(client, settings):
+    settings.WHATSAPP_VERIFY_TOKEN = ""
+    response = client.get(URL, {"hub.mode": "subscribe", "hub.verify_token": "", "hub.challenge": "1"})
+    assert response.status_code == 403
+
+
+# --- signatures ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def broadcast(org, channel, template):
+    return broadcast_with_sends(org=org, channel=channel, template=template, count=3)
+
+
+def _delivered_body(broadcast):
+    return meta_envelope(statuses=[status_entry(f"wamid.{broadcast.id}.0", "delivered")])
+
+
+def test_valid_signature_applies_the_statuses(client, broadcast):
+    response = post_signed(client, _delivered_body(broadcast))
+    assert response.status_code == 200
+    assert Send.objects.get(broadcast=broadcast, index=0).status == SendStatus.DELIVERED
+
+
+@pytest.mark.parametrize(
+    "header",
+    [None, "", "sha256=", "sha256=" + "0" * 64, "sha1=abc", "md5=whatever"],
+)
+def test_missing_or_wrong_signature_is_403_and_changes_nothing(client, broadcast, header):
+    body = orjson.dumps(_delivered_body(broadcast))
+    extra = {} if header is None else {"HTTP_X_HUB_SIGNATURE_256": header}
+    response = client.post(URL, data=body, content_type="application/json", **extra)
+    assert response.status_code == 403
+    assert response.json()["error"]["code"] == "invalid_signature"
+    assert not Send.objects.filter(broadcast=broadcast).exclude(status=SendStatus.SENT).exists()
+
+
+def test_signature_with_another_secret_is_refused(client, broadcast):
+    response = post_signed(client, _delivered_body(broadcast), secret="not-the-app-secret")
+    assert response.status_code == 403
+    assert Send.objects.get(broadcast=broadcast, index=0).status == SendStatus.SENT
+
+
+def test_signature_is_checked_on_the_raw_bytes(client, broadcast):
+    # Given a body signed as sent, then re-serialized with different whitespace
+    body = orjson.dumps(_delivered_body(broadcast))
+    signature = meta_signature(body, SECRET)
+    tampered = body.replace(b":", b": ")
+    # When it arrives with the original signature, then it is refused although the JSON is equal
+    response = client.post(URL, data=tampered, content_type="application/json", HTTP_X_HUB_SIGNATURE_256=signature)
+    assert response.status_code == 403
+
+
+def test_everything_refused_when_the_app_secret_is_unset(client, broadcast, settings):
+    settings.WHATSAPP_APP_SECRET = ""
+    body = orjson.dumps(_delivered_body(broadcast))
+    response = client.post(
+        URL, data=body, content_type="application/json", HTTP_X_HUB_SIGNATURE_256=meta_signature(body, "")
+    )
+    assert response.status_code == 403
+    assert response.json()["error"]["code"] == "forbidden"
+    assert Send.objects.get(broadcast=broadcast, index=0).status == SendStatus.SENT
+
+
+def test_invalid_json_with_a_valid_signature_is_400(client):
+    response = post_signed(client, None, raw=b'{"entry": [')
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "invalid_json"
+
+
+def test_json_that_is_not_an_object_is_400(client):
+    response = post_signed(client, None, raw=b"[1, 2]")
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "validation_error"
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {},
+        {"entry": "x"},
+        {"entry": [None, 1, {"changes": "x"}, {"changes": [None, {"field": "messages", "value": []}]}]},
+        {
+            "entry": [
+                {"changes": [{"field": "messages", "value": {"statuses": [None, 5, {"id": 7}, {"status": "read"}]}}]}
+            ]
+        },
+        {"entry": [{"changes": [{"field": "messages", "value": {"statuses": "nope"}}]}]},
+    ],
+)
+def test_malformed_envelopes_are_acknowledged_not_500(db, client, payload):
+    assert post_signed(client, payload).status_code == 200
+
+
+def test_no_token_auth_and_no_csrf_needed(broadcast):
+    from django.test import Client
+
+    csrf_client = Client(enforce_csrf_checks=True)
+    response = post_signed(csrf_client, _delivered_body(broadcast))
+    assert response.status_code == 200
+
+
+# --- other envelopes ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        (
+            "messages",
+            {
+                "messaging_product": "whatsapp",
+                "contacts": [{"wa_id": "34600"}],
+                "messages": [{"id": "wamid.in", "type": "text", "text": {"body": "hola"}}],
+            },
+        ),
+        ("account_update", {"phone_number": "15550000000", "event": "VERIFIED_ACCOUNT"}),
+        (
+            "user_preferences",
+            {"user_preferences": [{"wa_id": "34600", "category": "marketing_messages", "value": "stop"}]},
+        ),
+        ("calls", {"calls": [{"id": "wacid.x", "event": "connect"}]}),
+        ("phone_number_quality_update", {"event": "FLAGGED", "current_limit": "TIER_1K"}),
+    ],
+)
+def test_other_envelopes_are_acknowledged_and_ignored(client, broadcast, field, value):
+    response = post_signed(client, meta_envelope(field=field, value=value))
+    assert response.status_code == 200
+    assert not Send.objects.filter(broadcast=broadcast).exclude(status=SendStatus.SENT).exists()
+
+
+# --- template status updates -------------------------------------------------------------------
+
+
+def _template_update(template, event, *, meta_id=None, waba_id=None):
+    value = {
+        "event": event,
+        "message_template_id": meta_id or 987654321,
+        "message_template_name": template.name,
+        "message_template_language": template.language,
+        "reason": "NONE",
+    }
+    return meta_envelope(field="message_template_status_update", value=value, waba_id=waba_id or template.waba_id)
+
+
+def test_template_update_by_waba_name_and_language(client, template):
+    response = post_signed(client, _template_update(template, "PAUSED"))
+    assert response.status_code == 200
+    template.refresh_from_db()
+    assert template.status == "PAUSED"
+
+
+def test_template_update_by_meta_id_wins_over_name(client, template):
+    template.meta_id = "555"
+    template.save()
+    other = Template.objects.create(waba_id="999", name="other", language="en", status="APPROVED", meta_id="")
+    envelope = _template_update(other, "DISABLED", meta_id=555, waba_id="999")
+    assert post_signed(client, envelope).status_code == 200
+    template.refresh_from_db()
+    other.refresh_from_db()
+    assert template.status == "DISABLED"
+    assert other.status == "APPROVED"
+
+
+def test_template_reinstated_becomes_approved_again(client, template):
+    template.status = "PAUSED"
+    template.save()
+    post_signed(client, _template_update(template, "REINSTATED"))
+    template.refresh_from_db()
+    assert template.status == "APPROVED"
+
+
+def test_template_update_of_another_waba_changes_nothing(client, template):
+    post_signed(client, _template_update(template, "REJECTED", waba_id="someone-else"))
+    template.refresh_from_db()
+    assert template.status == "APPROVED"
