@@ -1,3 +1,7 @@
-from django.urls import path  # noqa: F401
+from django.urls import path
 
-urlpatterns: list = []
+from core.api.health import HealthApi
+
+urlpatterns = [
+    path("health", HealthApi.as_view(), name="health"),
+]

@@ -6,31 +6,43 @@ from rest_framework.request import Request
 from tokens.models import AccessToken
 from tokens.services import token_authenticate
 
+# The challenge of every 401 (RFC 6750); the exception handler sends it on each 401.
+WWW_AUTHENTICATE = "Bearer"
+
 
 class TokenUser:
     """The request's principal: the organization behind a token, not a Django user."""
 
     is_authenticated = True
     is_anonymous = False
+    is_active = True
+    is_staff = False
+    is_superuser = False
 
     def __init__(self, token: AccessToken) -> None:
         self.token = token
         self.organization = token.organization
         self.pk = f"token:{token.pk}"
+        self.id = self.pk
 
     def __str__(self) -> str:
         return f"token {self.token.prefix}"
 
+    def has_perm(self, perm: str, obj=None) -> bool:
+        return False  # a token is not a Django user; its rights are its scopes
+
 
 class BearerTokenAuthentication(authentication.BaseAuthentication):
+    """Missing header: anonymous (the permission answers 401); anything else but a live token: 401."""
+
     keyword = "Bearer"
 
     def authenticate(self, request: Request) -> tuple[TokenUser, AccessToken] | None:
         header = request.META.get("HTTP_AUTHORIZATION", "")
-        if not header:
-            return None  # the permission answers 401 "missing"
+        if not header.strip():
+            return None
         parts = header.split()
-        if len(parts) != 2 or parts[0].lower() != "bearer":
+        if len(parts) != 2 or parts[0].lower() != self.keyword.lower():
             raise exceptions.AuthenticationFailed("Malformed Authorization header; expected 'Bearer kbai_pk_...'.")
         token = token_authenticate(raw=parts[1])
         if token is None:
@@ -38,4 +50,4 @@ class BearerTokenAuthentication(authentication.BaseAuthentication):
         return TokenUser(token), token
 
     def authenticate_header(self, request: Request) -> str:
-        return 'Bearer realm="api"'
+        return WWW_AUTHENTICATE

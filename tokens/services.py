@@ -1,12 +1,11 @@
-"""Access tokens: creation, authentication and revocation."""
+"""Organizations and access tokens: creation, authentication and revocation."""
 
 import hashlib
 import re
 import secrets
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from django.core.cache import cache
 from django.db.models import Q
 from django.utils import timezone
 
@@ -17,7 +16,7 @@ from tokens.scopes import KNOWN_SCOPES
 TOKEN_PREFIX = "kbai_pk_"
 TOKEN_RE = re.compile(r"^kbai_pk_[A-Za-z0-9_-]{32,128}$")
 # last_used_at is written at most once a minute per token, not on every request.
-LAST_USED_RESOLUTION_SECONDS = 60
+LAST_USED_RESOLUTION = timedelta(seconds=60)
 
 
 @dataclass(frozen=True)
@@ -28,6 +27,16 @@ class IssuedToken:
 
 def token_hash(raw: str) -> str:
     return hashlib.sha256(raw.encode("utf-8")).hexdigest()
+
+
+def organization_get_or_create(*, name: str) -> tuple[Organization, bool]:
+    """The organization called ``name``, created when missing (bootstrap commands, demo seed)."""
+    clean = (name or "").strip()
+    if not clean:
+        raise ApplicationError("The organization name must not be blank.", details={"org": ["Required."]})
+    if len(clean) > Organization._meta.get_field("name").max_length:
+        raise ApplicationError("The organization name is too long (200 characters at most).")
+    return Organization.objects.get_or_create(name=clean)
 
 
 def scopes_parse(raw: str | list[str]) -> list[str]:
@@ -53,6 +62,9 @@ def token_create(
     expires_at: datetime | None = None,
     created_by=None,
 ) -> IssuedToken:
+    """Issues a token; the secret is returned once and only its SHA-256 is stored."""
+    if expires_at is not None and timezone.is_naive(expires_at):
+        raise ApplicationError("expires_at must carry a time zone offset.", details={"expires_at": ["Naive."]})
     raw = TOKEN_PREFIX + secrets.token_urlsafe(32)
     token = AccessToken.objects.create(
         organization=organization,
@@ -73,21 +85,52 @@ def token_authenticate(*, raw: str) -> AccessToken | None:
     token = AccessToken.objects.select_related("organization").filter(token_hash=token_hash(raw)).first()
     if token is None or token.is_revoked or token.is_expired():
         return None
-    _touch_last_used(token)
+    token_touch(token=token)
     return token
 
 
-def _touch_last_used(token: AccessToken) -> None:
-    # cache.add is atomic: one process per minute per token wins and writes.
-    if cache.add(f"token-last-used:{token.pk}", 1, timeout=LAST_USED_RESOLUTION_SECONDS):
-        now = timezone.now()
-        AccessToken.objects.filter(pk=token.pk).update(last_used_at=now)
+def token_touch(*, token: AccessToken, now: datetime | None = None) -> bool:
+    """Refreshes ``last_used_at`` at most once a minute; True when this call wrote it.
+
+    The row we just read tells whether a write is due, so most requests cost no query at all; the
+    conditional UPDATE makes concurrent requests in different processes write once between them.
+    """
+    now = now or timezone.now()
+    threshold = now - LAST_USED_RESOLUTION
+    if token.last_used_at is not None and token.last_used_at > threshold:
+        return False
+    written = (
+        AccessToken.objects.filter(pk=token.pk)
+        .filter(Q(last_used_at__isnull=True) | Q(last_used_at__lte=threshold))
+        .update(last_used_at=now)
+    )
+    if written:
         token.last_used_at = now
+    return bool(written)
 
 
-def token_revoke(*, token_or_prefix: str) -> AccessToken:
-    """Revokes a token given whole or by its 16-character display prefix."""
-    value = token_or_prefix.strip()
+def token_revoke(*, token_or_prefix: "str | AccessToken") -> AccessToken:
+    """Revokes a token given as a row, whole, or by its 16-character display prefix.
+
+    Revoking an already revoked token keeps its first revocation time (idempotent).
+    """
+    if isinstance(token_or_prefix, AccessToken):
+        token = token_or_prefix
+    else:
+        token = _token_find(value=token_or_prefix)
+    if token.revoked_at is None:
+        AccessToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
+        token.refresh_from_db()
+    return token
+
+
+def _token_find(*, value: str) -> AccessToken:
+    value = (value or "").strip()
+    if not value.startswith(TOKEN_PREFIX) or len(value) < AccessToken.PREFIX_LENGTH:
+        raise ApplicationError(
+            f"Give the whole token or its first {AccessToken.PREFIX_LENGTH} characters ('{TOKEN_PREFIX}' and 8 more).",
+            details={"token": ["Malformed."]},
+        )
     if len(value) > AccessToken.PREFIX_LENGTH:
         matches = AccessToken.objects.filter(token_hash=token_hash(value))
     else:
@@ -99,8 +142,4 @@ def token_revoke(*, token_or_prefix: str) -> AccessToken:
         raise ApplicationError(
             "That prefix matches more than one token; give the whole token.", code="conflict", status=409
         )
-    token = found[0]
-    if token.revoked_at is None:
-        AccessToken.objects.filter(Q(pk=token.pk), Q(revoked_at__isnull=True)).update(revoked_at=timezone.now())
-        token.refresh_from_db()
-    return token
+    return found[0]

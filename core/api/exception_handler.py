@@ -83,7 +83,8 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
         code = exc.get_codes() if isinstance(exc.get_codes(), str) else "error"
     headers: dict[str, str] = {}
     if isinstance(exc, (exceptions.NotAuthenticated, exceptions.AuthenticationFailed)):
-        headers["WWW-Authenticate"] = 'Bearer realm="api"'
+        # CONTRACT 3: every 401 carries the challenge "WWW-Authenticate: Bearer".
+        headers["WWW-Authenticate"] = getattr(exc, "auth_header", None) or "Bearer"
         exc.status_code = status.HTTP_401_UNAUTHORIZED
     if isinstance(exc, exceptions.Throttled) and exc.wait is not None:
         headers["Retry-After"] = str(max(1, int(exc.wait + 0.999)))

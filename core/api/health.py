@@ -1,0 +1,38 @@
+"""GET /v1/health: no token, no throttle; 200 when the database and the broker answer, else 503."""
+
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import serializers
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from core.errors import ApplicationError
+from core.health import health_check
+
+
+class HealthApi(APIView):
+    authentication_classes: list = []
+    permission_classes: list = []
+    throttle_classes: list = []
+
+    @extend_schema(
+        summary="Service health",
+        responses={
+            200: inline_serializer(
+                "Health",
+                fields={
+                    "status": serializers.CharField(),
+                    "checks": serializers.DictField(child=serializers.CharField()),
+                },
+            )
+        },
+        auth=[],
+    )
+    def get(self, request: Request) -> Response:
+        checks = health_check()
+        down = {name: result for name, result in checks.items() if result != "ok"}
+        if down:
+            raise ApplicationError(
+                f"Unavailable: {', '.join(down)}.", code="service_unavailable", status=503, details=down
+            )
+        return Response({"status": "ok", "checks": checks})

@@ -1,0 +1,79 @@
+"""Liveness of what the service cannot work without: the database and the Celery broker."""
+
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+import redis
+from django.conf import settings
+from django.db import connections
+
+logger = logging.getLogger(__name__)
+
+# A health probe must answer quickly even when a server is down: never wait on it for long.
+REDIS_TIMEOUT_SECONDS = 1.0
+
+
+def health_check() -> dict[str, str]:
+    """``{"database": "ok" | <why not>, "broker": "ok" | <why not>}``."""
+    return {"database": _database(), "broker": _broker()}
+
+
+def _database() -> str:
+    try:
+        connection = connections["default"]
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+            cursor.fetchone()
+        return "ok"
+    except Exception as exc:  # any failure means "down"; the probe itself must not fail
+        logger.warning("health: database check failed: %s", exc)
+        # A broken connection is not reused by the next request.
+        connections["default"].close_if_unusable_or_obsolete()
+        return f"unavailable: {exc.__class__.__name__}"
+
+
+def _broker() -> str:
+    broker_url = str(getattr(settings, "CELERY_BROKER_URL", "") or "")
+    # Redis is the broker and also holds the rate-limit buckets and caches: both URLs must answer.
+    redis_urls = [url for url in dict.fromkeys([broker_url, settings.REDIS_URL]) if url.startswith(("redis", "rediss"))]
+    for url in redis_urls:
+        problem = _redis_ping(url)
+        if problem:
+            return problem
+    if broker_url.startswith("filesystem"):
+        return _folder_writable(settings.CELERY_BROKER_TRANSPORT_OPTIONS.get("data_folder_in", ""))
+    if not redis_urls:
+        return f"unavailable: unsupported broker {broker_url.split(':', 1)[0]!r}"
+    return "ok"
+
+
+def _redis_ping(url: str) -> str | None:
+    client = redis.Redis.from_url(
+        url, socket_connect_timeout=REDIS_TIMEOUT_SECONDS, socket_timeout=REDIS_TIMEOUT_SECONDS
+    )
+    try:
+        client.ping()
+        return None
+    except Exception as exc:
+        logger.warning("health: broker check failed: %s", exc.__class__.__name__)
+        return f"unavailable: {exc.__class__.__name__}"
+    finally:
+        client.close()
+
+
+def _folder_writable(folder: str) -> str:
+    """The embedded (kombu filesystem) broker works when its folder takes a new file."""
+    if not folder:
+        return "unavailable: no broker folder configured"
+    try:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".health-", delete=True) as probe:
+            probe.write(b"ok")
+            probe.flush()
+            os.fsync(probe.fileno())
+        return "ok"
+    except OSError as exc:
+        logger.warning("health: broker folder %s is not writable: %s", folder, exc)
+        return f"unavailable: folder not writable ({exc.__class__.__name__})"

@@ -1,0 +1,89 @@
+"""The portal's channel and template pages."""
+
+from django import forms
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.utils.decorators import method_decorator
+from django.views.decorators.debug import sensitive_post_parameters
+
+from core.errors import ApplicationError
+from templates_registry.models import Channel, Template
+from templates_registry.services import templates_sync
+
+
+class ChannelForm(forms.ModelForm):
+    """The Graph access token is write-only: never rendered back; blank on change keeps the current one."""
+
+    access_token = forms.CharField(
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        required=False,
+        help_text="Write-only. Leave blank to keep the current token.",
+    )
+
+    class Meta:
+        model = Channel
+        fields = ["organization", "name", "phone_number_id", "waba_id", "access_token", "max_mps"]
+
+    def clean_access_token(self) -> str:
+        value = (self.cleaned_data.get("access_token") or "").strip()
+        if value:
+            return value
+        if self.instance.pk and self.instance.access_token:
+            return self.instance.access_token
+        raise forms.ValidationError("Required for a new channel.")
+
+
+@admin.register(Channel)
+class ChannelAdmin(admin.ModelAdmin):
+    form = ChannelForm
+    list_display = ["id", "name", "organization", "phone_number_id", "waba_id", "max_mps", "created_at"]
+    list_filter = ["organization"]
+    list_select_related = ["organization"]
+    search_fields = ["id", "name", "phone_number_id", "waba_id", "organization__name"]
+    readonly_fields = ["id", "created_at"]
+    actions = ["sync_templates"]
+
+    # The error page of a failed save (DEBUG) must not show the posted access token.
+    @method_decorator(sensitive_post_parameters("access_token"))
+    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        return super().changeform_view(request, object_id, form_url, extra_context)
+
+    @admin.action(description="Sync templates from Meta", permissions=["change"])
+    def sync_templates(self, request: HttpRequest, queryset: QuerySet[Channel]) -> None:
+        for channel in queryset:
+            try:
+                count = templates_sync(channel=channel)
+            except ApplicationError as exc:
+                self.message_user(request, f"{channel}: {exc.message}", level=messages.ERROR)
+            else:
+                self.message_user(request, f"{channel}: {count} template(s) synced.", level=messages.SUCCESS)
+
+
+@admin.register(Template)
+class TemplateAdmin(admin.ModelAdmin):
+    """Read-mostly: templates come from Meta (sync) or create_template; only the status may be set here."""
+
+    list_display = ["name", "language", "status", "category", "parameter_format", "waba_id", "updated_at"]
+    list_filter = ["status", "language", "category", "parameter_format"]
+    search_fields = ["name", "waba_id", "meta_id"]
+    readonly_fields = [
+        "waba_id",
+        "meta_id",
+        "name",
+        "language",
+        "category",
+        "parameter_format",
+        "components",
+        "header_variables",
+        "body_variables",
+        "created_at",
+        "updated_at",
+    ]
+    fields = ["status", *readonly_fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # created by `create_template` or `sync_templates`, with their variables extracted
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False  # broadcasts keep a reference to their template

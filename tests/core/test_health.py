@@ -1,0 +1,67 @@
+"""GET /v1/health: no token; 200 when database and broker answer, else 503 naming what is down."""
+
+import socket
+
+import pytest
+from django.db.utils import OperationalError
+from django.test import override_settings
+
+pytestmark = pytest.mark.django_db
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # nothing listens there once the socket is closed
+
+
+def test_health_ok_without_token(anon_api):
+    response = anon_api.get("/v1/health")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok", "checks": {"database": "ok", "broker": "ok"}}
+
+
+def test_health_ignores_a_bad_token(anon_api):
+    anon_api.credentials(HTTP_AUTHORIZATION="Bearer nonsense")
+    assert anon_api.get("/v1/health").status_code == 200
+
+
+def test_health_503_when_the_redis_broker_is_down(anon_api):
+    down = f"redis://127.0.0.1:{_closed_port()}/0"
+    with override_settings(CELERY_BROKER_URL=down, REDIS_URL=down):
+        response = anon_api.get("/v1/health")
+    assert response.status_code == 503
+    error = response.json()["error"]
+    assert error["code"] == "service_unavailable"
+    assert "broker" in error["message"]
+    assert set(error["details"]) == {"broker"}
+    assert error["details"]["broker"].startswith("unavailable")
+
+
+def test_health_503_when_only_the_celery_broker_url_is_down(anon_api):
+    with override_settings(CELERY_BROKER_URL=f"redis://127.0.0.1:{_closed_port()}/0"):
+        assert anon_api.get("/v1/health").status_code == 503
+
+
+def test_health_503_when_the_database_is_down(anon_api, monkeypatch):
+    def broken_cursor(*args, **kwargs):
+        raise OperationalError("connection refused")
+
+    monkeypatch.setattr("django.db.backends.base.base.BaseDatabaseWrapper.cursor", broken_cursor)
+    response = anon_api.get("/v1/health")
+    assert response.status_code == 503
+    assert set(response.json()["error"]["details"]) == {"database"}
+
+
+def test_health_with_the_filesystem_broker_checks_its_folder(anon_api, tmp_path):
+    # given the embedded broker of `make run` (no Redis), with a writable folder
+    options = {"data_folder_in": str(tmp_path / "broker"), "data_folder_out": str(tmp_path / "broker")}
+    with override_settings(CELERY_BROKER_URL="filesystem://", REDIS_URL="", CELERY_BROKER_TRANSPORT_OPTIONS=options):
+        assert anon_api.get("/v1/health").status_code == 200
+    # when the folder cannot be created (its parent is a file), then 503
+    (tmp_path / "file").write_text("x")
+    options = {"data_folder_in": str(tmp_path / "file" / "broker")}
+    with override_settings(CELERY_BROKER_URL="filesystem://", REDIS_URL="", CELERY_BROKER_TRANSPORT_OPTIONS=options):
+        response = anon_api.get("/v1/health")
+    assert response.status_code == 503
+    assert "broker" in response.json()["error"]["details"]
