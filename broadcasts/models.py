@@ -77,6 +77,9 @@ class Send(models.Model):
     next_attempt_at = models.DateTimeField(null=True, blank=True)
     # A worker holds the send until this instant; past it, the sweeper may take it back.
     lease_expires_at = models.DateTimeField(null=True, blank=True)
+    # Set just before the POST may leave, cleared with its recorded outcome: a lease that expires while it is
+    # set means the request may have reached Meta (an unknown outcome); unset means it never left.
+    posting_at = models.DateTimeField(null=True, blank=True)
     # Attempts cut off after the request may have left (worker killed, timeout): the only
     # way a number can get a second message. Counted, never hidden.
     unknown_outcomes = models.PositiveSmallIntegerField(default=0)

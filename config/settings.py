@@ -139,8 +139,13 @@ WEBHOOKS_ALLOW_PRIVATE = env.bool("WEBHOOKS_ALLOW_PRIVATE", default=False)
 
 # --- Celery -------------------------------------------------------------------------------
 # https://docs.celeryq.dev/en/stable/userguide/configuration.html
+# The database is the truth and the broker only wakes workers: every setting below assumes a message can be
+# lost or delivered twice, and the beat sweeper (broadcasts.sweep) finds the work again from the rows.
 if REDIS_URL:
     CELERY_BROKER_URL = REDIS_URL
+    # Unacked (acks_late) messages come back after this; it must exceed the longest countdown we use
+    # (retry wakes <= DELIVERY_RETRY_MAX_SECONDS) and the longest task run, or a task would run twice early.
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
 else:
     # Embedded broker for the demo: kombu's filesystem transport, shared by the demo's processes.
     CELERY_BROKER_URL = "filesystem://"
@@ -155,16 +160,57 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TIMEZONE = "UTC"
+# ONE queue, published through the anonymous exchange: a plain `celery -A config worker` serves everything, and
+# routing needs no binding keys in Redis, so a FLUSHALL of the broker cannot make later messages undeliverable.
+CELERY_TASK_DEFAULT_QUEUE = "celery"
+CELERY_TASK_DEFAULT_EXCHANGE = ""
+CELERY_TASK_DEFAULT_ROUTING_KEY = "celery"
 # Re-deliver a task whose worker died mid-run; the database claim makes a second run harmless.
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 # Delivery tasks are long (a chunk of sends); do not let one worker hoard messages.
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Default bounds for every task; the chunk task sets its own, below its send lease (broadcasts/tasks.py).
 # https://docs.celeryq.dev/en/stable/userguide/configuration.html#task-time-limit
 CELERY_TASK_SOFT_TIME_LIMIT = 120
 CELERY_TASK_TIME_LIMIT = 150
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Keep retrying a lost broker forever: a worker must survive a Redis restart and go on (CONTRACT 6).
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
+# A Celery worker is long-lived: recycle a child now and then to bound leaks, never mid-chunk.
+CELERY_WORKER_MAX_TASKS_PER_CHILD = 5000
+
+# --- Delivery engine (broadcasts/delivery.py) -------------------------------------------------
+# Every knob is an environment variable so the test and benchmark worker processes can shorten it.
+# Chunk = one task's share of a broadcast, sized to ~DELIVERY_CHUNK_SECONDS of the channel's cap (bounds kept
+# between 10 and 500 sends: one claim UPDATE and a few outcome UPDATEs per chunk).
+DELIVERY_CHUNK_SECONDS = env.float("DELIVERY_CHUNK_SECONDS", default=2.0)
+DELIVERY_CHUNK_MAX = env.int("DELIVERY_CHUNK_MAX", default=500)
+# A chunk holds its sends this long; past it the sweeper takes them back. It must outlast the chunk's hard time
+# limit (lease - 5 s) and a chunk stops posting after a third of it, so a live worker's sends are never taken.
+DELIVERY_LEASE_SECONDS = env.float("DELIVERY_LEASE_SECONDS", default=60.0)
+# Up to 6 POSTs in all per send (CONTRACT 4); backoff base * 2^(attempt-1), +-25 % jitter, capped.
+DELIVERY_MAX_ATTEMPTS = 6
+DELIVERY_RETRY_BASE_SECONDS = env.float("DELIVERY_RETRY_BASE_SECONDS", default=2.0)
+DELIVERY_RETRY_MAX_SECONDS = env.float("DELIVERY_RETRY_MAX_SECONDS", default=60.0)
+# Graph API timeouts: connecting (request never left: no unknown outcome) and reading the answer (unknown).
+DELIVERY_CONNECT_TIMEOUT_SECONDS = env.float("DELIVERY_CONNECT_TIMEOUT_SECONDS", default=5.0)
+DELIVERY_READ_TIMEOUT_SECONDS = env.float("DELIVERY_READ_TIMEOUT_SECONDS", default=15.0)
+# Sends in flight per worker process (a 1000 mps channel at 50 ms latency keeps ~50 in flight).
+DELIVERY_MAX_IN_FLIGHT = env.int("DELIVERY_MAX_IN_FLIGHT", default=256)
+# Pace at this fraction of max_mps: the margin absorbs scheduling jitter so no one-second window exceeds the cap.
+DELIVERY_RATE_HEADROOM = env.float("DELIVERY_RATE_HEADROOM", default=0.98)
+# Chunks of one channel running at once, over all workers (one process posts ~2000/s, a channel at most 1000):
+# the rest wait in the queue so that four channels' broadcasts share the workers instead of the first hogging them.
+DELIVERY_CHANNEL_PARALLELISM = env.int("DELIVERY_CHANNEL_PARALLELISM", default=2)
+# Same number, same channel: at most once per this many seconds (CONTRACT 6: 6 s), plus the slot look-ahead.
+DELIVERY_SAME_NUMBER_SECONDS = env.float("DELIVERY_SAME_NUMBER_SECONDS", default=6.0)
+# Beat periods: scheduled broadcasts start within 15 s of scheduled_at; the sweeper recovers lost work.
+DELIVERY_START_DUE_INTERVAL = env.float("DELIVERY_START_DUE_INTERVAL", default=5.0)
+DELIVERY_SWEEP_INTERVAL = env.float("DELIVERY_SWEEP_INTERVAL", default=10.0)
 CELERY_BEAT_SCHEDULE: dict = {
+    "broadcasts-start-due": {"task": "broadcasts.start_due", "schedule": DELIVERY_START_DUE_INTERVAL},
+    "broadcasts-sweep": {"task": "broadcasts.sweep", "schedule": DELIVERY_SWEEP_INTERVAL},
     # Outbound customer events: expire 24 h-old deliveries, wake endpoints with due retries.
     "events-sweep": {"task": "events.sweep", "schedule": 10.0},
 }
