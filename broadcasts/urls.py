@@ -1,3 +1,12 @@
-from django.urls import path  # noqa: F401
+from django.urls import path
 
-urlpatterns: list = []
+from broadcasts.api import views
+
+urlpatterns = [
+    path("messages/bulk", views.BroadcastCollectionApi.as_view(), name="bulk-collection"),
+    path("messages/bulk/<str:broadcast_id>", views.BroadcastDetailApi.as_view(), name="bulk-detail"),
+    path("messages/bulk/<str:broadcast_id>/recipients", views.BroadcastRecipientsApi.as_view(), name="bulk-recipients"),
+    path("messages/bulk/<str:broadcast_id>/cancel", views.BroadcastCancelApi.as_view(), name="bulk-cancel"),
+    path("messages/bulk/<str:broadcast_id>/pause", views.BroadcastPauseApi.as_view(), name="bulk-pause"),
+    path("messages/bulk/<str:broadcast_id>/resume", views.BroadcastResumeApi.as_view(), name="bulk-resume"),
+]

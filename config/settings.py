@@ -118,6 +118,8 @@ REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["core.api.renderers.ORJSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["core.api.parsers.ORJSONParser"],
     "EXCEPTION_HANDLER": "core.api.exception_handler.api_exception_handler",
+    # Per-token limits from API_RATE_LIMITS, counted in the cache (Redis) across web processes.
+    "DEFAULT_THROTTLE_CLASSES": ["core.api.throttling.TokenRateThrottle"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": None,
 }

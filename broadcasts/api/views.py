@@ -1,0 +1,207 @@
+"""HTTP layer of the bulk API (CONTRACT sections 4, 5, 7): parse, call one service or selector,
+shape the answer. No business rules here."""
+
+from datetime import datetime
+from typing import Any
+
+import orjson
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import exceptions
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from broadcasts import selectors, services
+from broadcasts.api import serializers as s
+from broadcasts.api.body import body_read
+from broadcasts.api.pagination import cursor_decode, cursor_encode, limit_parse
+from broadcasts.models import SendStatus
+from core.api.parsers import InvalidJSON
+from core.errors import ApplicationError
+
+LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX = 50, 100
+RECIPIENTS_LIMIT_DEFAULT, RECIPIENTS_LIMIT_MAX = 100, 1000
+
+
+def _errors(*codes: int) -> dict[int, OpenApiResponse]:
+    described = {
+        400: "Invalid request (`validation_error`, `invalid_json`, `channel_not_found`, `template_not_found`, "
+        "`template_not_approved`); `details` maps each path to its messages.",
+        401: "Missing, malformed, unknown, revoked or expired token (`unauthorized`).",
+        403: "The token lacks the `messages:bulk` scope (`insufficient_scope`).",
+        404: "No such broadcast for this organization (`not_found`).",
+        409: "Not possible from the broadcast's state, or Idempotency-Key reused with another body (`conflict`).",
+        413: "Body over 10 MiB (`request_too_large`).",
+        415: "Content type other than application/json (`unsupported_media_type`).",
+        429: "Per-token rate limit exceeded (`rate_limited`); see `Retry-After`.",
+    }
+    return {code: OpenApiResponse(s.ErrorEnvelopeSerializer, description=described[code]) for code in codes}
+
+
+def _broadcast_body(broadcast) -> dict[str, Any]:
+    counts = selectors.broadcast_counts(broadcast_ids=[broadcast.id])[broadcast.id]
+    return s.broadcast_representation(broadcast, counts)
+
+
+def _json_body(request: Request, raw: bytes) -> Any:
+    media_type = (request.content_type or "").split(";", 1)[0].strip().lower()
+    if media_type != "application/json":
+        raise exceptions.UnsupportedMediaType(media_type or "(none)", detail="Send the body as application/json.")
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidJSON(f"The request body is not valid JSON: {exc}") from None
+
+
+class BulkView(APIView):
+    required_scope = "messages:bulk"
+
+
+class BroadcastCollectionApi(BulkView):
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        # Size first, before authentication: a 413 must not depend on the token, and the body is
+        # read (or drained) before any answer so that the client never sees a reset.
+        if request.method == "POST":
+            self.raw_body = body_read(request._request)
+        super().initial(request, *args, **kwargs)
+
+    @extend_schema(
+        operation_id="bulk_create",
+        summary="Send a template to up to 5000 recipients",
+        request=s.BulkCreateSerializer,
+        parameters=[
+            OpenApiParameter(
+                "Idempotency-Key",
+                OpenApiTypes.STR,
+                OpenApiParameter.HEADER,
+                description="Same key + same body within 24 h replays the first 202 (`Idempotent-Replayed: true`); "
+                "another body: 409.",
+            )
+        ],
+        responses={202: s.BulkAcceptedSerializer, **_errors(400, 401, 403, 409, 413, 415, 429)},
+    )
+    def post(self, request: Request) -> Response:
+        body = _json_body(request, self.raw_body)
+        result = services.broadcast_create(
+            organization=request.user.organization,
+            token=request.auth,
+            body=body,
+            idempotency_key=request.headers.get("Idempotency-Key"),
+        )
+        headers = {"Idempotent-Replayed": "true"} if result.replayed else None
+        return Response(result.body, status=202, headers=headers)
+
+    @extend_schema(
+        operation_id="bulk_list",
+        summary="The organization's broadcasts, newest first",
+        parameters=[
+            OpenApiParameter("limit", OpenApiTypes.INT, description="1-100, default 50."),
+            OpenApiParameter("cursor", OpenApiTypes.STR, description="`next_cursor` of the previous page."),
+        ],
+        responses={200: s.BroadcastPageSerializer, **_errors(400, 401, 403, 429)},
+    )
+    def get(self, request: Request) -> Response:
+        limit = limit_parse(request.query_params.get("limit"), default=LIST_LIMIT_DEFAULT, maximum=LIST_LIMIT_MAX)
+        position = cursor_decode(request.query_params.get("cursor"), kinds=(str, str))
+        after = None
+        if position is not None:
+            try:
+                after = (datetime.fromisoformat(position[0]), position[1])
+            except ValueError:
+                raise ApplicationError(
+                    "Invalid cursor.", details={"cursor": ["Not a cursor this API returned."]}
+                ) from None
+        page, more = selectors.broadcast_list(organization=request.user.organization, limit=limit, after=after)
+        counts = selectors.broadcast_counts(broadcast_ids=[b.id for b in page])
+        next_cursor = cursor_encode(page[-1].created_at.isoformat(), page[-1].id) if more else None
+        data = [s.broadcast_representation(b, counts[b.id]) for b in page]
+        return Response({"data": data, "next_cursor": next_cursor})
+
+
+class BroadcastDetailApi(BulkView):
+    @extend_schema(
+        operation_id="bulk_retrieve",
+        summary="A broadcast with its counts per send status",
+        responses={200: s.BroadcastSerializer, **_errors(401, 403, 404, 429)},
+    )
+    def get(self, request: Request, broadcast_id: str) -> Response:
+        broadcast = selectors.broadcast_get(broadcast_id=broadcast_id, organization=request.user.organization)
+        return Response(_broadcast_body(broadcast))
+
+
+class BroadcastRecipientsApi(BulkView):
+    @extend_schema(
+        operation_id="bulk_recipients",
+        summary="The broadcast's sends in request order",
+        parameters=[
+            OpenApiParameter(
+                "status",
+                OpenApiTypes.STR,
+                description="Only sends in this status (any case): " + ", ".join(SendStatus.values),
+            ),
+            OpenApiParameter("limit", OpenApiTypes.INT, description="1-1000, default 100."),
+            OpenApiParameter("cursor", OpenApiTypes.STR, description="`next_cursor` of the previous page."),
+        ],
+        responses={200: s.SendPageSerializer, **_errors(400, 401, 403, 404, 429)},
+    )
+    def get(self, request: Request, broadcast_id: str) -> Response:
+        params = request.query_params
+        status = params.get("status")
+        if status is not None:
+            status = status.upper()
+            if status not in SendStatus.values:
+                raise ApplicationError(
+                    "Invalid status filter.",
+                    details={"status": ["Must be one of: " + ", ".join(v.lower() for v in SendStatus.values) + "."]},
+                )
+        limit = limit_parse(params.get("limit"), default=RECIPIENTS_LIMIT_DEFAULT, maximum=RECIPIENTS_LIMIT_MAX)
+        position = cursor_decode(params.get("cursor"), kinds=(int,))
+        broadcast = selectors.broadcast_get(broadcast_id=broadcast_id, organization=request.user.organization)
+        rows, more = selectors.broadcast_sends_list(
+            broadcast=broadcast, limit=limit, status=status, after_index=position[0] if position else None
+        )
+        next_cursor = cursor_encode(rows[-1]["index"]) if more else None
+        return Response({"data": [s.send_representation(r) for r in rows], "next_cursor": next_cursor})
+
+
+class _BroadcastActionApi(BulkView):
+    service = None
+
+    def post(self, request: Request, broadcast_id: str) -> Response:
+        broadcast = type(self).service(broadcast_id=broadcast_id, organization=request.user.organization)
+        broadcast = selectors.broadcast_get(broadcast_id=broadcast.id)
+        return Response(_broadcast_body(broadcast))
+
+
+_ACTION_ERRORS = _errors(401, 403, 404, 409, 429)
+
+
+@extend_schema(
+    operation_id="bulk_cancel",
+    summary="Cancel: every send still pending becomes CANCELLED",
+    request=None,
+    responses={200: s.BroadcastSerializer, **_ACTION_ERRORS},
+)
+class BroadcastCancelApi(_BroadcastActionApi):
+    service = staticmethod(services.broadcast_cancel)
+
+
+@extend_schema(
+    operation_id="bulk_pause",
+    summary="Pause a PENDING or IN_PROGRESS broadcast",
+    request=None,
+    responses={200: s.BroadcastSerializer, **_ACTION_ERRORS},
+)
+class BroadcastPauseApi(_BroadcastActionApi):
+    service = staticmethod(services.broadcast_pause)
+
+
+@extend_schema(
+    operation_id="bulk_resume",
+    summary="Resume a PAUSED broadcast where it stopped",
+    request=None,
+    responses={200: s.BroadcastSerializer, **_ACTION_ERRORS},
+)
+class BroadcastResumeApi(_BroadcastActionApi):
+    service = staticmethod(services.broadcast_resume)

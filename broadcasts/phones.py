@@ -1,0 +1,173 @@
+"""Phone number validation: libphonenumber's verdicts, without its generic text parser.
+
+``phonenumbers.parse`` accepts free text ("Tel: (0)20 ...", vanity letters, extensions, RFC 3966)
+and is most of the cost of validating a 5000-recipient body. Our input is narrower by contract:
+``+`` then ASCII digits. For that form this module runs the same steps ``parse`` +
+``is_valid_number`` run (country code from ``COUNTRY_CODE_TO_REGION_CODE``, national prefix
+stripping, region choice for shared calling codes, number-type patterns) with the library's own
+functions and metadata, but with each region's patterns compiled once. Anything unusual (too
+short, unknown calling code, over-long) is handed to the library itself, so the verdicts are the
+library's in every case; tests/broadcasts/test_phones.py proves it over every calling code.
+"""
+
+import re
+from functools import cache
+from typing import NamedTuple
+
+import phonenumbers
+from phonenumbers import phonenumberutil as pnu
+from phonenumbers.phonemetadata import PhoneMetadata
+
+# ASCII digits only: ``\d`` would also accept Arabic-Indic and other Unicode digits.
+_PLUS_DIGITS = re.compile(r"\+[0-9]+")
+# Longest input worth looking at: 3 calling-code digits + 17 national digits + a national prefix.
+MAX_PHONE_LENGTH = 32
+
+# parse() refuses these national-number lengths (TOO_SHORT_NSN / TOO_LONG).
+_MIN_NSN = 2
+_MAX_NSN = 17
+
+
+class _Desc(NamedTuple):
+    lengths: frozenset[int]  # empty: any length (the general description already checked it)
+    pattern: re.Pattern[str] | None
+
+
+class _Region(NamedTuple):
+    region_code: str
+    country_code: int
+    leading_digits: re.Pattern[str] | None
+    general: _Desc
+    specific: tuple[_Desc, ...]  # premium rate ... voicemail, in the library's order
+    fixed_line: _Desc
+    mobile: _Desc
+    same_mobile_and_fixed_line: bool
+
+
+class _CallingCode(NamedTuple):
+    parse_metadata: PhoneMetadata  # the metadata parse() strips national prefixes with
+    regions: tuple[_Region, ...]
+
+
+def _desc(number_desc) -> _Desc | None:
+    if number_desc is None:
+        return None
+    raw = number_desc.national_number_pattern
+    return _Desc(frozenset(number_desc.possible_length or ()), re.compile(raw) if raw else None)
+
+
+def _matches(national: str, desc: _Desc | None) -> bool:
+    """``phonenumberutil._is_number_matching_desc`` with a precompiled pattern."""
+    if desc is None:
+        return False
+    if desc.lengths and len(national) not in desc.lengths:
+        return False
+    return desc.pattern is not None and desc.pattern.fullmatch(national) is not None
+
+
+def _region(region_code: str, country_code: int) -> _Region | None:
+    metadata = PhoneMetadata.metadata_for_region_or_calling_code(country_code, region_code)
+    if metadata is None:
+        return None
+    specific = (
+        metadata.premium_rate,
+        metadata.toll_free,
+        metadata.shared_cost,
+        metadata.voip,
+        metadata.personal_number,
+        metadata.pager,
+        metadata.uan,
+        metadata.voicemail,
+    )
+    return _Region(
+        region_code=region_code,
+        country_code=metadata.country_code,
+        leading_digits=re.compile(metadata.leading_digits) if metadata.leading_digits is not None else None,
+        general=_desc(metadata.general_desc),
+        specific=tuple(_desc(d) for d in specific),
+        fixed_line=_desc(metadata.fixed_line),
+        mobile=_desc(metadata.mobile),
+        same_mobile_and_fixed_line=bool(metadata.same_mobile_and_fixed_line_pattern),
+    )
+
+
+@cache  # bounded by the ~215 calling codes libphonenumber knows
+def _calling_code(country_code: int) -> _CallingCode | None:
+    region_codes = pnu.COUNTRY_CODE_TO_REGION_CODE.get(country_code)
+    if not region_codes:
+        return None
+    parse_metadata = PhoneMetadata.metadata_for_region_or_calling_code(country_code, region_codes[0])
+    if parse_metadata is None:
+        return None
+    regions = tuple(r for r in (_region(code, country_code) for code in region_codes) if r is not None)
+    return _CallingCode(parse_metadata, regions)
+
+
+def _is_valid_for_region(national: str, region: _Region) -> bool:
+    """``_number_type_helper(...) != UNKNOWN``, the library's order of checks kept."""
+    if not _matches(national, region.general):
+        return False
+    if any(_matches(national, desc) for desc in region.specific):
+        return True
+    if _matches(national, region.fixed_line):
+        return True
+    return not region.same_mobile_and_fixed_line and _matches(national, region.mobile)
+
+
+def _region_for(national: str, calling: _CallingCode) -> _Region | None:
+    """``_region_code_for_number_from_list``: leading digits when known, else full validation."""
+    if len(calling.regions) == 1:
+        return calling.regions[0]
+    for region in calling.regions:
+        if region.leading_digits is not None:
+            if region.leading_digits.match(national):
+                return region
+        elif _is_valid_for_region(national, region):
+            return region
+    return None
+
+
+def _library_e164(raw: str) -> str | None:
+    """The library's own verdict, for the rare inputs the fast path does not handle."""
+    try:
+        number = phonenumbers.parse(raw, None)
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_valid_number(number):
+        return None
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def phone_to_e164(raw: object) -> str | None:
+    """The E.164 form of ``raw`` when it is ``+`` then digits and a valid number, else None.
+
+    Same verdict and same E.164 string as ``phonenumbers.parse(raw)`` + ``is_valid_number`` +
+    ``format_number(E164)``; a national prefix written after the calling code (``+44 0 20...``)
+    is stripped exactly as the library strips it.
+    """
+    if type(raw) is not str or len(raw) > MAX_PHONE_LENGTH or not _PLUS_DIGITS.fullmatch(raw):
+        return None
+    digits = raw[1:]
+    if len(digits) <= _MIN_NSN:
+        return _library_e164(raw)
+    country_code, national = pnu._extract_country_code(digits)
+    calling = _calling_code(country_code) if country_code else None
+    if calling is None or len(national) < _MIN_NSN:
+        return _library_e164(raw)
+
+    metadata = calling.parse_metadata
+    _, stripped, _ = pnu._maybe_strip_national_prefix_carrier_code(national, metadata)
+    if pnu._test_number_length(stripped, metadata) not in (
+        pnu.ValidationResult.TOO_SHORT,
+        pnu.ValidationResult.IS_POSSIBLE_LOCAL_ONLY,
+        pnu.ValidationResult.INVALID_LENGTH,
+    ):
+        national = stripped
+    if not _MIN_NSN <= len(national) <= _MAX_NSN:
+        return None
+    # The library keeps leading zeros (Italy) as such, so the national significant number is
+    # exactly these digits.
+    region = _region_for(national, calling)
+    if region is None or region.country_code != country_code or not _is_valid_for_region(national, region):
+        return None
+    return f"+{country_code}{national}"

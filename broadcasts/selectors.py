@@ -1,0 +1,120 @@
+"""Reads of the bulk API: one broadcast with its counts, lists by keyset pagination.
+
+Counts are always computed from the sends (one GROUP BY on the (broadcast, status, index)
+index), never kept as counters, so they add up to ``total_recipients`` by construction.
+"""
+
+from datetime import datetime
+from typing import Any
+
+from django.db.models import Count, Q
+
+from broadcasts.models import Broadcast, Send, SendStatus
+from core.errors import NotFoundError
+from tokens.models import Organization
+
+COUNT_KEYS = ("pending", "sent", "delivered", "read", "failed", "cancelled")
+
+
+def broadcast_get(*, broadcast_id: str, organization: Organization | None = None) -> Broadcast:
+    """The broadcast, or 404 when it does not exist for this organization (no hint it exists)."""
+    queryset = Broadcast.objects.select_related("channel")
+    if organization is not None:
+        queryset = queryset.filter(organization=organization)
+    broadcast = queryset.filter(pk=broadcast_id).first()
+    if broadcast is None:
+        raise NotFoundError("Broadcast not found.")
+    return broadcast
+
+
+def broadcast_get_for_update(*, broadcast_id: str, organization: Organization | None = None) -> Broadcast:
+    """Like ``broadcast_get``, holding the row lock until the caller's transaction ends."""
+    queryset = Broadcast.objects.select_for_update()
+    if organization is not None:
+        queryset = queryset.filter(organization=organization)
+    broadcast = queryset.filter(pk=broadcast_id).first()
+    if broadcast is None:
+        raise NotFoundError("Broadcast not found.")
+    return broadcast
+
+
+def broadcast_counts(*, broadcast_ids: list[str]) -> dict[str, dict[str, int]]:
+    """Sends per status for each broadcast, every key present (zeros included)."""
+    counts = {bid: dict.fromkeys(COUNT_KEYS, 0) for bid in broadcast_ids}
+    rows = (
+        Send.objects.filter(broadcast_id__in=broadcast_ids)
+        .values_list("broadcast_id", "status")
+        .annotate(n=Count("id"))
+        .order_by()
+    )
+    for broadcast_id, status, n in rows:
+        counts[broadcast_id][status.lower()] = n
+    return counts
+
+
+def error_rate(*, counts: dict[str, int], total: int) -> float:
+    """failed / (total - pending - cancelled), 0 when nothing was attempted; 4 decimals."""
+    divisor = total - counts["pending"] - counts["cancelled"]
+    return round(counts["failed"] / divisor, 4) if divisor > 0 else 0.0
+
+
+def broadcast_list(
+    *, organization: Organization, limit: int, after: tuple[datetime, str] | None = None
+) -> tuple[list[Broadcast], bool]:
+    """The organization's broadcasts newest first, after a (created_at, id) keyset position.
+
+    Returns the page and whether more follow.
+    """
+    queryset = Broadcast.objects.filter(organization=organization).select_related("channel")
+    if after is not None:
+        created_at, broadcast_id = after
+        queryset = queryset.filter(Q(created_at__lt=created_at) | Q(created_at=created_at, id__lt=broadcast_id))
+    page = list(queryset.order_by("-created_at", "-id")[: limit + 1])
+    return page[:limit], len(page) > limit
+
+
+def broadcast_sends_list(
+    *, broadcast: Broadcast, limit: int, status: str | None = None, after_index: int | None = None
+) -> tuple[list[dict[str, Any]], bool]:
+    """A page of the broadcast's sends in request order, optionally of one status."""
+    queryset = Send.objects.filter(broadcast_id=broadcast.id)
+    if status is not None:
+        queryset = queryset.filter(status=status)
+    if after_index is not None:
+        queryset = queryset.filter(index__gt=after_index)
+    rows = list(
+        queryset.order_by("index").values(
+            "index",
+            "to",
+            "status",
+            "message_id",
+            "attempts",
+            "error_code",
+            "error_message",
+            "error_retryable",
+            "variables",
+            "meta_data",
+            "updated_at",
+        )[: limit + 1]
+    )
+    return rows[:limit], len(rows) > limit
+
+
+def broadcast_error_codes(*, broadcast: Broadcast, limit: int = 10) -> list[tuple[str, str, int]]:
+    """The most frequent (error_code, one message, count) of the broadcast's failed sends."""
+    rows = (
+        Send.objects.filter(broadcast_id=broadcast.id, status=SendStatus.FAILED)
+        .exclude(error_code="")
+        .values("error_code")
+        .annotate(n=Count("id"))
+        .order_by("-n", "error_code")[:limit]
+    )
+    out = []
+    for row in rows:
+        message = (
+            Send.objects.filter(broadcast_id=broadcast.id, error_code=row["error_code"])
+            .values_list("error_message", flat=True)
+            .first()
+        )
+        out.append((row["error_code"], message or "", row["n"]))
+    return out

@@ -1,0 +1,332 @@
+"""Writes of the bulk API: create a broadcast, cancel, pause and resume it.
+
+The admin and the delivery engine call the same functions, so a state change has one
+definition: its lock, its allowed source states and the side effects it schedules after commit.
+"""
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from broadcasts.idempotency import (
+    HEADER,
+    idempotency_cutoff,
+    idempotency_key_validate,
+    idempotency_replay,
+    request_hash,
+)
+from broadcasts.models import (
+    FINAL_BROADCAST_STATUSES,
+    Broadcast,
+    BroadcastStatus,
+    IdempotencyRecord,
+    Send,
+    SendStatus,
+)
+from broadcasts.selectors import broadcast_get_for_update
+from broadcasts.tasks import enqueue_dispatch
+from broadcasts.validation import BulkRequest, Errors, RecipientInput, bulk_request_validate
+from core.errors import ApplicationError, ConflictError
+from core.ids import object_id
+from events.publisher import broadcast_event_publish, message_events_publish
+from templates_registry.models import Channel, Template
+from tokens.models import AccessToken, Organization
+
+logger = logging.getLogger(__name__)
+
+MISSING_VARIABLES = "missing_variables"
+# Columns written by COPY; every other column of the table is nullable and starts NULL.
+_COPY_COLUMNS = (
+    "broadcast_id",
+    "index",
+    "to",
+    "variables",
+    "meta_data",
+    "status",
+    "attempts",
+    "unknown_outcomes",
+    "error_code",
+    "error_title",
+    "error_message",
+    "error_retryable",
+    "failed_at",
+    "updated_at",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class BroadcastCreateResult:
+    body: dict[str, Any]  # the 202 body
+    replayed: bool  # True when an Idempotency-Key matched an earlier request
+
+
+def iso_utc(value: datetime | None) -> str | None:
+    """ISO 8601 in UTC with a ``Z``: the one timestamp format of the API."""
+    if value is None:
+        return None
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def channel_resolve(*, organization: Organization, channel_id: str) -> Channel | None:
+    """A channel of the organization by its 24-hex id or by Meta's ``phone_number_id``."""
+    channels = list(
+        Channel.objects.filter(organization=organization).filter(Q(id=channel_id) | Q(phone_number_id=channel_id))[:2]
+    )
+    # Prefer the id meaning if, absurdly, one channel's id is another's phone_number_id.
+    return next((c for c in channels if c.id == channel_id), channels[0] if channels else None)
+
+
+def _lookup_errors(
+    *, organization: Organization, request: BulkRequest, errors: Errors
+) -> tuple[str | None, Channel | None, Template | None]:
+    """Resolves channel and template, adding their errors; returns (specific code, channel, template)."""
+    if not request.channel_id:
+        return None, None, None
+    channel = channel_resolve(organization=organization, channel_id=request.channel_id)
+    if channel is None:
+        errors.setdefault("channel_id", []).append("No channel with this id or phone_number_id.")
+        return "channel_not_found", None, None
+    if not request.template_name or not request.language:
+        return None, channel, None
+    template = Template.objects.filter(
+        waba_id=channel.waba_id, name=request.template_name, language=request.language
+    ).first()
+    if template is None:
+        errors.setdefault("template_name", []).append(
+            f"No template '{request.template_name}' in language '{request.language}' "
+            "for this channel's WhatsApp Business account."
+        )
+        return "template_not_found", channel, None
+    if template.status != Template.Status.APPROVED:
+        errors.setdefault("template_name", []).append(
+            f"Template '{template.name}' [{template.language}] is {template.status}, not APPROVED."
+        )
+        return "template_not_approved", channel, None
+    return None, channel, template
+
+
+def _send_rows(
+    *, broadcast_id: str, recipients: list[RecipientInput], needed: list[str], now: datetime
+) -> tuple[list[tuple], int]:
+    """One row per recipient in ``_COPY_COLUMNS`` order, and how many lack variables."""
+    rows: list[tuple] = []
+    failed = 0
+    pending = SendStatus.PENDING.value
+    for index, recipient in enumerate(recipients):
+        given = recipient.variables
+        # Keys the template does not use are dropped: the delivery engine builds parameters
+        # from what is stored, and the recipients listing shows what will be sent.
+        variables = {name: given[name] for name in needed if name in given}
+        # A blank value is as missing as an absent one: Meta rejects empty parameters.
+        missing = [name for name in needed if not variables.get(name, "").strip()]
+        meta = orjson.dumps(recipient.meta_data).decode() if recipient.meta_data is not None else None
+        if missing:
+            failed += 1
+            rows.append(
+                (
+                    broadcast_id,
+                    index,
+                    recipient.to,
+                    orjson.dumps(variables).decode(),
+                    meta,
+                    SendStatus.FAILED.value,
+                    0,
+                    0,
+                    MISSING_VARIABLES,
+                    "Missing template variables",
+                    "Missing template variables: " + ", ".join(missing) + ".",
+                    False,
+                    now,
+                    now,
+                )
+            )
+        else:
+            rows.append(
+                (broadcast_id, index, recipient.to, orjson.dumps(variables).decode(), meta, pending, 0, 0, "", "", "")
+                + (None, None, now)
+            )
+    return rows, failed
+
+
+def _sends_insert(*, rows: list[tuple]) -> None:
+    """PostgreSQL COPY (one round trip for 5000 rows); bulk_create elsewhere (SQLite demo)."""
+    if connection.vendor == "postgresql":
+        quote = connection.ops.quote_name
+        columns = ", ".join(quote(Send._meta.get_field(c.removesuffix("_id")).column) for c in _COPY_COLUMNS)
+        sql = f"COPY {quote(Send._meta.db_table)} ({columns}) FROM STDIN"
+        with connection.cursor() as cursor, cursor.copy(sql) as copy:
+            for row in rows:
+                copy.write_row(row)
+        return
+    sends = []
+    for row in rows:
+        values = dict(zip(_COPY_COLUMNS, row, strict=True))
+        values["variables"] = orjson.loads(values["variables"])
+        values["meta_data"] = orjson.loads(values["meta_data"]) if values["meta_data"] is not None else None
+        sends.append(Send(**values))
+    Send.objects.bulk_create(sends, batch_size=500)
+
+
+def _raise_invalid(errors: Errors, code: str | None) -> None:
+    only_lookup = code is not None and set(errors) <= {"channel_id", "template_name"}
+    raise ApplicationError(
+        errors.get("channel_id", errors.get("template_name", ["Invalid request."]))[0]
+        if only_lookup
+        else "The request is invalid; see details.",
+        code=code if only_lookup else "validation_error",
+        details=errors,
+    )
+
+
+def broadcast_create(
+    *,
+    organization: Organization,
+    body: Any,
+    token: AccessToken | None = None,
+    idempotency_key: str | None = None,
+) -> BroadcastCreateResult:
+    """Validate a bulk request completely, then store it in ONE transaction.
+
+    All-or-nothing: any error raises before anything is written. Dispatch is enqueued only
+    after commit, so a worker never looks for rows that are not there yet.
+    """
+    key = idempotency_key_validate(key=idempotency_key)
+    body_hash = request_hash(body=body) if key else ""
+    if key:
+        replay = idempotency_replay(organization=organization, key=key, body_hash=body_hash)
+        if replay is not None:
+            return BroadcastCreateResult(body=replay, replayed=True)
+
+    now = timezone.now()
+    request, errors = bulk_request_validate(body=body, now=now)
+    if request is None:
+        raise ApplicationError("The request is invalid; see details.", details=errors)
+    code, channel, template = _lookup_errors(organization=organization, request=request, errors=errors)
+    if errors or channel is None or template is None:
+        _raise_invalid(errors, code)
+    broadcast_id = object_id()
+    campaign_name = request.campaign_name or f"{template.name} {now:%Y-%m-%d %H:%M} UTC"
+    rows, failed = _send_rows(
+        broadcast_id=broadcast_id, recipients=request.recipients, needed=template.variables, now=now
+    )
+    response = {
+        "broadcast_id": broadcast_id,
+        "status": BroadcastStatus.PENDING.value,
+        "total_recipients": len(rows),
+        "scheduled_at": iso_utc(request.scheduled_at),
+    }
+    try:
+        with transaction.atomic():
+            broadcast = Broadcast.objects.create(
+                id=broadcast_id,
+                organization=organization,
+                channel=channel,
+                template=template,
+                created_by_token=token,
+                template_name=template.name,
+                language=template.language,
+                campaign_name=campaign_name,
+                total_recipients=len(rows),
+                scheduled_at=request.scheduled_at,
+                created_at=now,
+            )
+            if key:
+                # An expired record would block the unique (organization, key) forever.
+                IdempotencyRecord.objects.filter(
+                    organization=organization, key=key, created_at__lt=idempotency_cutoff(now=now)
+                ).delete()
+                IdempotencyRecord.objects.create(
+                    organization=organization,
+                    key=key,
+                    request_hash=body_hash,
+                    response_body=response,
+                    broadcast=broadcast,
+                    created_at=now,
+                )
+            _sends_insert(rows=rows)
+            if failed:
+                failed_ids = list(
+                    Send.objects.filter(broadcast_id=broadcast_id, status=SendStatus.FAILED).values_list(
+                        "id", flat=True
+                    )
+                )
+                transaction.on_commit(lambda: message_events_publish(send_ids=failed_ids, status="FAILED"))
+            if request.scheduled_at is None:
+                transaction.on_commit(lambda: enqueue_dispatch(broadcast_id))
+    except IntegrityError:
+        if not key:
+            raise
+        # A concurrent request with the same key committed first: answer as it did.
+        replay = idempotency_replay(organization=organization, key=key, body_hash=body_hash)
+        if replay is None:
+            raise ConflictError(
+                "A request with this Idempotency-Key is being processed; retry shortly.",
+                details={HEADER: ["Concurrent request with the same key."]},
+            ) from None
+        return BroadcastCreateResult(body=replay, replayed=True)
+    return BroadcastCreateResult(body=response, replayed=False)
+
+
+def broadcast_cancel(*, broadcast_id: str, organization: Organization | None = None) -> Broadcast:
+    """Cancel a broadcast that has not ended; its pending sends no worker holds become CANCELLED.
+
+    A send a worker holds right now (live lease) is left to that worker, which finds the
+    broadcast CANCELLED and cancels it instead of sending when it has not posted yet.
+    """
+    with transaction.atomic():
+        broadcast = broadcast_get_for_update(broadcast_id=broadcast_id, organization=organization)
+        if broadcast.status in FINAL_BROADCAST_STATUSES:
+            raise ConflictError(f"The broadcast is already {broadcast.status}; it cannot be cancelled.")
+        now = timezone.now()
+        broadcast.status = BroadcastStatus.CANCELLED
+        broadcast.completed_at = now
+        broadcast.save(update_fields=["status", "completed_at", "updated_at"])
+        Send.objects.filter(broadcast_id=broadcast.id, status=SendStatus.PENDING).filter(
+            Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lt=now)
+        ).update(status=SendStatus.CANCELLED, next_attempt_at=None, updated_at=now)
+    return broadcast
+
+
+def broadcast_pause(
+    *,
+    broadcast_id: str,
+    organization: Organization | None = None,
+    reason: dict[str, str] | None = None,
+) -> Broadcast:
+    """PENDING or IN_PROGRESS -> PAUSED; ``reason`` defaults to a manual pause.
+
+    The delivery engine passes Meta's account-level error as ``reason``.
+    """
+    with transaction.atomic():
+        broadcast = broadcast_get_for_update(broadcast_id=broadcast_id, organization=organization)
+        if broadcast.status not in (BroadcastStatus.PENDING, BroadcastStatus.IN_PROGRESS):
+            raise ConflictError(f"A {broadcast.status} broadcast cannot be paused.")
+        broadcast.status = BroadcastStatus.PAUSED
+        broadcast.paused_reason = reason or {"code": "manual", "message": "Paused on request."}
+        broadcast.save(update_fields=["status", "paused_reason", "updated_at"])
+        transaction.on_commit(lambda: broadcast_event_publish(broadcast_id=broadcast.id, event_type="broadcast.paused"))
+    return broadcast
+
+
+def broadcast_resume(*, broadcast_id: str, organization: Organization | None = None) -> Broadcast:
+    """PAUSED -> IN_PROGRESS (or PENDING when it never started), then wake the workers.
+
+    A scheduled broadcast that is not due yet stays PENDING without dispatch: beat starts it.
+    """
+    with transaction.atomic():
+        broadcast = broadcast_get_for_update(broadcast_id=broadcast_id, organization=organization)
+        if broadcast.status != BroadcastStatus.PAUSED:
+            raise ConflictError(f"Only a PAUSED broadcast can be resumed; this one is {broadcast.status}.")
+        broadcast.status = BroadcastStatus.IN_PROGRESS if broadcast.started_at else BroadcastStatus.PENDING
+        broadcast.paused_reason = None
+        broadcast.save(update_fields=["status", "paused_reason", "updated_at"])
+        due = broadcast.scheduled_at is None or broadcast.scheduled_at <= timezone.now()
+        if broadcast.started_at or due:
+            transaction.on_commit(lambda: enqueue_dispatch(broadcast.id))
+    return broadcast
