@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
+import hmac
 import statistics
 import sys
 import time
@@ -73,6 +75,46 @@ async def _worker(
     return statuses
 
 
+class _WebhookCounter:
+    """A loopback receiver for the sandbox's status webhooks: counts statuses and checks every signature."""
+
+    def __init__(self, secret: str):
+        self.secret = secret.encode()
+        self.posts = self.statuses = self.bad_signatures = 0
+        self.runner = None
+        self.url = ""
+
+    async def _receive(self, request):
+        from aiohttp import web
+
+        body = await request.read()
+        expected = "sha256=" + hmac.new(self.secret, body, hashlib.sha256).hexdigest()
+        if not hmac.compare_digest(request.headers.get("X-Hub-Signature-256", ""), expected):
+            self.bad_signatures += 1
+        self.posts += 1
+        for entry in orjson.loads(body)["entry"]:
+            for change in entry["changes"]:
+                self.statuses += len(change["value"]["statuses"])
+        return web.Response(status=200)
+
+    async def start(self) -> None:
+        from aiohttp import web
+
+        app = web.Application()
+        app.router.add_post("/webhooks", self._receive)
+        self.runner = web.AppRunner(app, access_log=None)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}/webhooks"
+
+    async def wait_for(self, count: int, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while self.statuses < count and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+
+
 async def _run(url: str, total: int, concurrency: int, phones: int) -> dict:
     parts = urlsplit(url)
     counter = [0]
@@ -97,6 +139,35 @@ async def _run(url: str, total: int, concurrency: int, phones: int) -> dict:
     }
 
 
+async def _run_with_webhooks(args: argparse.Namespace) -> dict:
+    """Sends with delivered+read webhooks flowing back to a receiver in this process (same timing as `make run`)."""
+    from whatsapp.sandbox_process import start_sandbox
+
+    counter = _WebhookCounter("load-secret")
+    await counter.start()
+    sandbox = start_sandbox(
+        latency_ms=args.latency_ms,
+        webhook_url=counter.url,
+        app_secret="load-secret",
+        delivered_after_ms=1000,
+        read_after_ms=3000,
+    )
+    try:
+        result = await _run(sandbox.url, args.requests, args.concurrency, args.phones)
+        started = time.perf_counter()
+        await counter.wait_for(2 * result["requests"], timeout=60)
+        result["webhooks"] = {
+            "statuses": counter.statuses,
+            "posts": counter.posts,
+            "bad_signatures": counter.bad_signatures,
+            "seconds_after_last_send": round(time.perf_counter() - started, 2),
+        }
+    finally:
+        sandbox.stop()
+        await counter.runner.cleanup()
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m whatsapp.sandbox.load")
     parser.add_argument("--url", help="a running sandbox (default: start one)")
@@ -104,7 +175,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=400, help="keep-alive connections")
     parser.add_argument("--phones", type=int, default=4, help="phone_number_ids to spread the sends over")
     parser.add_argument("--latency-ms", type=float, default=50.0, help="latency of the sandbox this starts")
+    parser.add_argument("--webhooks", action="store_true", help="also post delivered/read webhooks to a receiver")
     args = parser.parse_args(argv)
+    if args.webhooks:
+        result = asyncio.run(_run_with_webhooks(args))
+        result.update(latency_ms=args.latency_ms, concurrency=args.concurrency)
+        print(orjson.dumps(result).decode())
+        ok = result["webhooks"]["statuses"] == 2 * result["requests"] and not result["webhooks"]["bad_signatures"]
+        return 0 if ok and set(result["statuses"]) == {"200"} else 1
 
     sandbox = None
     url = args.url
