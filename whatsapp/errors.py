@@ -89,6 +89,9 @@ def classify(*, code: int | str | None, http_status: int | None) -> ErrorClass:
             return ErrorClass.PERMANENT
         if number in ACCOUNT_CODES or 200 <= number <= 299:
             return ErrorClass.ACCOUNT
+        if http_status is None:
+            # A Meta code we do not know, with no status to go by (a `failed` webhook): do not retry blindly.
+            return ErrorClass.PERMANENT
     return _classify_status(http_status)
 
 

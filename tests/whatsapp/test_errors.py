@@ -65,6 +65,13 @@ def test_classify_unknown_code_uses_http_status(code):
     assert classify(code=code, http_status=400) is ErrorClass.PERMANENT
 
 
+def test_classify_unknown_meta_code_without_status_is_permanent():
+    # e.g. a `failed` status webhook carrying a code this table does not know
+    assert classify(code=131999, http_status=None) is ErrorClass.PERMANENT
+    # while no code and no status at all is a connection error or timeout
+    assert classify(code="not-a-number", http_status=None) is ErrorClass.TRANSIENT
+
+
 def test_parse_meta_envelope_keeps_code_as_string_and_appends_details():
     # given Meta's envelope whose details add to the message
     body = meta_body(131026, message="(#131026) Message undeliverable", details="Recipient is not on WhatsApp")
