@@ -60,10 +60,19 @@ class ChannelAdmin(admin.ModelAdmin):
                 self.message_user(request, f"{channel}: {count} template(s) synced.", level=messages.SUCCESS)
 
 
+class TemplateStatusForm(forms.ModelForm):
+    status = forms.ChoiceField(choices=Template.Status.choices)
+
+    class Meta:
+        model = Template
+        fields = ["status"]
+
+
 @admin.register(Template)
 class TemplateAdmin(admin.ModelAdmin):
     """Read-mostly: templates come from Meta (sync) or create_template; only the status may be set here."""
 
+    form = TemplateStatusForm
     list_display = ["name", "language", "status", "category", "parameter_format", "waba_id", "updated_at"]
     list_filter = ["status", "language", "category", "parameter_format"]
     search_fields = ["name", "waba_id", "meta_id"]

@@ -1,0 +1,83 @@
+"""Channel admin keeps the Graph access token write-only; the template admin is read-mostly."""
+
+import pytest
+from django.contrib.auth import get_user_model
+
+from templates_registry.models import Channel, Template
+
+pytestmark = pytest.mark.django_db
+SECRET = "EAAG-test-channel-token"
+
+
+@pytest.fixture
+def admin_client(client):
+    client.force_login(get_user_model().objects.create_superuser("root", "root@example.com", "pw-123456"))
+    return client
+
+
+def _channel_form(channel: Channel, **overrides) -> dict:
+    data = {
+        "organization": channel.organization_id,
+        "name": "Main",
+        "phone_number_id": channel.phone_number_id,
+        "waba_id": channel.waba_id,
+        "access_token": "",
+        "max_mps": "80",
+    }
+    data.update(overrides)
+    return data
+
+
+def test_access_token_is_never_rendered_back(admin_client, channel):
+    assert SECRET not in admin_client.get(f"/admin/templates_registry/channel/{channel.pk}/change/").content.decode()
+    assert SECRET not in admin_client.get("/admin/templates_registry/channel/").content.decode()
+
+
+def test_blank_access_token_on_change_keeps_the_old_one(admin_client, channel):
+    url = f"/admin/templates_registry/channel/{channel.pk}/change/"
+    assert admin_client.post(url, _channel_form(channel, max_mps="120")).status_code == 302
+    channel.refresh_from_db()
+    assert channel.access_token == SECRET and channel.max_mps == 120
+
+
+def test_new_access_token_on_change_replaces_it(admin_client, channel):
+    url = f"/admin/templates_registry/channel/{channel.pk}/change/"
+    assert admin_client.post(url, _channel_form(channel, access_token="EAAG-rotated")).status_code == 302
+    channel.refresh_from_db()
+    assert channel.access_token == "EAAG-rotated"
+
+
+def test_new_channel_requires_an_access_token(admin_client, org):
+    data = {"organization": org.pk, "phone_number_id": "123", "waba_id": "456", "access_token": "", "max_mps": "80"}
+    assert admin_client.post("/admin/templates_registry/channel/add/", data).status_code == 200
+    assert not Channel.objects.exists()
+    data["access_token"] = "EAAG-new"
+    assert admin_client.post("/admin/templates_registry/channel/add/", data).status_code == 302
+    assert Channel.objects.get().access_token == "EAAG-new"
+
+
+def test_max_mps_above_1000_is_refused(admin_client, channel):
+    url = f"/admin/templates_registry/channel/{channel.pk}/change/"
+    assert admin_client.post(url, _channel_form(channel, max_mps="1001")).status_code == 200
+    channel.refresh_from_db()
+    assert channel.max_mps == 80
+
+
+def test_template_list_filters_by_status_and_language(admin_client, template):
+    Template.objects.create(waba_id=template.waba_id, name="other", language="en_US", status="REJECTED")
+    page = admin_client.get("/admin/templates_registry/template/?status__exact=APPROVED").content.decode()
+    assert "welcome_v2" in page and ">other<" not in page
+    page = admin_client.get("/admin/templates_registry/template/?language__exact=en_US").content.decode()
+    assert ">other<" in page and "welcome_v2" not in page
+
+
+def test_template_admin_is_read_mostly(admin_client, template):
+    assert admin_client.get("/admin/templates_registry/template/add/").status_code == 403
+    url = f"/admin/templates_registry/template/{template.pk}/change/"
+    response = admin_client.post(url, {"status": "PAUSED", "name": "renamed"})
+    assert response.status_code == 302
+    template.refresh_from_db()
+    assert template.status == "PAUSED" and template.name == "welcome_v2"
+    assert admin_client.post(url, {"status": "WHATEVER"}).status_code == 200
+    template.refresh_from_db()
+    assert template.status == "PAUSED"
