@@ -11,6 +11,7 @@ No Django import: usable from plain scripts.
 
 from __future__ import annotations
 
+import atexit
 import os
 import signal
 import socket
@@ -18,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +39,16 @@ def free_port() -> int:
 
 class SandboxError(RuntimeError):
     pass
+
+
+# Sandboxes started by this process and not stopped yet: stopped at interpreter exit at the latest.
+_running: weakref.WeakSet[SandboxProcess] = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_all() -> None:
+    for sandbox in list(_running):
+        sandbox.stop()
 
 
 class SandboxProcess:
@@ -133,6 +145,7 @@ class SandboxProcess:
             time.sleep(0.05)
 
     def stop(self) -> None:
+        _running.discard(self)
         self._http.close()
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
@@ -187,6 +200,8 @@ def start_sandbox(
         chosen = port or free_port()
         log = tempfile.NamedTemporaryFile(prefix="wa-sandbox-", suffix=".log", delete=False)  # noqa: SIM115
         command = [python or sys.executable, "-m", "whatsapp.sandbox", "--host", host, "--port", str(chosen)]
+        # The sandbox also stops by itself if this process dies without calling stop().
+        command.append("--exit-with-parent")
         process = subprocess.Popen(
             command + _options_to_args(options),
             cwd=PROJECT_ROOT,
@@ -199,6 +214,7 @@ def start_sandbox(
         deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
         while time.monotonic() < deadline and sandbox.alive():
             if sandbox.health():
+                _running.add(sandbox)
                 return sandbox
             time.sleep(0.05)
         last_log = sandbox.log()

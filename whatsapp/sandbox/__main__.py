@@ -19,6 +19,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--delivered-after-ms", type=float, default=1000.0)
     parser.add_argument("--read-after-ms", type=float, default=3000.0)
     parser.add_argument("--default-outcome", default="ok", help="outcome of unscripted sends (e.g. ok, http500)")
+    parser.add_argument("--exit-with-parent", action="store_true", help="stop when the starting process exits")
     parser.add_argument("--hang-seconds", type=float, default=120.0, help="how long a `hang` outcome waits")
     return parser
 
@@ -41,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    run(config, host=args.host, port=args.port)
+    run(config, host=args.host, port=args.port, exit_with_parent=args.exit_with_parent)
     return 0
 
 

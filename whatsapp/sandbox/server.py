@@ -16,6 +16,7 @@ import itertools
 import logging
 import os
 import secrets
+import signal
 import time
 from collections import defaultdict, deque
 from dataclasses import dataclass, field, fields, replace
@@ -689,10 +690,29 @@ def _max_in_window(times: list[float], width: float) -> int:
     return best
 
 
-def run(config: SandboxConfig, *, host: str, port: int) -> None:
+async def _exit_with_parent(app: web.Application):
+    """Stop when the process that started us is gone, so a crashed test run leaves no sandbox behind."""
+    parent = os.getppid()
+
+    async def watch() -> None:
+        while os.getppid() == parent:
+            await asyncio.sleep(1.0)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    task = asyncio.create_task(watch())
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+def run(config: SandboxConfig, *, host: str, port: int, exit_with_parent: bool = False) -> None:
     sandbox = Sandbox(config)
+    app = sandbox.make_app()
+    if exit_with_parent:
+        app.cleanup_ctx.append(_exit_with_parent)
     web.run_app(
-        sandbox.make_app(),
+        app,
         host=host,
         port=port,
         access_log=None,
