@@ -156,6 +156,13 @@ def _active_endpoints_invalidate() -> None:
     cache.delete(ACTIVE_ENDPOINTS_CACHE_KEY)
 
 
+def _active_endpoints_changed() -> None:
+    # Now (this process sees its own change at once) and again after commit, so that a reader
+    # that re-cached the old list before our commit does not keep it for a whole TTL.
+    _active_endpoints_invalidate()
+    transaction.on_commit(_active_endpoints_invalidate)
+
+
 def endpoint_create(*, organization: Organization, url: Any, events: Any = None) -> IssuedEndpoint:
     clean_url = endpoint_url_validate(url=url)
     clean_events = endpoint_events_validate(events=events)
@@ -163,7 +170,7 @@ def endpoint_create(*, organization: Organization, url: Any, events: Any = None)
     endpoint = WebhookEndpoint.objects.create(
         organization=organization, url=clean_url, events=clean_events, secret=secret
     )
-    transaction.on_commit(_active_endpoints_invalidate)
+    _active_endpoints_changed()
     return IssuedEndpoint(endpoint=endpoint, secret=secret)
 
 
@@ -178,7 +185,7 @@ def endpoint_delete(*, organization: Organization, endpoint_id: str) -> None:
     EventDelivery.objects.filter(endpoint_id=endpoint_id, status=DeliveryStatus.PENDING).update(
         status=DeliveryStatus.FAILED, last_error="Endpoint deleted.", locked_until=None
     )
-    transaction.on_commit(_active_endpoints_invalidate)
+    _active_endpoints_changed()
 
 
 def endpoint_enable(*, endpoint: WebhookEndpoint) -> None:
@@ -186,7 +193,7 @@ def endpoint_enable(*, endpoint: WebhookEndpoint) -> None:
     WebhookEndpoint.objects.filter(id=endpoint.id, deleted_at__isnull=True).update(
         is_active=True, disabled_at=None, disabled_reason="", consecutive_failures=0
     )
-    transaction.on_commit(_active_endpoints_invalidate)
+    _active_endpoints_changed()
     transaction.on_commit(lambda: _enqueue_delivery(endpoint.id), robust=True)
 
 
@@ -194,7 +201,7 @@ def endpoint_disable(*, endpoint_id: str, reason: str) -> None:
     WebhookEndpoint.objects.filter(id=endpoint_id, is_active=True).update(
         is_active=False, disabled_at=timezone.now(), disabled_reason=reason[:255]
     )
-    transaction.on_commit(_active_endpoints_invalidate)
+    _active_endpoints_changed()
 
 
 def endpoints_active() -> list[EndpointRef]:

@@ -1,0 +1,165 @@
+"""Meta's statuses applied to sends: forward only, idempotent, in a few bulk queries."""
+
+from datetime import UTC, datetime
+
+import pytest
+
+from broadcasts.models import Send, SendStatus
+from broadcasts.status_updates import sends_apply_statuses
+from tests.events.helpers import broadcast_with_sends, status_entry
+
+T0 = 1_790_000_000
+
+
+@pytest.fixture
+def broadcast(org, channel, template):
+    return broadcast_with_sends(org=org, channel=channel, template=template, count=5)
+
+
+def wamid(broadcast, i: int) -> str:
+    return f"wamid.{broadcast.id}.{i}"
+
+
+def send(broadcast, i: int) -> Send:
+    return Send.objects.get(broadcast=broadcast, index=i)
+
+
+def test_delivered_then_read_moves_forward_with_meta_timestamps(broadcast):
+    sends_apply_statuses(statuses=[status_entry(wamid(broadcast, 0), "delivered", T0)])
+    assert send(broadcast, 0).status == SendStatus.DELIVERED
+    assert send(broadcast, 0).delivered_at == datetime.fromtimestamp(T0, tz=UTC)
+
+    sends_apply_statuses(statuses=[status_entry(wamid(broadcast, 0), "read", T0 + 5)])
+    moved = send(broadcast, 0)
+    assert moved.status == SendStatus.READ
+    assert moved.read_at == datetime.fromtimestamp(T0 + 5, tz=UTC)
+    assert moved.delivered_at == datetime.fromtimestamp(T0, tz=UTC)
+
+
+def test_late_delivered_after_read_is_ignored(broadcast):
+    sends_apply_statuses(statuses=[status_entry(wamid(broadcast, 0), "read", T0 + 5)])
+    moved = sends_apply_statuses(statuses=[status_entry(wamid(broadcast, 0), "delivered", T0)])
+    assert moved == {}
+    assert send(broadcast, 0).status == SendStatus.READ
+
+
+def test_read_without_delivered_also_stamps_delivered_at(broadcast):
+    sends_apply_statuses(statuses=[status_entry(wamid(broadcast, 1), "read", T0 + 9)])
+    moved = send(broadcast, 1)
+    assert moved.status == SendStatus.READ
+    assert moved.delivered_at == moved.read_at == datetime.fromtimestamp(T0 + 9, tz=UTC)
+
+
+def test_failed_stores_metas_code_title_and_details(broadcast):
+    error = {
+        "code": 131026,
+        "title": "Message undeliverable",
+        "message": "Message undeliverable",
+        "error_data": {"details": "The recipient is not a WhatsApp user."},
+    }
+    sends_apply_statuses(statuses=[status_entry(wamid(broadcast, 2), "failed", T0, errors=[error])])
+    failed = send(broadcast, 2)
+    assert failed.status == SendStatus.FAILED
+    assert failed.error_code == "131026"
+    assert failed.error_title == "Message undeliverable"
+    assert failed.error_message == "The recipient is not a WhatsApp user."
+    assert failed.error_retryable is False
+    assert failed.failed_at == datetime.fromtimestamp(T0, tz=UTC)
+
+
+def test_failed_from_delivered_is_allowed_but_not_from_read(broadcast):
+    sends_apply_statuses(
+        statuses=[status_entry(wamid(broadcast, 0), "delivered"), status_entry(wamid(broadcast, 1), "read")]
+    )
+    failed = [{"code": 131000, "title": "Something went wrong"}]
+    sends_apply_statuses(
+        statuses=[
+            status_entry(wamid(broadcast, 0), "failed", errors=failed),
+            status_entry(wamid(broadcast, 1), "failed", errors=failed),
+        ]
+    )
+    assert send(broadcast, 0).status == SendStatus.FAILED
+    assert send(broadcast, 0).error_message == "Something went wrong"  # the title when no message
+    assert send(broadcast, 1).status == SendStatus.READ
+    assert send(broadcast, 1).error_code == ""
+
+
+def test_nothing_moves_a_failed_send(broadcast):
+    sends_apply_statuses(statuses=[status_entry(wamid(broadcast, 0), "failed", errors=[{"code": 131026}])])
+    for status in ("delivered", "read", "sent"):
+        assert sends_apply_statuses(statuses=[status_entry(wamid(broadcast, 0), status)]) == {}
+    assert send(broadcast, 0).status == SendStatus.FAILED
+
+
+def test_out_of_order_in_one_body_lands_on_the_highest_status(broadcast):
+    moved = sends_apply_statuses(
+        statuses=[
+            status_entry(wamid(broadcast, 3), "read", T0 + 2),
+            status_entry(wamid(broadcast, 3), "delivered", T0 + 1),
+            status_entry(wamid(broadcast, 3), "sent", T0),
+        ]
+    )
+    assert moved == {SendStatus.READ: [send(broadcast, 3).id]}
+    final = send(broadcast, 3)
+    assert final.status == SendStatus.READ
+    assert final.delivered_at == datetime.fromtimestamp(T0 + 1, tz=UTC)
+
+
+def test_redelivery_changes_nothing_twice(broadcast):
+    body = [status_entry(wamid(broadcast, i), "delivered", T0) for i in range(5)]
+    first = sends_apply_statuses(statuses=body)
+    before = {s.id: s.updated_at for s in Send.objects.filter(broadcast=broadcast)}
+    second = sends_apply_statuses(statuses=body)
+    assert len(first[SendStatus.DELIVERED]) == 5
+    assert second == {}
+    assert {s.id: s.updated_at for s in Send.objects.filter(broadcast=broadcast)} == before
+
+
+def test_unknown_ids_and_pending_sends_are_ignored(org, channel, template, broadcast):
+    pending = broadcast_with_sends(org=org, channel=channel, template=template, count=1, status=SendStatus.PENDING)
+    Send.objects.filter(broadcast=pending).update(message_id="wamid.pending")  # not SENT yet: not moved
+    moved = sends_apply_statuses(
+        statuses=[status_entry("wamid.unknown", "delivered"), status_entry("wamid.pending", "read")]
+    )
+    assert moved == {}
+    assert Send.objects.get(broadcast=pending).status == SendStatus.PENDING
+
+
+def test_a_concurrent_move_is_not_overwritten(broadcast):
+    # Given the send already moved to READ after our read of its status (simulated by the guarded UPDATE)
+    from broadcasts import status_updates
+
+    target = send(broadcast, 4)
+    Send.objects.filter(id=target.id).update(status=SendStatus.READ)
+    items = [(target.id, status_updates._Fold(delivered_at=datetime.fromtimestamp(T0, tz=UTC)))]
+    # When a DELIVERED update for it runs, then the WHERE guard leaves it READ
+    assert status_updates._update_postgresql(SendStatus.DELIVERED, items, datetime.now(tz=UTC)) == []
+    assert send(broadcast, 4).status == SendStatus.READ
+
+
+def test_portable_path_matches_the_postgresql_one(broadcast):
+    from broadcasts import status_updates
+
+    folds = status_updates._fold([status_entry(wamid(broadcast, i), "read", T0 + i) for i in range(3)])
+    items = [(send(broadcast, i).id, folds[wamid(broadcast, i)]) for i in range(3)]
+    moved = status_updates._update_portable(SendStatus.READ, items, datetime.now(tz=UTC))
+    assert sorted(moved) == sorted(i for i, _ in items)
+    assert status_updates._update_portable(SendStatus.READ, items, datetime.now(tz=UTC)) == []
+    assert [send(broadcast, i).read_at for i in range(3)] == [datetime.fromtimestamp(T0 + i, tz=UTC) for i in range(3)]
+
+
+def test_a_thousand_statuses_cost_a_few_queries(org, channel, template, django_assert_max_num_queries):
+    # Given 1,000 SENT sends
+    big = broadcast_with_sends(org=org, channel=channel, template=template, count=1000)
+    delivered = [status_entry(f"wamid.{big.id}.{i}", "delivered", T0) for i in range(1000)]
+    read = [status_entry(f"wamid.{big.id}.{i}", "read", T0 + 1) for i in range(500)]
+    # When one body delivers all of them, then one SELECT and one UPDATE (plus savepoints) do it
+    with django_assert_max_num_queries(5):
+        moved = sends_apply_statuses(statuses=delivered)
+    assert len(moved[SendStatus.DELIVERED]) == 1000
+    # And a mixed body of reads and repeated deliveries also stays small
+    with django_assert_max_num_queries(5):
+        moved = sends_apply_statuses(statuses=read + delivered)
+    assert len(moved[SendStatus.READ]) == 500
+    assert Send.objects.filter(broadcast=big, status=SendStatus.READ).count() == 500
+    assert Send.objects.filter(broadcast=big, status=SendStatus.DELIVERED).count() == 500

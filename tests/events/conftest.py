@@ -1,0 +1,44 @@
+import hashlib
+import hmac
+
+import pytest
+
+from events import services
+from tests.events.helpers import Receiver
+
+
+@pytest.fixture
+def receiver():
+    with Receiver() as server:
+        yield server
+
+
+@pytest.fixture
+def allow_private(settings):
+    settings.WEBHOOKS_ALLOW_PRIVATE = True
+
+
+@pytest.fixture
+def endpoint_for(allow_private):
+    """Registers an endpoint through the service (as the API does); returns (endpoint, secret)."""
+
+    def _make(organization, url, events=None):
+        issued = services.endpoint_create(organization=organization, url=url, events=events)
+        return issued.endpoint, issued.secret
+
+    return _make
+
+
+@pytest.fixture
+def enqueued(monkeypatch):
+    """Records the endpoint ids whose delivery task would be queued, instead of using the broker."""
+    calls: list[str] = []
+    monkeypatch.setattr(services, "_enqueue_delivery", calls.append)
+    return calls
+
+
+def contract_signature_valid(request: dict, secret: str) -> bool:
+    """CONTRACT 9, written here independently: v1=hex(HMAC-SHA256(secret utf-8, "<timestamp>.<raw body>"))."""
+    timestamp = request["headers"]["X-Webhook-Timestamp"]
+    expected = hmac.new(secret.encode("utf-8"), timestamp.encode() + b"." + request["body"], hashlib.sha256)
+    return hmac.compare_digest(request["headers"]["X-Webhook-Signature"], "v1=" + expected.hexdigest())

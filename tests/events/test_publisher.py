@@ -1,0 +1,93 @@
+"""The publisher: free when nobody listens, bulk when someone does, one task per endpoint."""
+
+import pytest
+
+from broadcasts.models import BroadcastStatus, Send, SendStatus
+from events.models import Event, EventDelivery
+from events.publisher import broadcast_event_publish, message_events_publish
+from tests.events.helpers import broadcast_with_sends
+
+
+@pytest.fixture
+def broadcast(org, channel, template):
+    return broadcast_with_sends(org=org, channel=channel, template=template, count=300)
+
+
+def send_ids(broadcast):
+    return list(broadcast.sends.order_by("index").values_list("id", flat=True))
+
+
+def test_no_endpoint_means_no_query_and_no_row(broadcast, django_assert_max_num_queries, enqueued):
+    ids = send_ids(broadcast)
+    message_events_publish(send_ids=ids, status="SENT")  # warms the cache of active endpoints
+    with django_assert_max_num_queries(0):
+        message_events_publish(send_ids=ids, status="SENT")
+        broadcast_event_publish(broadcast_id=broadcast.id, event_type="broadcast.completed")
+    assert not Event.objects.exists()
+    assert enqueued == []
+
+
+def test_a_chunk_is_written_in_bulk_with_one_task_per_endpoint(
+    org, broadcast, endpoint_for, enqueued, django_assert_max_num_queries, django_capture_on_commit_callbacks
+):
+    # Given two endpoints of the organization, one subscribed only to failures
+    everything, _ = endpoint_for(org, "http://127.0.0.1:9/all")
+    failures, _ = endpoint_for(org, "http://127.0.0.1:9/failed", events=["message.failed"])
+    ids = send_ids(broadcast)
+    # When a chunk of 300 sends is published as SENT: endpoints, sends, two bulk INSERTs (+ savepoint)
+    with django_capture_on_commit_callbacks(execute=True):
+        with django_assert_max_num_queries(6):
+            message_events_publish(send_ids=ids, status="SENT")
+    # Then 300 events and 300 deliveries (only to the endpoint that wants them), one task queued
+    assert Event.objects.filter(type="message.sent").count() == 300
+    assert EventDelivery.objects.filter(endpoint=everything).count() == 300
+    assert not EventDelivery.objects.filter(endpoint=failures).exists()
+    assert enqueued == [everything.id]
+
+
+def test_failed_events_carry_the_error(org, broadcast, endpoint_for, enqueued):
+    endpoint_for(org, "http://127.0.0.1:9/all")
+    send = broadcast.sends.get(index=7)
+    Send.objects.filter(id=send.id).update(
+        status=SendStatus.FAILED,
+        error_code="missing_variables",
+        error_message="monto is missing",
+        error_retryable=False,
+    )
+    message_events_publish(send_ids=[send.id], status="FAILED")
+    event = Event.objects.get()
+    assert event.type == "message.failed"
+    assert event.data["status"] == "FAILED"
+    assert event.data["error"] == {"code": "missing_variables", "message": "monto is missing", "retryable": False}
+    assert event.ordering_key == f"send:{send.id}"
+
+
+def test_another_organizations_endpoint_gets_nothing(other_org, broadcast, endpoint_for, enqueued):
+    endpoint_for(other_org, "http://127.0.0.1:9/other")
+    message_events_publish(send_ids=send_ids(broadcast), status="DELIVERED")
+    broadcast_event_publish(broadcast_id=broadcast.id, event_type="broadcast.paused")
+    assert not Event.objects.exists()
+    assert enqueued == []
+
+
+def test_broadcast_completed_has_counts_and_error_rate(org, broadcast, endpoint_for, enqueued):
+    endpoint_for(org, "http://127.0.0.1:9/all")
+    Send.objects.filter(broadcast=broadcast, index__lt=30).update(status=SendStatus.FAILED)
+    Send.objects.filter(broadcast=broadcast, index__gte=290).update(status=SendStatus.READ)
+    broadcast.status = BroadcastStatus.COMPLETED
+    broadcast.save()
+    broadcast_event_publish(broadcast_id=broadcast.id, event_type="broadcast.completed")
+    event = Event.objects.get()
+    assert event.type == "broadcast.completed"
+    assert event.data["broadcast_id"] == broadcast.id
+    assert event.data["status"] == "COMPLETED"
+    assert event.data["counts"] == {"pending": 0, "sent": 260, "delivered": 0, "read": 10, "failed": 30, "cancelled": 0}
+    assert event.data["error_rate"] == 0.1
+    assert "completed_at" in event.data
+
+
+def test_unknown_statuses_and_event_types(broadcast, enqueued):
+    message_events_publish(send_ids=send_ids(broadcast), status="PENDING")
+    with pytest.raises(ValueError):
+        broadcast_event_publish(broadcast_id=broadcast.id, event_type="broadcast.exploded")
+    assert not Event.objects.exists()

@@ -1,0 +1,27 @@
+"""The beat sweeper wakes every endpoint with due work, once per interval."""
+
+from events import tasks
+from events.publisher import message_events_publish
+from tests.events.helpers import broadcast_with_sends
+
+
+def test_sweep_wakes_each_due_endpoint_once(org, channel, template, endpoint_for, enqueued, monkeypatch):
+    # Given two endpoints with a due event each
+    first, _ = endpoint_for(org, "http://127.0.0.1:9/a")
+    second, _ = endpoint_for(org, "http://127.0.0.1:9/b")
+    broadcast = broadcast_with_sends(org=org, channel=channel, template=template, count=1)
+    message_events_publish(send_ids=list(broadcast.sends.values_list("id", flat=True)), status="SENT")
+    woken: list[str] = []
+    monkeypatch.setattr(tasks.endpoint_deliver_task, "delay", woken.append)
+    # When the sweeper runs twice in a row, then each endpoint is woken once
+    assert tasks.deliveries_sweep_task() == 2
+    assert tasks.deliveries_sweep_task() == 0
+    assert sorted(woken) == sorted([first.id, second.id])
+
+
+def test_deliver_task_runs_the_service(org, channel, template, endpoint_for, enqueued, receiver):
+    endpoint, _ = endpoint_for(org, receiver.url)
+    broadcast = broadcast_with_sends(org=org, channel=channel, template=template, count=2)
+    message_events_publish(send_ids=list(broadcast.sends.values_list("id", flat=True)), status="SENT")
+    assert tasks.endpoint_deliver_task(endpoint.id) == {"delivered": 2, "failed_attempts": 0}
+    assert len(receiver.requests) == 2
