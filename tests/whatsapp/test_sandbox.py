@@ -2,6 +2,7 @@
 
 import hashlib
 import hmac
+import os
 import subprocess
 import sys
 import threading
@@ -12,6 +13,7 @@ import orjson
 import pytest
 import requests
 
+from broadcasts.models import Broadcast, BroadcastStatus, Send, SendStatus
 from whatsapp.errors import ErrorClass, parse_graph_error
 from whatsapp.sandbox_process import PROJECT_ROOT, start_sandbox
 
@@ -502,3 +504,68 @@ def test_cli_options_reach_the_sandbox():
         assert (config["latency_ms"], config["phone_mps_cap"], config["default_outcome"]) == (5, 7, "http503")
         assert config["read_after_ms"] == 10
         assert send(box).status_code == 503
+
+
+def test_sandbox_stops_when_its_parent_dies():
+    # given a process that starts a sandbox and dies without stopping it
+    code = "import os; from whatsapp.sandbox_process import start_sandbox; print(start_sandbox().pid); os._exit(0)"
+    result = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, timeout=30)
+    pid = int(result.stdout)
+
+    # then the orphaned sandbox exits by itself within a few seconds
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and os.path.exists(f"/proc/{pid}") and not _zombie(pid):
+        time.sleep(0.1)
+    assert not os.path.exists(f"/proc/{pid}") or _zombie(pid)
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.django_db(transaction=True)
+def test_sandbox_webhooks_move_our_sends_to_read_and_failed(
+    django_db_setup, sandbox, live_server, settings, channel, template
+):
+    # given our webhook receiver with the app secret the sandbox signs with
+    settings.WHATSAPP_APP_SECRET = SECRET
+    sandbox.config(
+        webhook_url=f"{live_server.url}/v1/webhooks/whatsapp",
+        app_secret=SECRET,
+        delivered_after_ms=50,
+        read_after_ms=150,
+    )
+    sandbox.script("+573001112299", ["failed_webhook:131026"])
+    broadcast = Broadcast.objects.create(
+        organization=channel.organization,
+        channel=channel,
+        template=template,
+        template_name=template.name,
+        language=template.language,
+        campaign_name="sandbox e2e",
+        total_recipients=2,
+        status=BroadcastStatus.IN_PROGRESS,
+    )
+    # when two sends are accepted by the sandbox and recorded SENT with their wamids
+    sends = []
+    for index, to in enumerate(["+573001112233", "+573001112299"]):
+        wamid = send(sandbox, message(to=to), phone=channel.phone_number_id).json()["messages"][0]["id"]
+        sends.append(
+            Send.objects.create(broadcast=broadcast, index=index, to=to, status=SendStatus.SENT, message_id=wamid)
+        )
+
+    # then the sandbox's signed webhooks move them to READ and FAILED
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        statuses = [s.status for s in Send.objects.filter(broadcast=broadcast).order_by("index")]
+        if statuses == [SendStatus.READ, SendStatus.FAILED]:
+            break
+        time.sleep(0.1)
+    assert statuses == [SendStatus.READ, SendStatus.FAILED]
+    failed = Send.objects.get(pk=sends[1].pk)
+    assert failed.error_code == "131026"
+    assert sandbox.stats()["webhooks"]["failed_posts"] == 0
