@@ -187,7 +187,7 @@ def sends_apply_statuses(*, statuses: Iterable[Any], publish: bool = True) -> di
 
     update = _update_postgresql if connection.vendor == "postgresql" else _update_portable
     moved: dict[str, list[int]] = {}
-    with transaction.atomic():
+    with transaction.atomic(savepoint=False):
         # Lower targets first, so events of one body are recorded in status order.
         for target in (SendStatus.DELIVERED, SendStatus.READ, SendStatus.FAILED):
             if by_target.get(target):

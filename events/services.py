@@ -266,7 +266,7 @@ def events_record(*, events: Sequence[NewEvent], endpoints: Iterable[EndpointRef
         )
     if not rows:
         return 0
-    with transaction.atomic():
+    with transaction.atomic(savepoint=False):
         Event.objects.bulk_create(rows, batch_size=1000)
         EventDelivery.objects.bulk_create(deliveries, batch_size=1000)
     for endpoint_id in sorted({d.endpoint_id for d in deliveries}):
