@@ -1,20 +1,61 @@
-"""Celery tasks of the delivery engine: thin wrappers that load ids and call services.
+"""Celery tasks of the delivery engine: thin wrappers that take ids (JSON) and call services.
 
-Owned by the delivery engine (issue 4). The bulk API enqueues ``broadcast_dispatch_task`` after
-commit when a broadcast is created for now, and when one is resumed.
+The bulk API enqueues ``broadcast_dispatch_task`` after commit when a broadcast is created for now, and when one
+is resumed. Every task is safe to run twice: the database claim decides who does the work.
 """
 
+import random
+
 from celery import shared_task
+from django.conf import settings
 
 
 @shared_task(name="broadcasts.dispatch")
-def broadcast_dispatch_task(broadcast_id: str) -> None:
+def broadcast_dispatch_task(broadcast_id: str, wake_at: float | None = None) -> None:
     """Start (or continue) sending a broadcast. Safe to run twice."""
     from broadcasts import delivery
 
-    delivery.broadcast_dispatch(broadcast_id=broadcast_id)
+    delivery.broadcast_dispatch(broadcast_id=broadcast_id, wake_at=wake_at)
 
 
 def enqueue_dispatch(broadcast_id: str) -> None:
     """Wake the workers for a broadcast. Call it from ``transaction.on_commit`` only."""
     broadcast_dispatch_task.delay(broadcast_id)
+
+
+# The hard limit stays below the sends' lease, so a chunk is dead before the sweeper may take its sends back;
+# the soft limit leaves time to record outcomes (a chunk stops posting after a third of the lease anyway).
+@shared_task(
+    name="broadcasts.send_chunk",
+    bind=True,
+    soft_time_limit=max(5, int(settings.DELIVERY_LEASE_SECONDS) - 10),
+    time_limit=max(6, int(settings.DELIVERY_LEASE_SECONDS) - 5),
+)
+def send_chunk_task(self, broadcast_id: str, first_id: int, last_id: int) -> None:
+    """Claim and post the due sends of one id range of a broadcast."""
+    from broadcasts import delivery
+
+    report = delivery.send_chunk_deliver(broadcast_id=broadcast_id, first_id=first_id, last_id=last_id)
+    if report.channel_busy:
+        # The channel already has its share of chunks running: back to the queue (behind other channels' work),
+        # with a jittered short countdown so waiting chunks do not spin.
+        self.apply_async(
+            args=[broadcast_id, first_id, last_id],
+            countdown=delivery.CHANNEL_BUSY_RETRY_SECONDS * random.uniform(1.0, 2.0),
+        )
+
+
+@shared_task(name="broadcasts.start_due")
+def broadcasts_start_due_task() -> None:
+    """Beat, every ~5 s: start scheduled broadcasts that are due (and unscheduled ones whose enqueue was lost)."""
+    from broadcasts import recovery
+
+    recovery.broadcasts_start_due()
+
+
+@shared_task(name="broadcasts.sweep")
+def broadcasts_sweep_task() -> None:
+    """Beat, every ~10 s: find sends that should be moving and are not, and move them on."""
+    from broadcasts import recovery
+
+    recovery.broadcasts_sweep()

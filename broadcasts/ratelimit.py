@@ -1,0 +1,195 @@
+"""Per-channel throughput cap and same-number spacing, shared by every worker process and machine.
+
+The cap is a GCRA schedule kept in ONE Redis key per channel: the "theoretical arrival time" (TAT) of the next
+free slot. One Lua call reserves up to k consecutive slots, spaced 1/rate apart, and returns when each may go,
+so 1000 sends/s costs ~10 round trips, not 1000. The schedule starts at max(TAT, now): time not used is lost,
+so a worker that stalled never bursts to catch up (burst capacity 1), and any one-second window holds at most
+rate * 1 s + 1 slots; pacing at DELIVERY_RATE_HEADROOM * max_mps keeps that below max_mps with room for jitter.
+
+Without Redis (the SQLite `make run` demo) the same schedule lives in a file per channel under an fcntl lock:
+cross-process on one machine, which is what the demo runs.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import time
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+from django.conf import settings
+
+# Reserve at most this far ahead: a worker never holds slots it may not use for long (pause, cancel, stop),
+# and concurrent workers interleave in ~horizon-sized turns.
+HORIZON_SECONDS = 0.1
+# Slots start at least this far in the future, leaving time to claim dedup keys and mark sends as posting,
+# so the first slot of a grant is not late (lateness followed by on-time slots is what bunches a window).
+LEAD_SECONDS = 0.02
+# An idle channel's key disappears (its TAT is in the past anyway, and max(TAT, now) ignores it).
+_KEY_TTL_MS = 60_000
+
+_RESERVE_LUA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local interval = tonumber(ARGV[1])
+local want = tonumber(ARGV[2])
+local horizon = tonumber(ARGV[3])
+local lead = tonumber(ARGV[4])
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+local start = math.max(tat, now + lead)
+local n = math.floor((now + lead + horizon - start) / interval) + 1
+if n > want then n = want end
+if n <= 0 then
+  return {0, start - now, 0}
+end
+redis.call('SET', KEYS[1], string.format('%d', start + n * interval), 'PX', tonumber(ARGV[5]))
+return {n, start - now, 0}
+"""
+
+# SET NX per (channel, number) for each send about to go; for the busy ones, how long until the key expires.
+_CLAIM_NUMBERS_LUA = """
+local out = {}
+for i, key in ipairs(KEYS) do
+  if redis.call('SET', key, '1', 'NX', 'PX', tonumber(ARGV[1])) then
+    out[i] = 0
+  else
+    local ttl = redis.call('PTTL', key)
+    if ttl < 1 then ttl = 1 end
+    out[i] = ttl
+  end
+end
+return out
+"""
+
+# At most ARGV[1] holders; a holder that died disappears when its expiry (score) passes.
+_ACQUIRE_LUA = """
+local now = tonumber(ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then return 0 end
+redis.call('ZADD', KEYS[1], tonumber(ARGV[4]), ARGV[2])
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[5]))
+return 1
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """`count` slots; slot i may go at `first_at + i * interval` (time.monotonic() clock of this process)."""
+
+    count: int
+    first_at: float
+    interval: float
+
+    def slot_times(self) -> list[float]:
+        return [self.first_at + i * self.interval for i in range(self.count)]
+
+
+@cache
+def _redis():
+    import redis
+
+    return redis.Redis.from_url(settings.REDIS_URL, socket_timeout=5, socket_connect_timeout=5)
+
+
+def redis_client():
+    """The process's Redis client (its pool is fork-safe: redis-py resets it in a child), or None without Redis."""
+    return _redis() if settings.REDIS_URL else None
+
+
+@cache
+def _script(source: str):
+    return _redis().register_script(source)
+
+
+def effective_rate(max_mps: int) -> float:
+    """Sends per second actually scheduled for a channel capped at `max_mps`."""
+    return max(0.1, max_mps * settings.DELIVERY_RATE_HEADROOM)
+
+
+def channel_reserve(*, channel_id: str, max_mps: int, want: int) -> Grant:
+    """Reserve up to `want` consecutive send slots on the channel; count 0 means none within the horizon yet
+    (then `first_at` says when the next slot starts)."""
+    interval = 1.0 / effective_rate(max_mps)
+    if settings.REDIS_URL:
+        count, first_us, _ = _script(_RESERVE_LUA)(
+            keys=[f"delivery:rate:{channel_id}"],
+            args=[
+                int(interval * 1e6),
+                max(1, want),
+                int(HORIZON_SECONDS * 1e6),
+                int(LEAD_SECONDS * 1e6),
+                _KEY_TTL_MS,
+            ],
+        )
+        # Offsets are relative to Redis's clock at the call: map them onto this process's monotonic clock.
+        return Grant(count=int(count), first_at=time.monotonic() + int(first_us) / 1e6, interval=interval)
+    return _file_reserve(channel_id=channel_id, interval=interval, want=want)
+
+
+def _var_dir(name: str) -> Path:
+    path = Path(settings.VAR_DIR) / name
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _file_reserve(*, channel_id: str, interval: float, want: int) -> Grant:
+    """The same GCRA step under an exclusive file lock, on wall-clock time (one machine: the demo)."""
+    path = _var_dir("ratelimit") / f"{channel_id}.tat"
+    with open(path, "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            handle.seek(0)
+            text = handle.read().strip()
+            tat = float(text) if text else 0.0
+            now = time.time()
+            start = max(tat, now + LEAD_SECONDS)
+            count = min(max(1, want), int((now + LEAD_SECONDS + HORIZON_SECONDS - start) // interval) + 1)
+            if count > 0:
+                handle.seek(0)
+                handle.truncate()
+                handle.write(repr(start + count * interval))
+                handle.flush()
+            mono = time.monotonic() + (start - now)
+            return Grant(count=max(0, count), first_at=mono, interval=interval)
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def numbers_claim(*, channel_id: str, numbers: list[str], hold_seconds: float) -> list[float]:
+    """Claim "about to send to this number on this channel" for `hold_seconds`; per number 0.0 when claimed,
+    else the seconds until the earlier claim expires (that send is deferred, not dropped)."""
+    if not numbers:
+        return []
+    if settings.REDIS_URL:
+        keys = [f"delivery:number:{channel_id}:{number}" for number in numbers]
+        waits = _script(_CLAIM_NUMBERS_LUA)(keys=keys, args=[int(hold_seconds * 1000)])
+        return [int(ms) / 1000.0 for ms in waits]
+    from django.core.cache import cache
+
+    # Demo-grade: the file cache's add() is not atomic across processes, and it keeps whole seconds.
+    claimed = [cache.add(f"delivery:number:{channel_id}:{number}", 1, timeout=hold_seconds) for number in numbers]
+    return [0.0 if ok else hold_seconds for ok in claimed]
+
+
+def channel_slot_acquire(*, channel_id: str, holder: str, limit: int, hold_seconds: float) -> bool:
+    """Take one of `limit` places to run a chunk on the channel (held until released or `hold_seconds`)."""
+    if not settings.REDIS_URL:
+        return True
+    now_ms = int(time.time() * 1000)
+    return bool(
+        _script(_ACQUIRE_LUA)(
+            keys=[f"delivery:running:{channel_id}"],
+            args=[limit, holder, now_ms, now_ms + int(hold_seconds * 1000), int(hold_seconds * 1000) + 1000],
+        )
+    )
+
+
+def channel_slot_release(*, channel_id: str, holder: str) -> None:
+    if settings.REDIS_URL:
+        _redis().zrem(f"delivery:running:{channel_id}", holder)
+
+
+def pid_holder() -> str:
+    return f"{os.getpid()}:{time.monotonic_ns()}"

@@ -1,0 +1,106 @@
+"""Recovery: the database is the truth, the broker only wakes workers.
+
+Beat runs two tasks:
+- ``broadcasts_start_due`` (every ~5 s) starts each due scheduled broadcast exactly once, with any number of beat
+  or worker processes (row locks with SKIP LOCKED and a conditional UPDATE), and also starts unscheduled ones
+  whose on_commit enqueue was lost;
+- ``broadcasts_sweep`` (every ~10 s) takes back sends whose lease expired (a killed or hung worker), counting an
+  unknown outcome when the POST may have left (Send.posting_at), cancels leftovers of cancelled broadcasts, and
+  re-dispatches IN_PROGRESS broadcasts no recent dispatch covers: lost chunk or wake messages, a flushed Redis,
+  broadcasts with nothing pending that were never finished.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Case, F, Q, Value, When
+from django.utils import timezone
+
+from broadcasts import delivery
+from broadcasts.models import Broadcast, BroadcastStatus, Send, SendStatus
+
+# An unscheduled broadcast still PENDING this long after creation lost its dispatch message.
+LOST_START_SECONDS = 10
+# Beat starts at most this many broadcasts per run; the next run takes the rest (5 s later).
+START_BATCH = 200
+
+
+def broadcasts_start_due(*, now: datetime | None = None) -> list[str]:
+    """Mark due PENDING broadcasts IN_PROGRESS (never twice, never early) and enqueue their dispatch."""
+    from broadcasts.tasks import enqueue_dispatch
+
+    now = now or timezone.now()
+    due = Q(scheduled_at__lte=now) | Q(
+        scheduled_at__isnull=True, created_at__lte=now - timedelta(seconds=LOST_START_SECONDS)
+    )
+    with transaction.atomic():
+        ids = list(
+            Broadcast.objects.select_for_update(skip_locked=True)
+            .filter(due, status=BroadcastStatus.PENDING)
+            .order_by("scheduled_at")
+            .values_list("id", flat=True)[:START_BATCH]
+        )
+        if ids:
+            Broadcast.objects.filter(id__in=ids, status=BroadcastStatus.PENDING).update(
+                status=BroadcastStatus.IN_PROGRESS, started_at=now, updated_at=now
+            )
+            transaction.on_commit(lambda: [enqueue_dispatch(broadcast_id) for broadcast_id in ids])
+    return ids
+
+
+def sends_recover_expired(*, now: datetime | None = None) -> int:
+    """Take back PENDING sends whose lease expired; returns how many.
+
+    With the posting marker set the POST may have reached Meta: one unknown outcome is counted and the attempt
+    stays counted (after the last attempt the send fails as a timeout). Without it the POST never left: the
+    claim's attempt is given back.
+    """
+    now = now or timezone.now()
+    expired = Send.objects.filter(status=SendStatus.PENDING, lease_expires_at__lt=now)
+    exhausted = expired.filter(posting_at__isnull=False, attempts__gte=settings.DELIVERY_MAX_ATTEMPTS).update(
+        status=SendStatus.FAILED,
+        failed_at=now,
+        lease_expires_at=None,
+        posting_at=None,
+        next_attempt_at=None,
+        unknown_outcomes=F("unknown_outcomes") + 1,
+        error_code="timeout",
+        error_title="Timeout",
+        error_message="The worker stopped before the answer to the last attempt was recorded.",
+        error_retryable=True,
+        updated_at=now,
+    )
+    taken = expired.update(
+        unknown_outcomes=F("unknown_outcomes") + Case(When(posting_at__isnull=False, then=Value(1)), default=Value(0)),
+        attempts=Case(
+            When(posting_at__isnull=True, attempts__gt=0, then=F("attempts") - 1),
+            default=F("attempts"),
+        ),
+        lease_expires_at=None,
+        posting_at=None,
+        updated_at=now,
+    )
+    return exhausted + taken
+
+
+def broadcasts_sweep(*, now: datetime | None = None) -> dict[str, int]:
+    """One pass of the sweeper; returns what it did (for logs and tests)."""
+    now = now or timezone.now()
+    recovered = sends_recover_expired(now=now)
+    cancelled = 0
+    for broadcast_id in (
+        Send.objects.filter(status=SendStatus.PENDING, broadcast__status=BroadcastStatus.CANCELLED)
+        .values_list("broadcast_id", flat=True)
+        .distinct()
+    ):
+        cancelled += delivery.sends_cancel_unleased(broadcast_id=broadcast_id)
+    dispatched = 0
+    for broadcast_id in list(delivery.broadcasts_in_progress()):
+        if delivery.fanout_recent(broadcast_id=broadcast_id):
+            continue
+        delivery.broadcast_dispatch(broadcast_id=broadcast_id)
+        dispatched += 1
+    return {"recovered": recovered, "cancelled": cancelled, "dispatched": dispatched}

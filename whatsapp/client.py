@@ -1,0 +1,111 @@
+"""The Graph API client of the delivery hot path: asyncio (aiohttp), pooled keep-alive connections.
+
+Measured on the 2-core dev box, an asyncio client costs ~0.25 ms of CPU per send against ~1 ms for `requests`,
+so the hot path uses this one; `requests` stays for the rest of the codebase (template sync, the sandbox helper).
+
+Every outcome of one POST is one of:
+- sent: 200 with `messages[0].id`;
+- a Graph error (Meta's envelope, classified by whatsapp.errors);
+- no request left (connect error or connect timeout): transient, and certainly not delivered;
+- unknown: the request was written but no answer came (read timeout, connection dropped): transient, and
+  counted in Send.unknown_outcomes because Meta may have taken it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import orjson
+
+from whatsapp.errors import ErrorClass, GraphError, parse_graph_error, transport_error
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    """What one POST /messages came to."""
+
+    message_id: str | None = None
+    error: GraphError | None = None
+    # True when the request may have reached Meta although we got no answer.
+    unknown: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.message_id is not None
+
+    @property
+    def error_class(self) -> ErrorClass | None:
+        return self.error.error_class if self.error else None
+
+
+class GraphClient:
+    """One pooled session for many sends; create it inside the event loop that will use it."""
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        connect_timeout: float = 5.0,
+        read_timeout: float = 15.0,
+        max_connections: int = 256,
+    ):
+        self.base_url = base_url.rstrip("/")
+        # sock_connect bounds the TCP connect (no request left); sock_read bounds each wait for the answer.
+        self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout, sock_read=read_timeout)
+        self._connector = aiohttp.TCPConnector(limit=max_connections, keepalive_timeout=30, ttl_dns_cache=300)
+        self._session = aiohttp.ClientSession(
+            connector=self._connector, timeout=self._timeout, json_serialize=lambda o: orjson.dumps(o).decode()
+        )
+
+    async def close(self) -> None:
+        await self._session.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._session.closed
+
+    async def send_message(self, *, phone_number_id: str, access_token: str, payload: dict[str, Any]) -> SendResult:
+        """POST one message; never raises for network or HTTP trouble (every outcome is a SendResult)."""
+        url = f"{self.base_url}/{phone_number_id}/messages"
+        headers = {"Authorization": f"Bearer {access_token}", "Content-Type": "application/json"}
+        try:
+            async with self._session.post(url, data=orjson.dumps(payload), headers=headers) as response:
+                body = await response.read()
+                status = response.status
+        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
+            # The TCP connection never opened: nothing reached Meta.
+            return SendResult(error=transport_error(code="connection_error", message=str(exc) or type(exc).__name__))
+        except (TimeoutError, aiohttp.SocketTimeoutError, aiohttp.ServerTimeoutError) as exc:
+            return SendResult(
+                error=transport_error(code="timeout", message=f"No answer in time: {exc or type(exc).__name__}"),
+                unknown=True,
+            )
+        except (aiohttp.ClientError, OSError) as exc:
+            # Server disconnected / reset after the request was (perhaps) written.
+            return SendResult(
+                error=transport_error(code="connection_lost", message=str(exc) or type(exc).__name__), unknown=True
+            )
+        if status == 200:
+            message_id = _message_id(body)
+            if message_id:
+                return SendResult(message_id=message_id)
+        return SendResult(error=parse_graph_error(status, body))
+
+
+def _message_id(body: bytes) -> str | None:
+    try:
+        data = orjson.loads(body)
+        message_id = data["messages"][0]["id"]
+    except (orjson.JSONDecodeError, KeyError, IndexError, TypeError):
+        return None
+    return message_id if isinstance(message_id, str) and message_id else None
+
+
+async def send_many(client: GraphClient, jobs: list[tuple[str, str, dict[str, Any]]]) -> list[SendResult]:
+    """Post (phone_number_id, access_token, payload) jobs concurrently; for scripts and the benchmark floor."""
+    return await asyncio.gather(
+        *(client.send_message(phone_number_id=p, access_token=t, payload=body) for p, t, body in jobs)
+    )
