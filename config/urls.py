@@ -1,11 +1,13 @@
 from django.contrib import admin
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView
+from drf_spectacular.views import SpectacularAPIView
+
+from broadcasts.api.docs import ApiDocsView
 
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("v1/schema", SpectacularAPIView.as_view(), name="schema"),
-    path("v1/docs", SpectacularRedocView.as_view(url_name="schema"), name="docs"),
+    path("v1/docs", ApiDocsView.as_view(url_name="schema"), name="docs"),
     path("v1/", include("core.urls")),
     path("v1/", include("whatsapp.urls")),
     path("v1/", include("broadcasts.urls")),

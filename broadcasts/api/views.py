@@ -6,13 +6,14 @@ from typing import Any
 
 import orjson
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import exceptions
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from broadcasts import selectors, services
+from broadcasts.api import schema as _schema  # noqa: F401  (registers the bearer scheme)
 from broadcasts.api import serializers as s
 from broadcasts.api.body import body_read
 from broadcasts.api.pagination import cursor_decode, cursor_encode, limit_parse
@@ -177,31 +178,37 @@ class _BroadcastActionApi(BulkView):
 _ACTION_ERRORS = _errors(401, 403, 404, 409, 429)
 
 
-@extend_schema(
-    operation_id="bulk_cancel",
-    summary="Cancel: every send still pending becomes CANCELLED",
-    request=None,
-    responses={200: s.BroadcastSerializer, **_ACTION_ERRORS},
+@extend_schema_view(
+    post=extend_schema(
+        operation_id="bulk_cancel",
+        summary="Cancel: every send still pending becomes CANCELLED",
+        request=None,
+        responses={200: s.BroadcastSerializer, **_ACTION_ERRORS},
+    )
 )
 class BroadcastCancelApi(_BroadcastActionApi):
     service = staticmethod(services.broadcast_cancel)
 
 
-@extend_schema(
-    operation_id="bulk_pause",
-    summary="Pause a PENDING or IN_PROGRESS broadcast",
-    request=None,
-    responses={200: s.BroadcastSerializer, **_ACTION_ERRORS},
+@extend_schema_view(
+    post=extend_schema(
+        operation_id="bulk_pause",
+        summary="Pause a PENDING or IN_PROGRESS broadcast",
+        request=None,
+        responses={200: s.BroadcastSerializer, **_ACTION_ERRORS},
+    )
 )
 class BroadcastPauseApi(_BroadcastActionApi):
     service = staticmethod(services.broadcast_pause)
 
 
-@extend_schema(
-    operation_id="bulk_resume",
-    summary="Resume a PAUSED broadcast where it stopped",
-    request=None,
-    responses={200: s.BroadcastSerializer, **_ACTION_ERRORS},
+@extend_schema_view(
+    post=extend_schema(
+        operation_id="bulk_resume",
+        summary="Resume a PAUSED broadcast where it stopped",
+        request=None,
+        responses={200: s.BroadcastSerializer, **_ACTION_ERRORS},
+    )
 )
 class BroadcastResumeApi(_BroadcastActionApi):
     service = staticmethod(services.broadcast_resume)

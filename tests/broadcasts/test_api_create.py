@@ -184,3 +184,8 @@ def test_a_5000_recipient_body_with_1kb_meta_data_each_is_accepted(api, channel,
     assert response.json()["total_recipients"] == 5000
     assert Send.objects.count() == 5000
     assert Send.objects.get(index=4999).meta_data == {"note": "x" * 1000, "i": 4999}
+
+
+def test_json_with_a_charset_parameter_is_accepted(api, channel, template, dispatched):
+    response = api.post(URL, orjson.dumps(payload(channel)), content_type="application/json; charset=utf-8")
+    assert response.status_code == 202

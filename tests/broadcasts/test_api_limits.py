@@ -1,0 +1,121 @@
+"""Body size limit: up to 10 MiB accepted; beyond, 413 request_too_large that the client can read.
+
+The gunicorn tests run the real server (1 sync worker) on loopback against the test database,
+because a reset-instead-of-413 only shows over a real socket.
+"""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+import requests
+from django.db import connection
+
+from broadcasts.models import Broadcast
+from tests.broadcasts.test_api_create import URL, payload, stored
+
+LIMIT = 10 * 1024 * 1024
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def oversized(channel) -> bytes:
+    body = payload(channel, n=1)
+    body["padding"] = "x" * (LIMIT + 1024)
+    return orjson.dumps(body)
+
+
+def test_a_body_over_10_mib_is_413_in_the_envelope(api, channel, template):
+    response = api.post(URL, oversized(channel), content_type="application/json")
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "request_too_large"
+    assert stored() == (0, 0, 0)
+
+
+def test_the_413_does_not_depend_on_the_token(anon_api, channel, template):
+    response = anon_api.post(URL, oversized(channel), content_type="application/json")
+    assert response.status_code == 413
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def server(transactional_db):
+    """gunicorn on a free loopback port, on the test database (rows committed by the test)."""
+    port = _free_port()
+    db = connection.settings_dict
+    env = dict(os.environ, DATABASE_URL=f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}")
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "config.wsgi:application",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            "1",
+            "--worker-class",
+            "sync",
+            "--log-level",
+            "warning",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            requests.get(f"{base}/v1/health", timeout=1)
+            break
+        except requests.ConnectionError:
+            time.sleep(0.1)
+    else:
+        process.kill()
+        pytest.fail("gunicorn did not start: " + process.stderr.read().decode()[-2000:])
+    yield base
+    process.terminate()
+    process.wait(timeout=10)
+
+
+@pytest.mark.slow
+def test_gunicorn_clients_read_the_413_for_declared_and_chunked_bodies(server, channel, template, token):
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    raw = oversized(channel)
+
+    # a body whose Content-Length says it is too large
+    declared = requests.post(f"{server}{URL}", data=raw, headers=headers, timeout=30)
+    assert declared.status_code == 413 and declared.json()["error"]["code"] == "request_too_large"
+
+    # a chunked body that turns out too large once read
+    chunks = (raw[i : i + 65536] for i in range(0, len(raw), 65536))
+    chunked = requests.post(f"{server}{URL}", data=chunks, headers=headers, timeout=30)
+    assert chunked.status_code == 413 and chunked.json()["error"]["code"] == "request_too_large"
+    assert Broadcast.objects.count() == 0
+
+
+@pytest.mark.slow
+def test_gunicorn_accepts_a_chunked_body_within_the_limit(server, channel, template, token):
+    # scheduled for tomorrow: nothing is handed to the workers from this test
+    tomorrow = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 86400))
+    data = orjson.dumps(payload(channel, n=3, scheduled_at=tomorrow))
+    chunks = (data[i : i + 100] for i in range(0, len(data), 100))
+    response = requests.post(
+        f"{server}{URL}",
+        data=chunks,
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        timeout=30,
+    )
+    assert response.status_code == 202, response.text
+    assert Broadcast.objects.get().total_recipients == 3
