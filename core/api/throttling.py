@@ -45,7 +45,7 @@ def rate_limits_parse(spec: str) -> list[tuple[int, int]]:
 
 def _is_docs(view: Any) -> bool:
     """The schema and docs views answer anyone, token or not: never throttled per token."""
-    return type(view).__module__.startswith("drf_spectacular")
+    return any(klass.__module__.startswith("drf_spectacular.") for klass in type(view).__mro__)
 
 
 class TokenRateThrottle(BaseThrottle):
