@@ -451,18 +451,19 @@ def test_failed_webhook_outcome_accepts_then_reports_failure(sandbox, receiver):
     assert status["errors"][0]["title"]
 
 
-def test_webhook_is_retried_after_a_non_2xx():
-    # given a receiver that fails its first two posts
-    receiver = WebhookReceiver(fail_first=2)
+def test_webhook_is_retried_after_a_non_2xx(sandbox):
+    # given a receiver that fails its first post
+    receiver = WebhookReceiver(fail_first=1)
     try:
-        with start_sandbox(webhook_url=receiver.url, app_secret=SECRET, delivered_after_ms=0, read_after_ms=0) as box:
-            # when one send is accepted
-            send(box)
+        sandbox.config(webhook_url=receiver.url, app_secret=SECRET, delivered_after_ms=0, read_after_ms=0)
 
-            # then its statuses still arrive, after retries
-            statuses = receiver.wait_for(2)
-            assert sorted(s["status"] for s in statuses) == ["delivered", "read"]
-            assert box.stats()["webhooks"]["retries"] >= 1
+        # when one send is accepted
+        send(sandbox)
+
+        # then its statuses still arrive, after a retry
+        statuses = receiver.wait_for(2)
+        assert sorted(s["status"] for s in statuses) == ["delivered", "read"]
+        assert sandbox.stats()["webhooks"]["retries"] == 1
     finally:
         receiver.close()
 
