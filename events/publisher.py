@@ -7,6 +7,8 @@ Both are cheap when no organization has an endpoint: one cached lookup and no qu
 
 from collections.abc import Sequence
 
+from django.db import connection
+
 from events import services
 from events.models import EventType
 
@@ -29,8 +31,6 @@ _SEND_FIELDS = (
 def message_events_publish(*, send_ids: Sequence[int], status: str) -> None:
     """Record ``message.<status>`` events (status: SENT, DELIVERED, READ, FAILED) for sends that
     just moved to ``status``, and queue their delivery to the organization's endpoints."""
-    from broadcasts.models import Send
-
     status = str(status).upper()
     if status not in _MESSAGE_STATUSES or not send_ids:
         return
@@ -38,6 +38,17 @@ def message_events_publish(*, send_ids: Sequence[int], status: str) -> None:
     endpoints = [ref for ref in services.endpoints_active() if ref.subscribes_to(event_type)]
     if not endpoints:
         return
+    if connection.vendor == "postgresql":
+        services.message_events_record_postgresql(send_ids=send_ids, status=status, endpoints=endpoints)
+    else:
+        message_events_record_portable(send_ids=send_ids, status=status, endpoints=endpoints)
+
+
+def message_events_record_portable(*, send_ids: Sequence[int], status: str, endpoints) -> int:
+    """The same events through the ORM, for the SQLite demo (PostgreSQL builds them in one statement)."""
+    from broadcasts.models import Send
+
+    event_type = f"message.{status.lower()}"
     org_ids = {ref.organization_id for ref in endpoints}
     rows = Send.objects.filter(id__in=list(send_ids), broadcast__organization_id__in=org_ids).values(*_SEND_FIELDS)
     events = [
@@ -50,7 +61,7 @@ def message_events_publish(*, send_ids: Sequence[int], status: str) -> None:
         )
         for row in rows.order_by("id")
     ]
-    services.events_record(events=events, endpoints=endpoints)
+    return services.events_record(events=events, endpoints=endpoints)
 
 
 def broadcast_event_publish(*, broadcast_id: str, event_type: str) -> None:

@@ -28,7 +28,7 @@ import orjson
 import requests
 from django.conf import settings
 from django.core.cache import cache
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Count, Exists, F, OuterRef, Q
 from django.utils import timezone
 
@@ -272,6 +272,67 @@ def events_record(*, events: Sequence[NewEvent], endpoints: Iterable[EndpointRef
     for endpoint_id in sorted({d.endpoint_id for d in deliveries}):
         transaction.on_commit(lambda eid=endpoint_id: _enqueue_delivery(eid), robust=True)
     return len(deliveries)
+
+
+def message_events_record_postgresql(*, send_ids: Sequence[int], status: str, endpoints: Sequence[EndpointRef]) -> int:
+    """``message.*`` events for a chunk of sends, built by PostgreSQL itself: ONE statement inserts
+    the events (payload from the send rows) and their deliveries. Python-side model instances cost
+    ~100 ms per 1,000 events; this costs a few ms. Returns the deliveries created."""
+    from broadcasts.models import Broadcast, Send
+
+    event_type = f"message.{status.lower()}"
+    sql = f"""
+        WITH ep(endpoint_id, organization_id) AS (SELECT * FROM unnest(%(ep_ids)s::text[], %(ep_orgs)s::bigint[])),
+        ev AS (
+            INSERT INTO {Event._meta.db_table} (id, organization_id, type, data, ordering_key, sequence, created_at)
+            SELECT
+                'evt_' || lpad(to_hex(extract(epoch FROM %(now)s::timestamptz)::bigint), 8, '0')
+                       || substr(replace(gen_random_uuid()::text, '-', ''), 1, 16),
+                b.organization_id, %(type)s,
+                jsonb_build_object(
+                    'broadcast_id', s.broadcast_id, 'index', s.index, 'to', s.to, 'message_id', s.message_id,
+                    'status', %(status)s,
+                    'error', CASE WHEN %(status)s = 'FAILED' AND (s.error_code <> '' OR s.error_message <> '')
+                        THEN jsonb_build_object(
+                            'code', s.error_code,
+                            'message', COALESCE(NULLIF(s.error_message, ''), s.error_title),
+                            'retryable', COALESCE(s.error_retryable, false))
+                        END,
+                    'meta_data', s.meta_data),
+                'send:' || s.id, %(sequence)s, %(now)s
+            FROM {Send._meta.db_table} s JOIN {Broadcast._meta.db_table} b ON b.id = s.broadcast_id
+            WHERE s.id = ANY(%(send_ids)s) AND b.organization_id IN (SELECT organization_id FROM ep)
+            ORDER BY s.id
+            RETURNING id, organization_id, ordering_key, sequence
+        ),
+        dl AS (
+            INSERT INTO {EventDelivery._meta.db_table} (event_id, endpoint_id, ordering_key, sequence, status,
+                                                        attempts, next_attempt_at, last_error, created_at)
+            SELECT ev.id, ep.endpoint_id, ev.ordering_key, ev.sequence, 'pending', 0, %(now)s, '', %(now)s
+            FROM ev JOIN ep ON ep.organization_id = ev.organization_id
+            ORDER BY ev.ordering_key, ep.endpoint_id
+            RETURNING endpoint_id
+        )
+        SELECT endpoint_id, count(*) FROM dl GROUP BY endpoint_id
+    """
+    targets = [ref for ref in endpoints if ref.subscribes_to(event_type)]
+    if not targets or not send_ids:
+        return 0
+    params = {
+        "ep_ids": [ref.id for ref in targets],
+        "ep_orgs": [ref.organization_id for ref in targets],
+        "now": timezone.now(),
+        "type": event_type,
+        "status": status,
+        "sequence": MESSAGE_EVENT_SEQUENCE[status],
+        "send_ids": list(send_ids),
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        per_endpoint = cursor.fetchall()
+    for endpoint_id, _ in sorted(per_endpoint):
+        transaction.on_commit(lambda eid=endpoint_id: _enqueue_delivery(eid), robust=True)
+    return sum(n for _, n in per_endpoint)
 
 
 def _enqueue_delivery(endpoint_id: str) -> None:

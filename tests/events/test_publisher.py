@@ -91,3 +91,29 @@ def test_unknown_statuses_and_event_types(broadcast, enqueued):
     with pytest.raises(ValueError):
         broadcast_event_publish(broadcast_id=broadcast.id, event_type="broadcast.exploded")
     assert not Event.objects.exists()
+
+
+@pytest.mark.parametrize("status", ["SENT", "FAILED"])
+def test_the_portable_path_records_the_same_events_as_postgresql(org, broadcast, endpoint_for, enqueued, status):
+    # Given failed sends with an error (and one without meta_data), and one endpoint
+    from events import services
+    from events.publisher import message_events_record_portable
+
+    endpoint_for(org, "http://127.0.0.1:9/all")
+    Send.objects.filter(broadcast=broadcast, index__lt=2).update(
+        status=status, error_code="131026", error_title="Undeliverable", error_message="", error_retryable=False
+    )
+    Send.objects.filter(broadcast=broadcast, index=1).update(meta_data=None)
+    ids = send_ids(broadcast)[:2]
+    endpoints = services.endpoints_active()
+    # When both paths record the same sends
+    assert services.message_events_record_postgresql(send_ids=ids, status=status, endpoints=endpoints) == 2
+    assert message_events_record_portable(send_ids=ids, status=status, endpoints=endpoints) == 2
+    # Then the events are identical but for their ids
+    by_path = {}
+    for event in Event.objects.order_by("created_at", "id"):
+        by_path.setdefault(event.ordering_key, []).append((event.type, event.sequence, event.data))
+    for first, second in by_path.values():
+        assert first == second
+    assert all(e.id.startswith("evt_") and len(e.id) == 28 for e in Event.objects.all())
+    assert EventDelivery.objects.count() == 4

@@ -1,0 +1,192 @@
+"""Benchmark: Meta status webhooks of 1,000 statuses, answered by gunicorn over real HTTP.
+
+Run with `make bench-webhooks` (starts throwaway PostgreSQL + Redis). For each round it creates
+a broadcast of 1,000 SENT sends, then POSTs one signed body with 1,000 "delivered" statuses, one
+with 1,000 "read" statuses and the "read" body again (a redelivery). It does so twice: with no
+customer endpoint, then with one (so 1,000 events and deliveries are written per body).
+Prints p50/p95 latency per kind of body and the number of SQL queries one body costs.
+"""
+
+import hashlib
+import hmac
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+APP_SECRET = "bench-app-secret"
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+os.environ["WHATSAPP_APP_SECRET"] = APP_SECRET
+os.environ["WEBHOOKS_ALLOW_PRIVATE"] = "true"
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "8"))
+SENDS = 1000
+
+import django  # noqa: E402
+
+django.setup()
+
+import orjson  # noqa: E402
+import requests  # noqa: E402
+from django.core.management import call_command  # noqa: E402
+from django.db import connection  # noqa: E402
+from django.test import Client  # noqa: E402
+from django.test.utils import CaptureQueriesContext  # noqa: E402
+
+from broadcasts.models import Broadcast, BroadcastStatus, Send, SendStatus  # noqa: E402
+from events.models import Event  # noqa: E402
+from events.services import endpoint_create  # noqa: E402
+from templates_registry.models import Channel, Template  # noqa: E402
+from tokens.models import Organization  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def signed(payload: dict) -> tuple[bytes, dict[str, str]]:
+    body = orjson.dumps(payload)
+    signature = "sha256=" + hmac.new(APP_SECRET.encode(), body, hashlib.sha256).hexdigest()
+    return body, {"Content-Type": "application/json", "X-Hub-Signature-256": signature}
+
+
+def envelope(broadcast: Broadcast, status: str) -> dict:
+    now = int(time.time())
+    statuses = [
+        {"id": f"wamid.{broadcast.id}.{i}", "status": status, "timestamp": str(now), "recipient_id": "34600000000"}
+        for i in range(SENDS)
+    ]
+    value = {"messaging_product": "whatsapp", "metadata": {"phone_number_id": "1"}, "statuses": statuses}
+    return {
+        "object": "whatsapp_business_account",
+        "entry": [{"id": "w", "changes": [{"field": "messages", "value": value}]}],
+    }
+
+
+def fresh_broadcast(org: Organization, channel: Channel, template: Template) -> Broadcast:
+    broadcast = Broadcast.objects.create(
+        organization=org,
+        channel=channel,
+        template=template,
+        template_name=template.name,
+        language=template.language,
+        campaign_name="bench",
+        status=BroadcastStatus.IN_PROGRESS,
+        total_recipients=SENDS,
+    )
+    Send.objects.bulk_create(
+        Send(
+            broadcast=broadcast,
+            index=i,
+            to=f"+3460{i:07d}",
+            meta_data={"i": i},
+            status=SendStatus.SENT,
+            message_id=f"wamid.{broadcast.id}.{i}",
+        )
+        for i in range(SENDS)
+    )
+    return broadcast
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def main() -> None:
+    call_command("migrate", verbosity=0)
+    org, _ = Organization.objects.get_or_create(name="bench-webhooks")
+    channel, _ = Channel.objects.get_or_create(
+        phone_number_id="190000000000001",
+        defaults={"organization": org, "waba_id": "290000000000001", "access_token": "x"},
+    )
+    template, _ = Template.objects.get_or_create(waba_id=channel.waba_id, name="bench", language="es")
+
+    # Queries one body costs, measured in-process through the same view.
+    client = Client()
+    counts = {}
+    for label in ("no endpoint", "one endpoint"):
+        if label == "one endpoint":
+            endpoint_create(organization=org, url="http://127.0.0.1:9/bench")
+        broadcast = fresh_broadcast(org, channel, template)
+        for status in ("delivered", "read"):
+            body, headers = signed(envelope(broadcast, status))
+            with CaptureQueriesContext(connection) as ctx:
+                response = client.post(
+                    "/v1/webhooks/whatsapp",
+                    data=body,
+                    content_type="application/json",
+                    HTTP_X_HUB_SIGNATURE_256=headers["X-Hub-Signature-256"],
+                )
+            assert response.status_code == 200, response.content
+            counts[(label, status)] = len(ctx.captured_queries)
+    from events.models import WebhookEndpoint
+
+    WebhookEndpoint.objects.all().delete()
+    from django.core.cache import cache
+
+    cache.clear()
+
+    port = free_port()
+    env = {**os.environ, "WEB_CONCURRENCY": "2"}
+    server = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "gunicorn"),
+            "config.wsgi",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            "2",
+            "--log-level",
+            "warning",
+        ],
+        cwd=ROOT,
+        env=env,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(100):
+            try:
+                if requests.get(f"{base}/v1/health", timeout=1).status_code < 500:
+                    break
+            except requests.ConnectionError:
+                time.sleep(0.1)
+        session = requests.Session()
+        results: dict[tuple[str, str], list[float]] = {}
+        for label in ("no endpoint", "one endpoint"):
+            if label == "one endpoint":
+                endpoint_create(organization=org, url="http://127.0.0.1:9/bench")
+            for round_ in range(ROUNDS + 1):  # round 0 warms both workers up and is not counted
+                broadcast = fresh_broadcast(org, channel, template)
+                for kind, status in (("delivered", "delivered"), ("read", "read"), ("read again", "read")):
+                    body, headers = signed(envelope(broadcast, status))
+                    started = time.perf_counter()
+                    response = session.post(f"{base}/v1/webhooks/whatsapp", data=body, headers=headers, timeout=30)
+                    elapsed_ms = (time.perf_counter() - started) * 1000
+                    assert response.status_code == 200, response.text
+                    if round_:
+                        results.setdefault((label, kind), []).append(elapsed_ms)
+                assert Send.objects.filter(broadcast=broadcast, status=SendStatus.READ).count() == SENDS
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+    print(f"bench_webhooks: {ROUNDS} rounds x {SENDS} statuses per body, gunicorn 2 workers, PostgreSQL + Redis")
+    for (label, kind), values in results.items():
+        print(
+            f"  {label:12s} {kind:10s}: p50 {statistics.median(values):6.1f} ms  p95 {pct(values, 0.95):6.1f} ms"
+            f"  ({len(values)} bodies)"
+        )
+    for (label, status), n in counts.items():
+        print(f"  queries per 1,000-status '{status}' body, {label}: {n}")
+    print(f"  events recorded with one endpoint: {Event.objects.filter(organization=org).count()}")
+
+
+if __name__ == "__main__":
+    main()
