@@ -105,8 +105,8 @@ class SandboxProcess:
         ]
 
     def config(self, **changes: Any) -> dict[str, Any]:
-        """Change settings at run time (latency_ms, default_outcome, phone_mps_cap, webhook_url, app_secret,
-        delivered_after_ms, read_after_ms, hang_seconds, phone_numbers); returns the whole config."""
+        """Change settings at run time; returns the whole config. Keys: latency_ms, default_outcome, phone_mps_cap,
+        pair_rate_limit_ms, webhook_url, app_secret, delivered_after_ms, read_after_ms, hang_seconds, phone_numbers."""
         if not changes:
             return self._call("GET", "/_sandbox/config")
         return self._call("POST", "/_sandbox/config", json=changes)
@@ -177,6 +177,7 @@ def start_sandbox(
     webhook_url: str | None = None,
     app_secret: str | None = None,
     phone_mps_cap: int | None = None,
+    pair_rate_limit_ms: float | None = None,
     delivered_after_ms: float | None = None,
     read_after_ms: float | None = None,
     default_outcome: str | None = None,
@@ -189,6 +190,7 @@ def start_sandbox(
         "webhook_url": webhook_url,
         "app_secret": app_secret,
         "phone_mps_cap": phone_mps_cap,
+        "pair_rate_limit_ms": pair_rate_limit_ms,
         "delivered_after_ms": delivered_after_ms,
         "read_after_ms": read_after_ms,
         "default_outcome": default_outcome,

@@ -224,6 +224,7 @@ def test_config_latency_and_default_outcome(sandbox):
         ("/_sandbox/config", {"default_outcome": "nope"}),
         ("/_sandbox/config", {"unknown_key": 1}),
         ("/_sandbox/config", {"phone_mps_cap": 0}),
+        ("/_sandbox/config", {"pair_rate_limit_ms": 0}),
         ("/_sandbox/templates", {"templates": "x"}),
     ],
 )
@@ -260,6 +261,37 @@ def test_phone_mps_cap_window_slides(sandbox):
     assert send(sandbox).status_code == 200
 
 
+def test_only_accepted_sends_count_towards_the_cap(sandbox):
+    # given a cap of 2 and a number whose first send fails
+    sandbox.config(phone_mps_cap=2)
+    sandbox.script(TO, ["http500"])
+
+    # when three sends arrive at once
+    statuses = [send(sandbox).status_code for _ in range(3)]
+
+    # then the failed one took no room under the cap
+    assert statuses == [500, 200, 200]
+    assert send(sandbox).status_code == 400
+
+
+def test_pair_rate_limit_answers_131056_for_the_same_number_too_soon(sandbox):
+    # given Meta's pair rate limit of 300 ms between messages to one number
+    sandbox.config(pair_rate_limit_ms=300)
+
+    # when one number is sent to twice at once, another number once, and the first again after the gap
+    first, again = send(sandbox), send(sandbox)
+    other = send(sandbox, message(to="+573009998877"))
+    time.sleep(0.35)
+    later = send(sandbox)
+
+    # then only the too-soon repeat is refused, with 131056 (transient)
+    assert [r.status_code for r in (first, again, other, later)] == [200, 400, 200, 200]
+    assert parse_graph_error(400, again.content).code == "131056"
+    assert parse_graph_error(400, again.content).error_class is ErrorClass.TRANSIENT
+    gap = sandbox.stats()["phone_numbers"][PHONE]["min_repeat_gap_seconds"]
+    assert 0.3 <= gap < 5
+
+
 def test_stats_count_per_phone_and_busiest_second(sandbox):
     # given 3 sends in a burst, then 2 more after more than a second
     for _ in range(3):
@@ -277,6 +309,7 @@ def test_stats_count_per_phone_and_busiest_second(sandbox):
     phone = stats["phone_numbers"][PHONE]
     assert (phone["total"], phone["accepted"], phone["max_in_one_second"]) == (5, 5, 3)
     assert sum(phone["per_second"].values()) == 5
+    assert 0 <= phone["min_repeat_gap_seconds"] < 1  # the same number was sent to in the burst
     assert stats["phone_numbers"]["100000000000002"]["outcomes"] == {"error:131026": 1}
     assert stats["total"] == 6
 
@@ -499,8 +532,11 @@ def test_cli_refuses_an_unknown_default_outcome():
 
 
 def test_cli_options_reach_the_sandbox():
-    with start_sandbox(latency_ms=5, phone_mps_cap=7, default_outcome="http503", read_after_ms=10) as box:
+    with start_sandbox(
+        latency_ms=5, phone_mps_cap=7, default_outcome="http503", read_after_ms=10, pair_rate_limit_ms=6000
+    ) as box:
         config = box.config()
+        assert config["pair_rate_limit_ms"] == 6000
 
         assert (config["latency_ms"], config["phone_mps_cap"], config["default_outcome"]) == (5, 7, "http503")
         assert config["read_after_ms"] == 10

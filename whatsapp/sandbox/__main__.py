@@ -16,6 +16,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--webhook-url", default=None, help="where to post delivered/read status webhooks")
     parser.add_argument("--app-secret", default=None, help="signs the webhooks (X-Hub-Signature-256)")
     parser.add_argument("--phone-mps-cap", type=int, default=None, help="sends/s per phone number before 130429")
+    parser.add_argument(
+        "--pair-rate-limit-ms", type=float, default=None, help="same recipient sooner than this: 131056 (e.g. 6000)"
+    )
     parser.add_argument("--delivered-after-ms", type=float, default=1000.0)
     parser.add_argument("--read-after-ms", type=float, default=3000.0)
     parser.add_argument("--default-outcome", default="ok", help="outcome of unscripted sends (e.g. ok, http500)")
@@ -32,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
             latency_ms=args.latency_ms,
             default_outcome=args.default_outcome,
             phone_mps_cap=args.phone_mps_cap,
+            pair_rate_limit_ms=args.pair_rate_limit_ms,
             hang_seconds=args.hang_seconds,
             webhook_url=args.webhook_url,
             app_secret=args.app_secret,

@@ -160,6 +160,8 @@ class SandboxConfig:
     latency_ms: float = 50.0
     default_outcome: str = "ok"
     phone_mps_cap: int | None = None
+    # Meta's pair rate limit (131056): the same recipient again on the same phone number sooner than this.
+    pair_rate_limit_ms: float | None = None
     hang_seconds: float = 120.0
     webhook_url: str | None = None
     app_secret: str | None = None
@@ -182,6 +184,10 @@ class SandboxConfig:
             raise ValueError("latency_ms must be a number >= 0")
         if self.phone_mps_cap is not None and (not isinstance(self.phone_mps_cap, int) or self.phone_mps_cap < 1):
             raise ValueError("phone_mps_cap must be a positive integer or null")
+        if self.pair_rate_limit_ms is not None and (
+            not isinstance(self.pair_rate_limit_ms, (int, float)) or self.pair_rate_limit_ms <= 0
+        ):
+            raise ValueError("pair_rate_limit_ms must be a number > 0 or null")
         for name in ("hang_seconds", "delivered_after_ms", "read_after_ms"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or value < 0:
@@ -279,6 +285,7 @@ class Sandbox:
         self.seq = itertools.count(1)
         self.wamids = itertools.count(1)
         self.cap_windows: dict[str, deque[float]] = defaultdict(deque)
+        self.last_accepted: dict[tuple[str, str], float] = {}
         self.templates: dict[str | None, list[dict[str, Any]]] = {None: _template_catalogue()}
         self.webhook_queue: list[tuple[float, int, str, dict[str, Any]]] = []
         self.webhook_seq = itertools.count(1)
@@ -303,11 +310,21 @@ class Sandbox:
         window = self.cap_windows[phone_number_id]
         while window and window[0] <= now - 1.0:
             window.popleft()
+        return len(window) >= cap
+
+    def _pair_limited(self, phone_number_id: str, to_digits: str, now: float) -> bool:
+        gap_ms = self.config.pair_rate_limit_ms
+        if gap_ms is None:
+            return False
+        last = self.last_accepted.get((phone_number_id, to_digits))
+        return last is not None and now - last < gap_ms / 1000.0
+
+    def _count_accepted(self, phone_number_id: str, to_digits: str, now: float) -> None:
         # Only accepted sends count, as Meta counts the messages it takes, not the ones it refuses.
-        if len(window) >= cap:
-            return True
-        window.append(now)
-        return False
+        if self.config.phone_mps_cap is not None:
+            self.cap_windows[phone_number_id].append(now)
+        if self.config.pair_rate_limit_ms is not None:
+            self.last_accepted[(phone_number_id, to_digits)] = now
 
     async def send_message(self, request: web.Request) -> web.StreamResponse:
         received_at = time.time()
@@ -333,12 +350,19 @@ class Sandbox:
                 outcome = "invalid"
             else:
                 to_digits = _digits(body["to"])
-                outcome = "capped" if self._over_cap(phone_number_id, received_at) else self._next_outcome(to_digits)
+                if self._over_cap(phone_number_id, received_at):
+                    outcome = "capped"
+                elif self._pair_limited(phone_number_id, to_digits, received_at):
+                    outcome = "pair_limited"
+                else:
+                    outcome = self._next_outcome(to_digits)
+                    if _accepted(outcome):
+                        self._count_accepted(phone_number_id, to_digits, received_at)
         if not to_digits and isinstance(body, dict):
             to_digits = _digits(body.get("to", ""))
         self.requests.append((seq, received_at, phone_number_id, authorization, raw, outcome, to_digits))
 
-        kind, number = parse_outcome(outcome) if outcome not in ("unauthorized", "invalid", "capped") else (outcome, 0)
+        kind, number = (outcome, 0) if outcome in _REFUSALS else parse_outcome(outcome)
         if kind == "drop":
             # Read the request, then close the socket without a byte of answer (the outcome is unknown to the client).
             request.protocol.force_close()
@@ -358,6 +382,9 @@ class Sandbox:
             return _error_response(100, status=400, details=problem)
         if kind == "capped":
             return _error_response(130429, status=400, details=f"More than {config.phone_mps_cap} messages/s")
+        if kind == "pair_limited":
+            details = f"Same recipient within {config.pair_rate_limit_ms:g} ms on this phone number"
+            return _error_response(131056, status=400, details=details)
         if kind == "error":
             return _error_response(number)
         if kind == "http":
@@ -606,8 +633,18 @@ class Sandbox:
     def stats(self) -> dict[str, Any]:
         """Per phone number: totals, outcomes, the busiest one-second window and per-second counts."""
         by_phone: dict[str, list[tuple[float, str]]] = defaultdict(list)
+        accepted_by_pair: dict[tuple[str, str], list[float]] = defaultdict(list)
         for record in self.requests:
             by_phone[record[2]].append((record[1], record[5]))
+            if _accepted(record[5]):
+                accepted_by_pair[(record[2], record[6])].append(record[1])
+        min_gap: dict[str, float] = {}
+        for (phone_number_id, _), times in accepted_by_pair.items():
+            times.sort()
+            for earlier, later in zip(times, times[1:], strict=False):
+                gap = later - earlier
+                if gap < min_gap.get(phone_number_id, float("inf")):
+                    min_gap[phone_number_id] = gap
         phones = {}
         for phone_number_id, arrivals in by_phone.items():
             times = sorted(t for t, _ in arrivals)
@@ -624,6 +661,8 @@ class Sandbox:
                 "outcomes": dict(outcomes),
                 "max_in_one_second": _max_in_window(times, 1.0),
                 "max_accepted_in_one_second": _max_in_window(accepted, 1.0),
+                # Shortest time between two accepted sends to one recipient (null when none was repeated).
+                "min_repeat_gap_seconds": round(min_gap[phone_number_id], 6) if phone_number_id in min_gap else None,
                 "first_at": times[0],
                 "last_at": times[-1],
                 "per_second": dict(per_second),
@@ -660,6 +699,9 @@ class Sandbox:
 
         app.cleanup_ctx.append(webhook_worker)
         return app
+
+
+_REFUSALS = frozenset({"unauthorized", "invalid", "capped", "pair_limited"})
 
 
 def _accepted(outcome: str) -> bool:
