@@ -153,9 +153,9 @@ def main() -> None:
     try:
         for _ in range(100):
             try:
-                if requests.get(f"{base}/v1/health", timeout=1).status_code < 500:
+                if requests.get(f"{base}/v1/health", timeout=5).status_code < 500:
                     break
-            except requests.ConnectionError:
+            except requests.RequestException:
                 time.sleep(0.1)
         session = requests.Session()
         results: dict[tuple[str, str], list[float]] = {}

@@ -59,6 +59,9 @@ CLAIM_BATCH = 20
 CLAIM_LEASE = timedelta(minutes=5)
 # A run stops claiming after this long and leaves the rest to the next task (Celery soft limit is 120 s).
 RUN_BUDGET_SECONDS = 60.0
+# Events (with their deliveries and attempt log) are kept this long, then the sweeper deletes them in batches.
+EVENT_RETENTION = timedelta(days=30)
+RETENTION_BATCH = 2000
 ACTIVE_ENDPOINTS_CACHE_KEY = "events:active-endpoints:v1"
 ACTIVE_ENDPOINTS_CACHE_SECONDS = 60
 
@@ -559,12 +562,17 @@ def endpoint_deliver_due(*, endpoint_id: str, now: datetime | None = None) -> di
 
 
 def deliveries_sweep(*, now: datetime | None = None) -> list[str]:
-    """Beat: fails deliveries past their 24 h window and returns the endpoints with due work
-    (the task wakes one worker per endpoint), so nothing relies on the broker alone."""
+    """Beat: fails deliveries past their 24 h window, drops events past retention, and returns the
+    endpoints with due work (the task wakes one worker per endpoint): nothing relies on the broker alone."""
     now = now or timezone.now()
     EventDelivery.objects.filter(status=DeliveryStatus.PENDING, created_at__lt=now - DELIVERY_WINDOW).update(
         status=DeliveryStatus.FAILED, locked_until=None, last_error="Not delivered within 24 hours."
     )
+    expired = list(
+        Event.objects.filter(created_at__lt=now - EVENT_RETENTION).values_list("id", flat=True)[:RETENTION_BATCH]
+    )
+    if expired:
+        Event.objects.filter(id__in=expired).delete()
     due = (
         EventDelivery.objects.filter(
             status=DeliveryStatus.PENDING,

@@ -242,3 +242,16 @@ def test_a_leased_delivery_is_not_claimed_twice(org, broadcast, receiver, endpoi
     assert services.deliveries_claim(endpoint_id=endpoint.id, now=now) == []
     # Past the lease (a worker died), another worker takes them over
     assert len(services.deliveries_claim(endpoint_id=endpoint.id, now=now + services.CLAIM_LEASE * 2)) == 3
+
+
+def test_sweep_deletes_events_past_retention(org, broadcast, receiver, endpoint_for, enqueued):
+    from events.models import Event
+
+    endpoint, _ = endpoint_for(org, receiver.url)
+    publish_sent(broadcast, indexes=[0, 1])
+    services.endpoint_deliver_due(endpoint_id=endpoint.id)
+    created = Event.objects.first().created_at
+    services.deliveries_sweep(now=created + services.EVENT_RETENTION - timedelta(minutes=1))
+    assert Event.objects.count() == 2
+    services.deliveries_sweep(now=created + services.EVENT_RETENTION + timedelta(minutes=1))
+    assert not Event.objects.exists() and not EventDelivery.objects.exists() and not DeliveryAttempt.objects.exists()
