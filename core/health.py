@@ -29,8 +29,10 @@ def _database() -> str:
         return "ok"
     except Exception as exc:  # any failure means "down"; the probe itself must not fail
         logger.warning("health: database check failed: %s", exc)
-        # A broken connection is not reused by the next request.
-        connections["default"].close_if_unusable_or_obsolete()
+        try:  # a broken connection is not reused by the next request
+            connections["default"].close_if_unusable_or_obsolete()
+        except Exception:
+            logger.debug("health: closing the broken connection failed", exc_info=True)
         return f"unavailable: {exc.__class__.__name__}"
 
 
@@ -44,6 +46,8 @@ def _broker() -> str:
             return problem
     if broker_url.startswith("filesystem"):
         return _folder_writable(settings.CELERY_BROKER_TRANSPORT_OPTIONS.get("data_folder_in", ""))
+    if broker_url.startswith("memory"):
+        return "ok"  # in-process transport (a test configuration): nothing to reach
     if not redis_urls:
         return f"unavailable: unsupported broker {broker_url.split(':', 1)[0]!r}"
     return "ok"

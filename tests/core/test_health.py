@@ -65,3 +65,8 @@ def test_health_with_the_filesystem_broker_checks_its_folder(anon_api, tmp_path)
         response = anon_api.get("/v1/health")
     assert response.status_code == 503
     assert "broker" in response.json()["error"]["details"]
+
+
+def test_health_with_an_in_process_broker_is_ok(anon_api):
+    with override_settings(CELERY_BROKER_URL="memory://", REDIS_URL=""):
+        assert anon_api.get("/v1/health").status_code == 200

@@ -81,3 +81,13 @@ def test_template_admin_is_read_mostly(admin_client, template):
     assert admin_client.post(url, {"status": "WHATEVER"}).status_code == 200
     template.refresh_from_db()
     assert template.status == "PAUSED"
+
+
+def test_sync_templates_action_reads_meta(admin_client, channel, fake_graph):
+    response = admin_client.post(
+        "/admin/templates_registry/channel/",
+        {"action": "sync_templates", "_selected_action": [channel.pk]},
+        follow=True,
+    )
+    assert "3 template(s) synced" in response.content.decode()
+    assert Template.objects.filter(waba_id=channel.waba_id).count() == 3

@@ -1,5 +1,7 @@
 """Channel and template services: validation, upsert, variables, and the sync from the Graph API."""
 
+import socket
+
 import pytest
 
 from core.errors import ApplicationError
@@ -158,6 +160,9 @@ def test_templates_sync_refuses_paging_to_another_host(channel, fake_graph):
 
 
 def test_templates_sync_unreachable_graph_is_a_clear_error(channel, settings):
-    settings.WHATSAPP_GRAPH_URL = "http://127.0.0.1:9/v23.0"  # discard port: nothing listens
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # nothing listens there once the socket is closed
+    settings.WHATSAPP_GRAPH_URL = f"http://127.0.0.1:{port}/v23.0"
     with pytest.raises(ApplicationError, match="could not be reached"):
         templates_sync(channel=channel)
