@@ -29,7 +29,7 @@ import requests
 from django.conf import settings
 from django.core.cache import cache
 from django.db import connection, transaction
-from django.db.models import Count, Exists, F, OuterRef, Q
+from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 
 from core.errors import ApplicationError, NotFoundError
@@ -364,29 +364,20 @@ def message_event_data(*, row: dict[str, Any], status: str) -> dict[str, Any]:
     }
 
 
-def broadcast_counts(*, broadcast_id: str, total: int) -> tuple[dict[str, int], float]:
-    """Counts per send status and error_rate, as the API computes them (CONTRACT section 5)."""
-    from broadcasts.models import Send
-
-    counts = {key: 0 for key in ("pending", "sent", "delivered", "read", "failed", "cancelled")}
-    for status, n in Send.objects.filter(broadcast_id=broadcast_id).values_list("status").annotate(n=Count("id")):
-        counts[status.lower()] = n
-    divisor = total - counts["pending"] - counts["cancelled"]
-    error_rate = round(counts["failed"] / divisor, 4) if divisor > 0 else 0
-    return counts, error_rate
-
-
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat().replace("+00:00", "Z") if value else None
 
 
 def broadcast_event_data(*, broadcast: Any) -> dict[str, Any]:
-    counts, error_rate = broadcast_counts(broadcast_id=broadcast.id, total=broadcast.total_recipients)
+    # The API's own selectors: the event shows exactly what GET /v1/messages/bulk/{id} shows.
+    from broadcasts.selectors import broadcast_counts, error_rate
+
+    counts = broadcast_counts(broadcast_ids=[broadcast.id])[broadcast.id]
     data = {
         "broadcast_id": broadcast.id,
         "status": broadcast.status,
         "counts": counts,
-        "error_rate": error_rate,
+        "error_rate": error_rate(counts=counts, total=broadcast.total_recipients),
         "completed_at": _iso(broadcast.completed_at),
     }
     if broadcast.paused_reason:

@@ -226,3 +226,22 @@ def test_template_update_of_another_waba_changes_nothing(client, template):
     post_signed(client, _template_update(template, "REJECTED", waba_id="someone-else"))
     template.refresh_from_db()
     assert template.status == "APPROVED"
+
+
+def test_template_no_longer_approved_cannot_start_a_broadcast(client, api, channel, template):
+    # Given the template was rejected by Meta
+    post_signed(client, _template_update(template, "REJECTED"))
+    # When a broadcast is requested with it
+    response = api.post(
+        "/v1/messages/bulk",
+        {
+            "template_name": template.name,
+            "language": template.language,
+            "channel_id": channel.id,
+            "recipients": [{"to": "+34600000001", "variables": {"nombre": "Ana", "monto": "1"}}],
+        },
+        format="json",
+    )
+    # Then it is refused and nothing is stored
+    assert response.status_code == 400
+    assert not template.broadcasts.exists()
