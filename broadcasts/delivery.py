@@ -534,6 +534,8 @@ class _Chunk:
         )
         self.report.posted += 1
         self.results.append((send, result, timezone.now()))
+        if result.error is not None and not result.unknown:
+            ratelimit.numbers_release(channel_id=self.channel.id, number=send.to, token=str(send.id))
         if result.error_class is ErrorClass.ACCOUNT and self.account_error is None:
             self.account_error = result
 
@@ -612,6 +614,8 @@ class _Chunk:
                 task = loop.create_task(self._post(send))
                 in_flight.add(task)
                 task.add_done_callback(done)
+            if not schedule and not self.queue:
+                break
             wake = min(next_check, deadline)
             if schedule:
                 wake = min(wake, schedule[0][0])
@@ -647,7 +651,12 @@ class _Chunk:
             return grant.first_at - ratelimit.HORIZON_SECONDS - ratelimit.LEAD_SECONDS
         use, rest = batch[: grant.count], batch[grant.count :]
         self.queue.extendleft(reversed(rest))
-        waits = ratelimit.numbers_claim(channel_id=self.channel.id, numbers=[s.to for s in use], hold_seconds=self.hold)
+        waits = ratelimit.numbers_claim(
+            channel_id=self.channel.id,
+            numbers=[s.to for s in use],
+            hold_seconds=self.hold,
+            tokens=[str(s.id) for s in use],
+        )
         times = grant.slot_times()
         ready = []
         for send, wait in zip(use, waits, strict=True):
