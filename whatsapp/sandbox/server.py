@@ -280,7 +280,7 @@ class Sandbox:
         self.config = replace(self.initial_config, phone_numbers=dict(self.initial_config.phone_numbers))
         self.scripts: dict[str, deque[str]] = {}
         # Recording must not cap throughput: one tuple per POST,
-        # (seq, received_at, phone_number_id, authorization, raw body, outcome, to digits, http status or None).
+        # (seq, received_at, phone_number_id, authorization, raw body, outcome, to digits).
         self.requests: list[tuple] = []
         self.seq = itertools.count(1)
         self.wamids = itertools.count(1)
@@ -333,6 +333,7 @@ class Sandbox:
         raw = await request.read()
         seq = next(self.seq)
         config = self.config
+        generation = self.generation
 
         body: Any = None
         to_digits = ""
@@ -393,7 +394,8 @@ class Sandbox:
             return web.Response(text=f"<html><body>{number} sandbox proxy error</body></html>", status=number)
 
         wamid = f"wamid.SBX{self.run_id}{next(self.wamids):012d}"
-        if config.webhook_url:
+        # A reset while this send waited its latency means a new test: its statuses would leak into that one.
+        if config.webhook_url and generation == self.generation:
             self._schedule_statuses(phone_number_id, wamid, to_digits, kind, number, received_at)
         return _json(
             {
