@@ -37,11 +37,9 @@ class _Region(NamedTuple):
     region_code: str
     country_code: int
     leading_digits: re.Pattern[str] | None
-    general: _Desc
-    specific: tuple[_Desc, ...]  # premium rate ... voicemail, in the library's order
-    fixed_line: _Desc
-    mobile: _Desc
-    same_mobile_and_fixed_line: bool
+    general: _Desc | None
+    # length -> one alternation of every type pattern that allows that length (see _any_type)
+    by_length: dict[int, re.Pattern[str] | None]
 
 
 class _CallingCode(NamedTuple):
@@ -65,6 +63,23 @@ def _matches(national: str, desc: _Desc | None) -> bool:
     return desc.pattern is not None and desc.pattern.fullmatch(national) is not None
 
 
+def _any_type(number_descs: list) -> dict[int, re.Pattern[str] | None]:
+    """Per national-number length, one regex matching when ANY type pattern matches.
+
+    ``_number_type_helper`` only says UNKNOWN or not to ``is_valid_number``: the number is valid
+    when the general pattern and at least one type pattern match (mobile only when it differs
+    from fixed line). One alternation per length replaces up to ten matches. A desc without
+    possible lengths takes the general description's, as the library does.
+    """
+    by_length: dict[int, list[str]] = {}
+    for desc in number_descs:
+        if desc is None or not desc.national_number_pattern:
+            continue
+        for length in desc.possible_length or range(_MIN_NSN, _MAX_NSN + 1):
+            by_length.setdefault(length, []).append(desc.national_number_pattern)
+    return {length: re.compile("|".join(f"(?:{p})" for p in patterns)) for length, patterns in by_length.items()}
+
+
 def _region(region_code: str, country_code: int) -> _Region | None:
     metadata = PhoneMetadata.metadata_for_region_or_calling_code(country_code, region_code)
     if metadata is None:
@@ -79,15 +94,15 @@ def _region(region_code: str, country_code: int) -> _Region | None:
         metadata.uan,
         metadata.voicemail,
     )
+    # The library checks mobile only when its pattern differs from fixed line's.
+    same = bool(metadata.same_mobile_and_fixed_line_pattern)
+    types = [*specific, metadata.fixed_line] + ([] if same else [metadata.mobile])
     return _Region(
         region_code=region_code,
         country_code=metadata.country_code,
         leading_digits=re.compile(metadata.leading_digits) if metadata.leading_digits is not None else None,
         general=_desc(metadata.general_desc),
-        specific=tuple(_desc(d) for d in specific),
-        fixed_line=_desc(metadata.fixed_line),
-        mobile=_desc(metadata.mobile),
-        same_mobile_and_fixed_line=bool(metadata.same_mobile_and_fixed_line_pattern),
+        by_length=_any_type(types),
     )
 
 
@@ -104,14 +119,11 @@ def _calling_code(country_code: int) -> _CallingCode | None:
 
 
 def _is_valid_for_region(national: str, region: _Region) -> bool:
-    """``_number_type_helper(...) != UNKNOWN``, the library's order of checks kept."""
+    """``_number_type_helper(...) != UNKNOWN``: the general pattern, then any type pattern."""
     if not _matches(national, region.general):
         return False
-    if any(_matches(national, desc) for desc in region.specific):
-        return True
-    if _matches(national, region.fixed_line):
-        return True
-    return not region.same_mobile_and_fixed_line and _matches(national, region.mobile)
+    pattern = region.by_length.get(len(national))
+    return pattern is not None and pattern.fullmatch(national) is not None
 
 
 def _region_for(national: str, calling: _CallingCode) -> _Region | None:

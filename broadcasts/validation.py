@@ -36,7 +36,7 @@ Errors = dict[str, list[str]]
 class RecipientInput:
     to: str  # E.164
     variables: dict[str, str]
-    meta_data: dict[str, Any] | None
+    meta_json: str | None  # meta_data serialized once, as it is stored
 
 
 @dataclass(slots=True)
@@ -138,19 +138,22 @@ def _variables(errors: Errors, path: str, value: Any) -> dict[str, str]:
     return value if ok else {}
 
 
-def _meta_data(errors: Errors, path: str, value: Any) -> dict[str, Any] | None:
+def _meta_data(errors: Errors, path: str, value: Any) -> str | None:
+    """The object serialized (it is measured, checked and stored in this form), or None."""
     if value is None:
         return None
     if not isinstance(value, dict):
         _add(errors, path, "Must be an object.")
         return None
-    if len(orjson.dumps(value)) > MAX_META_DATA_BYTES:
+    dumped = orjson.dumps(value)
+    if len(dumped) > MAX_META_DATA_BYTES:
         _add(errors, path, f"At most {MAX_META_DATA_BYTES} bytes once serialized.")
         return None
-    if _has_nul(value):
+    # orjson writes NUL as \u0000; only then walk the object (the text may be an escaped backslash).
+    if b"\\u0000" in dumped and _has_nul(value):
         _add(errors, path, "May not contain NUL characters.")
         return None
-    return value
+    return dumped.decode()
 
 
 def _recipients(errors: Errors, value: Any) -> list[RecipientInput]:

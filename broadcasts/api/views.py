@@ -1,6 +1,9 @@
 """HTTP layer of the bulk API (CONTRACT sections 4, 5, 7): parse, call one service or selector,
 shape the answer. No business rules here."""
 
+import gc
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
@@ -55,6 +58,17 @@ def _json_body(request: Request, raw: bytes) -> Any:
         raise InvalidJSON(f"The request body is not valid JSON: {exc}") from None
 
 
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 class BulkView(APIView):
     required_scope = "messages:bulk"
 
@@ -83,13 +97,16 @@ class BroadcastCollectionApi(BulkView):
         responses={202: s.BulkAcceptedSerializer, **_errors(400, 401, 403, 409, 413, 415, 429)},
     )
     def post(self, request: Request) -> Response:
-        body = _json_body(request, self.raw_body)
-        result = services.broadcast_create(
-            organization=request.user.organization,
-            token=request.auth,
-            body=body,
-            idempotency_key=request.headers.get("Idempotency-Key"),
-        )
+        # A 5000-recipient body is ~60 000 new objects, none in a reference cycle: without this
+        # the cyclic GC runs full collections of the whole process mid-request (+40 ms at p50).
+        with _gc_paused():
+            body = _json_body(request, self.raw_body)
+            result = services.broadcast_create(
+                organization=request.user.organization,
+                token=request.auth,
+                body=body,
+                idempotency_key=request.headers.get("Idempotency-Key"),
+            )
         headers = {"Idempotent-Replayed": "true"} if result.replayed else None
         return Response(result.body, status=202, headers=headers)
 
