@@ -30,6 +30,14 @@ ALLOWED_FROM: dict[str, tuple[str, ...]] = {
 }
 
 
+class StatusMoves(dict):
+    """``{status: [moved send ids]}``, plus the wamids of the body that matched no send."""
+
+    def __init__(self, moved: dict[str, list[int]] | None = None, unmatched: list[str] | None = None) -> None:
+        super().__init__(moved or {})
+        self.unmatched: list[str] = unmatched or []
+
+
 @dataclass
 class _Fold:
     """Everything one body says about one wamid, folded into the single move it implies."""
@@ -165,8 +173,9 @@ def _delivered_at(target: str, fold: _Fold) -> datetime | None:
     return fold.delivered_at
 
 
-def sends_apply_statuses(*, statuses: Iterable[Any], publish: bool = True) -> dict[str, list[int]]:
-    """Moves the sends named in Meta's ``statuses[]`` forward; returns ``{status: [moved send ids]}``.
+def sends_apply_statuses(*, statuses: Iterable[Any], publish: bool = True) -> StatusMoves:
+    """Moves the sends named in Meta's ``statuses[]`` forward; returns ``{status: [moved send ids]}``
+    (and, in ``.unmatched``, the wamids no send carries).
 
     Unknown wamids, Meta's "sent", backward moves and repeats are ignored. The outbound
     ``message.*`` events are recorded in the same transaction as the moves (so neither is lost
@@ -174,16 +183,19 @@ def sends_apply_statuses(*, statuses: Iterable[Any], publish: bool = True) -> di
     """
     folds = _fold(statuses)
     if not folds:
-        return {}
+        return StatusMoves()
     now = timezone.now()
     by_target: dict[str, list[tuple[int, _Fold]]] = defaultdict(list)
+    found: set[str] = set()
     rows = Send.objects.filter(message_id__in=list(folds)).values_list("id", "message_id", "status")
     for send_id, wamid, current in rows:
+        found.add(wamid)
         fold = folds[wamid]
         if current in ALLOWED_FROM[fold.target]:
             by_target[fold.target].append((send_id, fold))
+    unmatched = [wamid for wamid in folds if wamid not in found]
     if not by_target:
-        return {}
+        return StatusMoves(unmatched=unmatched)
 
     update = _update_postgresql if connection.vendor == "postgresql" else _update_portable
     moved: dict[str, list[int]] = {}
@@ -199,4 +211,4 @@ def sends_apply_statuses(*, statuses: Iterable[Any], publish: bool = True) -> di
 
             for target, ids in moved.items():
                 message_events_publish(send_ids=ids, status=target)
-    return moved
+    return StatusMoves(moved, unmatched=unmatched)

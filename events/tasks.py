@@ -17,7 +17,11 @@ def endpoint_deliver_task(endpoint_id: str) -> dict[str, int]:
 
 @shared_task(name="events.sweep")
 def deliveries_sweep_task() -> int:
-    """Beat: expire old deliveries and wake a worker for every endpoint with due deliveries."""
+    """Beat: re-apply Meta statuses that arrived before their wamid was stored, expire old
+    deliveries, and wake a worker for every endpoint with due deliveries."""
+    from whatsapp.services import unmatched_statuses_retry
+
+    unmatched_statuses_retry()
     woken = 0
     for endpoint_id in services.deliveries_sweep():
         if cache.add(f"events:sweep-woke:{endpoint_id}", 1, SWEEP_WAKE_DEDUP_SECONDS):

@@ -6,12 +6,21 @@ account, user-preference and call updates, ...) is acknowledged and ignored.
 """
 
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import transaction
+from django.utils import timezone
 
-from broadcasts.status_updates import sends_apply_statuses
+from broadcasts.status_updates import META_STATUSES, sends_apply_statuses
+from events.models import UnmatchedStatus
 from templates_registry.models import Template
+
+# A status for a wamid no send carries yet is retried this long (the delivery engine records wamids
+# within ~0.5 s; minutes cover a slow database too), then dropped as belonging to no broadcast of ours.
+UNMATCHED_KEEP = timedelta(minutes=10)
+# Statuses re-applied per sweep: one SELECT and a few UPDATEs whatever the number.
+UNMATCHED_BATCH = 5000
 
 # Meta's template events -> the registry's status. FLAGGED and LOCKED leave the template usable
 # (Meta still sends it), so they change nothing; REINSTATED makes it usable again.
@@ -36,6 +45,7 @@ class WebhookResult:
 
     statuses_received: int = 0
     sends_moved: dict[str, int] = field(default_factory=dict)
+    statuses_unmatched: int = 0
     templates_updated: int = 0
     ignored_changes: int = 0
 
@@ -96,6 +106,38 @@ def webhook_payload_process(*, payload: dict[str, Any]) -> WebhookResult:
         if statuses:
             moved = sends_apply_statuses(statuses=statuses)
             result.sends_moved = {status: len(ids) for status, ids in moved.items()}
+            result.statuses_unmatched = _unmatched_keep(statuses=statuses, wamids=set(moved.unmatched))
         for waba_id, value in template_updates:
             result.templates_updated += template_status_apply(waba_id=waba_id, value=value)
     return result
+
+
+def _unmatched_keep(*, statuses: list[Any], wamids: set[str]) -> int:
+    """Stores the statuses of wamids no send carries yet, for the sweeper to re-apply."""
+    if not wamids:
+        return 0
+    rows = [
+        UnmatchedStatus(message_id=entry["id"], entry=entry)
+        for entry in statuses
+        if isinstance(entry, dict)
+        and entry.get("id") in wamids
+        and str(entry.get("status", "")).lower() in META_STATUSES
+    ]
+    UnmatchedStatus.objects.bulk_create(rows, batch_size=1000)
+    return len(rows)
+
+
+def unmatched_statuses_retry(*, now: datetime | None = None) -> int:
+    """Beat: re-applies kept statuses whose send now has its wamid; drops those kept too long.
+    Returns the number of statuses that found their send."""
+    now = now or timezone.now()
+    UnmatchedStatus.objects.filter(received_at__lt=now - UNMATCHED_KEEP).delete()
+    rows = list(UnmatchedStatus.objects.order_by("id").values_list("id", "message_id", "entry")[:UNMATCHED_BATCH])
+    if not rows:
+        return 0
+    with transaction.atomic():
+        moved = sends_apply_statuses(statuses=[entry for _, _, entry in rows])
+        still_unmatched = set(moved.unmatched)
+        matched = [row_id for row_id, wamid, _ in rows if wamid not in still_unmatched]
+        UnmatchedStatus.objects.filter(id__in=matched).delete()
+    return len(matched)

@@ -245,3 +245,39 @@ def test_template_no_longer_approved_cannot_start_a_broadcast(client, api, chann
     # Then it is refused and nothing is stored
     assert response.status_code == 400
     assert not template.broadcasts.exists()
+
+
+# --- statuses that arrive before their wamid is stored -------------------------------------------
+
+
+def test_a_status_that_beats_its_wamid_is_applied_by_the_sweeper(client, org, channel, template):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from events.models import UnmatchedStatus
+    from whatsapp.services import unmatched_statuses_retry
+
+    # Given a send whose Graph answer is not recorded yet, and Meta's read webhook for it
+    early = broadcast_with_sends(org=org, channel=channel, template=template, count=1, status=SendStatus.PENDING)
+    envelope = meta_envelope(
+        statuses=[
+            status_entry("wamid.early", "delivered"),
+            status_entry("wamid.early", "read"),
+            status_entry("wamid.x", "sent"),
+        ]
+    )
+    assert post_signed(client, envelope).status_code == 200
+    assert UnmatchedStatus.objects.count() == 2  # Meta's "sent" moves nothing and is not kept
+    # When the delivery engine records the wamid, and the sweeper runs
+    Send.objects.filter(broadcast=early).update(status=SendStatus.SENT, message_id="wamid.early")
+    assert unmatched_statuses_retry() == 2
+    # Then the send is READ and nothing is kept
+    assert Send.objects.get(broadcast=early).status == SendStatus.READ
+    assert not UnmatchedStatus.objects.exists()
+    # And statuses of ids that never appear are dropped after ten minutes
+    post_signed(client, meta_envelope(statuses=[status_entry("wamid.never", "delivered")]))
+    assert unmatched_statuses_retry() == 0
+    assert UnmatchedStatus.objects.count() == 1
+    unmatched_statuses_retry(now=timezone.now() + timedelta(minutes=11))
+    assert not UnmatchedStatus.objects.exists()
