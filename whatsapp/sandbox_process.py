@@ -182,6 +182,7 @@ def start_sandbox(
     read_after_ms: float | None = None,
     default_outcome: str | None = None,
     hang_seconds: float | None = None,
+    max_recorded: int | None = None,
     python: str | None = None,
 ) -> SandboxProcess:
     """Run `python -m whatsapp.sandbox` on a free loopback port and return once /_sandbox/health answers."""
@@ -195,6 +196,7 @@ def start_sandbox(
         "read_after_ms": read_after_ms,
         "default_outcome": default_outcome,
         "hang_seconds": hang_seconds,
+        "max_recorded": max_recorded,
     }
     last_log = ""
     # A free port can be taken between our probe and the sandbox's bind: try a few ports.

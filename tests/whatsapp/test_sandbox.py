@@ -533,7 +533,12 @@ def test_cli_refuses_an_unknown_default_outcome():
 
 def test_cli_options_reach_the_sandbox():
     with start_sandbox(
-        latency_ms=5, phone_mps_cap=7, default_outcome="http503", read_after_ms=10, pair_rate_limit_ms=6000
+        latency_ms=5,
+        phone_mps_cap=7,
+        default_outcome="http503",
+        read_after_ms=10,
+        pair_rate_limit_ms=6000,
+        max_recorded=3,
     ) as box:
         config = box.config()
         assert config["pair_rate_limit_ms"] == 6000
@@ -541,6 +546,11 @@ def test_cli_options_reach_the_sandbox():
         assert (config["latency_ms"], config["phone_mps_cap"], config["default_outcome"]) == (5, 7, "http503")
         assert config["read_after_ms"] == 10
         assert send(box).status_code == 503
+        # only the last `max_recorded` requests are kept, and the stats say how many were dropped
+        for index in range(4):
+            send(box, message(to=f"+57300111220{index}"))
+        assert [r["seq"] for r in box.requests()] == [3, 4, 5]
+        assert box.stats()["dropped_records"] == 2
 
 
 def test_sandbox_stops_when_its_parent_dies():

@@ -23,6 +23,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--read-after-ms", type=float, default=3000.0)
     parser.add_argument("--default-outcome", default="ok", help="outcome of unscripted sends (e.g. ok, http500)")
     parser.add_argument("--exit-with-parent", action="store_true", help="stop when the starting process exits")
+    parser.add_argument("--max-recorded", type=int, default=500_000, help="requests kept for /_sandbox/requests")
     parser.add_argument("--hang-seconds", type=float, default=120.0, help="how long a `hang` outcome waits")
     return parser
 
@@ -37,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
             phone_mps_cap=args.phone_mps_cap,
             pair_rate_limit_ms=args.pair_rate_limit_ms,
             hang_seconds=args.hang_seconds,
+            max_recorded=args.max_recorded,
             webhook_url=args.webhook_url,
             app_secret=args.app_secret,
             delivered_after_ms=args.delivered_after_ms,

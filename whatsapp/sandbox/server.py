@@ -163,6 +163,7 @@ class SandboxConfig:
     # Meta's pair rate limit (131056): the same recipient again on the same phone number sooner than this.
     pair_rate_limit_ms: float | None = None
     hang_seconds: float = 120.0
+    max_recorded: int = 500_000
     webhook_url: str | None = None
     app_secret: str | None = None
     delivered_after_ms: float = 1000.0
@@ -182,6 +183,8 @@ class SandboxConfig:
     def validate(self) -> None:
         if not isinstance(self.latency_ms, (int, float)) or self.latency_ms < 0:
             raise ValueError("latency_ms must be a number >= 0")
+        if not isinstance(self.max_recorded, int) or self.max_recorded < 1:
+            raise ValueError("max_recorded must be a positive integer")
         if self.phone_mps_cap is not None and (not isinstance(self.phone_mps_cap, int) or self.phone_mps_cap < 1):
             raise ValueError("phone_mps_cap must be a positive integer or null")
         if self.pair_rate_limit_ms is not None and (
@@ -281,7 +284,8 @@ class Sandbox:
         self.scripts: dict[str, deque[str]] = {}
         # Recording must not cap throughput: one tuple per POST,
         # (seq, received_at, phone_number_id, authorization, raw body, outcome, to digits).
-        self.requests: list[tuple] = []
+        # Bounded so a long `make run` cannot eat the machine's memory (~0.7 KB a record); the oldest go first.
+        self.requests: deque[tuple] = deque(maxlen=self.config.max_recorded)
         self.seq = itertools.count(1)
         self.wamids = itertools.count(1)
         self.cap_windows: dict[str, deque[float]] = defaultdict(deque)
@@ -671,6 +675,7 @@ class Sandbox:
             }
         return {
             "total": len(self.requests),
+            "dropped_records": self.requests[0][0] - 1 if self.requests else 0,
             "phone_numbers": phones,
             "webhooks": {**self.webhook_stats, "pending_statuses": len(self.webhook_queue)},
         }
