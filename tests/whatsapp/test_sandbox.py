@@ -375,6 +375,19 @@ def test_message_templates_default_limit_is_25(sandbox):
     assert len(templates_page(sandbox)["data"]) == 3
 
 
+def test_message_templates_filters_and_bad_cursor(sandbox):
+    page = templates_page(sandbox, name="order_update")
+
+    assert [t["name"] for t in page["data"]] == ["order_update"]
+    bad = requests.get(
+        f"{sandbox.graph_url}/200000000000001/message_templates",
+        params={"after": "%%%"},
+        headers={"Authorization": "Bearer t"},
+        timeout=5,
+    )
+    assert (bad.status_code, bad.json()["error"]["code"]) == (400, 100)
+
+
 def test_message_templates_need_a_token(sandbox):
     response = requests.get(f"{sandbox.graph_url}/200000000000001/message_templates", timeout=5)
 
