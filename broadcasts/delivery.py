@@ -62,8 +62,10 @@ FANOUT_TRUST_FACTOR = 3
 
 
 def chunk_size(*, max_mps: int) -> int:
-    """Sends per chunk task: ~DELIVERY_CHUNK_SECONDS of the channel's cap, between 10 and DELIVERY_CHUNK_MAX."""
-    return max(10, min(settings.DELIVERY_CHUNK_MAX, round(max_mps * settings.DELIVERY_CHUNK_SECONDS)))
+    """Sends per chunk task: ~DELIVERY_CHUNK_SECONDS of work while the channel's chunks share its cap, between
+    10 and DELIVERY_CHUNK_MAX."""
+    share = max_mps * settings.DELIVERY_CHUNK_SECONDS / max(1, settings.DELIVERY_CHANNEL_PARALLELISM)
+    return max(10, min(settings.DELIVERY_CHUNK_MAX, round(share)))
 
 
 def retry_delay(*, attempts: int) -> float:
@@ -625,9 +627,12 @@ class _Chunk:
                     )
             await asyncio.sleep(max(0.0, wake - time.monotonic()))
 
-        # Not fired: back to the front of the queue, in order.
+        # Not fired: back to the front of the queue, in order, and their numbers free again (they were held
+        # for a POST that did not happen; the next chunk would otherwise wait 6 s for them).
         while schedule:
-            self.queue.appendleft(schedule.pop()[1])
+            send = schedule.pop()[1]
+            self.queue.appendleft(send)
+            ratelimit.numbers_release(channel_id=self.channel.id, number=send.to, token=str(send.id))
         if self.account_error is not None:
             # Pause first, so the other workers' chunks see it at their next check; then wait for answers.
             await self._db(self._pause_for)
