@@ -206,7 +206,9 @@ def test_cancel_stops_sending_and_cancels_what_is_left(channel, template, delive
     time.sleep(1.0)
     assert len(delivery_sandbox.requests()) == posted
     assert last - time.time() < 2.0 and time.monotonic() - cancelled_at >= 0
-    counts = {status: Send.objects.filter(broadcast=broadcast, status=status).count() for status in ("SENT", "CANCELLED")}
+    counts = {
+        status: Send.objects.filter(broadcast=broadcast, status=status).count() for status in ("SENT", "CANCELLED")
+    }
     assert counts["SENT"] == posted
     assert counts["SENT"] + counts["CANCELLED"] == 60
     assert counts["CANCELLED"] > 20
