@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Case, F, Q, Value, When
+from django.db.models import Case, F, PositiveSmallIntegerField, Q, When
 from django.utils import timezone
 
 from broadcasts import delivery
@@ -74,10 +74,15 @@ def sends_recover_expired(*, now: datetime | None = None) -> int:
         updated_at=now,
     )
     taken = expired.update(
-        unknown_outcomes=F("unknown_outcomes") + Case(When(posting_at__isnull=False, then=Value(1)), default=Value(0)),
+        unknown_outcomes=Case(
+            When(posting_at__isnull=False, then=F("unknown_outcomes") + 1),
+            default=F("unknown_outcomes"),
+            output_field=PositiveSmallIntegerField(),
+        ),
         attempts=Case(
             When(posting_at__isnull=True, attempts__gt=0, then=F("attempts") - 1),
             default=F("attempts"),
+            output_field=PositiveSmallIntegerField(),
         ),
         lease_expires_at=None,
         posting_at=None,

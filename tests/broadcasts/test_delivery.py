@@ -197,7 +197,7 @@ def test_cancel_stops_sending_and_cancels_what_is_left(channel, template, delive
 
     # When it is cancelled
     broadcast_cancel(broadcast_id=broadcast.id)
-    cancelled_at = time.monotonic()
+    cancelled_at = time.time()
 
     # Then sending stops within 2 s, and every send not sent is CANCELLED, never sent
     wait_for(lambda: not Send.objects.filter(broadcast=broadcast, status="PENDING").exists(), timeout=10)
@@ -205,7 +205,7 @@ def test_cancel_stops_sending_and_cancels_what_is_left(channel, template, delive
     posted = len(delivery_sandbox.requests())
     time.sleep(1.0)
     assert len(delivery_sandbox.requests()) == posted
-    assert last - time.time() < 2.0 and time.monotonic() - cancelled_at >= 0
+    assert last - cancelled_at < 2.0
     counts = {
         status: Send.objects.filter(broadcast=broadcast, status=status).count() for status in ("SENT", "CANCELLED")
     }
