@@ -107,7 +107,9 @@ class BroadcastCollectionApi(BulkView):
                 body=body,
                 idempotency_key=request.headers.get("Idempotency-Key"),
             )
-        headers = {"Idempotent-Replayed": "true"} if result.replayed else None
+        headers = {"Location": f"/v1/messages/bulk/{result.body['broadcast_id']}"}
+        if result.replayed:
+            headers["Idempotent-Replayed"] = "true"
         return Response(result.body, status=202, headers=headers)
 
     @extend_schema(

@@ -60,6 +60,7 @@ def test_accepts_a_broadcast_and_stores_every_send_in_order(api, channel, templa
     assert set(data) == {"broadcast_id", "status", "total_recipients", "scheduled_at"}
     assert data["status"] == "PENDING" and data["total_recipients"] == 5 and data["scheduled_at"] is None
     broadcast = Broadcast.objects.get(pk=data["broadcast_id"])
+    assert response.headers["Location"] == f"{URL}/{broadcast.id}"
     assert len(broadcast.id) == 24 and broadcast.campaign_name == "Black Friday"
     assert broadcast.channel == channel and broadcast.template == template
     sends = list(broadcast.sends.order_by("index"))

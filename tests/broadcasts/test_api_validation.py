@@ -184,3 +184,47 @@ def test_field_errors_and_lookup_errors_come_together(api, channel, template):
     body["recipients"][1]["to"] = "+12"
     details = details_of(post(api, body))
     assert set(details) == {"channel_id", "recipients[1].to"}
+
+
+BAD_VALUES = [None, 0, -1, 1.5, True, "", "x" * 5000, "\x00", [], [None], {}, {"k": {"n": [1]}}]
+
+
+def _paths(body: dict) -> list[tuple]:
+    """Every place in a valid body a client could get wrong."""
+    paths: list[tuple] = [(key,) for key in body]
+    paths += [("recipients", 0), ("recipients", 0, "to"), ("recipients", 0, "variables")]
+    paths += [("recipients", 0, "variables", "nombre"), ("recipients", 0, "meta_data")]
+    paths += [("recipients", 0, "meta_data", "customer")]
+    return paths
+
+
+def _replace(body, path, value):
+    target = body
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = value
+
+
+def test_any_wrong_value_anywhere_is_a_4xx_never_a_500(
+    api, channel, template, settings, django_capture_on_commit_callbacks
+):
+    # given a valid body, and every value of every kind put in every place
+    settings.API_RATE_LIMITS = "100000/min"
+    base = payload(channel, n=2, campaign_name="Fuzz")
+    outcomes = set()
+    for path in _paths(base):
+        for value in BAD_VALUES:
+            body = orjson.loads(orjson.dumps(base))
+            _replace(body, path, value)
+            with django_capture_on_commit_callbacks(execute=False):
+                response = post(api, body)
+            # then: accepted (meta_data content, ignored values) or a 400 in the envelope
+            assert response.status_code in (202, 400), (path, value, response.content)
+            if response.status_code == 400:
+                assert response.json()["error"]["details"], (path, value)
+            outcomes.add(response.status_code)
+    assert outcomes == {202, 400}
+    # clean up what the accepted ones stored, for this module's "nothing stored" check
+    from broadcasts.models import Broadcast
+
+    Broadcast.objects.all().delete()
