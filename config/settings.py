@@ -128,6 +128,9 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Send one approved WhatsApp template to up to 5000 recipients per request.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # The schema and docs need no token, and a bad one must not turn them into a 401.
+    "SERVE_AUTHENTICATION": [],
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
@@ -156,6 +159,8 @@ else:
         "data_folder_out": str(VAR_DIR / "broker"),
         "processed_folder": str(VAR_DIR / "broker-processed"),
         "store_processed": False,
+        # Broadcast (control) exchange tables; the default is a "control" folder in the working directory.
+        "control_folder": str(VAR_DIR / "broker-control"),
     }
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
