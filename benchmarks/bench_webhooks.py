@@ -186,6 +186,48 @@ def main() -> None:
     for (label, status), n in counts.items():
         print(f"  queries per 1,000-status '{status}' body, {label}: {n}")
     print(f"  events recorded with one endpoint: {Event.objects.filter(organization=org).count()}")
+    outbound_throughput(org)
+
+
+def outbound_throughput(org: Organization) -> None:
+    """Outbound delivery: one worker posting 2,000 pending events to a local receiver (real HTTP, signed)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from events.models import DeliveryStatus, EventDelivery, WebhookEndpoint
+    from events.services import endpoint_deliver_due
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:  # noqa: N802
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            self.send_response(204)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    endpoint = WebhookEndpoint.objects.filter(organization=org, is_active=True).first()
+    WebhookEndpoint.objects.filter(id=endpoint.id).update(url=f"http://127.0.0.1:{server.server_address[1]}/hook")
+    EventDelivery.objects.filter(endpoint=endpoint).exclude(
+        id__in=EventDelivery.objects.filter(endpoint=endpoint).order_by("id").values("id")[:2000]
+    ).delete()
+    pending = EventDelivery.objects.filter(endpoint=endpoint, status=DeliveryStatus.PENDING).count()
+    started = time.perf_counter()
+    delivered = 0
+    while True:
+        stats = endpoint_deliver_due(endpoint_id=endpoint.id)
+        delivered += stats["delivered"]
+        if not stats["delivered"] or stats["failed_attempts"]:
+            break
+    elapsed = time.perf_counter() - started
+    server.shutdown()
+    rate = delivered / elapsed
+    print(f"  outbound: {delivered} of {pending} events delivered in {elapsed:.1f} s by one worker: {rate:.0f}/s")
 
 
 if __name__ == "__main__":
