@@ -9,7 +9,13 @@ from typing import Any
 
 import orjson
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
+from drf_spectacular.utils import (
+    OpenApiExample,
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_view,
+)
 from rest_framework import exceptions
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -95,6 +101,46 @@ class BroadcastCollectionApi(BulkView):
             )
         ],
         responses={202: s.BulkAcceptedSerializer, **_errors(400, 401, 403, 409, 413, 415, 429)},
+        examples=[
+            OpenApiExample(
+                "Two recipients",
+                request_only=True,
+                value={
+                    "template_name": "welcome_v2",
+                    "language": "es",
+                    "channel_id": "100000000000001",
+                    "campaign_name": "Black Friday",
+                    "scheduled_at": "2026-11-28T09:00:00-03:00",
+                    "recipients": [
+                        {"to": "+34612345678", "variables": {"nombre": "Ana", "monto": "10"}, "meta_data": {"id": 1}},
+                        {"to": "+5511987654321", "variables": {"nombre": "Bruno", "monto": "25"}},
+                    ],
+                },
+            ),
+            OpenApiExample(
+                "Accepted",
+                response_only=True,
+                status_codes=["202"],
+                value={
+                    "broadcast_id": "6746f0a1c3b2a1f0e9d8c7b6",
+                    "status": "PENDING",
+                    "total_recipients": 2,
+                    "scheduled_at": "2026-11-28T12:00:00Z",
+                },
+            ),
+            OpenApiExample(
+                "Invalid recipients",
+                response_only=True,
+                status_codes=["400"],
+                value={
+                    "error": {
+                        "code": "validation_error",
+                        "message": "The request is invalid; see details.",
+                        "details": {"recipients[17].to": ["Not a valid E.164 phone number."]},
+                    }
+                },
+            ),
+        ],
     )
     def post(self, request: Request) -> Response:
         # A 5000-recipient body is ~60 000 new objects, none in a reference cycle: without this
