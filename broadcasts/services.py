@@ -123,11 +123,12 @@ def _send_rows(*, recipients: list[RecipientInput], needed: list[str]) -> list[_
     rows: list[_SendRow] = []
     append = rows.append
     dumps = orjson.dumps
+    needed_keys = set(needed)
     for index, recipient in enumerate(recipients):
         given = recipient.variables
         # Keys the template does not use are dropped: the delivery engine builds parameters
         # from what is stored, and the recipients listing shows what will be sent.
-        variables = {name: given[name] for name in needed if name in given}
+        variables = given if given.keys() == needed_keys else {n: given[n] for n in needed if n in given}
         # A blank value is as missing as an absent one: Meta rejects empty parameters.
         missing = [name for name in needed if not variables.get(name, "").strip()]
         append(_SendRow(index, recipient.to, dumps(variables).decode(), recipient.meta_json, missing))
@@ -135,8 +136,13 @@ def _send_rows(*, recipients: list[RecipientInput], needed: list[str]) -> list[_
 
 
 def _copy_text(value: str) -> str:
-    """Escapes for COPY's text format (JSON from orjson has no raw control characters)."""
+    """Escapes for COPY's text format."""
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t")
+
+
+def _copy_json(value: str) -> str:
+    """orjson escapes control characters inside strings: only backslashes need doubling."""
+    return value.replace("\\", "\\\\") if "\\" in value else value
 
 
 def _missing_message(missing: list[str]) -> str:
@@ -157,8 +163,8 @@ def _sends_insert(*, broadcast_id: str, rows: list[_SendRow], now: datetime) -> 
         failed = f"FAILED\t0\t0\t{MISSING_VARIABLES}\tMissing template variables\t"
         lines = []
         for row in rows:
-            meta = r"\N" if row.meta_data is None else _copy_text(row.meta_data)
-            head = f"{broadcast_id}\t{row.index}\t{row.to}\t{_copy_text(row.variables)}\t{meta}\t"
+            meta = r"\N" if row.meta_data is None else _copy_json(row.meta_data)
+            head = f"{broadcast_id}\t{row.index}\t{row.to}\t{_copy_json(row.variables)}\t{meta}\t"
             if row.missing:
                 lines.append(f"{head}{failed}{_copy_text(_missing_message(row.missing))}\tf\t{stamp}\t{stamp}\n")
             else:

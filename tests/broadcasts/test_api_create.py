@@ -190,3 +190,22 @@ def test_a_5000_recipient_body_with_1kb_meta_data_each_is_accepted(api, channel,
 def test_json_with_a_charset_parameter_is_accepted(api, channel, template, dispatched):
     response = api.post(URL, orjson.dumps(payload(channel)), content_type="application/json; charset=utf-8")
     assert response.status_code == 202
+
+
+def test_special_characters_survive_the_copy_unchanged(api, channel, template, dispatched):
+    # given values with backslashes, escapes, tabs, newlines, quotes and non-ASCII text
+    tricky = 'a\\b \\N \\t\ttab\nnew\rline "quoted" ñandú 😀 \\u0000 \\\\'
+    body = payload(channel, n=2)
+    body["recipients"][0]["variables"]["nombre"] = tricky
+    body["recipients"][0]["meta_data"] = {tricky: [tricky, {"k": tricky}], "n": None, "f": 1.5}
+    del body["recipients"][1]["variables"]["monto"]  # stored FAILED: the error text goes through COPY too
+    body["recipients"][1]["variables"]["nombre"] = tricky
+
+    assert post(api, body).status_code == 202
+
+    # then they are stored exactly as sent
+    first, second = Send.objects.order_by("index")
+    assert first.variables["nombre"] == tricky
+    assert first.meta_data == {tricky: [tricky, {"k": tricky}], "n": None, "f": 1.5}
+    assert second.variables["nombre"] == tricky and second.status == SendStatus.FAILED
+    assert second.error_message == "Missing template variables: monto."
