@@ -106,6 +106,27 @@ def test_gunicorn_clients_read_the_413_for_declared_and_chunked_bodies(server, c
 
 
 @pytest.mark.slow
+def test_a_plain_client_that_sends_everything_first_still_reads_the_413(server, channel, template, token):
+    # given a client that writes its whole request before reading (no early-response handling)
+    raw = oversized(channel)
+    host, port = server.removeprefix("http://").split(":")
+    head = (
+        f"POST {URL} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(raw)}\r\nConnection: close\r\n\r\n"
+    ).encode()
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        # when it sends 10 MiB and more: the server reads (drains) it instead of resetting
+        sock.sendall(head + raw)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    # then it reads our 413 in the envelope
+    status_line, _, rest = answer.partition(b"\r\n")
+    assert b" 413 " in status_line
+    assert b'"request_too_large"' in rest
+
+
+@pytest.mark.slow
 def test_gunicorn_accepts_a_chunked_body_within_the_limit(server, channel, template, token):
     # scheduled for tomorrow: nothing is handed to the workers from this test
     tomorrow = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 86400))
