@@ -61,7 +61,7 @@ class RecipientInSerializer(serializers.Serializer):
         help_text='Template variables by name (`"1"`, `"2"` for positional templates). Unused keys are dropped.',
     )
     meta_data = serializers.DictField(
-        required=False, allow_null=True, help_text="Any JSON object (at most 2048 bytes), returned with the send."
+        required=False, allow_null=True, help_text="Any JSON object (at most 4096 bytes), returned with the send."
     )
 
 

@@ -135,7 +135,7 @@ def test_every_bad_recipient_is_reported_under_its_path(api, channel, template):
 def test_long_variable_values_and_large_meta_data_are_refused(api, channel, template):
     body = payload(channel, n=3)
     body["recipients"][0]["variables"]["nombre"] = "a" * 1025
-    body["recipients"][1]["meta_data"] = {"blob": "b" * 3000}
+    body["recipients"][1]["meta_data"] = {"blob": "b" * 4100}
     body["recipients"][2]["variables"] = {"k" * 200: "v"}
     details = details_of(post(api, body))
     assert set(details) == {"recipients[0].variables.nombre", "recipients[1].meta_data", "recipients[2].variables"}
