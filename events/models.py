@@ -104,7 +104,7 @@ class EventDelivery(models.Model):
             ),
             # Ordering: is an earlier event of the same subject still pending for this endpoint?
             models.Index(
-                fields=["endpoint", "ordering_key", "sequence"],
+                fields=["endpoint", "ordering_key", "sequence", "id"],
                 name="delivery_pending_order",
                 condition=Q(status="pending"),
             ),
