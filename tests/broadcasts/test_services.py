@@ -158,3 +158,22 @@ def test_resume_from_elsewhere_is_a_conflict(broadcast, status):
     Broadcast.objects.filter(pk=broadcast.pk).update(status=status)
     with pytest.raises(ConflictError):
         services.broadcast_resume(broadcast_id=broadcast.id)
+
+
+def test_losing_an_idempotency_race_replays_the_winner(org, channel, template, enqueue):
+    # given a winner that committed the key between our lookup and our insert
+    winner = services.broadcast_create(organization=org, body=payload(channel, n=2), idempotency_key="k")
+    real_replay = services.idempotency_replay
+    calls = []
+
+    def replay_missing_first(**kwargs):
+        calls.append(kwargs)
+        return None if len(calls) == 1 else real_replay(**kwargs)
+
+    # when the loser inserts, the unique constraint refuses it
+    with mock.patch("broadcasts.services.idempotency_replay", side_effect=replay_missing_first):
+        loser = services.broadcast_create(organization=org, body=payload(channel, n=2), idempotency_key="k")
+
+    # then it answers the winner's body, and its own rows were rolled back
+    assert loser.replayed and loser.body == winner.body and len(calls) == 2
+    assert Broadcast.objects.count() == 1 and Send.objects.count() == 2
