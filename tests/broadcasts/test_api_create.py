@@ -209,3 +209,24 @@ def test_special_characters_survive_the_copy_unchanged(api, channel, template, d
     assert first.meta_data == {tricky: [tricky, {"k": tricky}], "n": None, "f": 1.5}
     assert second.variables["nombre"] == tricky and second.status == SendStatus.FAILED
     assert second.error_message == "Missing template variables: monto."
+
+
+@pytest.mark.django_db(transaction=True)
+def test_missing_variables_become_message_failed_events_for_the_organization(api, channel, template, settings):
+    # given an endpoint subscribed to message.failed (delivery to it is the events app's business)
+    from events.models import Event
+    from events.services import endpoint_create
+
+    settings.WEBHOOKS_ALLOW_PRIVATE = True
+    endpoint_create(organization=channel.organization, url="http://127.0.0.1:9/hook", events=["message.failed"])
+    body = payload(channel, n=3)
+    del body["recipients"][2]["variables"]["nombre"]
+
+    # when the broadcast is accepted
+    with mock.patch("broadcasts.services.enqueue_dispatch"), mock.patch("events.services._enqueue_delivery"):
+        assert post(api, body).status_code == 202
+
+    # then one message.failed event exists, for the incomplete recipient only
+    events = list(Event.objects.filter(type="message.failed"))
+    assert len(events) == 1
+    assert events[0].data["index"] == 2 and events[0].data["error"]["code"] == "missing_variables"
