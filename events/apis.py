@@ -2,13 +2,15 @@
 
 from typing import Any
 
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from broadcasts.api.serializers import ErrorEnvelopeSerializer
 from events import selectors, services
-from events.models import WebhookEndpoint
+from events.models import EventType, WebhookEndpoint
 from tokens.scopes import WEBHOOKS_MANAGE
 
 
@@ -25,17 +27,59 @@ def endpoint_output(endpoint: WebhookEndpoint) -> dict[str, Any]:
     }
 
 
+class EndpointInputSerializer(serializers.Serializer):
+    url = serializers.CharField(max_length=2048, trim_whitespace=True, help_text="http(s) URL with a public host.")
+    events = serializers.ListField(
+        child=serializers.CharField(max_length=64),
+        required=False,
+        allow_null=True,
+        help_text=f"Subscribed types ({', '.join(EventType.values)}); omitted or empty = all.",
+    )
+
+
+class EndpointOutputSerializer(serializers.Serializer):
+    """Documentation of the shape ``endpoint_output`` builds."""
+
+    id = serializers.CharField()
+    url = serializers.CharField()
+    events = serializers.ListField(child=serializers.CharField())
+    is_active = serializers.BooleanField()
+    disabled_at = serializers.DateTimeField(allow_null=True)
+    consecutive_failures = serializers.IntegerField()
+    created_at = serializers.DateTimeField()
+
+
+class EndpointCreatedSerializer(EndpointOutputSerializer):
+    secret = serializers.CharField(help_text="Signing secret, shown only in this answer.")
+
+
+class EndpointListSerializer(serializers.Serializer):
+    data = EndpointOutputSerializer(many=True)
+
+
+def _errors(*codes: int) -> dict[int, OpenApiResponse]:
+    return {code: OpenApiResponse(ErrorEnvelopeSerializer) for code in codes}
+
+
 class WebhookEndpointListApi(APIView):
     required_scope = WEBHOOKS_MANAGE
+    InputSerializer = EndpointInputSerializer
 
-    class InputSerializer(serializers.Serializer):
-        url = serializers.CharField(max_length=2048, trim_whitespace=True)
-        events = serializers.ListField(child=serializers.CharField(max_length=64), required=False, allow_null=True)
-
+    @extend_schema(
+        operation_id="webhooks_list",
+        summary="List the organization's event endpoints (without secrets)",
+        responses={200: EndpointListSerializer, **_errors(401, 403, 429)},
+    )
     def get(self, request: Request) -> Response:
         endpoints = selectors.endpoint_list(organization=request.user.organization)
         return Response({"data": [endpoint_output(e) for e in endpoints]})
 
+    @extend_schema(
+        operation_id="webhooks_create",
+        summary="Register an event endpoint; the signing secret is shown once",
+        request=EndpointInputSerializer,
+        responses={201: EndpointCreatedSerializer, **_errors(400, 401, 403, 429)},
+    )
     def post(self, request: Request) -> Response:
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -50,10 +94,20 @@ class WebhookEndpointListApi(APIView):
 class WebhookEndpointDetailApi(APIView):
     required_scope = WEBHOOKS_MANAGE
 
+    @extend_schema(
+        operation_id="webhooks_retrieve",
+        summary="One event endpoint (without its secret)",
+        responses={200: EndpointOutputSerializer, **_errors(401, 403, 404, 429)},
+    )
     def get(self, request: Request, endpoint_id: str) -> Response:
         endpoint = selectors.endpoint_get(organization=request.user.organization, endpoint_id=endpoint_id)
         return Response(endpoint_output(endpoint))
 
+    @extend_schema(
+        operation_id="webhooks_delete",
+        summary="Delete an event endpoint; its pending deliveries are dropped",
+        responses={204: None, **_errors(401, 403, 404, 429)},
+    )
     def delete(self, request: Request, endpoint_id: str) -> Response:
         services.endpoint_delete(organization=request.user.organization, endpoint_id=endpoint_id)
         return Response(status=204)

@@ -123,3 +123,12 @@ def test_other_organizations_endpoints_do_not_exist(api, other_org, make_token, 
     assert api.get(f"{URL}/{created['id']}").status_code == 404
     assert api.delete(f"{URL}/{created['id']}").status_code == 404
     assert WebhookEndpoint.objects.get(id=created["id"]).deleted_at is None
+
+
+def test_the_schema_describes_the_endpoints_api(anon_api, db):
+    import orjson
+
+    schema = orjson.loads(anon_api.get("/v1/schema", HTTP_ACCEPT="application/vnd.oai.openapi+json").content)
+    assert set(schema["paths"]["/v1/webhooks"]) >= {"get", "post"}
+    assert "201" in schema["paths"]["/v1/webhooks"]["post"]["responses"]
+    assert set(schema["paths"]["/v1/webhooks/{endpoint_id}"]) >= {"get", "delete"}
