@@ -102,17 +102,20 @@ def _address_is_public(address: str) -> bool:
     return ip.is_global and not ip.is_multicast
 
 
-def endpoint_url_check_addresses(*, host: str, port: int) -> str | None:
-    """Resolves ``host``; returns why it is refused (private, loopback, ...) or None when public."""
+def endpoint_url_check_addresses(*, host: str, port: int, allow_unresolvable: bool = False) -> str | None:
+    """Resolves ``host``; returns why it is refused (private, loopback, ...) or None when public.
+
+    ``allow_unresolvable`` is for registration: a name that does not resolve yet (new DNS record,
+    resolver down) is accepted, because every delivery resolves and checks it again before posting.
+    """
     if settings.WEBHOOKS_ALLOW_PRIVATE:
         return None
     try:
-        infos = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
+        addresses = {info[4][0] for info in socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)}
     except (socket.gaierror, UnicodeError, OSError):
-        return f"The host '{host}' does not resolve."
-    addresses = {info[4][0] for info in infos}
+        addresses = set()
     if not addresses:
-        return f"The host '{host}' does not resolve."
+        return None if allow_unresolvable else f"The host '{host}' does not resolve."
     # Every address counts: a name with one public and one private address could be steered to either.
     private = sorted(a for a in addresses if not _address_is_public(a))
     if private:
@@ -140,7 +143,9 @@ def endpoint_url_validate(*, url: Any) -> str:
         raise invalid("The URL must use http or https.")
     if not parts.hostname:
         raise invalid("The URL must have a host.")
-    reason = endpoint_url_check_addresses(host=parts.hostname, port=port or (443 if parts.scheme == "https" else 80))
+    reason = endpoint_url_check_addresses(
+        host=parts.hostname, port=port or (443 if parts.scheme == "https" else 80), allow_unresolvable=True
+    )
     if reason:
         raise invalid(reason)
     return url

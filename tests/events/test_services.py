@@ -257,3 +257,10 @@ def test_sweep_deletes_events_past_retention(org, broadcast, receiver, endpoint_
     assert Event.objects.count() == 2
     services.deliveries_sweep(now=created + services.EVENT_RETENTION + timedelta(minutes=1))
     assert not Event.objects.exists() and not EventDelivery.objects.exists() and not DeliveryAttempt.objects.exists()
+
+
+def test_a_name_that_does_not_resolve_is_not_posted_to(org, broadcast, enqueued, settings):
+    endpoint = services.endpoint_create(organization=org, url="https://hooks.customer.invalid/x").endpoint
+    publish_sent(broadcast)
+    assert services.endpoint_deliver_due(endpoint_id=endpoint.id)["failed_attempts"] == 1
+    assert "does not resolve" in EventDelivery.objects.get().last_error
