@@ -63,8 +63,10 @@ CLAIM_BATCH = 32
 POST_CONCURRENCY = 8
 MAX_RESPONSE_BYTES = 64 * 1024
 CLAIM_LEASE = timedelta(minutes=5)
-# A run stops claiming after this long and leaves the rest to the next task (Celery soft limit is 120 s).
-RUN_BUDGET_SECONDS = 60.0
+# A run stops claiming after this long and requeues itself, so delivery pumps sharing the workers get turns.
+RUN_BUDGET_SECONDS = 20.0
+# A queued task's mark outlives a lost broker message by this much at most; the sweeper covers the rest.
+QUEUED_MARK_SECONDS = 30
 # Events (with their deliveries and attempt log) are kept this long, then the sweeper deletes them in batches.
 EVENT_RETENTION = timedelta(days=30)
 RETENTION_BATCH = 2000
@@ -349,10 +351,18 @@ def message_events_record_postgresql(*, send_ids: Sequence[int], status: str, en
     return sum(n for _, n in per_endpoint)
 
 
+def queued_mark_key(endpoint_id: str) -> str:
+    return f"events:queued:{endpoint_id}"
+
+
 def _enqueue_delivery(endpoint_id: str) -> None:
+    """Queues a delivery task for the endpoint unless one is already queued and not started yet:
+    that one will see these rows (they are committed before this runs), so the publisher's
+    many chunks do not flood the broker. The task clears the mark when it starts."""
     from events.tasks import endpoint_deliver_task
 
-    endpoint_deliver_task.delay(endpoint_id)
+    if cache.add(queued_mark_key(endpoint_id), 1, QUEUED_MARK_SECONDS):
+        endpoint_deliver_task.delay(endpoint_id)
 
 
 def message_event_data(*, row: dict[str, Any], status: str) -> dict[str, Any]:
@@ -583,6 +593,8 @@ def endpoint_deliver_due(*, endpoint_id: str, now: datetime | None = None) -> di
             if failures:
                 # The endpoint is failing: stop hammering it; the next run (retry time or sweep) goes on.
                 break
+        else:
+            stats["budget_spent"] = 1
     return stats
 
 

@@ -5,14 +5,16 @@ from django.core.cache import cache
 
 from events import services
 
-# The sweeper wakes an endpoint at most once per this many seconds; a running task keeps going on its own.
-SWEEP_WAKE_DEDUP_SECONDS = 10
-
 
 @shared_task(name="events.endpoint_deliver")
 def endpoint_deliver_task(endpoint_id: str) -> dict[str, int]:
     """Deliver an endpoint's due events. Safe to run twice and concurrently (rows are leased)."""
-    return services.endpoint_deliver_due(endpoint_id=endpoint_id)
+    # From now on a new event needs a new task: this run may already be past its last claim.
+    cache.delete(services.queued_mark_key(endpoint_id))
+    stats = services.endpoint_deliver_due(endpoint_id=endpoint_id)
+    if stats.get("budget_spent"):
+        services._enqueue_delivery(endpoint_id)  # more is due: continue in a fresh task, after others
+    return stats
 
 
 @shared_task(name="events.sweep")
@@ -22,9 +24,7 @@ def deliveries_sweep_task() -> int:
     from whatsapp.services import unmatched_statuses_retry
 
     unmatched_statuses_retry()
-    woken = 0
-    for endpoint_id in services.deliveries_sweep():
-        if cache.add(f"events:sweep-woke:{endpoint_id}", 1, SWEEP_WAKE_DEDUP_SECONDS):
-            endpoint_deliver_task.delay(endpoint_id)
-            woken += 1
-    return woken
+    endpoint_ids = services.deliveries_sweep()
+    for endpoint_id in endpoint_ids:
+        services._enqueue_delivery(endpoint_id)  # skipped when a task for it is already waiting
+    return len(endpoint_ids)
