@@ -40,6 +40,11 @@ def _error(code: str, message: str, status: int) -> JsonResponse:
 class WhatsAppWebhookView(View):
     http_method_names = ["get", "post"]
 
+    def http_method_not_allowed(self, request: HttpRequest, *args, **kwargs) -> HttpResponse:
+        response = _error("method_not_allowed", f"Method {request.method} is not allowed here.", 405)
+        response["Allow"] = "GET, POST"
+        return response
+
     def get(self, request: HttpRequest) -> HttpResponse:
         """Meta's subscription handshake: echo ``hub.challenge`` when the verify token matches."""
         expected = settings.WHATSAPP_VERIFY_TOKEN

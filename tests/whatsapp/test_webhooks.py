@@ -281,3 +281,19 @@ def test_a_status_that_beats_its_wamid_is_applied_by_the_sweeper(client, org, ch
     assert UnmatchedStatus.objects.count() == 1
     unmatched_statuses_retry(now=timezone.now() + timedelta(minutes=11))
     assert not UnmatchedStatus.objects.exists()
+
+
+def test_other_methods_are_405_in_the_envelope(client):
+    response = client.delete(URL)
+    assert response.status_code == 405
+    assert response.json()["error"]["code"] == "method_not_allowed"
+    assert response["Allow"] == "GET, POST"
+
+
+def test_a_body_over_10_mib_is_413_in_the_envelope(client):
+    body = b'{"entry": "' + b"x" * (10 * 1024 * 1024 + 10) + b'"}'
+    response = client.post(
+        URL, data=body, content_type="application/json", HTTP_X_HUB_SIGNATURE_256=meta_signature(body, SECRET)
+    )
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "request_too_large"
