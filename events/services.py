@@ -610,6 +610,10 @@ def deliveries_sweep(*, now: datetime | None = None) -> list[str]:
     EventDelivery.objects.filter(status=DeliveryStatus.PENDING, created_at__lt=now - DELIVERY_WINDOW).update(
         status=DeliveryStatus.FAILED, locked_until=None, last_error="Not delivered within 24 hours."
     )
+    # Rows a publisher wrote from a stale endpoint cache after the endpoint was deleted.
+    EventDelivery.objects.filter(status=DeliveryStatus.PENDING, endpoint__deleted_at__isnull=False).update(
+        status=DeliveryStatus.FAILED, locked_until=None, last_error="Endpoint deleted."
+    )
     expired = list(
         Event.objects.filter(created_at__lt=now - EVENT_RETENTION).values_list("id", flat=True)[:RETENTION_BATCH]
     )
