@@ -8,8 +8,10 @@ implementation (nested DRF serializer + bulk_create, benchmarks/naive_ingest.py)
 run; then times GET of a 5000-recipient broadcast and reads the web worker's RSS from /proc.
 """
 
+import ctypes
 import os
 import random
+import signal
 import socket
 import statistics
 import subprocess
@@ -92,6 +94,11 @@ def body(channel_id: str, pool: list[str], offset: int, campaign: str) -> bytes:
             "recipients": recipients,
         }
     )
+
+
+def _die_with_parent() -> None:
+    """In the child: SIGTERM when the benchmark dies, so an interrupted run leaves no server behind."""
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
 
 
 def free_port() -> int:
@@ -179,6 +186,7 @@ def main() -> None:
         ],
         cwd=ROOT,
         env=env,
+        preexec_fn=_die_with_parent,
     )
     base = f"http://127.0.0.1:{port}"
     try:

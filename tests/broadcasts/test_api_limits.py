@@ -4,7 +4,9 @@ The gunicorn tests run the real server (1 sync worker) on loopback against the t
 because a reset-instead-of-413 only shows over a real socket.
 """
 
+import ctypes
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -47,12 +49,19 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _die_with_parent() -> None:
+    """In the child: SIGTERM when the test process dies, so a killed run leaves no server behind."""
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+
+
 @pytest.fixture
-def server(transactional_db):
+def server(transactional_db, tmp_path):
     """gunicorn on a free loopback port, on the test database (rows committed by the test)."""
     port = _free_port()
     db = connection.settings_dict
     env = dict(os.environ, DATABASE_URL=f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}")
+    log = tmp_path / "gunicorn.log"
+    log = log.open("wb")
     process = subprocess.Popen(
         [
             sys.executable,
@@ -71,7 +80,8 @@ def server(transactional_db):
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=log,
+        preexec_fn=_die_with_parent,
     )
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 20
@@ -83,10 +93,11 @@ def server(transactional_db):
             time.sleep(0.1)
     else:
         process.kill()
-        pytest.fail("gunicorn did not start: " + process.stderr.read().decode()[-2000:])
+        pytest.fail("gunicorn did not start: " + (tmp_path / "gunicorn.log").read_text()[-2000:])
     yield base
     process.terminate()
     process.wait(timeout=10)
+    log.close()
 
 
 @pytest.mark.slow
