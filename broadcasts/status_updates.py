@@ -187,12 +187,15 @@ def sends_apply_statuses(*, statuses: Iterable[Any], publish: bool = True) -> St
     now = timezone.now()
     by_target: dict[str, list[tuple[int, _Fold]]] = defaultdict(list)
     found: set[str] = set()
+    was_sent: set[int] = set()
     rows = Send.objects.filter(message_id__in=list(folds)).values_list("id", "message_id", "status")
     for send_id, wamid, current in rows:
         found.add(wamid)
         fold = folds[wamid]
         if current in ALLOWED_FROM[fold.target]:
             by_target[fold.target].append((send_id, fold))
+            if current == SendStatus.SENT:
+                was_sent.add(send_id)
     unmatched = [wamid for wamid in folds if wamid not in found]
     if not by_target:
         return StatusMoves(unmatched=unmatched)
@@ -209,6 +212,11 @@ def sends_apply_statuses(*, statuses: Iterable[Any], publish: bool = True) -> St
         if publish:
             from events.publisher import message_events_publish
 
+            # A send that jumped SENT -> READ passed through DELIVERED (it has a delivered_at): the
+            # customer gets message.delivered before message.read, as for any other message.
+            jumped = [i for i in moved.get(SendStatus.READ, ()) if i in was_sent]
+            if jumped:
+                message_events_publish(send_ids=jumped, status=SendStatus.DELIVERED)
             for target, ids in moved.items():
                 message_events_publish(send_ids=ids, status=target)
     return StatusMoves(moved, unmatched=unmatched)

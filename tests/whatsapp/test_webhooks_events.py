@@ -76,3 +76,20 @@ def test_a_thousand_status_body_without_endpoints(client, org, channel, template
     with django_assert_max_num_queries(6):
         assert post_signed(client, meta_envelope(statuses=statuses)).status_code == 200
     assert Send.objects.filter(broadcast=broadcast, status=SendStatus.READ).count() == 1000
+
+
+def test_a_jump_from_sent_to_read_also_tells_the_customer_delivered(
+    client, org, channel, template, receiver, monkeypatch
+):
+    monkeypatch.setattr(services, "_enqueue_delivery", lambda endpoint_id: None)
+    issued = services.endpoint_create(organization=org, url=receiver.url)
+    broadcast = broadcast_with_sends(org=org, channel=channel, template=template, count=1)
+    # When Meta's only status for a SENT message is "read" (its "delivered" came too early, or never)
+    post_signed(client, meta_envelope(statuses=[status_entry(f"wamid.{broadcast.id}.0", "read")]))
+    services.endpoint_deliver_due(endpoint_id=issued.endpoint.id)
+    services.endpoint_deliver_due(endpoint_id=issued.endpoint.id)
+    # Then the customer still sees delivered before read, and a late "delivered" adds nothing
+    post_signed(client, meta_envelope(statuses=[status_entry(f"wamid.{broadcast.id}.0", "delivered")]))
+    services.endpoint_deliver_due(endpoint_id=issued.endpoint.id)
+    assert [e["type"] for e in receiver.events()] == ["message.delivered", "message.read"]
+    assert [e["data"]["status"] for e in receiver.events()] == ["DELIVERED", "READ"]
