@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import math
 import random
 import threading
 import time
@@ -53,7 +54,12 @@ CHECK_INTERVAL_SECONDS = 0.5
 # timeout) and the final UPDATE before the task's time limit (lease - 5 s) and the lease itself.
 POSTING_SHARE_OF_LEASE = 1 / 3
 # A chunk that finds its channel already served by DELIVERY_CHANNEL_PARALLELISM chunks comes back after this.
-CHANNEL_BUSY_RETRY_SECONDS = 0.25
+CHANNEL_BUSY_RETRY_SECONDS = 1.0
+# A slot missed by more than this is given up and its send re-planned, so a stalled process does not drift far
+# into slots another process may hold (one process never fires two POSTs closer than one interval anyway).
+LATE_TOLERANCE_SECONDS = 0.1
+# No new claims this close to the posting deadline: the claimed sends would only be handed back.
+REFILL_STOP_SECONDS = 0.5
 # Seconds a fan-out is trusted to be in the broker before the sweeper fans the broadcast out again.
 FANOUT_TRUST_FACTOR = 3
 
@@ -114,10 +120,11 @@ def broadcast_dispatch(*, broadcast_id: str, wake_at: float | None = None) -> in
         return 0
 
     ids = list(_due_sends(broadcast_id=broadcast_id, now=now).order_by("id").values_list("id", flat=True))
-    size = chunk_size(max_mps=row["channel__max_mps"])
-    for start in range(0, len(ids), size):
-        part = ids[start : start + size]
-        send_chunk_task.delay(broadcast_id, part[0], part[-1])
+    # Each chunk task claims a batch and keeps claiming the next ones as it posts (a pump): so the channel never
+    # idles between chunks. As many pumps as may run on the channel at once; a spare one just finds no work.
+    pumps = min(settings.DELIVERY_CHANNEL_PARALLELISM, -(-len(ids) // chunk_size(max_mps=row["channel__max_mps"])))
+    for _ in range(pumps):
+        send_chunk_task.delay(broadcast_id, ids[0], ids[-1])
     _fanout_mark(broadcast_id=broadcast_id)
 
     if not ids:
@@ -139,7 +146,7 @@ def broadcast_dispatch(*, broadcast_id: str, wake_at: float | None = None) -> in
         )
         if later is not None:
             broadcast_wake(broadcast_id=broadcast_id, at=later)
-    return (len(ids) + size - 1) // size
+    return pumps
 
 
 def _due_sends(*, broadcast_id: str, now: datetime):
@@ -271,14 +278,16 @@ class ChunkReport:
     released: int = 0
     cancelled: int = 0
     unknown: int = 0
+    late: int = 0
     stop: str | None = None
     channel_busy: bool = False
     wake_at: datetime | None = None
     rows: list[_Row] = field(default_factory=list, repr=False)
 
 
-def _claim(*, broadcast_id: str, first_id: int, last_id: int, now: datetime) -> list[_Claimed]:
-    """Take the range's due sends for this worker: lease + attempt, in ONE conditional UPDATE ... RETURNING."""
+def _claim(*, broadcast_id: str, first_id: int, last_id: int, now: datetime, limit: int) -> list[_Claimed]:
+    """Take up to `limit` of the range's due sends for this worker: lease + attempt, in ONE conditional
+    UPDATE ... RETURNING (SKIP LOCKED: concurrent claimers take disjoint sends, never wait for each other)."""
     lease = now + timedelta(seconds=_lease_seconds())
     lock = "FOR UPDATE SKIP LOCKED" if _is_postgres() else ""
     sql = f"""
@@ -289,13 +298,13 @@ def _claim(*, broadcast_id: str, first_id: int, last_id: int, now: datetime) -> 
               AND (s.next_attempt_at IS NULL OR s.next_attempt_at <= %s)
               AND (s.lease_expires_at IS NULL OR s.lease_expires_at < %s)
               AND EXISTS (SELECT 1 FROM broadcasts_broadcast b WHERE b.id = s.broadcast_id AND b.status = 'IN_PROGRESS')
-            ORDER BY s.id {lock}
+            ORDER BY s.id LIMIT %s {lock}
         )
         RETURNING id, "index", "to", variables, attempts
     """
     n = _dt_param(now)
     with connection.cursor() as cursor:
-        cursor.execute(sql, [_dt_param(lease), n, broadcast_id, first_id, last_id, n, n])
+        cursor.execute(sql, [_dt_param(lease), n, broadcast_id, first_id, last_id, n, n, limit])
         rows = cursor.fetchall()
     claimed = []
     for send_id, index, to, variables, attempts in rows:
@@ -501,8 +510,11 @@ def _in_db_thread(fn: Callable[[], T]) -> Callable[[], T]:
 class _Chunk:
     """Posts one chunk's claimed sends on the process's event loop; all state here is this run's only."""
 
-    def __init__(self, *, broadcast: Broadcast, sends: list[_Claimed], runtime: _Runtime):
+    def __init__(self, *, broadcast: Broadcast, sends: list[_Claimed], runtime: _Runtime, first_id: int, last_id: int):
         self.broadcast = broadcast
+        self.first_id, self.last_id = first_id, last_id
+        self.claim_size = chunk_size(max_mps=broadcast.channel.max_mps)
+        self.exhausted = False
         self.channel = broadcast.channel
         self.builder = TemplateMessageBuilder(broadcast.template)
         self.runtime = runtime
@@ -518,6 +530,9 @@ class _Chunk:
         self.stop: str | None = None
         self.status_seen = BroadcastStatus.IN_PROGRESS
         rate = ratelimit.effective_rate(self.channel.max_mps)
+        # POSTs this process lets out in any one second: the cap less a jitter margin (see settings).
+        cap = self.channel.max_mps
+        self.window_cap = max(1, cap - max(2 if cap > 2 else 0, math.ceil(cap * settings.DELIVERY_WINDOW_MARGIN)))
         self.batch = max(1, int(rate * ratelimit.HORIZON_SECONDS) + 1)
         self.hold = settings.DELIVERY_SAME_NUMBER_SECONDS + 0.5
 
@@ -577,6 +592,7 @@ class _Chunk:
         in_flight: set[asyncio.Task] = set()
         limit = asyncio.Semaphore(settings.DELIVERY_MAX_IN_FLIGHT)
         next_plan = 0.0
+        fired: deque[float] = deque()
 
         def done(task: asyncio.Task) -> None:
             in_flight.discard(task)
@@ -597,6 +613,8 @@ class _Chunk:
             if now >= deadline:
                 self.stop = "deadline"
                 break
+            if not self.exhausted and len(self.queue) < 2 * self.batch and now < deadline - REFILL_STOP_SECONDS:
+                await self._refill()
             horizon = schedule[-1][0] if schedule else now
             if (
                 self.queue
@@ -609,18 +627,44 @@ class _Chunk:
                     break
                 await asyncio.sleep(max(0.001, min(next_plan, next_check) - time.monotonic()))
                 continue
-            # Fire every slot that is due; POSTs run concurrently on the loop.
-            while schedule and schedule[0][0] <= time.monotonic() + 0.0005 and self.account_error is None:
-                _, send = schedule.popleft()
+            # Fire every slot that is due; POSTs run concurrently on the loop. A slot missed by more than the
+            # tolerance (this process was descheduled) is given up, never fired late next to on-time slots:
+            # that is what would put more than max_mps into one second.
+            # This process also keeps the log of its own POSTs over the last second and never exceeds the
+            # channel's cap in it, even when a stall makes several slots due at once.
+            late: list[_Claimed] = []
+            while schedule and self.account_error is None:
+                slot, send = schedule[0]
+                now = time.monotonic()
+                if now - slot > LATE_TOLERANCE_SECONDS:
+                    schedule.popleft()
+                    late.append(send)
+                    continue
+                if slot > now + 0.0005:
+                    break
+                while fired and fired[0] <= now - 1.0:
+                    fired.popleft()
+                if len(fired) >= self.window_cap:
+                    break
+                schedule.popleft()
                 await limit.acquire()
+                fired.append(time.monotonic())
                 task = loop.create_task(self._post(send))
                 in_flight.add(task)
                 task.add_done_callback(done)
+            if late:
+                self.report.late += len(late)
+                self.queue.extendleft(reversed(late))
+                for send in late:
+                    ratelimit.numbers_release(channel_id=self.channel.id, number=send.to, token=str(send.id))
             if not schedule and not self.queue:
                 break
             wake = min(next_check, deadline)
             if schedule:
-                wake = min(wake, schedule[0][0])
+                head = schedule[0][0]
+                if len(fired) >= self.window_cap:
+                    head = max(head, fired[0] + 1.0)
+                wake = min(wake, head)
                 if self.queue:
                     wake = min(
                         wake, max(next_plan, schedule[-1][0] - ratelimit.HORIZON_SECONDS / 2 - ratelimit.LEAD_SECONDS)
@@ -642,6 +686,23 @@ class _Chunk:
             if self.stop is None:
                 self.stop = "account_error"
             await self._db(self._pause_for)
+
+    async def _refill(self) -> None:
+        """Claim the broadcast's next due sends before the queue runs dry, so the channel does not idle."""
+        more = await self._db(
+            lambda: _claim(
+                broadcast_id=self.broadcast.id,
+                first_id=self.first_id,
+                last_id=self.last_id,
+                now=timezone.now(),
+                limit=self.claim_size,
+            )
+        )
+        if not more:
+            self.exhausted = True
+            return
+        self.report.claimed += len(more)
+        self.queue.extend(more)
 
     async def _plan(self, schedule: deque) -> float:
         """Reserve the next slots and give them to queued sends whose number is free; returns when to plan next."""
@@ -739,12 +800,18 @@ def send_chunk_deliver(*, broadcast_id: str, first_id: int, last_id: int) -> Chu
         report.channel_busy = True
         return report
     try:
-        sends = _claim(broadcast_id=broadcast_id, first_id=first_id, last_id=last_id, now=timezone.now())
+        sends = _claim(
+            broadcast_id=broadcast_id,
+            first_id=first_id,
+            last_id=last_id,
+            now=timezone.now(),
+            limit=chunk_size(max_mps=broadcast.channel.max_mps),
+        )
         report.claimed = len(sends)
         if not sends:
             return report
         runtime = _get_runtime()
-        chunk = _Chunk(broadcast=broadcast, sends=sends, runtime=runtime)
+        chunk = _Chunk(broadcast=broadcast, sends=sends, runtime=runtime, first_id=first_id, last_id=last_id)
         try:
             runtime.loop.run_until_complete(chunk.run())
         except BaseException:
@@ -758,7 +825,7 @@ def send_chunk_deliver(*, broadcast_id: str, first_id: int, last_id: int) -> Chu
         report = _summarize(chunk)
     finally:
         ratelimit.channel_slot_release(channel_id=channel_id, holder=holder)
-    _after_chunk(broadcast_id=broadcast_id, report=report)
+    _after_chunk(broadcast_id=broadcast_id, channel_id=channel_id, report=report)
     return report
 
 
@@ -784,8 +851,18 @@ def _summarize(chunk: _Chunk) -> ChunkReport:
     return report
 
 
-def _after_chunk(*, broadcast_id: str, report: ChunkReport) -> None:
-    """Finish the broadcast when nothing is pending; otherwise make sure later work gets woken."""
+def _after_chunk(*, broadcast_id: str, channel_id: str, report: ChunkReport) -> None:
+    """Finish the broadcast when nothing is pending; otherwise make sure later work gets woken. Then hand the
+    channel over at once to its other running broadcasts (their pumps may be waiting with a countdown)."""
+    from broadcasts.tasks import broadcast_dispatch_task
+
+    others = list(
+        Broadcast.objects.filter(channel_id=channel_id, status=BroadcastStatus.IN_PROGRESS)
+        .exclude(id=broadcast_id)
+        .values_list("id", flat=True)[:20]
+    )
+    for other in others:
+        broadcast_dispatch_task.delay(other)
     if report.stop == "deadline" and report.released:
         broadcast_wake(broadcast_id=broadcast_id, at=timezone.now())
     elif report.wake_at is not None:

@@ -4,10 +4,13 @@ The bulk API enqueues ``broadcast_dispatch_task`` after commit when a broadcast 
 is resumed. Every task is safe to run twice: the database claim decides who does the work.
 """
 
+import logging
 import random
 
 from celery import shared_task
 from django.conf import settings
+
+logger = logging.getLogger(__name__)
 
 
 @shared_task(name="broadcasts.dispatch")
@@ -36,6 +39,20 @@ def send_chunk_task(self, broadcast_id: str, first_id: int, last_id: int) -> Non
     from broadcasts import delivery
 
     report = delivery.send_chunk_deliver(broadcast_id=broadcast_id, first_id=first_id, last_id=last_id)
+    if report.claimed:
+        logger.info(
+            "chunk %s: claimed %d posted %d sent %d failed %d retried %d deferred %d released %d late %d stop %s",
+            broadcast_id,
+            report.claimed,
+            report.posted,
+            report.sent,
+            report.failed,
+            report.retried,
+            report.deferred,
+            report.released,
+            report.late,
+            report.stop,
+        )
     if report.channel_busy:
         # The channel already has its share of chunks running: back to the queue (behind other channels' work),
         # with a jittered short countdown so waiting chunks do not spin.

@@ -1,0 +1,218 @@
+"""Delivery benchmark: real Celery workers, PostgreSQL, Redis and the sandbox Graph API 50 ms away.
+
+Run with `make bench-delivery` (starts throwaway PostgreSQL + Redis and sets DATABASE_URL / REDIS_URL).
+
+Scenarios, in one run:
+  (a) one channel at max_mps 1000, 10,000 recipients (two 5,000-recipient requests at once);
+  (b) four channels at 1000 each, 5,000 recipients each, at once;
+  (c) one channel at 80, 1,600 recipients;
+  (d) the floor: the asyncio client straight at the sandbox, no database, no Celery, no cap.
+Printed per scenario: sustained sends/s (first to last arrival at the sandbox), the most sends in any
+one-second window per channel (sandbox), CPU ms per send (workers: utime+stime of the main process and pool
+children from /proc; the sandbox shown apart), and the time from the 202 (broadcast_create returned, dispatch
+enqueued on commit) to the first send. Options: --workers N (prefork processes, default 4), --only a,b,c,d.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+
+import django  # noqa: E402
+
+django.setup()
+
+from django.conf import settings  # noqa: E402
+from django.core.management import call_command  # noqa: E402
+
+from broadcasts.models import Broadcast, Send  # noqa: E402
+from broadcasts.services import broadcast_create  # noqa: E402
+from templates_registry.models import Channel, Template  # noqa: E402
+from tests.delivery_support import CeleryProcess, celery_env  # noqa: E402
+from tokens.models import Organization  # noqa: E402
+from whatsapp.client import GraphClient  # noqa: E402
+from whatsapp.sandbox_process import start_sandbox  # noqa: E402
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        # utime, stime (fields 14 and 15 of stat; 12 and 13 after the command name)
+        total += int(fields[11]) + int(fields[12])
+    return total / CLK_TCK
+
+
+def loadavg() -> str:
+    return Path("/proc/loadavg").read_text().split(" ", 3)[:3].__str__()
+
+
+def number(i: int, base: int) -> str:
+    return f"+57300{base + i:07d}"
+
+
+def make_channel(org: Organization, n: int, max_mps: int) -> tuple[Channel, Template]:
+    channel = Channel.objects.create(
+        organization=org,
+        phone_number_id=f"1000000000{n:05d}",
+        waba_id=f"2000000000{n:05d}",
+        access_token=f"bench-token-{n}",
+        max_mps=max_mps,
+    )
+    template = Template.objects.create(
+        waba_id=channel.waba_id,
+        name="welcome_v2",
+        language="es",
+        status=Template.Status.APPROVED,
+        category="MARKETING",
+        parameter_format=Template.ParameterFormat.NAMED,
+        components=[{"type": "BODY", "text": "Hola {{nombre}}, tu saldo es {{monto}}"}],
+        body_variables=["nombre", "monto"],
+    )
+    return channel, template
+
+
+def create(org: Organization, channel: Channel, count: int, base: int) -> tuple[str, float]:
+    body = {
+        "template_name": "welcome_v2",
+        "language": "es",
+        "channel_id": channel.id,
+        "recipients": [
+            {"to": number(i, base), "variables": {"nombre": "Ana", "monto": str(i)}, "meta_data": {"i": i}}
+            for i in range(count)
+        ],
+    }
+    result = broadcast_create(organization=org, body=body)
+    return result.body["broadcast_id"], time.time()
+
+
+def wait_done(ids: list[str], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while Broadcast.objects.filter(id__in=ids).exclude(status__in=["COMPLETED", "FAILED", "CANCELLED"]).exists():
+        if time.monotonic() > deadline:
+            pending = Send.objects.filter(broadcast_id__in=ids, status="PENDING").count()
+            raise SystemExit(f"timed out: {pending} sends still pending")
+        time.sleep(0.1)
+
+
+def run_scenario(name, sandbox, worker, sandbox_pid, setups, timeout=180):
+    """setups: list of (channel, count); creates one broadcast per 5000 recipients, all at once."""
+    sandbox.reset()
+    org = setups[0][0].organization
+    cpu0 = cpu_seconds(worker.pids())
+    sbx0 = cpu_seconds([sandbox_pid])
+    ids, created_at = [], []
+    base = 0
+    for channel, count in setups:
+        for offset in range(0, count, 5000):
+            broadcast_id, at = create(org, channel, min(5000, count - offset), base)
+            ids.append(broadcast_id)
+            created_at.append(at)
+            base += 5000
+    wait_done(ids, timeout)
+    cpu = cpu_seconds(worker.pids()) - cpu0
+    sbx = cpu_seconds([sandbox_pid]) - sbx0
+    requests = sandbox.requests()
+    arrivals = sorted(r["received_at"] for r in requests)
+    total = len(arrivals)
+    sent = Send.objects.filter(broadcast_id__in=ids, status="SENT").count()
+    span = arrivals[-1] - arrivals[0]
+    stats = sandbox.stats()["phone_numbers"]
+    windows = {
+        channel.phone_number_id[-2:]: stats.get(channel.phone_number_id, {}).get("max_in_one_second")
+        for channel, _ in setups
+    }
+    print(
+        f"({name}) {total} sends ({sent} SENT) in {span:.2f} s = {total / span:,.0f} sends/s; "
+        f"max in any 1 s window per channel (cap {setups[0][0].max_mps}): {windows}; "
+        f"CPU {cpu * 1000 / total:.3f} ms/send in workers (+{sbx * 1000 / total:.3f} ms/send sandbox); "
+        f"first send {(arrivals[0] - created_at[0]) * 1000:.0f} ms after the first 202; load {loadavg()}",
+        flush=True,
+    )
+    return total / span
+
+
+async def floor(graph_url: str, count: int, concurrency: int = 200) -> float:
+    client = GraphClient(base_url=graph_url, max_connections=concurrency)
+    payload = {
+        "messaging_product": "whatsapp",
+        "recipient_type": "individual",
+        "type": "template",
+        "template": {"name": "welcome_v2", "language": {"code": "es"}},
+    }
+    limit = asyncio.Semaphore(concurrency)
+
+    async def one(i: int) -> None:
+        async with limit:
+            await client.send_message(
+                phone_number_id="100000000099999", access_token="t", payload={**payload, "to": number(i, 900000)}
+            )
+
+    start = time.perf_counter()
+    cpu_start = time.process_time()
+    await asyncio.gather(*(one(i) for i in range(count)))
+    elapsed = time.perf_counter() - start
+    cpu = time.process_time() - cpu_start
+    await client.close()
+    print(
+        f"(d) bare asyncio client, no DB: {count} sends in {elapsed:.2f} s = {count / elapsed:,.0f} sends/s; "
+        f"client CPU {cpu * 1000 / count:.3f} ms/send; load {loadavg()}",
+        flush=True,
+    )
+    return count / elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--only", default="a,b,c,d")
+    args = parser.parse_args()
+    only = set(args.only.split(","))
+
+    call_command("migrate", verbosity=0)
+    sandbox = start_sandbox(latency_ms=50)
+    env = celery_env(database_url=os.environ["DATABASE_URL"], graph_url=sandbox.graph_url)
+    env["CELERY_WORKER_LOGLEVEL"] = "WARNING"
+    worker = CeleryProcess("worker", env=env, concurrency=args.workers).start()
+    print(
+        f"bench-delivery: {args.workers} prefork worker processes, sandbox at 50 ms, {os.cpu_count()} CPUs, "
+        f"load before {loadavg()}; headroom {settings.DELIVERY_RATE_HEADROOM}",
+        flush=True,
+    )
+    try:
+        org = Organization.objects.create(name=f"bench-{time.time_ns()}")
+        n = Channel.objects.count()
+        if "a" in only:
+            channel, _ = make_channel(org, n + 1, 1000)
+            run_scenario("a", sandbox, worker, sandbox.pid, [(channel, 10_000)])
+        if "b" in only:
+            channels = [make_channel(org, n + 2 + i, 1000)[0] for i in range(4)]
+            run_scenario("b", sandbox, worker, sandbox.pid, [(c, 5000) for c in channels])
+        if "c" in only:
+            channel, _ = make_channel(org, n + 6, 80)
+            run_scenario("c", sandbox, worker, sandbox.pid, [(channel, 1600)])
+        if "d" in only:
+            sandbox.reset()
+            asyncio.run(floor(sandbox.graph_url, 10_000))
+    finally:
+        if os.environ.get("BENCH_SHOW_CHUNKS"):
+            print("\n".join(line for line in worker.log().splitlines() if "chunk " in line))
+        worker.stop()
+        sandbox.stop()
+
+
+if __name__ == "__main__":
+    main()
