@@ -427,6 +427,18 @@ def _outcome_row(*, send: _Claimed, result: SendResult, now: datetime, cancelled
         )
     error = result.error
     assert error is not None
+    if error.code == "missing_variables":
+        # Never POSTed: the claim's attempt is given back.
+        return _Row(
+            id=send.id,
+            status=SendStatus.FAILED,
+            attempts_delta=-1,
+            failed_at=now,
+            error_code=error.code,
+            error_title=error.title,
+            error_message=error.message,
+            error_retryable=False,
+        )
     fields = {
         "error_code": error.code[:64],
         "error_title": error.title[:255],
