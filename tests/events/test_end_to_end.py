@@ -1,7 +1,14 @@
 """The whole path for real: bulk API -> Celery worker -> sandbox Graph API -> Meta's signed webhooks to
-our receiver (live server) -> customer events POSTed by the worker to a receiver on 127.0.0.1."""
+our receiver (live server) -> customer events POSTed by the worker to a receiver on 127.0.0.1.
+
+This module's worker uses its own Redis database (broker and cache), so that the delivery tests' worker,
+alive for the whole session with another sandbox and without WEBHOOKS_ALLOW_PRIVATE, never takes its tasks.
+"""
+
+import os
 
 import pytest
+import redis
 from django.db import connection
 
 from broadcasts.models import Send
@@ -13,6 +20,11 @@ from whatsapp.services import unmatched_statuses_retry
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 APP_SECRET = "e2e-app-secret"
+
+
+def e2e_redis_url() -> str:
+    base = os.environ["REDIS_URL"].rsplit("/", 1)[0]
+    return f"{base}/7"
 
 
 @pytest.fixture(scope="module")
@@ -27,18 +39,39 @@ def e2e_worker(django_db_setup, django_db_blocker, e2e_sandbox):
     with django_db_blocker.unblock():
         name = connection.settings_dict["NAME"]
     # The worker posts customer events to 127.0.0.1, so it must allow private addresses too.
+    redis.Redis.from_url(e2e_redis_url()).flushdb()
     env = celery_env(
         database_url=database_url_for(name),
         graph_url=e2e_sandbox.graph_url,
-        overrides={**FAST_DELIVERY_SETTINGS, "WEBHOOKS_ALLOW_PRIVATE": "true"},
+        overrides={**FAST_DELIVERY_SETTINGS, "WEBHOOKS_ALLOW_PRIVATE": "true", "REDIS_URL": e2e_redis_url()},
     )
     worker = CeleryProcess("worker", env=env, concurrency=2).start()
     yield worker
     worker.stop()
 
 
+@pytest.fixture
+def to_e2e_worker(monkeypatch):
+    """Tasks this process queues (dispatch after the API's commit, event deliveries after the webhook's) go
+    to the e2e worker's broker."""
+    from broadcasts.tasks import broadcast_dispatch_task
+    from config.celery import app
+    from events import services
+    from events.tasks import endpoint_deliver_task
+
+    with app.connection_for_write(e2e_redis_url()) as conn:
+        monkeypatch.setattr(
+            "broadcasts.services.enqueue_dispatch",
+            lambda bid: broadcast_dispatch_task.apply_async((bid,), connection=conn),
+        )
+        monkeypatch.setattr(
+            services, "_enqueue_delivery", lambda eid: endpoint_deliver_task.apply_async((eid,), connection=conn)
+        )
+        yield
+
+
 def test_a_broadcast_reaches_the_customer_as_ordered_signed_events(
-    api, channel, template, e2e_sandbox, e2e_worker, live_server, settings
+    api, channel, template, e2e_sandbox, e2e_worker, to_e2e_worker, live_server, settings
 ):
     # Given Meta's webhooks (the sandbox's) pointed at our receiver, and a customer endpoint
     settings.WHATSAPP_APP_SECRET = APP_SECRET
