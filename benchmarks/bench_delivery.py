@@ -131,6 +131,17 @@ def run_scenario(name, sandbox, worker, sandbox_pid, setups, timeout=180):
     sent = Send.objects.filter(broadcast_id__in=ids, status="SENT").count()
     span = arrivals[-1] - arrivals[0]
     stats = sandbox.stats()["phone_numbers"]
+    for channel, _ in setups:
+        times = sorted(r["received_at"] for r in requests if r["phone_number_id"] == channel.phone_number_id)
+        best, at, end = 0, 0.0, 0
+        for i, t in enumerate(times):
+            while end < len(times) and times[end] < t + 1.0:
+                end += 1
+            if end - i > best:
+                best, at = end - i, t - times[0]
+        print(
+            f"    channel ..{channel.phone_number_id[-2:]}: busiest second {best} starts {at:.2f} s into it", flush=True
+        )
     windows = {
         channel.phone_number_id[-2:]: stats.get(channel.phone_number_id, {}).get("max_in_one_second")
         for channel, _ in setups
