@@ -200,6 +200,8 @@ def sends_apply_statuses(*, statuses: Iterable[Any], publish: bool = True) -> St
     if not by_target:
         return StatusMoves(unmatched=unmatched)
 
+    for items in by_target.values():
+        items.sort(key=lambda item: item[0])  # the same lock order in every body: fewer deadlocks
     update = _update_postgresql if connection.vendor == "postgresql" else _update_portable
     moved: dict[str, list[int]] = {}
     with transaction.atomic(savepoint=False):

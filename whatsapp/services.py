@@ -5,16 +5,22 @@ receipts) and ``message_template_status_update``. Everything else Meta sends (in
 account, user-preference and call updates, ...) is acknowledged and ignored.
 """
 
+import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import transaction
+from django.db import OperationalError, transaction
 from django.utils import timezone
 
 from broadcasts.status_updates import META_STATUSES, sends_apply_statuses
 from events.models import UnmatchedStatus
 from templates_registry.models import Template
+
+logger = logging.getLogger(__name__)
+
+DEADLOCK_SQLSTATE = "40P01"
+DEADLOCK_ATTEMPTS = 3
 
 # A status for a wamid no send carries yet is retried this long (the delivery engine records wamids
 # within ~0.5 s; minutes cover a slow database too), then dropped as belonging to no broadcast of ours.
@@ -102,13 +108,23 @@ def webhook_payload_process(*, payload: dict[str, Any]) -> WebhookResult:
     result.statuses_received = len(statuses)
     if not statuses and not template_updates:
         return result
-    with transaction.atomic():
-        if statuses:
-            moved = sends_apply_statuses(statuses=statuses)
-            result.sends_moved = {status: len(ids) for status, ids in moved.items()}
-            result.statuses_unmatched = _unmatched_keep(statuses=statuses, wamids=set(moved.unmatched))
-        for waba_id, value in template_updates:
-            result.templates_updated += template_status_apply(waba_id=waba_id, value=value)
+    for attempt in range(1, DEADLOCK_ATTEMPTS + 1):
+        try:
+            with transaction.atomic():
+                if statuses:
+                    moved = sends_apply_statuses(statuses=statuses)
+                    result.sends_moved = {status: len(ids) for status, ids in moved.items()}
+                    result.statuses_unmatched = _unmatched_keep(statuses=statuses, wamids=set(moved.unmatched))
+                result.templates_updated = sum(
+                    template_status_apply(waba_id=waba_id, value=value) for waba_id, value in template_updates
+                )
+            return result
+        except OperationalError as exc:
+            # Meta posts several bodies at once; two touching the same sends may deadlock. The loser
+            # rolled back entirely (its on_commit work too), so running it again is safe.
+            if getattr(exc.__cause__, "sqlstate", None) != DEADLOCK_SQLSTATE or attempt == DEADLOCK_ATTEMPTS:
+                raise
+            logger.warning("whatsapp webhook deadlocked (attempt %s), retrying", attempt)
     return result
 
 

@@ -297,3 +297,41 @@ def test_a_body_over_10_mib_is_413_in_the_envelope(client):
     )
     assert response.status_code == 413
     assert response.json()["error"]["code"] == "request_too_large"
+
+
+def test_a_deadlocked_body_is_retried(db, monkeypatch, broadcast):
+    # Given the first attempt to apply a body loses a deadlock
+    from django.db import OperationalError
+
+    from whatsapp import services
+
+    real = services.sends_apply_statuses
+    calls = []
+
+    class DeadlockDetected(Exception):
+        sqlstate = "40P01"
+
+    def flaky(**kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise OperationalError("deadlock detected") from DeadlockDetected()
+        return real(**kwargs)
+
+    monkeypatch.setattr(services, "sends_apply_statuses", flaky)
+    # When it is processed, then the second attempt applies it
+    result = services.webhook_payload_process(payload=_delivered_body(broadcast))
+    assert len(calls) == 2 and result.sends_moved == {"DELIVERED": 1}
+    assert Send.objects.get(broadcast=broadcast, index=0).status == SendStatus.DELIVERED
+
+
+def test_other_database_errors_are_not_retried(db, monkeypatch, broadcast):
+    from django.db import OperationalError
+
+    from whatsapp import services
+
+    def broken(**kwargs):
+        raise OperationalError("connection lost")
+
+    monkeypatch.setattr(services, "sends_apply_statuses", broken)
+    with pytest.raises(OperationalError):
+        services.webhook_payload_process(payload=_delivered_body(broadcast))
