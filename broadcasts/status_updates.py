@@ -188,23 +188,25 @@ def sends_apply_statuses(*, statuses: Iterable[Any], publish: bool = True) -> St
     by_target: dict[str, list[tuple[int, _Fold]]] = defaultdict(list)
     found: set[str] = set()
     was_sent: set[int] = set()
-    rows = Send.objects.filter(message_id__in=list(folds)).values_list("id", "message_id", "status")
-    for send_id, wamid, current in rows:
-        found.add(wamid)
-        fold = folds[wamid]
-        if current in ALLOWED_FROM[fold.target]:
-            by_target[fold.target].append((send_id, fold))
-            if current == SendStatus.SENT:
-                was_sent.add(send_id)
-    unmatched = [wamid for wamid in folds if wamid not in found]
-    if not by_target:
-        return StatusMoves(unmatched=unmatched)
-
-    for items in by_target.values():
-        items.sort(key=lambda item: item[0])  # the same lock order in every body: fewer deadlocks
     update = _update_postgresql if connection.vendor == "postgresql" else _update_portable
     moved: dict[str, list[int]] = {}
     with transaction.atomic(savepoint=False):
+        # The matched sends are locked up front, in id order: concurrent bodies (Meta posts several
+        # at once) queue behind each other instead of deadlocking, and the status read here is still
+        # the status when the UPDATEs run (so "was SENT" below is exact, never a duplicate event).
+        rows = (
+            Send.objects.filter(message_id__in=list(folds))
+            .order_by("id")
+            .select_for_update(no_key=True)
+            .values_list("id", "message_id", "status")
+        )
+        for send_id, wamid, current in rows:
+            found.add(wamid)
+            fold = folds[wamid]
+            if current in ALLOWED_FROM[fold.target]:
+                by_target[fold.target].append((send_id, fold))
+                if current == SendStatus.SENT:
+                    was_sent.add(send_id)
         # Lower targets first, so events of one body are recorded in status order.
         for target in (SendStatus.DELIVERED, SendStatus.READ, SendStatus.FAILED):
             if by_target.get(target):
@@ -221,4 +223,5 @@ def sends_apply_statuses(*, statuses: Iterable[Any], publish: bool = True) -> St
                 message_events_publish(send_ids=jumped, status=SendStatus.DELIVERED)
             for target, ids in moved.items():
                 message_events_publish(send_ids=ids, status=target)
+    unmatched = [wamid for wamid in folds if wamid not in found]
     return StatusMoves(moved, unmatched=unmatched)

@@ -163,3 +163,45 @@ def test_a_thousand_statuses_cost_a_few_queries(org, channel, template, django_a
     assert len(moved[SendStatus.READ]) == 500
     assert Send.objects.filter(broadcast=big, status=SendStatus.READ).count() == 500
     assert Send.objects.filter(broadcast=big, status=SendStatus.DELIVERED).count() == 500
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_overlapping_bodies_neither_deadlock_nor_duplicate_events(org, channel, template, settings):
+    # Given 400 SENT sends, a customer endpoint, and four threads applying shuffled overlapping bodies
+    import random
+    import threading
+
+    from django.db import connection
+    from django.db.models import Count
+
+    from events import services
+    from events.models import Event
+
+    settings.WEBHOOKS_ALLOW_PRIVATE = True
+    services.endpoint_create(organization=org, url="http://127.0.0.1:9/hooks")
+    big = broadcast_with_sends(org=org, channel=channel, template=template, count=400)
+    errors: list[str] = []
+
+    def apply(seed: int) -> None:
+        rnd = random.Random(seed)
+        try:
+            for _ in range(3):
+                order = rnd.sample(range(400), 300)
+                kinds = ("delivered", "read", "failed")
+                body = [status_entry(wamid(big, i), rnd.choice(kinds), errors=[{"code": 131026}]) for i in order]
+                sends_apply_statuses(statuses=body)
+        except Exception as exc:  # noqa: BLE001 (collected and asserted below)
+            errors.append(repr(exc))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=apply, args=(seed,)) for seed in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    # Then nothing failed, and no send has two events of one type
+    assert errors == []
+    assert not Event.objects.values("ordering_key", "type").annotate(n=Count("id")).filter(n__gt=1).exists()
+    moved = Send.objects.filter(broadcast=big).exclude(status=SendStatus.SENT).count()
+    assert moved > 350 and Event.objects.count() >= moved
