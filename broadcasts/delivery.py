@@ -30,10 +30,12 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 import orjson
+from django import db
 from django.conf import settings
 from django.db import close_old_connections, connection, transaction
 from django.db.models import F, Min, Q
 from django.utils import timezone
+from redis.exceptions import RedisError
 
 from broadcasts import ratelimit
 from broadcasts.models import Broadcast, BroadcastStatus, Send, SendStatus
@@ -539,6 +541,7 @@ class _Chunk:
         self.marked: set[int] = set()
         self.account_error: SendResult | None = None
         self.paused = False
+        self.store_down = False
         self.stop: str | None = None
         self.status_seen = BroadcastStatus.IN_PROGRESS
         rate = ratelimit.effective_rate(self.channel.max_mps)
@@ -564,7 +567,7 @@ class _Chunk:
         self.report.posted += 1
         self.results.append((send, result, timezone.now()))
         if result.error is not None and not result.unknown:
-            ratelimit.numbers_release(channel_id=self.channel.id, number=send.to, token=str(send.id))
+            self._release_number(send)
         if result.error_class is ErrorClass.ACCOUNT and self.account_error is None:
             self.account_error = result
 
@@ -617,19 +620,32 @@ class _Chunk:
                 break
             if now >= next_check:
                 results = self._take_results()
-                self.status_seen = await self._db(functools.partial(self._flush, results))
                 next_check = time.monotonic() + CHECK_INTERVAL_SECONDS
+                try:
+                    self.status_seen = await self._db(functools.partial(self._flush, results))
+                    self.store_down = False
+                except db.Error:
+                    # The database is away (restart): keep the outcomes for the next try, post nothing new.
+                    logger.warning("delivery: outcome UPDATE failed; retrying in %.1f s", CHECK_INTERVAL_SECONDS)
+                    self.results[:0] = results
+                    self.store_down = True
                 if self.status_seen != BroadcastStatus.IN_PROGRESS:
                     self.stop = str(self.status_seen).lower()
                     break
             if now >= deadline:
                 self.stop = "deadline"
                 break
-            if not self.exhausted and len(self.queue) < 2 * self.batch and now < deadline - REFILL_STOP_SECONDS:
+            if (
+                not self.exhausted
+                and not self.store_down
+                and len(self.queue) < 2 * self.batch
+                and now < deadline - REFILL_STOP_SECONDS
+            ):
                 await self._refill()
             horizon = schedule[-1][0] if schedule else now
             if (
                 self.queue
+                and not self.store_down
                 and now >= next_plan
                 and horizon - now < ratelimit.HORIZON_SECONDS / 2 + ratelimit.LEAD_SECONDS
             ):
@@ -637,7 +653,8 @@ class _Chunk:
             if not schedule:
                 if not self.queue:
                     break
-                await asyncio.sleep(max(0.001, min(next_plan, next_check) - time.monotonic()))
+                plan_at = next_check if self.store_down else next_plan
+                await asyncio.sleep(max(0.001, min(plan_at, next_check) - time.monotonic()))
                 continue
             # Fire every slot that is due; POSTs run concurrently on the loop. A slot missed by more than the
             # tolerance (this process was descheduled) is given up, never fired late next to on-time slots:
@@ -668,7 +685,7 @@ class _Chunk:
                 self.report.late += len(late)
                 self.queue.extendleft(reversed(late))
                 for send in late:
-                    ratelimit.numbers_release(channel_id=self.channel.id, number=send.to, token=str(send.id))
+                    self._release_number(send)
             if not schedule and not self.queue:
                 break
             wake = min(next_check, deadline)
@@ -677,7 +694,7 @@ class _Chunk:
                 if len(fired) >= self.window_cap:
                     head = max(head, fired[0] + 1.0)
                 wake = min(wake, head)
-                if self.queue:
+                if self.queue and not self.store_down:
                     wake = min(
                         wake, max(next_plan, schedule[-1][0] - ratelimit.HORIZON_SECONDS / 2 - ratelimit.LEAD_SECONDS)
                     )
@@ -688,7 +705,7 @@ class _Chunk:
         while schedule:
             send = schedule.pop()[1]
             self.queue.appendleft(send)
-            ratelimit.numbers_release(channel_id=self.channel.id, number=send.to, token=str(send.id))
+            self._release_number(send)
         if self.account_error is not None:
             # Pause first, so the other workers' chunks see it at their next check; then wait for answers.
             await self._db(self._pause_for)
@@ -699,17 +716,27 @@ class _Chunk:
                 self.stop = "account_error"
             await self._db(self._pause_for)
 
+    def _release_number(self, send: _Claimed) -> None:
+        try:
+            ratelimit.numbers_release(channel_id=self.channel.id, number=send.to, token=str(send.id))
+        except RedisError:
+            pass  # the hold expires by itself within 6.5 s
+
     async def _refill(self) -> None:
         """Claim the broadcast's next due sends before the queue runs dry, so the channel does not idle."""
-        more = await self._db(
-            lambda: _claim(
-                broadcast_id=self.broadcast.id,
-                first_id=self.first_id,
-                last_id=self.last_id,
-                now=timezone.now(),
-                limit=self.claim_size,
+        try:
+            more = await self._db(
+                lambda: _claim(
+                    broadcast_id=self.broadcast.id,
+                    first_id=self.first_id,
+                    last_id=self.last_id,
+                    now=timezone.now(),
+                    limit=self.claim_size,
+                )
             )
-        )
+        except db.Error:
+            self.store_down = True
+            return
         if not more:
             self.exhausted = True
             return
@@ -720,21 +747,31 @@ class _Chunk:
         """Reserve the next slots and give them to queued sends whose number is free; returns when to plan next."""
         batch = [self.queue.popleft() for _ in range(min(self.batch, len(self.queue)))]
         unmarked = [s.id for s in batch if s.id not in self.marked]
-        if unmarked:
-            await self._db(lambda: _mark_posting(unmarked))
-            self.marked.update(unmarked)
-        grant = ratelimit.channel_reserve(channel_id=self.channel.id, max_mps=self.channel.max_mps, want=len(batch))
+        try:
+            if unmarked:
+                await self._db(lambda: _mark_posting(unmarked))
+                self.marked.update(unmarked)
+            grant = ratelimit.channel_reserve(channel_id=self.channel.id, max_mps=self.channel.max_mps, want=len(batch))
+        except (db.Error, RedisError):
+            # Database or Redis away for a moment: nothing is sent unmarked or unpaced; try again shortly.
+            logger.warning("delivery: cannot mark or pace sends; retrying in %.1f s", CHECK_INTERVAL_SECONDS)
+            self.queue.extendleft(reversed(batch))
+            return time.monotonic() + CHECK_INTERVAL_SECONDS
         if grant.count == 0:
             self.queue.extendleft(reversed(batch))
             return grant.first_at - ratelimit.HORIZON_SECONDS - ratelimit.LEAD_SECONDS
         use, rest = batch[: grant.count], batch[grant.count :]
         self.queue.extendleft(reversed(rest))
-        waits = ratelimit.numbers_claim(
-            channel_id=self.channel.id,
-            numbers=[s.to for s in use],
-            hold_seconds=self.hold,
-            tokens=[str(s.id) for s in use],
-        )
+        try:
+            waits = ratelimit.numbers_claim(
+                channel_id=self.channel.id,
+                numbers=[s.to for s in use],
+                hold_seconds=self.hold,
+                tokens=[str(s.id) for s in use],
+            )
+        except RedisError:
+            self.queue.extendleft(reversed(use))
+            return time.monotonic() + CHECK_INTERVAL_SECONDS
         times = grant.slot_times()
         ready = []
         for send, wait in zip(use, waits, strict=True):

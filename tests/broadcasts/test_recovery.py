@@ -133,3 +133,45 @@ def test_sweeper_finishes_a_broadcast_nobody_finished(channel, template, deliver
     broadcasts_sweep()
     broadcast.refresh_from_db()
     assert broadcast.completed_at == completed_at
+
+
+def test_database_restart_mid_broadcast_every_send_still_ends_once(
+    channel, template, delivery_sandbox, worker, delivery_settings
+):
+    import os
+    import subprocess
+
+    from django.db import connection
+
+    # Given a broadcast going out at 20/s
+    channel.max_mps = 20
+    channel.save()
+    broadcast = broadcast_make(channel=channel, template=template, recipients=numbers(80))
+    enqueue_dispatch(broadcast.id)
+    delivery_sandbox.wait_for_requests(10, timeout=10)
+
+    # When PostgreSQL restarts under it (every connection cut)
+    data_dir = os.path.join(os.environ["TEST_SERVICES_DIR"], "pg")
+    as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    pg_ctl = os.path.join(os.environ["TEST_PG_BINDIR"], "pg_ctl")
+    log = os.path.join(os.environ["TEST_SERVICES_DIR"], "pg.log")
+    # The server's output goes to its log: a pipe held open by postgres would block us forever.
+    subprocess.run(
+        [*as_postgres, pg_ctl, "-D", data_dir, "-l", log, "-m", "fast", "-w", "-t", "60", "restart"],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        timeout=90,
+    )
+    connection.close()
+
+    # Then every send still ends SENT, and only sends with a counted unknown outcome were POSTed twice
+    _sweep_until_settled(broadcast, timeout=90)
+    broadcast.refresh_from_db()
+    assert broadcast.status == "COMPLETED"
+    sends = list(Send.objects.filter(broadcast=broadcast))
+    assert {s.status for s in sends} == {"SENT"}
+    posts = Counter(r["to"] for r in delivery_sandbox.requests())
+    assert len(posts) == 80
+    for send in sends:
+        assert posts[send.to.lstrip("+")] == 1 or send.unknown_outcomes > 0, send
