@@ -154,7 +154,8 @@ def broadcast_dispatch(*, broadcast_id: str, wake_at: float | None = None) -> in
 def _due_sends(*, broadcast_id: str, now: datetime):
     return Send.objects.filter(broadcast_id=broadcast_id, status=SendStatus.PENDING).filter(
         Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now),
-        Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lt=now),
+        # An expired lease is the sweeper's to take back first: it decides whether an unknown outcome is counted.
+        lease_expires_at__isnull=True,
     )
 
 
@@ -298,7 +299,7 @@ def _claim(*, broadcast_id: str, first_id: int, last_id: int, now: datetime, lim
             SELECT s.id FROM broadcasts_send s
             WHERE s.broadcast_id = %s AND s.id BETWEEN %s AND %s AND s.status = 'PENDING'
               AND (s.next_attempt_at IS NULL OR s.next_attempt_at <= %s)
-              AND (s.lease_expires_at IS NULL OR s.lease_expires_at < %s)
+              AND s.lease_expires_at IS NULL
               AND EXISTS (SELECT 1 FROM broadcasts_broadcast b WHERE b.id = s.broadcast_id AND b.status = 'IN_PROGRESS')
             ORDER BY s.id LIMIT %s {lock}
         )
@@ -306,7 +307,7 @@ def _claim(*, broadcast_id: str, first_id: int, last_id: int, now: datetime, lim
     """
     n = _dt_param(now)
     with connection.cursor() as cursor:
-        cursor.execute(sql, [_dt_param(lease), n, broadcast_id, first_id, last_id, n, n, limit])
+        cursor.execute(sql, [_dt_param(lease), n, broadcast_id, first_id, last_id, n, limit])
         rows = cursor.fetchall()
     claimed = []
     for send_id, index, to, variables, attempts in rows:

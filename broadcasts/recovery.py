@@ -21,6 +21,7 @@ from django.utils import timezone
 
 from broadcasts import delivery
 from broadcasts.models import Broadcast, BroadcastStatus, Send, SendStatus
+from events.publisher import message_events_publish
 
 # An unscheduled broadcast still PENDING this long after creation lost its dispatch message.
 LOST_START_SECONDS = 10
@@ -51,8 +52,8 @@ def broadcasts_start_due(*, now: datetime | None = None) -> list[str]:
     return ids
 
 
-def sends_recover_expired(*, now: datetime | None = None) -> int:
-    """Take back PENDING sends whose lease expired; returns how many.
+def sends_recover_expired(*, now: datetime | None = None) -> set[str]:
+    """Take back PENDING sends whose lease expired (claims skip them until then); returns their broadcasts.
 
     With the posting marker set the POST may have reached Meta: one unknown outcome is counted and the attempt
     stays counted (after the last attempt the send fails as a timeout). Without it the POST never left: the
@@ -60,7 +61,15 @@ def sends_recover_expired(*, now: datetime | None = None) -> int:
     """
     now = now or timezone.now()
     expired = Send.objects.filter(status=SendStatus.PENDING, lease_expires_at__lt=now)
-    exhausted = expired.filter(posting_at__isnull=False, attempts__gte=settings.DELIVERY_MAX_ATTEMPTS).update(
+    broadcast_ids = set(expired.values_list("broadcast_id", flat=True).distinct())
+    if not broadcast_ids:
+        return set()
+    exhausted_ids = list(
+        expired.filter(posting_at__isnull=False, attempts__gte=settings.DELIVERY_MAX_ATTEMPTS).values_list(
+            "id", flat=True
+        )
+    )
+    exhausted = Send.objects.filter(id__in=exhausted_ids, status=SendStatus.PENDING, lease_expires_at__lt=now).update(
         status=SendStatus.FAILED,
         failed_at=now,
         lease_expires_at=None,
@@ -73,7 +82,9 @@ def sends_recover_expired(*, now: datetime | None = None) -> int:
         error_retryable=True,
         updated_at=now,
     )
-    taken = expired.update(
+    if exhausted:
+        message_events_publish(send_ids=exhausted_ids, status="FAILED")
+    expired.update(
         unknown_outcomes=Case(
             When(posting_at__isnull=False, then=F("unknown_outcomes") + 1),
             default=F("unknown_outcomes"),
@@ -88,7 +99,7 @@ def sends_recover_expired(*, now: datetime | None = None) -> int:
         posting_at=None,
         updated_at=now,
     )
-    return exhausted + taken
+    return broadcast_ids
 
 
 def broadcasts_sweep(*, now: datetime | None = None) -> dict[str, int]:
@@ -104,8 +115,9 @@ def broadcasts_sweep(*, now: datetime | None = None) -> dict[str, int]:
         cancelled += delivery.sends_cancel_unleased(broadcast_id=broadcast_id)
     dispatched = 0
     for broadcast_id in list(delivery.broadcasts_in_progress()):
-        if delivery.fanout_recent(broadcast_id=broadcast_id):
+        # Sends just taken back need a dispatch now; otherwise trust a recent one (its chunks may be queued).
+        if broadcast_id not in recovered and delivery.fanout_recent(broadcast_id=broadcast_id):
             continue
         delivery.broadcast_dispatch(broadcast_id=broadcast_id)
         dispatched += 1
-    return {"recovered": recovered, "cancelled": cancelled, "dispatched": dispatched}
+    return {"recovered": len(recovered), "cancelled": cancelled, "dispatched": dispatched}

@@ -104,7 +104,7 @@ def test_expired_lease_counts_unknown_outcome_only_when_the_post_may_have_left(c
 
     # Then the posting one counts an unknown outcome and keeps its attempt; the unposted one gets its attempt
     # back; the exhausted one fails as a timeout; the live one is left to its worker
-    assert recovered == 3
+    assert recovered == {broadcast.id}
     posting.refresh_from_db(), claimed.refresh_from_db(), last.refresh_from_db(), live.refresh_from_db()
     assert (posting.status, posting.attempts, posting.unknown_outcomes, posting.lease_expires_at) == (
         "PENDING",
