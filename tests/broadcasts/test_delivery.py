@@ -214,3 +214,66 @@ def test_cancel_stops_sending_and_cancels_what_is_left(channel, template, delive
     assert counts["CANCELLED"] > 20
     broadcast.refresh_from_db()
     assert broadcast.status == "CANCELLED"
+
+
+def test_a_chunk_that_runs_twice_posts_nothing_twice(channel, template, delivery_sandbox, worker, delivery_settings):
+    from broadcasts.tasks import send_chunk_task
+
+    # Given a started broadcast whose chunk message is delivered three times (broker redelivery, sweeper)
+    broadcast = broadcast_make(channel=channel, template=template, recipients=numbers(25), status="IN_PROGRESS")
+    ids = list(Send.objects.filter(broadcast=broadcast).order_by("id").values_list("id", flat=True))
+
+    # When all three run
+    for _ in range(3):
+        send_chunk_task.delay(broadcast.id, ids[0], ids[-1])
+
+    # Then each recipient got exactly one POST
+    assert _settle(broadcast).status == "COMPLETED"
+    posts = [r["to"] for r in delivery_sandbox.requests()]
+    assert len(posts) == 25 and len(set(posts)) == 25
+
+
+def test_claim_takes_each_due_send_once_and_skips_leased_and_future_ones(channel, template, delivery_settings):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from broadcasts.delivery import _claim
+
+    # Given a started broadcast: 3 due sends, one retry due later, one held by a live worker
+    broadcast = broadcast_make(channel=channel, template=template, recipients=numbers(5), status="IN_PROGRESS")
+    sends = list(Send.objects.filter(broadcast=broadcast).order_by("id"))
+    now = timezone.now()
+    Send.objects.filter(id=sends[3].id).update(next_attempt_at=now + timedelta(seconds=30))
+    Send.objects.filter(id=sends[4].id).update(lease_expires_at=now + timedelta(seconds=30), attempts=1)
+
+    # When two workers claim the same range one after the other
+    first = _claim(broadcast_id=broadcast.id, first_id=sends[0].id, last_id=sends[-1].id, now=now, limit=10)
+    second = _claim(broadcast_id=broadcast.id, first_id=sends[0].id, last_id=sends[-1].id, now=now, limit=10)
+
+    # Then the first gets the 3 due sends (lease + 1 attempt each), the second nothing
+    assert [c.id for c in first] == [s.id for s in sends[:3]]
+    assert {c.attempts for c in first} == {1}
+    assert second == []
+    assert Send.objects.filter(broadcast=broadcast, lease_expires_at__isnull=False).count() == 4
+
+
+def test_broadcast_whose_sends_all_failed_before_sending_ends_failed_once(channel, template, delivery_settings):
+    from broadcasts.delivery import broadcast_dispatch, broadcast_finalize
+
+    # Given a broadcast whose every recipient lacked a variable (FAILED at creation, never posted)
+    broadcast = broadcast_make(channel=channel, template=template, recipients=numbers(3))
+    Send.objects.filter(broadcast=broadcast).update(status="FAILED", error_code="missing_variables")
+
+    # When it is dispatched
+    chunks = broadcast_dispatch(broadcast_id=broadcast.id)
+
+    # Then nothing is enqueued and it ends FAILED at once, exactly once
+    assert chunks == 0
+    broadcast.refresh_from_db()
+    assert (broadcast.status, broadcast.started_at is not None, broadcast.completed_at is not None) == (
+        "FAILED",
+        True,
+        True,
+    )
+    assert broadcast_finalize(broadcast_id=broadcast.id) is None
