@@ -139,8 +139,13 @@ def run_scenario(name, sandbox, worker, sandbox_pid, setups, timeout=180):
                 end += 1
             if end - i > best:
                 best, at = end - i, t - times[0]
+        profile = [0] * (int(times[-1] - times[0]) + 1)
+        for t in times:
+            profile[int(t - times[0])] += 1
         print(
-            f"    channel ..{channel.phone_number_id[-2:]}: busiest second {best} starts {at:.2f} s into it", flush=True
+            f"    channel ..{channel.phone_number_id[-2:]}: busiest second {best} starts {at:.2f} s into it; "
+            f"per second from the first send: {profile}",
+            flush=True,
         )
     windows = {
         channel.phone_number_id[-2:]: stats.get(channel.phone_number_id, {}).get("max_in_one_second")
@@ -196,7 +201,7 @@ def main() -> None:
     call_command("migrate", verbosity=0)
     sandbox = start_sandbox(latency_ms=50)
     env = celery_env(database_url=os.environ["DATABASE_URL"], graph_url=sandbox.graph_url)
-    env["CELERY_WORKER_LOGLEVEL"] = "WARNING"
+    env["CELERY_WORKER_LOGLEVEL"] = os.environ.get("BENCH_WORKER_LOGLEVEL", "WARNING")
     worker = CeleryProcess("worker", env=env, concurrency=args.workers).start()
     print(
         f"bench-delivery: {args.workers} prefork worker processes, sandbox at 50 ms, {os.cpu_count()} CPUs, "

@@ -16,6 +16,7 @@ Lost messages, killed workers and an emptied Redis are recovered by the beat swe
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import math
@@ -59,7 +60,9 @@ POSTING_SHARE_OF_LEASE = 1 / 3
 CHANNEL_BUSY_RETRY_SECONDS = 1.0
 # A slot missed by more than this is given up and its send re-planned, so a stalled process does not drift far
 # into slots another process may hold (one process never fires two POSTs closer than one interval anyway).
-LATE_TOLERANCE_SECONDS = 0.1
+LATE_TOLERANCE_SECONDS = 0.025
+# The longest either loop of a chunk sleeps: bounds how fast it notices a stop or requeued sends.
+MAX_BOOKKEEPING_SLEEP_SECONDS = 0.05
 # No new claims this close to the posting deadline: the claimed sends would only be handed back.
 REFILL_STOP_SECONDS = 0.5
 # Seconds a fan-out is trusted to be in the broker before the sweeper fans the broadcast out again.
@@ -284,6 +287,7 @@ class ChunkReport:
     late: int = 0
     stop: str | None = None
     channel_busy: bool = False
+    handed_off: bool = False
     wake_at: datetime | None = None
     rows: list[_Row] = field(default_factory=list, repr=False)
 
@@ -530,6 +534,8 @@ class _Chunk:
         self.first_id, self.last_id = first_id, last_id
         self.claim_size = chunk_size(max_mps=broadcast.channel.max_mps)
         self.exhausted = False
+        # Called (in the DB thread) once the broadcast has nothing left to claim: hands the channel on.
+        self.on_exhausted: Callable[[], None] | None = None
         self.channel = broadcast.channel
         self.builder = TemplateMessageBuilder(broadcast.template)
         self.runtime = runtime
@@ -601,20 +607,19 @@ class _Chunk:
             pass  # already paused, cancelled or finished by someone else
 
     async def run(self) -> None:
+        """Bookkeeping (outcome writes, status checks, claims, slot reservations) runs here; firing the reserved
+        slots runs in ``_fire`` beside it on the same loop, so a slow database write never makes a slot late."""
         loop = asyncio.get_running_loop()
         deadline = time.monotonic() + _lease_seconds() * POSTING_SHARE_OF_LEASE
         next_check = time.monotonic() + CHECK_INTERVAL_SECONDS
         schedule: deque[tuple[float, _Claimed]] = deque()
         in_flight: set[asyncio.Task] = set()
-        limit = asyncio.Semaphore(settings.DELIVERY_MAX_IN_FLIGHT)
         next_plan = 0.0
-        fired: deque[float] = deque()
+        halt = asyncio.Event()
+        planned = asyncio.Event()
+        firing = loop.create_task(self._fire(schedule, in_flight, halt, planned))
 
-        def done(task: asyncio.Task) -> None:
-            in_flight.discard(task)
-            limit.release()
-
-        while True:
+        while not firing.done():
             now = time.monotonic()
             if self.account_error is not None:
                 self.stop = "account_error"
@@ -651,19 +656,68 @@ class _Chunk:
                 and horizon - now < ratelimit.HORIZON_SECONDS / 2 + ratelimit.LEAD_SECONDS
             ):
                 next_plan = await self._plan(schedule)
-            if not schedule:
-                if not self.queue:
-                    break
-                plan_at = next_check if self.store_down else next_plan
-                await asyncio.sleep(max(0.001, min(plan_at, next_check) - time.monotonic()))
-                continue
-            # Fire every slot that is due; POSTs run concurrently on the loop. A slot missed by more than the
-            # tolerance (this process was descheduled) is given up, never fired late next to on-time slots:
-            # that is what would put more than max_mps into one second.
-            # This process also keeps the log of its own POSTs over the last second and never exceeds the
-            # channel's cap in it, even when a stall makes several slots due at once.
+                planned.set()
+            if not schedule and not self.queue:
+                break
+            wake = min(next_check, deadline)
+            if self.queue and not self.store_down:
+                plan_at = schedule[-1][0] - ratelimit.HORIZON_SECONDS / 2 - ratelimit.LEAD_SECONDS if schedule else 0
+                wake = min(wake, max(next_plan, plan_at))
+            # Never asleep long: sends given up as late come back to the queue and want new slots.
+            await asyncio.sleep(max(0.001, min(wake - time.monotonic(), MAX_BOOKKEEPING_SLEEP_SECONDS)))
+
+        halt.set()
+        planned.set()
+        await firing
+        if self.stop is None and self.exhausted and not self.queue and self.on_exhausted is not None:
+            # Every slot has fired: the channel's next broadcast may start claiming and reserving while this
+            # chunk waits for its last answers and writes them (the channel does not idle, and two processes
+            # never fire at once, so each one's one-second log still bounds the channel).
+            with contextlib.suppress(db.Error, RedisError):
+                await self._db(self.on_exhausted)
+                self.report.handed_off = True
+
+        # Not fired: back to the front of the queue, in order, and their numbers free again (they were held
+        # for a POST that did not happen; the next chunk would otherwise wait 6 s for them).
+        while schedule:
+            send = schedule.pop()[1]
+            self.queue.appendleft(send)
+            self._release_number(send)
+        if self.account_error is not None:
+            # Pause first, so the other workers' chunks see it at their next check; then wait for answers.
+            await self._db(self._pause_for)
+        if in_flight:
+            await asyncio.gather(*in_flight, return_exceptions=True)
+        if self.account_error is not None and not self.paused:
+            if self.stop is None:
+                self.stop = "account_error"
+            await self._db(self._pause_for)
+
+    async def _fire(
+        self,
+        schedule: deque[tuple[float, _Claimed]],
+        in_flight: set[asyncio.Task],
+        halt: asyncio.Event,
+        planned: asyncio.Event,
+    ) -> None:
+        """Fire every slot that is due; POSTs run concurrently on the loop.
+
+        A slot missed by more than the tolerance (this process was descheduled) is given up, never fired late next
+        to on-time slots: that is what would put more than max_mps into one second. This process also keeps the
+        log of its own POSTs over the last second and never exceeds the channel's cap in it, even when a stall
+        makes several slots due at once.
+        """
+        loop = asyncio.get_running_loop()
+        limit = asyncio.Semaphore(settings.DELIVERY_MAX_IN_FLIGHT)
+        fired: deque[float] = deque()
+
+        def done(task: asyncio.Task) -> None:
+            in_flight.discard(task)
+            limit.release()
+
+        while not halt.is_set() and self.account_error is None:
             late: list[_Claimed] = []
-            while schedule and self.account_error is None:
+            while schedule and self.account_error is None and not halt.is_set():
                 slot, send = schedule[0]
                 now = time.monotonic()
                 if now - slot > LATE_TOLERANCE_SECONDS:
@@ -687,35 +741,15 @@ class _Chunk:
                 self.queue.extendleft(reversed(late))
                 for send in late:
                     self._release_number(send)
-            if not schedule and not self.queue:
-                break
-            wake = min(next_check, deadline)
             if schedule:
                 head = schedule[0][0]
                 if len(fired) >= self.window_cap:
                     head = max(head, fired[0] + 1.0)
-                wake = min(wake, head)
-                if self.queue and not self.store_down:
-                    wake = min(
-                        wake, max(next_plan, schedule[-1][0] - ratelimit.HORIZON_SECONDS / 2 - ratelimit.LEAD_SECONDS)
-                    )
-            await asyncio.sleep(max(0.0, wake - time.monotonic()))
-
-        # Not fired: back to the front of the queue, in order, and their numbers free again (they were held
-        # for a POST that did not happen; the next chunk would otherwise wait 6 s for them).
-        while schedule:
-            send = schedule.pop()[1]
-            self.queue.appendleft(send)
-            self._release_number(send)
-        if self.account_error is not None:
-            # Pause first, so the other workers' chunks see it at their next check; then wait for answers.
-            await self._db(self._pause_for)
-        if in_flight:
-            await asyncio.gather(*in_flight, return_exceptions=True)
-        if self.account_error is not None and not self.paused:
-            if self.stop is None:
-                self.stop = "account_error"
-            await self._db(self._pause_for)
+                await asyncio.sleep(max(0.0, min(head - time.monotonic(), MAX_BOOKKEEPING_SLEEP_SECONDS)))
+            else:
+                planned.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(planned.wait(), MAX_BOOKKEEPING_SLEEP_SECONDS)
 
     def _release_number(self, send: _Claimed) -> None:
         try:
@@ -862,6 +896,9 @@ def send_chunk_deliver(*, broadcast_id: str, first_id: int, last_id: int) -> Chu
             return report
         runtime = _get_runtime()
         chunk = _Chunk(broadcast=broadcast, sends=sends, runtime=runtime, first_id=first_id, last_id=last_id)
+        chunk.on_exhausted = functools.partial(
+            _channel_hand_off, broadcast_id=broadcast_id, channel_id=channel_id, holder=holder
+        )
         try:
             runtime.loop.run_until_complete(chunk.run())
         except BaseException:
@@ -901,9 +938,8 @@ def _summarize(chunk: _Chunk) -> ChunkReport:
     return report
 
 
-def _after_chunk(*, broadcast_id: str, channel_id: str, report: ChunkReport) -> None:
-    """Finish the broadcast when nothing is pending; otherwise make sure later work gets woken. Then hand the
-    channel over at once to its other running broadcasts (their pumps may be waiting with a countdown)."""
+def _channel_others_dispatch(*, broadcast_id: str, channel_id: str) -> None:
+    """Wake the channel's other running broadcasts at once (their pumps may be waiting with a countdown)."""
     from broadcasts.tasks import broadcast_dispatch_task
 
     others = list(
@@ -913,6 +949,19 @@ def _after_chunk(*, broadcast_id: str, channel_id: str, report: ChunkReport) -> 
     )
     for other in others:
         broadcast_dispatch_task.delay(other)
+
+
+def _channel_hand_off(*, broadcast_id: str, channel_id: str, holder: str) -> None:
+    """This chunk's broadcast has nothing left to claim: free its place on the channel and wake the others."""
+    ratelimit.channel_slot_release(channel_id=channel_id, holder=holder)
+    _channel_others_dispatch(broadcast_id=broadcast_id, channel_id=channel_id)
+
+
+def _after_chunk(*, broadcast_id: str, channel_id: str, report: ChunkReport) -> None:
+    """Finish the broadcast when nothing is pending; otherwise make sure later work gets woken. Then hand the
+    channel over to its other running broadcasts, unless the chunk did so already when it ran out of sends."""
+    if not report.handed_off:
+        _channel_others_dispatch(broadcast_id=broadcast_id, channel_id=channel_id)
     if report.stop == "deadline" and report.released:
         broadcast_wake(broadcast_id=broadcast_id, at=timezone.now())
     elif report.wake_at is not None:
