@@ -7,9 +7,9 @@ Every piece of state lives in this process on purpose: it stands in for Meta, no
 from __future__ import annotations
 
 import asyncio
-import gc
 import base64
 import contextlib
+import gc
 import hashlib
 import heapq
 import hmac
