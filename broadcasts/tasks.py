@@ -76,3 +76,11 @@ def broadcasts_sweep_task() -> None:
     from broadcasts import recovery
 
     recovery.broadcasts_sweep()
+
+
+@shared_task(name="broadcasts.idempotency_purge")
+def idempotency_purge_task() -> int:
+    """Beat, hourly: delete Idempotency-Key records older than 24 h."""
+    from broadcasts.idempotency import idempotency_records_purge
+
+    return idempotency_records_purge()

@@ -225,6 +225,8 @@ CELERY_BEAT_SCHEDULE: dict = {
     "broadcasts-sweep": {"task": "broadcasts.sweep", "schedule": DELIVERY_SWEEP_INTERVAL},
     # Outbound customer events: expire 24 h-old deliveries, wake endpoints with due retries.
     "events-sweep": {"task": "events.sweep", "schedule": 10.0},
+    # Idempotency-Key records answer for 24 h; lookups ignore older ones, this keeps the table small.
+    "broadcasts-idempotency-purge": {"task": "broadcasts.idempotency_purge", "schedule": 3600.0},
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 
