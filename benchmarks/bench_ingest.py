@@ -8,13 +8,9 @@ implementation (nested DRF serializer + bulk_create, benchmarks/naive_ingest.py)
 run; then times GET of a 5000-recipient broadcast and reads the web worker's RSS from /proc.
 """
 
-import ctypes
 import os
 import random
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -34,6 +30,7 @@ from django.core.management import call_command  # noqa: E402
 
 from broadcasts.phones import phone_to_e164  # noqa: E402
 from templates_registry.models import Channel, Template  # noqa: E402
+from tests.gunicorn_process import gunicorn  # noqa: E402
 from tokens.models import Organization  # noqa: E402
 from tokens.services import token_create  # noqa: E402
 
@@ -96,17 +93,6 @@ def body(channel_id: str, pool: list[str], offset: int, campaign: str) -> bytes:
     )
 
 
-def _die_with_parent() -> None:
-    """In the child: SIGTERM when the benchmark dies, so an interrupted run leaves no server behind."""
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def rss_kib(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -165,37 +151,7 @@ def main() -> None:
     bodies = [body(channel.id, pool, i * RECIPIENTS, f"bench {i}") for i in range(total_posts)]
     print(f"body size: {len(bodies[0]) / 1e6:.2f} MB, {RECIPIENTS} recipients, {len(pool)} distinct numbers")
 
-    port = free_port()
-    env = dict(os.environ, DJANGO_SETTINGS_MODULE="benchmarks.ingest_settings")
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "config.wsgi:application",
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--workers",
-            "1",
-            "--worker-class",
-            "sync",
-            "--timeout",
-            "120",
-            "--log-level",
-            "warning",
-        ],
-        cwd=ROOT,
-        env=env,
-        preexec_fn=_die_with_parent,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(200):
-            try:
-                requests.get(f"{base}/v1/health", timeout=1)
-                break
-            except requests.ConnectionError:
-                time.sleep(0.1)
+    with gunicorn(env={"DJANGO_SETTINGS_MODULE": "benchmarks.ingest_settings"}, workers=1) as (base, server):
         session = requests.Session()
         headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
         url = f"{base}/v1/messages/bulk"
@@ -217,9 +173,6 @@ def main() -> None:
             assert response.status_code == 200 and response.json()["total_recipients"] == RECIPIENTS
         workers = children(server.pid)
         rss = {pid: rss_kib(pid) for pid in workers}
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
     fast_p50, naive_p50 = statistics.median(fast), statistics.median(naive)
     worker_rss_mb = max(rss.values()) / 1024 if rss else float("nan")

@@ -10,9 +10,7 @@ Prints p50/p95 latency per kind of body and the number of SQL queries one body c
 import hashlib
 import hmac
 import os
-import socket
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -41,13 +39,8 @@ from broadcasts.models import Broadcast, BroadcastStatus, Send, SendStatus  # no
 from events.models import Event  # noqa: E402
 from events.services import endpoint_create  # noqa: E402
 from templates_registry.models import Channel, Template  # noqa: E402
+from tests.gunicorn_process import gunicorn  # noqa: E402
 from tokens.models import Organization  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def signed(payload: dict) -> tuple[bytes, dict[str, str]]:
@@ -133,30 +126,7 @@ def main() -> None:
 
     cache.clear()
 
-    port = free_port()
-    env = {**os.environ, "WEB_CONCURRENCY": "2"}
-    server = subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "gunicorn"),
-            "config.wsgi",
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--workers",
-            "2",
-            "--log-level",
-            "warning",
-        ],
-        cwd=ROOT,
-        env=env,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(100):
-            try:
-                if requests.get(f"{base}/v1/health", timeout=5).status_code < 500:
-                    break
-            except requests.RequestException:
-                time.sleep(0.1)
+    with gunicorn(workers=2) as (base, _server):
         session = requests.Session()
         results: dict[tuple[str, str], list[float]] = {}
         for label in ("no endpoint", "one endpoint"):
@@ -173,9 +143,6 @@ def main() -> None:
                     if round_:
                         results.setdefault((label, kind), []).append(elapsed_ms)
                 assert Send.objects.filter(broadcast=broadcast, status=SendStatus.READ).count() == SENDS
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
 
     print(f"bench_webhooks: {ROUNDS} rounds x {SENDS} statuses per body, gunicorn 2 workers, PostgreSQL + Redis")
     for (label, kind), values in results.items():

@@ -4,14 +4,8 @@ The gunicorn tests run the real server (1 sync worker) on loopback against the t
 because a reset-instead-of-413 only shows over a real socket.
 """
 
-import ctypes
-import os
-import signal
 import socket
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import orjson
 import pytest
@@ -20,9 +14,9 @@ from django.db import connection
 
 from broadcasts.models import Broadcast
 from tests.broadcasts.test_api_create import URL, payload, stored
+from tests.gunicorn_process import gunicorn
 
 LIMIT = 10 * 1024 * 1024
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def oversized(channel) -> bytes:
@@ -43,61 +37,16 @@ def test_the_413_does_not_depend_on_the_token(anon_api, channel, template):
     assert response.status_code == 413
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _die_with_parent() -> None:
-    """In the child: SIGTERM when the test process dies, so a killed run leaves no server behind."""
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
-
-
 @pytest.fixture
 def server(transactional_db, tmp_path):
     """gunicorn on a free loopback port, on the test database (rows committed by the test)."""
-    port = _free_port()
     db = connection.settings_dict
-    env = dict(os.environ, DATABASE_URL=f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}")
-    log = tmp_path / "gunicorn.log"
-    log = log.open("wb")
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "config.wsgi:application",
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--workers",
-            "1",
-            "--worker-class",
-            "sync",
-            "--log-level",
-            "warning",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=log,
-        preexec_fn=_die_with_parent,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            requests.get(f"{base}/v1/health", timeout=1)
-            break
-        except requests.ConnectionError:
-            time.sleep(0.1)
-    else:
-        process.kill()
-        pytest.fail("gunicorn did not start: " + (tmp_path / "gunicorn.log").read_text()[-2000:])
-    yield base
-    process.terminate()
-    process.wait(timeout=10)
-    log.close()
+    env = {"DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"}
+    try:
+        with gunicorn(env=env, log_path=tmp_path / "gunicorn.log") as (base, _process):
+            yield base
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
 
 
 @pytest.mark.slow
