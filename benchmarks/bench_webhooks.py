@@ -35,10 +35,11 @@ from django.db import connection  # noqa: E402
 from django.test import Client  # noqa: E402
 from django.test.utils import CaptureQueriesContext  # noqa: E402
 
-from broadcasts.models import Broadcast, BroadcastStatus, Send, SendStatus  # noqa: E402
+from broadcasts.models import Broadcast, Send, SendStatus  # noqa: E402
 from events.models import Event  # noqa: E402
 from events.services import endpoint_create  # noqa: E402
 from templates_registry.models import Channel, Template  # noqa: E402
+from tests.events.helpers import broadcast_with_sends  # noqa: E402
 from tests.gunicorn_process import gunicorn  # noqa: E402
 from tokens.models import Organization  # noqa: E402
 
@@ -62,31 +63,6 @@ def envelope(broadcast: Broadcast, status: str) -> dict:
     }
 
 
-def fresh_broadcast(org: Organization, channel: Channel, template: Template) -> Broadcast:
-    broadcast = Broadcast.objects.create(
-        organization=org,
-        channel=channel,
-        template=template,
-        template_name=template.name,
-        language=template.language,
-        campaign_name="bench",
-        status=BroadcastStatus.IN_PROGRESS,
-        total_recipients=SENDS,
-    )
-    Send.objects.bulk_create(
-        Send(
-            broadcast=broadcast,
-            index=i,
-            to=f"+3460{i:07d}",
-            meta_data={"i": i},
-            status=SendStatus.SENT,
-            message_id=f"wamid.{broadcast.id}.{i}",
-        )
-        for i in range(SENDS)
-    )
-    return broadcast
-
-
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
@@ -107,7 +83,7 @@ def main() -> None:
     for label in ("no endpoint", "one endpoint"):
         if label == "one endpoint":
             endpoint_create(organization=org, url="http://127.0.0.1:9/bench")
-        broadcast = fresh_broadcast(org, channel, template)
+        broadcast = broadcast_with_sends(org=org, channel=channel, template=template, count=SENDS)
         for status in ("delivered", "read"):
             body, headers = signed(envelope(broadcast, status))
             with CaptureQueriesContext(connection) as ctx:
@@ -133,7 +109,7 @@ def main() -> None:
             if label == "one endpoint":
                 endpoint_create(organization=org, url="http://127.0.0.1:9/bench")
             for round_ in range(ROUNDS + 1):  # round 0 warms both workers up and is not counted
-                broadcast = fresh_broadcast(org, channel, template)
+                broadcast = broadcast_with_sends(org=org, channel=channel, template=template, count=SENDS)
                 for kind, status in (("delivered", "delivered"), ("read", "read"), ("read again", "read")):
                     body, headers = signed(envelope(broadcast, status))
                     started = time.perf_counter()
