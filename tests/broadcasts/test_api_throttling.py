@@ -7,6 +7,15 @@ from rest_framework.test import APIClient
 from core.api.throttling import rate_limits_parse
 
 URL = "/v1/messages/bulk"
+# Windows are fixed and aligned to the clock: the limiter's clock is pinned to one instant, half past an
+# hour (the start of a minute), so no window turns over between a test's requests whenever the suite runs,
+# and Retry-After is exact: 60 s left in the minute's window, 1800 s in the hour's.
+MID_HOUR = 500_000 * 3600 + 1800.0
+
+
+@pytest.fixture(autouse=True)
+def _pinned_clock(monkeypatch):
+    monkeypatch.setattr("core.api.throttling.time.time", lambda: MID_HOUR)
 
 
 def client_for(token: str) -> APIClient:
@@ -33,13 +42,13 @@ def test_the_request_over_the_limit_is_429_with_retry_after(api, settings):
     # then 429 in the envelope, with a Retry-After within the window
     assert response.status_code == 429
     assert response.json()["error"]["code"] == "rate_limited"
-    assert 1 <= int(response.headers["Retry-After"]) <= 60
+    assert int(response.headers["Retry-After"]) == 60
 
 
 def test_every_window_applies(api, settings):
     settings.API_RATE_LIMITS = "100/min,2/hour"
     assert [api.get(URL).status_code for _ in range(3)] == [200, 200, 429]
-    assert int(api.get(URL).headers["Retry-After"]) > 60
+    assert int(api.get(URL).headers["Retry-After"]) == 1800
 
 
 def test_limits_are_per_token(make_token, settings, db):
