@@ -38,22 +38,23 @@ def send_chunk_task(self, broadcast_id: str, first_id: int, last_id: int) -> Non
     """Claim and post the due sends of one id range of a broadcast."""
     from broadcasts import delivery
 
-    report = delivery.send_chunk_deliver(broadcast_id=broadcast_id, first_id=first_id, last_id=last_id)
-    if report.claimed:
-        logger.info(
-            "chunk %s: claimed %d posted %d sent %d failed %d retried %d deferred %d released %d late %d stop %s",
-            broadcast_id,
-            report.claimed,
-            report.posted,
-            report.sent,
-            report.failed,
-            report.retried,
-            report.deferred,
-            report.released,
-            report.late,
-            report.stop,
-        )
-    if report.channel_busy:
+    reports = delivery.send_chunk_deliver(broadcast_id=broadcast_id, first_id=first_id, last_id=last_id)
+    for report in reports:
+        if report.claimed:
+            logger.info(
+                "chunk %s: claimed %d posted %d sent %d failed %d retried %d deferred %d released %d late %d stop %s",
+                report.broadcast_id,
+                report.claimed,
+                report.posted,
+                report.sent,
+                report.failed,
+                report.retried,
+                report.deferred,
+                report.released,
+                report.late,
+                report.stop,
+            )
+    if reports[0].channel_busy:
         # The channel already has its share of chunks running: back to the queue (behind other channels' work),
         # with a jittered short countdown so waiting chunks do not spin.
         self.apply_async(

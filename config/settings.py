@@ -205,12 +205,12 @@ DELIVERY_CONNECT_TIMEOUT_SECONDS = env.float("DELIVERY_CONNECT_TIMEOUT_SECONDS",
 DELIVERY_READ_TIMEOUT_SECONDS = env.float("DELIVERY_READ_TIMEOUT_SECONDS", default=15.0)
 # Sends in flight per worker process (a 1000 mps channel at 50 ms latency keeps ~50 in flight).
 DELIVERY_MAX_IN_FLIGHT = env.int("DELIVERY_MAX_IN_FLIGHT", default=256)
-# Pace at this fraction of max_mps: the margin absorbs scheduling jitter so no one-second window exceeds the cap.
-DELIVERY_RATE_HEADROOM = env.float("DELIVERY_RATE_HEADROOM", default=0.96)
-# And each posting process never lets more than max_mps * (1 - margin) (at least 2 fewer) POSTs out in any sliding
-# second of its own clock: the way to Meta adds jitter (measured on the loaded 2-core box, client to sandbox:
-# p99 8 ms, max ~70 ms), which can squeeze a few more sends into one second at the receiving end.
-DELIVERY_WINDOW_MARGIN = env.float("DELIVERY_WINDOW_MARGIN", default=0.05)
+# Pace at this fraction of max_mps (the shared GCRA schedule): room for POSTs that leave or arrive a little late.
+DELIVERY_RATE_HEADROOM = env.float("DELIVERY_RATE_HEADROOM", default=0.97)
+# And each pump never lets more than max_mps * (1 - margin) (at least 2 fewer) POSTs out in any sliding second of
+# its own clock, less what its recent lateness and slow answers say may arrive bunched (broadcasts.delivery.PostLog):
+# the way to Meta adds jitter (client to sandbox on the loaded 2-core box: p99 2 ms, stalls up to ~50 ms).
+DELIVERY_WINDOW_MARGIN = env.float("DELIVERY_WINDOW_MARGIN", default=0.025)
 # Chunk tasks ("pumps") of one channel running at once, over all workers. One pump keeps a 1000 mps channel busy
 # and paces its own POSTs exactly; more would only interleave. The others wait in the queue, so four channels'
 # broadcasts share the workers instead of the first channel hogging them.

@@ -45,6 +45,32 @@ def test_channel_cap_holds_in_every_sliding_second(channel, template, delivery_s
     assert min(arrivals) - started < 1.0
 
 
+def test_two_broadcasts_on_one_channel_share_its_cap_back_to_back(
+    channel, template, delivery_sandbox, worker, delivery_settings
+):
+    # Given two broadcasts of 80 recipients each on one channel capped at 40 messages/s
+    channel.max_mps = 40
+    channel.save()
+    first = broadcast_make(channel=channel, template=template, recipients=numbers(80))
+    second = broadcast_make(channel=channel, template=template, recipients=numbers(80, start=80))
+
+    # When both are sent at once
+    enqueue_dispatch(first.id)
+    enqueue_dispatch(second.id)
+    wait_for(lambda: broadcast_settled(first.id) and broadcast_settled(second.id), timeout=30)
+
+    # Then each recipient got exactly one POST, the two together never went over the cap in any second,
+    # and the channel did not idle between them (the pump went on with the second broadcast at once)
+    assert Broadcast.objects.get(id=first.id).status == "COMPLETED"
+    assert Broadcast.objects.get(id=second.id).status == "COMPLETED"
+    requests = delivery_sandbox.requests()
+    assert sorted(r["to"] for r in requests) == sorted(n.lstrip("+") for n in numbers(160))
+    arrivals = sorted(r["received_at"] for r in requests)
+    assert _max_in_any_second(arrivals) <= 40
+    assert max(b - a for a, b in zip(arrivals, arrivals[1:], strict=False)) < 0.25
+    assert arrivals[-1] - arrivals[0] < 160 / 40 * 1.15
+
+
 def test_same_number_is_spaced_six_seconds_but_not_dropped(
     channel, template, delivery_sandbox, worker, delivery_settings
 ):
