@@ -21,6 +21,7 @@ import functools
 import gc
 import logging
 import math
+import os
 import random
 import sys
 import threading
@@ -475,9 +476,10 @@ def _outcome_row(*, send: _Claimed, result: SendResult, now: datetime, cancelled
 
 
 class _Runtime:
-    """One event loop, one pooled Graph client and one database thread per worker process (made after fork)."""
+    """One event loop, one pooled Graph client and one database thread per task-running thread (made after fork)."""
 
     def __init__(self) -> None:
+        self.pid = os.getpid()
         # uvloop: asyncio's API at a lower CPU cost per callback and per socket event.
         self.loop = uvloop.new_event_loop()
         self.client: GraphClient | None = None
@@ -504,26 +506,20 @@ class _Runtime:
         return self.client
 
 
-_runtime: _Runtime | None = None
-_runtime_pid: int | None = None
-_runtime_lock = threading.Lock()
+# One runtime per thread that runs tasks: a prefork child has one; the demo's thread pool runs several tasks at
+# once, and an event loop cannot run twice. The pid check drops what a forked child inherited from its parent.
+_runtimes = threading.local()
 
 
 def _get_runtime() -> _Runtime:
-    global _runtime, _runtime_pid
-    import os
-
-    with _runtime_lock:
-        if _runtime is None or _runtime_pid != os.getpid():
-            _runtime = _Runtime()
-            _runtime_pid = os.getpid()
-        return _runtime
+    runtime = getattr(_runtimes, "runtime", None)
+    if runtime is None or runtime.pid != os.getpid():
+        runtime = _runtimes.runtime = _Runtime()
+    return runtime
 
 
 def _runtime_discard() -> None:
-    global _runtime
-    with _runtime_lock:
-        _runtime = None
+    _runtimes.runtime = None
 
 
 def _in_db_thread(fn: Callable[[], T]) -> Callable[[], T]:
