@@ -8,6 +8,8 @@ The database is the truth; the broker only wakes workers. A broadcast moves like
    lease, attempts + 1), so a chunk that runs twice does nothing the second time; posts them concurrently on an
    asyncio loop within the channel's cap (broadcasts/ratelimit.py); and records outcomes with a bulk UPDATE
    every ~0.5 s (and at the end), checking between batches whether the broadcast was paused or cancelled.
+   When the broadcast has nothing left to claim, the same run goes on with the channel's next running broadcast
+   (``_ChannelPump``), so the channel neither idles nor changes process between broadcasts.
 3. When nothing is pending, the broadcast becomes COMPLETED (or FAILED: no send ever accepted), exactly once.
 
 Lost messages, killed workers and an emptied Redis are recovered by the beat sweeper (broadcasts/recovery.py).
