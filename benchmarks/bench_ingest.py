@@ -30,6 +30,7 @@ from django.core.management import call_command  # noqa: E402
 
 from broadcasts.phones import phone_to_e164  # noqa: E402
 from templates_registry.models import Channel, Template  # noqa: E402
+from tests.delivery_support import child_pids  # noqa: E402
 from tests.gunicorn_process import gunicorn  # noqa: E402
 from tokens.models import Organization  # noqa: E402
 from tokens.services import token_create  # noqa: E402
@@ -100,19 +101,6 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
-def children(pid: int) -> list[int]:
-    out = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                out.append(int(entry.name))
-    return out
-
-
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
@@ -171,7 +159,7 @@ def main() -> None:
             response = session.get(f"{url}/{broadcast_id}", headers=headers, timeout=10)
             status_times.append((time.perf_counter() - start) * 1000)
             assert response.status_code == 200 and response.json()["total_recipients"] == RECIPIENTS
-        workers = children(server.pid)
+        workers = child_pids(server.pid)
         rss = {pid: rss_kib(pid) for pid in workers}
 
     fast_p50, naive_p50 = statistics.median(fast), statistics.median(naive)

@@ -18,18 +18,15 @@ COUNT_KEYS = ("pending", "sent", "delivered", "read", "failed", "cancelled")
 
 def broadcast_get(*, broadcast_id: str, organization: Organization | None = None) -> Broadcast:
     """The broadcast, or 404 when it does not exist for this organization (no hint it exists)."""
-    queryset = Broadcast.objects.select_related("channel")
-    if organization is not None:
-        queryset = queryset.filter(organization=organization)
-    broadcast = queryset.filter(pk=broadcast_id).first()
-    if broadcast is None:
-        raise NotFoundError("Broadcast not found.")
-    return broadcast
+    return _broadcast_one(Broadcast.objects.select_related("channel"), broadcast_id, organization)
 
 
 def broadcast_get_for_update(*, broadcast_id: str, organization: Organization | None = None) -> Broadcast:
     """Like ``broadcast_get``, holding the row lock until the caller's transaction ends."""
-    queryset = Broadcast.objects.select_for_update()
+    return _broadcast_one(Broadcast.objects.select_for_update(), broadcast_id, organization)
+
+
+def _broadcast_one(queryset, broadcast_id: str, organization: Organization | None) -> Broadcast:
     if organization is not None:
         queryset = queryset.filter(organization=organization)
     broadcast = queryset.filter(pk=broadcast_id).first()

@@ -107,17 +107,7 @@ class CeleryProcess:
         """The main process and its pool children (for CPU accounting)."""
         if self.process is None:
             return []
-        found = [self.process.pid]
-        for entry in Path("/proc").iterdir():
-            if entry.name.isdigit():
-                try:
-                    stat = (entry / "stat").read_text()
-                except OSError:
-                    continue
-                ppid = int(stat.rsplit(")", 1)[1].split()[1])
-                if ppid == self.process.pid:
-                    found.append(int(entry.name))
-        return found
+        return [self.process.pid, *child_pids(self.process.pid)]
 
     def kill_hard(self) -> None:
         """kill -9 of the whole worker (main process and pool children): nothing gets to clean up."""
@@ -186,6 +176,31 @@ def broadcast_make(
         sends.append(Send(broadcast=broadcast, index=index, to=to, variables=variables))
     Send.objects.bulk_create(sends, batch_size=1000)
     return broadcast
+
+
+def max_in_any_second(times: list[float]) -> int:
+    """The most events in any sliding one-second window (the cap's own measure)."""
+    times = sorted(times)
+    best, end = 0, 0
+    for start, t in enumerate(times):
+        while end < len(times) and times[end] < t + 1.0:
+            end += 1
+        best = max(best, end - start)
+    return best
+
+
+def child_pids(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (read from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
 
 
 def numbers(count: int, *, start: int = 0) -> list[str]:

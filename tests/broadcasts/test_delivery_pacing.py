@@ -9,19 +9,16 @@ from django.utils import timezone
 from broadcasts.models import Broadcast, Send
 from broadcasts.recovery import broadcasts_start_due
 from broadcasts.tasks import enqueue_dispatch
-from tests.delivery_support import CeleryProcess, broadcast_make, broadcast_settled, numbers, wait_for
+from tests.delivery_support import (
+    CeleryProcess,
+    broadcast_make,
+    broadcast_settled,
+    max_in_any_second,
+    numbers,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
-
-
-def _max_in_any_second(times: list[float]) -> int:
-    times = sorted(times)
-    best, end = 0, 0
-    for start, t in enumerate(times):
-        while end < len(times) and times[end] < t + 1.0:
-            end += 1
-        best = max(best, end - start)
-    return best
 
 
 def test_channel_cap_holds_in_every_sliding_second(channel, template, delivery_sandbox, worker, delivery_settings):
@@ -39,7 +36,7 @@ def test_channel_cap_holds_in_every_sliding_second(channel, template, delivery_s
     # and the channel was still used at close to its cap
     arrivals = [r["received_at"] for r in delivery_sandbox.requests()]
     assert len(arrivals) == 100
-    assert _max_in_any_second(arrivals) <= 20
+    assert max_in_any_second(arrivals) <= 20
     assert delivery_sandbox.stats()["phone_numbers"][channel.phone_number_id]["max_in_one_second"] <= 20
     assert max(arrivals) - min(arrivals) < 100 / 20 * 1.15
     assert min(arrivals) - started < 1.0
@@ -66,7 +63,7 @@ def test_two_broadcasts_on_one_channel_share_its_cap_back_to_back(
     requests = delivery_sandbox.requests()
     assert sorted(r["to"] for r in requests) == sorted(n.lstrip("+") for n in numbers(160))
     arrivals = sorted(r["received_at"] for r in requests)
-    assert _max_in_any_second(arrivals) <= 40
+    assert max_in_any_second(arrivals) <= 40
     assert max(b - a for a, b in zip(arrivals, arrivals[1:], strict=False)) < 0.25
     assert arrivals[-1] - arrivals[0] < 160 / 40 * 1.15
 

@@ -6,18 +6,9 @@ import time
 import pytest
 
 from broadcasts import ratelimit
+from tests.delivery_support import max_in_any_second
 
 pytestmark = pytest.mark.django_db
-
-
-def _max_in_any_second(times: list[float]) -> int:
-    times = sorted(times)
-    best, end = 0, 0
-    for start, t in enumerate(times):
-        while end < len(times) and times[end] < t + 1.0:
-            end += 1
-        best = max(best, end - start)
-    return best
 
 
 def test_reserve_grants_consecutive_slots_spaced_by_the_rate(settings):
@@ -81,7 +72,7 @@ def test_concurrent_reservers_never_exceed_the_cap_in_any_sliding_second():
         thread.join()
 
     # Then no one-second window of granted slots holds more than 40, and the channel was used (~38.8/s)
-    assert _max_in_any_second(slots) <= 40
+    assert max_in_any_second(slots) <= 40
     assert len(slots) >= 75
 
 
