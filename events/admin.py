@@ -6,6 +6,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from core.errors import ApplicationError
+from core.secret_page import secret_once_response, secret_remember
 from events import services
 from events.models import DeliveryAttempt, Event, EventDelivery, WebhookEndpoint
 
@@ -60,7 +61,18 @@ class WebhookEndpointAdmin(admin.ModelAdmin):
         issued = services.endpoint_create(organization=obj.organization, url=obj.url, events=obj.events)
         obj.pk = issued.endpoint.pk
         obj.secret = issued.secret
-        messages.warning(request, f"Signing secret (shown once, copy it now): {issued.secret}")
+        # Shown by response_add on the page answering this POST: never in a message (a cookie) or the session.
+        secret_remember(request, issued.secret)
+
+    def response_add(self, request: HttpRequest, obj: WebhookEndpoint, post_url_continue=None):
+        page = secret_once_response(
+            request,
+            model_admin=self,
+            obj=obj,
+            label="Signing secret",
+            note="Copy the signing secret now: it will not be shown again.",
+        )
+        return page or super().response_add(request, obj, post_url_continue)
 
     @admin.action(description="Re-enable (reset consecutive failures)")
     def reenable(self, request: HttpRequest, queryset: QuerySet[WebhookEndpoint]) -> None:

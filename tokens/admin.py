@@ -3,8 +3,8 @@
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
-from django.utils.html import format_html
 
+from core.secret_page import secret_once_response, secret_remember
 from tokens.forms import AccessTokenChangeForm, AccessTokenCreateForm
 from tokens.models import AccessToken, Organization
 from tokens.services import token_create, token_revoke
@@ -107,15 +107,18 @@ class AccessTokenAdmin(admin.ModelAdmin):
         obj.pk = issued.token.pk
         obj.refresh_from_db()
         obj._state.adding = False
-        self.message_user(
+        # Shown by response_add on the page answering this POST: never in a message (a cookie) or the session.
+        secret_remember(request, issued.secret)
+
+    def response_add(self, request, obj, post_url_continue=None):
+        page = secret_once_response(
             request,
-            format_html(
-                "Token {} created. Copy it now, it will not be shown again: <code>{}</code>",
-                issued.token.prefix,
-                issued.secret,
-            ),
-            level=messages.WARNING,
+            model_admin=self,
+            obj=obj,
+            label="API token",
+            note="Copy the token now: only its hash is stored, and it will not be shown again.",
         )
+        return page or super().response_add(request, obj, post_url_continue)
 
     @admin.display(description="scopes")
     def scopes_display(self, obj: AccessToken) -> str:

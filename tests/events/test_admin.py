@@ -10,11 +10,12 @@ def test_add_shows_the_secret_once_and_never_again(admin_client, org, allow_priv
         "/admin/events/webhookendpoint/add/",
         {"organization": org.id, "url": "http://127.0.0.1:8080/hooks", "events": '["message.failed"]'},
     )
-    assert response.status_code == 302
+    assert response.status_code == 200
     endpoint = WebhookEndpoint.objects.get()
-    # Then the secret is shown once, in the message on the page after the redirect
+    # Then the secret is shown once, on the page answering the POST, and in no cookie
     assert endpoint.events == ["message.failed"]
-    assert endpoint.secret in admin_client.get(response.url).content.decode()
+    assert endpoint.secret in response.content.decode()
+    assert all(endpoint.secret not in morsel.OutputString() for morsel in response.cookies.values())
     listing = admin_client.get("/admin/events/webhookendpoint/")
     change = admin_client.get(f"/admin/events/webhookendpoint/{endpoint.id}/change/")
     assert listing.status_code == change.status_code == 200

@@ -5,6 +5,8 @@ import re
 import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
+from django.contrib.messages.storage.cookie import CookieStorage
+from django.contrib.sessions.models import Session
 
 from tokens.models import AccessToken
 from tokens.services import token_authenticate, token_create
@@ -41,10 +43,10 @@ def test_creating_a_token_shows_its_secret_once(manager_client, org):
     response = manager_client.post(
         ADD_URL,
         {"organization": org.pk, "name": "crm", "scopes": ["messages:bulk", "templates:read"], "expires_at": ""},
-        follow=True,
     )
-    assert response.status_code == 200 and response.redirect_chain[0][1] == 302
-    # then the page after the add carries the whole secret, and it works
+    # then the page answering the POST itself carries the whole secret (no redirect), uncached, and it works
+    assert response.status_code == 200
+    assert "no-store" in response["Cache-Control"]
     secret = re.search(r"kbai_pk_[A-Za-z0-9_-]{32,}", response.content.decode()).group(0)
     token = token_authenticate(raw=secret)
     assert token.name == "crm" and token.scopes == ["messages:bulk", "templates:read"]
@@ -53,6 +55,30 @@ def test_creating_a_token_shows_its_secret_once(manager_client, org):
     page = manager_client.get(f"/admin/tokens/accesstoken/{token.pk}/change/").content.decode()
     assert secret not in page and token.prefix in page
     assert secret not in manager_client.get(LIST_URL).content.decode()
+
+
+def test_the_new_secret_is_in_no_cookie_and_no_session(manager_client, org, monkeypatch):
+    # given the secret the next token will get
+    random_part = "Zq9" * 14
+    monkeypatch.setattr("tokens.services.secrets.token_urlsafe", lambda n: random_part)
+    secret = f"kbai_pk_{random_part}"
+    # when a token is added in the admin
+    response = manager_client.post(ADD_URL, {"organization": org.pk, "name": "crm", "scopes": ["messages:bulk"]})
+    token = token_authenticate(raw=secret)
+    assert token is not None and secret in response.content.decode()
+    # then no Set-Cookie header of the answer carries the secret, nor anything that decodes to it
+    set_cookies = [morsel.OutputString() for morsel in response.cookies.values()]
+    assert all(secret not in header and token.prefix not in header for header in set_cookies)
+    # (the messages cookie is signed and compressed: decode it as Django would)
+    if "messages" in response.cookies:
+        stored = CookieStorage(response.wsgi_request)._decode(response.cookies["messages"].value) or []
+        assert all(secret not in str(message) for message in stored)
+    # and neither does any stored session, nor the next page the browser loads
+    for session in Session.objects.all():
+        assert secret not in str(session.get_decoded())
+    follow = manager_client.get(LIST_URL)
+    assert secret not in follow.content.decode()
+    assert all(secret not in morsel.OutputString() for morsel in follow.cookies.values())
 
 
 def test_add_form_offers_known_scopes_as_choices_and_refuses_none(manager_client, org):
