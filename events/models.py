@@ -8,6 +8,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from core.crypto import EncryptedTextField
 from core.ids import object_id
 from tokens.models import Organization
 
@@ -33,8 +34,8 @@ class WebhookEndpoint(models.Model):
     url = models.CharField(max_length=2048)  # validated by services.endpoint_url_validate
     # Subscribed event types; empty = every type.
     events = models.JSONField(default=list, blank=True)
-    # Kept in clear text because it is the HMAC key; shown once at creation, never again.
-    secret = models.CharField(max_length=128, editable=False)
+    # The HMAC key, so stored reversibly: encrypted at rest (core.crypto); shown once at creation, never again.
+    secret = EncryptedTextField(editable=False)
     is_active = models.BooleanField(default=True)
     disabled_at = models.DateTimeField(null=True, blank=True)
     disabled_reason = models.CharField(max_length=255, blank=True)

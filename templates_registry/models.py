@@ -2,6 +2,7 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.utils import timezone
 
+from core.crypto import EncryptedTextField
 from core.ids import object_id
 from tokens.models import Organization
 
@@ -14,8 +15,8 @@ class Channel(models.Model):
     name = models.CharField(max_length=200, blank=True)
     phone_number_id = models.CharField(max_length=64, unique=True)
     waba_id = models.CharField(max_length=64, db_index=True)
-    # The Graph API access token: write-only in the admin, never logged or serialized.
-    access_token = models.TextField()
+    # The Graph API access token: write-only in the admin, never logged or serialized; encrypted at rest.
+    access_token = EncryptedTextField()
     # Meta's default throughput is 80 messages per second per phone number; upgraded numbers reach 1000.
     max_mps = models.PositiveIntegerField(default=80, validators=[MinValueValidator(1), MaxValueValidator(1000)])
     created_at = models.DateTimeField(default=timezone.now, editable=False)
