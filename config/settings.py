@@ -3,6 +3,8 @@
 Every variable is optional in development; see the README's configuration table.
 """
 
+import hashlib
+import tempfile
 from datetime import timedelta
 from pathlib import Path
 
@@ -13,9 +15,10 @@ VAR_DIR = BASE_DIR / "var"
 
 env = environ.Env()
 
-# Development means "no production database configured": the SQLite demo runs with DEBUG on and
-# dev defaults; anything with DATABASE_URL set must configure SECRET_KEY and ALLOWED_HOSTS.
-DEBUG = env.bool("DEBUG", default="DATABASE_URL" not in env.ENVIRON)
+# https://docs.djangoproject.com/en/5.2/howto/deployment/checklist/
+# DEBUG is off unless asked for (`make run` sets DEBUG=true); with it off, SECRET_KEY and ALLOWED_HOSTS must be set:
+# the dev values below exist only when DEBUG is on.
+DEBUG = env.bool("DEBUG", default=False)
 SECRET_KEY = env("SECRET_KEY", default="dev-insecure-secret-key-change-me" if DEBUG else None)
 if not SECRET_KEY:
     raise environ.ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off.")
@@ -105,6 +108,34 @@ STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
 # Find assets in the apps too, so tests and the demo need no collectstatic run.
 WHITENOISE_USE_FINDERS = True
+
+# --- Security: HTTPS behind a TLS-terminating proxy (README "Production") -----------------------------
+# https://docs.djangoproject.com/en/5.2/ref/middleware/#module-django.middleware.security
+# SECURE_PROXY_SSL_HEADER=HTTP_X_FORWARDED_PROTO,https makes Django trust the proxy's header for request.is_secure().
+# Unset by default: it is safe only behind a proxy that always sets (or strips) that header.
+_proxy_ssl_header = env.list("SECURE_PROXY_SSL_HEADER", default=[])
+if _proxy_ssl_header:
+    if len(_proxy_ssl_header) != 2:
+        raise environ.ImproperlyConfigured(
+            "SECURE_PROXY_SSL_HEADER is 'HEADER,value', e.g. HTTP_X_FORWARDED_PROTO,https"
+        )
+    SECURE_PROXY_SSL_HEADER = (_proxy_ssl_header[0], _proxy_ssl_header[1])
+# Origins (scheme included) whose admin form POSTs are accepted, e.g. https://api.example.com.
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+# Admin session and CSRF cookies only over HTTPS in production; the demo runs on plain http.
+SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=not DEBUG)
+CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=not DEBUG)
+# Off unless asked for: the proxy usually redirects http itself, and without SECURE_PROXY_SSL_HEADER every request
+# would look like http and redirect forever. The health check stays reachable over http for load balancers.
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=False)
+SECURE_REDIRECT_EXEMPT = [r"^v1/health$"]
+# HSTS is remembered by browsers for SECURE_HSTS_SECONDS: 0 (off) unless the operator knows every host is on HTTPS.
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=False)
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
+# Secrets at rest (core/crypto.py): comma-separated Fernet keys, the first encrypts, all decrypt. Unset: one key
+# derived from SECRET_KEY (fine for development; `manage.py check --deploy` warns).
+ENCRYPTION_KEYS = env.list("ENCRYPTION_KEYS", default=[])
 
 # A 5000-recipient body with 1 KB of meta_data each is ~6 MB; 10 MiB is the contract's ceiling.
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
@@ -228,7 +259,14 @@ CELERY_BEAT_SCHEDULE: dict = {
     # Idempotency-Key records answer for 24 h; lookups ignore older ones, this keeps the table small.
     "broadcasts-idempotency-purge": {"task": "broadcasts.idempotency_purge", "schedule": 3600.0},
 }
-CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+# Beat's schedule file only keeps last-run times, and every beat task is an idempotent sweep: a temporary directory
+# (nothing to create in a fresh checkout; lost on reboot, which only reruns the sweeps early) unless set.
+CELERY_BEAT_SCHEDULE_FILENAME = env(
+    "CELERY_BEAT_SCHEDULE_FILENAME",
+    default=str(
+        Path(tempfile.gettempdir()) / f"celerybeat-schedule-{hashlib.sha256(bytes(BASE_DIR)).hexdigest()[:12]}"
+    ),
+)
 
 LOGGING = {
     "version": 1,
