@@ -106,15 +106,11 @@ class EncryptedTextField(models.TextField):
     def from_db_value(self, value, expression, connection):
         return None if value is None else decrypt(value)
 
-    def to_python(self, value):
-        value = super().to_python(value)
-        return decrypt(value) if is_encrypted(value) else value
-
     def get_prep_value(self, value):
+        # Callers only ever hold plaintext (reads decrypt), so every value written is encrypted, whatever it
+        # looks like; code that writes a stored value as it is uses a TextField Value (see reencrypt_column).
         value = super().get_prep_value(value)
-        if value is None or is_encrypted(value):
-            return value
-        return encrypt(str(value))
+        return None if value is None else encrypt(str(value))
 
 
 def stored_values(queryset: models.QuerySet, field_name: str) -> Iterable[tuple[object, str | None]]:
@@ -137,7 +133,9 @@ def reencrypt_column(model: type[models.Model], field_name: str, *, only_plainte
             if stored is not None and not (only_plaintext and is_encrypted(stored))
         ]
         for pk, stored in pending:
-            model._default_manager.filter(pk=pk).update(**{field_name: reencrypt(stored)})
+            # Already the stored form: a plain TextField value, which the encrypted field would encrypt again.
+            value = models.Value(reencrypt(stored), output_field=models.TextField())
+            model._default_manager.filter(pk=pk).update(**{field_name: value})
             changed += 1
     return changed
 
@@ -148,7 +146,6 @@ def decrypt_column(model: type[models.Model], field_name: str) -> int:
     with transaction.atomic():
         for pk, stored in list(stored_values(model._default_manager.all(), field_name)):
             if is_encrypted(stored):
-                # A plain TextField value: through the encrypted field it would be encrypted again.
                 plain = models.Value(decrypt(stored), output_field=models.TextField())
                 model._default_manager.filter(pk=pk).update(**{field_name: plain})
                 changed += 1

@@ -167,3 +167,12 @@ def _call(*args: str) -> str:
     out = StringIO()
     call_command(*args, stdout=out)
     return out.getvalue()
+
+
+@pytest.mark.django_db
+def test_a_plaintext_that_looks_encrypted_is_still_encrypted(channel):
+    # a value shaped like a stored one is written as any other: encrypted, and read back as given
+    lookalike = "enc1:gAAAAA-not-really-a-token"
+    Channel.objects.filter(pk=channel.pk).update(access_token=lookalike)
+    assert raw_tokens()[0] != lookalike
+    assert Channel.objects.get().access_token == lookalike
