@@ -259,8 +259,8 @@ CELERY_BEAT_SCHEDULE: dict = {
     # Idempotency-Key records answer for 24 h; lookups ignore older ones, this keeps the table small.
     "broadcasts-idempotency-purge": {"task": "broadcasts.idempotency_purge", "schedule": 3600.0},
 }
-# Beat's schedule file only keeps last-run times, and every beat task is an idempotent sweep: a temporary directory
-# (nothing to create in a fresh checkout; lost on reboot, which only reruns the sweeps early) unless set.
+# Beat's schedule file only keeps last-run times, and every beat task is an idempotent sweep: kept in a temporary
+# directory unless set (nothing to create in a fresh checkout). Losing it is harmless: each interval starts over.
 CELERY_BEAT_SCHEDULE_FILENAME = env(
     "CELERY_BEAT_SCHEDULE_FILENAME",
     default=str(
