@@ -717,6 +717,8 @@ def delivery_post(*, connections: DeliveryConnections, endpoint: WebhookEndpoint
             read += len(chunk)
             if read > MAX_RESPONSE_BYTES:
                 break
+        if conn._aborted:  # the deadline cut the body short (http.client then reads b"" without an error)
+            raise _DeadlineExceeded()
         status = response.status
         reuse = response.isclosed() and not response.will_close
     except Exception as exc:  # noqa: BLE001 - whatever the endpoint does is a failed attempt, never a crash
