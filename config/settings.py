@@ -76,8 +76,18 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 else:
-    # SQLite (make run demo): wait for the writer lock instead of failing at once.
-    DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 30
+    # SQLite (make run demo): web (2 gunicorn workers), the worker's 4 threads, beat and the sandbox's webhooks all
+    # write at once. WAL lets readers run beside the one writer; synchronous=NORMAL is safe under WAL (a power cut
+    # may lose the last commits, never corrupt); every transaction BEGINs IMMEDIATE, taking the write lock up front,
+    # because a deferred one that reads and then writes can fail with "database is locked" at once (the lock
+    # upgrade cannot wait: the busy timeout does not apply); and a writer waits up to 30 s for the lock.
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {
+            "timeout": 30,
+            "transaction_mode": "IMMEDIATE",
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=30000",
+        }
+    )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Redis / cache --------------------------------------------------------------
