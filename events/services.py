@@ -11,11 +11,15 @@ finally fails (24 h of retries) stops holding back the later ones.
 
 import hashlib
 import hmac
+import http.client
 import ipaddress
 import logging
 import random
 import secrets
+import select
 import socket
+import ssl
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -26,13 +30,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import orjson
-import requests
 from django.conf import settings
 from django.core.cache import cache
 from django.db import connection, transaction
 from django.db.models import F, OuterRef, Q, Subquery
 from django.utils import timezone
-from requests.adapters import HTTPAdapter
+from requests.certs import where as ca_bundle_path
 
 from core.errors import ApplicationError, NotFoundError
 from events.models import (
@@ -54,8 +57,8 @@ DELIVERY_WINDOW = timedelta(hours=24)
 BACKOFF_BASE_SECONDS = 10
 BACKOFF_MAX_SECONDS = 3600
 DISABLE_AFTER_CONSECUTIVE_FAILURES = 50
-# requests timeouts: (connect, read). A customer endpoint must not hold a worker longer.
-HTTP_TIMEOUT = (3.0, 10.0)
+# Connecting may take this long at most; the whole attempt is bounded by EVENTS_DELIVERY_TIMEOUT_SECONDS (10 s).
+CONNECT_TIMEOUT_SECONDS = 3.0
 # Deliveries claimed per query; the lease outlives a batch's worst case so no two workers post one row.
 CLAIM_BATCH = 32
 # POSTs of one batch in flight at once: a batch holds at most one event per subject, so posting it
@@ -104,25 +107,41 @@ def _address_is_public(address: str) -> bool:
     return ip.is_global and not ip.is_multicast
 
 
-def endpoint_url_check_addresses(*, host: str, port: int, allow_unresolvable: bool = False) -> str | None:
-    """Resolves ``host``; returns why it is refused (private, loopback, ...) or None when public.
+def endpoint_url_resolve(*, host: str, port: int) -> list[str]:
+    """Every address ``host`` resolves to (TCP), in the resolver's order, without repeats; [] when it does not."""
+    try:
+        infos = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
+    except (socket.gaierror, UnicodeError, OSError):
+        return []
+    return list(dict.fromkeys(info[4][0] for info in infos))
 
-    ``allow_unresolvable`` is for registration: a name that does not resolve yet (new DNS record,
-    resolver down) is accepted, because every delivery resolves and checks it again before posting.
-    """
+
+def addresses_refusal(*, host: str, addresses: Sequence[str]) -> str | None:
+    """Why these resolved addresses may not be posted to, or None (always None with WEBHOOKS_ALLOW_PRIVATE)."""
+    if not addresses:
+        return f"The host '{host}' does not resolve."
     if settings.WEBHOOKS_ALLOW_PRIVATE:
         return None
-    try:
-        addresses = {info[4][0] for info in socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)}
-    except (socket.gaierror, UnicodeError, OSError):
-        addresses = set()
-    if not addresses:
-        return None if allow_unresolvable else f"The host '{host}' does not resolve."
     # Every address counts: a name with one public and one private address could be steered to either.
     private = sorted(a for a in addresses if not _address_is_public(a))
     if private:
         return f"The URL resolves to a private, loopback, link-local or reserved address ({private[0]})."
     return None
+
+
+def endpoint_url_check_addresses(*, host: str, port: int, allow_unresolvable: bool = False) -> str | None:
+    """Resolves ``host``; returns why it is refused (private, loopback, ...) or None when public.
+
+    ``allow_unresolvable`` is for registration: a name that does not resolve yet (new DNS record,
+    resolver down) is accepted, because every delivery attempt resolves and checks it again, and then
+    connects to exactly the address it checked (see delivery_post).
+    """
+    if settings.WEBHOOKS_ALLOW_PRIVATE:
+        return None
+    addresses = endpoint_url_resolve(host=host, port=port)
+    if not addresses and allow_unresolvable:
+        return None
+    return addresses_refusal(host=host, addresses=addresses)
 
 
 def endpoint_url_validate(*, url: Any) -> str:
@@ -169,7 +188,10 @@ def endpoint_events_validate(*, events: Any) -> list[str]:
 
 
 def _active_endpoints_invalidate() -> None:
-    cache.delete(ACTIVE_ENDPOINTS_CACHE_KEY)
+    try:
+        cache.delete(ACTIVE_ENDPOINTS_CACHE_KEY)
+    except Exception as exc:  # noqa: BLE001 - Redis down: the cached list expires by itself within its TTL
+        logger.warning("events: could not invalidate the active-endpoints cache (%s)", exc)
 
 
 def _active_endpoints_changed() -> None:
@@ -221,8 +243,17 @@ def endpoint_disable(*, endpoint_id: str, reason: str) -> None:
 
 
 def endpoints_active() -> list[EndpointRef]:
-    """Every active endpoint of every organization: one cached query, shared by all processes."""
-    cached = cache.get(ACTIVE_ENDPOINTS_CACHE_KEY)
+    """Every active endpoint of every organization: one cached query, shared by all processes.
+
+    The cache is only a shortcut: with Redis down the list comes from the database, so events are still
+    recorded (an outcome's events must never be lost to a Redis blip)."""
+    try:
+        cached = cache.get(ACTIVE_ENDPOINTS_CACHE_KEY)
+    except Exception as exc:  # noqa: BLE001
+        logger.warning("events: active-endpoints cache unavailable, reading the database (%s)", exc)
+        cached, cache_up = None, False
+    else:
+        cache_up = True
     if cached is not None:
         return [EndpointRef(id=i, organization_id=o, events=tuple(e)) for i, o, e in cached]
     rows = list(
@@ -230,7 +261,11 @@ def endpoints_active() -> list[EndpointRef]:
             "id", "organization_id", "events"
         )
     )
-    cache.set(ACTIVE_ENDPOINTS_CACHE_KEY, rows, ACTIVE_ENDPOINTS_CACHE_SECONDS)
+    if cache_up:
+        try:
+            cache.set(ACTIVE_ENDPOINTS_CACHE_KEY, rows, ACTIVE_ENDPOINTS_CACHE_SECONDS)
+        except Exception as exc:  # noqa: BLE001
+            logger.warning("events: could not cache the active endpoints (%s)", exc)
     return [EndpointRef(id=i, organization_id=o, events=tuple(e or ())) for i, o, e in rows]
 
 
@@ -362,11 +397,25 @@ def queued_mark_key(endpoint_id: str) -> str:
 def _enqueue_delivery(endpoint_id: str) -> None:
     """Queues a delivery task for the endpoint unless one is already queued and not started yet:
     that one will see these rows (they are committed before this runs), so the publisher's
-    many chunks do not flood the broker. The task clears the mark when it starts."""
+    many chunks do not flood the broker. The task clears the mark when it starts.
+
+    Never raises: the committed delivery rows are the outbox, and the broker only wakes a worker. With Redis
+    (cache or broker) down, the rows stay pending and the beat sweeper (events.sweep) queues them later."""
     from events.tasks import endpoint_deliver_task
 
-    if cache.add(queued_mark_key(endpoint_id), 1, QUEUED_MARK_SECONDS):
-        endpoint_deliver_task.delay(endpoint_id)
+    key = queued_mark_key(endpoint_id)
+    marked = False
+    try:
+        marked = cache.add(key, 1, QUEUED_MARK_SECONDS)
+        if marked:
+            endpoint_deliver_task.delay(endpoint_id)
+    except Exception as exc:  # noqa: BLE001
+        logger.warning("events: could not queue delivery of endpoint %s, the sweeper will (%s)", endpoint_id, exc)
+        if marked:
+            try:
+                cache.delete(key)  # so the sweeper's next wake-up is not skipped for the mark's lifetime
+            except Exception:  # noqa: BLE001, S110
+                pass
 
 
 def message_event_data(*, row: dict[str, Any], status: str) -> dict[str, Any]:
@@ -476,8 +525,170 @@ class PostOutcome:
     duration_ms: int
 
 
-def delivery_post(*, session: requests.Session, endpoint: WebhookEndpoint, event: Event) -> PostOutcome:
-    """One signed POST: a 2xx delivers; anything else, a redirect or a timeout is a failure."""
+class _DeadlineExceeded(Exception):
+    pass
+
+
+class _PinnedConnectionMixin:
+    """An http.client connection to ONE already-checked IP address, while the Host header (and, for https, SNI
+    and certificate verification) use the URL's host name: nothing resolves the name again after the check.
+
+    ``abort()`` (from the attempt's watchdog timer) shuts the raw socket down, which ends any blocked connect
+    handshake, send or read at once: the attempt's total time is bounded whatever the server does.
+    """
+
+    address: str
+    _raw: socket.socket | None
+    _aborted: bool
+
+    def _pinned_socket(self, timeout: float) -> socket.socket:
+        # A socket of the address's own family, connected to the address itself: no name lookup here.
+        family = socket.AF_INET6 if ":" in self.address else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        self._raw = sock
+        try:
+            if self._aborted:  # the timer fired already (it sets the flag, then reads _raw)
+                raise _DeadlineExceeded()
+            sock.settimeout(timeout)
+            sock.connect((self.address, self.port))  # type: ignore[attr-defined]
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    def abort(self) -> None:
+        self._aborted = True
+        raw = self._raw
+        if raw is not None:
+            try:
+                # socket.socket's own shutdown (not SSLSocket's): the fd, under whatever TLS state.
+                socket.socket.shutdown(raw, socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def reusable(self) -> bool:
+        """Idle and still open: an idle keep-alive socket that is readable has been closed by the server."""
+        sock = self.sock  # type: ignore[attr-defined]
+        if sock is None or self._aborted:
+            return False
+        try:
+            readable, _, _ = select.select([sock], [], [], 0)
+        except (OSError, ValueError):
+            return False
+        return not readable
+
+
+class _PinnedHTTPConnection(_PinnedConnectionMixin, http.client.HTTPConnection):
+    def __init__(self, host: str, port: int, *, address: str, timeout: float) -> None:
+        super().__init__(host, port, timeout=timeout)
+        self.address, self._raw, self._aborted = address, None, False
+
+    def connect(self) -> None:
+        self.sock = self._pinned_socket(self.timeout)
+
+
+class _PinnedHTTPSConnection(_PinnedConnectionMixin, http.client.HTTPSConnection):
+    def __init__(self, host: str, port: int, *, address: str, timeout: float, context: ssl.SSLContext) -> None:
+        super().__init__(host, port, timeout=timeout, context=context)
+        self.address, self._raw, self._aborted = address, None, False
+
+    def connect(self) -> None:
+        sock = self._pinned_socket(self.timeout)
+        # SNI and hostname verification against the URL's name, on the socket to the checked address.
+        self.sock = self._context.wrap_socket(sock, server_hostname=self.host)
+
+
+_TLS_CONTEXT: ssl.SSLContext | None = None
+
+
+def _tls_context() -> ssl.SSLContext:
+    global _TLS_CONTEXT
+    if _TLS_CONTEXT is None:
+        context = ssl.create_default_context(cafile=ca_bundle_path())  # verifies the chain and the host name
+        _TLS_CONTEXT = context
+    return _TLS_CONTEXT
+
+
+@dataclass(frozen=True)
+class _Target:
+    scheme: str
+    host: str
+    port: int
+    path: str
+
+
+def _target(url: str) -> _Target:
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    return _Target(scheme=parts.scheme, host=parts.hostname or "", port=port, path=path)
+
+
+class DeliveryConnections:
+    """Keep-alive connections of one delivery run, per (checked address, host, port): an attempt resolves the
+    name again and reuses a connection only if it goes to an address that attempt resolved and checked."""
+
+    def __init__(self) -> None:
+        self._idle: dict[tuple[str, str, str, int], list[_PinnedConnectionMixin]] = defaultdict(list)
+        self._lock = threading.Lock()
+
+    def take(self, *, target: _Target, address: str, timeout: float) -> _PinnedConnectionMixin:
+        key = (target.scheme, address, target.host, target.port)
+        with self._lock:
+            idle = self._idle[key]
+            while idle:
+                conn = idle.pop()
+                if conn.reusable():
+                    conn.sock.settimeout(timeout)  # type: ignore[attr-defined]
+                    return conn
+                conn.close()  # type: ignore[attr-defined]
+        if target.scheme == "https":
+            return _PinnedHTTPSConnection(
+                target.host, target.port, address=address, timeout=timeout, context=_tls_context()
+            )
+        return _PinnedHTTPConnection(target.host, target.port, address=address, timeout=timeout)
+
+    def give_back(self, conn: _PinnedConnectionMixin, *, target: _Target) -> None:
+        key = (target.scheme, conn.address, target.host, target.port)
+        with self._lock:
+            if len(self._idle[key]) < POST_CONCURRENCY:
+                self._idle[key].append(conn)
+                return
+        conn.close()  # type: ignore[attr-defined]
+
+    def close(self) -> None:
+        with self._lock:
+            for conns in self._idle.values():
+                for conn in conns:
+                    conn.close()  # type: ignore[attr-defined]
+            self._idle.clear()
+
+    def __enter__(self) -> "DeliveryConnections":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def delivery_post(*, connections: DeliveryConnections, endpoint: WebhookEndpoint, event: Event) -> PostOutcome:
+    """One signed POST: a 2xx delivers; anything else, a redirect or a timeout is a failure.
+
+    The host name is resolved once per attempt and every address checked (private ones refused unless
+    WEBHOOKS_ALLOW_PRIVATE); the connection then goes to the first checked address, never to a fresh lookup.
+    The attempt, from connecting to the last byte read, ends after EVENTS_DELIVERY_TIMEOUT_SECONDS whatever
+    the server does (a timer shuts the socket down: a server that drips bytes cannot hold a worker).
+    """
+    started = time.monotonic()
+
+    def elapsed_ms() -> int:
+        return int((time.monotonic() - started) * 1000)
+
+    target = _target(endpoint.url)
+    addresses = endpoint_url_resolve(host=target.host, port=target.port)
+    refused = addresses_refusal(host=target.host, addresses=addresses)
+    if refused:
+        return PostOutcome(False, None, f"Refused: {refused}", elapsed_ms())
     body = event_body(event=event)
     timestamp = int(time.time())
     headers = {
@@ -487,27 +698,47 @@ def delivery_post(*, session: requests.Session, endpoint: WebhookEndpoint, event
         "X-Webhook-Timestamp": str(timestamp),
         "X-Webhook-Signature": signature_make(secret=endpoint.secret, timestamp=timestamp, body=body),
     }
-    started = time.monotonic()
+    budget = float(settings.EVENTS_DELIVERY_TIMEOUT_SECONDS)
+    conn = connections.take(target=target, address=addresses[0], timeout=min(CONNECT_TIMEOUT_SECONDS, budget))
+    watchdog = threading.Timer(max(0.0, budget - (time.monotonic() - started)), conn.abort)
+    watchdog.daemon = True
+    watchdog.start()
+    reuse = False
     try:
-        response = session.post(
-            endpoint.url, data=body, headers=headers, timeout=HTTP_TIMEOUT, allow_redirects=False, stream=True
-        )
-        try:
-            # Drain a small answer so the connection goes back to the pool (keep-alive); a huge one
-            # is cut off (the connection is then closed instead): its body is never needed.
-            read = 0
-            for chunk in response.iter_content(8192):
-                read += len(chunk)
-                if read > MAX_RESPONSE_BYTES:
-                    break
-        finally:
-            response.close()
-    except requests.RequestException as exc:
-        elapsed = int((time.monotonic() - started) * 1000)
-        return PostOutcome(False, None, f"{type(exc).__name__}: {exc}"[:1000], elapsed)
-    elapsed = int((time.monotonic() - started) * 1000)
-    ok = 200 <= response.status_code < 300
-    return PostOutcome(ok, response.status_code, "" if ok else f"HTTP {response.status_code}", elapsed)
+        if conn.sock is None:  # type: ignore[attr-defined]
+            conn.connect()  # type: ignore[attr-defined]
+        conn.sock.settimeout(max(0.05, budget - (time.monotonic() - started)))  # type: ignore[attr-defined]
+        conn.request("POST", target.path, body=body, headers=headers)  # type: ignore[attr-defined]
+        response = conn.getresponse()  # type: ignore[attr-defined]
+        # Drain a small answer so the connection can be reused (keep-alive); a huge one is cut off (the
+        # connection is then closed instead): its body is never needed.
+        read = 0
+        while chunk := response.read(8192):
+            read += len(chunk)
+            if read > MAX_RESPONSE_BYTES:
+                break
+        if conn._aborted:  # the deadline cut the body short (http.client then reads b"" without an error)
+            raise _DeadlineExceeded()
+        status = response.status
+        reuse = response.isclosed() and not response.will_close
+    except Exception as exc:  # noqa: BLE001 - whatever the endpoint does is a failed attempt, never a crash
+        if conn._aborted:
+            error = f"Timeout: no complete answer within {budget:g} s"
+        elif isinstance(exc, TimeoutError | socket.timeout):
+            error = f"Timeout: {exc}"
+        elif isinstance(exc, ssl.SSLError | ssl.CertificateError):
+            error = f"SSLError: {exc}"
+        else:
+            error = f"ConnectionError: {type(exc).__name__}: {exc}"
+        return PostOutcome(False, None, error[:1000], elapsed_ms())
+    finally:
+        watchdog.cancel()
+        if reuse and not conn._aborted:
+            connections.give_back(conn, target=target)
+        else:
+            conn.close()  # type: ignore[attr-defined]
+    ok = 200 <= status < 300
+    return PostOutcome(ok, status, "" if ok else f"HTTP {status}", elapsed_ms())
 
 
 def _failure_record(*, delivery: EventDelivery, outcome: PostOutcome, now: datetime) -> bool:
@@ -542,30 +773,20 @@ def endpoint_deliver_due(*, endpoint_id: str, now: datetime | None = None) -> di
     endpoint = WebhookEndpoint.objects.filter(id=endpoint_id, is_active=True, deleted_at__isnull=True).first()
     if endpoint is None:
         return stats
-    parts = urlsplit(endpoint.url)
-    # Checked again at send time: a name that now resolves privately (DNS rebinding) is refused.
-    refused = endpoint_url_check_addresses(
-        host=parts.hostname or "", port=parts.port or (443 if parts.scheme == "https" else 80)
-    )
     started = time.monotonic()
     streak_reset = endpoint.consecutive_failures == 0
     # An endpoint already failing is probed with one delivery at a time (so a dead endpoint gets
     # one request per run and reaches the disabling threshold exactly); a success opens it up again.
     probing = endpoint.consecutive_failures > 0
-    with requests.Session() as session, ThreadPoolExecutor(max_workers=POST_CONCURRENCY) as pool:
-        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=POST_CONCURRENCY, max_retries=0)
-        session.mount("http://", adapter)
-        session.mount("https://", adapter)
+    with DeliveryConnections() as connections, ThreadPoolExecutor(max_workers=POST_CONCURRENCY) as pool:
         while time.monotonic() - started < RUN_BUDGET_SECONDS:
             batch = deliveries_claim(endpoint_id=endpoint_id, now=clock(), limit=1 if probing else CLAIM_BATCH)
             if not batch:
                 break
-            if refused:
-                outcomes = [PostOutcome(False, None, f"Refused: {refused}", 0)] * len(batch)
-            else:
-                outcomes = list(
-                    pool.map(lambda d: delivery_post(session=session, endpoint=endpoint, event=d.event), batch)
-                )
+            # Each attempt resolves and checks the host itself (no DNS-rebinding window between check and connect).
+            outcomes = list(
+                pool.map(lambda d: delivery_post(connections=connections, endpoint=endpoint, event=d.event), batch)
+            )
             at = clock()
             delivered_by_code: dict[int | None, list[int]] = defaultdict(list)
             for delivery, outcome in zip(batch, outcomes, strict=True):

@@ -1,16 +1,23 @@
 """Celery tasks of outbound events: ids in, services do the work (Saleor-style thin tasks)."""
 
+import logging
+
 from celery import shared_task
 from django.core.cache import cache
 
 from events import services
+
+logger = logging.getLogger(__name__)
 
 
 @shared_task(name="events.endpoint_deliver")
 def endpoint_deliver_task(endpoint_id: str) -> dict[str, int]:
     """Deliver an endpoint's due events. Safe to run twice and concurrently (rows are leased)."""
     # From now on a new event needs a new task: this run may already be past its last claim.
-    cache.delete(services.queued_mark_key(endpoint_id))
+    try:
+        cache.delete(services.queued_mark_key(endpoint_id))
+    except Exception as exc:  # noqa: BLE001 - Redis blip: the mark expires by itself, the rows are the truth
+        logger.warning("events: could not clear the queued mark of %s (%s)", endpoint_id, exc)
     stats = services.endpoint_deliver_due(endpoint_id=endpoint_id)
     if stats.get("budget_spent"):
         services._enqueue_delivery(endpoint_id)  # more is due: continue in a fresh task, after others

@@ -1,0 +1,38 @@
+"""The demo (`make run`: SQLite, the filesystem broker, gunicorn x2, a threaded worker, beat and the sandbox posting
+Meta's webhooks) holds a concurrent load of its own with no error: run for real, in a copy of the tree with its
+own var/ folder and free ports, through scripts/run-demo.sh exactly as `make run` starts it."""
+
+import pytest
+
+from benchmarks.demo_load import demo_credentials, demo_start, log_errors, run_load
+
+pytestmark = pytest.mark.slow
+
+
+def test_the_demo_holds_two_concurrent_broadcasts_with_webhooks_and_events_without_a_lock_error():
+    # Given the demo stack, started as `make run` starts it
+    demo = demo_start()
+    try:
+        token, channel_id = demo_credentials(demo.log())
+        started_log = len(demo.log())
+        # When two broadcasts (600 + 400 recipients, at the demo channel's 80 mps) run at once, with the sandbox's
+        # delivered/read webhooks and a customer endpoint receiving every event
+        result = run_load(
+            base_url=demo.base_url, token=token, channel_id=channel_id, sizes=[600, 400], timeout=60, poll=2.0
+        )
+        log = demo.log()[started_log:]
+    finally:
+        demo.stop()
+    # Then both broadcasts are COMPLETED with every send READ, and every event reached the customer
+    assert result["all_completed_and_read"], result
+    for broadcast in result["broadcasts"].values():
+        assert broadcast["status"] == "COMPLETED" and broadcast["counts"]["read"] in (600, 400), result
+    assert result["events_received"] == result["events_expected"] == 3 * 1000 + 2, result
+    # And the processes logged no lock error, no traceback, no ERROR line and no 5xx answer
+    errors = log_errors(log)
+    assert errors["database_is_locked"] == 0, errors
+    assert errors["traceback"] == 0, errors
+    assert errors["error_lines"] == 0, errors
+    assert errors["http_5xx"] == 0, errors
+    # (and the log is the real processes' one: the webhooks and the worker's tasks went through it)
+    assert "POST /v1/webhooks/whatsapp" in log and "events.endpoint_deliver" in log
