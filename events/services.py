@@ -9,6 +9,7 @@ message's status order (sent < delivered < read|failed), then creation order. A 
 finally fails (24 h of retries) stops holding back the later ones.
 """
 
+import contextlib
 import hashlib
 import hmac
 import ipaddress
@@ -221,8 +222,12 @@ def endpoint_disable(*, endpoint_id: str, reason: str) -> None:
 
 
 def endpoints_active() -> list[EndpointRef]:
-    """Every active endpoint of every organization: one cached query, shared by all processes."""
-    cached = cache.get(ACTIVE_ENDPOINTS_CACHE_KEY)
+    """Every active endpoint of every organization: one cached query, shared by all processes (the query alone
+    while the cache is unreachable: a Redis blip must not stop outcomes and their events from being recorded)."""
+    try:
+        cached = cache.get(ACTIVE_ENDPOINTS_CACHE_KEY)
+    except Exception:  # noqa: BLE001 - any cache backend's error
+        cached = None
     if cached is not None:
         return [EndpointRef(id=i, organization_id=o, events=tuple(e)) for i, o, e in cached]
     rows = list(
@@ -230,7 +235,8 @@ def endpoints_active() -> list[EndpointRef]:
             "id", "organization_id", "events"
         )
     )
-    cache.set(ACTIVE_ENDPOINTS_CACHE_KEY, rows, ACTIVE_ENDPOINTS_CACHE_SECONDS)
+    with contextlib.suppress(Exception):
+        cache.set(ACTIVE_ENDPOINTS_CACHE_KEY, rows, ACTIVE_ENDPOINTS_CACHE_SECONDS)
     return [EndpointRef(id=i, organization_id=o, events=tuple(e or ())) for i, o, e in rows]
 
 
