@@ -4,6 +4,8 @@ Real HTTP to a gunicorn serving the API, a real worker posting at 80/s to the sa
 arrival times (``received_at``, its clock, this machine's) compared with the moment the 200 was read.
 """
 
+import subprocess
+import sys
 import time
 
 import pytest
@@ -12,15 +14,39 @@ import requests
 from broadcasts.models import Send
 from broadcasts.tasks import enqueue_dispatch
 from tests.delivery_support import broadcast_make, numbers, wait_for
-from tests.gunicorn_process import gunicorn
+from tests.gunicorn_process import ROOT, die_with_parent
+from whatsapp.sandbox_process import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 
 @pytest.fixture(scope="module")
 def api_server(worker_env):
-    with gunicorn(env=worker_env, workers=2) as (base, _process):
+    """gunicorn on the test database (tests.gunicorn_process's probe gives a cold start on a loaded box 1 s only)."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "config.wsgi:application", "--bind", f"127.0.0.1:{port}"]
+        + ["--workers", "2", "--worker-class", "sync", "--log-level", "warning"],
+        cwd=ROOT,
+        env=worker_env,
+        stdout=subprocess.DEVNULL,
+        preexec_fn=die_with_parent,
+    )
+    base = f"http://127.0.0.1:{port}"
+
+    def ready() -> bool:
+        try:
+            return requests.get(f"{base}/v1/health", timeout=10).status_code in (200, 503)
+        except requests.RequestException:
+            assert process.poll() is None, "gunicorn died"
+            return False
+
+    try:
+        wait_for(ready, timeout=60, interval=0.2, message="gunicorn ready")
         yield base
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
 
 
 def _steer(api_server, token, broadcast_id, action):
