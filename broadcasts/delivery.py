@@ -836,6 +836,13 @@ class _Chunk:
             try:
                 return self._flush(results, extra)
             except (db.Error, RedisError) as exc:
+                if results or extra:
+                    logger.warning(
+                        "delivery: last outcome write of broadcast %s failed (%s); retrying every %.2f s",
+                        self.broadcast.id,
+                        exc.__class__.__name__,
+                        STORE_RETRY_SECONDS,
+                    )
                 results, extra = [], []  # now in self.unwritten
                 with contextlib.suppress(Exception):
                     connection.close()  # reconnect on the next try
