@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import gc
 import logging
@@ -43,6 +44,7 @@ from django.conf import settings
 from django.db import close_old_connections, connection, transaction
 from django.db.models import F, Max, Min, Q
 from django.utils import timezone
+from kombu.exceptions import KombuError
 from redis.exceptions import RedisError
 
 from broadcasts import ratelimit
@@ -57,9 +59,19 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 # Outcomes are written at least this often while a chunk runs, so a webhook for a fresh wamid finds its send
-# and a killed worker loses at most ~0.5 s of recorded work; the broadcast status is read at the same beat,
-# which is how a pause or cancel stops further sends within 2 s.
+# and a killed worker loses at most ~0.5 s of recorded work; the broadcast status is read at the same beat.
 CHECK_INTERVAL_SECONDS = 0.5
+# The gate of cancel and pause (CONTRACT 5: no POST leaves after their 200). Every POST's send is marked posting
+# by a conditional UPDATE that passes only while the broadcast is IN_PROGRESS; a POST may leave only within
+# POST_PERMIT_SECONDS of the moment that UPDATE was sent (this process's clock). Cancel and pause commit the new
+# status, then wait FENCE_SECONDS before answering: any mark that passed was taken before their commit, so every
+# POST it allowed left before the answer. Causal order only: no clock is compared across machines.
+POST_PERMIT_SECONDS = 0.3
+FENCE_SECONDS = 0.4
+# A failed outcome write is tried again this often until the database answers or the chunk's time is up.
+STORE_RETRY_SECONDS = 0.25
+# The chunk gives up retrying this long before its soft time limit (its outcomes then live in the Redis journal).
+GIVE_UP_MARGIN_SECONDS = 1.0
 # A chunk stops taking new slots after this share of its lease, leaving time for the last answers (read
 # timeout) and the final UPDATE before the task's time limit (lease - 5 s) and the lease itself.
 POSTING_SHARE_OF_LEASE = 1 / 3
@@ -97,6 +109,13 @@ def retry_delay(*, attempts: int) -> float:
 
 def _lease_seconds() -> float:
     return settings.DELIVERY_LEASE_SECONDS
+
+
+def chunk_time_limits() -> tuple[int, int]:
+    """(soft, hard) time limits of a chunk task: the hard one stays below the sends' lease, so a chunk is dead
+    before the sweeper may take its sends back; the soft one leaves time to record outcomes."""
+    lease = int(_lease_seconds())
+    return max(5, lease - 10), max(6, lease - 5)
 
 
 def _is_postgres() -> bool:
@@ -279,6 +298,8 @@ class _Row:
     error_retryable: bool | None = None
     sent_at: datetime | None = None
     failed_at: datetime | None = None
+    # False for a send handed back without a POST (a cancel makes it CANCELLED, never FAILED).
+    posted: bool = True
 
 
 @dataclass
@@ -332,10 +353,32 @@ def _claim(*, broadcast_id: str, first_id: int, last_id: int, now: datetime, lim
     return claimed
 
 
-def _mark_posting(ids: list[int]) -> None:
-    """The POSTs for these sends may leave from now on (see Send.posting_at)."""
-    if ids:
-        Send.objects.filter(id__in=ids, status=SendStatus.PENDING).update(posting_at=timezone.now())
+def _mark_posting(*, broadcast_id: str, ids: list[int]) -> tuple[float, set[int], str | None]:
+    """The gate: mark these sends posting (Send.posting_at) only while the broadcast is IN_PROGRESS.
+
+    Returns (when the UPDATE was sent, on this process's monotonic clock; the ids marked; the broadcast's
+    status when the gate is closed, else None). POSTs for the marked sends may leave until the first value plus
+    POST_PERMIT_SECONDS, never later (see FENCE_SECONDS).
+    """
+    sent_at = time.monotonic()
+    if not ids:
+        return sent_at, set(), None
+    marks = ", ".join(["%s"] * len(ids))
+    sql = f"""
+        UPDATE broadcasts_send SET posting_at = %s
+        WHERE id IN ({marks}) AND status = 'PENDING'
+          AND EXISTS (SELECT 1 FROM broadcasts_broadcast b WHERE b.id = %s AND b.status = 'IN_PROGRESS')
+        RETURNING id
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [_dt_param(timezone.now()), *ids, broadcast_id])
+        marked = {row[0] for row in cursor.fetchall()}
+    closed = None
+    if not marked:
+        status = Broadcast.objects.filter(id=broadcast_id).values_list("status", flat=True).first()
+        if status != BroadcastStatus.IN_PROGRESS:
+            closed = status or BroadcastStatus.CANCELLED
+    return sent_at, marked, closed
 
 
 _PG_RECORD_SQL = """
@@ -366,12 +409,19 @@ _PG_VALUE = (
 
 
 def sends_record(*, rows: list[_Row]) -> dict[str, list[int]]:
-    """Write outcomes for leased sends with ONE UPDATE (PostgreSQL) and publish message events after it.
+    """Write outcomes for leased sends with ONE UPDATE (PostgreSQL) and record their message events with it.
 
     Only PENDING rows are touched: a send is final once, whatever runs twice. Returns ids per new status.
+    The outcome UPDATE and the events it causes commit together: an event is never lost once its outcome is
+    written, and a failure of either leaves both to be written again.
     """
     if not rows:
         return {}
+    with transaction.atomic():
+        return _sends_record(rows=rows)
+
+
+def _sends_record(*, rows: list[_Row]) -> dict[str, list[int]]:
     now = timezone.now()
     if _is_postgres():
         params: list[Any] = [now]
@@ -397,29 +447,28 @@ def sends_record(*, rows: list[_Row]) -> dict[str, list[int]]:
     else:
         written = []
         # Demo database (SQLite): one UPDATE per send is fine at the demo's rate.
-        with transaction.atomic():
-            for r in rows:
-                changes: dict[str, Any] = {
-                    "status": r.status,
-                    "attempts": F("attempts") + r.attempts_delta,
-                    "next_attempt_at": r.next_attempt_at,
-                    "lease_expires_at": None,
-                    "posting_at": None,
-                    "unknown_outcomes": F("unknown_outcomes") + r.unknown_inc,
-                    "updated_at": now,
-                }
-                for name in ("message_id", "sent_at", "failed_at"):
-                    if getattr(r, name) is not None:
-                        changes[name] = getattr(r, name)
-                if r.error_code is not None:
-                    changes.update(
-                        error_code=r.error_code,
-                        error_title=r.error_title or "",
-                        error_message=r.error_message or "",
-                        error_retryable=r.error_retryable,
-                    )
-                if Send.objects.filter(id=r.id, status=SendStatus.PENDING).update(**changes):
-                    written.append((r.id, r.status))
+        for r in rows:
+            changes: dict[str, Any] = {
+                "status": r.status,
+                "attempts": F("attempts") + r.attempts_delta,
+                "next_attempt_at": r.next_attempt_at,
+                "lease_expires_at": None,
+                "posting_at": None,
+                "unknown_outcomes": F("unknown_outcomes") + r.unknown_inc,
+                "updated_at": now,
+            }
+            for name in ("message_id", "sent_at", "failed_at"):
+                if getattr(r, name) is not None:
+                    changes[name] = getattr(r, name)
+            if r.error_code is not None:
+                changes.update(
+                    error_code=r.error_code,
+                    error_title=r.error_title or "",
+                    error_message=r.error_message or "",
+                    error_retryable=r.error_retryable,
+                )
+            if Send.objects.filter(id=r.id, status=SendStatus.PENDING).update(**changes):
+                written.append((r.id, r.status))
     by_status: dict[str, list[int]] = {}
     for send_id, status in written:
         by_status.setdefault(status, []).append(send_id)
@@ -429,8 +478,12 @@ def sends_record(*, rows: list[_Row]) -> dict[str, list[int]]:
     return by_status
 
 
-def _outcome_row(*, send: _Claimed, result: SendResult, now: datetime, cancelled: bool) -> _Row:
-    """Map one POST's result onto the send (attempts were already counted by the claim)."""
+def _outcome_row(*, send: _Claimed, result: SendResult, now: datetime) -> _Row:
+    """Map one POST's result onto the send (attempts were already counted by the claim).
+
+    A cancelled broadcast's transient failure is not tried again, so it would end FAILED with its error there
+    (CANCELLED means "never posted": that send was). The row says PENDING; see _cancelled_row.
+    """
     if result.ok:
         return _Row(
             id=send.id,
@@ -467,11 +520,91 @@ def _outcome_row(*, send: _Claimed, result: SendResult, now: datetime, cancelled
         # Counted (attempts = POSTs made), not failed: the send waits for resume, its error shown meanwhile.
         return _Row(id=send.id, status=SendStatus.PENDING, **fields)
     if error.error_class is ErrorClass.TRANSIENT and send.attempts < settings.DELIVERY_MAX_ATTEMPTS:
-        if cancelled:
-            return _Row(id=send.id, status=SendStatus.CANCELLED, **fields)
         at = now + timedelta(seconds=retry_delay(attempts=send.attempts))
         return _Row(id=send.id, status=SendStatus.PENDING, next_attempt_at=at, **fields)
     return _Row(id=send.id, status=SendStatus.FAILED, failed_at=now, **fields)
+
+
+def _cancelled_row(row: _Row, *, now: datetime) -> _Row:
+    """A cancelled broadcast's row: a send handed back unposted becomes CANCELLED; a posted one that would wait
+    for another attempt ends FAILED with its error (CANCELLED counts exactly the sends never posted)."""
+    if row.status != SendStatus.PENDING:
+        return row
+    if not row.posted:
+        return dataclasses.replace(row, status=SendStatus.CANCELLED, next_attempt_at=None)
+    return dataclasses.replace(row, status=SendStatus.FAILED, next_attempt_at=None, failed_at=now)
+
+
+# --- the outcome journal ----------------------------------------------------------------------------------
+# A chunk whose outcome write fails (PostgreSQL away) keeps its rows in memory and tries again; it also puts the
+# final ones (SENT, FAILED: what Meta answered) in this Redis hash at once, so that they survive the chunk
+# giving up at its time limit. The sweeper applies the hash before it takes back expired leases, so a send Meta
+# accepted is never posted again. Applying a row twice changes nothing (only PENDING sends are written).
+
+JOURNAL_KEY = "delivery:journal"
+_JOURNAL_FIELDS = (
+    "id",
+    "status",
+    "attempts_delta",
+    "unknown_inc",
+    "message_id",
+    "error_code",
+    "error_title",
+    "error_message",
+    "error_retryable",
+)
+
+
+def journal_put(rows: list[_Row]) -> str | None:
+    """Keep the final rows in Redis; returns the entry's key, or None (nothing final, or Redis away too)."""
+    final = [r for r in rows if r.status in (SendStatus.SENT, SendStatus.FAILED)]
+    client = ratelimit.redis_client()
+    if not final or client is None:
+        return None
+    entry = {
+        "at": time.time(),
+        "rows": [{name: getattr(r, name) for name in _JOURNAL_FIELDS} for r in final],
+    }
+    key = f"{os.getpid()}:{time.monotonic_ns()}:{random.getrandbits(32):08x}"
+    try:
+        client.hset(JOURNAL_KEY, key, orjson.dumps(entry))
+    except RedisError:
+        return None
+    return key
+
+
+def journal_drop(keys: list[str]) -> None:
+    """Those entries were written to the database by their chunk after all."""
+    client = ratelimit.redis_client()
+    if keys and client is not None:
+        with contextlib.suppress(RedisError):
+            client.hdel(JOURNAL_KEY, *keys)
+
+
+def journal_apply() -> int:
+    """Write every journaled outcome to the database (sweeper; before expired leases are taken back)."""
+    client = ratelimit.redis_client()
+    if client is None:
+        return 0
+    entries = client.hgetall(JOURNAL_KEY)
+    applied = 0
+    for key, raw in entries.items():
+        entry = orjson.loads(raw)
+        at = datetime.fromtimestamp(entry["at"], tz=timezone.get_current_timezone())
+        rows = [
+            _Row(
+                **item,
+                sent_at=at if item["status"] == SendStatus.SENT else None,
+                failed_at=at if item["status"] == SendStatus.FAILED else None,
+            )
+            for item in entry["rows"]
+        ]
+        written = sends_record(rows=rows)
+        applied += sum(len(ids) for ids in written.values())
+        client.hdel(JOURNAL_KEY, key)
+    if applied:
+        logger.warning("delivery: %d outcomes written from the journal", applied)
+    return applied
 
 
 # --- the per-process asyncio runtime ----------------------------------------------------------------------
@@ -604,6 +737,7 @@ class _Chunk:
         first_id: int,
         last_id: int,
         deadline: float,
+        give_up_at: float,
         log: PostLog,
     ):
         self.broadcast = broadcast
@@ -611,6 +745,8 @@ class _Chunk:
         self.claim_size = chunk_size(max_mps=broadcast.channel.max_mps)
         # No new slot after this (time.monotonic()): shared by every chunk of one pump.
         self.deadline = deadline
+        # Outcome writes that fail are tried again until this (time.monotonic()), just before the soft time limit.
+        self.give_up_at = give_up_at
         # This process's POSTs on the channel over the last second: shared by the pump's chunks.
         self.log = log
         self.exhausted = False
@@ -626,8 +762,12 @@ class _Chunk:
         self.results: list[tuple[_Claimed, SendResult, datetime]] = []
         self.deferred: list[tuple[_Claimed, float]] = []
         self.rows_written: list[_Row] = []
+        # Rows whose write failed (tried again with the next write) and their journal entries in Redis.
+        self.unwritten: list[_Row] = []
+        self.journal_keys: list[str] = []
         self.report = ChunkReport(claimed=len(sends))
-        self.marked: set[int] = set()
+        # The broadcast's status when the posting gate found it no longer IN_PROGRESS.
+        self.gate_closed: str | None = None
         self.account_error: SendResult | None = None
         self.paused = False
         self.store_down = False
@@ -665,14 +805,57 @@ class _Chunk:
         results, self.results = self.results, []
         return results
 
-    def _flush(self, results: list[tuple[_Claimed, SendResult, datetime]]) -> str:
-        """Record the given outcomes and read the broadcast's status (runs in the DB thread)."""
-        cancelled = self.status_seen == BroadcastStatus.CANCELLED
-        rows = [_outcome_row(send=s, result=r, now=at, cancelled=cancelled) for s, r, at in results]
-        sends_record(rows=rows)
+    def _flush(self, results: list[tuple[_Claimed, SendResult, datetime]], extra: Iterable[_Row] = ()) -> str:
+        """Record the given outcomes (and any whose write failed before) and read the broadcast's status (runs in
+        the DB thread). When the write fails, the rows are kept for the next one and the final ones journaled in
+        Redis at once (see journal_put): a known answer is never only in memory for longer than a write."""
+        new = [_outcome_row(send=s, result=r, now=at) for s, r, at in results]
+        new += extra
+        rows = self.unwritten = self.unwritten + new
+        try:
+            status = Broadcast.objects.filter(id=self.broadcast.id).values_list("status", flat=True).first()
+            status = status or BroadcastStatus.CANCELLED
+            if status == BroadcastStatus.CANCELLED:
+                now = timezone.now()
+                rows = [_cancelled_row(row, now=now) for row in rows]
+            sends_record(rows=rows)
+        except (db.Error, RedisError):
+            key = journal_put(new)
+            if key is not None:
+                self.journal_keys.append(key)
+            raise
+        self.unwritten = []
         self.rows_written += rows
-        status = Broadcast.objects.filter(id=self.broadcast.id).values_list("status", flat=True).first()
-        return status or BroadcastStatus.CANCELLED
+        keys, self.journal_keys = self.journal_keys, []
+        journal_drop(keys)
+        return status
+
+    def _flush_retrying(self, results: list[tuple[_Claimed, SendResult, datetime]], extra: list[_Row]) -> str | None:
+        """_flush until it succeeds or the chunk's time is up (DB thread); None when it gave up."""
+        while True:
+            try:
+                return self._flush(results, extra)
+            except (db.Error, RedisError) as exc:
+                if results or extra:
+                    logger.warning(
+                        "delivery: last outcome write of broadcast %s failed (%s); retrying every %.2f s",
+                        self.broadcast.id,
+                        exc.__class__.__name__,
+                        STORE_RETRY_SECONDS,
+                    )
+                results, extra = [], []  # now in self.unwritten
+                with contextlib.suppress(Exception):
+                    connection.close()  # reconnect on the next try
+                if time.monotonic() + STORE_RETRY_SECONDS >= self.give_up_at:
+                    logger.error(
+                        "delivery: giving up writing %d outcomes of broadcast %s (%s); %d journaled in Redis",
+                        len(self.unwritten),
+                        self.broadcast.id,
+                        exc,
+                        sum(1 for r in self.unwritten if r.status in (SendStatus.SENT, SendStatus.FAILED)),
+                    )
+                    return None
+                time.sleep(STORE_RETRY_SECONDS)
 
     def _pause_for(self) -> None:
         from broadcasts.services import broadcast_pause
@@ -684,6 +867,7 @@ class _Chunk:
             broadcast_pause(
                 broadcast_id=self.broadcast.id,
                 reason={"code": error.code, "message": error.message},
+                fence=False,
             )
         except ConflictError:
             pass  # already paused, cancelled or finished by someone else
@@ -694,7 +878,8 @@ class _Chunk:
         loop = asyncio.get_running_loop()
         deadline = self.deadline
         next_check = time.monotonic() + CHECK_INTERVAL_SECONDS
-        schedule: deque[tuple[float, _Claimed]] = deque()
+        # (slot, send, permit): the POST goes at its slot, and only before its permit ends (see _mark_posting).
+        schedule: deque[tuple[float, _Claimed, float]] = deque()
         in_flight: set[asyncio.Task] = set()
         next_plan = 0.0
         halt = asyncio.Event()
@@ -706,16 +891,21 @@ class _Chunk:
             if self.account_error is not None:
                 self.stop = "account_error"
                 break
+            if self.gate_closed is not None:
+                # Paused or cancelled: the gate let nothing more through; what is in flight is still recorded.
+                self.status_seen = self.gate_closed
+                self.stop = str(self.gate_closed).lower()
+                break
             if now >= next_check:
                 results = self._take_results()
                 next_check = time.monotonic() + CHECK_INTERVAL_SECONDS
                 try:
                     self.status_seen = await self._db(functools.partial(self._flush, results))
                     self.store_down = False
-                except db.Error:
-                    # The database is away (restart): keep the outcomes for the next try, post nothing new.
+                except (db.Error, RedisError):
+                    # The database is away (restart): the outcomes are kept (and journaled) for the next try, and
+                    # nothing new is posted (no send can be marked).
                     logger.warning("delivery: outcome UPDATE failed; retrying in %.1f s", CHECK_INTERVAL_SECONDS)
-                    self.results[:0] = results
                     self.store_down = True
                 if self.status_seen != BroadcastStatus.IN_PROGRESS:
                     self.stop = str(self.status_seen).lower()
@@ -773,7 +963,7 @@ class _Chunk:
 
     async def _fire(
         self,
-        schedule: deque[tuple[float, _Claimed]],
+        schedule: deque[tuple[float, _Claimed, float]],
         in_flight: set[asyncio.Task],
         halt: asyncio.Event,
         planned: asyncio.Event,
@@ -782,7 +972,9 @@ class _Chunk:
 
         A slot missed by more than the tolerance (this process was descheduled) is given up, never fired late next
         to on-time slots: that is what would put more than max_mps into one second. The process's PostLog of the
-        last second is the second guard, for when a stall makes several slots due at once.
+        last second is the second guard, for when a stall makes several slots due at once. A slot whose permit
+        (the posting gate's, see _mark_posting) has run out is given up too, whatever its time: the broadcast may
+        have been paused or cancelled since, and the answer to that may be on its way.
         """
         loop = asyncio.get_running_loop()
         limit = asyncio.Semaphore(settings.DELIVERY_MAX_IN_FLIGHT)
@@ -795,9 +987,9 @@ class _Chunk:
         while not halt.is_set() and self.account_error is None:
             late: list[_Claimed] = []
             while schedule and self.account_error is None and not halt.is_set():
-                slot, send = schedule[0]
+                slot, send, permit = schedule[0]
                 now = time.monotonic()
-                if now - slot > LATE_TOLERANCE_SECONDS:
+                if now - slot > LATE_TOLERANCE_SECONDS or now >= permit:
                     schedule.popleft()
                     late.append(send)
                     continue
@@ -805,8 +997,14 @@ class _Chunk:
                     break
                 if log.full(now):
                     break
+                if limit.locked():
+                    await limit.acquire()
+                    if time.monotonic() >= permit:  # waited for a free place past the permit: not this time
+                        limit.release()
+                        continue
+                else:
+                    await limit.acquire()
                 schedule.popleft()
-                await limit.acquire()
                 log.record(time.monotonic(), slot=slot)
                 task = loop.create_task(self._post(send))
                 in_flight.add(task)
@@ -854,11 +1052,18 @@ class _Chunk:
     async def _plan(self, schedule: deque) -> float:
         """Reserve the next slots and give them to queued sends whose number is free; returns when to plan next."""
         batch = [self.queue.popleft() for _ in range(min(self.batch, len(self.queue)))]
-        unmarked = [s.id for s in batch if s.id not in self.marked]
+        ids = [s.id for s in batch]
         try:
-            if unmarked:
-                await self._db(lambda: _mark_posting(unmarked))
-                self.marked.update(unmarked)
+            # The gate: marked only while the broadcast is IN_PROGRESS, and each POST within its permit.
+            marked_at, marked, closed = await self._db(
+                functools.partial(_mark_posting, broadcast_id=self.broadcast.id, ids=ids)
+            )
+            if closed is not None:
+                self.queue.extendleft(reversed(batch))
+                self.gate_closed = closed
+                return time.monotonic() + CHECK_INTERVAL_SECONDS
+            # A send no longer PENDING (final meanwhile) is not ours to post or record.
+            batch = [s for s in batch if s.id in marked]
             grant = ratelimit.channel_reserve(channel_id=self.channel.id, max_mps=self.channel.max_mps, want=len(batch))
         except (db.Error, RedisError):
             # Database or Redis away for a moment: nothing is sent unmarked or unpaced; try again shortly.
@@ -888,16 +1093,20 @@ class _Chunk:
             else:
                 ready.append(send)
         # Slots are used in order; those of deferred sends go unused (never saved up: no burst later).
-        schedule.extend(zip(times, ready, strict=False))
+        permit = marked_at + POST_PERMIT_SECONDS
+        schedule.extend((slot, send, permit) for slot, send in zip(times, ready, strict=False))
         return 0.0
 
     def finish(self) -> None:
-        """Record the last outcomes and hand back what was not posted (runs in the DB thread; once)."""
+        """Record the last outcomes and hand back what was not posted (runs in the DB thread; once).
+
+        A failed write is tried again until the database answers or the chunk's time is up (its sends' leases
+        outlive the task, so nobody takes them back meanwhile); the final outcomes are in the journal by then.
+        """
         if self.finished:
             return
         self.finished = True
         now = timezone.now()
-        self.status_seen = self._flush(self._take_results())
         rows: list[_Row] = []
         for send, wait in self.deferred:
             # The number got a message on this channel < 6 s ago: spaced, not dropped, and no attempt counted.
@@ -907,19 +1116,15 @@ class _Chunk:
                     status=SendStatus.PENDING,
                     attempts_delta=-1,
                     next_attempt_at=now + timedelta(seconds=wait),
+                    posted=False,
                 )
             )
-        cancelled = self.status_seen == BroadcastStatus.CANCELLED
         for send in self.queue:
-            rows.append(
-                _Row(
-                    id=send.id,
-                    status=SendStatus.CANCELLED if cancelled else SendStatus.PENDING,
-                    attempts_delta=-1,
-                )
-            )
-        sends_record(rows=rows)
-        self.rows_written += rows
+            rows.append(_Row(id=send.id, status=SendStatus.PENDING, attempts_delta=-1, posted=False))
+        status = self._flush_retrying(self._take_results(), rows)
+        if status is not None:
+            self.status_seen = status
+        cancelled = self.status_seen == BroadcastStatus.CANCELLED
         self.report.deferred = len(self.deferred)
         self.report.released = 0 if cancelled else len(self.queue)
 
@@ -953,12 +1158,18 @@ def send_chunk_deliver(*, broadcast_id: str, first_id: int, last_id: int) -> lis
         return [report]
     channel_id = broadcast.channel_id
     holder = ratelimit.pid_holder()
-    if not ratelimit.channel_slot_acquire(
-        channel_id=channel_id,
-        holder=holder,
-        limit=settings.DELIVERY_CHANNEL_PARALLELISM,
-        hold_seconds=_lease_seconds(),
-    ):
+    try:
+        acquired = ratelimit.channel_slot_acquire(
+            channel_id=channel_id,
+            holder=holder,
+            limit=settings.DELIVERY_CHANNEL_PARALLELISM,
+            hold_seconds=_lease_seconds(),
+        )
+    except RedisError:
+        # Redis away: no place, no pacing, nothing to do; the sweeper dispatches the broadcast again once it is back.
+        report.stop = "redis_down"
+        return [report]
+    if not acquired:
         report.channel_busy = True
         return [report]
     pump: _ChannelPump | None = None
@@ -991,10 +1202,14 @@ def send_chunk_deliver(*, broadcast_id: str, first_id: int, last_id: int) -> lis
     finally:
         ratelimit.channel_slot_release(channel_id=channel_id, holder=holder)
     reports = [_summarize(chunk) for chunk in pump.chunks]
-    for chunk, chunk_report in zip(pump.chunks, reports, strict=True):
-        _after_chunk(broadcast_id=chunk.broadcast.id, report=chunk_report)
-    # Broadcasts this run did not reach (it stopped at its deadline) are woken now, not at their next retry.
-    _channel_others_dispatch(broadcast_id=pump.chunks[-1].broadcast.id, channel_id=channel_id)
+    try:
+        for chunk, chunk_report in zip(pump.chunks, reports, strict=True):
+            _after_chunk(broadcast_id=chunk.broadcast.id, report=chunk_report)
+        # Broadcasts this run did not reach (it stopped at its deadline) are woken now, not at their next retry.
+        _channel_others_dispatch(broadcast_id=pump.chunks[-1].broadcast.id, channel_id=channel_id)
+    except (db.Error, RedisError, KombuError) as exc:
+        # Every outcome is written; only the wake-ups are lost, and the sweeper finds that work from the rows.
+        logger.warning("delivery: could not wake the next work after a chunk (%s); the sweeper will", exc)
     return reports
 
 
@@ -1027,7 +1242,10 @@ class _ChannelPump:
     def __init__(self, *, runtime: _Runtime, channel_id: str):
         self.runtime = runtime
         self.channel_id = channel_id
-        self.deadline = time.monotonic() + _lease_seconds() * POSTING_SHARE_OF_LEASE
+        started = time.monotonic()
+        self.deadline = started + _lease_seconds() * POSTING_SHARE_OF_LEASE
+        # Outcome writes are retried until just before the soft time limit (the leases outlive the hard one).
+        self.give_up_at = started + chunk_time_limits()[0] - GIVE_UP_MARGIN_SECONDS
         self.log: PostLog | None = None
         self.chunks: list[_Chunk] = []
         self.runs: list[asyncio.Task] = []
@@ -1043,6 +1261,7 @@ class _ChannelPump:
             first_id=first_id,
             last_id=last_id,
             deadline=self.deadline,
+            give_up_at=self.give_up_at,
             log=self.log,
         )
         chunk.on_exhausted = self._continue

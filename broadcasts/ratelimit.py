@@ -95,8 +95,19 @@ class Grant:
 @cache
 def _redis():
     import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
 
-    return redis.Redis.from_url(settings.REDIS_URL, socket_timeout=5, socket_connect_timeout=5)
+    # Fail fast: these calls run on a pump's event loop, which must not sit in redis-py's default 10 retries with
+    # backoff (seconds) while Redis is away. One immediate retry reconnects a pooled connection a restarted server
+    # closed; beyond that the caller waits and retries on its own schedule (it posts nothing meanwhile).
+    return redis.Redis.from_url(
+        settings.REDIS_URL,
+        socket_timeout=2,
+        socket_connect_timeout=1,
+        retry=Retry(NoBackoff(), 1),
+        health_check_interval=30,
+    )
 
 
 def redis_client():
@@ -217,8 +228,14 @@ def channel_slot_acquire(*, channel_id: str, holder: str, limit: int, hold_secon
 
 
 def channel_slot_release(*, channel_id: str, holder: str) -> None:
+    """Give the place back; with Redis away it expires by itself (``hold_seconds``)."""
     if settings.REDIS_URL:
-        _redis().zrem(f"delivery:running:{channel_id}", holder)
+        from redis.exceptions import RedisError
+
+        try:
+            _redis().zrem(f"delivery:running:{channel_id}", holder)
+        except RedisError:
+            pass
 
 
 def pid_holder() -> str:

@@ -18,6 +18,7 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import Case, F, PositiveSmallIntegerField, Q, When
 from django.utils import timezone
+from redis.exceptions import RedisError
 
 from broadcasts import delivery
 from broadcasts.models import Broadcast, BroadcastStatus, Send, SendStatus
@@ -105,6 +106,11 @@ def sends_recover_expired(*, now: datetime | None = None) -> set[str]:
 def broadcasts_sweep(*, now: datetime | None = None) -> dict[str, int]:
     """One pass of the sweeper; returns what it did (for logs and tests)."""
     now = now or timezone.now()
+    # Outcomes a chunk could not write (PostgreSQL away) first, so no send Meta answered is taken back as unknown.
+    try:
+        journaled = delivery.journal_apply()
+    except RedisError:
+        journaled = 0
     recovered = sends_recover_expired(now=now)
     cancelled = 0
     for broadcast_id in (
@@ -120,4 +126,4 @@ def broadcasts_sweep(*, now: datetime | None = None) -> dict[str, int]:
             continue
         delivery.broadcast_dispatch(broadcast_id=broadcast_id)
         dispatched += 1
-    return {"recovered": len(recovered), "cancelled": cancelled, "dispatched": dispatched}
+    return {"recovered": len(recovered), "cancelled": cancelled, "dispatched": dispatched, "journaled": journaled}

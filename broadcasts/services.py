@@ -5,6 +5,7 @@ definition: its lock, its allowed source states and the side effects it schedule
 """
 
 import logging
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
@@ -295,16 +296,31 @@ def broadcast_create(
     return BroadcastCreateResult(body=response, replayed=False)
 
 
+def _posting_fence(*, was: str) -> None:
+    """Return only once no POST of this broadcast can leave any more (CONTRACT 5: none after the 200).
+
+    Every POST passes the delivery engine's gate, a conditional UPDATE that marks its send only while the
+    broadcast is IN_PROGRESS, and leaves within POST_PERMIT_SECONDS of it. After the new status commits, no mark
+    passes; waiting FENCE_SECONDS outlasts every permit given before. Runs after the outermost commit (an admin
+    action inside a larger transaction included). Nothing can be posting for a broadcast that was not running.
+    """
+    from broadcasts.delivery import FENCE_SECONDS
+
+    if was == BroadcastStatus.IN_PROGRESS:
+        transaction.on_commit(lambda: time.sleep(FENCE_SECONDS))
+
+
 def broadcast_cancel(*, broadcast_id: str, organization: Organization | None = None) -> Broadcast:
     """Cancel a broadcast that has not ended; its pending sends no worker holds become CANCELLED.
 
-    A send a worker holds right now (live lease) is left to that worker, which finds the
-    broadcast CANCELLED and cancels it instead of sending when it has not posted yet.
+    A send a worker holds right now (live lease) is left to that worker, which finds the broadcast
+    CANCELLED and cancels it when it has not posted it yet. Returns once no POST can leave any more.
     """
     with transaction.atomic():
         broadcast = broadcast_get_for_update(broadcast_id=broadcast_id, organization=organization)
         if broadcast.status in FINAL_BROADCAST_STATUSES:
             raise ConflictError(f"The broadcast is already {broadcast.status}; it cannot be cancelled.")
+        _posting_fence(was=broadcast.status)
         now = timezone.now()
         broadcast.status = BroadcastStatus.CANCELLED
         broadcast.completed_at = now
@@ -320,15 +336,19 @@ def broadcast_pause(
     broadcast_id: str,
     organization: Organization | None = None,
     reason: dict[str, str] | None = None,
+    fence: bool = True,
 ) -> Broadcast:
-    """PENDING or IN_PROGRESS -> PAUSED; ``reason`` defaults to a manual pause.
+    """PENDING or IN_PROGRESS -> PAUSED; ``reason`` defaults to a manual pause. Returns once no POST can leave
+    any more (see _posting_fence).
 
-    The delivery engine passes Meta's account-level error as ``reason``.
+    The delivery engine passes Meta's account-level error as ``reason`` (and ``fence=False``: it stops itself).
     """
     with transaction.atomic():
         broadcast = broadcast_get_for_update(broadcast_id=broadcast_id, organization=organization)
         if broadcast.status not in (BroadcastStatus.PENDING, BroadcastStatus.IN_PROGRESS):
             raise ConflictError(f"A {broadcast.status} broadcast cannot be paused.")
+        if fence:
+            _posting_fence(was=broadcast.status)
         broadcast.status = BroadcastStatus.PAUSED
         broadcast.paused_reason = reason or {"code": "manual", "message": "Paused on request."}
         broadcast.save(update_fields=["status", "paused_reason", "updated_at"])

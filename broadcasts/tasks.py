@@ -8,7 +8,8 @@ import logging
 import random
 
 from celery import shared_task
-from django.conf import settings
+
+from broadcasts.delivery import chunk_time_limits
 
 logger = logging.getLogger(__name__)
 
@@ -31,8 +32,8 @@ def enqueue_dispatch(broadcast_id: str) -> None:
 @shared_task(
     name="broadcasts.send_chunk",
     bind=True,
-    soft_time_limit=max(5, int(settings.DELIVERY_LEASE_SECONDS) - 10),
-    time_limit=max(6, int(settings.DELIVERY_LEASE_SECONDS) - 5),
+    soft_time_limit=chunk_time_limits()[0],
+    time_limit=chunk_time_limits()[1],
 )
 def send_chunk_task(self, broadcast_id: str, first_id: int, last_id: int) -> None:
     """Claim and post the due sends of one id range of a broadcast."""

@@ -212,3 +212,106 @@ def broadcast_settled(broadcast_id: str, *, statuses=("COMPLETED", "FAILED", "CA
     from broadcasts.models import Broadcast
 
     return Broadcast.objects.filter(id=broadcast_id, status__in=statuses).exists()
+
+
+# --- restarting the test servers (scripts/with-services.sh puts their data, logs and pid files here) ---------
+
+
+def _services_dir() -> Path:
+    return Path(os.environ["TEST_SERVICES_DIR"])
+
+
+def redis_port() -> int:
+    return urlsplit(os.environ["REDIS_URL"]).port or 6379
+
+
+def redis_kill() -> None:
+    """SIGKILL the test Redis: no shutdown, no goodbye to clients (what a crashed or OOM-killed server does)."""
+    pid_file = _services_dir() / "redis.pid"
+    pid = int(pid_file.read_text().strip())
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: not _pid_alive(pid), timeout=10, message="redis gone")
+    pid_file.unlink(missing_ok=True)
+
+
+def redis_start() -> None:
+    """Start the test Redis again on the same port, empty (as with-services.sh started it: no persistence)."""
+    work = _services_dir()
+    subprocess.run(
+        [
+            "redis-server",
+            "--port",
+            str(redis_port()),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--daemonize",
+            "yes",
+            "--pidfile",
+            str(work / "redis.pid"),
+            "--logfile",
+            str(work / "redis.log"),
+            "--dir",
+            str(work),
+        ],
+        check=True,
+        timeout=10,
+    )
+    import redis
+
+    client = redis.Redis.from_url(os.environ["REDIS_URL"], socket_timeout=1, socket_connect_timeout=1)
+    wait_for(lambda: _ping(client), timeout=10, message="redis back")
+
+
+def _ping(client) -> bool:
+    try:
+        return bool(client.ping())
+    except Exception:
+        return False
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie (not reaped by its parent yet) is gone as far as serving goes.
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _pg_ctl(action: str, *extra: str) -> None:
+    work = _services_dir()
+    as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    pg_ctl = os.path.join(os.environ["TEST_PG_BINDIR"], "pg_ctl")
+    # The server's output goes to its log: a pipe held open by postgres would block us forever.
+    subprocess.run(
+        [*as_postgres, pg_ctl, "-D", str(work / "pg"), "-l", str(work / "pg.log"), *extra, "-w", "-t", "60", action],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        timeout=90,
+    )
+
+
+def postgres_stop() -> None:
+    """Stop the test PostgreSQL, every connection cut (fast mode: the test server runs with synchronous_commit
+    off, so an immediate stop, a crash, would also lose the last committed transactions)."""
+    _pg_ctl("stop", "-m", "fast")
+
+
+def postgres_start() -> None:
+    """Start it again with the options it last ran with (pg_ctl keeps them in postmaster.opts)."""
+    opts = (_services_dir() / "pg" / "postmaster.opts").read_text().split(None, 1)
+    # postmaster.opts: the binary, then its quoted arguments (-D ... -p ... -k ... -c ...).
+    import shlex
+
+    args = shlex.split(opts[1]) if len(opts) > 1 else []
+    # -D is given by pg_ctl itself.
+    options = [arg for i, arg in enumerate(args) if arg != "-D" and (i == 0 or args[i - 1] != "-D")]
+    _pg_ctl("start", "-o", shlex.join(options))
