@@ -9,7 +9,6 @@ message's status order (sent < delivered < read|failed), then creation order. A 
 finally fails (24 h of retries) stops holding back the later ones.
 """
 
-import contextlib
 import hashlib
 import hmac
 import http.client
