@@ -9,7 +9,7 @@ import base64
 import binascii
 import re
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -55,7 +55,10 @@ def timestamp_value(value: Any) -> datetime:
         raise _Rejected from None
     if instant.utcoffset() is None:
         raise _Rejected
-    return instant
+    try:  # PostgreSQL takes offsets up to 15:59 only: compare in UTC (and refuse what overflows it)
+        return instant.astimezone(UTC)
+    except (OverflowError, ValueError):
+        raise _Rejected from None
 
 
 def object_id_value(value: Any) -> str:

@@ -6,6 +6,7 @@
 import logging
 from typing import Any
 
+import orjson
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
 from django.db import InterfaceError as DjangoInterfaceError
@@ -50,6 +51,16 @@ OUTAGE_ERRORS: tuple[type[Exception], ...] = (
 )
 # Seconds a client is asked to wait before retrying a 503: a Redis or PostgreSQL restart takes a few.
 OUTAGE_RETRY_AFTER_SECONDS = 5
+
+
+class ErrorResponse(Response):
+    """An error is JSON whatever the view renders otherwise (the schema's YAML, the docs' HTML) and
+    whatever the client accepts: the envelope of CONTRACT 7, never content-negotiated away."""
+
+    @property
+    def rendered_content(self) -> bytes:
+        self["Content-Type"] = "application/json"
+        return orjson.dumps(self.data)
 
 
 def is_outage(exc: BaseException | None) -> bool:
@@ -99,27 +110,27 @@ def _flatten(detail: Any, prefix: str = "") -> dict[str, list[str]]:
 
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     if isinstance(exc, ApplicationError):
-        return Response(error_body(exc.code, exc.message, exc.details), status=exc.status)
+        return ErrorResponse(error_body(exc.code, exc.message, exc.details), status=exc.status)
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, DjangoPermissionDenied):
         exc = exceptions.PermissionDenied()
     elif isinstance(exc, RequestDataTooBig):
-        return Response(
+        return ErrorResponse(
             error_body("request_too_large", "The request body is larger than the 10 MiB limit."),
             status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
         )
     elif isinstance(exc, SuspiciousOperation):
         # Too many query/form fields, a malformed multipart body, ...: the request's fault.
-        return Response(error_body("bad_request", str(exc) or "The request could not be understood."), status=400)
+        return ErrorResponse(error_body("bad_request", str(exc) or "The request could not be understood."), status=400)
     if not isinstance(exc, exceptions.APIException):
         if is_outage(exc):
             # Fail closed: without its database or Redis (throttle counters) the API cannot serve
             # the request safely; the client retries it unchanged.
             logger.warning("API request refused, a backing service is down: %s", exc.__class__.__name__)
-            return Response(outage_body(), status=503, headers={"Retry-After": str(OUTAGE_RETRY_AFTER_SECONDS)})
+            return ErrorResponse(outage_body(), status=503, headers={"Retry-After": str(OUTAGE_RETRY_AFTER_SECONDS)})
         logger.exception("Unhandled API error", exc_info=exc)
-        return Response(
+        return ErrorResponse(
             error_body("internal_error", "An unexpected error occurred; it has been logged."),
             status=status.HTTP_500_INTERNAL_SERVER_ERROR,
         )
@@ -141,4 +152,4 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
     else:
         details = {}
         message = str(exc.detail) if not isinstance(exc.detail, (list, dict)) else "Request failed."
-    return Response(error_body(code, message, details), status=exc.status_code, headers=headers)
+    return ErrorResponse(error_body(code, message, details), status=exc.status_code, headers=headers)
