@@ -110,7 +110,9 @@ def _flatten(detail: Any, prefix: str = "") -> dict[str, list[str]]:
 
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     if isinstance(exc, ApplicationError):
-        return ErrorResponse(error_body(exc.code, exc.message, exc.details), status=exc.status)
+        # Every 503 (health, outages) tells the client when to come back.
+        retry = {"Retry-After": str(OUTAGE_RETRY_AFTER_SECONDS)} if exc.status == 503 else None
+        return ErrorResponse(error_body(exc.code, exc.message, exc.details), status=exc.status, headers=retry)
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, DjangoPermissionDenied):

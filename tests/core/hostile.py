@@ -20,13 +20,18 @@ def client_for(token: str | None) -> APIClient:
     return client
 
 
-def assert_no_500(response) -> None:
-    assert response.status_code < 500, (response.status_code, response.content[:2000])
+def assert_no_500(response, *, outage: bool = False) -> None:
+    """No 5xx; with ``outage`` (a server was stopped on purpose) a 503 is the one allowed."""
+    allowed = response.status_code < 500 or (outage and response.status_code == 503)
+    assert allowed, (response.status_code, response.content[:2000])
 
 
-def assert_envelope(response, status: int | None = None, code: str | None = None) -> dict[str, Any]:
-    """Not a 5xx; a 4xx is the contract's JSON envelope. Returns the error object (or {})."""
-    assert_no_500(response)
+def assert_envelope(
+    response, status: int | None = None, code: str | None = None, *, outage: bool = False
+) -> dict[str, Any]:
+    """Not a 5xx (but the 503 of an ``outage``); an error is the contract's JSON envelope.
+    Returns the error object (or {})."""
+    assert_no_500(response, outage=outage)
     if status is not None:
         assert response.status_code == status, (response.status_code, response.content[:2000])
     if response.status_code < 400:
