@@ -36,8 +36,19 @@ def idempotency_key_validate(*, key: str | None) -> str | None:
 
 
 def request_hash(*, body: Any) -> str:
-    """Hash of the parsed body with sorted keys: the same JSON with other spacing is the same body."""
-    return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
+    """Hash of the parsed body with sorted keys: the same JSON with other spacing is the same body.
+
+    The API's parser bounds the depth far below what orjson can write; a body from elsewhere
+    that orjson cannot write is refused like any other invalid body.
+    """
+    try:
+        canonical = orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
+    except orjson.JSONEncodeError:
+        raise ApplicationError(
+            "The request body cannot be canonicalised for its Idempotency-Key.",
+            details={"body": ["Nested too deep or holds values JSON cannot represent."]},
+        ) from None
+    return hashlib.sha256(canonical).hexdigest()
 
 
 def idempotency_cutoff(*, now: datetime | None = None) -> datetime:

@@ -11,6 +11,7 @@ from django.db.models import Count, Q
 
 from broadcasts.models import Broadcast, Send, SendStatus
 from core.errors import NotFoundError
+from core.ids import is_object_id
 from tokens.models import Organization
 
 COUNT_KEYS = ("pending", "sent", "delivered", "read", "failed", "cancelled")
@@ -27,6 +28,9 @@ def broadcast_get_for_update(*, broadcast_id: str, organization: Organization | 
 
 
 def _broadcast_one(queryset, broadcast_id: str, organization: Organization | None) -> Broadcast:
+    if not is_object_id(broadcast_id):
+        # Not one of our ids (the URL converter refuses those already): no query can find it.
+        raise NotFoundError("Broadcast not found.")
     if organization is not None:
         queryset = queryset.filter(organization=organization)
     broadcast = queryset.filter(pk=broadcast_id).first()

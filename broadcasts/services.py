@@ -32,7 +32,13 @@ from broadcasts.models import (
 )
 from broadcasts.selectors import broadcast_get_for_update
 from broadcasts.tasks import enqueue_dispatch
-from broadcasts.validation import BulkRequest, Errors, RecipientInput, bulk_request_validate
+from broadcasts.validation import (
+    BulkRequest,
+    Errors,
+    RecipientInput,
+    bulk_request_validate,
+    campaign_name_default,
+)
 from core.errors import ApplicationError, ConflictError
 from core.ids import object_id
 from events.publisher import broadcast_event_publish, message_events_publish
@@ -235,7 +241,7 @@ def broadcast_create(
     if errors or channel is None or template is None:
         _raise_invalid(errors, code)
     broadcast_id = object_id()
-    campaign_name = request.campaign_name or f"{template.name} {now:%Y-%m-%d %H:%M} UTC"
+    campaign_name = request.campaign_name or campaign_name_default(template_name=template.name, now=now)
     rows = _send_rows(recipients=request.recipients, needed=template.variables)
     failed = sum(1 for row in rows if row.missing)
     response = {

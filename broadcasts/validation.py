@@ -5,6 +5,7 @@ Pure functions over the parsed JSON: no database. Every error is collected under
 need the database (channel, template) and decides which variables are missing.
 """
 
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -26,6 +27,14 @@ MAX_VARIABLES = 100
 # bounds the whole request anyway (5000 recipients average at most ~2 KB each).
 MAX_META_DATA_BYTES = 4096
 MAX_SCHEDULE_AHEAD = timedelta(days=90)
+# Numbers in meta_data: jsonb keeps them as exact decimals, so 1e19 comes back as the integer
+# 10000000000000000000, which no 64-bit JSON writer (orjson's included) can render. Whatever is
+# accepted must be readable back: magnitudes stay below 2**63, as every JSON integer we write.
+MAX_META_NUMBER = 2**63
+# orjson writes such floats with a positive exponent ("1e+19"); only then is the object walked.
+_BIG_FLOAT = re.compile(rb"[0-9]e\+")
+# " 2026-11-27 14:03 UTC", appended to the template's name for a generated campaign_name.
+_CAMPAIGN_SUFFIX = len(" YYYY-MM-DD HH:MM UTC")
 
 INVALID_PHONE = "Not a valid E.164 phone number."
 
@@ -62,6 +71,21 @@ def _has_nul(value: Any) -> bool:
     if isinstance(value, list):
         return any(_has_nul(v) for v in value)
     return False
+
+
+def _has_big_number(value: Any) -> bool:
+    if isinstance(value, float):
+        return not -MAX_META_NUMBER < value < MAX_META_NUMBER
+    if isinstance(value, dict):
+        return any(_has_big_number(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_big_number(v) for v in value)
+    return False
+
+
+def campaign_name_default(*, template_name: str, now: datetime) -> str:
+    """``welcome_v2 2026-11-27 14:03 UTC``; a long template name is cut so the whole fits the column."""
+    return f"{template_name[: MAX_CAMPAIGN_NAME - _CAMPAIGN_SUFFIX]} {now:%Y-%m-%d %H:%M} UTC"
 
 
 def _string(
@@ -145,13 +169,20 @@ def _meta_data(errors: Errors, path: str, value: Any) -> str | None:
     if not isinstance(value, dict):
         _add(errors, path, "Must be an object.")
         return None
-    dumped = orjson.dumps(value)
+    try:
+        dumped = orjson.dumps(value)
+    except orjson.JSONEncodeError:  # the API's parser stops this far earlier (core.api.parsers)
+        _add(errors, path, "Nested too deep.")
+        return None
     if len(dumped) > MAX_META_DATA_BYTES:
         _add(errors, path, f"At most {MAX_META_DATA_BYTES} bytes once serialized.")
         return None
     # orjson writes NUL as \u0000; only then walk the object (the text may be an escaped backslash).
     if b"\\u0000" in dumped and _has_nul(value):
         _add(errors, path, "May not contain NUL characters.")
+        return None
+    if _BIG_FLOAT.search(dumped) and _has_big_number(value):
+        _add(errors, path, "Numbers must be between -2**63 and 2**63 (exclusive), to be stored and read back exactly.")
         return None
     return dumped.decode()
 

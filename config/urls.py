@@ -1,8 +1,9 @@
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView
 
 from broadcasts.api.docs import ApiDocsView
+from core.api.views import unknown_api_path
 
 urlpatterns = [
     path("admin/", admin.site.urls),
@@ -12,6 +13,8 @@ urlpatterns = [
     path("v1/", include("whatsapp.urls")),
     path("v1/", include("broadcasts.urls")),
     path("v1/", include("events.urls")),
+    # Last: every other path under /v1/ (any method) is the JSON 404 of CONTRACT 7.
+    re_path(r"^v1(?:/.*)?$", unknown_api_path),
 ]
 
 handler400 = "core.api.views.bad_request"

@@ -6,9 +6,9 @@ from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
 from broadcasts.api.serializers import ErrorEnvelopeSerializer
+from core.api.base import ApiView
 from events import selectors, services
 from events.models import EventType, WebhookEndpoint
 from tokens.scopes import WEBHOOKS_MANAGE
@@ -61,7 +61,7 @@ def _errors(*codes: int) -> dict[int, OpenApiResponse]:
     return {code: OpenApiResponse(ErrorEnvelopeSerializer) for code in codes}
 
 
-class WebhookEndpointListApi(APIView):
+class WebhookEndpointListApi(ApiView):
     required_scope = WEBHOOKS_MANAGE
     InputSerializer = EndpointInputSerializer
 
@@ -91,7 +91,7 @@ class WebhookEndpointListApi(APIView):
         return Response({**endpoint_output(issued.endpoint), "secret": issued.secret}, status=201)
 
 
-class WebhookEndpointDetailApi(APIView):
+class WebhookEndpointDetailApi(ApiView):
     required_scope = WEBHOOKS_MANAGE
 
     @extend_schema(

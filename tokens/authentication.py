@@ -8,6 +8,8 @@ from tokens.services import token_authenticate
 
 # The challenge of every 401 (RFC 6750); the exception handler sends it on each 401.
 WWW_AUTHENTICATE = "Bearer"
+# "Bearer kbai_pk_" and at most 128 secret characters (tokens.services.TOKEN_RE), with room to spare.
+MAX_HEADER_LENGTH = 512
 
 
 class TokenUser:
@@ -41,6 +43,10 @@ class BearerTokenAuthentication(authentication.BaseAuthentication):
         header = request.META.get("HTTP_AUTHORIZATION", "")
         if not header.strip():
             return None
+        # A token is short printable ASCII: anything else (NUL, latin-1 bytes, megabytes) is malformed
+        # before it is split, hashed or looked up.
+        if len(header) > MAX_HEADER_LENGTH or not header.isascii() or not header.isprintable():
+            raise exceptions.AuthenticationFailed("Malformed Authorization header; expected 'Bearer kbai_pk_...'.")
         parts = header.split()
         if len(parts) != 2 or parts[0].lower() != self.keyword.lower():
             raise exceptions.AuthenticationFailed("Malformed Authorization header; expected 'Bearer kbai_pk_...'.")

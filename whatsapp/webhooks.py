@@ -8,7 +8,6 @@ import hashlib
 import hmac
 import logging
 
-import orjson
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -16,7 +15,9 @@ from django.utils.decorators import method_decorator
 from django.views import View
 from django.views.decorators.csrf import csrf_exempt
 
-from core.api.exception_handler import error_body
+from core.api.exception_handler import OUTAGE_RETRY_AFTER_SECONDS, error_body, is_outage, outage_body
+from core.api.parsers import InvalidJSON, json_parse
+from core.errors import ApplicationError
 from whatsapp.services import webhook_payload_process
 
 logger = logging.getLogger(__name__)
@@ -28,8 +29,12 @@ def signature_valid(*, body: bytes, header: str, secret: str) -> bool:
     """``sha256=<hex HMAC-SHA256(body, app secret)>``, compared in constant time."""
     if not secret or not header.startswith("sha256="):
         return False
+    given = header.removeprefix("sha256=").strip().lower()
+    # compare_digest refuses non-ASCII str (TypeError): such a header is simply a wrong signature.
+    if not given.isascii():
+        return False
     expected = hmac.new(secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
-    return hmac.compare_digest(expected, header.removeprefix("sha256=").strip().lower())
+    return hmac.compare_digest(expected.encode(), given.encode())
 
 
 def _error(code: str, message: str, status: int) -> JsonResponse:
@@ -66,11 +71,22 @@ class WhatsAppWebhookView(View):
         if not signature_valid(body=body, header=request.META.get(SIGNATURE_HEADER, ""), secret=secret):
             return _error("invalid_signature", "Missing or invalid X-Hub-Signature-256.", 403)
         try:
-            payload = orjson.loads(body)
-        except orjson.JSONDecodeError:
+            payload = json_parse(body)
+        except InvalidJSON:
             return _error("invalid_json", "The request body is not valid JSON.", 400)
+        except ApplicationError as exc:  # too deep, NUL: nothing Meta sends, nothing we could store
+            return JsonResponse(error_body(exc.code, exc.message, exc.details), status=exc.status)
         if not isinstance(payload, dict):
             return _error("validation_error", "The webhook body must be a JSON object.", 400)
-        result = webhook_payload_process(payload=payload)
+        try:
+            result = webhook_payload_process(payload=payload)
+        except Exception as exc:
+            if not is_outage(exc):
+                raise
+            # Database down: Meta retries a non-2xx delivery, so the statuses are applied later.
+            logger.warning("whatsapp webhook deferred, a backing service is down: %s", exc.__class__.__name__)
+            response = JsonResponse(outage_body(), status=503)
+            response["Retry-After"] = str(OUTAGE_RETRY_AFTER_SECONDS)
+            return response
         logger.debug("whatsapp webhook applied: %s", result)
         return JsonResponse({"received": True})

@@ -6,9 +6,16 @@
 import logging
 from typing import Any
 
+import orjson
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
-from django.core.exceptions import RequestDataTooBig
+from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
+from django.db import InterfaceError as DjangoInterfaceError
+from django.db import OperationalError as DjangoOperationalError
 from django.http import Http404
+from kombu.exceptions import OperationalError as BrokerError
+from psycopg import InterfaceError as PsycopgInterfaceError
+from psycopg import OperationalError as PsycopgOperationalError
+from redis.exceptions import RedisError
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 
@@ -29,6 +36,48 @@ _CODES: list[tuple[type[Exception], str]] = [
     (exceptions.UnsupportedMediaType, "unsupported_media_type"),
     (exceptions.Throttled, "rate_limited"),
 ]
+
+
+# A server we depend on is down or unreachable (CONTRACT 6): the request could not be served now and
+# may be retried as it is. ``psycopg``'s own classes too: a raw cursor's ``copy()`` is not wrapped
+# by Django's error translation. Nothing else becomes a 503: a bug must stay visible as a 500.
+OUTAGE_ERRORS: tuple[type[Exception], ...] = (
+    DjangoOperationalError,
+    DjangoInterfaceError,
+    PsycopgOperationalError,
+    PsycopgInterfaceError,
+    RedisError,
+    BrokerError,
+)
+# Seconds a client is asked to wait before retrying a 503: a Redis or PostgreSQL restart takes a few.
+OUTAGE_RETRY_AFTER_SECONDS = 5
+
+
+class ErrorResponse(Response):
+    """An error is JSON whatever the view renders otherwise (the schema's YAML, the docs' HTML) and
+    whatever the client accepts: the envelope of CONTRACT 7, never content-negotiated away."""
+
+    @property
+    def rendered_content(self) -> bytes:
+        self["Content-Type"] = "application/json"
+        return orjson.dumps(self.data)
+
+
+def is_outage(exc: BaseException | None) -> bool:
+    """True for an error that means PostgreSQL, Redis or the broker cannot be reached right now."""
+    while exc is not None:
+        if isinstance(exc, OUTAGE_ERRORS):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def outage_body() -> dict[str, Any]:
+    return error_body(
+        "service_unavailable",
+        "A backing service (database or Redis) is unavailable; retry shortly.",
+        {"retry_after_seconds": OUTAGE_RETRY_AFTER_SECONDS},
+    )
 
 
 def error_body(code: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -61,19 +110,29 @@ def _flatten(detail: Any, prefix: str = "") -> dict[str, list[str]]:
 
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     if isinstance(exc, ApplicationError):
-        return Response(error_body(exc.code, exc.message, exc.details), status=exc.status)
+        # Every 503 (health, outages) tells the client when to come back.
+        retry = {"Retry-After": str(OUTAGE_RETRY_AFTER_SECONDS)} if exc.status == 503 else None
+        return ErrorResponse(error_body(exc.code, exc.message, exc.details), status=exc.status, headers=retry)
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, DjangoPermissionDenied):
         exc = exceptions.PermissionDenied()
     elif isinstance(exc, RequestDataTooBig):
-        return Response(
+        return ErrorResponse(
             error_body("request_too_large", "The request body is larger than the 10 MiB limit."),
             status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
         )
+    elif isinstance(exc, SuspiciousOperation):
+        # Too many query/form fields, a malformed multipart body, ...: the request's fault.
+        return ErrorResponse(error_body("bad_request", str(exc) or "The request could not be understood."), status=400)
     if not isinstance(exc, exceptions.APIException):
+        if is_outage(exc):
+            # Fail closed: without its database or Redis (throttle counters) the API cannot serve
+            # the request safely; the client retries it unchanged.
+            logger.warning("API request refused, a backing service is down: %s", exc.__class__.__name__)
+            return ErrorResponse(outage_body(), status=503, headers={"Retry-After": str(OUTAGE_RETRY_AFTER_SECONDS)})
         logger.exception("Unhandled API error", exc_info=exc)
-        return Response(
+        return ErrorResponse(
             error_body("internal_error", "An unexpected error occurred; it has been logged."),
             status=status.HTTP_500_INTERNAL_SERVER_ERROR,
         )
@@ -95,4 +154,4 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
     else:
         details = {}
         message = str(exc.detail) if not isinstance(exc.detail, (list, dict)) else "Request failed."
-    return Response(error_body(code, message, details), status=exc.status_code, headers=headers)
+    return ErrorResponse(error_body(code, message, details), status=exc.status_code, headers=headers)

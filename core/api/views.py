@@ -1,20 +1,35 @@
 """Django-level fallbacks so that nothing under /v1/ ever answers with an HTML page."""
 
+import sys
+
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
-from core.api.exception_handler import error_body
+from core.api.exception_handler import OUTAGE_RETRY_AFTER_SECONDS, error_body, is_outage, outage_body
 
 
 def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
-    if request.path.startswith("/v1/"):
+    if request.path.startswith("/v1/") or request.path == "/v1":
         return JsonResponse(error_body("not_found", "Not found."), status=404)
     from django.views.defaults import page_not_found
 
     return page_not_found(request, exception)
 
 
+def unknown_api_path(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+    """The last route under /v1/: any method on any path no other route took is a JSON 404.
+
+    A route rather than only ``handler404``: that handler is skipped while DEBUG is on (the demo).
+    """
+    return JsonResponse(error_body("not_found", f"No API resource at {request.path!r}."), status=404)
+
+
 def server_error(request: HttpRequest) -> HttpResponse:
     if request.path.startswith("/v1/"):
+        # Django calls this handler inside its ``except``: the exception is still the current one.
+        if is_outage(sys.exc_info()[1]):
+            response = JsonResponse(outage_body(), status=503)
+            response["Retry-After"] = str(OUTAGE_RETRY_AFTER_SECONDS)
+            return response
         body = error_body("internal_error", "An unexpected error occurred; it has been logged.")
         return JsonResponse(body, status=500)
     from django.views.defaults import server_error as default_server_error
