@@ -23,8 +23,17 @@ def broadcast_dispatch_task(broadcast_id: str, wake_at: float | None = None) -> 
 
 
 def enqueue_dispatch(broadcast_id: str) -> None:
-    """Wake the workers for a broadcast. Call it from ``transaction.on_commit`` only."""
-    broadcast_dispatch_task.delay(broadcast_id)
+    """Wake the workers for a broadcast. Call it from ``transaction.on_commit`` only.
+
+    The broadcast is already committed: a broker that is down must not turn its 202 into an error. The message
+    is only a wake-up; beat's start-due pass and the sweeper find the broadcast from its row (within ~15 s).
+    """
+    try:
+        broadcast_dispatch_task.apply_async(args=[broadcast_id], retry=False)
+    except Exception as exc:  # noqa: BLE001 - any broker/transport error: the rows are the truth
+        logger.warning(
+            "dispatch of %s not queued (broker unavailable: %s); the sweeper will start it", broadcast_id, exc
+        )
 
 
 # The hard limit stays below the sends' lease, so a chunk is dead before the sweeper may take its sends back;
