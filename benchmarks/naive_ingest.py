@@ -13,8 +13,9 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from broadcasts.models import Broadcast, Send, SendStatus
-from broadcasts.services import channel_resolve, iso_utc
+from broadcasts.services import channel_resolve
 from core.errors import ApplicationError
+from core.timefmt import iso_utc
 from templates_registry.models import Template
 
 

@@ -49,6 +49,7 @@ from redis.exceptions import RedisError
 
 from broadcasts import ratelimit
 from broadcasts.models import Broadcast, BroadcastStatus, Send, SendStatus
+from core.backoff import backoff_seconds
 from core.errors import ConflictError
 from events.publisher import broadcast_event_publish, message_events_publish
 from whatsapp.client import GraphClient, SendResult
@@ -103,8 +104,12 @@ def chunk_size(*, max_mps: int) -> int:
 
 def retry_delay(*, attempts: int) -> float:
     """Exponential backoff with +-25 % jitter, capped: base * 2^(attempts-1)."""
-    base = settings.DELIVERY_RETRY_BASE_SECONDS * (2 ** max(0, attempts - 1))
-    return min(settings.DELIVERY_RETRY_MAX_SECONDS, base * random.uniform(0.75, 1.25))
+    return backoff_seconds(
+        attempts=attempts,
+        base=settings.DELIVERY_RETRY_BASE_SECONDS,
+        cap=settings.DELIVERY_RETRY_MAX_SECONDS,
+        jitter=0.25,
+    )
 
 
 def _lease_seconds() -> float:

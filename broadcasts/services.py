@@ -7,7 +7,7 @@ definition: its lock, its allowed source states and the side effects it schedule
 import logging
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, NamedTuple
 
 import orjson
@@ -41,6 +41,7 @@ from broadcasts.validation import (
 )
 from core.errors import ApplicationError, ConflictError
 from core.ids import object_id
+from core.timefmt import iso_utc
 from events.publisher import broadcast_event_publish, message_events_publish
 from templates_registry.models import Channel, Template
 from tokens.models import AccessToken, Organization
@@ -71,13 +72,6 @@ _COPY_COLUMNS = (
 class BroadcastCreateResult:
     body: dict[str, Any]  # the 202 body
     replayed: bool  # True when an Idempotency-Key matched an earlier request
-
-
-def iso_utc(value: datetime | None) -> str | None:
-    """ISO 8601 in UTC with a ``Z``: the one timestamp format of the API."""
-    if value is None:
-        return None
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def channel_resolve(*, organization: Organization, channel_id: str) -> Channel | None:

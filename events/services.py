@@ -14,7 +14,6 @@ import hmac
 import http.client
 import ipaddress
 import logging
-import random
 import secrets
 import select
 import socket
@@ -37,7 +36,9 @@ from django.db.models import F, OuterRef, Q, Subquery
 from django.utils import timezone
 from requests.certs import where as ca_bundle_path
 
+from core.backoff import backoff_seconds as core_backoff
 from core.errors import ApplicationError, NotFoundError
+from core.timefmt import iso_utc
 from events.models import (
     DeliveryAttempt,
     DeliveryStatus,
@@ -438,10 +439,6 @@ def message_event_data(*, row: dict[str, Any], status: str) -> dict[str, Any]:
     }
 
 
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if value else None
-
-
 def broadcast_event_data(*, broadcast: Any) -> dict[str, Any]:
     # The API's own selectors: the event shows exactly what GET /v1/messages/bulk/{id} shows.
     from broadcasts.selectors import broadcast_counts, error_rate
@@ -452,7 +449,7 @@ def broadcast_event_data(*, broadcast: Any) -> dict[str, Any]:
         "status": broadcast.status,
         "counts": counts,
         "error_rate": error_rate(counts=counts, total=broadcast.total_recipients),
-        "completed_at": _iso(broadcast.completed_at),
+        "completed_at": iso_utc(broadcast.completed_at),
     }
     if broadcast.paused_reason:
         data["paused_reason"] = broadcast.paused_reason
@@ -464,7 +461,9 @@ def broadcast_event_data(*, broadcast: Any) -> dict[str, Any]:
 
 def event_body(*, event: Event) -> bytes:
     """The exact bytes POSTed: identical on every retry (only the timestamp header changes)."""
-    return orjson.dumps({"id": event.id, "type": event.type, "created_at": _iso(event.created_at), "data": event.data})
+    return orjson.dumps(
+        {"id": event.id, "type": event.type, "created_at": iso_utc(event.created_at), "data": event.data}
+    )
 
 
 def signature_make(*, secret: str, timestamp: int, body: bytes) -> str:
@@ -474,9 +473,8 @@ def signature_make(*, secret: str, timestamp: int, body: bytes) -> str:
 
 
 def backoff_seconds(*, attempts: int) -> float:
-    """Delay before attempt ``attempts + 1``: doubling from 10 s, capped at 1 h, with +-20% jitter."""
-    base = min(BACKOFF_MAX_SECONDS, BACKOFF_BASE_SECONDS * 2 ** max(0, attempts - 1))
-    return base * random.uniform(0.8, 1.2)
+    """Delay before attempt ``attempts + 1``: doubling from 10 s with +-20% jitter, capped at 1 h."""
+    return core_backoff(attempts=attempts, base=BACKOFF_BASE_SECONDS, cap=BACKOFF_MAX_SECONDS, jitter=0.2)
 
 
 def deliveries_claim(*, endpoint_id: str, now: datetime, limit: int = CLAIM_BATCH) -> list[EventDelivery]:

@@ -11,7 +11,7 @@ from rest_framework import serializers
 
 from broadcasts.models import Broadcast, BroadcastStatus, SendStatus
 from broadcasts.selectors import error_rate
-from broadcasts.services import iso_utc
+from core.timefmt import iso_utc
 
 
 def broadcast_representation(broadcast: Broadcast, counts: dict[str, int]) -> dict[str, Any]:
