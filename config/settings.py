@@ -5,6 +5,7 @@ Every variable is optional in development; see the README's configuration table.
 
 import hashlib
 import tempfile
+import warnings
 from datetime import timedelta
 from pathlib import Path
 
@@ -124,8 +125,10 @@ USE_I18N = True
 USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
-# Find assets in the apps too, so tests and the demo need no collectstatic run.
+# Find assets in the apps too, so tests and the demo need no collectstatic run. Without a collectstatic run
+# STATIC_ROOT does not exist, and WhiteNoise would warn about it on every process start: nothing is missing.
 WHITENOISE_USE_FINDERS = True
+warnings.filterwarnings("ignore", message="No directory at", module="whitenoise.base")
 
 # --- Security: HTTPS behind a TLS-terminating proxy (README "Production") -----------------------------
 # https://docs.djangoproject.com/en/5.2/ref/middleware/#module-django.middleware.security
