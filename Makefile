@@ -23,9 +23,12 @@ run: install
 test: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(TEST_ENV) scripts/with-services.sh $(BIN)/pytest $(PYTEST_ARGS)
 
+## make lint: ruff, the import contracts of .importlinter (layers, forbidden imports) and no import cycle at all.
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
+	$(BIN)/python scripts/check_import_cycles.py
 
 bench-ingest: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(TEST_ENV) scripts/with-services.sh $(BIN)/python benchmarks/bench_ingest.py

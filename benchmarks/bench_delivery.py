@@ -35,11 +35,11 @@ from django.core.management import call_command  # noqa: E402
 
 from broadcasts.models import Broadcast, Send  # noqa: E402
 from broadcasts.services import broadcast_create  # noqa: E402
+from sandbox.process import start_sandbox  # noqa: E402
 from templates_registry.models import Channel, Template  # noqa: E402
 from tests.delivery_support import CeleryProcess, celery_env  # noqa: E402
 from tokens.models import Organization  # noqa: E402
 from whatsapp.client import GraphClient  # noqa: E402
-from whatsapp.sandbox_process import start_sandbox  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import requests
 
-from whatsapp.sandbox_process import free_port
+from sandbox.process import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 

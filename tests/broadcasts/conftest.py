@@ -3,8 +3,8 @@
 import pytest
 from django.db import connection
 
+from sandbox.process import SandboxProcess, start_sandbox
 from tests.delivery_support import FAST_DELIVERY_SETTINGS, CeleryProcess, celery_env, database_url_for
-from whatsapp.sandbox_process import SandboxProcess, start_sandbox
 
 
 @pytest.fixture(scope="session")

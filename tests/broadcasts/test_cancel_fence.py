@@ -13,9 +13,9 @@ import requests
 
 from broadcasts.models import Send
 from broadcasts.tasks import enqueue_dispatch
+from sandbox.process import free_port
 from tests.delivery_support import broadcast_make, numbers, wait_for
 from tests.gunicorn_process import ROOT, die_with_parent
-from whatsapp.sandbox_process import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 

@@ -23,8 +23,8 @@ import pytest
 import redis
 import requests
 
+from sandbox.process import free_port, start_sandbox
 from tests.delivery_support import numbers, wait_for
-from whatsapp.sandbox_process import free_port, start_sandbox
 
 ROOT = Path(__file__).resolve().parents[2]
 PHONE_NUMBER_ID = "100000000000077"

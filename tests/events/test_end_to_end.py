@@ -12,10 +12,10 @@ import redis
 from django.db import connection
 
 from broadcasts.models import Send
+from sandbox.process import start_sandbox
 from tests.delivery_support import FAST_DELIVERY_SETTINGS, CeleryProcess, celery_env, database_url_for, wait_for
 from tests.events.conftest import contract_signature_valid
 from tests.events.helpers import Receiver
-from whatsapp.sandbox_process import start_sandbox
 from whatsapp.services import unmatched_statuses_retry
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]

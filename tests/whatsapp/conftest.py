@@ -6,7 +6,7 @@ Other test packages can reuse them by importing both into their conftest:
 
 import pytest
 
-from whatsapp.sandbox_process import SandboxProcess, start_sandbox
+from sandbox.process import SandboxProcess, start_sandbox
 
 
 @pytest.fixture(scope="session")

@@ -4,9 +4,9 @@ import asyncio
 
 import pytest
 
+from sandbox.process import free_port
 from whatsapp.client import GraphClient
 from whatsapp.errors import ErrorClass
-from whatsapp.sandbox_process import free_port
 
 PAYLOAD = {
     "messaging_product": "whatsapp",

@@ -1,6 +1,6 @@
 """Load generator for the sandbox: how many sends per second it sustains at a given latency.
 
-    python -m whatsapp.sandbox.load --requests 40000 --concurrency 400 --latency-ms 50
+    python -m sandbox.load --requests 40000 --concurrency 400 --latency-ms 50
 
 Starts its own sandbox (or uses --url) and drives it over keep-alive HTTP/1.1 connections with a hand-rolled
 asyncio client: a general-purpose client would spend more CPU than the server and measure itself instead.
@@ -141,7 +141,7 @@ async def _run(url: str, total: int, concurrency: int, phones: int) -> dict:
 
 async def _run_with_webhooks(args: argparse.Namespace) -> dict:
     """Sends with delivered+read webhooks flowing back to a receiver in this process (same timing as `make run`)."""
-    from whatsapp.sandbox_process import start_sandbox
+    from sandbox.process import start_sandbox
 
     counter = _WebhookCounter("load-secret")
     await counter.start()
@@ -169,7 +169,7 @@ async def _run_with_webhooks(args: argparse.Namespace) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m whatsapp.sandbox.load")
+    parser = argparse.ArgumentParser(prog="python -m sandbox.load")
     parser.add_argument("--url", help="a running sandbox (default: start one)")
     parser.add_argument("--requests", type=int, default=40000)
     parser.add_argument("--concurrency", type=int, default=400, help="keep-alive connections")
@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     sandbox = None
     url = args.url
     if url is None:
-        from whatsapp.sandbox_process import start_sandbox
+        from sandbox.process import start_sandbox
 
         sandbox = start_sandbox(latency_ms=args.latency_ms)
         url = sandbox.url

@@ -1,15 +1,17 @@
-"""`python -m whatsapp.sandbox --host 127.0.0.1 --port 8099 --latency-ms 50 [--webhook-url URL --app-secret S] ...`"""
+"""`python -m sandbox --host 127.0.0.1 --port 8099 --latency-ms 50 [--webhook-url URL --app-secret S] ...`"""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from whatsapp.sandbox.server import SandboxConfig, parse_outcome, run
+from sandbox.app import run
+from sandbox.outcomes import parse_outcome
+from sandbox.state import SandboxConfig
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m whatsapp.sandbox", description="Local WhatsApp Graph API sandbox.")
+    parser = argparse.ArgumentParser(prog="python -m sandbox", description="Local WhatsApp Graph API sandbox.")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8099)
     parser.add_argument("--latency-ms", type=float, default=50.0, help="delay before every answer")

@@ -185,7 +185,7 @@ def start_sandbox(
     max_recorded: int | None = None,
     python: str | None = None,
 ) -> SandboxProcess:
-    """Run `python -m whatsapp.sandbox` on a free loopback port and return once /_sandbox/health answers."""
+    """Run `python -m sandbox` on a free loopback port and return once /_sandbox/health answers."""
     options = {
         "latency_ms": latency_ms,
         "webhook_url": webhook_url,
@@ -203,7 +203,7 @@ def start_sandbox(
     for _ in range(3):
         chosen = port or free_port()
         log = tempfile.NamedTemporaryFile(prefix="wa-sandbox-", suffix=".log", delete=False)  # noqa: SIM115
-        command = [python or sys.executable, "-m", "whatsapp.sandbox", "--host", host, "--port", str(chosen)]
+        command = [python or sys.executable, "-m", "sandbox", "--host", host, "--port", str(chosen)]
         # The sandbox also stops by itself if this process dies without calling stop().
         command.append("--exit-with-parent")
         process = subprocess.Popen(
