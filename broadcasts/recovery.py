@@ -8,6 +8,10 @@ Beat runs two tasks:
   unknown outcome when the POST may have left (Send.posting_at), cancels leftovers of cancelled broadcasts, and
   re-dispatches IN_PROGRESS broadcasts no recent dispatch covers: lost chunk or wake messages, a flushed Redis,
   broadcasts with nothing pending that were never finished.
+
+The sweeper sits beside broadcasts/services.py: it starts and cancels through broadcasts/lifecycle.py, applies
+the outcome journal (delivery/outcomes.py) and dispatches through delivery/dispatch.py. Taking back an expired
+lease is its own rule (``sends_recover_expired``): only it decides whether an unknown outcome is counted.
 """
 
 from __future__ import annotations
@@ -20,8 +24,10 @@ from django.db.models import Case, F, PositiveSmallIntegerField, Q, When
 from django.utils import timezone
 from redis.exceptions import RedisError
 
-from broadcasts import delivery
+from broadcasts import lifecycle
+from broadcasts.delivery import dispatch, outcomes
 from broadcasts.models import Broadcast, BroadcastStatus, Send, SendStatus
+from broadcasts.queue import enqueue_dispatch
 from events.publisher import message_events_publish
 
 # An unscheduled broadcast still PENDING this long after creation lost its dispatch message.
@@ -32,8 +38,6 @@ START_BATCH = 200
 
 def broadcasts_start_due(*, now: datetime | None = None) -> list[str]:
     """Mark due PENDING broadcasts IN_PROGRESS (never twice, never early) and enqueue their dispatch."""
-    from broadcasts.tasks import enqueue_dispatch
-
     now = now or timezone.now()
     due = Q(scheduled_at__lte=now) | Q(
         scheduled_at__isnull=True, created_at__lte=now - timedelta(seconds=LOST_START_SECONDS)
@@ -46,9 +50,7 @@ def broadcasts_start_due(*, now: datetime | None = None) -> list[str]:
             .values_list("id", flat=True)[:START_BATCH]
         )
         if ids:
-            Broadcast.objects.filter(id__in=ids, status=BroadcastStatus.PENDING).update(
-                status=BroadcastStatus.IN_PROGRESS, started_at=now, updated_at=now
-            )
+            lifecycle.broadcasts_start(broadcast_ids=ids, now=now)
             transaction.on_commit(lambda: [enqueue_dispatch(broadcast_id) for broadcast_id in ids])
     return ids
 
@@ -106,9 +108,9 @@ def sends_recover_expired(*, now: datetime | None = None) -> set[str]:
 def broadcasts_sweep(*, now: datetime | None = None) -> dict[str, int]:
     """One pass of the sweeper; returns what it did (for logs and tests)."""
     now = now or timezone.now()
-    # Outcomes a chunk could not write (PostgreSQL away) first, so no send Meta answered is taken back as unknown.
+    # Outcomes a run could not write (PostgreSQL away) first, so no send Meta answered is taken back as unknown.
     try:
-        journaled = delivery.journal_apply()
+        journaled = outcomes.journal_apply()
     except RedisError:
         journaled = 0
     recovered = sends_recover_expired(now=now)
@@ -118,12 +120,12 @@ def broadcasts_sweep(*, now: datetime | None = None) -> dict[str, int]:
         .values_list("broadcast_id", flat=True)
         .distinct()
     ):
-        cancelled += delivery.sends_cancel_unleased(broadcast_id=broadcast_id)
+        cancelled += lifecycle.sends_cancel_unleased(broadcast_id=broadcast_id)
     dispatched = 0
-    for broadcast_id in list(delivery.broadcasts_in_progress()):
-        # Sends just taken back need a dispatch now; otherwise trust a recent one (its chunks may be queued).
-        if broadcast_id not in recovered and delivery.fanout_recent(broadcast_id=broadcast_id):
+    for broadcast_id in list(dispatch.broadcasts_in_progress()):
+        # Sends just taken back need a dispatch now; otherwise trust a recent one (its chunk tasks may be queued).
+        if broadcast_id not in recovered and dispatch.fanout_recent(broadcast_id=broadcast_id):
             continue
-        delivery.broadcast_dispatch(broadcast_id=broadcast_id)
+        dispatch.broadcast_dispatch(broadcast_id=broadcast_id)
         dispatched += 1
     return {"recovered": len(recovered), "cancelled": cancelled, "dispatched": dispatched, "journaled": journaled}

@@ -1,11 +1,11 @@
 """Writes of the bulk API: create a broadcast, cancel, pause and resume it.
 
-The admin and the delivery engine call the same functions, so a state change has one
-definition: its lock, its allowed source states and the side effects it schedules after commit.
+The API and the admin call these: each finds the broadcast for the organization under its row lock, asks
+broadcasts/lifecycle.py for the transition (the one definition of its allowed source states and of what it does
+to the sends) and turns a refusal into a ConflictError. The delivery engine calls lifecycle directly.
 """
 
 import logging
-import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
@@ -15,6 +15,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from broadcasts import lifecycle
 from broadcasts.idempotency import (
     HEADER,
     idempotency_cutoff,
@@ -22,16 +23,9 @@ from broadcasts.idempotency import (
     idempotency_replay,
     request_hash,
 )
-from broadcasts.models import (
-    FINAL_BROADCAST_STATUSES,
-    Broadcast,
-    BroadcastStatus,
-    IdempotencyRecord,
-    Send,
-    SendStatus,
-)
+from broadcasts.models import Broadcast, BroadcastStatus, IdempotencyRecord, Send, SendStatus
+from broadcasts.queue import enqueue_dispatch
 from broadcasts.selectors import broadcast_get_for_update
-from broadcasts.tasks import enqueue_dispatch
 from broadcasts.validation import (
     BulkRequest,
     Errors,
@@ -42,7 +36,7 @@ from broadcasts.validation import (
 from core.errors import ApplicationError, ConflictError
 from core.ids import object_id
 from core.timefmt import iso_utc
-from events.publisher import broadcast_event_publish, message_events_publish
+from events.publisher import message_events_publish
 from templates_registry.models import Channel, Template
 from tokens.models import AccessToken, Organization
 
@@ -296,20 +290,6 @@ def broadcast_create(
     return BroadcastCreateResult(body=response, replayed=False)
 
 
-def _posting_fence(*, was: str) -> None:
-    """Return only once no POST of this broadcast can leave any more (CONTRACT 5: none after the 200).
-
-    Every POST passes the delivery engine's gate, a conditional UPDATE that marks its send only while the
-    broadcast is IN_PROGRESS, and leaves within POST_PERMIT_SECONDS of it. After the new status commits, no mark
-    passes; waiting FENCE_SECONDS outlasts every permit given before. Runs after the outermost commit (an admin
-    action inside a larger transaction included). Nothing can be posting for a broadcast that was not running.
-    """
-    from broadcasts.delivery import FENCE_SECONDS
-
-    if was == BroadcastStatus.IN_PROGRESS:
-        transaction.on_commit(lambda: time.sleep(FENCE_SECONDS))
-
-
 def broadcast_cancel(*, broadcast_id: str, organization: Organization | None = None) -> Broadcast:
     """Cancel a broadcast that has not ended; its pending sends no worker holds become CANCELLED.
 
@@ -318,16 +298,8 @@ def broadcast_cancel(*, broadcast_id: str, organization: Organization | None = N
     """
     with transaction.atomic():
         broadcast = broadcast_get_for_update(broadcast_id=broadcast_id, organization=organization)
-        if broadcast.status in FINAL_BROADCAST_STATUSES:
+        if not lifecycle.broadcast_cancel(broadcast=broadcast):
             raise ConflictError(f"The broadcast is already {broadcast.status}; it cannot be cancelled.")
-        _posting_fence(was=broadcast.status)
-        now = timezone.now()
-        broadcast.status = BroadcastStatus.CANCELLED
-        broadcast.completed_at = now
-        broadcast.save(update_fields=["status", "completed_at", "updated_at"])
-        Send.objects.filter(broadcast_id=broadcast.id, status=SendStatus.PENDING).filter(
-            Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lt=now)
-        ).update(status=SendStatus.CANCELLED, next_attempt_at=None, updated_at=now)
     return broadcast
 
 
@@ -336,23 +308,13 @@ def broadcast_pause(
     broadcast_id: str,
     organization: Organization | None = None,
     reason: dict[str, str] | None = None,
-    fence: bool = True,
 ) -> Broadcast:
     """PENDING or IN_PROGRESS -> PAUSED; ``reason`` defaults to a manual pause. Returns once no POST can leave
-    any more (see _posting_fence).
-
-    The delivery engine passes Meta's account-level error as ``reason`` (and ``fence=False``: it stops itself).
-    """
+    any more (lifecycle's posting fence)."""
     with transaction.atomic():
         broadcast = broadcast_get_for_update(broadcast_id=broadcast_id, organization=organization)
-        if broadcast.status not in (BroadcastStatus.PENDING, BroadcastStatus.IN_PROGRESS):
+        if not lifecycle.broadcast_pause(broadcast=broadcast, reason=reason):
             raise ConflictError(f"A {broadcast.status} broadcast cannot be paused.")
-        if fence:
-            _posting_fence(was=broadcast.status)
-        broadcast.status = BroadcastStatus.PAUSED
-        broadcast.paused_reason = reason or {"code": "manual", "message": "Paused on request."}
-        broadcast.save(update_fields=["status", "paused_reason", "updated_at"])
-        transaction.on_commit(lambda: broadcast_event_publish(broadcast_id=broadcast.id, event_type="broadcast.paused"))
     return broadcast
 
 
@@ -363,11 +325,8 @@ def broadcast_resume(*, broadcast_id: str, organization: Organization | None = N
     """
     with transaction.atomic():
         broadcast = broadcast_get_for_update(broadcast_id=broadcast_id, organization=organization)
-        if broadcast.status != BroadcastStatus.PAUSED:
+        if not lifecycle.broadcast_resume(broadcast=broadcast):
             raise ConflictError(f"Only a PAUSED broadcast can be resumed; this one is {broadcast.status}.")
-        broadcast.status = BroadcastStatus.IN_PROGRESS if broadcast.started_at else BroadcastStatus.PENDING
-        broadcast.paused_reason = None
-        broadcast.save(update_fields=["status", "paused_reason", "updated_at"])
         due = broadcast.scheduled_at is None or broadcast.scheduled_at <= timezone.now()
         if broadcast.started_at or due:
             transaction.on_commit(lambda: enqueue_dispatch(broadcast.id))

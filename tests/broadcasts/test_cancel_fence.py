@@ -12,7 +12,7 @@ import pytest
 import requests
 
 from broadcasts.models import Send
-from broadcasts.tasks import enqueue_dispatch
+from broadcasts.queue import enqueue_dispatch
 from sandbox.process import free_port
 from tests.delivery_support import broadcast_make, numbers, wait_for
 from tests.gunicorn_process import ROOT, die_with_parent

@@ -9,7 +9,7 @@ import pytest
 from django.db import connection
 
 from broadcasts.models import Broadcast, Send
-from broadcasts.tasks import enqueue_dispatch
+from broadcasts.queue import enqueue_dispatch
 from tests.delivery_support import (
     CeleryProcess,
     broadcast_make,

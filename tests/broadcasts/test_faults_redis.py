@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from broadcasts.models import Send
-from broadcasts.tasks import enqueue_dispatch
+from broadcasts.queue import enqueue_dispatch
 from tests.delivery_support import (
     CeleryProcess,
     broadcast_make,

@@ -1,4 +1,4 @@
-"""Recovery: a killed worker, an emptied Redis, expired leases; the database is the truth."""
+"""Recovery: a killed worker, an emptied Redis, expired leases, scheduled starts; the database is the truth."""
 
 import time
 from collections import Counter
@@ -10,9 +10,9 @@ from django.conf import settings
 from django.utils import timezone
 
 from broadcasts.models import Broadcast, Send
-from broadcasts.recovery import broadcasts_sweep, sends_recover_expired
-from broadcasts.tasks import enqueue_dispatch
-from tests.delivery_support import broadcast_make, broadcast_settled, numbers
+from broadcasts.queue import enqueue_dispatch
+from broadcasts.recovery import broadcasts_start_due, broadcasts_sweep, sends_recover_expired
+from tests.delivery_support import CeleryProcess, broadcast_make, broadcast_settled, numbers, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -31,8 +31,6 @@ def _sweep_until_settled(broadcast, *, timeout: float) -> None:
 def test_kill_9_mid_broadcast_loses_nothing_and_repeats_only_unknown_outcomes(
     channel, template, delivery_sandbox, worker, delivery_settings, _session_worker, worker_env
 ):
-    from tests.delivery_support import CeleryProcess
-
     # Given a broadcast in full flight on a slow API (300 ms per answer)
     delivery_sandbox.config(latency_ms=300)
     channel.max_mps = 40
@@ -175,3 +173,50 @@ def test_database_restart_mid_broadcast_every_send_still_ends_once(
     assert len(posts) == 80
     for send in sends:
         assert posts[send.to.lstrip("+")] == 1 or send.unknown_outcomes > 0, send
+
+
+def test_scheduled_broadcast_starts_on_time_never_early(
+    channel, template, delivery_sandbox, worker, worker_env, delivery_settings
+):
+    # Given a broadcast scheduled 3 s ahead, a beat process (start_due every 1 s) and a premature dispatch
+    scheduled_at = timezone.now() + timedelta(seconds=3)
+    broadcast = broadcast_make(channel=channel, template=template, recipients=numbers(5), scheduled_at=scheduled_at)
+    beat = CeleryProcess("beat", env=worker_env).start()
+    try:
+        enqueue_dispatch(broadcast.id)
+        assert broadcasts_start_due() == []
+
+        # When its time comes
+        wait_for(lambda: broadcast_settled(broadcast.id), timeout=25, message="scheduled broadcast completed")
+    finally:
+        beat.stop()
+
+    # Then nothing went out before scheduled_at, and the first send within 15 s after it
+    arrivals = sorted(r["received_at"] for r in delivery_sandbox.requests())
+    assert len(arrivals) == 5
+    assert arrivals[0] >= scheduled_at.timestamp()
+    assert arrivals[0] - scheduled_at.timestamp() < 15
+    broadcast.refresh_from_db()
+    assert broadcast.started_at >= scheduled_at
+
+
+def test_start_due_starts_each_broadcast_once(channel, template, delivery_settings):
+    # Given a due scheduled broadcast, a future one, and an unscheduled one whose dispatch was lost
+    due = broadcast_make(
+        channel=channel, template=template, recipients=numbers(1), scheduled_at=timezone.now() - timedelta(seconds=1)
+    )
+    future = broadcast_make(
+        channel=channel, template=template, recipients=numbers(1), scheduled_at=timezone.now() + timedelta(hours=1)
+    )
+    lost = broadcast_make(channel=channel, template=template, recipients=numbers(1))
+    Broadcast.objects.filter(id=lost.id).update(created_at=timezone.now() - timedelta(minutes=1))
+
+    # When beat runs twice
+    first = broadcasts_start_due()
+    second = broadcasts_start_due()
+
+    # Then the due and the lost one start, once; the future one waits
+    assert sorted(first) == sorted([due.id, lost.id])
+    assert second == []
+    assert Broadcast.objects.get(id=future.id).status == "PENDING"
+    assert Broadcast.objects.get(id=due.id).status == "IN_PROGRESS"

@@ -98,7 +98,7 @@ def test_pause_records_a_manual_reason_and_publishes_after_commit(
 ):
     Broadcast.objects.filter(pk=broadcast.pk).update(status=status)
     with (
-        mock.patch("broadcasts.services.broadcast_event_publish") as publish,
+        mock.patch("broadcasts.lifecycle.broadcast_event_publish") as publish,
         django_capture_on_commit_callbacks(execute=True),
     ):
         paused = services.broadcast_pause(broadcast_id=broadcast.id)

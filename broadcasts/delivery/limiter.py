@@ -1,5 +1,7 @@
 """Per-channel throughput cap and same-number spacing, shared by every worker process and machine.
 
+Infrastructure under the pump (Redis keys and Lua, no rows): pacing.py and run.py use it.
+
 The cap is a GCRA schedule kept in ONE Redis key per channel: the "theoretical arrival time" (TAT) of the next
 free slot. One Lua call reserves up to k consecutive slots, spaced 1/rate apart, and returns when each may go,
 so 1000 sends/s costs ~10 round trips, not 1000. The schedule starts at max(TAT, now): time not used is lost,
@@ -21,6 +23,8 @@ from functools import cache
 from pathlib import Path
 
 from django.conf import settings
+
+from core.redis import redis_client
 
 # Reserve at most this far ahead: a worker never holds slots it may not use for long (pause, cancel, stop),
 # and concurrent workers interleave in ~horizon-sized turns.
@@ -93,31 +97,8 @@ class Grant:
 
 
 @cache
-def _redis():
-    import redis
-    from redis.backoff import NoBackoff
-    from redis.retry import Retry
-
-    # Fail fast: these calls run on a pump's event loop, which must not sit in redis-py's default 10 retries with
-    # backoff (seconds) while Redis is away. One immediate retry reconnects a pooled connection a restarted server
-    # closed; beyond that the caller waits and retries on its own schedule (it posts nothing meanwhile).
-    return redis.Redis.from_url(
-        settings.REDIS_URL,
-        socket_timeout=2,
-        socket_connect_timeout=1,
-        retry=Retry(NoBackoff(), 1),
-        health_check_interval=30,
-    )
-
-
-def redis_client():
-    """The process's Redis client (its pool is fork-safe: redis-py resets it in a child), or None without Redis."""
-    return _redis() if settings.REDIS_URL else None
-
-
-@cache
 def _script(source: str):
-    return _redis().register_script(source)
+    return redis_client().register_script(source)
 
 
 def window_budget(max_mps: int) -> int:
@@ -233,7 +214,7 @@ def channel_slot_release(*, channel_id: str, holder: str) -> None:
         from redis.exceptions import RedisError
 
         try:
-            _redis().zrem(f"delivery:running:{channel_id}", holder)
+            redis_client().zrem(f"delivery:running:{channel_id}", holder)
         except RedisError:
             pass
 

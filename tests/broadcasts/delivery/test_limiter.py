@@ -1,11 +1,11 @@
-"""The per-channel cap (GCRA in one Redis Lua script), number holds and the channel's running-chunk places."""
+"""The per-channel cap (GCRA in one Redis Lua script), number holds and the channel's running-chunk-task places."""
 
 import threading
 import time
 
 import pytest
 
-from broadcasts import ratelimit
+from broadcasts.delivery import limiter
 from tests.delivery_support import max_in_any_second
 
 pytestmark = pytest.mark.django_db
@@ -17,8 +17,8 @@ def test_reserve_grants_consecutive_slots_spaced_by_the_rate(settings):
     interval = 1 / 97
 
     # When two batches are reserved back to back
-    first = ratelimit.channel_reserve(channel_id="c1", max_mps=100, want=5)
-    second = ratelimit.channel_reserve(channel_id="c1", max_mps=100, want=5)
+    first = limiter.channel_reserve(channel_id="c1", max_mps=100, want=5)
+    second = limiter.channel_reserve(channel_id="c1", max_mps=100, want=5)
 
     # Then each slot follows the previous one by one interval, across batches, and starts after the lead time
     assert (first.count, second.count) == (5, 5)
@@ -30,25 +30,25 @@ def test_reserve_grants_consecutive_slots_spaced_by_the_rate(settings):
 
 def test_reserve_never_grants_beyond_the_horizon():
     # Given a channel at 10/s (one slot per ~103 ms) and a worker asking for 50 slots
-    grant = ratelimit.channel_reserve(channel_id="c2", max_mps=10, want=50)
+    grant = limiter.channel_reserve(channel_id="c2", max_mps=10, want=50)
 
     # Then it gets only the slots within the horizon; asking again at once gives none, with the time to come back
     assert grant.count == 1
-    again = ratelimit.channel_reserve(channel_id="c2", max_mps=10, want=50)
+    again = limiter.channel_reserve(channel_id="c2", max_mps=10, want=50)
     assert again.count == 0
     assert again.first_at > time.monotonic()
 
 
 def test_no_burst_after_a_stall():
     # Given a channel that was used, then idle for 0.5 s
-    ratelimit.channel_reserve(channel_id="c3", max_mps=50, want=5)
+    limiter.channel_reserve(channel_id="c3", max_mps=50, want=5)
     time.sleep(0.5)
 
     # When a worker comes back
-    grant = ratelimit.channel_reserve(channel_id="c3", max_mps=50, want=100)
+    grant = limiter.channel_reserve(channel_id="c3", max_mps=50, want=100)
 
     # Then unused time was not saved up: the slots start now, one interval apart, within the horizon only
-    assert grant.count <= int(50 * (ratelimit.HORIZON_SECONDS + ratelimit.LEAD_SECONDS)) + 1
+    assert grant.count <= int(50 * (limiter.HORIZON_SECONDS + limiter.LEAD_SECONDS)) + 1
     assert grant.interval >= 1 / 50
 
 
@@ -60,7 +60,7 @@ def test_concurrent_reservers_never_exceed_the_cap_in_any_sliding_second():
     def reserve_loop() -> None:
         end = time.monotonic() + 2.2
         while time.monotonic() < end:
-            grant = ratelimit.channel_reserve(channel_id="c4", max_mps=40, want=3)
+            grant = limiter.channel_reserve(channel_id="c4", max_mps=40, want=3)
             with lock:
                 slots.extend(grant.slot_times())
             time.sleep(0.01)
@@ -78,35 +78,35 @@ def test_concurrent_reservers_never_exceed_the_cap_in_any_sliding_second():
 
 def test_number_hold_defers_the_same_number_and_releases_only_its_own_hold():
     # Given a number claimed for a send
-    assert ratelimit.numbers_claim(channel_id="c5", numbers=["+1"], hold_seconds=6.5, tokens=["10"]) == [0.0]
+    assert limiter.numbers_claim(channel_id="c5", numbers=["+1"], hold_seconds=6.5, tokens=["10"]) == [0.0]
 
     # When it is claimed again (another send to it), and released by someone else
-    waits = ratelimit.numbers_claim(channel_id="c5", numbers=["+1", "+2"], hold_seconds=6.5, tokens=["11", "12"])
-    ratelimit.numbers_release(channel_id="c5", number="+1", token="11")
+    waits = limiter.numbers_claim(channel_id="c5", numbers=["+1", "+2"], hold_seconds=6.5, tokens=["11", "12"])
+    limiter.numbers_release(channel_id="c5", number="+1", token="11")
 
     # Then the second send must wait ~6.5 s (the other number is free), and the first hold still stands
     assert 6.0 < waits[0] <= 6.5 and waits[1] == 0.0
-    assert ratelimit.numbers_claim(channel_id="c5", numbers=["+1"], hold_seconds=6.5, tokens=["13"])[0] > 0
+    assert limiter.numbers_claim(channel_id="c5", numbers=["+1"], hold_seconds=6.5, tokens=["13"])[0] > 0
     # the same number on another channel is free
-    assert ratelimit.numbers_claim(channel_id="other", numbers=["+1"], hold_seconds=6.5, tokens=["14"]) == [0.0]
+    assert limiter.numbers_claim(channel_id="other", numbers=["+1"], hold_seconds=6.5, tokens=["14"]) == [0.0]
 
     # When its own holder releases it (Meta refused the message: nothing was delivered)
-    ratelimit.numbers_release(channel_id="c5", number="+1", token="10")
+    limiter.numbers_release(channel_id="c5", number="+1", token="10")
 
     # Then the number is free at once
-    assert ratelimit.numbers_claim(channel_id="c5", numbers=["+1"], hold_seconds=6.5, tokens=["15"]) == [0.0]
+    assert limiter.numbers_claim(channel_id="c5", numbers=["+1"], hold_seconds=6.5, tokens=["15"]) == [0.0]
 
 
 def test_channel_running_places_are_limited_and_expire():
-    # Given a channel allowing one running chunk
-    assert ratelimit.channel_slot_acquire(channel_id="c6", holder="a", limit=1, hold_seconds=0.3)
+    # Given a channel allowing one running chunk task
+    assert limiter.channel_slot_acquire(channel_id="c6", holder="a", limit=1, hold_seconds=0.3)
 
     # Then a second one is refused until the first is released or its hold expires
-    assert not ratelimit.channel_slot_acquire(channel_id="c6", holder="b", limit=1, hold_seconds=0.3)
+    assert not limiter.channel_slot_acquire(channel_id="c6", holder="b", limit=1, hold_seconds=0.3)
     time.sleep(0.35)
-    assert ratelimit.channel_slot_acquire(channel_id="c6", holder="b", limit=1, hold_seconds=5)
-    ratelimit.channel_slot_release(channel_id="c6", holder="b")
-    assert ratelimit.channel_slot_acquire(channel_id="c6", holder="c", limit=1, hold_seconds=5)
+    assert limiter.channel_slot_acquire(channel_id="c6", holder="b", limit=1, hold_seconds=5)
+    limiter.channel_slot_release(channel_id="c6", holder="b")
+    assert limiter.channel_slot_acquire(channel_id="c6", holder="c", limit=1, hold_seconds=5)
 
 
 def test_file_fallback_without_redis_keeps_the_same_schedule(settings, tmp_path):
@@ -115,9 +115,9 @@ def test_file_fallback_without_redis_keeps_the_same_schedule(settings, tmp_path)
     settings.VAR_DIR = tmp_path
 
     # When slots are reserved twice
-    first = ratelimit.channel_reserve(channel_id="c7", max_mps=20, want=2)
+    first = limiter.channel_reserve(channel_id="c7", max_mps=20, want=2)
     time.sleep(0.1)
-    second = ratelimit.channel_reserve(channel_id="c7", max_mps=20, want=2)
+    second = limiter.channel_reserve(channel_id="c7", max_mps=20, want=2)
 
     # Then they are consecutive across calls, one interval apart, and the file holds the schedule
     times = first.slot_times() + second.slot_times()

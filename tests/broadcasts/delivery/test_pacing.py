@@ -1,26 +1,89 @@
-"""Pacing for real: the channel cap over a sliding one-second window, same-number spacing, scheduled starts."""
+"""Pacing: the pump's one-second log (the guard on the channel cap for when POSTs do not leave at their slots),
+and for real: the channel cap over a sliding one-second window, same-number spacing."""
 
 import time
-from datetime import timedelta
 
 import pytest
-from django.utils import timezone
 
+from broadcasts.delivery import limiter
+from broadcasts.delivery.pacing import PostLog
 from broadcasts.models import Broadcast, Send
-from broadcasts.recovery import broadcasts_start_due
-from broadcasts.tasks import enqueue_dispatch
-from tests.delivery_support import (
-    CeleryProcess,
-    broadcast_make,
-    broadcast_settled,
-    max_in_any_second,
-    numbers,
-    wait_for,
+from broadcasts.queue import enqueue_dispatch
+from tests.delivery_support import broadcast_make, broadcast_settled, max_in_any_second, numbers, wait_for
+
+
+@pytest.fixture(autouse=True)
+def _margins(settings):
+    settings.DELIVERY_RATE_HEADROOM = 0.97
+    settings.DELIVERY_WINDOW_MARGIN = 0.025
+
+
+def _log(max_mps: int = 100) -> PostLog:
+    return PostLog(max_mps=max_mps)
+
+
+@pytest.mark.parametrize(
+    ("max_mps", "budget", "rate"),
+    [(1000, 975, 970.0), (80, 78, 77.6), (20, 18, 18.0), (5, 4, 4.0), (2, 2, 1.94), (1, 1, 0.97)],
 )
+def test_budget_is_the_cap_less_the_margin_and_the_rate_stays_within_it(max_mps, budget, rate):
+    assert _log(max_mps).budget() == budget
+    assert limiter.effective_rate(max_mps) == pytest.approx(rate)
 
-pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+def test_full_at_the_budget_within_one_second_and_free_again_a_second_after_the_first():
+    log = _log()  # budget 97
+    start = time.monotonic()
+    for i in range(97):
+        at = start + i * 0.001
+        assert not log.full(at)
+        log.record(at, slot=at)
+    assert log.full(start + 0.5)
+    assert log.free_at() == start + 1.0
+    assert not log.full(start + 1.0001)
 
 
+def test_a_late_loop_lowers_the_budget_for_a_while():
+    log = _log(max_mps=1000)
+    start = time.monotonic()
+    assert not log.full(start)
+    # A slot fired 20 ms late: what a stall this long may bunch (rate x 20 ms) is kept aside
+    log.record(start, slot=start - 0.020)
+    assert log.budget() == 975 - 19
+    # and given back as the lag decays (half-life 1 s)
+    log.full(start + 1.0)
+    assert log.budget() == 975 - 9
+    log.full(start + 10.0)
+    assert log.budget() == 975
+
+
+def test_time_held_back_by_the_log_itself_is_not_lateness():
+    log = _log()  # budget 97
+    start = time.monotonic()
+    for i in range(97):
+        log.record(start + i * 0.001, slot=start + i * 0.001)
+    # A slot due at +0.5 s waits for the log to free a place (+1.0 s) and then leaves on time
+    assert log.full(start + 0.5)
+    log.full(start + 1.0001)
+    log.record(start + 1.0002, slot=start + 0.5)
+    assert log.budget() == 97
+
+
+def test_answers_slower_than_the_quickest_lower_the_budget_up_to_a_bound():
+    log = _log(max_mps=1000)
+    log.answered(0.050)
+    log.answered(0.051)
+    assert log.budget() == 975
+    # An answer 30 ms slower than the quickest: POSTs queued somewhere on the way, and may arrive bunched
+    log.answered(0.080)
+    assert log.budget() == 975 - 29
+    # A timeout counts as no more than 50 ms of bunching
+    log.answered(15.0)
+    assert log.budget() == 975 - 48
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
 def test_channel_cap_holds_in_every_sliding_second(channel, template, delivery_sandbox, worker, delivery_settings):
     # Given a channel capped at 20 messages/s and 100 recipients (both worker processes post for it)
     channel.max_mps = 20
@@ -42,6 +105,8 @@ def test_channel_cap_holds_in_every_sliding_second(channel, template, delivery_s
     assert min(arrivals) - started < 1.0
 
 
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
 def test_two_broadcasts_on_one_channel_share_its_cap_back_to_back(
     channel, template, delivery_sandbox, worker, delivery_settings
 ):
@@ -68,6 +133,8 @@ def test_two_broadcasts_on_one_channel_share_its_cap_back_to_back(
     assert arrivals[-1] - arrivals[0] < 160 / 40 * 1.15
 
 
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
 def test_same_number_is_spaced_six_seconds_but_not_dropped(
     channel, template, delivery_sandbox, worker, delivery_settings
 ):
@@ -89,50 +156,3 @@ def test_same_number_is_spaced_six_seconds_but_not_dropped(
     assert {s.status for s in sends} == {"SENT"}
     assert {s.attempts for s in sends} == {1}  # the deferral counted no attempt
     assert len(delivery_sandbox.requests()) == 5
-
-
-def test_scheduled_broadcast_starts_on_time_never_early(
-    channel, template, delivery_sandbox, worker, worker_env, delivery_settings
-):
-    # Given a broadcast scheduled 3 s ahead, a beat process (start_due every 1 s) and a premature dispatch
-    scheduled_at = timezone.now() + timedelta(seconds=3)
-    broadcast = broadcast_make(channel=channel, template=template, recipients=numbers(5), scheduled_at=scheduled_at)
-    beat = CeleryProcess("beat", env=worker_env).start()
-    try:
-        enqueue_dispatch(broadcast.id)
-        assert broadcasts_start_due() == []
-
-        # When its time comes
-        wait_for(lambda: broadcast_settled(broadcast.id), timeout=25, message="scheduled broadcast completed")
-    finally:
-        beat.stop()
-
-    # Then nothing went out before scheduled_at, and the first send within 15 s after it
-    arrivals = sorted(r["received_at"] for r in delivery_sandbox.requests())
-    assert len(arrivals) == 5
-    assert arrivals[0] >= scheduled_at.timestamp()
-    assert arrivals[0] - scheduled_at.timestamp() < 15
-    broadcast.refresh_from_db()
-    assert broadcast.started_at >= scheduled_at
-
-
-def test_start_due_starts_each_broadcast_once(channel, template, delivery_settings):
-    # Given a due scheduled broadcast, a future one, and an unscheduled one whose dispatch was lost
-    due = broadcast_make(
-        channel=channel, template=template, recipients=numbers(1), scheduled_at=timezone.now() - timedelta(seconds=1)
-    )
-    future = broadcast_make(
-        channel=channel, template=template, recipients=numbers(1), scheduled_at=timezone.now() + timedelta(hours=1)
-    )
-    lost = broadcast_make(channel=channel, template=template, recipients=numbers(1))
-    Broadcast.objects.filter(id=lost.id).update(created_at=timezone.now() - timedelta(minutes=1))
-
-    # When beat runs twice
-    first = broadcasts_start_due()
-    second = broadcasts_start_due()
-
-    # Then the due and the lost one start, once; the future one waits
-    assert sorted(first) == sorted([due.id, lost.id])
-    assert second == []
-    assert Broadcast.objects.get(id=future.id).status == "PENDING"
-    assert Broadcast.objects.get(id=due.id).status == "IN_PROGRESS"

@@ -1,0 +1,148 @@
+"""Claims: which sends a worker takes, under which lease, and the posting gate a POST must pass.
+
+- ``sends_claim`` takes a range's due, unleased PENDING sends with ONE conditional UPDATE (lease + attempt):
+  a chunk task that runs twice claims nothing the second time.
+- ``sends_mark_posting`` is the gate of cancel and pause: a send is marked posting only while its broadcast is
+  IN_PROGRESS, and its POST may leave only within POST_PERMIT_SECONDS of that mark (see lifecycle.FENCE_SECONDS).
+- ``channel_claim_next`` finds the channel's next running broadcast with due sends, for the pump to go on with.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import orjson
+from django.conf import settings
+from django.db import connection
+from django.db.models import Max, Min, Q
+from django.utils import timezone
+
+from broadcasts.models import Broadcast, BroadcastStatus, Send, SendStatus
+
+# A POST may leave only this long after the UPDATE that marked its send posting was sent (this process's clock);
+# lifecycle.FENCE_SECONDS, the wait of cancel and pause after their commit, outlasts it.
+POST_PERMIT_SECONDS = 0.3
+
+
+def claim_size(*, max_mps: int) -> int:
+    """Sends one claim takes (and a chunk task's share when a broadcast is fanned out): ~DELIVERY_CHUNK_SECONDS of
+    work while the channel's chunk tasks share its cap, between 10 and DELIVERY_CHUNK_MAX."""
+    share = max_mps * settings.DELIVERY_CHUNK_SECONDS / max(1, settings.DELIVERY_CHANNEL_PARALLELISM)
+    return max(10, min(settings.DELIVERY_CHUNK_MAX, round(share)))
+
+
+def lease_seconds() -> float:
+    return settings.DELIVERY_LEASE_SECONDS
+
+
+def _is_postgres() -> bool:
+    return connection.vendor == "postgresql"
+
+
+def _dt_param(value: datetime | None) -> Any:
+    return connection.ops.adapt_datetimefield_value(value) if value is not None else None
+
+
+@dataclass(slots=True)
+class Claimed:
+    """A send this worker holds (leased, its attempt counted), with what its POST needs."""
+
+    id: int
+    index: int
+    to: str
+    variables: dict
+    attempts: int
+
+
+def sends_due(*, broadcast_id: str, now: datetime):
+    """The broadcast's PENDING sends due now that nobody holds."""
+    return Send.objects.filter(broadcast_id=broadcast_id, status=SendStatus.PENDING).filter(
+        Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now),
+        # An expired lease is the sweeper's to take back first: it decides whether an unknown outcome is counted.
+        lease_expires_at__isnull=True,
+    )
+
+
+def sends_claim(*, broadcast_id: str, first_id: int, last_id: int, now: datetime, limit: int) -> list[Claimed]:
+    """Take up to `limit` of the range's due sends for this worker: lease + attempt, in ONE conditional
+    UPDATE ... RETURNING (SKIP LOCKED: concurrent claimers take disjoint sends, never wait for each other)."""
+    lease = now + timedelta(seconds=lease_seconds())
+    lock = "FOR UPDATE SKIP LOCKED" if _is_postgres() else ""
+    sql = f"""
+        UPDATE broadcasts_send SET lease_expires_at = %s, attempts = attempts + 1, posting_at = NULL, updated_at = %s
+        WHERE id IN (
+            SELECT s.id FROM broadcasts_send s
+            WHERE s.broadcast_id = %s AND s.id BETWEEN %s AND %s AND s.status = 'PENDING'
+              AND (s.next_attempt_at IS NULL OR s.next_attempt_at <= %s)
+              AND s.lease_expires_at IS NULL
+              AND EXISTS (SELECT 1 FROM broadcasts_broadcast b WHERE b.id = s.broadcast_id AND b.status = 'IN_PROGRESS')
+            ORDER BY s.id LIMIT %s {lock}
+        )
+        RETURNING id, "index", "to", variables, attempts
+    """
+    n = _dt_param(now)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [_dt_param(lease), n, broadcast_id, first_id, last_id, n, limit])
+        rows = cursor.fetchall()
+    claimed = []
+    for send_id, index, to, variables, attempts in rows:
+        if isinstance(variables, str | bytes):
+            variables = orjson.loads(variables)
+        claimed.append(Claimed(id=send_id, index=index, to=to, variables=variables or {}, attempts=attempts))
+    claimed.sort(key=lambda c: c.id)
+    return claimed
+
+
+def sends_mark_posting(*, broadcast_id: str, ids: list[int]) -> tuple[float, set[int], str | None]:
+    """The gate: mark these sends posting (Send.posting_at) only while the broadcast is IN_PROGRESS.
+
+    Returns (when the UPDATE was sent, on this process's monotonic clock; the ids marked; the broadcast's
+    status when the gate is closed, else None). POSTs for the marked sends may leave until the first value plus
+    POST_PERMIT_SECONDS, never later (see lifecycle.FENCE_SECONDS).
+    """
+    sent_at = time.monotonic()
+    if not ids:
+        return sent_at, set(), None
+    marks = ", ".join(["%s"] * len(ids))
+    sql = f"""
+        UPDATE broadcasts_send SET posting_at = %s
+        WHERE id IN ({marks}) AND status = 'PENDING'
+          AND EXISTS (SELECT 1 FROM broadcasts_broadcast b WHERE b.id = %s AND b.status = 'IN_PROGRESS')
+        RETURNING id
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [_dt_param(timezone.now()), *ids, broadcast_id])
+        marked = {row[0] for row in cursor.fetchall()}
+    closed = None
+    if not marked:
+        status = Broadcast.objects.filter(id=broadcast_id).values_list("status", flat=True).first()
+        if status != BroadcastStatus.IN_PROGRESS:
+            closed = status or BroadcastStatus.CANCELLED
+    return sent_at, marked, closed
+
+
+def channel_claim_next(*, channel_id: str) -> tuple[Broadcast, list[Claimed], int, int] | None:
+    """The first batch of the channel's longest-running broadcast that has due, unclaimed sends (DB thread)."""
+    now = timezone.now()
+    running = (
+        Broadcast.objects.select_related("channel", "template")
+        .filter(channel_id=channel_id, status=BroadcastStatus.IN_PROGRESS)
+        .order_by("started_at", "id")[:20]
+    )
+    for broadcast in running:
+        bounds = sends_due(broadcast_id=broadcast.id, now=now).aggregate(first=Min("id"), last=Max("id"))
+        if bounds["first"] is None:
+            continue
+        sends = sends_claim(
+            broadcast_id=broadcast.id,
+            first_id=bounds["first"],
+            last_id=bounds["last"],
+            now=now,
+            limit=claim_size(max_mps=broadcast.channel.max_mps),
+        )
+        if sends:
+            return broadcast, sends, bounds["first"], bounds["last"]
+    return None

@@ -1,0 +1,309 @@
+"""Outcomes: what Meta answered for each attempt, written to the sends, and when a send is tried again.
+
+- ``outcome_row`` maps one POST's result onto its send (SENT, FAILED, PENDING with a retry time; the retry
+  policy is ``retry_delay``), ``cancelled_row`` adjusts rows of a broadcast cancelled meanwhile;
+- ``sends_record`` writes a batch of rows with ONE UPDATE (only PENDING sends: a send is final once) and
+  publishes their message events in the same transaction;
+- the outcome journal keeps final rows in Redis while the database is away, and the sweeper applies it.
+
+A broadcast's own status is not changed here (broadcasts/lifecycle.py does that).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+import random
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import orjson
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import F
+from django.utils import timezone
+from redis.exceptions import RedisError
+
+from broadcasts.delivery.claims import Claimed
+from broadcasts.models import Send, SendStatus
+from core.backoff import backoff_seconds
+from core.redis import redis_client
+from events.publisher import message_events_publish
+from whatsapp.client import SendResult
+from whatsapp.errors import ErrorClass, GraphError
+from whatsapp.payload import MissingVariablesError
+
+logger = logging.getLogger(__name__)
+
+
+def retry_delay(*, attempts: int) -> float:
+    """Exponential backoff with +-25 % jitter, capped: base * 2^(attempts-1)."""
+    return backoff_seconds(
+        attempts=attempts,
+        base=settings.DELIVERY_RETRY_BASE_SECONDS,
+        cap=settings.DELIVERY_RETRY_MAX_SECONDS,
+        jitter=0.25,
+    )
+
+
+@dataclass(slots=True)
+class OutcomeRow:
+    """One send's new state for the bulk UPDATE; None in an error/message field keeps what is stored."""
+
+    id: int
+    status: str
+    attempts_delta: int = 0
+    next_attempt_at: datetime | None = None
+    unknown_inc: int = 0
+    message_id: str | None = None
+    error_code: str | None = None
+    error_title: str | None = None
+    error_message: str | None = None
+    error_retryable: bool | None = None
+    sent_at: datetime | None = None
+    failed_at: datetime | None = None
+    # False for a send handed back without a POST (a cancel makes it CANCELLED, never FAILED).
+    posted: bool = True
+
+
+_PG_RECORD_SQL = """
+UPDATE broadcasts_send AS s SET
+    status = v.status,
+    attempts = GREATEST(0, s.attempts + v.attempts_delta),
+    next_attempt_at = v.next_attempt_at,
+    lease_expires_at = NULL,
+    posting_at = NULL,
+    unknown_outcomes = s.unknown_outcomes + v.unknown_inc,
+    message_id = COALESCE(v.message_id, s.message_id),
+    error_code = COALESCE(v.error_code, s.error_code),
+    error_title = COALESCE(v.error_title, s.error_title),
+    error_message = COALESCE(v.error_message, s.error_message),
+    error_retryable = CASE WHEN v.error_code IS NULL THEN s.error_retryable ELSE v.error_retryable END,
+    sent_at = COALESCE(v.sent_at, s.sent_at),
+    failed_at = COALESCE(v.failed_at, s.failed_at),
+    updated_at = %s
+FROM (VALUES {values}) AS v(id, status, attempts_delta, next_attempt_at, unknown_inc, message_id, error_code,
+                            error_title, error_message, error_retryable, sent_at, failed_at)
+WHERE s.id = v.id AND s.status = 'PENDING'
+RETURNING s.id, s.status
+"""
+_PG_VALUE = (
+    "(%s::bigint, %s::varchar, %s::int, %s::timestamptz, %s::int, %s::varchar, %s::varchar, %s::varchar, %s::text,"
+    " %s::boolean, %s::timestamptz, %s::timestamptz)"
+)
+
+
+def sends_record(*, rows: list[OutcomeRow]) -> dict[str, list[int]]:
+    """Write outcomes for leased sends with ONE UPDATE (PostgreSQL) and record their message events with it.
+
+    Only PENDING rows are touched: a send is final once, whatever runs twice. Returns ids per new status.
+    The outcome UPDATE and the events it causes commit together: an event is never lost once its outcome is
+    written, and a failure of either leaves both to be written again.
+    """
+    if not rows:
+        return {}
+    with transaction.atomic():
+        return _sends_record(rows=rows)
+
+
+def _sends_record(*, rows: list[OutcomeRow]) -> dict[str, list[int]]:
+    now = timezone.now()
+    if connection.vendor == "postgresql":
+        params: list[Any] = [now]
+        for r in rows:
+            params += [
+                r.id,
+                r.status,
+                r.attempts_delta,
+                r.next_attempt_at,
+                r.unknown_inc,
+                r.message_id,
+                r.error_code,
+                r.error_title,
+                r.error_message,
+                r.error_retryable,
+                r.sent_at,
+                r.failed_at,
+            ]
+        sql = _PG_RECORD_SQL.format(values=", ".join([_PG_VALUE] * len(rows)))
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            written = cursor.fetchall()
+    else:
+        written = []
+        # Demo database (SQLite): one UPDATE per send is fine at the demo's rate.
+        for r in rows:
+            changes: dict[str, Any] = {
+                "status": r.status,
+                "attempts": F("attempts") + r.attempts_delta,
+                "next_attempt_at": r.next_attempt_at,
+                "lease_expires_at": None,
+                "posting_at": None,
+                "unknown_outcomes": F("unknown_outcomes") + r.unknown_inc,
+                "updated_at": now,
+            }
+            for name in ("message_id", "sent_at", "failed_at"):
+                if getattr(r, name) is not None:
+                    changes[name] = getattr(r, name)
+            if r.error_code is not None:
+                changes.update(
+                    error_code=r.error_code,
+                    error_title=r.error_title or "",
+                    error_message=r.error_message or "",
+                    error_retryable=r.error_retryable,
+                )
+            if Send.objects.filter(id=r.id, status=SendStatus.PENDING).update(**changes):
+                written.append((r.id, r.status))
+    by_status: dict[str, list[int]] = {}
+    for send_id, status in written:
+        by_status.setdefault(status, []).append(send_id)
+    for status in (SendStatus.SENT, SendStatus.FAILED):
+        if by_status.get(status):
+            message_events_publish(send_ids=by_status[status], status=str(status))
+    return by_status
+
+
+def outcome_row(*, send: Claimed, result: SendResult, now: datetime) -> OutcomeRow:
+    """Map one POST's result onto the send (attempts were already counted by the claim).
+
+    A cancelled broadcast's transient failure is not tried again, so it would end FAILED with its error there
+    (CANCELLED means "never posted": that send was). The row says PENDING; see cancelled_row.
+    """
+    if result.ok:
+        return OutcomeRow(
+            id=send.id,
+            status=SendStatus.SENT,
+            message_id=result.message_id,
+            sent_at=now,
+            error_code="",
+            error_title="",
+            error_message="",
+            error_retryable=None,
+        )
+    error = result.error
+    assert error is not None
+    if error.code == "missing_variables":
+        # Never POSTed: the claim's attempt is given back.
+        return OutcomeRow(
+            id=send.id,
+            status=SendStatus.FAILED,
+            attempts_delta=-1,
+            failed_at=now,
+            error_code=error.code,
+            error_title=error.title,
+            error_message=error.message,
+            error_retryable=False,
+        )
+    fields = {
+        "error_code": error.code[:64],
+        "error_title": error.title[:255],
+        "error_message": error.message,
+        "error_retryable": error.retryable,
+        "unknown_inc": 1 if result.unknown else 0,
+    }
+    if error.error_class is ErrorClass.ACCOUNT:
+        # Counted (attempts = POSTs made), not failed: the send waits for resume, its error shown meanwhile.
+        return OutcomeRow(id=send.id, status=SendStatus.PENDING, **fields)
+    if error.error_class is ErrorClass.TRANSIENT and send.attempts < settings.DELIVERY_MAX_ATTEMPTS:
+        at = now + timedelta(seconds=retry_delay(attempts=send.attempts))
+        return OutcomeRow(id=send.id, status=SendStatus.PENDING, next_attempt_at=at, **fields)
+    return OutcomeRow(id=send.id, status=SendStatus.FAILED, failed_at=now, **fields)
+
+
+def cancelled_row(row: OutcomeRow, *, now: datetime) -> OutcomeRow:
+    """A cancelled broadcast's row: a send handed back unposted becomes CANCELLED; a posted one that would wait
+    for another attempt ends FAILED with its error (CANCELLED counts exactly the sends never posted)."""
+    if row.status != SendStatus.PENDING:
+        return row
+    if not row.posted:
+        return dataclasses.replace(row, status=SendStatus.CANCELLED, next_attempt_at=None)
+    return dataclasses.replace(row, status=SendStatus.FAILED, next_attempt_at=None, failed_at=now)
+
+
+def missing_variables_result(exc: MissingVariablesError) -> SendResult:
+    """The result of a send whose template variables are missing: never POSTed, failed for good."""
+    return SendResult(
+        error=GraphError(
+            code="missing_variables",
+            title="Missing variables",
+            message=str(exc),
+            http_status=None,
+            error_class=ErrorClass.PERMANENT,
+        )
+    )
+
+
+# --- the outcome journal ----------------------------------------------------------------------------------
+# A broadcast run whose outcome write fails (PostgreSQL away) keeps its rows in memory and tries again; it also
+# puts the final ones (SENT, FAILED: what Meta answered) in this Redis hash at once, so that they survive the run
+# giving up at its chunk task's time limit. The sweeper applies the hash before it takes back expired leases, so a
+# send Meta accepted is never posted again. Applying a row twice changes nothing (only PENDING sends are written).
+
+JOURNAL_KEY = "delivery:journal"
+_JOURNAL_FIELDS = (
+    "id",
+    "status",
+    "attempts_delta",
+    "unknown_inc",
+    "message_id",
+    "error_code",
+    "error_title",
+    "error_message",
+    "error_retryable",
+)
+
+
+def journal_put(rows: list[OutcomeRow]) -> str | None:
+    """Keep the final rows in Redis; returns the entry's key, or None (nothing final, or Redis away too)."""
+    final = [r for r in rows if r.status in (SendStatus.SENT, SendStatus.FAILED)]
+    client = redis_client()
+    if not final or client is None:
+        return None
+    entry = {
+        "at": time.time(),
+        "rows": [{name: getattr(r, name) for name in _JOURNAL_FIELDS} for r in final],
+    }
+    key = f"{os.getpid()}:{time.monotonic_ns()}:{random.getrandbits(32):08x}"
+    try:
+        client.hset(JOURNAL_KEY, key, orjson.dumps(entry))
+    except RedisError:
+        return None
+    return key
+
+
+def journal_drop(keys: list[str]) -> None:
+    """Those entries were written to the database by their run after all."""
+    client = redis_client()
+    if keys and client is not None:
+        with contextlib.suppress(RedisError):
+            client.hdel(JOURNAL_KEY, *keys)
+
+
+def journal_apply() -> int:
+    """Write every journaled outcome to the database (sweeper; before expired leases are taken back)."""
+    client = redis_client()
+    if client is None:
+        return 0
+    entries = client.hgetall(JOURNAL_KEY)
+    applied = 0
+    for key, raw in entries.items():
+        entry = orjson.loads(raw)
+        at = datetime.fromtimestamp(entry["at"], tz=timezone.get_current_timezone())
+        rows = [
+            OutcomeRow(
+                **item,
+                sent_at=at if item["status"] == SendStatus.SENT else None,
+                failed_at=at if item["status"] == SendStatus.FAILED else None,
+            )
+            for item in entry["rows"]
+        ]
+        written = sends_record(rows=rows)
+        applied += sum(len(ids) for ids in written.values())
+        client.hdel(JOURNAL_KEY, key)
+    if applied:
+        logger.warning("delivery: %d outcomes written from the journal", applied)
+    return applied

@@ -1,0 +1,481 @@
+"""One broadcast's run inside a pump: post its claimed sends at their slots, record what Meta answered.
+
+A ``BroadcastRun`` keeps two coroutines on the pump's event loop: ``run`` does the bookkeeping (outcome writes
+every CHECK_INTERVAL_SECONDS with a look at the broadcast's status, claims, slot reservations, all awaiting the
+runtime's database thread) and ``_fire`` fires each reserved slot on time beside it, so a slow write never makes
+a slot late. Every POST passes the posting gate (claims.sends_mark_posting) and the channel's pacing (the shared
+GCRA schedule and the pump's PostLog). On Meta's account-level error the run pauses the broadcast
+(lifecycle.broadcast_pause_for_account_error) and stops.
+
+Over 400 lines on purpose: the two coroutines share the queue, the schedule and the stop conditions of one run,
+and the tuned hot loop (968 sends/s at a cap of 1000) reads best in one place.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TypeVar
+
+from django import db
+from django.conf import settings
+from django.db import connection
+from django.utils import timezone
+from redis.exceptions import RedisError
+
+from broadcasts import lifecycle
+from broadcasts.delivery import limiter, pacing
+from broadcasts.delivery.claims import POST_PERMIT_SECONDS, Claimed, claim_size, sends_claim, sends_mark_posting
+from broadcasts.delivery.outcomes import (
+    OutcomeRow,
+    cancelled_row,
+    journal_drop,
+    journal_put,
+    missing_variables_result,
+    outcome_row,
+    sends_record,
+)
+from broadcasts.delivery.pacing import LATE_TOLERANCE_SECONDS, PostLog
+from broadcasts.delivery.runtime import Runtime, in_db_thread
+from broadcasts.models import Broadcast, BroadcastStatus, SendStatus
+from whatsapp.client import SendResult
+from whatsapp.errors import ErrorClass
+from whatsapp.payload import MissingVariablesError, TemplateMessageBuilder
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# Outcomes are written at least this often while a run goes, so a webhook for a fresh wamid finds its send
+# and a killed worker loses at most ~0.5 s of recorded work; the broadcast status is read at the same beat.
+CHECK_INTERVAL_SECONDS = 0.5
+# A failed outcome write is tried again this often until the database answers or the run's time is up.
+STORE_RETRY_SECONDS = 0.25
+# The longest either coroutine of a run sleeps: bounds how fast it notices a stop or requeued sends.
+MAX_BOOKKEEPING_SLEEP_SECONDS = 0.05
+# No new claims this close to the posting deadline: the claimed sends would only be handed back.
+REFILL_STOP_SECONDS = 0.5
+
+
+@dataclass
+class RunReport:
+    """What one broadcast's run did (for logs, tests and the benchmark)."""
+
+    broadcast_id: str = ""
+    claimed: int = 0
+    posted: int = 0
+    sent: int = 0
+    failed: int = 0
+    retried: int = 0
+    deferred: int = 0
+    released: int = 0
+    cancelled: int = 0
+    unknown: int = 0
+    late: int = 0
+    stop: str | None = None
+    channel_busy: bool = False
+    wake_at: datetime | None = None
+    rows: list[OutcomeRow] = field(default_factory=list, repr=False)
+
+
+class BroadcastRun:
+    """Posts one broadcast's claimed sends on the process's event loop; all state here is this run's only."""
+
+    def __init__(
+        self,
+        *,
+        broadcast: Broadcast,
+        sends: list[Claimed],
+        runtime: Runtime,
+        first_id: int,
+        last_id: int,
+        deadline: float,
+        give_up_at: float,
+        log: PostLog,
+    ):
+        self.broadcast = broadcast
+        self.first_id, self.last_id = first_id, last_id
+        self.claim_size = claim_size(max_mps=broadcast.channel.max_mps)
+        # No new slot after this (time.monotonic()): shared by every run of one pump.
+        self.deadline = deadline
+        # Outcome writes that fail are tried again until this (time.monotonic()), just before the soft time limit.
+        self.give_up_at = give_up_at
+        # This process's POSTs on the channel over the last second: shared by the pump's runs.
+        self.log = log
+        self.exhausted = False
+        # Called once the broadcast has nothing left to claim and its last slots are reserved: the pump starts
+        # the channel's next broadcast, whose slots then follow these without a gap.
+        self.on_exhausted: Callable[[], None] | None = None
+        self.finished = False
+        self.channel = broadcast.channel
+        self.builder = TemplateMessageBuilder(broadcast.template)
+        self.runtime = runtime
+        self.client = runtime.graph_client()
+        self.queue: deque[Claimed] = deque(sends)
+        self.results: list[tuple[Claimed, SendResult, datetime]] = []
+        self.deferred: list[tuple[Claimed, float]] = []
+        self.rows_written: list[OutcomeRow] = []
+        # Rows whose write failed (tried again with the next write) and their journal entries in Redis.
+        self.unwritten: list[OutcomeRow] = []
+        self.journal_keys: list[str] = []
+        self.report = RunReport(claimed=len(sends))
+        # The broadcast's status when the posting gate found it no longer IN_PROGRESS.
+        self.gate_closed: str | None = None
+        self.account_error: SendResult | None = None
+        self.paused = False
+        self.store_down = False
+        self.stop: str | None = None
+        self.status_seen = BroadcastStatus.IN_PROGRESS
+        self.batch = pacing.plan_batch(max_mps=self.channel.max_mps)
+        self.hold = pacing.number_hold_seconds()
+
+    async def run_in_db(self, fn: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self.runtime.db, in_db_thread(fn))
+
+    async def _post(self, send: Claimed) -> None:
+        try:
+            payload = self.builder.build(send.to, send.variables)
+        except MissingVariablesError as exc:
+            # Normally failed at creation; a template edited since then is caught here, without a POST.
+            self.results.append((send, missing_variables_result(exc), timezone.now()))
+            return
+        sent_at = time.monotonic()
+        result = await self.client.send_message(
+            phone_number_id=self.channel.phone_number_id, access_token=self.channel.access_token, payload=payload
+        )
+        if result.ok:
+            self.log.answered(time.monotonic() - sent_at)
+        self.report.posted += 1
+        self.results.append((send, result, timezone.now()))
+        if result.error is not None and not result.unknown:
+            self._release_number(send)
+        if result.error_class is ErrorClass.ACCOUNT and self.account_error is None:
+            self.account_error = result
+
+    def _take_results(self) -> list[tuple[Claimed, SendResult, datetime]]:
+        # Swapped on the loop's thread, where the POST coroutines append: nothing is lost in between.
+        results, self.results = self.results, []
+        return results
+
+    def _flush(self, results: list[tuple[Claimed, SendResult, datetime]], extra: Iterable[OutcomeRow] = ()) -> str:
+        """Record the given outcomes (and any whose write failed before) and read the broadcast's status (runs in
+        the DB thread). When the write fails, the rows are kept for the next one and the final ones journaled in
+        Redis at once (see journal_put): a known answer is never only in memory for longer than a write."""
+        new = [outcome_row(send=s, result=r, now=at) for s, r, at in results]
+        new += extra
+        rows = self.unwritten = self.unwritten + new
+        try:
+            status = Broadcast.objects.filter(id=self.broadcast.id).values_list("status", flat=True).first()
+            status = status or BroadcastStatus.CANCELLED
+            if status == BroadcastStatus.CANCELLED:
+                now = timezone.now()
+                rows = [cancelled_row(row, now=now) for row in rows]
+            sends_record(rows=rows)
+        except (db.Error, RedisError):
+            key = journal_put(new)
+            if key is not None:
+                self.journal_keys.append(key)
+            raise
+        self.unwritten = []
+        self.rows_written += rows
+        keys, self.journal_keys = self.journal_keys, []
+        journal_drop(keys)
+        return status
+
+    def _flush_retrying(
+        self, results: list[tuple[Claimed, SendResult, datetime]], extra: list[OutcomeRow]
+    ) -> str | None:
+        """_flush until it succeeds or the run's time is up (DB thread); None when it gave up."""
+        while True:
+            try:
+                return self._flush(results, extra)
+            except (db.Error, RedisError) as exc:
+                if results or extra:
+                    logger.warning(
+                        "delivery: last outcome write of broadcast %s failed (%s); retrying every %.2f s",
+                        self.broadcast.id,
+                        exc.__class__.__name__,
+                        STORE_RETRY_SECONDS,
+                    )
+                results, extra = [], []  # now in self.unwritten
+                with contextlib.suppress(Exception):
+                    connection.close()  # reconnect on the next try
+                if time.monotonic() + STORE_RETRY_SECONDS >= self.give_up_at:
+                    logger.error(
+                        "delivery: giving up writing %d outcomes of broadcast %s (%s); %d journaled in Redis",
+                        len(self.unwritten),
+                        self.broadcast.id,
+                        exc,
+                        sum(1 for r in self.unwritten if r.status in (SendStatus.SENT, SendStatus.FAILED)),
+                    )
+                    return None
+                time.sleep(STORE_RETRY_SECONDS)
+
+    def _pause_for(self) -> None:
+        assert self.account_error is not None and self.account_error.error is not None
+        error = self.account_error.error
+        self.paused = True
+        # False when already paused, cancelled or finished by someone else: nothing to do either way.
+        lifecycle.broadcast_pause_for_account_error(
+            broadcast_id=self.broadcast.id,
+            reason={"code": error.code, "message": error.message},
+        )
+
+    async def run(self) -> None:
+        """Bookkeeping (outcome writes, status checks, claims, slot reservations) runs here; firing the reserved
+        slots runs in ``_fire`` beside it on the same loop, so a slow database write never makes a slot late."""
+        loop = asyncio.get_running_loop()
+        deadline = self.deadline
+        next_check = time.monotonic() + CHECK_INTERVAL_SECONDS
+        # (slot, send, permit): the POST goes at its slot, and only before its permit ends (see sends_mark_posting).
+        schedule: deque[tuple[float, Claimed, float]] = deque()
+        in_flight: set[asyncio.Task] = set()
+        next_plan = 0.0
+        halt = asyncio.Event()
+        planned = asyncio.Event()
+        firing = loop.create_task(self._fire(schedule, in_flight, halt, planned))
+
+        while not firing.done():
+            now = time.monotonic()
+            if self.account_error is not None:
+                self.stop = "account_error"
+                break
+            if self.gate_closed is not None:
+                # Paused or cancelled: the gate let nothing more through; what is in flight is still recorded.
+                self.status_seen = self.gate_closed
+                self.stop = str(self.gate_closed).lower()
+                break
+            if now >= next_check:
+                results = self._take_results()
+                next_check = time.monotonic() + CHECK_INTERVAL_SECONDS
+                try:
+                    self.status_seen = await self.run_in_db(functools.partial(self._flush, results))
+                    self.store_down = False
+                except (db.Error, RedisError):
+                    # The database is away (restart): the outcomes are kept (and journaled) for the next try, and
+                    # nothing new is posted (no send can be marked).
+                    logger.warning("delivery: outcome UPDATE failed; retrying in %.1f s", CHECK_INTERVAL_SECONDS)
+                    self.store_down = True
+                if self.status_seen != BroadcastStatus.IN_PROGRESS:
+                    self.stop = str(self.status_seen).lower()
+                    break
+            if now >= deadline:
+                self.stop = "deadline"
+                break
+            if (
+                not self.exhausted
+                and not self.store_down
+                and len(self.queue) < 2 * self.batch
+                and now < deadline - REFILL_STOP_SECONDS
+            ):
+                await self._refill()
+            horizon = schedule[-1][0] if schedule else now
+            if (
+                self.queue
+                and not self.store_down
+                and now >= next_plan
+                and horizon - now < limiter.HORIZON_SECONDS / 2 + limiter.LEAD_SECONDS
+            ):
+                next_plan = await self._plan(schedule)
+                planned.set()
+            if self.exhausted and not self.queue and self.on_exhausted is not None:
+                self.on_exhausted()
+                self.on_exhausted = None
+            if not schedule and not self.queue:
+                break
+            wake = min(next_check, deadline)
+            if self.queue and not self.store_down:
+                plan_at = schedule[-1][0] - limiter.HORIZON_SECONDS / 2 - limiter.LEAD_SECONDS if schedule else 0
+                wake = min(wake, max(next_plan, plan_at))
+            # Never asleep long: sends given up as late come back to the queue and want new slots.
+            await asyncio.sleep(max(0.001, min(wake - time.monotonic(), MAX_BOOKKEEPING_SLEEP_SECONDS)))
+
+        halt.set()
+        planned.set()
+        await firing
+
+        # Not fired: back to the front of the queue, in order, and their numbers free again (they were held
+        # for a POST that did not happen; the next run would otherwise wait 6 s for them).
+        while schedule:
+            send = schedule.pop()[1]
+            self.queue.appendleft(send)
+            self._release_number(send)
+        if self.account_error is not None:
+            # Pause first, so the other workers' runs see it at their next check; then wait for answers.
+            await self.run_in_db(self._pause_for)
+        if in_flight:
+            await asyncio.gather(*in_flight, return_exceptions=True)
+        if self.account_error is not None and not self.paused:
+            if self.stop is None:
+                self.stop = "account_error"
+            await self.run_in_db(self._pause_for)
+
+    async def _fire(
+        self,
+        schedule: deque[tuple[float, Claimed, float]],
+        in_flight: set[asyncio.Task],
+        halt: asyncio.Event,
+        planned: asyncio.Event,
+    ) -> None:
+        """Fire every slot that is due; POSTs run concurrently on the loop.
+
+        A slot missed by more than the tolerance (this process was descheduled) is given up, never fired late next
+        to on-time slots: that is what would put more than max_mps into one second. The process's PostLog of the
+        last second is the second guard, for when a stall makes several slots due at once. A slot whose permit
+        (the posting gate's, see sends_mark_posting) has run out is given up too, whatever its time: the broadcast may
+        have been paused or cancelled since, and the answer to that may be on its way.
+        """
+        loop = asyncio.get_running_loop()
+        limit = asyncio.Semaphore(settings.DELIVERY_MAX_IN_FLIGHT)
+        log = self.log
+
+        def done(task: asyncio.Task) -> None:
+            in_flight.discard(task)
+            limit.release()
+
+        while not halt.is_set() and self.account_error is None:
+            late: list[Claimed] = []
+            while schedule and self.account_error is None and not halt.is_set():
+                slot, send, permit = schedule[0]
+                now = time.monotonic()
+                if now - slot > LATE_TOLERANCE_SECONDS or now >= permit:
+                    schedule.popleft()
+                    late.append(send)
+                    continue
+                if slot > now + 0.0005:
+                    break
+                if log.full(now):
+                    break
+                if limit.locked():
+                    await limit.acquire()
+                    if time.monotonic() >= permit:  # waited for a free place past the permit: not this time
+                        limit.release()
+                        continue
+                else:
+                    await limit.acquire()
+                schedule.popleft()
+                log.record(time.monotonic(), slot=slot)
+                task = loop.create_task(self._post(send))
+                in_flight.add(task)
+                task.add_done_callback(done)
+            if late:
+                self.report.late += len(late)
+                self.queue.extendleft(reversed(late))
+                for send in late:
+                    self._release_number(send)
+            if schedule:
+                head = max(schedule[0][0], log.free_at())
+                await asyncio.sleep(max(0.0, min(head - time.monotonic(), MAX_BOOKKEEPING_SLEEP_SECONDS)))
+            else:
+                planned.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(planned.wait(), MAX_BOOKKEEPING_SLEEP_SECONDS)
+
+    def _release_number(self, send: Claimed) -> None:
+        pacing.number_release(channel_id=self.channel.id, number=send.to, token=str(send.id))
+
+    async def _refill(self) -> None:
+        """Claim the broadcast's next due sends before the queue runs dry, so the channel does not idle."""
+        try:
+            more = await self.run_in_db(
+                lambda: sends_claim(
+                    broadcast_id=self.broadcast.id,
+                    first_id=self.first_id,
+                    last_id=self.last_id,
+                    now=timezone.now(),
+                    limit=self.claim_size,
+                )
+            )
+        except db.Error:
+            self.store_down = True
+            return
+        if not more:
+            self.exhausted = True
+            return
+        self.report.claimed += len(more)
+        self.queue.extend(more)
+
+    async def _plan(self, schedule: deque) -> float:
+        """Reserve the next slots and give them to queued sends whose number is free; returns when to plan next."""
+        batch = [self.queue.popleft() for _ in range(min(self.batch, len(self.queue)))]
+        ids = [s.id for s in batch]
+        try:
+            # The gate: marked only while the broadcast is IN_PROGRESS, and each POST within its permit.
+            marked_at, marked, closed = await self.run_in_db(
+                functools.partial(sends_mark_posting, broadcast_id=self.broadcast.id, ids=ids)
+            )
+            if closed is not None:
+                self.queue.extendleft(reversed(batch))
+                self.gate_closed = closed
+                return time.monotonic() + CHECK_INTERVAL_SECONDS
+            # A send no longer PENDING (final meanwhile) is not ours to post or record.
+            batch = [s for s in batch if s.id in marked]
+            grant = limiter.channel_reserve(channel_id=self.channel.id, max_mps=self.channel.max_mps, want=len(batch))
+        except (db.Error, RedisError):
+            # Database or Redis away for a moment: nothing is sent unmarked or unpaced; try again shortly.
+            logger.warning("delivery: cannot mark or pace sends; retrying in %.1f s", CHECK_INTERVAL_SECONDS)
+            self.queue.extendleft(reversed(batch))
+            return time.monotonic() + CHECK_INTERVAL_SECONDS
+        if grant.count == 0:
+            self.queue.extendleft(reversed(batch))
+            return grant.first_at - limiter.HORIZON_SECONDS - limiter.LEAD_SECONDS
+        use, rest = batch[: grant.count], batch[grant.count :]
+        self.queue.extendleft(reversed(rest))
+        try:
+            waits = limiter.numbers_claim(
+                channel_id=self.channel.id,
+                numbers=[s.to for s in use],
+                hold_seconds=self.hold,
+                tokens=[str(s.id) for s in use],
+            )
+        except RedisError:
+            self.queue.extendleft(reversed(use))
+            return time.monotonic() + CHECK_INTERVAL_SECONDS
+        times = grant.slot_times()
+        ready = []
+        for send, wait in zip(use, waits, strict=True):
+            if wait > 0:
+                self.deferred.append((send, wait))
+            else:
+                ready.append(send)
+        # Slots are used in order; those of deferred sends go unused (never saved up: no burst later).
+        permit = marked_at + POST_PERMIT_SECONDS
+        schedule.extend((slot, send, permit) for slot, send in zip(times, ready, strict=False))
+        return 0.0
+
+    def finish(self) -> None:
+        """Record the last outcomes and hand back what was not posted (runs in the DB thread; once).
+
+        A failed write is tried again until the database answers or the run's time is up (its sends' leases
+        outlive the task, so nobody takes them back meanwhile); the final outcomes are in the journal by then.
+        """
+        if self.finished:
+            return
+        self.finished = True
+        now = timezone.now()
+        rows: list[OutcomeRow] = []
+        for send, wait in self.deferred:
+            # The number got a message on this channel < 6 s ago: spaced, not dropped, and no attempt counted.
+            rows.append(
+                OutcomeRow(
+                    id=send.id,
+                    status=SendStatus.PENDING,
+                    attempts_delta=-1,
+                    next_attempt_at=now + timedelta(seconds=wait),
+                    posted=False,
+                )
+            )
+        for send in self.queue:
+            rows.append(OutcomeRow(id=send.id, status=SendStatus.PENDING, attempts_delta=-1, posted=False))
+        status = self._flush_retrying(self._take_results(), rows)
+        if status is not None:
+            self.status_seen = status
+        cancelled = self.status_seen == BroadcastStatus.CANCELLED
+        self.report.deferred = len(self.deferred)
+        self.report.released = 0 if cancelled else len(self.queue)

