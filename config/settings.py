@@ -241,7 +241,7 @@ CELERY_BROKER_CONNECTION_MAX_RETRIES = None
 # A Celery worker is long-lived: recycle a child now and then to bound leaks, never mid-chunk.
 CELERY_WORKER_MAX_TASKS_PER_CHILD = 5000
 
-# --- Delivery engine (broadcasts/delivery.py) -------------------------------------------------
+# --- Delivery engine (broadcasts/delivery/) -------------------------------------------------
 # Every knob is an environment variable so the test and benchmark worker processes can shorten it.
 # Chunk = one task's share of a broadcast, sized to ~DELIVERY_CHUNK_SECONDS of the channel's cap (bounds kept
 # between 10 and 500 sends: one claim UPDATE and a few outcome UPDATEs per chunk).
@@ -262,7 +262,7 @@ DELIVERY_MAX_IN_FLIGHT = env.int("DELIVERY_MAX_IN_FLIGHT", default=256)
 # Pace at this fraction of max_mps (the shared GCRA schedule): room for POSTs that leave or arrive a little late.
 DELIVERY_RATE_HEADROOM = env.float("DELIVERY_RATE_HEADROOM", default=0.97)
 # And each pump never lets more than max_mps * (1 - margin) (at least 2 fewer) POSTs out in any sliding second of
-# its own clock, less what its recent lateness and slow answers say may arrive bunched (broadcasts.delivery.PostLog):
+# its own clock, less what its recent lateness and slow answers say may arrive bunched (broadcasts.delivery.pacing.PostLog):
 # the way to Meta adds jitter (client to sandbox on the loaded 2-core box: p99 2 ms, stalls up to ~50 ms).
 DELIVERY_WINDOW_MARGIN = env.float("DELIVERY_WINDOW_MARGIN", default=0.025)
 # Chunk tasks ("pumps") of one channel running at once, over all workers. One pump keeps a 1000 mps channel busy
