@@ -3,13 +3,14 @@
 import re
 from typing import Any
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 
 from core.errors import ApplicationError, ConflictError
 from templates_registry.models import Channel, Template
 from templates_registry.variables import extract_variables, parameter_format_infer, variables_mixed
 from tokens.models import Organization
-from whatsapp.graph_templates import message_templates_fetch
+from whatsapp.graph_templates import GraphTemplatesError, message_templates_fetch
 
 GRAPH_ID_RE = re.compile(r"^[0-9]{1,64}$")
 # Meta: template names are lowercase letters, digits and underscores.
@@ -182,7 +183,12 @@ def templates_sync(*, channel: Channel) -> int:
     All pages are read before anything is written, and written in one transaction: a sync that
     fails half-way changes nothing.
     """
-    remote = message_templates_fetch(waba_id=channel.waba_id, access_token=channel.access_token)
+    try:
+        remote = message_templates_fetch(
+            waba_id=channel.waba_id, access_token=channel.access_token, graph_url=settings.WHATSAPP_GRAPH_URL
+        )
+    except GraphTemplatesError as exc:
+        raise ApplicationError(exc.message, code="graph_error", status=502, details=exc.details) from exc
     items = [_template_fields(item) for item in remote]
     with transaction.atomic():
         for fields in items:
