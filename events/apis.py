@@ -7,8 +7,9 @@ from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from broadcasts.api.serializers import ErrorEnvelopeSerializer
 from core.api.base import ApiView
+from core.api.serializers import ErrorEnvelopeSerializer
+from core.timefmt import iso_utc
 from events import selectors, services
 from events.models import EventType, WebhookEndpoint
 from tokens.scopes import WEBHOOKS_MANAGE
@@ -21,9 +22,9 @@ def endpoint_output(endpoint: WebhookEndpoint) -> dict[str, Any]:
         "url": endpoint.url,
         "events": endpoint.events,
         "is_active": endpoint.is_active,
-        "disabled_at": services._iso(endpoint.disabled_at),
+        "disabled_at": iso_utc(endpoint.disabled_at),
         "consecutive_failures": endpoint.consecutive_failures,
-        "created_at": services._iso(endpoint.created_at),
+        "created_at": iso_utc(endpoint.created_at),
     }
 
 
