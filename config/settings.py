@@ -276,6 +276,8 @@ CELERY_BEAT_SCHEDULE: dict = {
     "broadcasts-sweep": {"task": "broadcasts.sweep", "schedule": DELIVERY_SWEEP_INTERVAL},
     # Outbound customer events: expire 24 h-old deliveries, wake endpoints with due retries.
     "events-sweep": {"task": "events.sweep", "schedule": 10.0},
+    # Meta statuses that beat their wamid to the database: re-applied for 10 minutes, then dropped.
+    "broadcasts-unmatched-statuses-retry": {"task": "broadcasts.unmatched_statuses_retry", "schedule": 10.0},
     # Idempotency-Key records answer for 24 h; lookups ignore older ones, this keeps the table small.
     "broadcasts-idempotency-purge": {"task": "broadcasts.idempotency_purge", "schedule": 3600.0},
 }
