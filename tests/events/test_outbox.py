@@ -1,9 +1,8 @@
-"""Outbound event delivery over real HTTP to a receiver on 127.0.0.1: signing, retries, order, disabling."""
+"""The outbox (events/outbox.py) over real HTTP to a receiver on 127.0.0.1: retries, order, claims, sweep,
+disabling. The signed shape of a POST: test_signing.py; the connection itself: test_transport.py."""
 
-import time
 from datetime import timedelta
 
-import orjson
 import pytest
 from django.utils import timezone
 
@@ -23,43 +22,6 @@ def publish_sent(broadcast, indexes=(0,)):
     ids = list(broadcast.sends.filter(index__in=indexes).order_by("index").values_list("id", flat=True))
     message_events_publish(send_ids=ids, status="SENT")
     return ids
-
-
-def test_event_is_posted_signed_with_the_contracts_shape(org, broadcast, receiver, endpoint_for, enqueued):
-    # Given an endpoint and a message.sent event
-    endpoint, secret = endpoint_for(org, receiver.url)
-    publish_sent(broadcast)
-    # When the endpoint's deliveries run
-    before = int(time.time())
-    stats = outbox.endpoint_deliver_due(endpoint_id=endpoint.id)
-    # Then the receiver got one POST it can verify with the contract's rule
-    assert stats == {"delivered": 1, "failed_attempts": 0}
-    [request] = receiver.requests
-    assert contract_signature_valid(request, secret)
-    assert abs(int(request["headers"]["X-Webhook-Timestamp"]) - before) <= 2
-    assert request["headers"]["Content-Type"] == "application/json"
-    body = orjson.loads(request["body"])
-    assert set(body) == {"id", "type", "created_at", "data"}
-    assert body["id"].startswith("evt_") and request["headers"]["X-Webhook-Id"] == body["id"]
-    assert body["type"] == "message.sent"
-    assert body["data"] == {
-        "broadcast_id": broadcast.id,
-        "index": 0,
-        "to": "+34600000000",
-        "message_id": f"wamid.{broadcast.id}.0",
-        "status": "SENT",
-        "error": None,
-        "meta_data": {"crm_id": 0},
-    }
-    delivery = EventDelivery.objects.get()
-    assert (delivery.status, delivery.attempts, delivery.last_status_code) == (DeliveryStatus.DELIVERED, 1, 200)
-
-
-def test_a_wrong_secret_does_not_verify(org, broadcast, receiver, endpoint_for, enqueued):
-    endpoint, _ = endpoint_for(org, receiver.url)
-    publish_sent(broadcast)
-    outbox.endpoint_deliver_due(endpoint_id=endpoint.id)
-    assert not contract_signature_valid(receiver.requests[0], "whsec_not-the-secret")
 
 
 def test_failures_are_retried_with_backoff_and_the_same_event_id(org, broadcast, receiver, endpoint_for, enqueued):
