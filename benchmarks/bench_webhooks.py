@@ -36,8 +36,8 @@ from django.test import Client  # noqa: E402
 from django.test.utils import CaptureQueriesContext  # noqa: E402
 
 from broadcasts.models import Broadcast, Send, SendStatus  # noqa: E402
+from events.endpoints import endpoint_create  # noqa: E402
 from events.models import Event  # noqa: E402
-from events.services import endpoint_create  # noqa: E402
 from templates_registry.models import Channel, Template  # noqa: E402
 from tests.events.helpers import broadcast_with_sends  # noqa: E402
 from tests.gunicorn_process import gunicorn  # noqa: E402
@@ -138,7 +138,7 @@ def outbound_throughput(org: Organization) -> None:
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     from events.models import DeliveryStatus, EventDelivery, WebhookEndpoint
-    from events.services import endpoint_deliver_due
+    from events.outbox import endpoint_deliver_due
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"

@@ -20,7 +20,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from broadcasts.models import FINAL_BROADCAST_STATUSES, Broadcast, BroadcastStatus, Send, SendStatus
-from events.publisher import broadcast_event_publish
+from broadcasts.notifications import broadcast_event_publish
 
 # The gate of cancel and pause (CONTRACT 5: no POST leaves after their 200). Every POST's send is marked posting
 # by a conditional UPDATE that passes only while the broadcast is IN_PROGRESS, and a POST may leave only within

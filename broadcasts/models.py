@@ -128,3 +128,24 @@ class IdempotencyRecord(models.Model):
 
     def __str__(self) -> str:
         return f"{self.key} ({self.organization_id})"
+
+
+class UnmatchedStatus(models.Model):
+    """A Meta status (delivered/read/failed) whose wamid no send carries yet.
+
+    The delivery engine stores a wamid a fraction of a second after Meta's answer, and a fast
+    webhook can arrive first: such statuses are kept and re-applied by the beat task for a few
+    minutes, then dropped as unknown (``broadcasts.status_updates``).
+
+    Moved here from ``events`` (state only): the table keeps its first name, ``events_unmatchedstatus``.
+    """
+
+    message_id = models.CharField(max_length=128)
+    entry = models.JSONField()  # Meta's own status entry, as received
+    received_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        db_table = "events_unmatchedstatus"
+
+    def __str__(self) -> str:
+        return f"{self.message_id} {self.entry.get('status') if isinstance(self.entry, dict) else ''}"

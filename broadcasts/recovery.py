@@ -27,8 +27,8 @@ from redis.exceptions import RedisError
 from broadcasts import lifecycle
 from broadcasts.delivery import dispatch, outcomes
 from broadcasts.models import Broadcast, BroadcastStatus, Send, SendStatus
+from broadcasts.notifications import message_events_publish
 from broadcasts.queue import enqueue_dispatch
-from events.publisher import message_events_publish
 
 # An unscheduled broadcast still PENDING this long after creation lost its dispatch message.
 LOST_START_SECONDS = 10

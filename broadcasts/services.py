@@ -24,6 +24,7 @@ from broadcasts.idempotency import (
     request_hash,
 )
 from broadcasts.models import Broadcast, BroadcastStatus, IdempotencyRecord, Send, SendStatus
+from broadcasts.notifications import message_events_publish
 from broadcasts.queue import enqueue_dispatch
 from broadcasts.selectors import broadcast_get_for_update
 from broadcasts.validation import (
@@ -36,7 +37,6 @@ from broadcasts.validation import (
 from core.errors import ApplicationError, ConflictError
 from core.ids import object_id
 from core.timefmt import iso_utc
-from events.publisher import message_events_publish
 from templates_registry.models import Channel, Template
 from tokens.models import AccessToken, Organization
 

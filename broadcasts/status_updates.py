@@ -4,12 +4,16 @@ A send moves SENT < DELIVERED < READ, or to FAILED from SENT or DELIVERED; nothi
 Every UPDATE carries the allowed "from" statuses in its WHERE clause, so a concurrent webhook,
 a redelivery or an out-of-order status can never move a send backwards or change it twice.
 A body of N statuses costs one SELECT and at most one UPDATE per target status, whatever N is.
+
+A status whose wamid no send carries yet (the engine records wamids a fraction of a second after Meta's answer,
+and a fast webhook can arrive first) is kept as an ``UnmatchedStatus`` and re-applied by the beat task
+``broadcasts.unmatched_statuses_retry`` for ``UNMATCHED_KEEP``, then dropped as belonging to no broadcast of ours.
 """
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import connection, transaction
@@ -17,7 +21,9 @@ from django.db.models import F, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from broadcasts.models import Send, SendStatus
+from broadcasts.models import Send, SendStatus, UnmatchedStatus
+from broadcasts.notifications import message_events_publish
+from whatsapp.inbound import StatusUpdate, status_update_parse
 
 # Meta's words -> ours. "sent" (and anything unknown) moves nothing: the Graph API's 200 made it SENT.
 META_STATUSES = {"delivered": SendStatus.DELIVERED, "read": SendStatus.READ, "failed": SendStatus.FAILED}
@@ -28,6 +34,12 @@ ALLOWED_FROM: dict[str, tuple[str, ...]] = {
     SendStatus.READ: (SendStatus.SENT, SendStatus.DELIVERED),
     SendStatus.FAILED: (SendStatus.SENT, SendStatus.DELIVERED),
 }
+
+# A status for a wamid no send carries yet is retried this long (the delivery engine records wamids
+# within ~0.5 s; minutes cover a slow database too), then dropped as belonging to no broadcast of ours.
+UNMATCHED_KEEP = timedelta(minutes=10)
+# Statuses re-applied per sweep: one SELECT and a few UPDATEs whatever the number.
+UNMATCHED_BATCH = 5000
 
 
 class StatusMoves(dict):
@@ -59,38 +71,24 @@ class _Fold:
         return SendStatus.DELIVERED
 
 
-def _timestamp(raw: Any) -> datetime:
-    """Meta sends Unix seconds as a string; anything unreadable means "now"."""
-    try:
-        value = int(str(raw))
-        return datetime.fromtimestamp(value, tz=UTC)
-    except (TypeError, ValueError, OverflowError, OSError):
-        return timezone.now()
-
-
-def _error(entry: Mapping[str, Any]) -> tuple[str, str, str]:
+def _error(update: StatusUpdate) -> tuple[str, str, str]:
     """(code, title, message) from ``errors[0]``; the message prefers ``error_data.details``."""
-    errors = entry.get("errors")
-    first = errors[0] if isinstance(errors, list) and errors and isinstance(errors[0], dict) else {}
-    code = first.get("code")
-    title = str(first.get("title") or "")
-    message = str(first.get("message") or "")
-    error_data = first.get("error_data")
-    if isinstance(error_data, dict) and error_data.get("details"):
-        message = str(error_data["details"])
-    return (str(code) if code is not None else "unknown")[:64], title[:255], message or title
+    first = update.first_error
+    code = first.code if first is not None else None
+    title = first.title[:255] if first is not None else ""
+    message = (first.details or first.message) if first is not None else ""
+    return (code if code is not None else "unknown")[:64], title, message or title
 
 
-def _fold(statuses: Iterable[Any]) -> dict[str, _Fold]:
+def _fold(statuses: Iterable[StatusUpdate]) -> dict[str, _Fold]:
     folds: dict[str, _Fold] = {}
-    for entry in statuses:
-        if not isinstance(entry, dict):
+    for update in statuses:
+        wamid = update.wamid
+        target = META_STATUSES.get(update.status)
+        if len(wamid) > 128 or target is None:
             continue
-        wamid = entry.get("id")
-        target = META_STATUSES.get(str(entry.get("status", "")).lower())
-        if not isinstance(wamid, str) or not wamid or len(wamid) > 128 or target is None:
-            continue
-        at = _timestamp(entry.get("timestamp"))
+        # An unreadable timestamp means "now".
+        at = update.timestamp or timezone.now()
         fold = folds.setdefault(wamid, _Fold())
         if target == SendStatus.DELIVERED:
             fold.delivered_at = min(fold.delivered_at or at, at)
@@ -98,7 +96,7 @@ def _fold(statuses: Iterable[Any]) -> dict[str, _Fold]:
             fold.read_at = min(fold.read_at or at, at)
         else:
             fold.failed_at = min(fold.failed_at or at, at)
-            fold.error_code, fold.error_title, fold.error_message = _error(entry)
+            fold.error_code, fold.error_title, fold.error_message = _error(update)
     return folds
 
 
@@ -173,9 +171,9 @@ def _delivered_at(target: str, fold: _Fold) -> datetime | None:
     return fold.delivered_at
 
 
-def sends_apply_statuses(*, statuses: Iterable[Any], publish: bool = True) -> StatusMoves:
-    """Moves the sends named in Meta's ``statuses[]`` forward; returns ``{status: [moved send ids]}``
-    (and, in ``.unmatched``, the wamids no send carries).
+def sends_apply_statuses(*, statuses: Iterable[StatusUpdate], publish: bool = True) -> StatusMoves:
+    """Moves the sends named in Meta's ``statuses[]`` (as ``whatsapp.inbound`` reads them) forward; returns
+    ``{status: [moved send ids]}`` (and, in ``.unmatched``, the wamids no send carries).
 
     Unknown wamids, Meta's "sent", backward moves and repeats are ignored. The outbound
     ``message.*`` events are recorded in the same transaction as the moves (so neither is lost
@@ -214,8 +212,6 @@ def sends_apply_statuses(*, statuses: Iterable[Any], publish: bool = True) -> St
                 if ids:
                     moved[target] = sorted(ids)
         if publish:
-            from events.publisher import message_events_publish
-
             # A send that jumped SENT -> READ passed through DELIVERED (it has a delivered_at): the
             # customer gets message.delivered before message.read, as for any other message.
             jumped = [i for i in moved.get(SendStatus.READ, ()) if i in was_sent]
@@ -225,3 +221,33 @@ def sends_apply_statuses(*, statuses: Iterable[Any], publish: bool = True) -> St
                 message_events_publish(send_ids=ids, status=target)
     unmatched = [wamid for wamid in folds if wamid not in found]
     return StatusMoves(moved, unmatched=unmatched)
+
+
+def unmatched_statuses_keep(*, statuses: Sequence[StatusUpdate], wamids: set[str]) -> int:
+    """Stores the statuses of wamids no send carries yet (Meta's own entries), for the beat task to re-apply."""
+    if not wamids:
+        return 0
+    rows = [
+        UnmatchedStatus(message_id=update.wamid, entry=update.raw)
+        for update in statuses
+        if update.wamid in wamids and update.status in META_STATUSES
+    ]
+    UnmatchedStatus.objects.bulk_create(rows, batch_size=1000)
+    return len(rows)
+
+
+def unmatched_statuses_retry(*, now: datetime | None = None) -> int:
+    """Beat: re-applies kept statuses whose send now has its wamid; drops those kept too long.
+    Returns the number of statuses that found their send."""
+    now = now or timezone.now()
+    UnmatchedStatus.objects.filter(received_at__lt=now - UNMATCHED_KEEP).delete()
+    rows = list(UnmatchedStatus.objects.order_by("id").values_list("id", "message_id", "entry")[:UNMATCHED_BATCH])
+    if not rows:
+        return 0
+    updates = [update for _, _, entry in rows if (update := status_update_parse(entry)) is not None]
+    with transaction.atomic():
+        moved = sends_apply_statuses(statuses=updates)
+        still_unmatched = set(moved.unmatched)
+        matched = [row_id for row_id, wamid, _ in rows if wamid not in still_unmatched]
+        UnmatchedStatus.objects.filter(id__in=matched).delete()
+    return len(matched)

@@ -71,3 +71,14 @@ def idempotency_purge_task() -> int:
     from broadcasts.idempotency import idempotency_records_purge
 
     return idempotency_records_purge()
+
+
+# --- Meta statuses that arrived before their wamid was stored (broadcasts.status_updates) ---------------------
+
+
+@shared_task(name="broadcasts.unmatched_statuses_retry")
+def unmatched_statuses_retry_task() -> int:
+    """Beat, every ~10 s: re-apply Meta statuses that arrived before their wamid was stored; drop old ones."""
+    from broadcasts.status_updates import unmatched_statuses_retry
+
+    return unmatched_statuses_retry()

@@ -262,7 +262,8 @@ DELIVERY_MAX_IN_FLIGHT = env.int("DELIVERY_MAX_IN_FLIGHT", default=256)
 # Pace at this fraction of max_mps (the shared GCRA schedule): room for POSTs that leave or arrive a little late.
 DELIVERY_RATE_HEADROOM = env.float("DELIVERY_RATE_HEADROOM", default=0.97)
 # And each pump never lets more than max_mps * (1 - margin) (at least 2 fewer) POSTs out in any sliding second of
-# its own clock, less what its recent lateness and slow answers say may arrive bunched (broadcasts.delivery.pacing.PostLog):
+# its own clock, less what its recent lateness and slow answers say may arrive bunched
+# (broadcasts.delivery.pacing.PostLog):
 # the way to Meta adds jitter (client to sandbox on the loaded 2-core box: p99 2 ms, stalls up to ~50 ms).
 DELIVERY_WINDOW_MARGIN = env.float("DELIVERY_WINDOW_MARGIN", default=0.025)
 # Chunk tasks ("pumps") of one channel running at once, over all workers. One pump keeps a 1000 mps channel busy
@@ -279,6 +280,8 @@ CELERY_BEAT_SCHEDULE: dict = {
     "broadcasts-sweep": {"task": "broadcasts.sweep", "schedule": DELIVERY_SWEEP_INTERVAL},
     # Outbound customer events: expire 24 h-old deliveries, wake endpoints with due retries.
     "events-sweep": {"task": "events.sweep", "schedule": 10.0},
+    # Meta statuses that beat their wamid to the database: re-applied for 10 minutes, then dropped.
+    "broadcasts-unmatched-statuses-retry": {"task": "broadcasts.unmatched_statuses_retry", "schedule": 10.0},
     # Idempotency-Key records answer for 24 h; lookups ignore older ones, this keeps the table small.
     "broadcasts-idempotency-purge": {"task": "broadcasts.idempotency_purge", "schedule": 3600.0},
 }

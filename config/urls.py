@@ -10,7 +10,7 @@ urlpatterns = [
     path("v1/schema", SpectacularAPIView.as_view(), name="schema"),
     path("v1/docs", ApiDocsView.as_view(url_name="schema"), name="docs"),
     path("v1/", include("core.urls")),
-    path("v1/", include("whatsapp.urls")),
+    # Before events.urls: broadcasts own /v1/webhooks/whatsapp (Meta's), which /v1/webhooks/<id> would shadow.
     path("v1/", include("broadcasts.urls")),
     path("v1/", include("events.urls")),
     # Last: every other path under /v1/ (any method) is the JSON 404 of CONTRACT 7.

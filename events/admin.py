@@ -7,7 +7,7 @@ from django.http import HttpRequest
 
 from core.errors import ApplicationError
 from core.secret_page import secret_once_response, secret_remember
-from events import services
+from events import endpoints
 from events.models import DeliveryAttempt, Event, EventDelivery, WebhookEndpoint
 
 
@@ -18,13 +18,13 @@ class WebhookEndpointAddForm(forms.ModelForm):
 
     def clean_url(self) -> str:
         try:
-            return services.endpoint_url_validate(url=self.cleaned_data.get("url"))
+            return endpoints.endpoint_url_validate(url=self.cleaned_data.get("url"))
         except ApplicationError as exc:
             raise forms.ValidationError(exc.details.get("url") or exc.message) from exc
 
     def clean_events(self) -> list[str]:
         try:
-            return services.endpoint_events_validate(events=self.cleaned_data.get("events") or [])
+            return endpoints.endpoint_events_validate(events=self.cleaned_data.get("events") or [])
         except ApplicationError as exc:
             raise forms.ValidationError(exc.details.get("events") or exc.message) from exc
 
@@ -58,7 +58,7 @@ class WebhookEndpointAdmin(admin.ModelAdmin):
         if change:
             super().save_model(request, obj, form, change)
             return
-        issued = services.endpoint_create(organization=obj.organization, url=obj.url, events=obj.events)
+        issued = endpoints.endpoint_create(organization=obj.organization, url=obj.url, events=obj.events)
         obj.pk = issued.endpoint.pk
         obj.secret = issued.secret
         # Shown by response_add on the page answering this POST: never in a message (a cookie) or the session.
@@ -77,7 +77,7 @@ class WebhookEndpointAdmin(admin.ModelAdmin):
     @admin.action(description="Re-enable (reset consecutive failures)")
     def reenable(self, request: HttpRequest, queryset: QuerySet[WebhookEndpoint]) -> None:
         for endpoint in queryset.filter(deleted_at__isnull=True):
-            services.endpoint_enable(endpoint=endpoint)
+            endpoints.endpoint_enable(endpoint=endpoint)
         self.message_user(request, "Re-enabled.", messages.SUCCESS)
 
 

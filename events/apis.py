@@ -7,10 +7,10 @@ from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from broadcasts.api.serializers import ErrorEnvelopeSerializer
 from core.api.base import ApiView
+from core.api.serializers import ErrorEnvelopeSerializer
 from core.timefmt import iso_utc
-from events import selectors, services
+from events import endpoints, selectors
 from events.models import EventType, WebhookEndpoint
 from tokens.scopes import WEBHOOKS_MANAGE
 
@@ -72,8 +72,8 @@ class WebhookEndpointListApi(ApiView):
         responses={200: EndpointListSerializer, **_errors(401, 403, 429)},
     )
     def get(self, request: Request) -> Response:
-        endpoints = selectors.endpoint_list(organization=request.user.organization)
-        return Response({"data": [endpoint_output(e) for e in endpoints]})
+        rows = selectors.endpoint_list(organization=request.user.organization)
+        return Response({"data": [endpoint_output(e) for e in rows]})
 
     @extend_schema(
         operation_id="webhooks_create",
@@ -84,7 +84,7 @@ class WebhookEndpointListApi(ApiView):
     def post(self, request: Request) -> Response:
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        issued = services.endpoint_create(
+        issued = endpoints.endpoint_create(
             organization=request.user.organization,
             url=serializer.validated_data["url"],
             events=serializer.validated_data.get("events"),
@@ -110,5 +110,5 @@ class WebhookEndpointDetailApi(ApiView):
         responses={204: None, **_errors(401, 403, 404, 429)},
     )
     def delete(self, request: Request, endpoint_id: str) -> Response:
-        services.endpoint_delete(organization=request.user.organization, endpoint_id=endpoint_id)
+        endpoints.endpoint_delete(organization=request.user.organization, endpoint_id=endpoint_id)
         return Response(status=204)

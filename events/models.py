@@ -127,19 +127,3 @@ class DeliveryAttempt(models.Model):
 
     def __str__(self) -> str:
         return f"{self.delivery_id} @ {self.attempted_at:%Y-%m-%d %H:%M:%S} {self.status_code or self.error[:40]}"
-
-
-class UnmatchedStatus(models.Model):
-    """A Meta status (delivered/read/failed) whose wamid no send carries yet.
-
-    The delivery engine stores a wamid a fraction of a second after Meta's answer, and a fast
-    webhook can arrive first: such statuses are kept and re-applied by the beat sweeper for a few
-    minutes, then dropped as unknown. (Kept in this app because the webhook engineer owns it.)
-    """
-
-    message_id = models.CharField(max_length=128)
-    entry = models.JSONField()
-    received_at = models.DateTimeField(default=timezone.now, db_index=True)
-
-    def __str__(self) -> str:
-        return f"{self.message_id} {self.entry.get('status') if isinstance(self.entry, dict) else ''}"

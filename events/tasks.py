@@ -1,37 +1,38 @@
-"""Celery tasks of outbound events: ids in, services do the work (Saleor-style thin tasks)."""
+"""Celery tasks of outbound events: ids in, the outbox does the work (Saleor-style thin tasks).
+
+Nothing imports this module: ``events/queue.py`` enqueues ``events.endpoint_deliver`` by name, and beat
+runs ``events.sweep`` (config/settings.py).
+"""
 
 import logging
 
 from celery import shared_task
 from django.core.cache import cache
 
-from events import services
+from events import outbox, queue
 
 logger = logging.getLogger(__name__)
 
 
-@shared_task(name="events.endpoint_deliver")
+@shared_task(name=queue.ENDPOINT_DELIVER_TASK)
 def endpoint_deliver_task(endpoint_id: str) -> dict[str, int]:
     """Deliver an endpoint's due events. Safe to run twice and concurrently (rows are leased)."""
     # From now on a new event needs a new task: this run may already be past its last claim.
     try:
-        cache.delete(services.queued_mark_key(endpoint_id))
+        cache.delete(queue.queued_mark_key(endpoint_id))
     except Exception as exc:  # noqa: BLE001 - Redis blip: the mark expires by itself, the rows are the truth
         logger.warning("events: could not clear the queued mark of %s (%s)", endpoint_id, exc)
-    stats = services.endpoint_deliver_due(endpoint_id=endpoint_id)
+    stats = outbox.endpoint_deliver_due(endpoint_id=endpoint_id)
     if stats.get("budget_spent"):
-        services._enqueue_delivery(endpoint_id)  # more is due: continue in a fresh task, after others
+        queue.delivery_enqueue(endpoint_id)  # more is due: continue in a fresh task, after others
     return stats
 
 
 @shared_task(name="events.sweep")
 def deliveries_sweep_task() -> int:
-    """Beat: re-apply Meta statuses that arrived before their wamid was stored, expire old
-    deliveries, and wake a worker for every endpoint with due deliveries."""
-    from whatsapp.services import unmatched_statuses_retry
-
-    unmatched_statuses_retry()
-    endpoint_ids = services.deliveries_sweep()
+    """Beat: expire old deliveries and wake a worker for every endpoint with due deliveries.
+    (Meta statuses that beat their wamid are re-applied by ``broadcasts.unmatched_statuses_retry``.)"""
+    endpoint_ids = outbox.deliveries_sweep()
     for endpoint_id in endpoint_ids:
-        services._enqueue_delivery(endpoint_id)  # skipped when a task for it is already waiting
+        queue.delivery_enqueue(endpoint_id)  # skipped when a task for it is already waiting
     return len(endpoint_ids)

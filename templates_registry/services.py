@@ -1,15 +1,17 @@
-"""Writes of channels and templates: bootstrap commands, the demo seed, and the sync from Meta."""
+"""Writes of channels and templates: bootstrap commands, the demo seed, the sync from Meta, and Meta's
+template status updates (``message_template_status_update`` webhooks, routed here by ``broadcasts/inbound.py``)."""
 
 import re
 from typing import Any
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 
 from core.errors import ApplicationError, ConflictError
 from templates_registry.models import Channel, Template
 from templates_registry.variables import extract_variables, parameter_format_infer, variables_mixed
 from tokens.models import Organization
-from whatsapp.graph_templates import message_templates_fetch
+from whatsapp.graph_templates import GraphTemplatesError, message_templates_fetch
 
 GRAPH_ID_RE = re.compile(r"^[0-9]{1,64}$")
 # Meta: template names are lowercase letters, digits and underscores.
@@ -20,6 +22,22 @@ STATUS_RE = re.compile(r"^[A-Z_]{1,32}$")
 # Meta's limits for the text of a template's body and of a TEXT header.
 BODY_MAX_CHARS = 1024
 HEADER_MAX_CHARS = 60
+
+# Meta's template events -> the registry's status. FLAGGED and LOCKED leave the template usable
+# (Meta still sends it), so they change nothing; REINSTATED makes it usable again.
+TEMPLATE_EVENT_STATUSES: dict[str, str] = {
+    "APPROVED": Template.Status.APPROVED,
+    "REINSTATED": Template.Status.APPROVED,
+    "REJECTED": Template.Status.REJECTED,
+    "PAUSED": Template.Status.PAUSED,
+    "DISABLED": Template.Status.DISABLED,
+    "PENDING": Template.Status.PENDING,
+    "IN_APPEAL": Template.Status.IN_APPEAL,
+    "PENDING_DELETION": Template.Status.PENDING_DELETION,
+    "DELETED": Template.Status.DELETED,
+    "LIMIT_EXCEEDED": Template.Status.LIMIT_EXCEEDED,
+    "ARCHIVED": Template.Status.ARCHIVED,
+}
 
 
 def channel_create(
@@ -182,7 +200,12 @@ def templates_sync(*, channel: Channel) -> int:
     All pages are read before anything is written, and written in one transaction: a sync that
     fails half-way changes nothing.
     """
-    remote = message_templates_fetch(waba_id=channel.waba_id, access_token=channel.access_token)
+    try:
+        remote = message_templates_fetch(
+            waba_id=channel.waba_id, access_token=channel.access_token, graph_url=settings.WHATSAPP_GRAPH_URL
+        )
+    except GraphTemplatesError as exc:
+        raise ApplicationError(exc.message, code="graph_error", status=502, details=exc.details) from exc
     items = [_template_fields(item) for item in remote]
     with transaction.atomic():
         for fields in items:
@@ -199,6 +222,30 @@ def template_status_set(*, waba_id: str, name: str, language: str | None, status
     if language:
         templates = templates.filter(language=language)
     return templates.update(status=status_value)
+
+
+def template_status_apply(
+    *, waba_id: str, event: str, meta_id: str = "", name: str | None = None, language: str | None = None
+) -> int:
+    """Applies one of Meta's ``message_template_status_update`` events; returns the number of templates changed.
+
+    The template is found by Meta's id when we know it, else by (WABA, name, language). An event that
+    would change nothing (FLAGGED, LOCKED, unknown words) or that repeats the current status writes nothing.
+    """
+    status = TEMPLATE_EVENT_STATUSES.get(str(event or "").upper())
+    if status is None:
+        return 0
+    if meta_id:
+        changed = Template.objects.filter(meta_id=meta_id).exclude(status=status).update(status=status)
+        if changed or Template.objects.filter(meta_id=meta_id).exists():
+            return changed
+    if not (waba_id and isinstance(name, str) and isinstance(language, str)):
+        return 0
+    return (
+        Template.objects.filter(waba_id=waba_id, name=name, language=language)
+        .exclude(status=status)
+        .update(status=status)
+    )
 
 
 def _template_fields(item: dict[str, Any]) -> dict[str, Any]:

@@ -1,15 +1,14 @@
 """Reads a WhatsApp Business account's message templates from the Graph API (``sync_templates``).
 
-GET {WHATSAPP_GRAPH_URL}/{waba_id}/message_templates, following ``paging.next`` until the last page.
+GET {graph_url}/{waba_id}/message_templates, following ``paging.next`` until the last page.
+Pure Meta knowledge: the caller passes the Graph API's base URL, and a failure is a ``GraphTemplatesError``
+(``templates_registry.services`` turns it into the API's ``ApplicationError``).
 """
 
 from typing import Any
 from urllib.parse import urlsplit
 
 import requests
-from django.conf import settings
-
-from core.errors import ApplicationError
 
 # Connect fast, but give Meta time to render a page of 100 templates with their components.
 TIMEOUT = (5, 30)
@@ -20,18 +19,20 @@ MAX_PAGES = 200
 FIELDS = "id,name,language,status,category,parameter_format,components"
 
 
-class GraphTemplatesError(ApplicationError):
+class GraphTemplatesError(Exception):
     """The Graph API could not be read or answered with an error."""
 
     def __init__(self, message: str, *, details: dict[str, Any] | None = None) -> None:
-        super().__init__(message, code="graph_error", status=502, details=details)
+        super().__init__(message)
+        self.message = message
+        self.details = details or {}
 
 
 def message_templates_fetch(
-    *, waba_id: str, access_token: str, graph_url: str | None = None, session: requests.Session | None = None
+    *, waba_id: str, access_token: str, graph_url: str, session: requests.Session | None = None
 ) -> list[dict[str, Any]]:
     """Every template of the account, in Meta's shape (``id, name, language, status, category, components``)."""
-    base = (graph_url or settings.WHATSAPP_GRAPH_URL).rstrip("/")
+    base = graph_url.rstrip("/")
     origin = _origin(base)
     http = session or requests.Session()
     url: str | None = f"{base}/{waba_id}/message_templates"

@@ -11,6 +11,7 @@ from rest_framework import serializers
 
 from broadcasts.models import Broadcast, BroadcastStatus, SendStatus
 from broadcasts.selectors import error_rate
+from core.api.serializers import ErrorBodySerializer, ErrorEnvelopeSerializer  # noqa: F401 (the API's envelope)
 from core.timefmt import iso_utc
 
 
@@ -144,13 +145,3 @@ class SendSerializer(serializers.Serializer):
 class SendPageSerializer(serializers.Serializer):
     data = SendSerializer(many=True)
     next_cursor = serializers.CharField(allow_null=True)
-
-
-class ErrorBodySerializer(serializers.Serializer):
-    code = serializers.CharField()
-    message = serializers.CharField()
-    details = serializers.DictField(help_text="For validation errors: path -> [messages].")
-
-
-class ErrorEnvelopeSerializer(serializers.Serializer):
-    error = ErrorBodySerializer()

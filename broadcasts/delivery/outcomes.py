@@ -30,9 +30,9 @@ from redis.exceptions import RedisError
 
 from broadcasts.delivery.claims import Claimed
 from broadcasts.models import Send, SendStatus
+from broadcasts.notifications import message_events_publish
 from core.backoff import backoff_seconds
 from core.redis import redis_client
-from events.publisher import message_events_publish
 from whatsapp.client import SendResult
 from whatsapp.errors import ErrorClass, GraphError
 from whatsapp.payload import MissingVariablesError

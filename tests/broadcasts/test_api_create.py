@@ -214,8 +214,8 @@ def test_special_characters_survive_the_copy_unchanged(api, channel, template, d
 @pytest.mark.django_db(transaction=True)
 def test_missing_variables_become_message_failed_events_for_the_organization(api, channel, template, settings):
     # given an endpoint subscribed to message.failed (delivery to it is the events app's business)
+    from events.endpoints import endpoint_create
     from events.models import Event
-    from events.services import endpoint_create
 
     settings.WEBHOOKS_ALLOW_PRIVATE = True
     endpoint_create(organization=channel.organization, url="http://127.0.0.1:9/hook", events=["message.failed"])
@@ -223,7 +223,7 @@ def test_missing_variables_become_message_failed_events_for_the_organization(api
     del body["recipients"][2]["variables"]["nombre"]
 
     # when the broadcast is accepted
-    with mock.patch("broadcasts.services.enqueue_dispatch"), mock.patch("events.services._enqueue_delivery"):
+    with mock.patch("broadcasts.services.enqueue_dispatch"), mock.patch("events.queue.delivery_enqueue"):
         assert post(api, body).status_code == 202
 
     # then one message.failed event exists, for the incomplete recipient only

@@ -6,7 +6,7 @@ import pytest
 
 from broadcasts.models import Send, SendStatus
 from broadcasts.status_updates import sends_apply_statuses
-from tests.events.helpers import broadcast_with_sends, status_entry
+from tests.events.helpers import broadcast_with_sends, parsed, status_entry
 
 T0 = 1_790_000_000
 
@@ -25,11 +25,11 @@ def send(broadcast, i: int) -> Send:
 
 
 def test_delivered_then_read_moves_forward_with_meta_timestamps(broadcast):
-    sends_apply_statuses(statuses=[status_entry(wamid(broadcast, 0), "delivered", T0)])
+    sends_apply_statuses(statuses=parsed([status_entry(wamid(broadcast, 0), "delivered", T0)]))
     assert send(broadcast, 0).status == SendStatus.DELIVERED
     assert send(broadcast, 0).delivered_at == datetime.fromtimestamp(T0, tz=UTC)
 
-    sends_apply_statuses(statuses=[status_entry(wamid(broadcast, 0), "read", T0 + 5)])
+    sends_apply_statuses(statuses=parsed([status_entry(wamid(broadcast, 0), "read", T0 + 5)]))
     moved = send(broadcast, 0)
     assert moved.status == SendStatus.READ
     assert moved.read_at == datetime.fromtimestamp(T0 + 5, tz=UTC)
@@ -37,14 +37,14 @@ def test_delivered_then_read_moves_forward_with_meta_timestamps(broadcast):
 
 
 def test_late_delivered_after_read_is_ignored(broadcast):
-    sends_apply_statuses(statuses=[status_entry(wamid(broadcast, 0), "read", T0 + 5)])
-    moved = sends_apply_statuses(statuses=[status_entry(wamid(broadcast, 0), "delivered", T0)])
+    sends_apply_statuses(statuses=parsed([status_entry(wamid(broadcast, 0), "read", T0 + 5)]))
+    moved = sends_apply_statuses(statuses=parsed([status_entry(wamid(broadcast, 0), "delivered", T0)]))
     assert moved == {}
     assert send(broadcast, 0).status == SendStatus.READ
 
 
 def test_read_without_delivered_also_stamps_delivered_at(broadcast):
-    sends_apply_statuses(statuses=[status_entry(wamid(broadcast, 1), "read", T0 + 9)])
+    sends_apply_statuses(statuses=parsed([status_entry(wamid(broadcast, 1), "read", T0 + 9)]))
     moved = send(broadcast, 1)
     assert moved.status == SendStatus.READ
     assert moved.delivered_at == moved.read_at == datetime.fromtimestamp(T0 + 9, tz=UTC)
@@ -57,7 +57,7 @@ def test_failed_stores_metas_code_title_and_details(broadcast):
         "message": "Message undeliverable",
         "error_data": {"details": "The recipient is not a WhatsApp user."},
     }
-    sends_apply_statuses(statuses=[status_entry(wamid(broadcast, 2), "failed", T0, errors=[error])])
+    sends_apply_statuses(statuses=parsed([status_entry(wamid(broadcast, 2), "failed", T0, errors=[error])]))
     failed = send(broadcast, 2)
     assert failed.status == SendStatus.FAILED
     assert failed.error_code == "131026"
@@ -69,14 +69,16 @@ def test_failed_stores_metas_code_title_and_details(broadcast):
 
 def test_failed_from_delivered_is_allowed_but_not_from_read(broadcast):
     sends_apply_statuses(
-        statuses=[status_entry(wamid(broadcast, 0), "delivered"), status_entry(wamid(broadcast, 1), "read")]
+        statuses=parsed([status_entry(wamid(broadcast, 0), "delivered"), status_entry(wamid(broadcast, 1), "read")])
     )
     failed = [{"code": 131000, "title": "Something went wrong"}]
     sends_apply_statuses(
-        statuses=[
-            status_entry(wamid(broadcast, 0), "failed", errors=failed),
-            status_entry(wamid(broadcast, 1), "failed", errors=failed),
-        ]
+        statuses=parsed(
+            [
+                status_entry(wamid(broadcast, 0), "failed", errors=failed),
+                status_entry(wamid(broadcast, 1), "failed", errors=failed),
+            ]
+        )
     )
     assert send(broadcast, 0).status == SendStatus.FAILED
     assert send(broadcast, 0).error_message == "Something went wrong"  # the title when no message
@@ -85,19 +87,21 @@ def test_failed_from_delivered_is_allowed_but_not_from_read(broadcast):
 
 
 def test_nothing_moves_a_failed_send(broadcast):
-    sends_apply_statuses(statuses=[status_entry(wamid(broadcast, 0), "failed", errors=[{"code": 131026}])])
+    sends_apply_statuses(statuses=parsed([status_entry(wamid(broadcast, 0), "failed", errors=[{"code": 131026}])]))
     for status in ("delivered", "read", "sent"):
-        assert sends_apply_statuses(statuses=[status_entry(wamid(broadcast, 0), status)]) == {}
+        assert sends_apply_statuses(statuses=parsed([status_entry(wamid(broadcast, 0), status)])) == {}
     assert send(broadcast, 0).status == SendStatus.FAILED
 
 
 def test_out_of_order_in_one_body_lands_on_the_highest_status(broadcast):
     moved = sends_apply_statuses(
-        statuses=[
-            status_entry(wamid(broadcast, 3), "read", T0 + 2),
-            status_entry(wamid(broadcast, 3), "delivered", T0 + 1),
-            status_entry(wamid(broadcast, 3), "sent", T0),
-        ]
+        statuses=parsed(
+            [
+                status_entry(wamid(broadcast, 3), "read", T0 + 2),
+                status_entry(wamid(broadcast, 3), "delivered", T0 + 1),
+                status_entry(wamid(broadcast, 3), "sent", T0),
+            ]
+        )
     )
     assert moved == {SendStatus.READ: [send(broadcast, 3).id]}
     final = send(broadcast, 3)
@@ -107,9 +111,9 @@ def test_out_of_order_in_one_body_lands_on_the_highest_status(broadcast):
 
 def test_redelivery_changes_nothing_twice(broadcast):
     body = [status_entry(wamid(broadcast, i), "delivered", T0) for i in range(5)]
-    first = sends_apply_statuses(statuses=body)
+    first = sends_apply_statuses(statuses=parsed(body))
     before = {s.id: s.updated_at for s in Send.objects.filter(broadcast=broadcast)}
-    second = sends_apply_statuses(statuses=body)
+    second = sends_apply_statuses(statuses=parsed(body))
     assert len(first[SendStatus.DELIVERED]) == 5
     assert second == {}
     assert {s.id: s.updated_at for s in Send.objects.filter(broadcast=broadcast)} == before
@@ -119,7 +123,7 @@ def test_unknown_ids_and_pending_sends_are_ignored(org, channel, template, broad
     pending = broadcast_with_sends(org=org, channel=channel, template=template, count=1, status=SendStatus.PENDING)
     Send.objects.filter(broadcast=pending).update(message_id="wamid.pending")  # not SENT yet: not moved
     moved = sends_apply_statuses(
-        statuses=[status_entry("wamid.unknown", "delivered"), status_entry("wamid.pending", "read")]
+        statuses=parsed([status_entry("wamid.unknown", "delivered"), status_entry("wamid.pending", "read")])
     )
     assert moved == {}
     assert Send.objects.get(broadcast=pending).status == SendStatus.PENDING
@@ -140,7 +144,7 @@ def test_a_concurrent_move_is_not_overwritten(broadcast):
 def test_portable_path_matches_the_postgresql_one(broadcast):
     from broadcasts import status_updates
 
-    folds = status_updates._fold([status_entry(wamid(broadcast, i), "read", T0 + i) for i in range(3)])
+    folds = status_updates._fold(parsed([status_entry(wamid(broadcast, i), "read", T0 + i) for i in range(3)]))
     items = [(send(broadcast, i).id, folds[wamid(broadcast, i)]) for i in range(3)]
     moved = status_updates._update_portable(SendStatus.READ, items, datetime.now(tz=UTC))
     assert sorted(moved) == sorted(i for i, _ in items)
@@ -155,11 +159,11 @@ def test_a_thousand_statuses_cost_a_few_queries(org, channel, template, django_a
     read = [status_entry(f"wamid.{big.id}.{i}", "read", T0 + 1) for i in range(500)]
     # When one body delivers all of them, then one SELECT and one UPDATE (plus savepoints) do it
     with django_assert_max_num_queries(5):
-        moved = sends_apply_statuses(statuses=delivered)
+        moved = sends_apply_statuses(statuses=parsed(delivered))
     assert len(moved[SendStatus.DELIVERED]) == 1000
     # And a mixed body of reads and repeated deliveries also stays small
     with django_assert_max_num_queries(5):
-        moved = sends_apply_statuses(statuses=read + delivered)
+        moved = sends_apply_statuses(statuses=parsed(read + delivered))
     assert len(moved[SendStatus.READ]) == 500
     assert Send.objects.filter(broadcast=big, status=SendStatus.READ).count() == 500
     assert Send.objects.filter(broadcast=big, status=SendStatus.DELIVERED).count() == 500
@@ -174,11 +178,11 @@ def test_concurrent_overlapping_bodies_neither_deadlock_nor_duplicate_events(org
     from django.db import connection
     from django.db.models import Count
 
-    from events import services
+    from events import endpoints
     from events.models import Event
 
     settings.WEBHOOKS_ALLOW_PRIVATE = True
-    services.endpoint_create(organization=org, url="http://127.0.0.1:9/hooks")
+    endpoints.endpoint_create(organization=org, url="http://127.0.0.1:9/hooks")
     big = broadcast_with_sends(org=org, channel=channel, template=template, count=400)
     errors: list[str] = []
 
@@ -189,7 +193,7 @@ def test_concurrent_overlapping_bodies_neither_deadlock_nor_duplicate_events(org
                 order = rnd.sample(range(400), 300)
                 kinds = ("delivered", "read", "failed")
                 body = [status_entry(wamid(big, i), rnd.choice(kinds), errors=[{"code": 131026}]) for i in order]
-                sends_apply_statuses(statuses=body)
+                sends_apply_statuses(statuses=parsed(body))
         except Exception as exc:  # noqa: BLE001 (collected and asserted below)
             errors.append(repr(exc))
         finally:

@@ -9,7 +9,7 @@ from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 
 from core import crypto
-from events import services as event_services
+from events import endpoints as event_endpoints
 from events.models import WebhookEndpoint
 from templates_registry.models import Channel
 
@@ -35,7 +35,7 @@ def raw_secrets() -> list[str]:
 @pytest.fixture
 def endpoint(settings, org) -> tuple[WebhookEndpoint, str]:
     settings.WEBHOOKS_ALLOW_PRIVATE = True
-    issued = event_services.endpoint_create(organization=org, url="http://127.0.0.1:9/hooks")
+    issued = event_endpoints.endpoint_create(organization=org, url="http://127.0.0.1:9/hooks")
     return issued.endpoint, issued.secret
 
 

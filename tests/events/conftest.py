@@ -3,7 +3,7 @@ import hmac
 
 import pytest
 
-from events import services
+from events import endpoints, queue
 from tests.events.helpers import Receiver
 
 
@@ -23,7 +23,7 @@ def endpoint_for(allow_private):
     """Registers an endpoint through the service (as the API does); returns (endpoint, secret)."""
 
     def _make(organization, url, events=None):
-        issued = services.endpoint_create(organization=organization, url=url, events=events)
+        issued = endpoints.endpoint_create(organization=organization, url=url, events=events)
         return issued.endpoint, issued.secret
 
     return _make
@@ -33,7 +33,7 @@ def endpoint_for(allow_private):
 def enqueued(monkeypatch):
     """Records the endpoint ids whose delivery task would be queued, instead of using the broker."""
     calls: list[str] = []
-    monkeypatch.setattr(services, "_enqueue_delivery", calls.append)
+    monkeypatch.setattr(queue, "delivery_enqueue", calls.append)
     return calls
 
 

@@ -41,6 +41,14 @@ def status_entry(wamid: str, status: str, timestamp: int = 1_790_000_000, **extr
     return {"id": wamid, "status": status, "timestamp": str(timestamp), "recipient_id": "34600000000", **extra}
 
 
+def parsed(entries) -> list:
+    """Meta's status entries as the webhook hands them to broadcasts: read by whatsapp.inbound (malformed ones
+    dropped)."""
+    from whatsapp.inbound import status_update_parse
+
+    return [update for entry in entries if (update := status_update_parse(entry)) is not None]
+
+
 def meta_envelope(*, statuses=None, field: str = "messages", value: dict | None = None, waba_id: str = "2000") -> dict:
     if value is None:
         value = {

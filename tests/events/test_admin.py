@@ -1,6 +1,6 @@
 """Endpoints in the admin: added (secret shown once), listed with their failures, re-enabled."""
 
-from events import services
+from events import endpoints
 from events.models import WebhookEndpoint
 
 
@@ -33,8 +33,8 @@ def test_add_refuses_a_private_url_without_the_setting(admin_client, org):
 
 
 def test_disabled_endpoints_are_listed_and_reenabled(admin_client, org, allow_private):
-    issued = services.endpoint_create(organization=org, url="http://127.0.0.1:9/x")
-    services.endpoint_disable(endpoint_id=issued.endpoint.id, reason="50 consecutive failed deliveries")
+    issued = endpoints.endpoint_create(organization=org, url="http://127.0.0.1:9/x")
+    endpoints.endpoint_disable(endpoint_id=issued.endpoint.id, reason="50 consecutive failed deliveries")
     WebhookEndpoint.objects.filter(id=issued.endpoint.id).update(consecutive_failures=50)
     listing = admin_client.get("/admin/events/webhookendpoint/?is_active__exact=0")
     assert issued.endpoint.url in listing.content.decode()

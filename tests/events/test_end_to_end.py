@@ -12,11 +12,11 @@ import redis
 from django.db import connection
 
 from broadcasts.models import Send
+from broadcasts.status_updates import unmatched_statuses_retry
 from sandbox.process import start_sandbox
 from tests.delivery_support import FAST_DELIVERY_SETTINGS, CeleryProcess, celery_env, database_url_for, wait_for
 from tests.events.conftest import contract_signature_valid
 from tests.events.helpers import Receiver
-from whatsapp.services import unmatched_statuses_retry
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 APP_SECRET = "e2e-app-secret"
@@ -56,7 +56,7 @@ def to_e2e_worker(monkeypatch):
     to the e2e worker's broker."""
     from broadcasts.tasks import broadcast_dispatch_task
     from config.celery import app
-    from events import services
+    from events import queue
     from events.tasks import endpoint_deliver_task
 
     with app.connection_for_write(e2e_redis_url()) as conn:
@@ -65,7 +65,7 @@ def to_e2e_worker(monkeypatch):
             lambda bid: broadcast_dispatch_task.apply_async((bid,), connection=conn),
         )
         monkeypatch.setattr(
-            services, "_enqueue_delivery", lambda eid: endpoint_deliver_task.apply_async((eid,), connection=conn)
+            queue, "delivery_enqueue", lambda eid: endpoint_deliver_task.apply_async((eid,), connection=conn)
         )
         yield
 

@@ -10,9 +10,9 @@ import pytest
 import redis
 from django.db import connection
 
-from events import services
+from broadcasts.notifications import message_events_publish
+from events import endpoints, queue
 from events.models import DeliveryStatus, EventDelivery
-from events.publisher import message_events_publish
 from tests.delivery_support import CeleryProcess, celery_env, database_url_for, wait_for
 from tests.events.helpers import broadcast_with_sends
 
@@ -60,19 +60,17 @@ def test_queueing_never_raises_when_the_broker_refuses(org, endpoint_for, monkey
     # Given a broker that refuses the message (the cache took the queued mark)
     from kombu.exceptions import OperationalError
 
-    from events import tasks
-
     endpoint, _ = endpoint_for(org, "http://127.0.0.1:9/x")
 
     def refuse(*args, **kwargs):
         raise OperationalError("Error 111 connecting to 127.0.0.1. Connection refused.")
 
-    monkeypatch.setattr(tasks.endpoint_deliver_task, "delay", refuse)
+    monkeypatch.setattr(queue, "delivery_task_send", refuse)
     # When a delivery is queued, then nothing escapes, and the mark is gone so the sweeper's wake-up is not skipped
-    services._enqueue_delivery(endpoint.id)
+    queue.delivery_enqueue(endpoint.id)
     from django.core.cache import cache
 
-    assert cache.get(services.queued_mark_key(endpoint.id)) is None
+    assert cache.get(queue.queued_mark_key(endpoint.id)) is None
 
 
 @pytest.mark.slow
@@ -82,7 +80,7 @@ def test_an_event_recorded_while_redis_is_down_is_delivered_by_the_sweeper_later
 ):
     # Given an endpoint (its list cached in Redis) and three sends whose outcome was just committed
     endpoint, _ = endpoint_for(org, receiver.url)
-    services.endpoints_active()
+    endpoints.endpoints_active()
     broadcast = broadcast_with_sends(org=org, channel=channel, template=template, count=3)
     send_ids = list(broadcast.sends.order_by("index").values_list("id", flat=True))
     # When Redis (cache and broker) is down while the delivery engine publishes their message.sent events

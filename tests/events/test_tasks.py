@@ -1,7 +1,7 @@
 """The beat sweeper wakes every endpoint with due work, once per interval."""
 
-from events import services, tasks
-from events.publisher import message_events_publish
+from broadcasts.notifications import message_events_publish
+from events import outbox, queue, tasks
 from tests.events.helpers import broadcast_with_sends
 
 
@@ -12,13 +12,13 @@ def test_sweep_wakes_each_due_endpoint_once_until_its_task_starts(org, channel, 
     broadcast = broadcast_with_sends(org=org, channel=channel, template=template, count=1)
     message_events_publish(send_ids=list(broadcast.sends.values_list("id", flat=True)), status="SENT")
     woken: list[str] = []
-    monkeypatch.setattr(tasks.endpoint_deliver_task, "delay", woken.append)
+    monkeypatch.setattr(queue, "delivery_task_send", woken.append)
     # When the sweeper runs twice in a row, then each endpoint gets one task (the second is still queued)
     assert tasks.deliveries_sweep_task() == 2
     assert tasks.deliveries_sweep_task() == 2
     assert sorted(woken) == sorted([first.id, second.id])
     # And once a task has started, the next sweep may queue another
-    monkeypatch.setattr(services, "endpoint_deliver_due", lambda endpoint_id: {"delivered": 0, "failed_attempts": 0})
+    monkeypatch.setattr(outbox, "endpoint_deliver_due", lambda endpoint_id: {"delivered": 0, "failed_attempts": 0})
     tasks.endpoint_deliver_task(first.id)
     tasks.deliveries_sweep_task()
     assert sorted(woken) == sorted([first.id, second.id, first.id])
@@ -27,9 +27,9 @@ def test_sweep_wakes_each_due_endpoint_once_until_its_task_starts(org, channel, 
 def test_a_task_that_spends_its_budget_requeues_itself(org, endpoint_for, monkeypatch):
     endpoint, _ = endpoint_for(org, "http://127.0.0.1:9/a")
     woken: list[str] = []
-    monkeypatch.setattr(tasks.endpoint_deliver_task, "delay", woken.append)
+    monkeypatch.setattr(queue, "delivery_task_send", woken.append)
     monkeypatch.setattr(
-        services,
+        outbox,
         "endpoint_deliver_due",
         lambda endpoint_id: {"delivered": 500, "failed_attempts": 0, "budget_spent": 1},
     )

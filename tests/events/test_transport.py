@@ -10,9 +10,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from events import services
+from broadcasts.notifications import message_events_publish
+from events import endpoints, outbox, transport
 from events.models import DeliveryAttempt, DeliveryStatus, EventDelivery
-from events.publisher import message_events_publish
 from tests.events.helpers import broadcast_with_sends
 
 NAME = "hooks.customer.test"
@@ -57,11 +57,11 @@ def test_the_connection_goes_to_the_address_that_was_checked(
     port = int(receiver.url.rsplit(":", 1)[1].split("/")[0])
     endpoint, _ = endpoint_for(org, f"http://{NAME}:{port}/hooks?x=1")
     settings.WEBHOOKS_ALLOW_PRIVATE = False
-    monkeypatch.setattr(services, "_address_is_public", lambda address: address == "127.0.0.1")
+    monkeypatch.setattr(endpoints, "_address_is_public", lambda address: address == "127.0.0.1")
     dns.answers = ["127.0.0.1", "127.0.0.2"]
     publish_sent(broadcast, 0)
     # When the event is delivered
-    assert services.endpoint_deliver_due(endpoint_id=endpoint.id) == {"delivered": 1, "failed_attempts": 0}
+    assert outbox.endpoint_deliver_due(endpoint_id=endpoint.id) == {"delivered": 1, "failed_attempts": 0}
     # Then the attempt looked the name up once and posted to the checked address, with the name as Host
     assert dns.lookups == 1
     [request] = receiver.requests
@@ -69,7 +69,7 @@ def test_the_connection_goes_to_the_address_that_was_checked(
     assert request["headers"]["Host"] == f"{NAME}:{port}"
     # And the next attempt looks it up again: the rebound (private) answer is refused without connecting
     publish_sent(broadcast, 1)
-    assert services.endpoint_deliver_due(endpoint_id=endpoint.id) == {"delivered": 0, "failed_attempts": 1}
+    assert outbox.endpoint_deliver_due(endpoint_id=endpoint.id) == {"delivered": 0, "failed_attempts": 1}
     assert dns.lookups == 2 and len(receiver.requests) == 1
     assert "private" in EventDelivery.objects.get(status=DeliveryStatus.PENDING).last_error
 
@@ -83,11 +83,11 @@ def test_with_private_addresses_allowed_each_attempt_resolves_once_and_posts_the
     dns.answers = ["127.0.0.1", "127.0.0.2"]
     # When two events are delivered one attempt at a time
     publish_sent(broadcast, 0)
-    assert services.endpoint_deliver_due(endpoint_id=endpoint.id)["delivered"] == 1
+    assert outbox.endpoint_deliver_due(endpoint_id=endpoint.id)["delivered"] == 1
     assert dns.lookups == 1 and len(receiver.requests) == 1
     publish_sent(broadcast, 1)
     # Then the second attempt used its own (new) answer and nothing else: connection refused at 127.0.0.2
-    assert services.endpoint_deliver_due(endpoint_id=endpoint.id)["failed_attempts"] == 1
+    assert outbox.endpoint_deliver_due(endpoint_id=endpoint.id)["failed_attempts"] == 1
     assert dns.lookups == 2 and len(receiver.requests) == 1
     assert "ConnectionError" in EventDelivery.objects.get(status=DeliveryStatus.PENDING).last_error
 
@@ -107,7 +107,7 @@ def test_a_name_resolving_to_loopback_is_refused_without_connecting(
     publish_sent(broadcast, 0)
     try:
         # When the delivery runs, then it is a refused attempt, and no connection reached the socket
-        assert services.endpoint_deliver_due(endpoint_id=endpoint.id)["failed_attempts"] == 1
+        assert outbox.endpoint_deliver_due(endpoint_id=endpoint.id)["failed_attempts"] == 1
         with pytest.raises(TimeoutError):
             listener.accept()
     finally:
@@ -165,12 +165,12 @@ def test_https_sends_sni_and_verifies_the_certificate_for_the_host_name(
     # Given an https endpoint NAME -> 127.0.0.1 whose certificate (for NAME) the client trusts
     port, seen = tls_receiver
     trusted = ssl.create_default_context(cafile=str(tls_files[0]))
-    monkeypatch.setattr(services, "_tls_context", lambda: trusted)
+    monkeypatch.setattr(transport, "_tls_context", lambda: trusted)
     endpoint, _ = endpoint_for(org, f"https://{NAME}:{port}/hooks")
     dns.answers = ["127.0.0.1"]
     publish_sent(broadcast, 0)
     # When delivered, then the handshake named NAME (SNI), its certificate verified, and Host is NAME
-    assert services.endpoint_deliver_due(endpoint_id=endpoint.id)["delivered"] == 1
+    assert outbox.endpoint_deliver_due(endpoint_id=endpoint.id)["delivered"] == 1
     assert seen["sni"] == [NAME] and seen["hosts"] == [f"{NAME}:{port}"]
 
 
@@ -180,11 +180,11 @@ def test_https_refuses_a_certificate_for_another_name(
     # Given the same server reached as 127.0.0.1 (its certificate names NAME only)
     port, seen = tls_receiver
     trusted = ssl.create_default_context(cafile=str(tls_files[0]))
-    monkeypatch.setattr(services, "_tls_context", lambda: trusted)
+    monkeypatch.setattr(transport, "_tls_context", lambda: trusted)
     endpoint, _ = endpoint_for(org, f"https://127.0.0.1:{port}/hooks")
     publish_sent(broadcast, 0)
     # Then the attempt fails certificate verification and posts nothing
-    assert services.endpoint_deliver_due(endpoint_id=endpoint.id)["failed_attempts"] == 1
+    assert outbox.endpoint_deliver_due(endpoint_id=endpoint.id)["failed_attempts"] == 1
     assert "certificate" in EventDelivery.objects.get().last_error.lower()
     assert seen["hosts"] == []
 
@@ -249,7 +249,7 @@ def test_an_attempt_ends_at_the_total_bound_whatever_the_server_drips(
         publish_sent(broadcast, 0)
         # When delivered
         started = time.monotonic()
-        stats = services.endpoint_deliver_due(endpoint_id=endpoint.id)
+        stats = outbox.endpoint_deliver_due(endpoint_id=endpoint.id)
         took = time.monotonic() - started
     finally:
         server.close()
@@ -298,7 +298,7 @@ def test_keep_alive_connections_are_reused_within_a_run(org, broadcast, endpoint
         for status in ("SENT", "DELIVERED", "READ"):
             message_events_publish(send_ids=[send_id], status=status)
         # When one run delivers one message's three events (in order: one batch after the other)
-        assert services.endpoint_deliver_due(endpoint_id=endpoint.id)["delivered"] == 3
+        assert outbox.endpoint_deliver_due(endpoint_id=endpoint.id)["delivered"] == 3
     finally:
         server.shutdown()
         server.server_close()

@@ -1,10 +1,12 @@
-"""The receiver of Meta's webhooks: ``GET`` (subscription handshake) and ``POST`` (signed events).
+"""The receiver of Meta's webhooks, ``/v1/webhooks/whatsapp``: ``GET`` (subscription handshake) and ``POST``
+(signed events), routed by ``broadcasts.inbound``.
 
 A plain Django view: no token authentication, no per-token throttle, no CSRF (Meta signs its
-requests instead). The signature is checked on the raw bytes before anything is parsed.
+requests instead). The signature is checked on the raw bytes before anything is parsed
+(``whatsapp.signatures``); the body is then read by the API's own hostile-input rules
+(``core.api.parsers.json_parse``: depth, NUL). A backing service that is down is a 503 that Meta retries.
 """
 
-import hashlib
 import hmac
 import logging
 
@@ -15,26 +17,15 @@ from django.utils.decorators import method_decorator
 from django.views import View
 from django.views.decorators.csrf import csrf_exempt
 
+from broadcasts.inbound import webhook_payload_process
 from core.api.exception_handler import OUTAGE_RETRY_AFTER_SECONDS, error_body, is_outage, outage_body
 from core.api.parsers import InvalidJSON, json_parse
 from core.errors import ApplicationError
-from whatsapp.services import webhook_payload_process
+from whatsapp.signatures import signature_valid
 
 logger = logging.getLogger(__name__)
 
 SIGNATURE_HEADER = "HTTP_X_HUB_SIGNATURE_256"
-
-
-def signature_valid(*, body: bytes, header: str, secret: str) -> bool:
-    """``sha256=<hex HMAC-SHA256(body, app secret)>``, compared in constant time."""
-    if not secret or not header.startswith("sha256="):
-        return False
-    given = header.removeprefix("sha256=").strip().lower()
-    # compare_digest refuses non-ASCII str (TypeError): such a header is simply a wrong signature.
-    if not given.isascii():
-        return False
-    expected = hmac.new(secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
-    return hmac.compare_digest(expected.encode(), given.encode())
 
 
 def _error(code: str, message: str, status: int) -> JsonResponse:

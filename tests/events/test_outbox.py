@@ -1,15 +1,14 @@
-"""Outbound event delivery over real HTTP to a receiver on 127.0.0.1: signing, retries, order, disabling."""
+"""The outbox (events/outbox.py) over real HTTP to a receiver on 127.0.0.1: retries, order, claims, sweep,
+disabling. The signed shape of a POST: test_signing.py; the connection itself: test_transport.py."""
 
-import time
 from datetime import timedelta
 
-import orjson
 import pytest
 from django.utils import timezone
 
-from events import services
+from broadcasts.notifications import message_events_publish
+from events import endpoints, outbox
 from events.models import DeliveryAttempt, DeliveryStatus, EventDelivery, WebhookEndpoint
-from events.publisher import message_events_publish
 from tests.events.conftest import contract_signature_valid
 from tests.events.helpers import broadcast_with_sends
 
@@ -25,62 +24,23 @@ def publish_sent(broadcast, indexes=(0,)):
     return ids
 
 
-def test_event_is_posted_signed_with_the_contracts_shape(org, broadcast, receiver, endpoint_for, enqueued):
-    # Given an endpoint and a message.sent event
-    endpoint, secret = endpoint_for(org, receiver.url)
-    publish_sent(broadcast)
-    # When the endpoint's deliveries run
-    before = int(time.time())
-    stats = services.endpoint_deliver_due(endpoint_id=endpoint.id)
-    # Then the receiver got one POST it can verify with the contract's rule
-    assert stats == {"delivered": 1, "failed_attempts": 0}
-    [request] = receiver.requests
-    assert contract_signature_valid(request, secret)
-    assert abs(int(request["headers"]["X-Webhook-Timestamp"]) - before) <= 2
-    assert request["headers"]["Content-Type"] == "application/json"
-    body = orjson.loads(request["body"])
-    assert set(body) == {"id", "type", "created_at", "data"}
-    assert body["id"].startswith("evt_") and request["headers"]["X-Webhook-Id"] == body["id"]
-    assert body["type"] == "message.sent"
-    assert body["data"] == {
-        "broadcast_id": broadcast.id,
-        "index": 0,
-        "to": "+34600000000",
-        "message_id": f"wamid.{broadcast.id}.0",
-        "status": "SENT",
-        "error": None,
-        "meta_data": {"crm_id": 0},
-    }
-    delivery = EventDelivery.objects.get()
-    assert (delivery.status, delivery.attempts, delivery.last_status_code) == (DeliveryStatus.DELIVERED, 1, 200)
-
-
-def test_a_wrong_secret_does_not_verify(org, broadcast, receiver, endpoint_for, enqueued):
-    endpoint, _ = endpoint_for(org, receiver.url)
-    publish_sent(broadcast)
-    services.endpoint_deliver_due(endpoint_id=endpoint.id)
-    assert not contract_signature_valid(receiver.requests[0], "whsec_not-the-secret")
-
-
 def test_failures_are_retried_with_backoff_and_the_same_event_id(org, broadcast, receiver, endpoint_for, enqueued):
     endpoint, secret = endpoint_for(org, receiver.url)
     publish_sent(broadcast)
     receiver.status = 500
     now = timezone.now()
     # When the first attempt gets a 500
-    assert services.endpoint_deliver_due(endpoint_id=endpoint.id, now=now) == {"delivered": 0, "failed_attempts": 1}
+    assert outbox.endpoint_deliver_due(endpoint_id=endpoint.id, now=now) == {"delivered": 0, "failed_attempts": 1}
     delivery = EventDelivery.objects.get()
     # Then it is pending again, due later, and nothing is tried before then
     assert delivery.status == DeliveryStatus.PENDING and delivery.attempts == 1
     assert delivery.last_status_code == 500
     assert now + timedelta(seconds=7) < delivery.next_attempt_at < now + timedelta(seconds=13)
-    assert (
-        services.endpoint_deliver_due(endpoint_id=endpoint.id, now=now + timedelta(seconds=1))["failed_attempts"] == 0
-    )
+    assert outbox.endpoint_deliver_due(endpoint_id=endpoint.id, now=now + timedelta(seconds=1))["failed_attempts"] == 0
     # When the next attempt (later, second backoff doubled) gets a 2xx, the same event id is delivered
     receiver.status = 204
     later = delivery.next_attempt_at
-    assert services.endpoint_deliver_due(endpoint_id=endpoint.id, now=later)["delivered"] == 1
+    assert outbox.endpoint_deliver_due(endpoint_id=endpoint.id, now=later)["delivered"] == 1
     first, second = receiver.requests
     assert first["headers"]["X-Webhook-Id"] == second["headers"]["X-Webhook-Id"]
     assert first["body"] == second["body"]
@@ -91,9 +51,9 @@ def test_failures_are_retried_with_backoff_and_the_same_event_id(org, broadcast,
 
 
 def test_backoff_doubles_and_is_capped():
-    assert 8 <= services.backoff_seconds(attempts=1) <= 12
-    assert 16 <= services.backoff_seconds(attempts=2) <= 24
-    assert 0.8 * 3600 <= services.backoff_seconds(attempts=40) <= 1.2 * 3600
+    assert 8 <= outbox.backoff_seconds(attempts=1) <= 12
+    assert 16 <= outbox.backoff_seconds(attempts=2) <= 24
+    assert 0.8 * 3600 <= outbox.backoff_seconds(attempts=40) <= 1.2 * 3600
 
 
 def test_timeouts_and_connection_errors_are_failures(org, broadcast, endpoint_for, enqueued):
@@ -106,7 +66,7 @@ def test_timeouts_and_connection_errors_are_failures(org, broadcast, endpoint_fo
     sock.close()
     endpoint, _ = endpoint_for(org, f"http://127.0.0.1:{port}/x")
     publish_sent(broadcast)
-    assert services.endpoint_deliver_due(endpoint_id=endpoint.id)["failed_attempts"] == 1
+    assert outbox.endpoint_deliver_due(endpoint_id=endpoint.id)["failed_attempts"] == 1
     delivery = EventDelivery.objects.get()
     assert delivery.last_status_code is None and "ConnectionError" in delivery.last_error
 
@@ -115,7 +75,7 @@ def test_redirects_are_not_followed(org, broadcast, receiver, endpoint_for, enqu
     endpoint, _ = endpoint_for(org, receiver.url)
     receiver.status = 302
     publish_sent(broadcast)
-    assert services.endpoint_deliver_due(endpoint_id=endpoint.id)["failed_attempts"] == 1
+    assert outbox.endpoint_deliver_due(endpoint_id=endpoint.id)["failed_attempts"] == 1
     assert len(receiver.requests) == 1
 
 
@@ -125,7 +85,7 @@ def test_a_delivery_fails_for_good_after_24_hours(org, broadcast, receiver, endp
     receiver.status = 503
     delivery = EventDelivery.objects.get()
     # When an attempt fails 5 s before the 24 h window closes, the next one would be past the window
-    services.endpoint_deliver_due(
+    outbox.endpoint_deliver_due(
         endpoint_id=endpoint.id, now=delivery.created_at + timedelta(hours=23, minutes=59, seconds=55)
     )
     delivery.refresh_from_db()
@@ -137,8 +97,8 @@ def test_sweep_expires_pending_deliveries_older_than_24_hours(org, broadcast, re
     endpoint, _ = endpoint_for(org, receiver.url)
     publish_sent(broadcast)
     delivery = EventDelivery.objects.get()
-    assert services.deliveries_sweep(now=delivery.created_at + timedelta(hours=1)) == [endpoint.id]
-    assert services.deliveries_sweep(now=delivery.created_at + timedelta(hours=24, seconds=1)) == []
+    assert outbox.deliveries_sweep(now=delivery.created_at + timedelta(hours=1)) == [endpoint.id]
+    assert outbox.deliveries_sweep(now=delivery.created_at + timedelta(hours=24, seconds=1)) == []
     delivery.refresh_from_db()
     assert delivery.status == DeliveryStatus.FAILED and "24 hours" in delivery.last_error
 
@@ -153,33 +113,33 @@ def test_fifty_consecutive_failures_disable_the_endpoint(
     receiver.status = 500
     now = timezone.now()
     # When the first run fails a whole batch, then each later run probes with one event until 49 failed
-    first = services.endpoint_deliver_due(endpoint_id=endpoint.id, now=now)["failed_attempts"]
-    assert first == services.CLAIM_BATCH
+    first = outbox.endpoint_deliver_due(endpoint_id=endpoint.id, now=now)["failed_attempts"]
+    assert first == outbox.CLAIM_BATCH
     for _ in range(49 - first):
-        assert services.endpoint_deliver_due(endpoint_id=endpoint.id, now=now)["failed_attempts"] == 1
+        assert outbox.endpoint_deliver_due(endpoint_id=endpoint.id, now=now)["failed_attempts"] == 1
     endpoint.refresh_from_db()
     assert endpoint.is_active and endpoint.consecutive_failures == 49
     # Then the 50th disables it, visibly, and nothing more is tried
-    services.endpoint_deliver_due(endpoint_id=endpoint.id, now=now)
+    outbox.endpoint_deliver_due(endpoint_id=endpoint.id, now=now)
     endpoint.refresh_from_db()
     assert not endpoint.is_active and endpoint.disabled_at is not None
     assert endpoint.consecutive_failures == 50
-    assert services.endpoint_deliver_due(endpoint_id=endpoint.id, now=now) == {"delivered": 0, "failed_attempts": 0}
+    assert outbox.endpoint_deliver_due(endpoint_id=endpoint.id, now=now) == {"delivered": 0, "failed_attempts": 0}
     assert len(receiver.requests) == 50
-    assert services.endpoints_active() == []
+    assert endpoints.endpoints_active() == []
     # And re-enabling it (admin action) resets the streak and delivers again
     receiver.status = 200
-    services.endpoint_enable(endpoint=endpoint)
+    endpoints.endpoint_enable(endpoint=endpoint)
     endpoint.refresh_from_db()
     assert endpoint.is_active and endpoint.consecutive_failures == 0
-    assert services.endpoint_deliver_due(endpoint_id=endpoint.id, now=now + timedelta(hours=2))["delivered"] == 60
+    assert outbox.endpoint_deliver_due(endpoint_id=endpoint.id, now=now + timedelta(hours=2))["delivered"] == 60
 
 
 def test_a_success_resets_the_failure_streak(org, broadcast, receiver, endpoint_for, enqueued):
     endpoint, _ = endpoint_for(org, receiver.url)
     WebhookEndpoint.objects.filter(id=endpoint.id).update(consecutive_failures=49)
     publish_sent(broadcast)
-    services.endpoint_deliver_due(endpoint_id=endpoint.id)
+    outbox.endpoint_deliver_due(endpoint_id=endpoint.id)
     endpoint.refresh_from_db()
     assert endpoint.consecutive_failures == 0 and endpoint.is_active
 
@@ -194,12 +154,12 @@ def test_events_of_one_message_are_delivered_in_status_order(org, broadcast, rec
     # And the first one fails once
     receiver.status = 500
     now = timezone.now()
-    services.endpoint_deliver_due(endpoint_id=endpoint.id, now=now)
+    outbox.endpoint_deliver_due(endpoint_id=endpoint.id, now=now)
     # When the endpoint recovers but the sent event is not due yet, nothing of that message goes out
     receiver.status = 200
-    assert services.endpoint_deliver_due(endpoint_id=endpoint.id, now=now)["delivered"] == 0
+    assert outbox.endpoint_deliver_due(endpoint_id=endpoint.id, now=now)["delivered"] == 0
     # Then once due, all three arrive in status order
-    services.endpoint_deliver_due(endpoint_id=endpoint.id, now=now + timedelta(minutes=1))
+    outbox.endpoint_deliver_due(endpoint_id=endpoint.id, now=now + timedelta(minutes=1))
     types = [e["type"] for e in receiver.events()]
     assert types == ["message.sent", "message.sent", "message.delivered", "message.read"]
 
@@ -209,10 +169,10 @@ def test_other_messages_are_not_held_back_by_a_failing_one(org, broadcast, recei
     publish_sent(broadcast, indexes=[0])
     receiver.status = 500
     now = timezone.now()
-    services.endpoint_deliver_due(endpoint_id=endpoint.id, now=now)
+    outbox.endpoint_deliver_due(endpoint_id=endpoint.id, now=now)
     receiver.status = 200
     publish_sent(broadcast, indexes=[1, 2])
-    assert services.endpoint_deliver_due(endpoint_id=endpoint.id, now=now + timedelta(seconds=1))["delivered"] == 2
+    assert outbox.endpoint_deliver_due(endpoint_id=endpoint.id, now=now + timedelta(seconds=1))["delivered"] == 2
 
 
 def test_a_private_address_is_refused_at_send_time_too(org, broadcast, receiver, endpoint_for, enqueued, settings):
@@ -221,7 +181,7 @@ def test_a_private_address_is_refused_at_send_time_too(org, broadcast, receiver,
     publish_sent(broadcast)
     settings.WEBHOOKS_ALLOW_PRIVATE = False
     # When delivering, then nothing is posted and the attempt records why
-    assert services.endpoint_deliver_due(endpoint_id=endpoint.id)["failed_attempts"] == 1
+    assert outbox.endpoint_deliver_due(endpoint_id=endpoint.id)["failed_attempts"] == 1
     assert receiver.requests == []
     assert "private" in EventDelivery.objects.get().last_error
 
@@ -229,8 +189,8 @@ def test_a_private_address_is_refused_at_send_time_too(org, broadcast, receiver,
 def test_deleted_endpoints_get_nothing(org, broadcast, receiver, endpoint_for, enqueued):
     endpoint, _ = endpoint_for(org, receiver.url)
     publish_sent(broadcast)
-    services.endpoint_delete(organization=org, endpoint_id=endpoint.id)
-    assert services.endpoint_deliver_due(endpoint_id=endpoint.id) == {"delivered": 0, "failed_attempts": 0}
+    endpoints.endpoint_delete(organization=org, endpoint_id=endpoint.id)
+    assert outbox.endpoint_deliver_due(endpoint_id=endpoint.id) == {"delivered": 0, "failed_attempts": 0}
     assert EventDelivery.objects.get().status == DeliveryStatus.FAILED
     assert receiver.requests == []
 
@@ -239,11 +199,11 @@ def test_a_leased_delivery_is_not_claimed_twice(org, broadcast, receiver, endpoi
     endpoint, _ = endpoint_for(org, receiver.url)
     publish_sent(broadcast, indexes=[0, 1, 2])
     now = timezone.now()
-    first = services.deliveries_claim(endpoint_id=endpoint.id, now=now)
+    first = outbox.deliveries_claim(endpoint_id=endpoint.id, now=now)
     assert len(first) == 3
-    assert services.deliveries_claim(endpoint_id=endpoint.id, now=now) == []
+    assert outbox.deliveries_claim(endpoint_id=endpoint.id, now=now) == []
     # Past the lease (a worker died), another worker takes them over
-    assert len(services.deliveries_claim(endpoint_id=endpoint.id, now=now + services.CLAIM_LEASE * 2)) == 3
+    assert len(outbox.deliveries_claim(endpoint_id=endpoint.id, now=now + outbox.CLAIM_LEASE * 2)) == 3
 
 
 def test_sweep_deletes_events_past_retention(org, broadcast, receiver, endpoint_for, enqueued):
@@ -251,16 +211,16 @@ def test_sweep_deletes_events_past_retention(org, broadcast, receiver, endpoint_
 
     endpoint, _ = endpoint_for(org, receiver.url)
     publish_sent(broadcast, indexes=[0, 1])
-    services.endpoint_deliver_due(endpoint_id=endpoint.id)
+    outbox.endpoint_deliver_due(endpoint_id=endpoint.id)
     created = Event.objects.first().created_at
-    services.deliveries_sweep(now=created + services.EVENT_RETENTION - timedelta(minutes=1))
+    outbox.deliveries_sweep(now=created + outbox.EVENT_RETENTION - timedelta(minutes=1))
     assert Event.objects.count() == 2
-    services.deliveries_sweep(now=created + services.EVENT_RETENTION + timedelta(minutes=1))
+    outbox.deliveries_sweep(now=created + outbox.EVENT_RETENTION + timedelta(minutes=1))
     assert not Event.objects.exists() and not EventDelivery.objects.exists() and not DeliveryAttempt.objects.exists()
 
 
 def test_a_name_that_does_not_resolve_is_not_posted_to(org, broadcast, enqueued, settings):
-    endpoint = services.endpoint_create(organization=org, url="https://hooks.customer.invalid/x").endpoint
+    endpoint = endpoints.endpoint_create(organization=org, url="https://hooks.customer.invalid/x").endpoint
     publish_sent(broadcast)
-    assert services.endpoint_deliver_due(endpoint_id=endpoint.id)["failed_attempts"] == 1
+    assert outbox.endpoint_deliver_due(endpoint_id=endpoint.id)["failed_attempts"] == 1
     assert "does not resolve" in EventDelivery.objects.get().last_error

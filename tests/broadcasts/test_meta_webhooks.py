@@ -1,10 +1,12 @@
-"""The receiver of Meta's webhooks: handshake, signatures, statuses, template updates, other envelopes."""
+"""The receiver of Meta's webhooks (broadcasts/api/meta_webhooks.py): handshake, signatures, statuses, other
+envelopes, and the routing of broadcasts/inbound.py.
+
+Template updates: tests/templates_registry/test_template_status_updates.py."""
 
 import orjson
 import pytest
 
 from broadcasts.models import Send, SendStatus
-from templates_registry.models import Template
 from tests.events.helpers import broadcast_with_sends, meta_envelope, meta_signature, status_entry
 
 URL = "/v1/webhooks/whatsapp"
@@ -181,72 +183,6 @@ def test_other_envelopes_are_acknowledged_and_ignored(client, broadcast, field, 
     assert not Send.objects.filter(broadcast=broadcast).exclude(status=SendStatus.SENT).exists()
 
 
-# --- template status updates -------------------------------------------------------------------
-
-
-def _template_update(template, event, *, meta_id=None, waba_id=None):
-    value = {
-        "event": event,
-        "message_template_id": meta_id or 987654321,
-        "message_template_name": template.name,
-        "message_template_language": template.language,
-        "reason": "NONE",
-    }
-    return meta_envelope(field="message_template_status_update", value=value, waba_id=waba_id or template.waba_id)
-
-
-def test_template_update_by_waba_name_and_language(client, template):
-    response = post_signed(client, _template_update(template, "PAUSED"))
-    assert response.status_code == 200
-    template.refresh_from_db()
-    assert template.status == "PAUSED"
-
-
-def test_template_update_by_meta_id_wins_over_name(client, template):
-    template.meta_id = "555"
-    template.save()
-    other = Template.objects.create(waba_id="999", name="other", language="en", status="APPROVED", meta_id="")
-    envelope = _template_update(other, "DISABLED", meta_id=555, waba_id="999")
-    assert post_signed(client, envelope).status_code == 200
-    template.refresh_from_db()
-    other.refresh_from_db()
-    assert template.status == "DISABLED"
-    assert other.status == "APPROVED"
-
-
-def test_template_reinstated_becomes_approved_again(client, template):
-    template.status = "PAUSED"
-    template.save()
-    post_signed(client, _template_update(template, "REINSTATED"))
-    template.refresh_from_db()
-    assert template.status == "APPROVED"
-
-
-def test_template_update_of_another_waba_changes_nothing(client, template):
-    post_signed(client, _template_update(template, "REJECTED", waba_id="someone-else"))
-    template.refresh_from_db()
-    assert template.status == "APPROVED"
-
-
-def test_template_no_longer_approved_cannot_start_a_broadcast(client, api, channel, template):
-    # Given the template was rejected by Meta
-    post_signed(client, _template_update(template, "REJECTED"))
-    # When a broadcast is requested with it
-    response = api.post(
-        "/v1/messages/bulk",
-        {
-            "template_name": template.name,
-            "language": template.language,
-            "channel_id": channel.id,
-            "recipients": [{"to": "+34600000001", "variables": {"nombre": "Ana", "monto": "1"}}],
-        },
-        format="json",
-    )
-    # Then it is refused and nothing is stored
-    assert response.status_code == 400
-    assert not template.broadcasts.exists()
-
-
 # --- statuses that arrive before their wamid is stored -------------------------------------------
 
 
@@ -255,8 +191,8 @@ def test_a_status_that_beats_its_wamid_is_applied_by_the_sweeper(client, org, ch
 
     from django.utils import timezone
 
-    from events.models import UnmatchedStatus
-    from whatsapp.services import unmatched_statuses_retry
+    from broadcasts.models import UnmatchedStatus
+    from broadcasts.status_updates import unmatched_statuses_retry
 
     # Given a send whose Graph answer is not recorded yet, and Meta's read webhook for it
     early = broadcast_with_sends(org=org, channel=channel, template=template, count=1, status=SendStatus.PENDING)
@@ -303,9 +239,9 @@ def test_a_deadlocked_body_is_retried(db, monkeypatch, broadcast):
     # Given the first attempt to apply a body loses a deadlock
     from django.db import OperationalError
 
-    from whatsapp import services
+    from broadcasts import inbound
 
-    real = services.sends_apply_statuses
+    real = inbound.sends_apply_statuses
     calls = []
 
     class DeadlockDetected(Exception):
@@ -317,9 +253,9 @@ def test_a_deadlocked_body_is_retried(db, monkeypatch, broadcast):
             raise OperationalError("deadlock detected") from DeadlockDetected()
         return real(**kwargs)
 
-    monkeypatch.setattr(services, "sends_apply_statuses", flaky)
+    monkeypatch.setattr(inbound, "sends_apply_statuses", flaky)
     # When it is processed, then the second attempt applies it
-    result = services.webhook_payload_process(payload=_delivered_body(broadcast))
+    result = inbound.webhook_payload_process(payload=_delivered_body(broadcast))
     assert len(calls) == 2 and result.sends_moved == {"DELIVERED": 1}
     assert Send.objects.get(broadcast=broadcast, index=0).status == SendStatus.DELIVERED
 
@@ -327,11 +263,11 @@ def test_a_deadlocked_body_is_retried(db, monkeypatch, broadcast):
 def test_other_database_errors_are_not_retried(db, monkeypatch, broadcast):
     from django.db import OperationalError
 
-    from whatsapp import services
+    from broadcasts import inbound
 
     def broken(**kwargs):
         raise OperationalError("connection lost")
 
-    monkeypatch.setattr(services, "sends_apply_statuses", broken)
+    monkeypatch.setattr(inbound, "sends_apply_statuses", broken)
     with pytest.raises(OperationalError):
-        services.webhook_payload_process(payload=_delivered_body(broadcast))
+        inbound.webhook_payload_process(payload=_delivered_body(broadcast))

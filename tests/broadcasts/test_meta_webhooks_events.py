@@ -4,7 +4,7 @@ import orjson
 import pytest
 
 from broadcasts.models import Send, SendStatus
-from events import services
+from events import endpoints, outbox, queue
 from events.models import Event
 from tests.events.conftest import contract_signature_valid
 from tests.events.helpers import Receiver, broadcast_with_sends, meta_envelope, meta_signature, status_entry
@@ -34,14 +34,14 @@ def post_signed(client, payload):
 
 def test_meta_statuses_become_signed_customer_events(client, org, channel, template, receiver, monkeypatch):
     # Given a customer endpoint and a broadcast with SENT sends
-    monkeypatch.setattr(services, "_enqueue_delivery", lambda endpoint_id: None)
-    issued = services.endpoint_create(organization=org, url=receiver.url)
+    monkeypatch.setattr(queue, "delivery_enqueue", lambda endpoint_id: None)
+    issued = endpoints.endpoint_create(organization=org, url=receiver.url)
     broadcast = broadcast_with_sends(org=org, channel=channel, template=template, count=2)
     wamid = f"wamid.{broadcast.id}.1"
     # When Meta reports delivered, then read, then the same delivered again
     for status in ("delivered", "read", "delivered"):
         assert post_signed(client, meta_envelope(statuses=[status_entry(wamid, status)])).status_code == 200
-    services.endpoint_deliver_due(endpoint_id=issued.endpoint.id)
+    outbox.endpoint_deliver_due(endpoint_id=issued.endpoint.id)
     # Then the customer got exactly message.delivered then message.read, each verifiable
     assert [e["type"] for e in receiver.events()] == ["message.delivered", "message.read"]
     assert all(contract_signature_valid(r, issued.secret) for r in receiver.requests)
@@ -53,8 +53,8 @@ def test_a_thousand_status_body_with_an_endpoint_is_applied_in_a_few_queries(
     client, org, channel, template, django_assert_max_num_queries, monkeypatch
 ):
     # Given 1,000 SENT sends and an endpoint listening
-    monkeypatch.setattr(services, "_enqueue_delivery", lambda endpoint_id: None)
-    services.endpoint_create(organization=org, url="http://127.0.0.1:9/hooks")
+    monkeypatch.setattr(queue, "delivery_enqueue", lambda endpoint_id: None)
+    endpoints.endpoint_create(organization=org, url="http://127.0.0.1:9/hooks")
     broadcast = broadcast_with_sends(org=org, channel=channel, template=template, count=1000)
     delivered = meta_envelope(statuses=[status_entry(f"wamid.{broadcast.id}.{i}", "delivered") for i in range(1000)])
     # When Meta posts all 1,000 statuses in one body
@@ -81,15 +81,15 @@ def test_a_thousand_status_body_without_endpoints(client, org, channel, template
 def test_a_jump_from_sent_to_read_also_tells_the_customer_delivered(
     client, org, channel, template, receiver, monkeypatch
 ):
-    monkeypatch.setattr(services, "_enqueue_delivery", lambda endpoint_id: None)
-    issued = services.endpoint_create(organization=org, url=receiver.url)
+    monkeypatch.setattr(queue, "delivery_enqueue", lambda endpoint_id: None)
+    issued = endpoints.endpoint_create(organization=org, url=receiver.url)
     broadcast = broadcast_with_sends(org=org, channel=channel, template=template, count=1)
     # When Meta's only status for a SENT message is "read" (its "delivered" came too early, or never)
     post_signed(client, meta_envelope(statuses=[status_entry(f"wamid.{broadcast.id}.0", "read")]))
-    services.endpoint_deliver_due(endpoint_id=issued.endpoint.id)
-    services.endpoint_deliver_due(endpoint_id=issued.endpoint.id)
+    outbox.endpoint_deliver_due(endpoint_id=issued.endpoint.id)
+    outbox.endpoint_deliver_due(endpoint_id=issued.endpoint.id)
     # Then the customer still sees delivered before read, and a late "delivered" adds nothing
     post_signed(client, meta_envelope(statuses=[status_entry(f"wamid.{broadcast.id}.0", "delivered")]))
-    services.endpoint_deliver_due(endpoint_id=issued.endpoint.id)
+    outbox.endpoint_deliver_due(endpoint_id=issued.endpoint.id)
     assert [e["type"] for e in receiver.events()] == ["message.delivered", "message.read"]
     assert [e["data"]["status"] for e in receiver.events()] == ["DELIVERED", "READ"]

@@ -1,11 +1,18 @@
-"""The publisher: free when nobody listens, bulk when someone does, one task per endpoint."""
+"""The events of broadcasts (broadcasts/notifications.py), handed to the outbox: free when nobody listens,
+bulk when someone does, one task per endpoint."""
 
 import pytest
 
 from broadcasts.models import BroadcastStatus, Send, SendStatus
+from broadcasts.notifications import broadcast_event_publish, message_events_publish
 from events.models import Event, EventDelivery
-from events.publisher import broadcast_event_publish, message_events_publish
+from tests.events import conftest as events_conftest
 from tests.events.helpers import broadcast_with_sends
+
+# The outbox's fixtures (endpoints through the service, queued tasks recorded instead of sent).
+allow_private = events_conftest.allow_private
+endpoint_for = events_conftest.endpoint_for
+enqueued = events_conftest.enqueued
 
 
 @pytest.fixture
@@ -96,8 +103,9 @@ def test_unknown_statuses_and_event_types(broadcast, enqueued):
 @pytest.mark.parametrize("status", ["SENT", "FAILED"])
 def test_the_portable_path_records_the_same_events_as_postgresql(org, broadcast, endpoint_for, enqueued, status):
     # Given failed sends with an error (and one without meta_data), and one endpoint
-    from events import services
-    from events.publisher import message_events_record_portable
+    from broadcasts import notifications
+    from broadcasts.notifications import message_events_record_portable
+    from events import endpoints
 
     endpoint_for(org, "http://127.0.0.1:9/all")
     Send.objects.filter(broadcast=broadcast, index__lt=2).update(
@@ -105,9 +113,9 @@ def test_the_portable_path_records_the_same_events_as_postgresql(org, broadcast,
     )
     Send.objects.filter(broadcast=broadcast, index=1).update(meta_data=None)
     ids = send_ids(broadcast)[:2]
-    endpoints = services.endpoints_active()
+    endpoints = endpoints.endpoints_active()
     # When both paths record the same sends
-    assert services.message_events_record_postgresql(send_ids=ids, status=status, endpoints=endpoints) == 2
+    assert notifications.message_events_record_postgresql(send_ids=ids, status=status, endpoints=endpoints) == 2
     assert message_events_record_portable(send_ids=ids, status=status, endpoints=endpoints) == 2
     # Then the events are identical but for their ids
     by_path = {}

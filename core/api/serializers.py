@@ -1,0 +1,13 @@
+"""The error envelope of every API (CONTRACT 7), for the OpenAPI schema: shared by broadcasts and events."""
+
+from rest_framework import serializers
+
+
+class ErrorBodySerializer(serializers.Serializer):
+    code = serializers.CharField()
+    message = serializers.CharField()
+    details = serializers.DictField(help_text="For validation errors: path -> [messages].")
+
+
+class ErrorEnvelopeSerializer(serializers.Serializer):
+    error = ErrorBodySerializer()

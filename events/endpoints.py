@@ -1,0 +1,218 @@
+"""Customer webhook endpoints (CONTRACT section 9): URL rules, registration, enabling and disabling, and the
+cached list of active endpoints every publisher reads.
+
+A URL is accepted when it is http(s) with a host whose every address is public (unless WEBHOOKS_ALLOW_PRIVATE);
+the transport (``events/transport.py``) resolves and checks the host again on every attempt, with these rules.
+"""
+
+import ipaddress
+import logging
+import secrets
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from django.conf import settings
+from django.core.cache import cache
+from django.db import transaction
+from django.utils import timezone
+
+from core.errors import ApplicationError, NotFoundError
+from events import queue
+from events.models import DeliveryStatus, EventDelivery, EventType, WebhookEndpoint
+from tokens.models import Organization
+
+logger = logging.getLogger(__name__)
+
+EVENT_TYPES: tuple[str, ...] = tuple(EventType.values)
+ACTIVE_ENDPOINTS_CACHE_KEY = "events:active-endpoints:v1"
+ACTIVE_ENDPOINTS_CACHE_SECONDS = 60
+
+
+@dataclass(frozen=True)
+class IssuedEndpoint:
+    endpoint: WebhookEndpoint
+    secret: str  # shown once, in the 201 answer
+
+
+@dataclass(frozen=True)
+class EndpointRef:
+    """What the publisher needs of an active endpoint; small enough to cache for every org."""
+
+    id: str
+    organization_id: int
+    events: tuple[str, ...]
+
+    def subscribes_to(self, event_type: str) -> bool:
+        return not self.events or event_type in self.events
+
+
+def _address_is_public(address: str) -> bool:
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_global and not ip.is_multicast
+
+
+def endpoint_url_resolve(*, host: str, port: int) -> list[str]:
+    """Every address ``host`` resolves to (TCP), in the resolver's order, without repeats; [] when it does not."""
+    try:
+        infos = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
+    except (socket.gaierror, UnicodeError, OSError):
+        return []
+    return list(dict.fromkeys(info[4][0] for info in infos))
+
+
+def addresses_refusal(*, host: str, addresses: Sequence[str]) -> str | None:
+    """Why these resolved addresses may not be posted to, or None (always None with WEBHOOKS_ALLOW_PRIVATE)."""
+    if not addresses:
+        return f"The host '{host}' does not resolve."
+    if settings.WEBHOOKS_ALLOW_PRIVATE:
+        return None
+    # Every address counts: a name with one public and one private address could be steered to either.
+    private = sorted(a for a in addresses if not _address_is_public(a))
+    if private:
+        return f"The URL resolves to a private, loopback, link-local or reserved address ({private[0]})."
+    return None
+
+
+def endpoint_url_check_addresses(*, host: str, port: int, allow_unresolvable: bool = False) -> str | None:
+    """Resolves ``host``; returns why it is refused (private, loopback, ...) or None when public.
+
+    ``allow_unresolvable`` is for registration: a name that does not resolve yet (new DNS record,
+    resolver down) is accepted, because every delivery attempt resolves and checks it again, and then
+    connects to exactly the address it checked (see delivery_post).
+    """
+    if settings.WEBHOOKS_ALLOW_PRIVATE:
+        return None
+    addresses = endpoint_url_resolve(host=host, port=port)
+    if not addresses and allow_unresolvable:
+        return None
+    return addresses_refusal(host=host, addresses=addresses)
+
+
+def endpoint_url_validate(*, url: Any) -> str:
+    """An http(s) URL with a host, whose every address is public unless WEBHOOKS_ALLOW_PRIVATE."""
+
+    def invalid(message: str) -> ApplicationError:
+        return ApplicationError("The webhook URL is not acceptable.", details={"url": [message]})
+
+    if not isinstance(url, str) or not url.strip():
+        raise invalid("A URL is required.")
+    url = url.strip()
+    if len(url) > 2048:
+        raise invalid("The URL is longer than 2048 characters.")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise invalid(f"Not a valid URL: {exc}.") from exc
+    if parts.scheme not in ("http", "https"):
+        raise invalid("The URL must use http or https.")
+    if not parts.hostname:
+        raise invalid("The URL must have a host.")
+    reason = endpoint_url_check_addresses(
+        host=parts.hostname, port=port or (443 if parts.scheme == "https" else 80), allow_unresolvable=True
+    )
+    if reason:
+        raise invalid(reason)
+    return url
+
+
+def endpoint_events_validate(*, events: Any) -> list[str]:
+    """A list of known event types, without repeats; empty or omitted means every type."""
+    if events is None:
+        return []
+    if not isinstance(events, list) or not all(isinstance(e, str) for e in events):
+        raise ApplicationError("Invalid events.", details={"events": ["Must be a list of event type strings."]})
+    unknown = [e for e in events if e not in EVENT_TYPES]
+    if unknown:
+        raise ApplicationError(
+            "Invalid events.",
+            details={"events": [f"Unknown event type '{e}'. Known: {', '.join(EVENT_TYPES)}." for e in unknown]},
+        )
+    return list(dict.fromkeys(events))
+
+
+def _active_endpoints_invalidate() -> None:
+    try:
+        cache.delete(ACTIVE_ENDPOINTS_CACHE_KEY)
+    except Exception as exc:  # noqa: BLE001 - Redis down: the cached list expires by itself within its TTL
+        logger.warning("events: could not invalidate the active-endpoints cache (%s)", exc)
+
+
+def _active_endpoints_changed() -> None:
+    # Now (this process sees its own change at once) and again after commit, so that a reader
+    # that re-cached the old list before our commit does not keep it for a whole TTL.
+    _active_endpoints_invalidate()
+    transaction.on_commit(_active_endpoints_invalidate)
+
+
+def endpoint_create(*, organization: Organization, url: Any, events: Any = None) -> IssuedEndpoint:
+    clean_url = endpoint_url_validate(url=url)
+    clean_events = endpoint_events_validate(events=events)
+    secret = f"whsec_{secrets.token_urlsafe(32)}"
+    endpoint = WebhookEndpoint.objects.create(
+        organization=organization, url=clean_url, events=clean_events, secret=secret
+    )
+    _active_endpoints_changed()
+    return IssuedEndpoint(endpoint=endpoint, secret=secret)
+
+
+def endpoint_delete(*, organization: Organization, endpoint_id: str) -> None:
+    """Soft delete: the endpoint disappears for the customer and its pending deliveries are dropped."""
+    now = timezone.now()
+    changed = WebhookEndpoint.objects.filter(id=endpoint_id, organization=organization, deleted_at__isnull=True).update(
+        deleted_at=now, is_active=False
+    )
+    if not changed:
+        raise NotFoundError("Webhook endpoint not found.")
+    EventDelivery.objects.filter(endpoint_id=endpoint_id, status=DeliveryStatus.PENDING).update(
+        status=DeliveryStatus.FAILED, last_error="Endpoint deleted.", locked_until=None
+    )
+    _active_endpoints_changed()
+
+
+def endpoint_enable(*, endpoint: WebhookEndpoint) -> None:
+    """Re-enables a disabled endpoint (admin action): its failure streak starts again from zero."""
+    WebhookEndpoint.objects.filter(id=endpoint.id, deleted_at__isnull=True).update(
+        is_active=True, disabled_at=None, disabled_reason="", consecutive_failures=0
+    )
+    _active_endpoints_changed()
+    transaction.on_commit(lambda: queue.delivery_enqueue(endpoint.id), robust=True)
+
+
+def endpoint_disable(*, endpoint_id: str, reason: str) -> None:
+    WebhookEndpoint.objects.filter(id=endpoint_id, is_active=True).update(
+        is_active=False, disabled_at=timezone.now(), disabled_reason=reason[:255]
+    )
+    _active_endpoints_changed()
+
+
+def endpoints_active() -> list[EndpointRef]:
+    """Every active endpoint of every organization: one cached query, shared by all processes.
+
+    The cache is only a shortcut: with Redis down the list comes from the database, so events are still
+    recorded (an outcome's events must never be lost to a Redis blip)."""
+    try:
+        cached = cache.get(ACTIVE_ENDPOINTS_CACHE_KEY)
+    except Exception as exc:  # noqa: BLE001
+        logger.warning("events: active-endpoints cache unavailable, reading the database (%s)", exc)
+        cached, cache_up = None, False
+    else:
+        cache_up = True
+    if cached is not None:
+        return [EndpointRef(id=i, organization_id=o, events=tuple(e)) for i, o, e in cached]
+    rows = list(
+        WebhookEndpoint.objects.filter(is_active=True, deleted_at__isnull=True).values_list(
+            "id", "organization_id", "events"
+        )
+    )
+    if cache_up:
+        try:
+            cache.set(ACTIVE_ENDPOINTS_CACHE_KEY, rows, ACTIVE_ENDPOINTS_CACHE_SECONDS)
+        except Exception as exc:  # noqa: BLE001
+            logger.warning("events: could not cache the active endpoints (%s)", exc)
+    return [EndpointRef(id=i, organization_id=o, events=tuple(e or ())) for i, o, e in rows]

@@ -1,0 +1,90 @@
+"""Meta's template status updates, through the webhook receiver, applied by
+templates_registry.services.template_status_apply (routed by broadcasts/inbound.py)."""
+
+import orjson
+import pytest
+
+from templates_registry.models import Template
+from tests.events.helpers import meta_envelope, meta_signature
+
+URL = "/v1/webhooks/whatsapp"
+SECRET = "meta-app-secret"
+
+
+@pytest.fixture(autouse=True)
+def _meta_settings(settings):
+    settings.WHATSAPP_APP_SECRET = SECRET
+    settings.WHATSAPP_VERIFY_TOKEN = "verify-me"
+
+
+def post_signed(client, payload, secret=SECRET, raw: bytes | None = None):
+    body = raw if raw is not None else orjson.dumps(payload)
+    return client.post(
+        URL, data=body, content_type="application/json", HTTP_X_HUB_SIGNATURE_256=meta_signature(body, secret)
+    )
+
+
+# --- template status updates -------------------------------------------------------------------
+
+
+def _template_update(template, event, *, meta_id=None, waba_id=None):
+    value = {
+        "event": event,
+        "message_template_id": meta_id or 987654321,
+        "message_template_name": template.name,
+        "message_template_language": template.language,
+        "reason": "NONE",
+    }
+    return meta_envelope(field="message_template_status_update", value=value, waba_id=waba_id or template.waba_id)
+
+
+def test_template_update_by_waba_name_and_language(client, template):
+    response = post_signed(client, _template_update(template, "PAUSED"))
+    assert response.status_code == 200
+    template.refresh_from_db()
+    assert template.status == "PAUSED"
+
+
+def test_template_update_by_meta_id_wins_over_name(client, template):
+    template.meta_id = "555"
+    template.save()
+    other = Template.objects.create(waba_id="999", name="other", language="en", status="APPROVED", meta_id="")
+    envelope = _template_update(other, "DISABLED", meta_id=555, waba_id="999")
+    assert post_signed(client, envelope).status_code == 200
+    template.refresh_from_db()
+    other.refresh_from_db()
+    assert template.status == "DISABLED"
+    assert other.status == "APPROVED"
+
+
+def test_template_reinstated_becomes_approved_again(client, template):
+    template.status = "PAUSED"
+    template.save()
+    post_signed(client, _template_update(template, "REINSTATED"))
+    template.refresh_from_db()
+    assert template.status == "APPROVED"
+
+
+def test_template_update_of_another_waba_changes_nothing(client, template):
+    post_signed(client, _template_update(template, "REJECTED", waba_id="someone-else"))
+    template.refresh_from_db()
+    assert template.status == "APPROVED"
+
+
+def test_template_no_longer_approved_cannot_start_a_broadcast(client, api, channel, template):
+    # Given the template was rejected by Meta
+    post_signed(client, _template_update(template, "REJECTED"))
+    # When a broadcast is requested with it
+    response = api.post(
+        "/v1/messages/bulk",
+        {
+            "template_name": template.name,
+            "language": template.language,
+            "channel_id": channel.id,
+            "recipients": [{"to": "+34600000001", "variables": {"nombre": "Ana", "monto": "1"}}],
+        },
+        format="json",
+    )
+    # Then it is refused and nothing is stored
+    assert response.status_code == 400
+    assert not template.broadcasts.exists()
