@@ -45,12 +45,13 @@ def _settled(broadcast_id) -> bool:
         return False
 
 
-def _outage_during_last_flush(channel, template, sandbox, *, down_seconds: float):
-    """40 sends at 20/s on a Graph API that answers in 1.5 s: PostgreSQL is stopped as soon as the last POST has
-    arrived, so every answer still on its way (~30) comes back to a pump that cannot write it."""
+def _outage_during_last_flush(channel, template, sandbox, *, down_seconds: float, latency_ms: int = 1500):
+    """40 sends at 20/s on a Graph API that answers in ``latency_ms``: PostgreSQL is stopped as soon as the last POST
+    has arrived, so every answer still on its way comes back to a pump that cannot write it (the answers' delay must
+    outlast a ``pg_ctl stop`` on a loaded machine)."""
     channel.max_mps = 20
     channel.save()
-    sandbox.config(latency_ms=1500)
+    sandbox.config(latency_ms=latency_ms)
     recipients = numbers(40)
     broadcast = broadcast_make(channel=channel, template=template, recipients=recipients)
     enqueue_dispatch(broadcast.id)
@@ -80,7 +81,9 @@ def test_postgres_stopped_during_the_last_flush_the_pump_writes_its_answers_when
     processes = _processes(worker_env, DELIVERY_LEASE_SECONDS=30, DELIVERY_READ_TIMEOUT_SECONDS=10)
     try:
         # When PostgreSQL is down for 4 s while the last answers come back
-        broadcast, recipients = _outage_during_last_flush(channel, template, delivery_sandbox, down_seconds=4)
+        broadcast, recipients = _outage_during_last_flush(
+            channel, template, delivery_sandbox, down_seconds=4, latency_ms=4000
+        )
 
         # Then every send ends SENT and no number got a second POST (nothing Meta accepted was forgotten)
         wait_for(lambda: _settled(broadcast.id), timeout=30, interval=0.5, message="broadcast settled")
