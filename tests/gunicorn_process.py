@@ -44,9 +44,9 @@ def gunicorn(
         deadline = time.monotonic() + start_timeout
         while True:
             try:
-                requests.get(f"{base}/v1/health", timeout=1)
+                requests.get(f"{base}/v1/health", timeout=5)
                 break
-            except requests.ConnectionError:
+            except requests.RequestException:  # refused while it binds, or slow while the first worker imports
                 if time.monotonic() > deadline or process.poll() is not None:
                     tail = log_path.read_text(errors="replace")[-2000:] if log_path else ""
                     raise RuntimeError(f"gunicorn did not start: {tail}") from None
