@@ -16,7 +16,6 @@ from typing import Any
 
 import requests
 
-from tests.core.test_procfile import procfile_commands
 from whatsapp.sandbox_process import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -58,6 +57,8 @@ class Line:
     """One Procfile line (bash -c, its own process group), stdout and stderr each to a file."""
 
     def __init__(self, name: str, *, env: dict[str, str], logs: Path, command: str | None = None) -> None:
+        from tests.core.test_procfile import procfile_commands  # here: test_procfile imports this module
+
         self.name = name
         self.command = command or procfile_commands(ROOT / "Procfile")[name]
         self.out_path, self.err_path = logs / f"{name}.out", logs / f"{name}.err"
