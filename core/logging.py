@@ -175,7 +175,6 @@ class JsonFormatter(_BaseJsonFormatter):
 
         kwargs.setdefault("reserved_attrs", [*RESERVED_ATTRS, *_OWN_FIELDS])
         kwargs.setdefault("rename_fields", {"exc_info": "exception", "stack_info": "stack"})
-        kwargs.setdefault("json_ensure_ascii", False)
         super().__init__(*args, **kwargs)
 
     def add_fields(self, log_data: dict[str, Any], record: logging.LogRecord, message_dict: dict[str, Any]) -> None:

@@ -15,7 +15,6 @@ What was counted is left on the request for the ``RateLimit-Policy`` / ``RateLim
 its window starts over (``t``, seconds). With Redis, counting every window is one round trip.
 """
 
-import math
 import re
 import time
 from dataclasses import dataclass
@@ -159,7 +158,8 @@ def rate_limit_headers(windows: list[WindowCount]) -> dict[str, str]:
 
     policy = ", ".join(f'"{name(w.window)}";q={w.limit};w={w.window}' for w in windows)
     tightest = min(windows, key=lambda w: (w.remaining, -w.reset))
-    reset = max(1, math.ceil(tightest.reset - 1e-9))
+    # Rounded up as Retry-After is (core.api.exception_handler), so a 429's t and Retry-After agree.
+    reset = max(1, int(tightest.reset + 0.999))
     return {
         "RateLimit-Policy": policy,
         "RateLimit": f'"{name(tightest.window)}";r={tightest.remaining};t={reset}',
