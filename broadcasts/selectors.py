@@ -60,13 +60,20 @@ def error_rate(*, counts: dict[str, int], total: int) -> float:
 
 
 def broadcast_list(
-    *, organization: Organization, limit: int, after: tuple[datetime, str] | None = None
+    *,
+    organization: Organization,
+    limit: int,
+    after: tuple[datetime, str] | None = None,
+    status: str | None = None,
 ) -> tuple[list[Broadcast], bool]:
-    """The organization's broadcasts newest first, after a (created_at, id) keyset position.
+    """The organization's broadcasts newest first, after a (created_at, id) keyset position, optionally of one
+    status (a ``BroadcastStatus`` value).
 
     Returns the page and whether more follow.
     """
     queryset = Broadcast.objects.filter(organization=organization).select_related("channel")
+    if status is not None:
+        queryset = queryset.filter(status=status)
     if after is not None:
         created_at, broadcast_id = after
         queryset = queryset.filter(Q(created_at__lt=created_at) | Q(created_at=created_at, id__lt=broadcast_id))

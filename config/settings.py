@@ -4,6 +4,7 @@ Every variable is optional in development; see the README's configuration table.
 """
 
 import hashlib
+import logging
 import tempfile
 import warnings
 from datetime import timedelta
@@ -44,6 +45,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: every response, whatever answers it below, carries X-Request-Id, and every log line the request's id.
+    "core.middleware.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Serves admin and API-docs assets from the service itself, with no CDN (CONTRACT 5).
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -53,6 +56,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # RateLimit-Policy / RateLimit on every response to a request with a valid token (CONTRACT 7).
+    "core.middleware.RateLimitHeadersMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -128,7 +133,7 @@ STATIC_ROOT = BASE_DIR / "staticfiles"
 # Find assets in the apps too, so tests and the demo need no collectstatic run. Without a collectstatic run
 # STATIC_ROOT does not exist, and WhiteNoise would warn about it on every process start: nothing is missing.
 WHITENOISE_USE_FINDERS = True
-warnings.filterwarnings("ignore", message="No directory at", module="whitenoise.base")
+warnings.filterwarnings("ignore", message="No directory at")
 
 # --- Security: HTTPS behind a TLS-terminating proxy (README "Production") -----------------------------
 # https://docs.djangoproject.com/en/5.2/ref/middleware/#module-django.middleware.security
@@ -294,11 +299,35 @@ CELERY_BEAT_SCHEDULE_FILENAME = env(
     ),
 )
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")},
-}
+# --- Logs and error reporting (CONTRACT 13; core/logging.py) --------------------------------------------------
+# LOG_FORMAT=json: one JSON object per line (time, level, logger, message, request_id, and task_id / task_name in a
+# Celery task, exception when any); text: the same as a readable line. Secrets are redacted in either. The Celery
+# worker and beat use this too (config/celery.py), gunicorn through --logger-class core.logging.GunicornLogger.
+from core.logging import log_format_check, log_format_default, logging_config, sentry_before_send  # noqa: E402
+
+LOG_FORMAT = log_format_check(env("LOG_FORMAT", default=log_format_default(DEBUG)))
+LOG_LEVEL = env("LOG_LEVEL", default="INFO")
+LOGGING = logging_config(log_format=LOG_FORMAT, level=LOG_LEVEL)
+# Python warnings become log lines (logger py.warnings) in the same format, instead of raw text on stderr.
+logging.captureWarnings(True)
+# Celery keeps its hands off the root logger: the LOGGING above is the workers' too.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+# Optional error reporting: nothing is initialised unless SENTRY_DSN is set. No personal data is sent, and every
+# event passes through the same redaction as the logs.
+SENTRY_DSN = env("SENTRY_DSN", default="")
+if SENTRY_DSN:
+    import sentry_sdk
+    from sentry_sdk.integrations.celery import CeleryIntegration
+    from sentry_sdk.integrations.django import DjangoIntegration
+
+    sentry_sdk.init(
+        dsn=SENTRY_DSN,
+        integrations=[DjangoIntegration(), CeleryIntegration()],
+        send_default_pii=False,
+        environment=env("SENTRY_ENVIRONMENT", default="production"),
+        before_send=sentry_before_send,
+        before_breadcrumb=sentry_before_send,
+    )
+# --- end of logs and error reporting ----------------------------------------------------------------------------
 
 SESSION_COOKIE_AGE = int(timedelta(hours=12).total_seconds())
