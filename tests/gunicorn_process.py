@@ -46,7 +46,7 @@ def gunicorn(
             try:
                 requests.get(f"{base}/v1/health", timeout=1)
                 break
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # a busy box: the first request loads the URLconf
                 if time.monotonic() > deadline or process.poll() is not None:
                     tail = log_path.read_text(errors="replace")[-2000:] if log_path else ""
                     raise RuntimeError(f"gunicorn did not start: {tail}") from None
