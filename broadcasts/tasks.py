@@ -76,7 +76,7 @@ def idempotency_purge_task() -> int:
 # --- Meta statuses that arrived before their wamid was stored (broadcasts.status_updates) ---------------------
 
 
-@shared_task(name="broadcasts.unmatched_statuses_retry")
+@shared_task(name=queue.UNMATCHED_STATUSES_RETRY)
 def unmatched_statuses_retry_task() -> int:
     """Beat, every ~10 s: re-apply Meta statuses that arrived before their wamid was stored; drop old ones."""
     from broadcasts.status_updates import unmatched_statuses_retry

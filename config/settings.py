@@ -4,6 +4,7 @@ Every variable is optional in development; see the README's configuration table.
 """
 
 import hashlib
+import ipaddress
 import logging
 import tempfile
 import warnings
@@ -11,6 +12,9 @@ from datetime import timedelta
 from pathlib import Path
 
 import environ
+from kombu import Exchange, Queue
+
+from config.multiproc import multiproc_dir_setup
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = BASE_DIR / "var"
@@ -226,11 +230,20 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TIMEZONE = "UTC"
-# ONE queue, published through the anonymous exchange: a plain `celery -A config worker` serves everything, and
-# routing needs no binding keys in Redis, so a FLUSHALL of the broker cannot make later messages undeliverable.
-CELERY_TASK_DEFAULT_QUEUE = "celery"
+# THREE queues (CONTRACT 13): `delivery` (dispatch, chunk pumps), `events` (customer event deliveries) and
+# `maintenance` (beat's sweeps, purges, the unmatched-status retry, the heartbeat ping), so busy pumps never starve
+# the sweeps or the events. Each is published through the anonymous exchange "" with routing_key = the queue's
+# name: kombu's Redis transport then LPUSHes straight onto the list of that name, with no exchange or binding keys
+# in Redis, so a FLUSHALL of the broker cannot make later messages undeliverable (tests/test_queues.py). Which task
+# goes where: broadcasts/queue.py and events/queue.py (ROUTES, by task name). A plain `celery -A config worker`
+# consumes all three; `-Q delivery` (or `-Q events,maintenance`) splits them across machines (README).
+CELERY_TASK_QUEUES = [Queue(name, Exchange(""), routing_key=name) for name in ("delivery", "events", "maintenance")]
+CELERY_TASK_ROUTES = ["config.celery.task_route"]
+# A task no route names (none today) goes to maintenance, which every layout serves; never to a queue nobody reads.
+CELERY_TASK_DEFAULT_QUEUE = "maintenance"
 CELERY_TASK_DEFAULT_EXCHANGE = ""
-CELERY_TASK_DEFAULT_ROUTING_KEY = "celery"
+CELERY_TASK_DEFAULT_ROUTING_KEY = "maintenance"
+CELERY_TASK_CREATE_MISSING_QUEUES = False
 # Re-deliver a task whose worker died mid-run; the database claim makes a second run harmless.
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
@@ -289,7 +302,12 @@ CELERY_BEAT_SCHEDULE: dict = {
     "broadcasts-unmatched-statuses-retry": {"task": "broadcasts.unmatched_statuses_retry", "schedule": 10.0},
     # Idempotency-Key records answer for 24 h; lookups ignore older ones, this keeps the table small.
     "broadcasts-idempotency-purge": {"task": "broadcasts.idempotency_purge", "schedule": 3600.0},
+    # Worker liveness for /v1/health and msg_worker_last_seen_seconds (core/heartbeat.py).
+    "core-heartbeat": {"task": "core.heartbeat", "schedule": 15.0},
 }
+# Every beat entry goes to the maintenance queue (also what task_route says for these names).
+for _entry in CELERY_BEAT_SCHEDULE.values():
+    _entry.setdefault("options", {})["queue"] = "maintenance"
 # Beat's schedule file only keeps last-run times, and every beat task is an idempotent sweep: kept in a temporary
 # directory unless set (nothing to create in a fresh checkout). Losing it is harmless: each interval starts over.
 CELERY_BEAT_SCHEDULE_FILENAME = env(
@@ -298,6 +316,16 @@ CELERY_BEAT_SCHEDULE_FILENAME = env(
         Path(tempfile.gettempdir()) / f"celerybeat-schedule-{hashlib.sha256(bytes(BASE_DIR)).hexdigest()[:12]}"
     ),
 )
+
+# --- Metrics (core/metrics.py, GET /metrics) -------------------------------------------------------
+# GET /metrics answers only these REMOTE_ADDRs (the socket's peer: behind a proxy, scrape each process directly).
+METRICS_ALLOWED_CIDRS = env.list("METRICS_ALLOWED_CIDRS", default=["127.0.0.0/8", "::1"])
+try:
+    METRICS_ALLOWED_NETWORKS = [ipaddress.ip_network(cidr.strip(), strict=False) for cidr in METRICS_ALLOWED_CIDRS]
+except ValueError as exc:
+    raise environ.ImproperlyConfigured(f"METRICS_ALLOWED_CIDRS: {exc}") from None
+# prometheus_client's multiprocess files (gunicorn workers, prefork children): one directory per deployment.
+PROMETHEUS_MULTIPROC_DIR = multiproc_dir_setup(BASE_DIR)
 
 # --- Logs and error reporting (CONTRACT 13; core/logging.py) --------------------------------------------------
 # LOG_FORMAT=json: one JSON object per line (time, level, logger, message, request_id, and task_id / task_name in a

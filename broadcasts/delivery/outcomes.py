@@ -32,6 +32,7 @@ from broadcasts.delivery.claims import Claimed
 from broadcasts.models import Send, SendStatus
 from broadcasts.notifications import message_events_publish
 from core.backoff import backoff_seconds
+from core.metrics import sends_add
 from core.redis import redis_client
 from whatsapp.client import SendResult
 from whatsapp.errors import ErrorClass, GraphError
@@ -97,20 +98,43 @@ _PG_VALUE = (
 )
 
 
-def sends_record(*, rows: list[OutcomeRow]) -> dict[str, list[int]]:
+def sends_record(*, rows: list[OutcomeRow], channel_id: str = "") -> dict[str, list[int]]:
     """Write outcomes for leased sends with ONE UPDATE (PostgreSQL) and record their message events with it.
 
     Only PENDING rows are touched: a send is final once, whatever runs twice. Returns ids per new status.
     The outcome UPDATE and the events it causes commit together: an event is never lost once its outcome is
-    written, and a failure of either leaves both to be written again.
+    written, and a failure of either leaves both to be written again. The written outcomes are counted in
+    msg_sends_total{channel, outcome, code} once committed.
     """
     if not rows:
         return {}
     with transaction.atomic():
-        return _sends_record(rows=rows)
+        by_status, written = _sends_record(rows=rows)
+    _outcomes_count(channel_id=channel_id, rows=rows, written=written)
+    return by_status
 
 
-def _sends_record(*, rows: list[OutcomeRow]) -> dict[str, list[int]]:
+def _outcomes_count(*, channel_id: str, rows: list[OutcomeRow], written: list) -> None:
+    """One dict count per written row, then one counter ``inc`` per (outcome, code) of the batch."""
+    if len(written) != len(rows):
+        ids = {send_id for send_id, _ in written}
+        rows = [r for r in rows if r.id in ids]
+    counts: dict[tuple[str, str], int] = {}
+    for r in rows:
+        if r.status == SendStatus.SENT:
+            key = ("sent", "")
+        elif r.status == SendStatus.FAILED:
+            key = ("failed", r.error_code or "")
+        elif r.status == SendStatus.PENDING and r.error_code:
+            key = ("unknown" if r.unknown_inc else "retried", r.error_code)
+        else:
+            continue  # handed back unposted, or cancelled: no attempt to count
+        counts[key] = counts.get(key, 0) + 1
+    if counts:
+        sends_add(channel_id=channel_id, counts=counts)
+
+
+def _sends_record(*, rows: list[OutcomeRow]) -> tuple[dict[str, list[int]], list]:
     now = timezone.now()
     if connection.vendor == "postgresql":
         params: list[Any] = [now]
@@ -164,7 +188,7 @@ def _sends_record(*, rows: list[OutcomeRow]) -> dict[str, list[int]]:
     for status in (SendStatus.SENT, SendStatus.FAILED):
         if by_status.get(status):
             message_events_publish(send_ids=by_status[status], status=str(status))
-    return by_status
+    return by_status, written
 
 
 def outcome_row(*, send: Claimed, result: SendResult, now: datetime) -> OutcomeRow:
@@ -257,7 +281,7 @@ _JOURNAL_FIELDS = (
 )
 
 
-def journal_put(rows: list[OutcomeRow]) -> str | None:
+def journal_put(rows: list[OutcomeRow], *, channel_id: str = "") -> str | None:
     """Keep the final rows in Redis; returns the entry's key, or None (nothing final, or Redis away too)."""
     final = [r for r in rows if r.status in (SendStatus.SENT, SendStatus.FAILED)]
     client = redis_client()
@@ -265,6 +289,7 @@ def journal_put(rows: list[OutcomeRow]) -> str | None:
         return None
     entry = {
         "at": time.time(),
+        "channel": channel_id,
         "rows": [{name: getattr(r, name) for name in _JOURNAL_FIELDS} for r in final],
     }
     key = f"{os.getpid()}:{time.monotonic_ns()}:{random.getrandbits(32):08x}"
@@ -301,7 +326,7 @@ def journal_apply() -> int:
             )
             for item in entry["rows"]
         ]
-        written = sends_record(rows=rows)
+        written = sends_record(rows=rows, channel_id=entry.get("channel", ""))
         applied += sum(len(ids) for ids in written.values())
         client.hdel(JOURNAL_KEY, key)
     if applied:

@@ -44,7 +44,9 @@ from broadcasts.delivery.outcomes import (
 )
 from broadcasts.delivery.pacing import LATE_TOLERANCE_SECONDS, PostLog
 from broadcasts.delivery.runtime import Runtime, in_db_thread
+from broadcasts.metrics import channel_posts_add
 from broadcasts.models import Broadcast, BroadcastStatus, SendStatus
+from core.metrics import META_REQUEST_SECONDS
 from whatsapp.client import SendResult
 from whatsapp.errors import ErrorClass
 from whatsapp.payload import MissingVariablesError, TemplateMessageBuilder
@@ -134,6 +136,11 @@ class BroadcastRun:
         self.status_seen = BroadcastStatus.IN_PROGRESS
         self.batch = pacing.plan_batch(max_mps=self.channel.max_mps)
         self.hold = pacing.number_hold_seconds()
+        # Metrics: each POST's latency (one observe), and POSTs per wall-clock second, added to Redis every check
+        # for msg_channel_sends_per_second (broadcasts/metrics.py).
+        self.latency = META_REQUEST_SECONDS.labels(self.channel.id, "messages")
+        self.wall_offset = time.time() - time.monotonic()
+        self.post_counts: dict[int, int] = {}
 
     async def run_in_db(self, fn: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.runtime.db, in_db_thread(fn))
@@ -149,8 +156,10 @@ class BroadcastRun:
         result = await self.client.send_message(
             phone_number_id=self.channel.phone_number_id, access_token=self.channel.access_token, payload=payload
         )
+        elapsed = time.monotonic() - sent_at
+        self.latency.observe(elapsed)
         if result.ok:
-            self.log.answered(time.monotonic() - sent_at)
+            self.log.answered(elapsed)
         self.report.posted += 1
         self.results.append((send, result, timezone.now()))
         if result.error is not None and not result.unknown:
@@ -176,9 +185,9 @@ class BroadcastRun:
             if status == BroadcastStatus.CANCELLED:
                 now = timezone.now()
                 rows = [cancelled_row(row, now=now) for row in rows]
-            sends_record(rows=rows)
+            sends_record(rows=rows, channel_id=self.channel.id)
         except (db.Error, RedisError):
-            key = journal_put(new)
+            key = journal_put(new, channel_id=self.channel.id)
             if key is not None:
                 self.journal_keys.append(key)
             raise
@@ -252,6 +261,7 @@ class BroadcastRun:
                 self.stop = str(self.gate_closed).lower()
                 break
             if now >= next_check:
+                self._rate_push()
                 results = self._take_results()
                 next_check = time.monotonic() + CHECK_INTERVAL_SECONDS
                 try:
@@ -299,6 +309,7 @@ class BroadcastRun:
         halt.set()
         planned.set()
         await firing
+        self._rate_push()
 
         # Not fired: back to the front of the queue, in order, and their numbers free again (they were held
         # for a POST that did not happen; the next run would otherwise wait 6 s for them).
@@ -360,7 +371,10 @@ class BroadcastRun:
                 else:
                     await limit.acquire()
                 schedule.popleft()
-                log.record(time.monotonic(), slot=slot)
+                fired = time.monotonic()
+                log.record(fired, slot=slot)
+                second = int(fired + self.wall_offset)
+                self.post_counts[second] = self.post_counts.get(second, 0) + 1
                 task = loop.create_task(self._post(send))
                 in_flight.add(task)
                 task.add_done_callback(done)
@@ -376,6 +390,13 @@ class BroadcastRun:
                 planned.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(planned.wait(), MAX_BOOKKEEPING_SLEEP_SECONDS)
+
+    def _rate_push(self) -> None:
+        """Hand the POSTs counted per second to the DB thread, which adds them in Redis (off the loop)."""
+        if self.post_counts:
+            counts, self.post_counts = self.post_counts, {}
+            with contextlib.suppress(RuntimeError):  # the runtime's executor is shut down: the counts are lost
+                self.runtime.db.submit(channel_posts_add, channel_id=self.channel.id, counts=counts)
 
     def _release_number(self, send: Claimed) -> None:
         pacing.number_release(channel_id=self.channel.id, number=send.to, token=str(send.id))
