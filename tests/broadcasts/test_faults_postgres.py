@@ -82,7 +82,7 @@ def test_postgres_stopped_during_the_last_flush_the_pump_writes_its_answers_when
     try:
         # When PostgreSQL is down for 4 s while the last answers come back
         broadcast, recipients = _outage_during_last_flush(
-            channel, template, delivery_sandbox, down_seconds=4, latency_ms=4000
+            channel, template, delivery_sandbox, down_seconds=4, latency_ms=2500
         )
 
         # Then every send ends SENT and no number got a second POST (nothing Meta accepted was forgotten)
