@@ -127,14 +127,14 @@ class BroadcastChangeList(ChangeList):
 class BroadcastAdmin(admin.ModelAdmin):
     list_display = [
         "campaign_name",
-        "organization",
-        "channel",
-        "template_name",
         "status",
         "progress",
         "failed",
         "error_rate",
         "total_recipients",
+        "organization",
+        "channel_number",
+        "template_name",
         "created_at_display",
         "scheduled_at_display",
     ]
@@ -191,6 +191,10 @@ class BroadcastAdmin(admin.ModelAdmin):
     @admin.display(description="progress")
     def progress(self, obj: Broadcast) -> str:
         return progress_bar(obj.send_counts, obj.total_recipients)
+
+    @admin.display(description="channel", ordering="channel__phone_number_id")
+    def channel_number(self, obj: Broadcast) -> str:
+        return obj.channel.name or obj.channel.phone_number_id
 
     @admin.display(description="failed")
     def failed(self, obj: Broadcast) -> str:
@@ -368,6 +372,7 @@ class SendAdmin(admin.ModelAdmin):
     search_help_text = "Exact phone number (any format, e.g. +34 600 11 22 33) or exact wamid, across broadcasts."
     paginator = CappedCountPaginator
     show_full_result_count = False
+    show_facets = admin.ShowFacets.NEVER  # per-status counts over the whole sends table
     list_per_page = 100
 
     updated_at_display = utc_time("updated_at", "updated at")

@@ -206,8 +206,13 @@ def test_send_search_by_number_in_any_format_and_by_wamid(admin_client, broadcas
 
 def test_send_list_never_counts_past_its_cap(admin_client, broadcast, monkeypatch):
     monkeypatch.setattr(admin_module.CappedCountPaginator, "CAP", 50)
-    response = admin_client.get(reverse("admin:broadcasts_send_changelist"))
+    with CaptureQueriesContext(connection) as queries:
+        response = admin_client.get(reverse("admin:broadcasts_send_changelist"))
     assert response.context["cl"].result_count == 50 and 'id="count-capped"' in response.content.decode()
+    counts = [q["sql"] for q in queries.captured_queries if "COUNT(" in q["sql"] and "broadcasts_send" in q["sql"]]
+    assert counts and all("LIMIT 51" in sql for sql in counts)  # never a COUNT over the whole table
+    few = admin_client.get(reverse("admin:broadcasts_send_changelist"), {"status__exact": "FAILED"})
+    assert few.context["cl"].result_count == 10 and 'id="count-capped"' not in few.content.decode()
 
 
 def test_times_show_seconds_and_zone(admin_client, broadcast):
