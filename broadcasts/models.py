@@ -103,6 +103,8 @@ class Send(models.Model):
             models.Index(fields=["broadcast", "status", "index"], name="send_broadcast_status_idx"),
             # Meta's status webhooks find sends by wamid.
             models.Index(fields=["message_id"], name="send_message_id", condition=Q(message_id__isnull=False)),
+            # The admin finds a number's sends across broadcasts.
+            models.Index(fields=["to"], name="send_to"),
             # The sweeper: pending sends that should be moving and are not.
             models.Index(fields=["next_attempt_at"], name="send_pending_due", condition=Q(status="PENDING")),
         ]
