@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('broadcasts', '0002_send_posting_marker'),
+        ('broadcasts', '0003_unmatchedstatus_from_events'),
     ]
 
     operations = [
