@@ -195,6 +195,7 @@ WHATSAPP_VERIFY_TOKEN = env("WHATSAPP_VERIFY_TOKEN", default="")
 WEBHOOKS_ALLOW_PRIVATE = env.bool("WEBHOOKS_ALLOW_PRIVATE", default=False)
 # One outbound event delivery attempt, from connecting to the last byte of the answer (CONTRACT 9: 10 s).
 EVENTS_DELIVERY_TIMEOUT_SECONDS = env.float("EVENTS_DELIVERY_TIMEOUT_SECONDS", default=10.0)
+SECRET_ROTATION_OVERLAP_SECONDS = env.int("SECRET_ROTATION_OVERLAP_SECONDS", default=86400)  # old secret signs too
 
 # --- Celery -------------------------------------------------------------------------------
 # https://docs.celeryq.dev/en/stable/userguide/configuration.html
