@@ -186,6 +186,20 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # OpenAPI 3.1, for its top-level `webhooks`: every customer event type, its body and signature headers.
+    "OAS_VERSION": "3.1.0",
+    "WEBHOOKS": [
+        "events.openapi.MESSAGE_SENT",
+        "events.openapi.MESSAGE_DELIVERED",
+        "events.openapi.MESSAGE_READ",
+        "events.openapi.MESSAGE_FAILED",
+        "events.openapi.BROADCAST_PAUSED",
+        "events.openapi.BROADCAST_COMPLETED",
+        "events.openapi.BROADCAST_CANCELLED",
+        "events.openapi.SUPPRESSION_ADDED",
+        "events.openapi.SUPPRESSION_REMOVED",
+        "events.openapi.PING",
+    ],
 }
 
 # --- WhatsApp -------------------------------------------------------------------------
