@@ -121,3 +121,12 @@ def test_admin_ping_button_reports_the_answer(admin_client, org, receiver, endpo
     receiver.status = 500
     response = admin_client.post(f"/admin/events/webhookendpoint/{endpoint.id}/{button}/", follow=True)
     assert "Ping failed" in response.content.decode() and "HTTP 500" in response.content.decode()
+
+
+def test_other_methods_are_405_in_the_error_envelope(api, org, receiver, endpoint_for):
+    endpoint, _ = endpoint_for(org, receiver.url)
+    for action in ("ping", "rotate-secret"):
+        response = api.get(f"{URL}/{endpoint.id}/{action}")
+        assert response.status_code == 405
+        assert response.json()["error"]["code"]
+    assert receiver.requests == []
