@@ -195,6 +195,20 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # OpenAPI 3.1, for its top-level `webhooks`: every customer event type, its body and signature headers.
+    "OAS_VERSION": "3.1.0",
+    "WEBHOOKS": [
+        "events.openapi.MESSAGE_SENT",
+        "events.openapi.MESSAGE_DELIVERED",
+        "events.openapi.MESSAGE_READ",
+        "events.openapi.MESSAGE_FAILED",
+        "events.openapi.BROADCAST_PAUSED",
+        "events.openapi.BROADCAST_COMPLETED",
+        "events.openapi.BROADCAST_CANCELLED",
+        "events.openapi.SUPPRESSION_ADDED",
+        "events.openapi.SUPPRESSION_REMOVED",
+        "events.openapi.PING",
+    ],
 }
 
 # --- WhatsApp -------------------------------------------------------------------------
@@ -204,6 +218,7 @@ WHATSAPP_VERIFY_TOKEN = env("WHATSAPP_VERIFY_TOKEN", default="")
 WEBHOOKS_ALLOW_PRIVATE = env.bool("WEBHOOKS_ALLOW_PRIVATE", default=False)
 # One outbound event delivery attempt, from connecting to the last byte of the answer (CONTRACT 9: 10 s).
 EVENTS_DELIVERY_TIMEOUT_SECONDS = env.float("EVENTS_DELIVERY_TIMEOUT_SECONDS", default=10.0)
+SECRET_ROTATION_OVERLAP_SECONDS = env.int("SECRET_ROTATION_OVERLAP_SECONDS", default=86400)  # old secret signs too
 
 # --- Celery -------------------------------------------------------------------------------
 # https://docs.celeryq.dev/en/stable/userguide/configuration.html
