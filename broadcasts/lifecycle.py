@@ -96,6 +96,8 @@ def broadcast_cancel(*, broadcast: Broadcast) -> bool:
     broadcast.completed_at = now
     broadcast.save(update_fields=["status", "completed_at", "updated_at"])
     sends_cancel_unleased(broadcast_id=broadcast.id, now=now)
+    # The customer's CRM learns of the cancellation (CONTRACT 9), with the counts as they stand at that moment.
+    transaction.on_commit(lambda: broadcast_event_publish(broadcast_id=broadcast.id, event_type="broadcast.cancelled"))
     return True
 
 

@@ -128,8 +128,9 @@ def message_event_data(*, row: dict[str, Any], status: str) -> dict[str, Any]:
 
 
 def broadcast_event_publish(*, broadcast_id: str, event_type: str) -> None:
-    """Record ``broadcast.paused`` or ``broadcast.completed`` for a broadcast and queue its delivery."""
-    if event_type not in (EventType.BROADCAST_PAUSED, EventType.BROADCAST_COMPLETED):
+    """Record ``broadcast.paused``, ``broadcast.completed`` or ``broadcast.cancelled`` for a broadcast and queue
+    its delivery."""
+    if event_type not in (EventType.BROADCAST_PAUSED, EventType.BROADCAST_COMPLETED, EventType.BROADCAST_CANCELLED):
         raise ValueError(f"Unknown broadcast event type: {event_type!r}")
     endpoints = [ref for ref in endpoints_active() if ref.subscribes_to(event_type)]
     if not endpoints:

@@ -89,14 +89,15 @@ def test_cancel_clears_lease_posting_marker_and_retry_time_of_the_sends_it_cance
         }
     # the live worker's send is left to it
     assert rows[live.pk]["status"] == SendStatus.PENDING and rows[live.pk]["lease_expires_at"] is not None
-    # and the answer waits for the posting fence (it was running)
-    assert len(callbacks) == 1
+    # and after commit the answer waits for the posting fence (it was running), then broadcast.cancelled is published
+    assert [c.__qualname__.split(".")[0] for c in callbacks] == ["_posting_fence", "broadcast_cancel"]
 
 
 def test_cancel_of_a_broadcast_that_never_ran_has_no_fence(broadcast, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         assert lifecycle.broadcast_cancel(broadcast=_locked(broadcast))
-    assert callbacks == []
+    # no fence (nothing was posting), only the broadcast.cancelled event after commit
+    assert [c.__qualname__.split(".")[0] for c in callbacks] == ["broadcast_cancel"]
     assert set(Send.objects.filter(broadcast=broadcast).values_list("status", flat=True)) == {SendStatus.CANCELLED}
 
 

@@ -93,6 +93,28 @@ def test_broadcast_completed_has_counts_and_error_rate(org, broadcast, endpoint_
     assert "completed_at" in event.data
 
 
+def test_cancelling_a_broadcast_publishes_broadcast_cancelled_with_its_counts(
+    org, broadcast, endpoint_for, enqueued, django_capture_on_commit_callbacks
+):
+    # Given an endpoint and a running broadcast whose first 100 sends went out
+    from broadcasts.lifecycle import broadcast_cancel
+
+    endpoint_for(org, "http://127.0.0.1:9/all")
+    Send.objects.filter(broadcast=broadcast, index__lt=100).update(status=SendStatus.SENT)
+    Send.objects.filter(broadcast=broadcast, index__gte=100).update(status=SendStatus.PENDING, message_id=None)
+    broadcast.status = BroadcastStatus.IN_PROGRESS
+    broadcast.save()
+    # When it is cancelled (its after-commit work run: the posting fence's wait, then the event)
+    with django_capture_on_commit_callbacks(execute=True):
+        cancelled = broadcast_cancel(broadcast=broadcast)
+    # Then one broadcast.cancelled event carries the final status and the counts: 100 sent, 200 never posted
+    assert cancelled
+    event = Event.objects.get(type="broadcast.cancelled")
+    assert event.data["status"] == "CANCELLED"
+    assert event.data["counts"]["sent"] == 100 and event.data["counts"]["cancelled"] == 200
+    assert event.data["completed_at"]
+
+
 def test_unknown_statuses_and_event_types(broadcast, enqueued):
     message_events_publish(send_ids=send_ids(broadcast), status="PENDING")
     with pytest.raises(ValueError):
