@@ -18,6 +18,7 @@ SEND_CHUNK = "broadcasts.send_chunk"
 START_DUE = "broadcasts.start_due"
 SWEEP = "broadcasts.sweep"
 IDEMPOTENCY_PURGE = "broadcasts.idempotency_purge"
+RETENTION_PURGE = "broadcasts.retention_purge"
 
 # A chunk task that finds its channel already served by DELIVERY_CHANNEL_PARALLELISM chunk tasks comes back
 # after this (jittered x1-2).

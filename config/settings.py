@@ -272,6 +272,8 @@ DELIVERY_WINDOW_MARGIN = env.float("DELIVERY_WINDOW_MARGIN", default=0.025)
 DELIVERY_CHANNEL_PARALLELISM = env.int("DELIVERY_CHANNEL_PARALLELISM", default=1)
 # Same number, same channel: at most once per this many seconds (CONTRACT 6: 6 s), plus the slot look-ahead.
 DELIVERY_SAME_NUMBER_SECONDS = env.float("DELIVERY_SAME_NUMBER_SECONDS", default=6.0)
+# Sends of broadcasts that ended more than this many days ago are deleted (counts stay on the broadcast).
+RETENTION_DAYS = env.int("RETENTION_DAYS", default=90)
 # Beat periods: scheduled broadcasts start within 15 s of scheduled_at; the sweeper recovers lost work.
 DELIVERY_START_DUE_INTERVAL = env.float("DELIVERY_START_DUE_INTERVAL", default=5.0)
 DELIVERY_SWEEP_INTERVAL = env.float("DELIVERY_SWEEP_INTERVAL", default=10.0)
@@ -284,6 +286,8 @@ CELERY_BEAT_SCHEDULE: dict = {
     "broadcasts-unmatched-statuses-retry": {"task": "broadcasts.unmatched_statuses_retry", "schedule": 10.0},
     # Idempotency-Key records answer for 24 h; lookups ignore older ones, this keeps the table small.
     "broadcasts-idempotency-purge": {"task": "broadcasts.idempotency_purge", "schedule": 3600.0},
+    # Retention (CONTRACT 14): sends of broadcasts that ended RETENTION_DAYS ago, in bounded batches.
+    "broadcasts-retention-purge": {"task": "broadcasts.retention_purge", "schedule": 600.0},
 }
 # Beat's schedule file only keeps last-run times, and every beat task is an idempotent sweep: kept in a temporary
 # directory unless set (nothing to create in a fresh checkout). Losing it is harmless: each interval starts over.
