@@ -135,8 +135,10 @@ class Send(models.Model):
             models.Index(fields=["broadcast", "status", "index"], name="send_broadcast_status_idx"),
             # Meta's status webhooks find sends by wamid.
             models.Index(fields=["message_id"], name="send_message_id", condition=Q(message_id__isnull=False)),
-            # The sweeper: pending sends that should be moving and are not.
-            models.Index(fields=["next_attempt_at"], name="send_pending_due", condition=Q(status="PENDING")),
+            # Claims, dispatch and finalize: one broadcast's pending sends in id order. Led by the broadcast, so no
+            # plan can scan every pending send of the table (the former send_pending_due on next_attempt_at alone
+            # looked tiny to the planner after a bulk load and made a claim read all 500,000 pending sends).
+            models.Index(fields=["broadcast", "id"], name="send_pending", condition=Q(status="PENDING")),
             # The sweeper: expired leases, among the leased pending sends only (O(leased), not O(pending)).
             models.Index(
                 fields=["lease_expires_at"],
