@@ -1,8 +1,9 @@
 """Retention (CONTRACT 14): the sends of broadcasts that ended more than RETENTION_DAYS ago are deleted by beat.
 
-In bounded batches with no long lock: each DELETE removes at most PURGE_BATCH sends of one broadcast, by id range
-(the sends of one broadcast were written together by one COPY: their ids are one dense range), each in its own
-short transaction; a run stops after PURGE_MAX_SECONDS and the next one goes on. The broadcast keeps its kept
+In bounded batches with no long lock: each DELETE removes at most PURGE_BATCH sends of one broadcast, by a range of
+their request positions (``index`` runs 0..total_recipients-1: the unique (broadcast, index) index finds them,
+whatever the statistics say; a MIN/MAX(id) by broadcast can walk the whole primary key), each in its own short
+transaction; a run stops after PURGE_MAX_SECONDS and the next one goes on. The broadcast keeps its kept
 counts (and so its error_rate) and gets ``purged_at``; its recipients listing is then empty. Nothing pending is
 ever deleted: only ended broadcasts (COMPLETED, FAILED, CANCELLED) with no pending send are purged, and every
 DELETE repeats ``status <> 'PENDING'``.
@@ -13,7 +14,6 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Max, Min
 from django.utils import timezone
 
 from broadcasts.models import FINAL_BROADCAST_STATUSES, Broadcast, Send, SendStatus
@@ -51,21 +51,18 @@ def broadcast_sends_purge(
     """Delete the broadcast's sends, ``batch`` ids per DELETE; then set ``purged_at``. Returns (sends deleted,
     whether it is now purged), or None when the deadline came first (the next run goes on)."""
     batch = batch or PURGE_BATCH
-    bounds = Send.objects.filter(broadcast_id=broadcast_id).aggregate(first=Min("id"), last=Max("id"))
+    total = Broadcast.objects.filter(id=broadcast_id).values_list("total_recipients", flat=True).first() or 0
     deleted = 0
-    if bounds["first"] is not None:
-        low = bounds["first"]
-        while low <= bounds["last"]:
-            if deadline is not None and time.monotonic() > deadline:
-                return None
-            with transaction.atomic():
-                n, _ = (
-                    Send.objects.filter(broadcast_id=broadcast_id, id__gte=low, id__lt=low + batch)
-                    .exclude(status=SendStatus.PENDING)
-                    .delete()
-                )
-            deleted += n
-            low += batch
+    for low in range(0, total, batch):
+        if deadline is not None and time.monotonic() > deadline:
+            return None
+        with transaction.atomic():
+            n, _ = (
+                Send.objects.filter(broadcast_id=broadcast_id, index__gte=low, index__lt=low + batch)
+                .exclude(status=SendStatus.PENDING)
+                .delete()
+            )
+        deleted += n
     with transaction.atomic():
         broadcast = Broadcast.objects.select_for_update().filter(id=broadcast_id).first()
         # A send still stored here is pending (a retry after the cutoff was read): the broadcast is not purged.
