@@ -9,7 +9,7 @@ import logging
 
 from celery import shared_task
 
-from broadcasts import queue, recovery
+from broadcasts import queue, recovery, retention
 from broadcasts.delivery import dispatch, pump
 from broadcasts.queue import chunk_time_limits
 
@@ -71,6 +71,12 @@ def idempotency_purge_task() -> int:
     from broadcasts.idempotency import idempotency_records_purge
 
     return idempotency_records_purge()
+
+
+@shared_task(name=queue.RETENTION_PURGE)
+def retention_purge_task() -> dict[str, int]:
+    """Beat, every 10 min: delete the sends of broadcasts that ended more than RETENTION_DAYS ago (bounded)."""
+    return retention.sends_purge_expired()
 
 
 # --- Meta statuses that arrived before their wamid was stored (broadcasts.status_updates) ---------------------

@@ -305,6 +305,8 @@ DELIVERY_WINDOW_MARGIN = env.float("DELIVERY_WINDOW_MARGIN", default=0.025)
 DELIVERY_CHANNEL_PARALLELISM = env.int("DELIVERY_CHANNEL_PARALLELISM", default=1)
 # Same number, same channel: at most once per this many seconds (CONTRACT 6: 6 s), plus the slot look-ahead.
 DELIVERY_SAME_NUMBER_SECONDS = env.float("DELIVERY_SAME_NUMBER_SECONDS", default=6.0)
+# Sends of broadcasts that ended more than this many days ago are deleted (counts stay on the broadcast).
+RETENTION_DAYS = env.int("RETENTION_DAYS", default=90)
 # Beat periods: scheduled broadcasts start within 15 s of scheduled_at; the sweeper recovers lost work.
 DELIVERY_START_DUE_INTERVAL = env.float("DELIVERY_START_DUE_INTERVAL", default=5.0)
 DELIVERY_SWEEP_INTERVAL = env.float("DELIVERY_SWEEP_INTERVAL", default=10.0)
@@ -319,6 +321,8 @@ CELERY_BEAT_SCHEDULE: dict = {
     "broadcasts-idempotency-purge": {"task": "broadcasts.idempotency_purge", "schedule": 3600.0},
     # Worker liveness for /v1/health and msg_worker_last_seen_seconds (core/heartbeat.py).
     "core-heartbeat": {"task": "core.heartbeat", "schedule": 15.0},
+    # Retention (CONTRACT 14): sends of broadcasts that ended RETENTION_DAYS ago, in bounded batches.
+    "broadcasts-retention-purge": {"task": "broadcasts.retention_purge", "schedule": 600.0},
 }
 # Every beat entry goes to the maintenance queue (also what task_route says for these names).
 for _entry in CELERY_BEAT_SCHEDULE.values():

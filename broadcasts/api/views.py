@@ -55,8 +55,7 @@ def _errors(*codes: int) -> dict[int, OpenApiResponse]:
 
 
 def _broadcast_body(broadcast) -> dict[str, Any]:
-    counts = selectors.broadcast_counts(broadcast_ids=[broadcast.id])[broadcast.id]
-    return s.broadcast_representation(broadcast, counts)
+    return s.broadcast_representation(broadcast, selectors.counts_of(broadcast))
 
 
 def _json_body(request: Request, raw: bytes) -> Any:
@@ -196,9 +195,8 @@ class BroadcastCollectionApi(BulkView):
         page, more = selectors.broadcast_list(
             organization=request.user.organization, limit=limit, after=after, status=status
         )
-        counts = selectors.broadcast_counts(broadcast_ids=[b.id for b in page])
         next_cursor = cursor_encode(page[-1].created_at.isoformat(), page[-1].id) if more else None
-        data = [s.broadcast_representation(b, counts[b.id]) for b in page]
+        data = [s.broadcast_representation(b, selectors.counts_of(b)) for b in page]
         return Response({"data": data, "next_cursor": next_cursor})
 
 

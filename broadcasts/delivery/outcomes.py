@@ -2,8 +2,8 @@
 
 - ``outcome_row`` maps one POST's result onto its send (SENT, FAILED, PENDING with a retry time; the retry
   policy is ``retry_delay``), ``cancelled_row`` adjusts rows of a broadcast cancelled meanwhile;
-- ``sends_record`` writes a batch of rows with ONE UPDATE (only PENDING sends: a send is final once) and
-  publishes their message events in the same transaction;
+- ``sends_record`` writes a batch of rows with ONE UPDATE (only PENDING sends: a send is final once), moves the
+  broadcast's kept counts (broadcasts/counts.py) and publishes their message events in the same transaction;
 - the outcome journal keeps final rows in Redis while the database is away, and the sweeper applies it.
 
 A broadcast's own status is not changed here (broadcasts/lifecycle.py does that).
@@ -28,6 +28,7 @@ from django.db.models import F
 from django.utils import timezone
 from redis.exceptions import RedisError
 
+from broadcasts.counts import broadcasts_lock_for_sends, counts_add, deltas_of
 from broadcasts.delivery.claims import Claimed
 from broadcasts.models import Send, SendStatus
 from broadcasts.notifications import message_events_publish
@@ -90,7 +91,7 @@ UPDATE broadcasts_send AS s SET
 FROM (VALUES {values}) AS v(id, status, attempts_delta, next_attempt_at, unknown_inc, message_id, error_code,
                             error_title, error_message, error_retryable, sent_at, failed_at)
 WHERE s.id = v.id AND s.status = 'PENDING'
-RETURNING s.id, s.status
+RETURNING s.id, s.status, s.broadcast_id
 """
 _PG_VALUE = (
     "(%s::bigint, %s::varchar, %s::int, %s::timestamptz, %s::int, %s::varchar, %s::varchar, %s::varchar, %s::text,"
@@ -102,9 +103,10 @@ def sends_record(*, rows: list[OutcomeRow], channel_id: str = "") -> dict[str, l
     """Write outcomes for leased sends with ONE UPDATE (PostgreSQL) and record their message events with it.
 
     Only PENDING rows are touched: a send is final once, whatever runs twice. Returns ids per new status.
-    The outcome UPDATE and the events it causes commit together: an event is never lost once its outcome is
-    written, and a failure of either leaves both to be written again. The written outcomes are counted in
-    msg_sends_total{channel, outcome, code} once committed.
+    The outcome UPDATE, the kept counts (one relative UPDATE per broadcast: every row was PENDING) and the events
+    it causes commit together: an event is never lost once its outcome is written, and a failure of any leaves
+    all to be written again. The written outcomes are counted in msg_sends_total{channel, outcome, code} once
+    committed.
     """
     if not rows:
         return {}
@@ -136,6 +138,8 @@ def _outcomes_count(*, channel_id: str, rows: list[OutcomeRow], written: list) -
 
 def _sends_record(*, rows: list[OutcomeRow]) -> tuple[dict[str, list[int]], list]:
     now = timezone.now()
+    # Lock order (broadcasts/counts.py): the broadcast row before its sends.
+    broadcasts_lock_for_sends(send_ids=[r.id for r in rows])
     if connection.vendor == "postgresql":
         params: list[Any] = [now]
         for r in rows:
@@ -181,9 +185,10 @@ def _sends_record(*, rows: list[OutcomeRow]) -> tuple[dict[str, list[int]], list
                     error_retryable=r.error_retryable,
                 )
             if Send.objects.filter(id=r.id, status=SendStatus.PENDING).update(**changes):
-                written.append((r.id, r.status))
+                written.append((r.id, r.status, Send.objects.values_list("broadcast_id", flat=True).get(id=r.id)))
+    counts_add(deltas_of((broadcast_id, SendStatus.PENDING, status) for _, status, broadcast_id in written))
     by_status: dict[str, list[int]] = {}
-    for send_id, status in written:
+    for send_id, status, _ in written:
         by_status.setdefault(status, []).append(send_id)
     for status in (SendStatus.SENT, SendStatus.FAILED):
         if by_status.get(status):

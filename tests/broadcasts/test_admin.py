@@ -12,8 +12,10 @@ from django.urls import reverse
 
 from broadcasts import admin as admin_module
 from broadcasts import services
+from broadcasts.counts import counts_rebuild
 from broadcasts.exports import CSV_HEADER, sends_for_csv
 from broadcasts.models import Broadcast, BroadcastStatus, Send, SendStatus
+from tests.broadcasts.counts_support import sends_update
 from tests.broadcasts.test_api_create import payload
 
 
@@ -22,10 +24,14 @@ def broadcast(org, channel, template) -> Broadcast:
     with mock.patch("broadcasts.services.enqueue_dispatch"):
         result = services.broadcast_create(organization=org, body=payload(channel, n=120, campaign_name="Promo Nov"))
     broadcast = Broadcast.objects.get(pk=result.body["broadcast_id"])
-    Send.objects.filter(broadcast=broadcast, index__lt=30).update(status=SendStatus.SENT)
-    Send.objects.filter(broadcast=broadcast, index__gte=110).update(
-        status=SendStatus.FAILED, error_code="131026", error_message="Message undeliverable."
+    sends_update(Send.objects.filter(broadcast=broadcast, index__lt=30), status=SendStatus.SENT)
+    sends_update(
+        Send.objects.filter(broadcast=broadcast, index__gte=110),
+        status=SendStatus.FAILED,
+        error_code="131026",
+        error_message="Message undeliverable.",
     )
+    counts_rebuild(broadcast_ids=[broadcast.id])
     return broadcast
 
 

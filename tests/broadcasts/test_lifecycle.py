@@ -8,6 +8,7 @@ from django.utils import timezone
 
 from broadcasts import lifecycle
 from broadcasts.models import Broadcast, BroadcastStatus, Send, SendStatus
+from tests.broadcasts.counts_support import sends_update
 from tests.delivery_support import broadcast_make, numbers
 
 pytestmark = pytest.mark.django_db
@@ -170,8 +171,8 @@ def test_resume_goes_back_to_where_the_broadcast_was(broadcast, started, expecte
 
 def test_finalize_completes_once_when_nothing_is_pending(broadcast):
     Broadcast.objects.filter(pk=broadcast.pk).update(status=BroadcastStatus.IN_PROGRESS)
-    Send.objects.filter(broadcast=broadcast, index=0).update(status=SendStatus.SENT, message_id="wamid.1")
-    Send.objects.filter(broadcast=broadcast, index__gt=0).update(status=SendStatus.FAILED)
+    sends_update(Send.objects.filter(broadcast=broadcast, index=0), status=SendStatus.SENT, message_id="wamid.1")
+    sends_update(Send.objects.filter(broadcast=broadcast, index__gt=0), status=SendStatus.FAILED)
     with mock.patch("broadcasts.lifecycle.broadcast_event_publish") as publish:
         assert lifecycle.broadcast_finalize(broadcast_id=broadcast.id) == BroadcastStatus.COMPLETED
         assert lifecycle.broadcast_finalize(broadcast_id=broadcast.id) is None
@@ -180,8 +181,8 @@ def test_finalize_completes_once_when_nothing_is_pending(broadcast):
 
 def test_finalize_waits_for_pending_sends_and_fails_a_broadcast_meta_accepted_nothing_of(broadcast):
     Broadcast.objects.filter(pk=broadcast.pk).update(status=BroadcastStatus.IN_PROGRESS)
-    Send.objects.filter(broadcast=broadcast, index__gt=0).update(status=SendStatus.FAILED)
+    sends_update(Send.objects.filter(broadcast=broadcast, index__gt=0), status=SendStatus.FAILED)
     assert lifecycle.broadcast_finalize(broadcast_id=broadcast.id) is None
-    Send.objects.filter(broadcast=broadcast).update(status=SendStatus.FAILED)
+    sends_update(Send.objects.filter(broadcast=broadcast), status=SendStatus.FAILED)
     with mock.patch("broadcasts.lifecycle.broadcast_event_publish"):
         assert lifecycle.broadcast_finalize(broadcast_id=broadcast.id) == BroadcastStatus.FAILED

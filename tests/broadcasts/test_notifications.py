@@ -6,6 +6,7 @@ import pytest
 from broadcasts.models import BroadcastStatus, Send, SendStatus
 from broadcasts.notifications import broadcast_event_publish, message_events_publish
 from events.models import Event, EventDelivery
+from tests.broadcasts.counts_support import sends_update
 from tests.events import conftest as events_conftest
 from tests.events.helpers import broadcast_with_sends
 
@@ -55,7 +56,8 @@ def test_a_chunk_is_written_in_bulk_with_one_task_per_endpoint(
 def test_failed_events_carry_the_error(org, broadcast, endpoint_for, enqueued):
     endpoint_for(org, "http://127.0.0.1:9/all")
     send = broadcast.sends.get(index=7)
-    Send.objects.filter(id=send.id).update(
+    sends_update(
+        Send.objects.filter(id=send.id),
         status=SendStatus.FAILED,
         error_code="missing_variables",
         error_message="monto is missing",
@@ -79,8 +81,8 @@ def test_another_organizations_endpoint_gets_nothing(other_org, broadcast, endpo
 
 def test_broadcast_completed_has_counts_and_error_rate(org, broadcast, endpoint_for, enqueued):
     endpoint_for(org, "http://127.0.0.1:9/all")
-    Send.objects.filter(broadcast=broadcast, index__lt=30).update(status=SendStatus.FAILED)
-    Send.objects.filter(broadcast=broadcast, index__gte=290).update(status=SendStatus.READ)
+    sends_update(Send.objects.filter(broadcast=broadcast, index__lt=30), status=SendStatus.FAILED)
+    sends_update(Send.objects.filter(broadcast=broadcast, index__gte=290), status=SendStatus.READ)
     broadcast.status = BroadcastStatus.COMPLETED
     broadcast.save()
     broadcast_event_publish(broadcast_id=broadcast.id, event_type="broadcast.completed")
@@ -130,8 +132,13 @@ def test_the_portable_path_records_the_same_events_as_postgresql(org, broadcast,
     from events import endpoints
 
     endpoint_for(org, "http://127.0.0.1:9/all")
-    Send.objects.filter(broadcast=broadcast, index__lt=2).update(
-        status=status, error_code="131026", error_title="Undeliverable", error_message="", error_retryable=False
+    sends_update(
+        Send.objects.filter(broadcast=broadcast, index__lt=2),
+        status=status,
+        error_code="131026",
+        error_title="Undeliverable",
+        error_message="",
+        error_retryable=False,
     )
     Send.objects.filter(broadcast=broadcast, index=1).update(meta_data=None)
     ids = send_ids(broadcast)[:2]
