@@ -41,6 +41,7 @@ MAINTENANCE_TASKS = {
     "broadcasts.sweep",
     "broadcasts.idempotency_purge",
     "broadcasts.unmatched_statuses_retry",
+    "broadcasts.retention_purge",
     "events.sweep",
     "core.heartbeat",
 }

@@ -119,7 +119,7 @@ def sends_record(*, rows: list[OutcomeRow], channel_id: str = "") -> dict[str, l
 def _outcomes_count(*, channel_id: str, rows: list[OutcomeRow], written: list) -> None:
     """One dict count per written row, then one counter ``inc`` per (outcome, code) of the batch."""
     if len(written) != len(rows):
-        ids = {send_id for send_id, _ in written}
+        ids = {row[0] for row in written}  # (id, new status, broadcast id) of each row the UPDATE wrote
         rows = [r for r in rows if r.id in ids]
     counts: dict[tuple[str, str], int] = {}
     for r in rows:
