@@ -129,7 +129,7 @@ class BroadcastAdmin(admin.ModelAdmin):
         "campaign_name",
         "status",
         "progress",
-        "failed",
+        "failed_sends",
         "error_rate",
         "total_recipients",
         "organization",
@@ -196,8 +196,9 @@ class BroadcastAdmin(admin.ModelAdmin):
     def channel_number(self, obj: Broadcast) -> str:
         return obj.channel.name or obj.channel.phone_number_id
 
+    # Not named `failed`: that is the model's kept count, and a model field wins over an admin method of its name.
     @admin.display(description="failed")
-    def failed(self, obj: Broadcast) -> str:
+    def failed_sends(self, obj: Broadcast) -> str:
         n = obj.send_counts["failed"]
         if not n:
             return "0"
