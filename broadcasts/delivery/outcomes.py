@@ -70,6 +70,8 @@ class OutcomeRow:
     failed_at: datetime | None = None
     # False for a send handed back without a POST (a cancel makes it CANCELLED, never FAILED).
     posted: bool = True
+    # Why a send handed back PENDING with a next_attempt_at waits (gates.Admission.deferred's reason).
+    wait_reason: str | None = None
 
 
 _PG_RECORD_SQL = """

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import logging
 import time
@@ -31,7 +32,7 @@ from django.utils import timezone
 from redis.exceptions import RedisError
 
 from broadcasts import lifecycle
-from broadcasts.delivery import limiter, pacing
+from broadcasts.delivery import gates, limiter, pacing
 from broadcasts.delivery.claims import POST_PERMIT_SECONDS, Claimed, claim_size, sends_claim, sends_mark_posting
 from broadcasts.delivery.outcomes import (
     OutcomeRow,
@@ -121,7 +122,8 @@ class BroadcastRun:
         self.client = runtime.graph_client()
         self.queue: deque[Claimed] = deque(sends)
         self.results: list[tuple[Claimed, SendResult, datetime]] = []
-        self.deferred: list[tuple[Claimed, float]] = []
+        # (send, wait seconds, reason): handed back PENDING at the end of the run, due again after the wait.
+        self.deferred: list[tuple[Claimed, float, str]] = []
         self.rows_written: list[OutcomeRow] = []
         # Rows whose write failed (tried again with the next write) and their journal entries in Redis.
         self.unwritten: list[OutcomeRow] = []
@@ -130,6 +132,15 @@ class BroadcastRun:
         # The broadcast's status when the posting gate found it no longer IN_PROGRESS.
         self.gate_closed: str | None = None
         self.account_error: SendResult | None = None
+        # A gate's pause (its paused_reason): the run pauses the broadcast and stops, like on an account error.
+        self.gate_pause: dict | None = None
+        self.gate_context = gates.GateContext(
+            broadcast_id=broadcast.id,
+            organization_id=broadcast.organization_id,
+            channel_id=self.channel.id,
+            template_category=broadcast.template.category,
+            now=timezone.now(),
+        )
         self.paused = False
         self.store_down = False
         self.stop: str | None = None
@@ -236,6 +247,11 @@ class BroadcastRun:
             reason={"code": error.code, "message": error.message},
         )
 
+    def _pause_for_gate(self) -> None:
+        assert self.gate_pause is not None
+        self.paused = True
+        lifecycle.broadcast_pause_for_account_error(broadcast_id=self.broadcast.id, reason=self.gate_pause)
+
     async def run(self) -> None:
         """Bookkeeping (outcome writes, status checks, claims, slot reservations) runs here; firing the reserved
         slots runs in ``_fire`` beside it on the same loop, so a slow database write never makes a slot late."""
@@ -254,6 +270,9 @@ class BroadcastRun:
             now = time.monotonic()
             if self.account_error is not None:
                 self.stop = "account_error"
+                break
+            if self.gate_pause is not None:
+                self.stop = "gate_pause"
                 break
             if self.gate_closed is not None:
                 # Paused or cancelled: the gate let nothing more through; what is in flight is still recorded.
@@ -317,6 +336,8 @@ class BroadcastRun:
             send = schedule.pop()[1]
             self.queue.appendleft(send)
             self._release_number(send)
+        if self.gate_pause is not None:
+            await self.run_in_db(self._pause_for_gate)
         if self.account_error is not None:
             # Pause first, so the other workers' runs see it at their next check; then wait for answers.
             await self.run_in_db(self._pause_for)
@@ -422,6 +443,24 @@ class BroadcastRun:
         self.report.claimed += len(more)
         self.queue.extend(more)
 
+    async def _admit(self, batch: list[Claimed]) -> list[Claimed]:
+        """Pass the marked batch through the admission gates (broadcasts/delivery/gates.py); returns what may be
+        posted. A gate's failures are recorded without a POST, its waits handed back at the end of the run, and
+        its pause stops the run (the sends it did not admit go back to the queue). Raises like the marking does
+        when the database or Redis is away (the caller hands the batch back)."""
+        if not batch or not gates.GATES:
+            return batch
+        ctx = dataclasses.replace(self.gate_context, now=timezone.now())
+        verdict = await self.run_in_db(functools.partial(gates.sends_admit, ctx, batch))
+        now = timezone.now()
+        self.results += [(send, result, now) for send, result in verdict.failed]
+        self.deferred += verdict.deferred
+        if verdict.returned:
+            self.queue.extendleft(reversed(verdict.returned))
+        if verdict.pause is not None and self.gate_pause is None:
+            self.gate_pause = verdict.pause
+        return verdict.ready
+
     async def _plan(self, schedule: deque) -> float:
         """Reserve the next slots and give them to queued sends whose number is free; returns when to plan next."""
         batch = [self.queue.popleft() for _ in range(min(self.batch, len(self.queue)))]
@@ -437,6 +476,9 @@ class BroadcastRun:
                 return time.monotonic() + CHECK_INTERVAL_SECONDS
             # A send no longer PENDING (final meanwhile) is not ours to post or record.
             batch = [s for s in batch if s.id in marked]
+            batch = await self._admit(batch)
+            if self.gate_pause is not None:
+                return time.monotonic() + CHECK_INTERVAL_SECONDS
             grant = limiter.channel_reserve(channel_id=self.channel.id, max_mps=self.channel.max_mps, want=len(batch))
         except (db.Error, RedisError):
             # Database or Redis away for a moment: nothing is sent unmarked or unpaced; try again shortly.
@@ -462,7 +504,7 @@ class BroadcastRun:
         ready = []
         for send, wait in zip(use, waits, strict=True):
             if wait > 0:
-                self.deferred.append((send, wait))
+                self.deferred.append((send, wait, "throughput"))
             else:
                 ready.append(send)
         # Slots are used in order; those of deferred sends go unused (never saved up: no burst later).
@@ -481,8 +523,9 @@ class BroadcastRun:
         self.finished = True
         now = timezone.now()
         rows: list[OutcomeRow] = []
-        for send, wait in self.deferred:
-            # The number got a message on this channel < 6 s ago: spaced, not dropped, and no attempt counted.
+        for send, wait, reason in self.deferred:
+            # A gate's wait, or the number got a message on this channel < 6 s ago: spaced, not dropped, and no
+            # attempt counted.
             rows.append(
                 OutcomeRow(
                     id=send.id,
@@ -490,6 +533,7 @@ class BroadcastRun:
                     attempts_delta=-1,
                     next_attempt_at=now + timedelta(seconds=wait),
                     posted=False,
+                    wait_reason=reason,
                 )
             )
         for send in self.queue:
