@@ -7,7 +7,9 @@ end without a call to Meta (``failed``, with the result to record). A gate may a
 (the pausing gate's ``ready`` included) is handed back untouched, and a gate that reserved something for those
 sends (a budget) must let a send admitted again later reserve it only once.
 
-Gates run in order on what the previous ones admitted, in the run's database thread (they may read the database
+Each rule's gate is a ``gate_<rule>.py`` module of this package (an adapter over the rule's own module, e.g.
+``broadcasts/suppressions.py``); ``gate_chain.GATES`` orders them. Gates run in order on what the previous ones
+admitted, in the run's database thread (they may read the database
 and Redis). A gate that cannot decide (Redis or the database away) raises, and the batch is tried again shortly:
 nothing is posted unchecked. A gate must be idempotent per send: a send it admitted may come back (not granted a
 slot this time) and be admitted again.
@@ -49,14 +51,11 @@ class Admission:
 
 Gate = Callable[[GateContext, list[Claimed]], Admission]
 
-# In the order they run. Each rule's own module defines its gate; this list is the one place that orders them.
-GATES: Sequence[Gate] = ()
 
-
-def sends_admit(ctx: GateContext, sends: list[Claimed], gates: Sequence[Gate] | None = None) -> Admission:
-    """Run the batch through every gate; a pause stops the chain and hands back what was not yet admitted."""
+def sends_admit(ctx: GateContext, sends: list[Claimed], gates: Sequence[Gate]) -> Admission:
+    """Run the batch through the gates in order; a pause stops the chain and hands back what was not admitted."""
     verdict = Admission(ready=list(sends))
-    for gate in GATES if gates is None else gates:
+    for gate in gates:
         if not verdict.ready:
             break
         step = gate(ctx, verdict.ready)

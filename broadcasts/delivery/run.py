@@ -32,7 +32,7 @@ from django.utils import timezone
 from redis.exceptions import RedisError
 
 from broadcasts import lifecycle
-from broadcasts.delivery import gates, limiter, pacing
+from broadcasts.delivery import gate_chain, gates, limiter, pacing
 from broadcasts.delivery.claims import POST_PERMIT_SECONDS, Claimed, claim_size, sends_claim, sends_mark_posting
 from broadcasts.delivery.outcomes import (
     OutcomeRow,
@@ -448,10 +448,10 @@ class BroadcastRun:
         posted. A gate's failures are recorded without a POST, its waits handed back at the end of the run, and
         its pause stops the run (the sends it did not admit go back to the queue). Raises like the marking does
         when the database or Redis is away (the caller hands the batch back)."""
-        if not batch or not gates.GATES:
+        if not batch or not gate_chain.GATES:
             return batch
         ctx = dataclasses.replace(self.gate_context, now=timezone.now())
-        verdict = await self.run_in_db(functools.partial(gates.sends_admit, ctx, batch))
+        verdict = await self.run_in_db(functools.partial(gates.sends_admit, ctx, batch, gate_chain.GATES))
         now = timezone.now()
         self.results += [(send, result, now) for send, result in verdict.failed]
         self.deferred += verdict.deferred
