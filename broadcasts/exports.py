@@ -1,7 +1,15 @@
 """A broadcast's sends as CSV (CONTRACT 5): the rows of the admin's export and of the API's ``format=csv``.
 
-Streamed: the sends are read by keyset chunks on (broadcast, index), so memory stays flat for any broadcast size
-and no server-side cursor has to outlive a transaction.
+Streamed: the sends are read by keyset chunks on (broadcast, index) (or (broadcast, status, index) with a status
+filter: the send_broadcast_status_idx index either way), so memory stays flat for any broadcast size and no
+server-side cursor has to outlive a transaction.
+
+Formula injection (OWASP "CSV injection"): a spreadsheet runs a cell that starts with ``=``, ``+``, ``-``, ``@``,
+tab or CR as a formula. Every text cell that may carry words from outside (wamid, error code and message, which
+come from Meta's answers and webhooks) starting so gets a leading ``'``, which spreadsheets show as text. Two
+columns are left exact on purpose: ``to`` is a validated E.164 number (``+`` then digits only: never a formula
+that can call anything, and a quote would corrupt every row of a machine's import), and ``meta_data`` is always a
+JSON object, so its cell starts with ``{``. Numbers and times are ours.
 """
 
 import csv
@@ -10,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from broadcasts.models import Send
+from broadcasts.models import Broadcast, Send
 from core.timefmt import iso_utc
 
 CSV_HEADER = (
@@ -25,6 +33,15 @@ CSV_HEADER = (
     "meta_data",
 )
 CHUNK_SIZE = 2000
+# First characters a spreadsheet reads as the start of a formula (OWASP).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_text_cell(value: str | None) -> str:
+    """A text cell, defused: a leading ``'`` when a spreadsheet would read it as a formula; "" for null."""
+    if not value:
+        return ""
+    return "'" + value if value.startswith(FORMULA_STARTS) else value
 
 
 def send_csv_row(send: dict[str, Any]) -> list[Any]:
@@ -34,10 +51,10 @@ def send_csv_row(send: dict[str, Any]) -> list[Any]:
         send["index"],
         send["to"],
         send["status"],
-        send.get("message_id") or "",
+        csv_text_cell(send.get("message_id")),
         send["attempts"],
-        send.get("error_code") or "",
-        send.get("error_message") or "",
+        csv_text_cell(send.get("error_code")),
+        csv_text_cell(send.get("error_message")),
         iso_utc(send.get("updated_at")) or "",
         orjson.dumps(meta_data).decode() if meta_data is not None else "",
     ]
@@ -70,3 +87,20 @@ def sends_csv_lines(sends: Iterator[dict[str, Any]]) -> Iterator[str]:
     yield writer.writerow(CSV_HEADER)
     for send in sends:
         yield writer.writerow(send_csv_row(send))
+
+
+def broadcast_csv_stream(*, broadcast: Broadcast, status: str | None = None) -> Iterator[str]:
+    """The API's ``format=csv`` body: the header, then the sends in request order, one text piece per chunk of
+    sends (a few writes to the socket, not one per row). A purged broadcast's export is the header alone."""
+    writer = csv.writer(_Echo())
+    yield writer.writerow(CSV_HEADER)
+    if broadcast.purged_at is not None:
+        return
+    rows: list[str] = []
+    for send in sends_for_csv(broadcast_id=broadcast.id, status=status):
+        rows.append(writer.writerow(send_csv_row(send)))
+        if len(rows) >= CHUNK_SIZE:
+            yield "".join(rows)
+            rows = []
+    if rows:
+        yield "".join(rows)

@@ -3,6 +3,7 @@
     PENDING --start--> IN_PROGRESS --finalize--> COMPLETED | FAILED
     PENDING | IN_PROGRESS --pause--> PAUSED --resume--> IN_PROGRESS (PENDING when it never started)
     anything not final --cancel--> CANCELLED (its pending sends no worker holds: CANCELLED)
+    COMPLETED | FAILED --retry (failed sends re-queued)--> IN_PROGRESS; PENDING, IN_PROGRESS, PAUSED keep theirs
 
 Each transition is written once, here, and guarded by the row: a conditional UPDATE (start, finalize) or the
 caller's row lock (pause, resume, cancel: ``broadcast_get_for_update`` in broadcasts/services.py, which turns a
@@ -157,5 +158,58 @@ def broadcast_resume(*, broadcast: Broadcast) -> bool:
     return True
 
 
-# Retrying failed sends (FAILED -> PENDING for a new round of attempts) is a lifecycle transition too: it lands
-# here, beside cancel, and the API/admin action that asks for it in broadcasts/services.py.
+# Where retry may re-queue: a PAUSED broadcast re-queues but stays PAUSED; a CANCELLED one never sends again.
+RETRYABLE_FROM = (
+    BroadcastStatus.PENDING,
+    BroadcastStatus.IN_PROGRESS,
+    BroadcastStatus.PAUSED,
+    BroadcastStatus.COMPLETED,
+    BroadcastStatus.FAILED,
+)
+
+
+def sends_retry(*, broadcast_id: str, error_codes: Iterable[str] | None = None, now: datetime | None = None) -> int:
+    """FAILED sends with ``retryable: true`` (and one of ``error_codes``, when given) -> PENDING for a new round
+    of attempts: attempts start over, error, wamid and status times cleared (``unknown_outcomes`` stays, a record
+    of re-posts). The kept counts move in the same transaction, the broadcast row locked first. Returns how many.
+    Only this re-posts a FAILED send; posting-time rules still apply (a 131049 number waits out its hold)."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        broadcasts_lock(broadcast_ids=[broadcast_id])
+        queryset = Send.objects.filter(broadcast_id=broadcast_id, status=SendStatus.FAILED, error_retryable=True)
+        if error_codes is not None:
+            queryset = queryset.filter(error_code__in=list(error_codes))
+        n = queryset.update(
+            status=SendStatus.PENDING,
+            attempts=0,
+            next_attempt_at=None,
+            lease_expires_at=None,
+            posting_at=None,
+            message_id=None,
+            error_code="",
+            error_title="",
+            error_message="",
+            error_retryable=None,
+            sent_at=None,
+            delivered_at=None,
+            read_at=None,
+            failed_at=None,
+            updated_at=now,
+        )
+        counts_move(broadcast_id=broadcast_id, old=SendStatus.FAILED, new=SendStatus.PENDING, n=n)
+    return n
+
+
+def broadcast_retry(*, broadcast: Broadcast, error_codes: Iterable[str] | None = None) -> int | None:
+    """Re-queue the broadcast's retryable failures (``sends_retry``); the caller holds the row lock and wakes the
+    workers after commit. A COMPLETED or FAILED broadcast with sends re-queued runs again (IN_PROGRESS, its
+    ``completed_at`` cleared: finalize ends it again and publishes a new ``broadcast.completed``); any other state
+    keeps its status. None (and nothing changed) when it cannot be retried: CANCELLED, or its sends purged."""
+    if broadcast.status not in RETRYABLE_FROM or broadcast.purged_at is not None:
+        return None
+    n = sends_retry(broadcast_id=broadcast.id, error_codes=error_codes)
+    if n and broadcast.status in (BroadcastStatus.COMPLETED, BroadcastStatus.FAILED):
+        broadcast.status = BroadcastStatus.IN_PROGRESS
+        broadcast.completed_at = None
+        broadcast.save(update_fields=["status", "completed_at", "updated_at"])
+    return n

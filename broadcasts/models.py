@@ -191,3 +191,24 @@ class UnmatchedStatus(models.Model):
 
     def __str__(self) -> str:
         return f"{self.message_id} {self.entry.get('status') if isinstance(self.entry, dict) else ''}"
+
+
+class MarketingHold(models.Model):
+    """Meta's per-user marketing limit (error 131049) on one number of an organization: no MARKETING template is
+    posted to it before ``until`` (broadcasts/marketing_holds.py). One row per (organization, number): a new
+    failure moves ``until`` forward, never back."""
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="marketing_holds")
+    to = models.CharField(max_length=20)  # E.164, as the sends store it
+    # The failure that started the hold (the POST's answer, or the failed status webhook's timestamp).
+    failed_at = models.DateTimeField()
+    until = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            # The gate's lookup (organization, numbers of a batch) and the upsert's conflict target.
+            models.UniqueConstraint(fields=["organization", "to"], name="marketing_hold_unique_number"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.to} held until {self.until.isoformat()}"

@@ -334,3 +334,54 @@ def broadcast_resume(*, broadcast_id: str, organization: Organization | None = N
         if broadcast.started_at or due:
             transaction.on_commit(lambda: enqueue_dispatch(broadcast.id))
     return broadcast
+
+
+# Codes one retry may name: enough for every code of CONTRACT 6's table and then some.
+RETRY_CODES_MAX = 50
+RETRY_CODE_MAX_LENGTH = 64  # the stored error_code's length
+
+
+def retry_codes_validate(*, body: Any) -> list[str] | None:
+    """``error_codes`` of a retry body: absent or null = every retryable failure; else a list of 1-50 non-empty
+    strings (codes are strings everywhere, CONTRACT 5). An unknown code is fine: it matches nothing."""
+    if body is None or body == {}:
+        return None
+    if not isinstance(body, dict):
+        raise ApplicationError("The request is invalid; see details.", details={"body": ["Must be an object."]})
+    unknown = sorted(set(body) - {"error_codes"})
+    if unknown:
+        raise ApplicationError(
+            "The request is invalid; see details.", details={key: ["Unknown field."] for key in unknown}
+        )
+    codes = body.get("error_codes")
+    if codes is None:
+        return None
+    problem = None
+    if not isinstance(codes, list) or not codes:
+        problem = "Must be a non-empty array of error codes (strings)."
+    elif len(codes) > RETRY_CODES_MAX:
+        problem = f"At most {RETRY_CODES_MAX} error codes."
+    elif not all(isinstance(code, str) and code.strip() for code in codes):
+        problem = 'Every error code must be a non-empty string, e.g. "131049".'
+    elif any(len(code) > RETRY_CODE_MAX_LENGTH or "\x00" in code for code in codes):
+        problem = f"Every error code must be at most {RETRY_CODE_MAX_LENGTH} characters, without NUL."
+    if problem is not None:
+        raise ApplicationError("The request is invalid; see details.", details={"error_codes": [problem]})
+    return sorted({code.strip() for code in codes})
+
+
+def broadcast_retry(
+    *, broadcast_id: str, organization: Organization | None = None, body: Any = None
+) -> tuple[Broadcast, int]:
+    """Re-queue the broadcast's retryable failures (of the body's ``error_codes``, when given) and wake the workers;
+    returns the broadcast and how many sends are pending again. 409 for a CANCELLED or purged broadcast."""
+    error_codes = retry_codes_validate(body=body)
+    with transaction.atomic():
+        broadcast = broadcast_get_for_update(broadcast_id=broadcast_id, organization=organization)
+        retried = lifecycle.broadcast_retry(broadcast=broadcast, error_codes=error_codes)
+        if retried is None:
+            reason = "its sends were purged" if broadcast.purged_at is not None else f"it is {broadcast.status}"
+            raise ConflictError(f"The broadcast cannot be retried: {reason}.")
+        if retried and broadcast.status == BroadcastStatus.IN_PROGRESS:
+            transaction.on_commit(lambda: enqueue_dispatch(broadcast.id))
+    return broadcast, retried

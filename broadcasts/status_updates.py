@@ -25,8 +25,10 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from broadcasts.counts import broadcasts_lock, counts_add, deltas_of
+from broadcasts.marketing_holds import holds_start, is_marketing_limit
 from broadcasts.models import Send, SendStatus, UnmatchedStatus
 from broadcasts.notifications import message_events_publish
+from whatsapp.errors import status_failure_classify
 from whatsapp.inbound import StatusUpdate, status_update_parse
 
 # Meta's words -> ours. "sent" (and anything unknown) moves nothing: the Graph API's 200 made it SENT.
@@ -64,6 +66,8 @@ class _Fold:
     error_code: str = ""
     error_title: str = ""
     error_message: str = ""
+    # As an answer to the POST with that code would say (whatsapp/errors.py's table, CONTRACT 8).
+    error_retryable: bool = False
 
     @property
     def target(self) -> str:
@@ -84,6 +88,13 @@ def _error(update: StatusUpdate) -> tuple[str, str, str]:
     return (code if code is not None else "unknown")[:64], title, message or title
 
 
+def _failure_retryable(update: StatusUpdate) -> bool:
+    """``retryable`` of a failed status: its ``errors[0].code`` classed as an answer to the POST with that code
+    would be (whatsapp/errors.py), so a send's error reads the same whichever way it arrived."""
+    first = update.first_error
+    return status_failure_classify(first.code if first is not None else None)[1]
+
+
 def _fold(statuses: Iterable[StatusUpdate]) -> dict[str, _Fold]:
     folds: dict[str, _Fold] = {}
     for update in statuses:
@@ -101,6 +112,7 @@ def _fold(statuses: Iterable[StatusUpdate]) -> dict[str, _Fold]:
         else:
             fold.failed_at = min(fold.failed_at or at, at)
             fold.error_code, fold.error_title, fold.error_message = _error(update)
+            fold.error_retryable = _failure_retryable(update)
     return folds
 
 
@@ -114,7 +126,7 @@ def _update_postgresql(target: str, items: list[tuple[int, _Fold]], now: datetim
     if target == SendStatus.FAILED:
         error_sets = (
             "error_code = v.error_code, error_title = v.error_title, error_message = v.error_message, "
-            "error_retryable = false, "
+            "error_retryable = v.error_retryable, "
         )
     sql = f"""
         UPDATE {table} AS s SET
@@ -125,8 +137,8 @@ def _update_postgresql(target: str, items: list[tuple[int, _Fold]], now: datetim
             {error_sets}
             updated_at = %s
         FROM unnest(%s::bigint[], %s::timestamptz[], %s::timestamptz[], %s::timestamptz[],
-                    %s::text[], %s::text[], %s::text[])
-             AS v(id, delivered_at, read_at, failed_at, error_code, error_title, error_message),
+                    %s::text[], %s::text[], %s::text[], %s::boolean[])
+             AS v(id, delivered_at, read_at, failed_at, error_code, error_title, error_message, error_retryable),
              {table} AS old
         WHERE s.id = v.id AND old.id = s.id AND s.status = ANY(%s)
         RETURNING s.id, old.status
@@ -141,6 +153,7 @@ def _update_postgresql(target: str, items: list[tuple[int, _Fold]], now: datetim
         [fold.error_code for _, fold in items],
         [fold.error_title for _, fold in items],
         [fold.error_message for _, fold in items],
+        [fold.error_retryable for _, fold in items],
         list(ALLOWED_FROM[target]),
     ]
     with connection.cursor() as cursor:
@@ -154,10 +167,18 @@ def _update_portable(target: str, items: list[tuple[int, _Fold]], now: datetime)
     for send_id, fold in items:
         read_at = fold.read_at if target == SendStatus.READ else None
         failed_at = fold.failed_at if target == SendStatus.FAILED else None
-        key = (_delivered_at(target, fold), read_at, failed_at, fold.error_code, fold.error_title, fold.error_message)
+        key = (
+            _delivered_at(target, fold),
+            read_at,
+            failed_at,
+            fold.error_code,
+            fold.error_title,
+            fold.error_message,
+            fold.error_retryable,
+        )
         groups[key].append(send_id)
     moved: list[tuple[int, str]] = []
-    for (delivered_at, read_at, failed_at, code, title, message), ids in groups.items():
+    for (delivered_at, read_at, failed_at, code, title, message, retryable), ids in groups.items():
         qs = Send.objects.filter(id__in=ids, status__in=ALLOWED_FROM[target])
         before = list(qs.values_list("id", "status"))
         ids_now = [send_id for send_id, _ in before]
@@ -166,10 +187,19 @@ def _update_portable(target: str, items: list[tuple[int, _Fold]], now: datetime)
             if value is not None:
                 values[field] = Coalesce(F(field), Value(value))
         if target == SendStatus.FAILED:
-            values.update(error_code=code, error_title=title, error_message=message, error_retryable=False)
+            values.update(error_code=code, error_title=title, error_message=message, error_retryable=retryable)
         Send.objects.filter(id__in=ids_now, status__in=ALLOWED_FROM[target]).update(**values)
         moved.extend(before)
     return moved
+
+
+def _failed_holds_start(*, items: list[tuple[int, _Fold]], done: list[tuple[int, str]]) -> None:
+    """Sends a ``failed`` status moved to FAILED with Meta's per-user marketing limit (131049) hold their number
+    from the status's timestamp (broadcasts/marketing_holds.py), in the same transaction. Nothing otherwise."""
+    held = [(send_id, fold.failed_at) for send_id, fold in items if is_marketing_limit(fold.error_code)]
+    if held:
+        moved = {send_id for send_id, _ in done}
+        holds_start(failures=[(send_id, at) for send_id, at in held if send_id in moved and at is not None])
 
 
 def _delivered_at(target: str, fold: _Fold) -> datetime | None:
@@ -244,6 +274,8 @@ def sends_apply_statuses(*, statuses: Iterable[StatusUpdate], publish: bool = Tr
             if by_target.get(target):
                 done = update(target, by_target[target], now)
                 if done:
+                    if target == SendStatus.FAILED:
+                        _failed_holds_start(items=by_target[target], done=done)
                     moved[target] = sorted(send_id for send_id, _ in done)
                     was_sent.update(send_id for send_id, before in done if before == SendStatus.SENT)
                     moves += [(broadcast_of[send_id], before, target) for send_id, before in done]

@@ -9,6 +9,7 @@ urlpatterns = [
     path("messages/bulk/<str:broadcast_id>/cancel", views.BroadcastCancelApi.as_view(), name="bulk-cancel"),
     path("messages/bulk/<str:broadcast_id>/pause", views.BroadcastPauseApi.as_view(), name="bulk-pause"),
     path("messages/bulk/<str:broadcast_id>/resume", views.BroadcastResumeApi.as_view(), name="bulk-resume"),
+    path("messages/bulk/<str:broadcast_id>/retry", views.BroadcastRetryApi.as_view(), name="bulk-retry"),
     # Meta's webhooks (statuses and template updates): signed by Meta, no token.
     path("webhooks/whatsapp", meta_webhooks.WhatsAppWebhookView.as_view(), name="whatsapp-webhook"),
 ]

@@ -29,6 +29,8 @@ FAST_DELIVERY_SETTINGS: dict[str, Any] = {
     "DELIVERY_RETRY_MAX_SECONDS": 1.0,
     "DELIVERY_SWEEP_INTERVAL": 1.0,
     "DELIVERY_START_DUE_INTERVAL": 1.0,
+    # Meta's 24 h per-user marketing hold (131049), seconds long in tests.
+    "MARKETING_LIMIT_HOLD_SECONDS": 4.0,
 }
 
 

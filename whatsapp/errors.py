@@ -25,6 +25,10 @@ PERMANENT_CODES: frozenset[int] = frozenset(
 )
 # 200-299 (permission errors) are a range, checked apart from this set.
 ACCOUNT_CODES: frozenset[int] = frozenset({0, 190, 10, 368, 131031, 131042, 131048})
+# Meta's per-user marketing limit: failed at once (never re-posted by the engine), yet `retryable: true`, because a
+# `retry` may post it again once MARKETING_LIMIT_HOLD_SECONDS have passed since the failure (CONTRACT 6).
+MARKETING_LIMIT_CODE = 131049
+RETRYABLE_PERMANENT_CODES: frozenset[int] = frozenset({MARKETING_LIMIT_CODE})
 
 # Meta's titles for the codes we classify, used when an answer carries no title of its own.
 TITLES: dict[int, str] = {
@@ -95,6 +99,21 @@ def classify(*, code: int | str | None, http_status: int | None) -> ErrorClass:
     return _classify_status(http_status)
 
 
+def is_retryable(*, code: int | str | None, error_class: ErrorClass) -> bool:
+    """The ``retryable`` stored with a failed send: transient failures, and the permanent ones a later ``retry``
+    may fix (131049)."""
+    return error_class is ErrorClass.TRANSIENT or _code_int(code) in RETRYABLE_PERMANENT_CODES
+
+
+def status_failure_classify(code: int | str | None) -> tuple[ErrorClass, bool]:
+    """(class, retryable) of a ``failed`` status webhook's ``errors[0].code``: the same table as an answer to the
+    POST (there is no HTTP status to go by, so an unknown or missing code is permanent)."""
+    error_class = classify(code=code, http_status=None)
+    if _code_int(code) is None:
+        error_class = ErrorClass.PERMANENT
+    return error_class, is_retryable(code=code, error_class=error_class)
+
+
 @dataclass(frozen=True, slots=True)
 class GraphError:
     """One failed Graph API answer, ready to be stored on a send (codes are strings everywhere, CONTRACT 5)."""
@@ -109,7 +128,7 @@ class GraphError:
 
     @property
     def retryable(self) -> bool:
-        return self.error_class is ErrorClass.TRANSIENT
+        return is_retryable(code=self.code, error_class=self.error_class)
 
     @property
     def account_level(self) -> bool:

@@ -151,3 +151,19 @@ class SendSerializer(serializers.Serializer):
 class SendPageSerializer(serializers.Serializer):
     data = SendSerializer(many=True)
     next_cursor = serializers.CharField(allow_null=True)
+
+
+class RetryRequestSerializer(serializers.Serializer):
+    error_codes = serializers.ListField(
+        child=serializers.CharField(max_length=64),
+        required=False,
+        allow_null=True,
+        min_length=1,
+        max_length=50,
+        help_text='Re-queue only FAILED sends with one of these codes (strings: `"131049"`, `"timeout"`); every '
+        "retryable failure when omitted. A code nothing failed with matches nothing.",
+    )
+
+
+class RetriedBroadcastSerializer(BroadcastSerializer):
+    retried = serializers.IntegerField(help_text="FAILED sends now PENDING again (0: nothing changed).")

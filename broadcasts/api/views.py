@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from django.http import StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiExample,
@@ -18,7 +19,7 @@ from rest_framework import exceptions
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from broadcasts import selectors, services
+from broadcasts import exports, selectors, services
 from broadcasts.api import schema as _schema  # noqa: F401  (registers the bearer scheme)
 from broadcasts.api import serializers as s
 from broadcasts.api.body import body_read
@@ -31,7 +32,7 @@ from broadcasts.api.pagination import (
     timestamp_value,
 )
 from broadcasts.models import BroadcastStatus, SendStatus
-from core.api.base import ApiView
+from core.api.base import ApiView, ExactContentNegotiation
 from core.api.parsers import json_parse
 from core.errors import ApplicationError
 
@@ -211,24 +212,60 @@ class BroadcastDetailApi(BulkView):
         return Response(_broadcast_body(broadcast))
 
 
+class _QueryFormatNegotiation(ExactContentNegotiation):
+    """``?format=`` is the recipients view's own parameter (json | csv), read by the view: not DRF's renderer
+    override (which would answer an unknown one with a bare 404)."""
+
+    settings = type("NoFormatOverride", (), {"URL_FORMAT_OVERRIDE": None})()
+
+
+RECIPIENT_FORMATS = ("json", "csv")
+
+
+def _format_param(value: str | None) -> str:
+    if value is None or value.lower() == "json":
+        return "json"
+    if value.lower() == "csv":
+        return "csv"
+    raise ApplicationError(
+        "Invalid format.", details={"format": ["Must be one of: " + ", ".join(RECIPIENT_FORMATS) + "."]}
+    )
+
+
 class BroadcastRecipientsApi(BulkView):
+    content_negotiation_class = _QueryFormatNegotiation
+
     @extend_schema(
         operation_id="bulk_recipients",
-        summary="The broadcast's sends in request order",
+        summary="The broadcast's sends in request order (a JSON page, or every one as CSV)",
         parameters=[
             OpenApiParameter(
                 "status",
                 OpenApiTypes.STR,
                 description="Only sends in this status (any case): " + ", ".join(SendStatus.values),
             ),
-            OpenApiParameter("limit", OpenApiTypes.INT, description="1-1000, default 100."),
-            OpenApiParameter("cursor", OpenApiTypes.STR, description="`next_cursor` of the previous page."),
+            OpenApiParameter("limit", OpenApiTypes.INT, description="1-1000, default 100 (JSON pages only)."),
+            OpenApiParameter("cursor", OpenApiTypes.STR, description="`next_cursor` of the previous page (JSON)."),
+            OpenApiParameter(
+                "format",
+                OpenApiTypes.STR,
+                enum=list(RECIPIENT_FORMATS),
+                description="`json` (default): a page. `csv`: every matching send, streamed as `text/csv` with the "
+                "header `" + ",".join(exports.CSV_HEADER) + "` (meta_data as compact JSON; a cell starting with "
+                "`=`, `+`, `-`, `@`, tab or CR is prefixed with `'` against formula injection).",
+            ),
         ],
-        responses={200: s.SendPageSerializer, **_errors(400, 401, 403, 404, 429)},
+        responses={
+            (200, "application/json"): s.SendPageSerializer,
+            (200, "text/csv"): OpenApiTypes.STR,
+            **_errors(400, 401, 403, 404, 429),
+        },
     )
-    def get(self, request: Request, broadcast_id: str) -> Response:
+    def get(self, request: Request, broadcast_id: str) -> Response | StreamingHttpResponse:
         params = request.query_params
         status = _status_filter(params.get("status"), SendStatus.values)
+        if _format_param(params.get("format")) == "csv":
+            return self._csv(request, broadcast_id, status)
         limit = limit_parse(params.get("limit"), default=RECIPIENTS_LIMIT_DEFAULT, maximum=RECIPIENTS_LIMIT_MAX)
         position = cursor_decode(params.get("cursor"), kinds=(index_value,))
         broadcast = selectors.broadcast_get(broadcast_id=broadcast_id, organization=request.user.organization)
@@ -237,6 +274,15 @@ class BroadcastRecipientsApi(BulkView):
         )
         next_cursor = cursor_encode(rows[-1]["index"]) if more else None
         return Response({"data": [s.send_representation(r) for r in rows], "next_cursor": next_cursor})
+
+    def _csv(self, request: Request, broadcast_id: str, status: str | None) -> StreamingHttpResponse:
+        broadcast = selectors.broadcast_get(broadcast_id=broadcast_id, organization=request.user.organization)
+        response = StreamingHttpResponse(
+            exports.broadcast_csv_stream(broadcast=broadcast, status=status), content_type="text/csv; charset=utf-8"
+        )
+        suffix = f"-{status.lower()}" if status else ""
+        response["Content-Disposition"] = f'attachment; filename="broadcast-{broadcast.id}-sends{suffix}.csv"'
+        return response
 
 
 class _BroadcastActionApi(BulkView):
@@ -285,3 +331,33 @@ class BroadcastPauseApi(_BroadcastActionApi):
 )
 class BroadcastResumeApi(_BroadcastActionApi):
     service = staticmethod(services.broadcast_resume)
+
+
+@extend_schema_view(
+    post=extend_schema(
+        operation_id="bulk_retry",
+        summary="Retry: FAILED sends with `retryable: true` (of the given codes) are pending again",
+        description="Attempts start over. A COMPLETED or FAILED broadcast goes back to IN_PROGRESS (a new "
+        "`broadcast.completed` follows when it ends again); a PAUSED one re-queues but stays PAUSED. A number that "
+        "failed with 131049 is still not posted before MARKETING_LIMIT_HOLD_SECONDS after that failure. 409 for a "
+        "CANCELLED broadcast or one whose sends were purged.",
+        request=s.RetryRequestSerializer,
+        responses={200: s.RetriedBroadcastSerializer, **_errors(400, 401, 403, 404, 409, 413, 415, 429)},
+        examples=[
+            OpenApiExample("Only the marketing limit", request_only=True, value={"error_codes": ["131049"]}),
+        ],
+    )
+)
+class BroadcastRetryApi(BulkView):
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        # As for the create: the size is checked first, and the body read before any answer.
+        self.raw_body = body_read(request._request)
+        super().initial(request, *args, **kwargs)
+
+    def post(self, request: Request, broadcast_id: str) -> Response:
+        body = _json_body(request, self.raw_body) if self.raw_body.strip() else None
+        broadcast, retried = services.broadcast_retry(
+            broadcast_id=broadcast_id, organization=request.user.organization, body=body
+        )
+        broadcast = selectors.broadcast_get(broadcast_id=broadcast.id)
+        return Response({**_broadcast_body(broadcast), "retried": retried})

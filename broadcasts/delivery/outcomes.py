@@ -30,6 +30,7 @@ from redis.exceptions import RedisError
 
 from broadcasts.counts import broadcasts_lock_for_sends, counts_add, deltas_of
 from broadcasts.delivery.claims import Claimed
+from broadcasts.marketing_holds import holds_start, is_marketing_limit
 from broadcasts.models import Send, SendStatus
 from broadcasts.notifications import message_events_publish
 from core.backoff import backoff_seconds
@@ -189,6 +190,7 @@ def _sends_record(*, rows: list[OutcomeRow]) -> tuple[dict[str, list[int]], list
             if Send.objects.filter(id=r.id, status=SendStatus.PENDING).update(**changes):
                 written.append((r.id, r.status, Send.objects.values_list("broadcast_id", flat=True).get(id=r.id)))
     counts_add(deltas_of((broadcast_id, SendStatus.PENDING, status) for _, status, broadcast_id in written))
+    _marketing_holds_start(rows=rows, written=written, now=now)
     by_status: dict[str, list[int]] = {}
     for send_id, status, _ in written:
         by_status.setdefault(status, []).append(send_id)
@@ -196,6 +198,15 @@ def _sends_record(*, rows: list[OutcomeRow]) -> tuple[dict[str, list[int]], list
         if by_status.get(status):
             message_events_publish(send_ids=by_status[status], status=str(status))
     return by_status, written
+
+
+def _marketing_holds_start(*, rows: list[OutcomeRow], written: list, now: datetime) -> None:
+    """Sends that just failed with Meta's per-user marketing limit (131049) hold their number from the answer's
+    time (broadcasts/marketing_holds.py), in the transaction that records the failure. Nothing to do otherwise."""
+    held = [r for r in rows if r.status == SendStatus.FAILED and is_marketing_limit(r.error_code)]
+    if held:
+        failed = {send_id for send_id, status, _ in written if status == SendStatus.FAILED}
+        holds_start(failures=[(r.id, r.failed_at or now) for r in held if r.id in failed])
 
 
 def outcome_row(*, send: Claimed, result: SendResult, now: datetime) -> OutcomeRow:

@@ -1,0 +1,29 @@
+"""The admission gate of Meta's per-user marketing limit (131049; the rule is broadcasts/marketing_holds.py).
+
+A MARKETING send to a number its organization holds waits until the hold ends (deferred, reason "retry"): never
+posted, never failed for it. One indexed query per batch; none for UTILITY and AUTHENTICATION templates.
+"""
+
+from __future__ import annotations
+
+from broadcasts.delivery.claims import Claimed
+from broadcasts.delivery.gates import Admission, GateContext
+from broadcasts.marketing_holds import HELD_CATEGORY, holds_waiting
+
+WAIT_REASON = "retry"
+
+
+def marketing_hold_gate(ctx: GateContext, sends: list[Claimed]) -> Admission:
+    if ctx.template_category != HELD_CATEGORY or not sends:
+        return Admission(ready=list(sends))
+    waits = holds_waiting(organization_id=ctx.organization_id, numbers=[s.to for s in sends])
+    if not waits:
+        return Admission(ready=list(sends))
+    verdict = Admission()
+    for send in sends:
+        wait = waits.get(send.to)
+        if wait is None:
+            verdict.ready.append(send)
+        else:
+            verdict.deferred.append((send, wait, WAIT_REASON))
+    return verdict

@@ -1,0 +1,110 @@
+"""Meta's per-user marketing limit (error 131049, CONTRACT 6): a number that failed with it gets no MARKETING
+template from the organization for MARKETING_LIMIT_HOLD_SECONDS after the failure, whatever asks for it (the
+engine, ``retry``, a new broadcast).
+
+- ``holds_start`` records the hold in the transaction that records the failure, whichever way it came: the POST's
+  answer (delivery/outcomes.py, hold from the answer's time) or a ``failed`` status webhook (status_updates.py,
+  hold from the status's timestamp). One statement for a whole batch, and none when no failure is a 131049.
+- ``holds_waiting`` is the posting-time check (delivery/gate_marketing_hold.py): one probe of the unique
+  (organization, to) index for a batch's numbers, timed by the database's clock.
+
+Holds live in PostgreSQL (``MarketingHold``), durable like the sends: a Redis flush or restart loses none.
+
+Per organization, not global: Meta counts its limit per user across every business, but the organization is the
+portfolio we speak for, and one tenant's failures must not delay (or reveal anything to) another tenant. A second
+organization posting to the same number simply gets its own 131049 from Meta, and then its own hold.
+"""
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import connection
+from django.utils import timezone
+
+from broadcasts.models import Broadcast, MarketingHold, Send
+from whatsapp.errors import MARKETING_LIMIT_CODE
+
+MARKETING_LIMIT = str(MARKETING_LIMIT_CODE)
+# The category whose sends the hold stops (Meta's limit is on marketing messages only).
+HELD_CATEGORY = "MARKETING"
+
+
+def hold_seconds() -> float:
+    return float(settings.MARKETING_LIMIT_HOLD_SECONDS)
+
+
+def is_marketing_limit(code: str | None) -> bool:
+    """Whether a stored error code is Meta's per-user marketing limit."""
+    return code == MARKETING_LIMIT
+
+
+def holds_start(*, failures: Iterable[tuple[int, datetime]]) -> int:
+    """Start (or extend) the hold of each send's number in its organization: ``failures`` are (send id, failure
+    time) of sends that just failed with 131049. Inside the caller's transaction; an existing hold only moves later.
+    Returns the number of (organization, number) holds written."""
+    latest: dict[int, datetime] = {}
+    for send_id, at in failures:
+        if send_id not in latest or at > latest[send_id]:
+            latest[send_id] = at
+    if not latest:
+        return 0
+    length = timedelta(seconds=hold_seconds())
+    if connection.vendor != "postgresql":
+        return _holds_start_portable(latest=latest, length=length)
+    table = connection.ops.quote_name(MarketingHold._meta.db_table)
+    # One row per (organization, number) (ON CONFLICT may touch a row once per statement), in key order so that
+    # two transactions holding the same numbers lock them in the same order.
+    sql = f"""
+        INSERT INTO {table} (organization_id, "to", failed_at, until)
+        SELECT b.organization_id, s."to", MAX(v.failed_at), MAX(v.failed_at) + %s::interval
+        FROM unnest(%s::bigint[], %s::timestamptz[]) AS v(id, failed_at)
+        JOIN {Send._meta.db_table} s ON s.id = v.id
+        JOIN {Broadcast._meta.db_table} b ON b.id = s.broadcast_id
+        GROUP BY b.organization_id, s."to"
+        ORDER BY b.organization_id, s."to"
+        ON CONFLICT (organization_id, "to") DO UPDATE
+            SET failed_at = GREATEST({table}.failed_at, EXCLUDED.failed_at),
+                until = GREATEST({table}.until, EXCLUDED.until)
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [length, list(latest), list(latest.values())])
+        return cursor.rowcount
+
+
+def _holds_start_portable(*, latest: dict[int, datetime], length: timedelta) -> int:
+    """The same upsert through the ORM (SQLite demo)."""
+    rows = Send.objects.filter(id__in=list(latest)).values_list("id", "to", "broadcast__organization_id")
+    per_number: dict[tuple[int, str], datetime] = {}
+    for send_id, to, organization_id in rows:
+        key = (organization_id, to)
+        per_number[key] = max(per_number.get(key, latest[send_id]), latest[send_id])
+    for (organization_id, to), at in sorted(per_number.items()):
+        hold, created = MarketingHold.objects.get_or_create(
+            organization_id=organization_id, to=to, defaults={"failed_at": at, "until": at + length}
+        )
+        if not created and at + length > hold.until:
+            MarketingHold.objects.filter(id=hold.id).update(failed_at=max(hold.failed_at, at), until=at + length)
+    return len(per_number)
+
+
+def holds_waiting(*, organization_id: int, numbers: Sequence[str]) -> dict[str, float]:
+    """{number: seconds its hold still lasts} for the held ones among ``numbers`` (one indexed query; the
+    database's clock decides, so every worker and machine agrees)."""
+    wanted = sorted(set(numbers))
+    if not wanted:
+        return {}
+    if connection.vendor != "postgresql":
+        now = timezone.now()
+        rows = MarketingHold.objects.filter(organization_id=organization_id, to__in=wanted, until__gt=now)
+        return {to: (until - now).total_seconds() for to, until in rows.values_list("to", "until")}
+    table = connection.ops.quote_name(MarketingHold._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            SELECT "to", EXTRACT(EPOCH FROM (until - statement_timestamp()))::float8 FROM {table}
+            WHERE organization_id = %s AND "to" = ANY(%s::varchar[]) AND until > statement_timestamp()
+            """,
+            [organization_id, wanted],
+        )
+        return dict(cursor.fetchall())
