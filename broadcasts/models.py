@@ -198,7 +198,11 @@ class MarketingHold(models.Model):
     posted to it before ``until`` (broadcasts/marketing_holds.py). One row per (organization, number): a new
     failure moves ``until`` forward, never back."""
 
-    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="marketing_holds")
+    # No index of its own: the unique (organization, to) leads with it, and a planner given an organization-only
+    # index may read every hold of a big organization to find a batch's numbers.
+    organization = models.ForeignKey(
+        Organization, on_delete=models.CASCADE, related_name="marketing_holds", db_index=False
+    )
     to = models.CharField(max_length=20)  # E.164, as the sends store it
     # The failure that started the hold (the POST's answer, or the failed status webhook's timestamp).
     failed_at = models.DateTimeField()
