@@ -97,7 +97,7 @@ def broadcast_csv_stream(*, broadcast: Broadcast, status: str | None = None) -> 
     if broadcast.purged_at is not None:
         return
     rows: list[str] = []
-    for send in sends_for_csv(broadcast_id=broadcast.id, status=status):
+    for send in sends_for_csv(broadcast_id=broadcast.id, status=status, chunk_size=CHUNK_SIZE):
         rows.append(writer.writerow(send_csv_row(send)))
         if len(rows) >= CHUNK_SIZE:
             yield "".join(rows)
