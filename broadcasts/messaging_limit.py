@@ -41,6 +41,9 @@ from templates_registry.models import Channel
 from tokens.models import MESSAGING_LIMITS, Organization
 
 WAIT_REASON = "messaging_limit"
+# An entry counts from its admission (Redis TIME), and Meta from when the POST reaches it: a POST leaves within
+# claims.POST_PERMIT_SECONDS (0.3 s) of its send's marking, before the gate, and travels; this covers both.
+POST_MARGIN_SECONDS = 2.0
 # Numbers per rebuild call: a 100,000-number portfolio is rebuilt in 20 calls, none of them long.
 REBUILD_CHUNK = 5000
 # Meta's tier names (phone_number_quality_update) and what they mean; None = unlimited.
@@ -72,6 +75,9 @@ local rejected = {}
 for i = 4, #ARGV do
   local number = ARGV[i]
   if redis.call('ZSCORE', KEYS[1], number) then
+    -- Counted already: passes, and its entry now runs from this send (GT: never earlier). The ledger then holds
+    -- a number at least as long as Meta counts any conversation of it (one starts at a send we admitted).
+    redis.call('ZADD', KEYS[1], 'GT', now, number)
     out[#out + 1] = 0
   elseif used < limit then
     redis.call('ZADD', KEYS[1], 'NX', now, number)
@@ -153,7 +159,8 @@ def _script(source: str):
 
 
 def _window_ms() -> int:
-    return max(1, int(settings.MESSAGING_LIMIT_WINDOW_SECONDS * 1000))
+    """The window an entry stays counted: Meta's, plus the time from admission to Meta's receipt of the POST."""
+    return max(1, int((settings.MESSAGING_LIMIT_WINDOW_SECONDS + POST_MARGIN_SECONDS) * 1000))
 
 
 def _keys(organization_id: int, generation: int) -> list[str]:
@@ -242,10 +249,11 @@ def customer_windows_record(*, channel_id: str, inbound: Iterable[tuple[str, dat
 
 def _rebuild_rows(*, organization_id: int, now: datetime) -> list[tuple[str, float]]:
     """(number, age in seconds) of every number the organization posted to within the window, by PostgreSQL:
-    sends with ``sent_at`` in the window (their earliest), and sends being posted now (``posting_at``, age 0)."""
-    cutoff = now - timedelta(seconds=settings.MESSAGING_LIMIT_WINDOW_SECONDS)
+    sends with ``sent_at`` in the window (their latest, as the ledger keeps a number from its last send), and sends
+    being posted now (``posting_at``, age 0)."""
+    cutoff = now - timedelta(seconds=settings.MESSAGING_LIMIT_WINDOW_SECONDS + POST_MARGIN_SECONDS)
     sql = """
-        SELECT s."to", MIN(CASE WHEN s.sent_at >= %s THEN s.sent_at ELSE %s END)
+        SELECT s."to", MAX(CASE WHEN s.sent_at >= %s THEN s.sent_at ELSE %s END)
         FROM broadcasts_send s
         WHERE s.broadcast_id IN (
             SELECT b.id FROM broadcasts_broadcast b
@@ -320,7 +328,7 @@ def _admit_without_redis(
     Numbers admitted earlier in this batch count as posted."""
     assert state.limit is not None
     open_windows = customer_windows_open(channel_id=channel_id, numbers=numbers, now=now)
-    window = settings.MESSAGING_LIMIT_WINDOW_SECONDS
+    window = settings.MESSAGING_LIMIT_WINDOW_SECONDS + POST_MARGIN_SECONDS
     rows = sorted(_rebuild_rows(organization_id=organization_id, now=now), key=lambda r: -r[1])
     counted = {number for number, _ in rows}
     ages = [age for _, age in rows]  # oldest first
@@ -373,7 +381,7 @@ def room_free_in(*, organization_id: int, count: int, now: datetime) -> float | 
         return None
     if count <= 0:
         return 0.0
-    window = settings.MESSAGING_LIMIT_WINDOW_SECONDS
+    window = settings.MESSAGING_LIMIT_WINDOW_SECONDS + POST_MARGIN_SECONDS
     used, leaves_in = _counted_leaving(organization_id=organization_id, state=state, count=count, now=now)
     rank = used - state.limit + count - 1  # this many + 1 of the oldest must leave
     if rank < 0:
@@ -387,7 +395,7 @@ def room_free_in(*, organization_id: int, count: int, now: datetime) -> float | 
 
 def _counted_leaving(*, organization_id: int, state: LimitState, count: int, now: datetime):
     """(numbers counted now, f(rank) = seconds until the rank-th oldest leaves the window)."""
-    window = settings.MESSAGING_LIMIT_WINDOW_SECONDS
+    window = settings.MESSAGING_LIMIT_WINDOW_SECONDS + POST_MARGIN_SECONDS
     if settings.REDIS_URL:
         keys = _keys(organization_id, state.generation)[:2]
         result = _script(_PEEK_LUA)(keys=keys, args=[_window_ms(), -1])

@@ -134,7 +134,7 @@ class Send(models.Model):
     updated_at = models.DateTimeField(default=timezone.now)
     # Why a PENDING send waits ("messaging_limit", "throughput", "retry"; blank: nothing particular), written with
     # each outcome (delivery/outcomes.py) and cleared when the send moves on; the broadcast's `waiting` counts it.
-    wait_reason = models.CharField(max_length=16, blank=True, default="")
+    wait_reason = models.CharField(max_length=16, blank=True, default="", db_default="")
 
     class Meta:
         constraints = [
