@@ -8,8 +8,9 @@ CUSTOMER_SERVICE_WINDOW_SECONDS ago) is not open; counted numbers and open-windo
 How it is kept:
 - one Redis sorted set per organization (member = number, score = when it was counted, Redis TIME in ms), with
   every key of an organization under the hash tag ``{org:<id>}`` so each script runs on one Redis Cluster slot;
-- ``admit`` is ONE Lua call per batch: drop what left the window, pass counted numbers, count new ones while
-  fewer than N are counted (``ZADD NX``: a send admitted twice counts once), and for the others say how long
+- ``admit`` is ONE Lua call per batch: drop what left the window, pass counted numbers (their entry refreshed to
+  this send, so the ledger holds a number at least as long as Meta counts any conversation of it), count new ones
+  while fewer than N are counted (``ZADD NX``: a send admitted twice counts once), and for the others say how long
   until the window frees room for them (when the oldest counted entries leave). Nothing is counted by a
   worker's clock; nothing at all happens in Redis for an unlimited organization;
 - durability: the set is a cache of what PostgreSQL knows. A marker key says it was built; when it is missing
