@@ -4,8 +4,9 @@ each part routed to the app that owns its data, in one transaction.
 - ``statuses[]`` (delivery receipts) move sends forward (``broadcasts.status_updates``); the statuses of
   wamids no send carries yet are kept for the beat task to re-apply.
 - ``message_template_status_update`` changes a template's status (``templates_registry.services``).
-- Everything else Meta sends (incoming messages, account, user-preference and call updates, ...) is
-  acknowledged and ignored.
+- incoming ``messages[]``, ``business_capability_update`` and ``phone_number_quality_update`` feed the messaging
+  limit (``broadcasts.messaging_limit``: customer-service windows, the organization's limit, number health).
+- Everything else Meta sends (account, user-preference and call updates, ...) is acknowledged and ignored.
 """
 
 import logging
@@ -13,10 +14,22 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import OperationalError, transaction
+from django.utils import timezone
 
+from broadcasts import messaging_limit
 from broadcasts.status_updates import sends_apply_statuses, unmatched_statuses_keep
+from templates_registry.models import Channel
 from templates_registry.services import template_status_apply
-from whatsapp.inbound import OtherChange, StatusUpdate, TemplateStatusUpdate, envelope_parse
+from whatsapp.inbound import (
+    BusinessCapabilityUpdate,
+    InboundMessage,
+    OtherChange,
+    PhoneNumberQualityUpdate,
+    StatusUpdate,
+    TemplateStatusUpdate,
+    envelope_parse,
+    limits_parse,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +46,8 @@ class WebhookResult:
     statuses_unmatched: int = 0
     templates_updated: int = 0
     ignored_changes: int = 0
+    customer_windows: int = 0
+    limits_changed: int = 0
 
 
 def webhook_payload_process(*, payload: dict[str, Any]) -> WebhookResult:
@@ -43,6 +58,7 @@ def webhook_payload_process(*, payload: dict[str, Any]) -> WebhookResult:
     template_updates = [item for item in items if isinstance(item, TemplateStatusUpdate)]
     result.ignored_changes = sum(1 for item in items if isinstance(item, OtherChange))
     result.statuses_received = len(statuses)
+    _limits_apply(payload=payload, result=result)
     if not statuses and not template_updates:
         return result
     for attempt in range(1, DEADLOCK_ATTEMPTS + 1):
@@ -70,3 +86,51 @@ def webhook_payload_process(*, payload: dict[str, Any]) -> WebhookResult:
                 raise
             logger.warning("whatsapp webhook deadlocked (attempt %s), retrying", attempt)
     return result
+
+
+def _limits_apply(*, payload: dict[str, Any], result: WebhookResult) -> None:
+    """The messaging limit's part of an envelope (its own transaction: each part is idempotent): customer-service
+    windows from incoming messages, the organization's limit from capability and number quality updates."""
+    items = limits_parse(payload)
+    if not items:
+        return
+    now = timezone.now()
+    with transaction.atomic():
+        messages = [item for item in items if isinstance(item, InboundMessage)]
+        if messages:
+            channel_ids = dict(
+                Channel.objects.filter(phone_number_id__in={m.phone_number_id for m in messages}).values_list(
+                    "phone_number_id", "id"
+                )
+            )
+            by_channel: dict[str, list] = {}
+            for message in messages:
+                channel_id = channel_ids.get(message.phone_number_id)
+                if channel_id is None:
+                    continue  # not one of our numbers
+                at = min(message.timestamp or now, now)  # a clock ahead of ours must not stretch the window
+                by_channel.setdefault(channel_id, []).extend(
+                    (number, at) for number in messaging_limit.wa_id_numbers(message.wa_id)
+                )
+            for channel_id, inbound in by_channel.items():
+                result.customer_windows += messaging_limit.customer_windows_record(
+                    channel_id=channel_id, inbound=inbound
+                )
+        for item in items:
+            if isinstance(item, BusinessCapabilityUpdate) and item.messaging_limit is not None:
+                try:
+                    limit = messaging_limit.limit_parse(item.messaging_limit, tiers_only=False)
+                except messaging_limit.InvalidLimit:
+                    logger.warning("business_capability_update with an unreadable limit %r", item.messaging_limit)
+                    continue
+                result.limits_changed += messaging_limit.waba_limit_set(waba_id=item.waba_id, limit=limit)
+            elif isinstance(item, PhoneNumberQualityUpdate):
+                _, orgs = messaging_limit.channel_quality_apply(
+                    waba_id=item.waba_id,
+                    phone_number=item.display_phone_number,
+                    event=item.event,
+                    current_limit=item.current_limit,
+                    messaging_tier=item.messaging_tier,
+                    at=item.timestamp,
+                )
+                result.limits_changed += orgs

@@ -79,6 +79,13 @@ class Broadcast(models.Model):
                 name="broadcast_purge_due",
                 condition=Q(purged_at__isnull=True, completed_at__isnull=False),
             ),
+            # The messaging limit's rebuild (broadcasts/messaging_limit.py): the organization's broadcasts that
+            # were running within the last window (started, and not ended before it).
+            models.Index(
+                fields=["organization", "completed_at"],
+                name="broadcast_org_completed",
+                condition=Q(started_at__isnull=False),
+            ),
         ]
 
     def __str__(self) -> str:
@@ -125,6 +132,9 @@ class Send(models.Model):
     read_at = models.DateTimeField(null=True, blank=True)
     failed_at = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(default=timezone.now)
+    # Why a PENDING send waits ("messaging_limit", "throughput", "retry"; blank: nothing particular), written with
+    # each outcome (delivery/outcomes.py) and cleared when the send moves on; the broadcast's `waiting` counts it.
+    wait_reason = models.CharField(max_length=16, blank=True, default="", db_default="")
 
     class Meta:
         constraints = [
@@ -216,3 +226,21 @@ class MarketingHold(models.Model):
 
     def __str__(self) -> str:
         return f"{self.to} held until {self.until.isoformat()}"
+
+
+class CustomerWindow(models.Model):
+    """When a customer last wrote to a channel (Meta's incoming ``messages`` webhooks): the customer-service window
+    (CONTRACT 10) is open for CUSTOMER_SERVICE_WINDOW_SECONDS after it. One row per (channel, number), upserted."""
+
+    channel = models.ForeignKey(Channel, on_delete=models.CASCADE, related_name="customer_windows")
+    number = models.CharField(max_length=20)  # E.164, "+" and the digits Meta sent as `from`
+    last_inbound_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            # The gate's lookup (channel, number IN batch) and the upsert's conflict target.
+            models.UniqueConstraint(fields=["channel", "number"], name="customer_window_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.number} -> {self.channel_id} at {self.last_inbound_at}"

@@ -8,7 +8,7 @@ the same transaction): reading them costs nothing per send, and they survive the
 from datetime import datetime
 from typing import Any
 
-from django.db.models import Count, Q
+from django.db.models import Count, Max, Q
 
 from broadcasts.models import KEPT_COUNT_FIELDS, Broadcast, Send, SendStatus
 from core.errors import NotFoundError
@@ -126,3 +126,33 @@ def broadcast_error_codes(*, broadcast: Broadcast, limit: int = 10) -> list[tupl
         )
         out.append((row["error_code"], message or "", row["n"]))
     return out
+
+
+WAITING_KEYS = ("schedule", "throughput", "messaging_limit", "retry")
+
+
+def broadcast_waiting(*, broadcast: Broadcast, now: datetime) -> tuple[dict[str, int], datetime | None]:
+    """How many pending sends wait, and why (CONTRACT 5 ``waiting``), and when the last retry falls due.
+
+    schedule: the broadcast has not started because ``scheduled_at`` is ahead; retry: pending after a failed
+    attempt (``wait_reason`` "retry", or an error with a next attempt time); messaging_limit: ``wait_reason``
+    "messaging_limit"; throughput: every other pending send. ONE aggregate over the broadcast's pending sends
+    (the partial index send_pending: at most the broadcast's 5,000), none when nothing is pending."""
+    waiting = dict.fromkeys(WAITING_KEYS, 0)
+    if broadcast.pending <= 0:
+        return waiting, None
+    if broadcast.status == "PENDING" and broadcast.scheduled_at is not None and broadcast.scheduled_at > now:
+        waiting["schedule"] = broadcast.pending
+        return waiting, None
+    limit_q = Q(wait_reason="messaging_limit")
+    retry_q = ~limit_q & (Q(wait_reason="retry") | (Q(next_attempt_at__isnull=False) & ~Q(error_code="")))
+    row = Send.objects.filter(broadcast_id=broadcast.id, status=SendStatus.PENDING).aggregate(
+        total=Count("id"),
+        limit=Count("id", filter=limit_q),
+        retry=Count("id", filter=retry_q),
+        retry_last=Max("next_attempt_at", filter=retry_q),
+    )
+    waiting["messaging_limit"] = row["limit"]
+    waiting["retry"] = row["retry"]
+    waiting["throughput"] = max(0, row["total"] - row["limit"] - row["retry"])
+    return waiting, row["retry_last"]

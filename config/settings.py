@@ -219,6 +219,10 @@ WEBHOOKS_ALLOW_PRIVATE = env.bool("WEBHOOKS_ALLOW_PRIVATE", default=False)
 # One outbound event delivery attempt, from connecting to the last byte of the answer (CONTRACT 9: 10 s).
 EVENTS_DELIVERY_TIMEOUT_SECONDS = env.float("EVENTS_DELIVERY_TIMEOUT_SECONDS", default=10.0)
 SECRET_ROTATION_OVERLAP_SECONDS = env.int("SECRET_ROTATION_OVERLAP_SECONDS", default=86400)  # old secret signs too
+# Meta's moving windows (CONTRACT 10): the messaging limit counts unique numbers over this many seconds, and a
+# customer who wrote opens a customer-service window this long. 24 h each; tests shorten them.
+MESSAGING_LIMIT_WINDOW_SECONDS = env.float("MESSAGING_LIMIT_WINDOW_SECONDS", default=86400.0)
+CUSTOMER_SERVICE_WINDOW_SECONDS = env.float("CUSTOMER_SERVICE_WINDOW_SECONDS", default=86400.0)
 
 # --- Celery -------------------------------------------------------------------------------
 # https://docs.celeryq.dev/en/stable/userguide/configuration.html

@@ -17,6 +17,7 @@ from aiohttp import web
 
 from sandbox.control import ControlRoutes
 from sandbox.graph_routes import GraphRoutes
+from sandbox.limits import limits_from_env
 from sandbox.state import SandboxConfig, SandboxState
 from sandbox.webhooks import StatusWebhooks
 
@@ -27,12 +28,13 @@ class Sandbox:
     def __init__(self, config: SandboxConfig):
         self.state = SandboxState(config)
         self.webhooks = StatusWebhooks(self.state)
-        self.graph = GraphRoutes(self.state, self.webhooks)
+        self.limits = limits_from_env(self.state)
+        self.graph = GraphRoutes(self.state, self.webhooks, limits=self.limits)
         self.control = ControlRoutes(self.state)
 
     def make_app(self) -> web.Application:
         app = web.Application(client_max_size=4 * 1024**2)
-        app.add_routes(self.control.routes() + self.graph.routes())
+        app.add_routes(self.control.routes() + self.limits.routes() + self.graph.routes())
 
         async def webhook_worker(app: web.Application):
             task = asyncio.create_task(self.webhooks.run())

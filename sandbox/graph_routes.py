@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from sandbox.limits import MessagingLimits
 from sandbox.meta_errors import STATUS_CODES
 from sandbox.outcomes import REFUSALS, is_accepted, parse_outcome
 from sandbox.responses import error_response, json_response
@@ -50,9 +51,11 @@ def validate_message(body: Any) -> str | None:
 class GraphRoutes:
     """The Graph API handlers, over the sandbox's state; accepted sends schedule their status webhooks."""
 
-    def __init__(self, state: SandboxState, webhooks: StatusWebhooks):
+    def __init__(self, state: SandboxState, webhooks: StatusWebhooks, limits: MessagingLimits | None = None):
         self.state = state
         self.webhooks = webhooks
+        # Meta's messaging limit, counted (never enforced) per portfolio: sandbox/limits.py.
+        self.limits = limits
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -94,6 +97,8 @@ class GraphRoutes:
                     outcome = state.next_outcome(to_digits)
                     if is_accepted(outcome):
                         state.count_accepted(phone_number_id, to_digits, received_at)
+                        if self.limits is not None:
+                            self.limits.accepted(phone_number_id, to_digits, received_at)
         if not to_digits and isinstance(body, dict):
             to_digits = digits(body.get("to", ""))
         state.requests.append((seq, received_at, phone_number_id, authorization, raw, outcome, to_digits))

@@ -128,6 +128,18 @@ class SandboxProcess:
             params["phone_number_id"] = phone_number_id
         return self._call("GET", "/_sandbox/requests", params=params)["requests"]
 
+    def messaging_limits(self, **tier: Any) -> dict[str, Any]:
+        """With arguments, set a messaging-limit tier (limit, window_seconds, waba_id | portfolio, waba_ids,
+        customer_window_seconds; see sandbox/limits.py); without, the report: {"portfolios", "over"}."""
+        if not tier:
+            return self._call("GET", "/_sandbox/messaging-limits")
+        return self._call("POST", "/_sandbox/messaging-limits", json=tier)
+
+    def post_webhook(self, kind: str, **body: Any) -> dict[str, Any]:
+        """Post a signed Meta webhook now: kind `inbound-message`, `business-capability` or `phone-number-quality`;
+        returns {"status": the receiver's HTTP status, "envelope"}."""
+        return self._call("POST", f"/_sandbox/webhooks/{kind}", json=body)
+
     def stats(self) -> dict[str, Any]:
         """`{"total", "phone_numbers": {id: {total, accepted, outcomes, max_in_one_second, per_second, ...}},
         "webhooks": {posts, statuses, failed_posts, retries, pending_statuses}}`."""

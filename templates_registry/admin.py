@@ -38,12 +38,24 @@ class ChannelForm(forms.ModelForm):
 @admin.register(Channel)
 class ChannelAdmin(admin.ModelAdmin):
     form = ChannelForm
-    list_display = ["id", "name", "organization", "phone_number_id", "waba_id", "max_mps", "created_at_display"]
+    list_display = [
+        "id",
+        "name",
+        "organization",
+        "phone_number_id",
+        "waba_id",
+        "max_mps",
+        "quality_event",
+        "quality_limit_tier",
+        "created_at_display",
+    ]
     list_filter = ["organization"]
     list_select_related = ["organization"]
     search_fields = ["id", "name", "phone_number_id", "waba_id", "organization__name"]
     created_at_display = utc_time("created_at", "created at")
-    readonly_fields = ["id", "created_at_display"]
+    quality_updated_at_display = utc_time("quality_updated_at", "quality updated at")
+    # Number health from Meta's phone_number_quality_update (CONTRACT 8): shown, never edited.
+    readonly_fields = ["id", "created_at_display", "quality_event", "quality_limit_tier", "quality_updated_at_display"]
     actions = ["sync_templates"]
 
     # The error page of a failed save (DEBUG) must not show the posted access token.

@@ -4,6 +4,7 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
 from django.urls import path, reverse
+from django.utils import timezone
 
 from core.admin_display import utc_time
 from core.secret_page import secret_once_response, secret_remember
@@ -16,11 +17,22 @@ MANAGE_TOKENS = "tokens.manage_tokens"
 
 @admin.register(Organization)
 class OrganizationAdmin(admin.ModelAdmin):
-    list_display = ["name", "created_at_display"]
+    list_display = ["name", "messaging_limit_display", "created_at_display"]
     search_fields = ["name"]
     created_at_display = utc_time("created_at", "created at")
-    readonly_fields = ["created_at_display"]
-    fields = ["name", "created_at_display"]
+    messaging_limit_set_at_display = utc_time("messaging_limit_set_at", "messaging limit set at")
+    readonly_fields = ["created_at_display", "messaging_limit_set_at_display"]
+    fields = ["name", "messaging_limit", "messaging_limit_set_at_display", "created_at_display"]
+
+    @admin.display(description="messaging limit", ordering="messaging_limit")
+    def messaging_limit_display(self, obj: Organization) -> str:
+        return f"{obj.messaging_limit:,}" if obj.messaging_limit else "unlimited"
+
+    def save_model(self, request, obj, form, change) -> None:
+        # A new limit starts a fresh count (broadcasts/messaging_limit.py rebuilds it from the sends).
+        if "messaging_limit" in form.changed_data:
+            obj.messaging_limit_set_at = timezone.now()
+        super().save_model(request, obj, form, change)
 
     def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
         return False  # it would take its broadcasts, sends and tokens (the audit trail) with it

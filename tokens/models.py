@@ -2,10 +2,22 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
+# Meta's messaging-limit tiers (CONTRACT 10): unique users per moving 24 h for the business portfolio.
+MESSAGING_LIMITS = (250, 2000, 10000, 100000)
+
 
 class Organization(models.Model):
     name = models.CharField(max_length=200, unique=True)
     created_at = models.DateTimeField(default=timezone.now)
+    # The business portfolio's messaging limit (CONTRACT 10): null = unlimited (broadcasts/messaging_limit.py).
+    messaging_limit = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        choices=[(n, f"{n:,} unique users / 24 h") for n in MESSAGING_LIMITS],
+        help_text="Meta's business-portfolio tier; empty = unlimited.",
+    )
+    # When the limit last changed: its count in Redis starts afresh (rebuilt from the sends) at each change.
+    messaging_limit_set_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     def __str__(self) -> str:
         return self.name

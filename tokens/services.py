@@ -143,3 +143,15 @@ def _token_find(*, value: str) -> AccessToken:
             "That prefix matches more than one token; give the whole token.", code="conflict", status=409
         )
     return found[0]
+
+
+def organization_messaging_limit_set(*, organization: Organization, limit: int | None) -> bool:
+    """Set the organization's messaging limit (CONTRACT 10; None = unlimited). A change stamps
+    ``messaging_limit_set_at``, which starts the limit's count afresh from the sends (broadcasts/messaging_limit.py).
+    Returns whether it changed."""
+    if organization.messaging_limit == limit:
+        return False
+    organization.messaging_limit = limit
+    organization.messaging_limit_set_at = timezone.now()
+    organization.save(update_fields=["messaging_limit", "messaging_limit_set_at"])
+    return True

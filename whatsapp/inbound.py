@@ -163,3 +163,120 @@ def envelope_parse(payload: Mapping[str, Any]) -> list[InboundItem]:
         else:
             items.append(OtherChange(waba_id=waba_id, field=str(field)))
     return items
+
+
+# --- the messaging limit and number health (CONTRACT 8, 10) ----------------------------------------------------
+# Parsed apart from ``envelope_parse`` (which reports these changes as OtherChange): ``limits_parse`` reads the
+# incoming messages (the customer-service window), business_capability_update and phone_number_quality_update.
+
+BUSINESS_CAPABILITY_FIELD = "business_capability_update"
+PHONE_QUALITY_FIELD = "phone_number_quality_update"
+
+
+@dataclass(frozen=True)
+class InboundMessage:
+    """A customer wrote to one of our numbers (``messages[]`` of a ``messages`` change): it opens the window."""
+
+    phone_number_id: str  # the change's metadata: which of our numbers they wrote to
+    wa_id: str  # ``from``: Meta's WhatsApp id of the customer (digits)
+    timestamp: datetime | None
+
+
+@dataclass(frozen=True)
+class BusinessCapabilityUpdate:
+    """``business_capability_update``: the account's messaging limit (None when the change names none; -1 is
+    Meta's "unlimited"), from ``max_daily_conversations_per_business`` or the older
+    ``max_daily_conversation_per_phone``."""
+
+    waba_id: str
+    messaging_limit: int | str | None
+    max_phone_numbers_per_business: int | None
+    timestamp: datetime | None
+
+
+@dataclass(frozen=True)
+class PhoneNumberQualityUpdate:
+    """``phone_number_quality_update``: a number's quality or throughput event and its messaging-limit tier."""
+
+    waba_id: str
+    display_phone_number: str
+    event: str  # upper case: FLAGGED, UNFLAGGED, ONBOARDING, THROUGHPUT_UPGRADE, UPGRADE, DOWNGRADE, ...
+    current_limit: str  # upper case, Meta's older field: a messaging-limit tier or a throughput level ("" if absent)
+    # The portfolio's messaging limit the update names: ``max_daily_conversations_per_business`` (TIER_2K, ... or a
+    # number), else ``current_limit`` unless the event is about throughput (there TIER_UNLIMITED means higher
+    # throughput, not an unlimited messaging limit); "" when it names none.
+    messaging_tier: str
+    timestamp: datetime | None
+
+
+LimitsItem = InboundMessage | BusinessCapabilityUpdate | PhoneNumberQualityUpdate
+
+
+def _int_or_text(raw: Any) -> int | str | None:
+    if raw is None or isinstance(raw, bool):
+        return None
+    if isinstance(raw, int):
+        return raw
+    text = str(raw).strip()
+    try:
+        return int(text)
+    except ValueError:
+        return text or None
+
+
+def limits_parse(payload: Mapping[str, Any]) -> list[LimitsItem]:
+    """Every incoming message, capability update and number quality update of the envelope, in Meta's order.
+    Malformed parts are skipped (a message without ``from``, a value that is not an object)."""
+    items: list[LimitsItem] = []
+    entries = payload.get("entry")
+    if not isinstance(entries, list):
+        return items
+    for entry in entries:
+        if not isinstance(entry, dict) or not isinstance(entry.get("changes"), list):
+            continue
+        waba_id = str(entry.get("id") or "")
+        entry_time = _timestamp(entry.get("time"))
+        for change in entry["changes"]:
+            if not isinstance(change, dict) or not isinstance(change.get("value"), dict):
+                continue
+            field, value = change.get("field"), change["value"]
+            if field == STATUSES_FIELD and isinstance(value.get("messages"), list):
+                metadata = value.get("metadata")
+                phone_number_id = str(metadata.get("phone_number_id") or "") if isinstance(metadata, dict) else ""
+                for message in value["messages"]:
+                    if isinstance(message, dict) and message.get("from"):
+                        items.append(
+                            InboundMessage(
+                                phone_number_id=phone_number_id,
+                                wa_id=str(message["from"]),
+                                timestamp=_timestamp(message.get("timestamp")),
+                            )
+                        )
+            elif field == BUSINESS_CAPABILITY_FIELD:
+                limit = value.get("max_daily_conversations_per_business", value.get("max_daily_conversation_per_phone"))
+                phones = _int_or_text(value.get("max_phone_numbers_per_business"))
+                items.append(
+                    BusinessCapabilityUpdate(
+                        waba_id=waba_id,
+                        messaging_limit=_int_or_text(limit),
+                        max_phone_numbers_per_business=phones if isinstance(phones, int) else None,
+                        timestamp=entry_time,
+                    )
+                )
+            elif field == PHONE_QUALITY_FIELD:
+                event = str(value.get("event") or "").upper()
+                current = str(value.get("current_limit") or "").upper()
+                tier = str(value.get("max_daily_conversations_per_business") or "").upper()
+                if not tier and not event.startswith("THROUGHPUT"):
+                    tier = current
+                items.append(
+                    PhoneNumberQualityUpdate(
+                        waba_id=waba_id,
+                        display_phone_number=str(value.get("display_phone_number") or ""),
+                        event=event,
+                        current_limit=current,
+                        messaging_tier=tier,
+                        timestamp=entry_time,
+                    )
+                )
+    return items

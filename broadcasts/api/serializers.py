@@ -125,6 +125,24 @@ class BroadcastSerializer(serializers.Serializer):
     )
 
 
+class WaitingSerializer(serializers.Serializer):
+    schedule = serializers.IntegerField(help_text="Pending sends of a broadcast whose scheduled_at is ahead.")
+    throughput = serializers.IntegerField(help_text="Pending sends waiting for their turn at the channel's cap.")
+    messaging_limit = serializers.IntegerField(
+        help_text="Pending sends waiting for the organization's messaging-limit window to free room (CONTRACT 10)."
+    )
+    retry = serializers.IntegerField(help_text="Pending sends waiting for another attempt after a failed one.")
+
+
+class BroadcastDetailSerializer(BroadcastSerializer):
+    waiting = WaitingSerializer(help_text="How many pending sends wait, and why; they add up to counts.pending.")
+    eta = serializers.DateTimeField(
+        allow_null=True,
+        help_text="When the last pending send is expected to leave (the channel's cap, the messaging limit, retries); "
+        "null when nothing is pending or the broadcast is paused.",
+    )
+
+
 class BroadcastPageSerializer(serializers.Serializer):
     data = BroadcastSerializer(many=True)
     next_cursor = serializers.CharField(allow_null=True)

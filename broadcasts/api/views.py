@@ -7,6 +7,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from django.http import StreamingHttpResponse
+from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiExample,
@@ -31,6 +32,7 @@ from broadcasts.api.pagination import (
     object_id_value,
     timestamp_value,
 )
+from broadcasts.api.progress import broadcast_progress
 from broadcasts.models import BroadcastStatus, SendStatus
 from core.api.base import ApiView, ExactContentNegotiation
 from core.api.parsers import json_parse
@@ -205,11 +207,11 @@ class BroadcastDetailApi(BulkView):
     @extend_schema(
         operation_id="bulk_retrieve",
         summary="A broadcast with its counts per send status",
-        responses={200: s.BroadcastSerializer, **_errors(401, 403, 404, 429)},
+        responses={200: s.BroadcastDetailSerializer, **_errors(401, 403, 404, 429)},
     )
     def get(self, request: Request, broadcast_id: str) -> Response:
         broadcast = selectors.broadcast_get(broadcast_id=broadcast_id, organization=request.user.organization)
-        return Response(_broadcast_body(broadcast))
+        return Response({**_broadcast_body(broadcast), **broadcast_progress(broadcast=broadcast, now=timezone.now())})
 
 
 class _QueryFormatNegotiation(ExactContentNegotiation):

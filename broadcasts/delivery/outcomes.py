@@ -90,15 +90,16 @@ UPDATE broadcasts_send AS s SET
     error_retryable = CASE WHEN v.error_code IS NULL THEN s.error_retryable ELSE v.error_retryable END,
     sent_at = COALESCE(v.sent_at, s.sent_at),
     failed_at = COALESCE(v.failed_at, s.failed_at),
+    wait_reason = v.wait_reason,
     updated_at = %s
 FROM (VALUES {values}) AS v(id, status, attempts_delta, next_attempt_at, unknown_inc, message_id, error_code,
-                            error_title, error_message, error_retryable, sent_at, failed_at)
+                            error_title, error_message, error_retryable, sent_at, failed_at, wait_reason)
 WHERE s.id = v.id AND s.status = 'PENDING'
 RETURNING s.id, s.status, s.broadcast_id
 """
 _PG_VALUE = (
     "(%s::bigint, %s::varchar, %s::int, %s::timestamptz, %s::int, %s::varchar, %s::varchar, %s::varchar, %s::text,"
-    " %s::boolean, %s::timestamptz, %s::timestamptz)"
+    " %s::boolean, %s::timestamptz, %s::timestamptz, %s::varchar)"
 )
 
 
@@ -159,6 +160,7 @@ def _sends_record(*, rows: list[OutcomeRow]) -> tuple[dict[str, list[int]], list
                 r.error_retryable,
                 r.sent_at,
                 r.failed_at,
+                r.wait_reason or "",  # every write sets it: a send that moves on has no reason to wait
             ]
         sql = _PG_RECORD_SQL.format(values=", ".join([_PG_VALUE] * len(rows)))
         with connection.cursor() as cursor:
@@ -175,6 +177,7 @@ def _sends_record(*, rows: list[OutcomeRow]) -> tuple[dict[str, list[int]], list
                 "lease_expires_at": None,
                 "posting_at": None,
                 "unknown_outcomes": F("unknown_outcomes") + r.unknown_inc,
+                "wait_reason": r.wait_reason or "",
                 "updated_at": now,
             }
             for name in ("message_id", "sent_at", "failed_at"):
@@ -252,7 +255,7 @@ def outcome_row(*, send: Claimed, result: SendResult, now: datetime) -> OutcomeR
         return OutcomeRow(id=send.id, status=SendStatus.PENDING, **fields)
     if error.error_class is ErrorClass.TRANSIENT and send.attempts < settings.DELIVERY_MAX_ATTEMPTS:
         at = now + timedelta(seconds=retry_delay(attempts=send.attempts))
-        return OutcomeRow(id=send.id, status=SendStatus.PENDING, next_attempt_at=at, **fields)
+        return OutcomeRow(id=send.id, status=SendStatus.PENDING, next_attempt_at=at, wait_reason="retry", **fields)
     return OutcomeRow(id=send.id, status=SendStatus.FAILED, failed_at=now, **fields)
 
 

@@ -47,7 +47,7 @@ def test_docs_page_loads_nothing_from_elsewhere(anon_api, db):
 
 @pytest.mark.parametrize(
     "representation,serializer",
-    [("broadcast", s.BroadcastSerializer), ("recipient", s.SendSerializer)],
+    [("broadcast", s.BroadcastDetailSerializer), ("recipient", s.SendSerializer)],
 )
 def test_documented_shapes_match_what_is_returned(api, channel, template, representation, serializer):
     with mock.patch("broadcasts.services.enqueue_dispatch"):

@@ -3,7 +3,19 @@ from django.db import transaction
 
 from core.errors import ApplicationError
 from templates_registry.services import channel_create
-from tokens.services import organization_get_or_create
+from tokens.models import MESSAGING_LIMITS
+from tokens.services import organization_get_or_create, organization_messaging_limit_set
+
+
+def _messaging_limit(raw: str | None) -> int | None:
+    """--messaging-limit: one of Meta's tiers or "unlimited" (CONTRACT 2); anything else is refused."""
+    if raw is None or raw.strip().lower() == "unlimited":
+        return None
+    text = raw.strip().replace(",", "").replace("_", "")
+    if not text.isdigit() or int(text) not in MESSAGING_LIMITS:
+        choices = ", ".join(str(n) for n in MESSAGING_LIMITS)
+        raise CommandError(f"--messaging-limit must be one of {choices} or unlimited, not {raw!r}.")
+    return int(text)
 
 
 class Command(BaseCommand):
@@ -16,8 +28,14 @@ class Command(BaseCommand):
         parser.add_argument("--access-token", required=True, help="Graph API access token of the number")
         parser.add_argument("--max-mps", type=int, default=80, help="throughput cap, messages per second (1-1000)")
         parser.add_argument("--name", default="", help="a label for the admin")
+        parser.add_argument(
+            "--messaging-limit",
+            default=None,
+            help="the organization's messaging limit: 250, 2000, 10000, 100000 or unlimited (default unlimited)",
+        )
 
     def handle(self, *args, **options):
+        limit = _messaging_limit(options.get("messaging_limit"))
         try:
             # One transaction: a refused channel leaves no new organization behind.
             with transaction.atomic():
@@ -30,6 +48,8 @@ class Command(BaseCommand):
                     max_mps=options["max_mps"],
                     name=options["name"],
                 )
+                if options.get("messaging_limit") is not None:
+                    organization_messaging_limit_set(organization=organization, limit=limit)
         except ApplicationError as exc:
             raise CommandError(exc.message) from exc
         verb = "Created" if created else "Using"

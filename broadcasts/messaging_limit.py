@@ -1,0 +1,500 @@
+"""The messaging limit (CONTRACT 10): at most N unique numbers per organization in any moving window.
+
+Meta lets a business portfolio (our organization) start conversations with at most N unique users in a moving
+MESSAGING_LIMIT_WINDOW_SECONDS (24 h), shared by all its numbers. A send *counts* when it is posted to a number not
+counted in the window and whose customer-service window (the customer wrote to that channel less than
+CUSTOMER_SERVICE_WINDOW_SECONDS ago) is not open; counted numbers and open-window numbers pass freely.
+
+How it is kept:
+- one Redis sorted set per organization (member = number, score = when it was counted, Redis TIME in ms), with
+  every key of an organization under the hash tag ``{org:<id>}`` so each script runs on one Redis Cluster slot;
+- ``admit`` is ONE Lua call per batch: drop what left the window, pass counted numbers (their entry refreshed to
+  this send, so the ledger holds a number at least as long as Meta counts any conversation of it), count new ones
+  while fewer than N are counted (``ZADD NX``: a send admitted twice counts once), and for the others say how long
+  until the window frees room for them (when the oldest counted entries leave). Nothing is counted by a
+  worker's clock; nothing at all happens in Redis for an unlimited organization;
+- durability: the set is a cache of what PostgreSQL knows. A marker key says it was built; when it is missing
+  (Redis flushed or restarted empty, the limit changed, or idle for two windows) the set is rebuilt from the
+  organization's sends posted in the last window (``sent_at``) and those being posted right now (``posting_at``),
+  before anything is admitted. The rebuild over-counts (every posted send counts, open windows or not), never
+  under-counts, so a Redis restart cannot let the service exceed the limit;
+- each change of the limit (command, admin, Meta's webhooks) stamps ``messaging_limit_set_at``, which names
+  fresh keys: the count starts from PostgreSQL again (sends made while the organization was unlimited included).
+
+Customer-service windows are rows (``CustomerWindow``), upserted from Meta's incoming ``messages`` webhooks.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from functools import cache
+
+from django.conf import settings
+from django.db import connection
+from django.utils import timezone
+
+from broadcasts.models import CustomerWindow
+from core.redis import redis_client
+from templates_registry.models import Channel
+from tokens.models import MESSAGING_LIMITS, Organization
+
+WAIT_REASON = "messaging_limit"
+# An entry counts from its admission (Redis TIME), and Meta from when the POST reaches it: a POST leaves within
+# claims.POST_PERMIT_SECONDS (0.3 s) of its send's marking, before the gate, and travels; this covers both.
+POST_MARGIN_SECONDS = 2.0
+# Numbers per rebuild call: a 100,000-number portfolio is rebuilt in 20 calls, none of them long.
+REBUILD_CHUNK = 5000
+# Meta's tier names (phone_number_quality_update) and what they mean; None = unlimited.
+TIERS: dict[str, int | None] = {
+    "TIER_50": 50,
+    "TIER_250": 250,
+    "TIER_1K": 1000,
+    "TIER_2K": 2000,
+    "TIER_10K": 10000,
+    "TIER_100K": 100000,
+    "TIER_UNLIMITED": None,
+    "UNLIMITED": None,
+}
+
+# KEYS: counted set, built marker, waiters counter. ARGV: limit, window ms, marker ttl ms, numbers...
+# Returns {-1} when the set must be rebuilt first, else one value per number: 0 admitted, else the wait in ms.
+# The waiters counter numbers the sends told to wait in a burst (all workers), so their waits follow the order
+# in which the counted entries leave instead of all waking when the oldest does (a hint only: it expires).
+_ADMIT_LUA = """
+if redis.call('EXISTS', KEYS[2]) == 0 then return {-1} end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local limit = tonumber(ARGV[1])
+local window = tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+local used = redis.call('ZCARD', KEYS[1])
+local out = {}
+local rejected = {}
+for i = 4, #ARGV do
+  local number = ARGV[i]
+  if redis.call('ZSCORE', KEYS[1], number) then
+    -- Counted already: passes, and its entry now runs from this send (GT: never earlier). The ledger then holds
+    -- a number at least as long as Meta counts any conversation of it (one starts at a send we admitted).
+    redis.call('ZADD', KEYS[1], 'GT', now, number)
+    out[#out + 1] = 0
+  elseif used < limit then
+    redis.call('ZADD', KEYS[1], 'NX', now, number)
+    used = used + 1
+    out[#out + 1] = 0
+  else
+    out[#out + 1] = -1
+    rejected[#rejected + 1] = #out
+  end
+end
+if #rejected > 0 then
+  local base = redis.call('INCRBY', KEYS[3], #rejected) - #rejected
+  redis.call('PEXPIRE', KEYS[3], 2000)
+  for k, position in ipairs(rejected) do
+    -- Room for this one once (used - limit + 1 + its place among the waiters) of the oldest entries have left.
+    local rank = used - limit + base + k - 1
+    local rounds = 0
+    if rank >= used then
+      rounds = math.floor((rank - used) / limit) + 1
+      rank = (rank - used) % limit
+      if rank >= used then rank = used - 1 end
+    end
+    local entry = redis.call('ZRANGE', KEYS[1], rank, rank, 'WITHSCORES')
+    local wait = window * (rounds + 1)
+    if entry[2] then wait = tonumber(entry[2]) + window * (rounds + 1) - now + 1 end
+    if wait < 1 then wait = 1 end
+    out[position] = wait
+  end
+end
+if used > 0 then redis.call('PEXPIRE', KEYS[1], window + 1000) end
+redis.call('PEXPIRE', KEYS[2], tonumber(ARGV[3]))
+return out
+"""
+
+# KEYS: counted set, built marker. ARGV: window ms, marker ttl ms, last chunk (0/1), then (number, age ms) pairs.
+_REBUILD_LUA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local window = tonumber(ARGV[1])
+for i = 4, #ARGV, 2 do
+  redis.call('ZADD', KEYS[1], 'NX', now - tonumber(ARGV[i + 1]), ARGV[i])
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+redis.call('PEXPIRE', KEYS[1], window + 1000)
+if ARGV[3] == '1' then redis.call('SET', KEYS[2], '1', 'PX', tonumber(ARGV[2])) end
+return 0
+"""
+
+# Read-only. KEYS: counted set, built marker. ARGV: window ms, rank (or -1), numbers...
+# Returns {-1} when not built, else {used, numbers not counted, wait ms until `rank` + 1 entries have left (or -1)}.
+_PEEK_LUA = """
+if redis.call('EXISTS', KEYS[2]) == 0 then return {-1} end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local window = tonumber(ARGV[1])
+local cutoff = now - window
+local used = redis.call('ZCOUNT', KEYS[1], '(' .. cutoff, '+inf')
+local fresh = 0
+for i = 3, #ARGV do
+  local score = redis.call('ZSCORE', KEYS[1], ARGV[i])
+  if not score or tonumber(score) <= cutoff then fresh = fresh + 1 end
+end
+local wait = -1
+local rank = tonumber(ARGV[2])
+if rank >= 0 and used > 0 then
+  local r = rank
+  if r >= used then r = used - 1 end
+  local entry = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. cutoff, '+inf', 'WITHSCORES', 'LIMIT', r, 1)
+  if entry[2] then wait = tonumber(entry[2]) + window - now end
+  if wait < 0 then wait = 0 end
+end
+return {used, fresh, wait}
+"""
+
+
+@cache
+def _script(source: str):
+    return redis_client().register_script(source)
+
+
+def _window_ms() -> int:
+    """The window an entry stays counted: Meta's, plus the time from admission to Meta's receipt of the POST."""
+    return max(1, int((settings.MESSAGING_LIMIT_WINDOW_SECONDS + POST_MARGIN_SECONDS) * 1000))
+
+
+def _keys(organization_id: int, generation: int) -> list[str]:
+    tag = f"{{org:{organization_id}}}"
+    return [
+        f"msglimit:{tag}:{generation}:counted",
+        f"msglimit:{tag}:{generation}:built",
+        f"msglimit:{tag}:{generation}:waiters",
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class LimitState:
+    """An organization's limit (None = unlimited) and the generation of its count (changes with the limit)."""
+
+    limit: int | None
+    generation: int
+
+
+def limit_state(*, organization_id: int) -> LimitState:
+    """One primary-key read: the organization's limit as it is now."""
+    row = Organization.objects.filter(id=organization_id).values_list("messaging_limit", "messaging_limit_set_at")
+    found = row.first()
+    if found is None or not found[0]:
+        return LimitState(limit=None, generation=0)
+    set_at = found[1]
+    return LimitState(limit=int(found[0]), generation=int(set_at.timestamp() * 1000) if set_at else 0)
+
+
+# --- customer-service windows -------------------------------------------------------------------------------
+
+
+def customer_windows_open(*, channel_id: str, numbers: list[str], now: datetime) -> set[str]:
+    """The numbers among ``numbers`` whose customer wrote to the channel within CUSTOMER_SERVICE_WINDOW_SECONDS
+    (one indexed query)."""
+    if not numbers:
+        return set()
+    since = now - timedelta(seconds=settings.CUSTOMER_SERVICE_WINDOW_SECONDS)
+    return set(
+        CustomerWindow.objects.filter(
+            channel_id=channel_id, number__in=set(numbers), last_inbound_at__gt=since
+        ).values_list("number", flat=True)
+    )
+
+
+def wa_id_numbers(wa_id: str) -> list[str]:
+    """The E.164 forms a customer's WhatsApp id may stand for: "+" and its digits, and where Meta's id differs from
+    the E.164 number (CONTRACT 8): Mexico's ids carry a 1 after 52, Brazil's may lack the mobile 9 after the area
+    code. Each form gets its window row, so a send's E.164 ``to`` finds it."""
+    digits = "".join(ch for ch in wa_id if ch.isdigit())
+    if not digits:
+        return []
+    forms = ["+" + digits]
+    if digits.startswith("521") and len(digits) == 13:
+        forms.append("+52" + digits[3:])
+    if digits.startswith("55") and len(digits) == 12:
+        forms.append("+" + digits[:4] + "9" + digits[4:])
+    return forms
+
+
+def customer_windows_record(*, channel_id: str, inbound: Iterable[tuple[str, datetime]]) -> int:
+    """Upsert (number, wrote at) of incoming messages to the channel; a time older than the stored one changes
+    nothing (Meta may deliver webhooks out of order). Returns the rows written."""
+    latest: dict[str, datetime] = {}
+    for number, at in inbound:
+        if number and (number not in latest or at > latest[number]):
+            latest[number] = at
+    if not latest:
+        return 0
+    values = ", ".join(["(%s, %s, %s)"] * len(latest))
+    params: list = []
+    for number, at in latest.items():
+        params += [channel_id, number, at]
+    newer = "EXCLUDED.last_inbound_at > broadcasts_customerwindow.last_inbound_at"
+    sql = (
+        f"INSERT INTO broadcasts_customerwindow (channel_id, number, last_inbound_at) VALUES {values} "
+        f"ON CONFLICT (channel_id, number) DO UPDATE SET last_inbound_at = EXCLUDED.last_inbound_at WHERE {newer}"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+    return len(latest)
+
+
+# --- counting -----------------------------------------------------------------------------------------------
+
+
+def _rebuild_rows(*, organization_id: int, now: datetime) -> list[tuple[str, float]]:
+    """(number, age in seconds) of every number the organization posted to within the window, by PostgreSQL:
+    sends with ``sent_at`` in the window (their latest, as the ledger keeps a number from its last send), and sends
+    being posted now (``posting_at``, age 0)."""
+    cutoff = now - timedelta(seconds=settings.MESSAGING_LIMIT_WINDOW_SECONDS + POST_MARGIN_SECONDS)
+    sql = """
+        SELECT s."to", MAX(CASE WHEN s.sent_at >= %s THEN s.sent_at ELSE %s END)
+        FROM broadcasts_send s
+        WHERE s.broadcast_id IN (
+            SELECT b.id FROM broadcasts_broadcast b
+            WHERE b.organization_id = %s AND b.started_at IS NOT NULL
+              AND (b.completed_at IS NULL OR b.completed_at >= %s)
+        )
+          AND (s.sent_at >= %s OR (s.status = 'PENDING' AND s.posting_at IS NOT NULL))
+        GROUP BY s."to"
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [cutoff, now, organization_id, cutoff, cutoff])
+        rows = cursor.fetchall()
+    out = []
+    for number, at in rows:
+        if isinstance(at, str):  # SQLite hands timestamps back as text
+            at = datetime.fromisoformat(at)
+        if timezone.is_naive(at):
+            at = timezone.make_aware(at, timezone.utc)
+        out.append((number, max(0.0, (now - at).total_seconds())))
+    return out
+
+
+def _rebuild(*, organization_id: int, generation: int, now: datetime) -> None:
+    keys = _keys(organization_id, generation)[:2]
+    rows = _rebuild_rows(organization_id=organization_id, now=now)
+    window = _window_ms()
+    chunks = [rows[i : i + REBUILD_CHUNK] for i in range(0, len(rows), REBUILD_CHUNK)] or [[]]
+    for position, chunk in enumerate(chunks):
+        args: list = [window, 2 * window, "1" if position == len(chunks) - 1 else "0"]
+        for number, age in chunk:
+            args += [number, int(age * 1000)]
+        _script(_REBUILD_LUA)(keys=keys, args=args)
+
+
+def admit(*, organization_id: int, channel_id: str, numbers: list[str], now: datetime) -> list[float] | None:
+    """Decide a batch about to be posted: per number 0.0 (go: counted now, counted already, or its customer-service
+    window is open) or the seconds until the window frees room for it. None when the organization is unlimited
+    (no Redis call). One indexed query (customer windows) and one Lua call per batch (two when the count must be
+    rebuilt first). Raises when Redis or the database is away: nothing is posted unchecked."""
+    state = limit_state(organization_id=organization_id)
+    if state.limit is None:
+        return None
+    if not numbers:
+        return []
+    if not settings.REDIS_URL:
+        return _admit_without_redis(
+            state=state, organization_id=organization_id, channel_id=channel_id, numbers=numbers, now=now
+        )
+    open_windows = customer_windows_open(channel_id=channel_id, numbers=numbers, now=now)
+    counted = [n for n in numbers if n not in open_windows]
+    waits: dict[int, float] = {}
+    if counted:
+        keys = _keys(organization_id, state.generation)
+        args = [state.limit, _window_ms(), 2 * _window_ms(), *counted]
+        result = _script(_ADMIT_LUA)(keys=keys, args=args)
+        if result and int(result[0]) == -1:
+            _rebuild(organization_id=organization_id, generation=state.generation, now=now)
+            result = _script(_ADMIT_LUA)(keys=keys, args=args)
+            if result and int(result[0]) == -1:
+                raise RuntimeError("messaging limit: the count could not be rebuilt")
+        positions = [i for i, n in enumerate(numbers) if n not in open_windows]
+        for position, ms in zip(positions, result, strict=True):
+            if int(ms) > 0:
+                waits[position] = int(ms) / 1000.0
+    return [waits.get(i, 0.0) for i in range(len(numbers))]
+
+
+def _admit_without_redis(
+    *, state: LimitState, organization_id: int, channel_id: str, numbers: list[str], now: datetime
+) -> list[float]:
+    """The demo (SQLite, no Redis): count from the database itself, one process at a time is what it runs.
+    Numbers admitted earlier in this batch count as posted."""
+    assert state.limit is not None
+    open_windows = customer_windows_open(channel_id=channel_id, numbers=numbers, now=now)
+    window = settings.MESSAGING_LIMIT_WINDOW_SECONDS + POST_MARGIN_SECONDS
+    rows = sorted(_rebuild_rows(organization_id=organization_id, now=now), key=lambda r: -r[1])
+    counted = {number for number, _ in rows}
+    ages = [age for _, age in rows]  # oldest first
+    waits = []
+    rejected = 0
+    for number in numbers:
+        if number in open_windows or number in counted:
+            waits.append(0.0)
+        elif len(counted) < state.limit:
+            counted.add(number)
+            waits.append(0.0)
+        else:
+            rank = len(counted) - state.limit + rejected
+            waits.append(max(0.001, window - ages[rank]) if rank < len(ages) else window)
+            rejected += 1
+    return waits
+
+
+def outlook(*, organization_id: int, channel_id: str, numbers: list[str], now: datetime) -> dict:
+    """For a dry run: ``{"limit", "used", "would_wait"}``: the organization's limit (None = unlimited), the numbers
+    counted in the window now, and how many of ``numbers`` would wait for the window to free room if posted now
+    (distinct numbers, not counted yet, with no open customer-service window, beyond the room left). Changes
+    nothing (when the count is not built in Redis it is read from PostgreSQL). Unlimited: used None, no Redis."""
+    state = limit_state(organization_id=organization_id)
+    if state.limit is None:
+        return {"limit": None, "used": None, "would_wait": 0}
+    distinct = list(dict.fromkeys(numbers))
+    open_windows = customer_windows_open(channel_id=channel_id, numbers=distinct, now=now)
+    candidates = [n for n in distinct if n not in open_windows]
+    used, fresh = None, 0
+    if settings.REDIS_URL:
+        result = _script(_PEEK_LUA)(
+            keys=_keys(organization_id, state.generation)[:2], args=[_window_ms(), -1, *candidates]
+        )
+        if int(result[0]) != -1:
+            used, fresh = int(result[0]), int(result[1])
+    if used is None:
+        counted = {number for number, _ in _rebuild_rows(organization_id=organization_id, now=now)}
+        used = len(counted)
+        fresh = sum(1 for n in candidates if n not in counted)
+    room = max(0, state.limit - used)
+    return {"limit": state.limit, "used": used, "would_wait": max(0, fresh - room)}
+
+
+def room_free_in(*, organization_id: int, count: int, now: datetime) -> float | None:
+    """Seconds until the window has freed room for ``count`` more numbers (for a broadcast's eta); None when the
+    organization is unlimited. Past the entries counted now, each further full window frees ``limit`` more."""
+    state = limit_state(organization_id=organization_id)
+    if state.limit is None:
+        return None
+    if count <= 0:
+        return 0.0
+    window = settings.MESSAGING_LIMIT_WINDOW_SECONDS + POST_MARGIN_SECONDS
+    used, leaves_in = _counted_leaving(organization_id=organization_id, state=state, count=count, now=now)
+    rank = used - state.limit + count - 1  # this many + 1 of the oldest must leave
+    if rank < 0:
+        return 0.0
+    if rank < used:
+        return leaves_in(rank)
+    # Beyond what is counted now: once the last of them leaves, each window admits `limit` more.
+    last = leaves_in(used - 1) if used else 0.0
+    return last + window * (math.ceil((rank - used + 1) / state.limit) - 1)
+
+
+def _counted_leaving(*, organization_id: int, state: LimitState, count: int, now: datetime):
+    """(numbers counted now, f(rank) = seconds until the rank-th oldest leaves the window)."""
+    window = settings.MESSAGING_LIMIT_WINDOW_SECONDS + POST_MARGIN_SECONDS
+    if settings.REDIS_URL:
+        keys = _keys(organization_id, state.generation)[:2]
+        result = _script(_PEEK_LUA)(keys=keys, args=[_window_ms(), -1])
+        if int(result[0]) != -1:
+
+            def from_redis(rank: int) -> float:
+                peek = _script(_PEEK_LUA)(keys=keys, args=[_window_ms(), rank])
+                return max(0.0, int(peek[2]) / 1000.0) if int(peek[0]) != -1 and int(peek[2]) >= 0 else window
+
+            return int(result[0]), from_redis
+    ages = sorted((age for _, age in _rebuild_rows(organization_id=organization_id, now=now)), reverse=True)
+    return len(ages), lambda rank: max(0.0, window - ages[min(rank, len(ages) - 1)])
+
+
+# --- setting the limit --------------------------------------------------------------------------------------
+
+
+class InvalidLimit(ValueError):
+    """Not a messaging limit."""
+
+
+def limit_parse(value: object, *, tiers_only: bool = True) -> int | None:
+    """A limit as a person or Meta gives it: 250 / 2000 / 10000 / 100000, "unlimited" / null / 0 / -1 (unlimited), or
+    a Meta tier name (TIER_2K, ...). ``tiers_only=False`` (Meta's webhooks) takes any positive number Meta names.
+    Raises InvalidLimit otherwise."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise InvalidLimit(f"not a messaging limit: {value!r}")
+    if isinstance(value, int):
+        number = value
+    else:
+        text = str(value).strip().upper()
+        if text in TIERS:
+            return TIERS[text]
+        if text in ("", "UNLIMITED", "NONE", "NULL"):
+            return None
+        try:
+            number = int(text.replace(",", "").replace("_", ""))
+        except ValueError as exc:
+            raise InvalidLimit(f"not a messaging limit: {value!r}") from exc
+    if number in (0, -1):
+        return None
+    if number < 0 or (tiers_only and number not in MESSAGING_LIMITS):
+        raise InvalidLimit(f"not a messaging limit: {value!r} (250, 2000, 10000, 100000 or unlimited)")
+    return number
+
+
+def organization_limit_set(*, organization_id: int, limit: int | None, now: datetime | None = None) -> bool:
+    """Set the organization's limit; a change starts a fresh count (rebuilt from PostgreSQL). Returns whether it
+    changed."""
+    rows = Organization.objects.filter(id=organization_id)
+    rows = rows.exclude(messaging_limit__isnull=True) if limit is None else rows.exclude(messaging_limit=limit)
+    return bool(rows.update(messaging_limit=limit, messaging_limit_set_at=now or timezone.now()))
+
+
+def waba_limit_set(*, waba_id: str, limit: int | None) -> int:
+    """Meta's business_capability_update for a WhatsApp Business account: the limit of every organization whose
+    channels use it. Returns how many organizations changed."""
+    organization_ids = set(Channel.objects.filter(waba_id=waba_id).values_list("organization_id", flat=True))
+    return sum(organization_limit_set(organization_id=oid, limit=limit) for oid in organization_ids)
+
+
+def channel_quality_apply(
+    *, waba_id: str, phone_number: str, event: str, current_limit: str, messaging_tier: str, at: datetime | None = None
+) -> tuple[int, int]:
+    """Meta's phone_number_quality_update: store the event on the WABA's channels (narrowed to the one whose name
+    carries the display number when the account has several: our channels know Meta's ids, not always the number),
+    and apply the tier it names to their organization's limit. Returns (channels, organizations) changed."""
+    at = at or timezone.now()
+    digits = "".join(ch for ch in phone_number if ch.isdigit())
+    channels = list(Channel.objects.filter(waba_id=waba_id).values_list("id", "organization_id", "name"))
+    if len(channels) > 1 and digits:
+        named = [c for c in channels if digits in "".join(ch for ch in (c[2] or "") if ch.isdigit())]
+        channels = named or channels
+    updated = Channel.objects.filter(id__in=[c[0] for c in channels]).update(
+        quality_event=event[:64], quality_limit_tier=(messaging_tier or current_limit)[:32], quality_updated_at=at
+    )
+    orgs = 0
+    if messaging_tier:
+        try:
+            limit = limit_parse(messaging_tier, tiers_only=False)
+        except InvalidLimit:
+            return updated, 0
+        orgs = sum(organization_limit_set(organization_id=oid, limit=limit) for oid in {c[1] for c in channels})
+    return updated, orgs
+
+
+def eta_seconds(
+    *, throughput: int, rate: float, start_in: float, retry_in: float | None, limit_count: int, limit_in: float | None
+) -> float:
+    """When the last pending send is expected to leave, in seconds from now: the channel's cap over what waits for
+    throughput (from ``start_in``), the latest retry, and the sends waiting for the limit (when the window has
+    freed room for all of them, then at the cap)."""
+    rate = max(rate, 0.001)
+    candidates = [start_in + throughput / rate]
+    if retry_in is not None:
+        candidates.append(retry_in)
+    if limit_count:
+        candidates.append((limit_in or 0.0) + limit_count / rate)
+    return max(0.0, *candidates)
