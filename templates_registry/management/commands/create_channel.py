@@ -16,6 +16,11 @@ class Command(BaseCommand):
         parser.add_argument("--access-token", required=True, help="Graph API access token of the number")
         parser.add_argument("--max-mps", type=int, default=80, help="throughput cap, messages per second (1-1000)")
         parser.add_argument("--name", default="", help="a label for the admin")
+        parser.add_argument(
+            "--marketing-messages",
+            action="store_true",
+            help="the number is onboarded to Meta's Marketing Messages API (MARKETING templates go there)",
+        )
 
     def handle(self, *args, **options):
         try:
@@ -29,6 +34,7 @@ class Command(BaseCommand):
                     access_token=options["access_token"],
                     max_mps=options["max_mps"],
                     name=options["name"],
+                    marketing_messages=options["marketing_messages"],
                 )
         except ApplicationError as exc:
             raise CommandError(exc.message) from exc
