@@ -3,7 +3,11 @@ each part routed to the app that owns its data, in one transaction.
 
 - ``statuses[]`` (delivery receipts) move sends forward (``broadcasts.status_updates``); the statuses of
   wamids no send carries yet are kept for the beat task to re-apply.
-- ``message_template_status_update`` changes a template's status (``templates_registry.services``).
+- ``message_template_status_update`` changes a template's status (``templates_registry.services``); PAUSED or
+  DISABLED also pauses the template's running broadcasts (``broadcasts.template_pauses``), as a ``failed``
+  status with 132015/132016 pauses its send's broadcast;
+- ``template_category_update`` (final notices only) and ``message_template_quality_update`` store the
+  template's category and quality.
 - incoming ``messages[]``, ``business_capability_update`` and ``phone_number_quality_update`` feed the messaging
   limit (``broadcasts.messaging_limit``: customer-service windows, the organization's limit, number health).
 - Everything else Meta sends (account, user-preference and call updates, ...) is acknowledged and ignored.
@@ -16,16 +20,18 @@ from typing import Any
 from django.db import OperationalError, transaction
 from django.utils import timezone
 
-from broadcasts import messaging_limit
+from broadcasts import messaging_limit, template_pauses
 from broadcasts.status_updates import sends_apply_statuses, unmatched_statuses_keep
 from templates_registry.models import Channel
-from templates_registry.services import template_status_apply
+from templates_registry.services import template_category_apply, template_quality_apply, template_status_update_apply
 from whatsapp.inbound import (
     BusinessCapabilityUpdate,
     InboundMessage,
     OtherChange,
     PhoneNumberQualityUpdate,
     StatusUpdate,
+    TemplateCategoryUpdate,
+    TemplateQualityUpdate,
     TemplateStatusUpdate,
     envelope_parse,
     limits_parse,
@@ -48,6 +54,7 @@ class WebhookResult:
     ignored_changes: int = 0
     customer_windows: int = 0
     limits_changed: int = 0
+    broadcasts_paused: list[str] = field(default_factory=list)
 
 
 def webhook_payload_process(*, payload: dict[str, Any]) -> WebhookResult:
@@ -55,7 +62,11 @@ def webhook_payload_process(*, payload: dict[str, Any]) -> WebhookResult:
     result = WebhookResult()
     items = envelope_parse(payload)
     statuses = [item for item in items if isinstance(item, StatusUpdate)]
-    template_updates = [item for item in items if isinstance(item, TemplateStatusUpdate)]
+    template_updates = [
+        item
+        for item in items
+        if isinstance(item, (TemplateStatusUpdate, TemplateCategoryUpdate, TemplateQualityUpdate))
+    ]
     result.ignored_changes = sum(1 for item in items if isinstance(item, OtherChange))
     result.statuses_received = len(statuses)
     _limits_apply(payload=payload, result=result)
@@ -64,20 +75,14 @@ def webhook_payload_process(*, payload: dict[str, Any]) -> WebhookResult:
     for attempt in range(1, DEADLOCK_ATTEMPTS + 1):
         try:
             with transaction.atomic():
+                result.broadcasts_paused = []
                 if statuses:
                     moved = sends_apply_statuses(statuses=statuses)
                     result.sends_moved = {status: len(ids) for status, ids in moved.items()}
                     result.statuses_unmatched = unmatched_statuses_keep(statuses=statuses, wamids=set(moved.unmatched))
-                result.templates_updated = sum(
-                    template_status_apply(
-                        waba_id=update.waba_id,
-                        event=update.event,
-                        meta_id=update.template_id,
-                        name=update.name,
-                        language=update.language,
-                    )
-                    for update in template_updates
-                )
+                    result.broadcasts_paused += template_pauses.broadcasts_pause_for_failed_statuses(statuses=statuses)
+                result.templates_updated, paused = _template_updates_apply(template_updates)
+                result.broadcasts_paused += paused
             return result
         except OperationalError as exc:
             # Meta posts several bodies at once; two touching the same sends may deadlock. The loser
@@ -134,3 +139,33 @@ def _limits_apply(*, payload: dict[str, Any], result: WebhookResult) -> None:
                     at=item.timestamp,
                 )
                 result.limits_changed += orgs
+
+
+def _template_updates_apply(
+    updates: list[TemplateStatusUpdate | TemplateCategoryUpdate | TemplateQualityUpdate],
+) -> tuple[int, list[str]]:
+    """Template status, category and quality updates, in Meta's order; returns (templates changed, broadcasts
+    paused). A status change to PAUSED or DISABLED pauses the template's running broadcasts in this transaction."""
+    changed = 0
+    paused: list[str] = []
+    for update in updates:
+        ref = {
+            "waba_id": update.waba_id,
+            "meta_id": update.template_id,
+            "name": update.name,
+            "language": update.language,
+        }
+        if isinstance(update, TemplateStatusUpdate):
+            changes = template_status_update_apply(event=update.event, reason=update.reason, time=update.time, **ref)
+            changed += len(changes)
+            for change in changes:
+                paused += template_pauses.broadcasts_pause_for_template(
+                    template_id=change.template_id, status=change.new_status, reason=change.reason
+                )
+        elif isinstance(update, TemplateCategoryUpdate):
+            changed += template_category_apply(
+                new_category=update.new_category, previous_category=update.previous_category, **ref
+            )
+        else:
+            changed += template_quality_apply(quality=update.new_quality, **ref)
+    return changed, paused

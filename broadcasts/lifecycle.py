@@ -36,12 +36,40 @@ PAUSABLE_STATUSES = (BroadcastStatus.PENDING, BroadcastStatus.IN_PROGRESS)
 
 def broadcasts_start(*, broadcast_ids: Iterable[str], now: datetime) -> int:
     """PENDING -> IN_PROGRESS exactly once, and only when due: the UPDATE's WHERE is the guard, so any number of
-    dispatches and beat processes start each broadcast once. Returns how many started."""
-    return (
-        Broadcast.objects.filter(id__in=list(broadcast_ids), status=BroadcastStatus.PENDING)
-        .filter(Q(scheduled_at__isnull=True) | Q(scheduled_at__lte=now))
-        .update(status=BroadcastStatus.IN_PROGRESS, started_at=now, updated_at=now)
+    dispatches and beat processes start each broadcast once. Returns how many started.
+
+    One whose template is not APPROVED when it falls due is held PAUSED instead, without a POST (CONTRACT 5:
+    ``template_paused``, or ``template_disabled`` for a DISABLED template; broadcast.paused is published)."""
+    ids = list(broadcast_ids)
+    due = Q(status=BroadcastStatus.PENDING) & (Q(scheduled_at__isnull=True) | Q(scheduled_at__lte=now))
+    started = Broadcast.objects.filter(due, id__in=ids, template__status="APPROVED").update(
+        status=BroadcastStatus.IN_PROGRESS, started_at=now, updated_at=now
     )
+    if started < len(ids):
+        _broadcasts_hold_unapproved(ids=ids, due=due, now=now)
+    return started
+
+
+def _broadcasts_hold_unapproved(*, ids: list[str], due: Q, now: datetime) -> None:
+    """Due broadcasts whose template is not APPROVED: PENDING -> PAUSED by a conditional UPDATE per template status
+    (a concurrent start or pause wins), each publishing broadcast.paused after commit."""
+    held = list(
+        Broadcast.objects.filter(due, id__in=ids)
+        .exclude(template__status="APPROVED")
+        .values_list("id", "template__status")
+    )
+    for broadcast_id, template_status in held:
+        disabled = template_status == "DISABLED"
+        reason = {
+            "code": "template_disabled" if disabled else "template_paused",
+            "message": f"The template is {template_status}, not APPROVED: resume once Meta approves it again.",
+        }
+        if Broadcast.objects.filter(due, id=broadcast_id).update(
+            status=BroadcastStatus.PAUSED, paused_reason=reason, updated_at=now
+        ):
+            transaction.on_commit(
+                lambda bid=broadcast_id: broadcast_event_publish(broadcast_id=bid, event_type="broadcast.paused")
+            )
 
 
 def broadcast_finalize(*, broadcast_id: str) -> str | None:

@@ -321,6 +321,17 @@ def broadcast_pause(
     return broadcast
 
 
+def _template_approved_or_conflict(*, broadcast: Broadcast) -> None:
+    """CONTRACT 5: no resume while the broadcast's template is not APPROVED (Meta paused, disabled ... it)."""
+    status = Template.objects.filter(pk=broadcast.template_id).values_list("status", flat=True).first()
+    if status != Template.Status.APPROVED:
+        raise ConflictError(
+            f"The broadcast's template {broadcast.template_name} [{broadcast.language}] is {status}, not APPROVED; "
+            "it can be resumed once Meta approves the template again.",
+            details={"template_status": [str(status)]},
+        )
+
+
 def broadcast_resume(*, broadcast_id: str, organization: Organization | None = None) -> Broadcast:
     """PAUSED -> IN_PROGRESS (or PENDING when it never started), then wake the workers.
 
@@ -328,6 +339,8 @@ def broadcast_resume(*, broadcast_id: str, organization: Organization | None = N
     """
     with transaction.atomic():
         broadcast = broadcast_get_for_update(broadcast_id=broadcast_id, organization=organization)
+        if broadcast.status == BroadcastStatus.PAUSED:
+            _template_approved_or_conflict(broadcast=broadcast)
         if not lifecycle.broadcast_resume(broadcast=broadcast):
             raise ConflictError(f"Only a PAUSED broadcast can be resumed; this one is {broadcast.status}.")
         due = broadcast.scheduled_at is None or broadcast.scheduled_at <= timezone.now()

@@ -7,20 +7,34 @@ POST /_sandbox/templates    {"templates": [...], "waba_id"?}: what message_templ
 POST /_sandbox/reset        a new run: no requests, scripts, rate windows or pending webhooks
 GET  /_sandbox/requests     the arrival log (?since=, ?to=, ?phone_number_id=)
 GET  /_sandbox/stats        per phone number: totals, outcomes, busiest second; webhook counters
+POST /_sandbox/template_errors  {"name", "code"}: every send of that template answers Meta's error `code`
+                            (132015 paused, 132016 disabled); `"code": null` ends it
+POST /_sandbox/template_webhook {"field", "value", "waba_id"?, "time"?}: posts one signed template webhook
+                            (message_template_status_update, template_category_update,
+                            message_template_quality_update) to the configured webhook_url at once; answers
+                            {"status": <the receiver's HTTP status>, "answered_at": <Unix time of its answer>}
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
+import time
 from collections import defaultdict, deque
 from typing import Any
 
 import orjson
-from aiohttp import web
+from aiohttp import ClientSession, ClientTimeout, web
 
 from sandbox.outcomes import is_accepted, parse_outcome
 from sandbox.responses import json_object, json_response
 from sandbox.state import OUTCOME, PHONE_NUMBER_ID, RECEIVED_AT, SEQ, TO_DIGITS, SandboxState, digits
+
+# The template webhooks the control API posts on demand (Meta's field names).
+TEMPLATE_WEBHOOK_FIELDS = frozenset(
+    {"message_template_status_update", "template_category_update", "message_template_quality_update"}
+)
 
 
 class ControlRoutes:
@@ -39,6 +53,8 @@ class ControlRoutes:
             web.post("/_sandbox/reset", self.reset),
             web.get("/_sandbox/requests", self.requests),
             web.get("/_sandbox/stats", self.stats),
+            web.post("/_sandbox/template_errors", self.template_errors),
+            web.post("/_sandbox/template_webhook", self.template_webhook),
         ]
 
     async def health(self, request: web.Request) -> web.Response:
@@ -96,7 +112,7 @@ class ControlRoutes:
         phone = query.get("phone_number_id")
         log = self.state.requests
         records = []
-        for seq, received_at, phone_number_id, authorization, raw, outcome, to_digits in log:
+        for seq, received_at, phone_number_id, authorization, raw, outcome, to_digits, path in log:
             if seq <= since or (to is not None and to_digits != to) or (phone and phone_number_id != phone):
                 continue
             try:
@@ -112,12 +128,50 @@ class ControlRoutes:
                     "to": to_digits,
                     "body": body,
                     "outcome": outcome,
+                    "path": path,
                 }
             )
         return json_response({"requests": records, "last_seq": log[-1][SEQ] if log else since})
 
     async def stats(self, request: web.Request) -> web.Response:
         return json_response(sandbox_stats(self.state))
+
+    async def template_errors(self, request: web.Request) -> web.Response:
+        data = await json_object(request)
+        name, code = data.get("name"), data.get("code")
+        if not isinstance(name, str) or not name or not (code is None or (isinstance(code, int) and code > 0)):
+            return json_response({"error": 'expected {"name": "<template>", "code": 132015 | null}'}, 400)
+        if code is None:
+            self.state.template_errors.pop(name, None)
+        else:
+            self.state.template_errors[name] = code
+        return json_response({"template_errors": self.state.template_errors})
+
+    async def template_webhook(self, request: web.Request) -> web.Response:
+        data = await json_object(request)
+        field, value = data.get("field"), data.get("value")
+        if field not in TEMPLATE_WEBHOOK_FIELDS or not isinstance(value, dict):
+            return json_response(
+                {"error": f'expected {{"field": one of {sorted(TEMPLATE_WEBHOOK_FIELDS)}, "value"}}'}, 400
+            )
+        config = self.state.config
+        if not config.webhook_url:
+            return json_response({"error": "no webhook_url configured"}, 409)
+        moment = data.get("time")
+        entry = {
+            "id": str(data.get("waba_id") or "0"),
+            "time": moment if isinstance(moment, int) else int(time.time()),
+            "changes": [{"value": value, "field": field}],
+        }
+        body = orjson.dumps({"object": "whatsapp_business_account", "entry": [entry]})
+        headers = {"Content-Type": "application/json", "User-Agent": "facebookexternalua"}
+        if config.app_secret:
+            signature = hmac.new(config.app_secret.encode(), body, hashlib.sha256).hexdigest()
+            headers["X-Hub-Signature-256"] = f"sha256={signature}"
+        async with ClientSession(timeout=ClientTimeout(total=30)) as session:
+            async with session.post(config.webhook_url, data=body, headers=headers) as response:
+                await response.read()
+                return json_response({"status": response.status, "answered_at": time.time()})
 
 
 def sandbox_stats(state: SandboxState) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""The fake Graph API: `POST /{version}/{phone_number_id}/messages`, `GET /{version}/{waba_id}/message_templates`.
+"""The fake Graph API: `POST /{version}/{phone_number_id}/messages` (and `/marketing_messages`, Meta's Marketing
+Messages API: same body, same answers, the path recorded with each send), `GET /{version}/{waba_id}/message_templates`.
 
 A send is validated as Meta does (code 100), refused by the rate limits (130429 per phone number, 131056 per
 recipient), then given its outcome (a script's, else the config's default; see `sandbox.outcomes`) after the
@@ -60,10 +61,14 @@ class GraphRoutes:
     def routes(self) -> list[web.RouteDef]:
         return [
             web.post("/{version}/{phone_number_id}/messages", self.send_message),
+            web.post("/{version}/{phone_number_id}/marketing_messages", self.send_marketing_message),
             web.get("/{version}/{waba_id}/message_templates", self.message_templates),
         ]
 
-    async def send_message(self, request: web.Request) -> web.StreamResponse:
+    async def send_marketing_message(self, request: web.Request) -> web.StreamResponse:
+        return await self.send_message(request, path="marketing_messages")
+
+    async def send_message(self, request: web.Request, path: str = "messages") -> web.StreamResponse:
         received_at = time.time()
         state = self.state
         phone_number_id = request.match_info["phone_number_id"]
@@ -93,6 +98,9 @@ class GraphRoutes:
                     outcome = "capped"
                 elif state.pair_limited(phone_number_id, to_digits, received_at):
                     outcome = "pair_limited"
+                elif body["template"]["name"] in state.template_errors:
+                    # The template is paused / disabled at Meta: every send of it is refused, nothing counted.
+                    outcome = f"error:{state.template_errors[body['template']['name']]}"
                 else:
                     outcome = state.next_outcome(to_digits)
                     if is_accepted(outcome):
@@ -101,7 +109,7 @@ class GraphRoutes:
                             self.limits.accepted(phone_number_id, to_digits, received_at)
         if not to_digits and isinstance(body, dict):
             to_digits = digits(body.get("to", ""))
-        state.requests.append((seq, received_at, phone_number_id, authorization, raw, outcome, to_digits))
+        state.requests.append((seq, received_at, phone_number_id, authorization, raw, outcome, to_digits, path))
 
         kind, number = (outcome, 0) if outcome in REFUSALS else parse_outcome(outcome)
         if kind == "drop":

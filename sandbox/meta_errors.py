@@ -55,6 +55,8 @@ ERROR_MESSAGES: dict[int, str] = {
     132000: "Number of parameters does not match the expected number of params",
     132001: "Template name does not exist in the translation",
     132012: "Parameter format does not match format in the created template",
+    132015: "Template is paused due to low quality so it cannot be sent in a template message",
+    132016: "Template has been paused too many times due to low quality and is now permanently disabled",
 }
 # `httpNNN` outcomes answer a Meta error body with the generic code Meta uses for that status.
 STATUS_CODES: dict[int, int] = {429: 4, 500: 1, 502: 1, 503: 2, 504: 2}

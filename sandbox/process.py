@@ -114,13 +114,40 @@ class SandboxProcess:
     def set_templates(self, templates: list[dict[str, Any]], *, waba_id: str | None = None) -> int:
         return self._call("POST", "/_sandbox/templates", json={"templates": templates, "waba_id": waba_id})["count"]
 
+    def template_error(self, name: str, code: int | None) -> dict[str, int]:
+        """Every send of template `name` answers Meta's error `code` (132015, 132016, ...); None ends it."""
+        return self._call("POST", "/_sandbox/template_errors", json={"name": name, "code": code})["template_errors"]
+
+    def template_webhook(
+        self, field: str, value: dict[str, Any], *, waba_id: str, time: int | None = None
+    ) -> dict[str, Any]:
+        """Post one signed template webhook (`field`: message_template_status_update, template_category_update or
+        message_template_quality_update) to the configured webhook_url now: `{"status", "answered_at"}`."""
+        body: dict[str, Any] = {"field": field, "value": value, "waba_id": waba_id}
+        if time is not None:
+            body["time"] = time
+        return self._call("POST", "/_sandbox/template_webhook", json=body)
+
+    def template_status_webhook(
+        self, *, event: str, name: str, language: str, waba_id: str, time: int | None = None, template_id: int = 0
+    ) -> dict[str, Any]:
+        """A `message_template_status_update` (APPROVED, PAUSED, DISABLED, REINSTATED, FLAGGED ...)."""
+        value = {
+            "event": event,
+            "message_template_id": template_id or 1000,
+            "message_template_name": name,
+            "message_template_language": language,
+            "reason": "NONE",
+        }
+        return self.template_webhook("message_template_status_update", value, waba_id=waba_id, time=time)
+
     def reset(self) -> None:
         """Forget requests, scripts, rate windows and pending webhooks; config and templates back to start values."""
         self._call("POST", "/_sandbox/reset")
 
     def requests(self, *, to: str | None = None, since: int = 0, phone_number_id: str | None = None) -> list[dict]:
-        """Every POST to /messages received, in order: seq, received_at, phone_number_id, authorization, to, body,
-        outcome."""
+        """Every POST to /messages or /marketing_messages received, in order: seq, received_at, phone_number_id,
+        authorization, to, body, outcome, path ("messages" or "marketing_messages")."""
         params: dict[str, Any] = {"since": since}
         if to is not None:
             params["to"] = to

@@ -67,9 +67,9 @@ def digits(number: Any) -> str:
     return "".join(ch for ch in str(number) if ch.isdigit())
 
 
-# One record of the arrival log per POST to /messages:
-# (seq, received_at, phone_number_id, authorization, raw body, outcome, to digits).
-SEQ, RECEIVED_AT, PHONE_NUMBER_ID, AUTHORIZATION, RAW, OUTCOME, TO_DIGITS = range(7)
+# One record of the arrival log per POST to /messages or /marketing_messages:
+# (seq, received_at, phone_number_id, authorization, raw body, outcome, to digits, path).
+SEQ, RECEIVED_AT, PHONE_NUMBER_ID, AUTHORIZATION, RAW, OUTCOME, TO_DIGITS, PATH = range(8)
 
 
 class SandboxState:
@@ -97,6 +97,8 @@ class SandboxState:
         self.webhook_queue: list[tuple[float, int, str, dict[str, Any]]] = []
         self.webhook_seq = itertools.count(1)
         self.webhook_stats = {"posts": 0, "statuses": 0, "failed_posts": 0, "retries": 0}
+        # Template name -> Meta error code its sends answer with (132015 paused, 132016 disabled, ...).
+        self.template_errors: dict[str, int] = {}
         self.generation += 1
 
     # ---- scripted outcomes -----------------------------------------------------------------------------------

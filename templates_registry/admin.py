@@ -24,7 +24,7 @@ class ChannelForm(forms.ModelForm):
 
     class Meta:
         model = Channel
-        fields = ["organization", "name", "phone_number_id", "waba_id", "access_token", "max_mps"]
+        fields = ["organization", "name", "phone_number_id", "waba_id", "access_token", "max_mps", "marketing_messages"]
 
     def clean_access_token(self) -> str:
         value = (self.cleaned_data.get("access_token") or "").strip()
@@ -45,11 +45,12 @@ class ChannelAdmin(admin.ModelAdmin):
         "phone_number_id",
         "waba_id",
         "max_mps",
+        "marketing_messages",
         "quality_event",
         "quality_limit_tier",
         "created_at_display",
     ]
-    list_filter = ["organization"]
+    list_filter = ["organization", "marketing_messages"]
     list_select_related = ["organization"]
     search_fields = ["id", "name", "phone_number_id", "waba_id", "organization__name"]
     created_at_display = utc_time("created_at", "created at")
@@ -87,8 +88,18 @@ class TemplateAdmin(admin.ModelAdmin):
     """Read-mostly: templates come from Meta (sync) or create_template; only the status may be set here."""
 
     form = TemplateStatusForm
-    list_display = ["name", "language", "status", "category", "parameter_format", "waba_id", "updated_at_display"]
-    list_filter = ["status", "language", "category", "parameter_format"]
+    list_display = [
+        "name",
+        "language",
+        "status",
+        "category",
+        "quality",
+        "status_event",
+        "parameter_format",
+        "waba_id",
+        "updated_at_display",
+    ]
+    list_filter = ["status", "quality", "language", "category", "parameter_format"]
     search_fields = ["name", "waba_id", "meta_id"]
     readonly_fields = [
         "waba_id",
@@ -96,6 +107,10 @@ class TemplateAdmin(admin.ModelAdmin):
         "name",
         "language",
         "category",
+        "quality",
+        "status_event",
+        "status_reason",
+        "status_event_time",
         "parameter_format",
         "components",
         "header_variables",

@@ -19,6 +19,8 @@ class Channel(models.Model):
     access_token = EncryptedTextField()
     # Meta's default throughput is 80 messages per second per phone number; upgraded numbers reach 1000.
     max_mps = models.PositiveIntegerField(default=80, validators=[MinValueValidator(1), MaxValueValidator(1000)])
+    # Onboarded to Meta's Marketing Messages API: MARKETING templates go to /marketing_messages (CONTRACT 6).
+    marketing_messages = models.BooleanField(default=False)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     # Number health from Meta's phone_number_quality_update (CONTRACT 8): the last event (FLAGGED, UNFLAGGED,
     # ONBOARDING, THROUGHPUT_UPGRADE, ...), the messaging-limit tier it named (TIER_2K, ...) and when it came.
@@ -45,6 +47,17 @@ class Template(models.Model):
         LIMIT_EXCEEDED = "LIMIT_EXCEEDED"
         ARCHIVED = "ARCHIVED"
 
+    class Category(models.TextChoices):
+        MARKETING = "MARKETING"
+        UTILITY = "UTILITY"
+        AUTHENTICATION = "AUTHENTICATION"
+
+    class Quality(models.TextChoices):
+        GREEN = "GREEN"
+        YELLOW = "YELLOW"
+        RED = "RED"
+        UNKNOWN = "UNKNOWN"
+
     class ParameterFormat(models.TextChoices):
         NAMED = "NAMED"
         POSITIONAL = "POSITIONAL"
@@ -55,6 +68,13 @@ class Template(models.Model):
     language = models.CharField(max_length=20)
     status = models.CharField(max_length=32, default=Status.APPROVED)
     category = models.CharField(max_length=32, blank=True)
+    # Meta's quality score (message_template_quality_update); "" until Meta sends one.
+    quality = models.CharField(max_length=16, blank=True)
+    # The last message_template_status_update applied: Meta's own word (FLAGGED, PAUSED, ...), its reason, and the
+    # entry's time (Unix seconds), so that an older update arriving later changes nothing.
+    status_event = models.CharField(max_length=32, blank=True)
+    status_reason = models.CharField(max_length=255, blank=True)
+    status_event_time = models.BigIntegerField(null=True, blank=True)
     parameter_format = models.CharField(max_length=16, choices=ParameterFormat.choices, default=ParameterFormat.NAMED)
     components = models.JSONField(default=list)
     header_variables = models.JSONField(default=list)

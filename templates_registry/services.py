@@ -2,10 +2,13 @@
 template status updates (``message_template_status_update`` webhooks, routed here by ``broadcasts/inbound.py``)."""
 
 import re
+from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import QuerySet
+from django.utils import timezone
 
 from core.errors import ApplicationError, ConflictError
 from templates_registry.models import Channel, Template
@@ -23,21 +26,25 @@ STATUS_RE = re.compile(r"^[A-Z_]{1,32}$")
 BODY_MAX_CHARS = 1024
 HEADER_MAX_CHARS = 60
 
-# Meta's template events -> the registry's status. FLAGGED and LOCKED leave the template usable
-# (Meta still sends it), so they change nothing; REINSTATED makes it usable again.
-TEMPLATE_EVENT_STATUSES: dict[str, str] = {
-    "APPROVED": Template.Status.APPROVED,
-    "REINSTATED": Template.Status.APPROVED,
-    "REJECTED": Template.Status.REJECTED,
-    "PAUSED": Template.Status.PAUSED,
-    "DISABLED": Template.Status.DISABLED,
-    "PENDING": Template.Status.PENDING,
-    "IN_APPEAL": Template.Status.IN_APPEAL,
-    "PENDING_DELETION": Template.Status.PENDING_DELETION,
-    "DELETED": Template.Status.DELETED,
-    "LIMIT_EXCEEDED": Template.Status.LIMIT_EXCEEDED,
-    "ARCHIVED": Template.Status.ARCHIVED,
-}
+# Meta's template events (message_template_status_update) -> the registry's status (CONTRACT 8): APPROVED,
+# REINSTATED and UNARCHIVED make the template APPROVED; FLAGGED leaves its status as it is (Meta still sends a
+# flagged template; the flag is stored as the last event); every other word is stored as Meta says it, and only
+# APPROVED can start or resume a broadcast.
+APPROVING_EVENTS = frozenset({"APPROVED", "REINSTATED", "UNARCHIVED"})
+STATUS_KEEPING_EVENTS = frozenset({"FLAGGED"})
+TEMPLATE_CATEGORIES = frozenset({"MARKETING", "UTILITY", "AUTHENTICATION"})
+TEMPLATE_QUALITIES = frozenset({"GREEN", "YELLOW", "RED", "UNKNOWN"})
+
+
+@dataclass(frozen=True)
+class TemplateStatusChange:
+    """One template whose status an update changed (for the broadcasts' template rule)."""
+
+    template_id: int
+    old_status: str
+    new_status: str
+    event: str
+    reason: str
 
 
 def channel_create(
@@ -48,6 +55,7 @@ def channel_create(
     access_token: str,
     max_mps: int = 80,
     name: str = "",
+    marketing_messages: bool = False,
 ) -> Channel:
     """A new sending channel; a ``phone_number_id`` already registered is a conflict."""
     errors: dict[str, list[str]] = {}
@@ -74,6 +82,7 @@ def channel_create(
                 access_token=access_token.strip(),
                 max_mps=max_mps,
                 name=name,
+                marketing_messages=bool(marketing_messages),
             )
     except IntegrityError as exc:  # a concurrent create of the same phone number
         raise ConflictError(f"A channel with phone_number_id {phone_number_id} already exists.") from exc
@@ -180,6 +189,8 @@ def template_register(
         errors["header"] = [f"At most {HEADER_MAX_CHARS} characters."]
     if str(status or "").strip().upper() not in Template.Status.values:
         errors["status"] = [f"One of {', '.join(Template.Status.values)}."]
+    if str(category or "").strip().upper() not in TEMPLATE_CATEGORIES:
+        errors["category"] = [f"One of {', '.join(sorted(TEMPLATE_CATEGORIES))}."]
     if errors:
         raise ApplicationError(
             "Invalid template: " + "; ".join(f"{k}: {v[0]}" for k, v in errors.items()), details=errors
@@ -224,28 +235,117 @@ def template_status_set(*, waba_id: str, name: str, language: str | None, status
     return templates.update(status=status_value)
 
 
-def template_status_apply(
-    *, waba_id: str, event: str, meta_id: str = "", name: str | None = None, language: str | None = None
-) -> int:
-    """Applies one of Meta's ``message_template_status_update`` events; returns the number of templates changed.
-
-    The template is found by Meta's id when we know it, else by (WABA, name, language). An event that
-    would change nothing (FLAGGED, LOCKED, unknown words) or that repeats the current status writes nothing.
-    """
-    status = TEMPLATE_EVENT_STATUSES.get(str(event or "").upper())
-    if status is None:
-        return 0
-    if meta_id:
-        changed = Template.objects.filter(meta_id=meta_id).exclude(status=status).update(status=status)
-        if changed or Template.objects.filter(meta_id=meta_id).exists():
-            return changed
+def _templates_of_update(
+    *, waba_id: str, meta_id: str, name: str | None, language: str | None
+) -> QuerySet[Template] | None:
+    """The template a Meta webhook names: by Meta's id when we know it, else by (WABA, name, language)."""
+    if meta_id and Template.objects.filter(meta_id=meta_id).exists():
+        return Template.objects.filter(meta_id=meta_id)
     if not (waba_id and isinstance(name, str) and isinstance(language, str)):
-        return 0
-    return (
-        Template.objects.filter(waba_id=waba_id, name=name, language=language)
-        .exclude(status=status)
-        .update(status=status)
+        return None
+    return Template.objects.filter(waba_id=waba_id, name=name, language=language)
+
+
+def template_status_update_apply(
+    *,
+    waba_id: str,
+    event: str,
+    meta_id: str = "",
+    name: str | None = None,
+    language: str | None = None,
+    reason: str = "",
+    time: int | None = None,
+) -> list[TemplateStatusChange]:
+    """Applies one of Meta's ``message_template_status_update`` events; returns the templates whose status changed.
+
+    Out-of-order safe: an update whose entry ``time`` (Unix seconds) is older than the last one applied to that
+    template changes nothing. Equal times apply in arrival order (Meta's time has a resolution of one second, so
+    two updates of one second are told apart by nothing else). An update without a readable time applies and
+    leaves the stored time as it was. The rows are locked (FOR UPDATE) so two concurrent updates apply in turn.
+    """
+    word = str(event or "").strip().upper()
+    if not STATUS_RE.match(word):
+        return []
+    templates = _templates_of_update(waba_id=waba_id, meta_id=meta_id, name=name, language=language)
+    if templates is None:
+        return []
+    changes: list[TemplateStatusChange] = []
+    with transaction.atomic():
+        for template in templates.select_for_update().order_by("id"):
+            if time is not None and template.status_event_time is not None and time < template.status_event_time:
+                continue
+            if word in APPROVING_EVENTS:
+                status = Template.Status.APPROVED
+            elif word in STATUS_KEEPING_EVENTS:
+                status = template.status
+            else:
+                status = word
+            old = template.status
+            template.status = status
+            template.status_event = word
+            template.status_reason = str(reason or "")[:255]
+            if time is not None:
+                template.status_event_time = time
+            template.save(update_fields=["status", "status_event", "status_reason", "status_event_time", "updated_at"])
+            if old != status:
+                changes.append(
+                    TemplateStatusChange(
+                        template_id=template.id, old_status=old, new_status=status, event=word, reason=reason
+                    )
+                )
+    return changes
+
+
+def template_status_apply(
+    *,
+    waba_id: str,
+    event: str,
+    meta_id: str = "",
+    name: str | None = None,
+    language: str | None = None,
+    reason: str = "",
+    time: int | None = None,
+) -> int:
+    """``template_status_update_apply``, counting the templates whose status changed."""
+    return len(
+        template_status_update_apply(
+            waba_id=waba_id, event=event, meta_id=meta_id, name=name, language=language, reason=reason, time=time
+        )
     )
+
+
+def template_category_apply(
+    *,
+    waba_id: str,
+    new_category: str,
+    previous_category: str = "",
+    meta_id: str = "",
+    name: str | None = None,
+    language: str | None = None,
+) -> int:
+    """Meta's ``template_category_update``: the template's category, once the change is final. Meta's advance
+    notice (``correct_category``, no ``previous_category``) changes nothing. Returns the templates changed."""
+    category = str(new_category or "").strip().upper()
+    if not previous_category or category not in TEMPLATE_CATEGORIES:
+        return 0
+    templates = _templates_of_update(waba_id=waba_id, meta_id=meta_id, name=name, language=language)
+    if templates is None:
+        return 0
+    return templates.exclude(category=category).update(category=category, updated_at=timezone.now())
+
+
+def template_quality_apply(
+    *, waba_id: str, quality: str, meta_id: str = "", name: str | None = None, language: str | None = None
+) -> int:
+    """Meta's ``message_template_quality_update``: the template's quality score (GREEN, YELLOW, RED, UNKNOWN).
+    Returns the templates changed; another word changes nothing."""
+    value = str(quality or "").strip().upper()
+    if value not in TEMPLATE_QUALITIES:
+        return 0
+    templates = _templates_of_update(waba_id=waba_id, meta_id=meta_id, name=name, language=language)
+    if templates is None:
+        return 0
+    return templates.exclude(quality=value).update(quality=value, updated_at=timezone.now())
 
 
 def _template_fields(item: dict[str, Any]) -> dict[str, Any]:

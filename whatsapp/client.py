@@ -22,6 +22,16 @@ import orjson
 
 from whatsapp.errors import ErrorClass, GraphError, parse_graph_error, transport_error
 
+# The Graph API's send endpoints: every template message, and MARKETING ones on a number onboarded to the
+# Marketing Messages API (CONTRACT 6).
+MESSAGES_PATH = "messages"
+MARKETING_MESSAGES_PATH = "marketing_messages"
+
+
+def send_path(*, category: str, marketing_messages: bool) -> str:
+    """Where a template of ``category`` is posted from a number (onboarded to Marketing Messages or not)."""
+    return MARKETING_MESSAGES_PATH if marketing_messages and category.upper() == "MARKETING" else MESSAGES_PATH
+
 
 @dataclass(frozen=True, slots=True)
 class SendResult:
@@ -67,9 +77,13 @@ class GraphClient:
     def closed(self) -> bool:
         return self._session.closed
 
-    async def send_message(self, *, phone_number_id: str, access_token: str, payload: dict[str, Any]) -> SendResult:
-        """POST one message; never raises for network or HTTP trouble (every outcome is a SendResult)."""
-        url = f"{self.base_url}/{phone_number_id}/messages"
+    async def send_message(
+        self, *, phone_number_id: str, access_token: str, payload: dict[str, Any], path: str = MESSAGES_PATH
+    ) -> SendResult:
+        """POST one message to ``/{phone_number_id}/{path}`` (``messages``, or ``marketing_messages`` for Meta's
+        Marketing Messages API, same body); never raises for network or HTTP trouble (every outcome is a
+        SendResult)."""
+        url = f"{self.base_url}/{phone_number_id}/{path}"
         headers = {"Authorization": f"Bearer {access_token}", "Content-Type": "application/json"}
         try:
             async with self._session.post(url, data=orjson.dumps(payload), headers=headers) as response:

@@ -16,6 +16,7 @@ class ErrorClass(StrEnum):
     TRANSIENT = "transient"  # retried for that recipient with backoff
     PERMANENT = "permanent"  # that recipient fails at once
     ACCOUNT = "account"  # the whole broadcast pauses: no retry can fix it
+    TEMPLATE = "template"  # Meta paused or disabled the template: the broadcast pauses, as on an account error
 
 
 # Meta's error codes, https://developers.facebook.com/docs/whatsapp/cloud-api/support/error-codes
@@ -29,6 +30,8 @@ ACCOUNT_CODES: frozenset[int] = frozenset({0, 190, 10, 368, 131031, 131042, 1310
 # `retry` may post it again once MARKETING_LIMIT_HOLD_SECONDS have passed since the failure (CONTRACT 6).
 MARKETING_LIMIT_CODE = 131049
 RETRYABLE_PERMANENT_CODES: frozenset[int] = frozenset({MARKETING_LIMIT_CODE})
+# 132015 template paused, 132016 template disabled (CONTRACT 6: template-level).
+TEMPLATE_CODES: frozenset[int] = frozenset({132015, 132016})
 
 # Meta's titles for the codes we classify, used when an answer carries no title of its own.
 TITLES: dict[int, str] = {
@@ -59,6 +62,8 @@ TITLES: dict[int, str] = {
     132000: "Template Param Count Mismatch",
     132001: "Template does not exist",
     132012: "Template Parameter Format Mismatch",
+    132015: "Template is Paused",
+    132016: "Template is Disabled",
 }
 
 
@@ -93,6 +98,8 @@ def classify(*, code: int | str | None, http_status: int | None) -> ErrorClass:
             return ErrorClass.PERMANENT
         if number in ACCOUNT_CODES or 200 <= number <= 299:
             return ErrorClass.ACCOUNT
+        if number in TEMPLATE_CODES:
+            return ErrorClass.TEMPLATE
         if http_status is None:
             # A Meta code we do not know, with no status to go by (a `failed` webhook): do not retry blindly.
             return ErrorClass.PERMANENT
@@ -133,6 +140,11 @@ class GraphError:
     @property
     def account_level(self) -> bool:
         return self.error_class is ErrorClass.ACCOUNT
+
+    @property
+    def pauses_broadcast(self) -> bool:
+        """Account- or template-level: the broadcast pauses, and the send waits for resume."""
+        return self.error_class in (ErrorClass.ACCOUNT, ErrorClass.TEMPLATE)
 
 
 def _error_object(body: bytes | str | dict | None) -> dict[str, Any] | None:

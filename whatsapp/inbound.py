@@ -1,8 +1,10 @@
 """Meta's webhook envelope (CONTRACT section 8) read into plain dataclasses. Pure: no database, no settings.
 
 An envelope is ``{"object": ..., "entry": [{"id": <WABA id>, "changes": [{"field": ..., "value": {...}}]}]}``.
-Two kinds of change carry something: ``messages`` changes with ``statuses[]`` (delivery receipts, one
-``StatusUpdate`` each) and ``message_template_status_update`` (one ``TemplateStatusUpdate``). Every other
+Kinds of change that carry something: ``messages`` changes with ``statuses[]`` (delivery receipts, one
+``StatusUpdate`` each), ``message_template_status_update`` (one ``TemplateStatusUpdate``, with the entry's
+``time``), ``template_category_update`` (``TemplateCategoryUpdate``) and ``message_template_quality_update``
+(``TemplateQualityUpdate``). Every other
 change Meta sends (incoming messages, account, user-preference and call updates, ...) is an ``OtherChange``.
 Malformed parts (an entry or change that is not an object, a value that is not an object, a status without an
 id) are skipped, never raised: Meta retries any non-2xx answer, so a bad part must not block the good ones.
@@ -20,6 +22,8 @@ from typing import Any
 
 STATUSES_FIELD = "messages"
 TEMPLATE_STATUS_FIELD = "message_template_status_update"
+TEMPLATE_CATEGORY_FIELD = "template_category_update"
+TEMPLATE_QUALITY_FIELD = "message_template_quality_update"
 
 
 @dataclass(frozen=True)
@@ -62,6 +66,39 @@ class TemplateStatusUpdate:
     name: str | None
     language: str | None
     reason: str
+    time: int | None = None  # the entry's ``time`` (Unix seconds): orders the updates of one template
+
+
+@dataclass(frozen=True)
+class TemplateCategoryUpdate:
+    """A ``template_category_update``. Final when it carries ``previous_category``; Meta's advance notice carries
+    ``correct_category`` (and the category the template has now as ``new_category``) instead."""
+
+    waba_id: str
+    template_id: str
+    name: str | None
+    language: str | None
+    new_category: str  # upper case
+    previous_category: str  # "" in an advance notice
+    correct_category: str  # "" in a final notice
+    time: int | None = None
+
+    @property
+    def final(self) -> bool:
+        return bool(self.previous_category)
+
+
+@dataclass(frozen=True)
+class TemplateQualityUpdate:
+    """A ``message_template_quality_update``: GREEN, YELLOW, RED or UNKNOWN (upper case, as Meta says it)."""
+
+    waba_id: str
+    template_id: str
+    name: str | None
+    language: str | None
+    new_quality: str
+    previous_quality: str
+    time: int | None = None
 
 
 @dataclass(frozen=True)
@@ -72,7 +109,7 @@ class OtherChange:
     field: str
 
 
-InboundItem = StatusUpdate | TemplateStatusUpdate | OtherChange
+InboundItem = StatusUpdate | TemplateStatusUpdate | TemplateCategoryUpdate | TemplateQualityUpdate | OtherChange
 
 
 def _timestamp(raw: Any) -> datetime | None:
@@ -121,36 +158,103 @@ def status_update_parse(entry: Any, *, phone_number_id: str = "") -> StatusUpdat
     )
 
 
-def template_status_update_parse(*, waba_id: str, value: Mapping[str, Any]) -> TemplateStatusUpdate:
+def _entry_time(raw: Any) -> int | None:
+    """An entry's ``time``: Unix seconds (a number, or digits as text); None when unreadable."""
+    if isinstance(raw, bool):
+        return None
+    if isinstance(raw, str) and raw.strip().isdecimal() and len(raw.strip()) <= 15:
+        raw = int(raw.strip())
+    if isinstance(raw, float) and raw == raw and 0 <= raw < 1e15:  # NaN is not equal to itself
+        raw = int(raw)
+    # Bounded so it fits the stored BIGINT whatever Meta (or a forger with the secret) writes.
+    return raw if isinstance(raw, int) and 0 <= raw < 10**15 else None
+
+
+def _template_ref(value: Mapping[str, Any]) -> tuple[str, str | None, str | None]:
     name = value.get("message_template_name")
     language = value.get("message_template_language")
+    template_id = value.get("message_template_id")
+    return (
+        str(template_id) if isinstance(template_id, (int, str)) and not isinstance(template_id, bool) else "",
+        name if isinstance(name, str) else None,
+        language if isinstance(language, str) else None,
+    )
+
+
+def _word(value: Any) -> str:
+    return value.strip().upper()[:64] if isinstance(value, str) else ""
+
+
+def template_status_update_parse(
+    *, waba_id: str, value: Mapping[str, Any], time: int | None = None
+) -> TemplateStatusUpdate:
+    template_id, name, language = _template_ref(value)
     return TemplateStatusUpdate(
         waba_id=waba_id,
         event=str(value.get("event") or "").upper(),
-        template_id=str(value.get("message_template_id") or ""),
-        name=name if isinstance(name, str) else None,
-        language=language if isinstance(language, str) else None,
+        template_id=template_id,
+        name=name,
+        language=language,
         reason=str(value.get("reason") or ""),
+        time=time,
+    )
+
+
+def template_category_update_parse(
+    *, waba_id: str, value: Mapping[str, Any], time: int | None = None
+) -> TemplateCategoryUpdate:
+    template_id, name, language = _template_ref(value)
+    return TemplateCategoryUpdate(
+        waba_id=waba_id,
+        template_id=template_id,
+        name=name,
+        language=language,
+        new_category=_word(value.get("new_category")),
+        previous_category=_word(value.get("previous_category")),
+        correct_category=_word(value.get("correct_category")),
+        time=time,
+    )
+
+
+def template_quality_update_parse(
+    *, waba_id: str, value: Mapping[str, Any], time: int | None = None
+) -> TemplateQualityUpdate:
+    template_id, name, language = _template_ref(value)
+    return TemplateQualityUpdate(
+        waba_id=waba_id,
+        template_id=template_id,
+        name=name,
+        language=language,
+        new_quality=_word(value.get("new_quality_score")),
+        previous_quality=_word(value.get("previous_quality_score")),
+        time=time,
     )
 
 
 def changes(payload: Mapping[str, Any]) -> Iterator[tuple[str, Any, dict[str, Any]]]:
     """Yields (entry id, field, value) for every well-formed change; malformed parts are skipped."""
+    for entry_id, _, field, value in changes_timed(payload):
+        yield entry_id, field, value
+
+
+def changes_timed(payload: Mapping[str, Any]) -> Iterator[tuple[str, int | None, Any, dict[str, Any]]]:
+    """Yields (entry id, entry time, field, value) for every well-formed change; malformed parts are skipped."""
     entries = payload.get("entry")
     if not isinstance(entries, list):
         return
     for entry in entries:
         if not isinstance(entry, dict) or not isinstance(entry.get("changes"), list):
             continue
+        time = _entry_time(entry.get("time"))
         for change in entry["changes"]:
             if isinstance(change, dict) and isinstance(change.get("value"), dict):
-                yield str(entry.get("id") or ""), change.get("field"), change["value"]
+                yield str(entry.get("id") or ""), time, change.get("field"), change["value"]
 
 
 def envelope_parse(payload: Mapping[str, Any]) -> list[InboundItem]:
     """Every status update, template status update and other change of the envelope, in Meta's order."""
     items: list[InboundItem] = []
-    for waba_id, field, value in changes(payload):
+    for waba_id, time, field, value in changes_timed(payload):
         if field == STATUSES_FIELD and isinstance(value.get("statuses"), list):
             metadata = value.get("metadata")
             phone_number_id = str(metadata.get("phone_number_id") or "") if isinstance(metadata, dict) else ""
@@ -159,7 +263,11 @@ def envelope_parse(payload: Mapping[str, Any]) -> list[InboundItem]:
                 if update is not None:
                     items.append(update)
         elif field == TEMPLATE_STATUS_FIELD:
-            items.append(template_status_update_parse(waba_id=waba_id, value=value))
+            items.append(template_status_update_parse(waba_id=waba_id, value=value, time=time))
+        elif field == TEMPLATE_CATEGORY_FIELD:
+            items.append(template_category_update_parse(waba_id=waba_id, value=value, time=time))
+        elif field == TEMPLATE_QUALITY_FIELD:
+            items.append(template_quality_update_parse(waba_id=waba_id, value=value, time=time))
         else:
             items.append(OtherChange(waba_id=waba_id, field=str(field)))
     return items

@@ -250,8 +250,9 @@ def outcome_row(*, send: Claimed, result: SendResult, now: datetime) -> OutcomeR
         "error_retryable": error.retryable,
         "unknown_inc": 1 if result.unknown else 0,
     }
-    if error.error_class is ErrorClass.ACCOUNT:
-        # Counted (attempts = POSTs made), not failed: the send waits for resume, its error shown meanwhile.
+    if error.pauses_broadcast:
+        # Account- or template-level (132015/132016): counted (attempts = POSTs made), not failed: the send waits
+        # for resume, its error shown meanwhile.
         return OutcomeRow(id=send.id, status=SendStatus.PENDING, **fields)
     if error.error_class is ErrorClass.TRANSIENT and send.attempts < settings.DELIVERY_MAX_ATTEMPTS:
         at = now + timedelta(seconds=retry_delay(attempts=send.attempts))

@@ -31,7 +31,7 @@ from django.db import connection
 from django.utils import timezone
 from redis.exceptions import RedisError
 
-from broadcasts import lifecycle
+from broadcasts import lifecycle, template_pauses
 from broadcasts.delivery import gate_chain, gates, limiter, pacing
 from broadcasts.delivery.claims import POST_PERMIT_SECONDS, Claimed, claim_size, sends_claim, sends_mark_posting
 from broadcasts.delivery.outcomes import (
@@ -48,12 +48,15 @@ from broadcasts.delivery.runtime import Runtime, in_db_thread
 from broadcasts.metrics import channel_posts_add
 from broadcasts.models import Broadcast, BroadcastStatus, SendStatus
 from core.metrics import META_REQUEST_SECONDS
-from whatsapp.client import SendResult
+from whatsapp.client import SendResult, send_path
 from whatsapp.errors import ErrorClass
 from whatsapp.payload import MissingVariablesError, TemplateMessageBuilder
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
+
+# Answers that pause the whole broadcast and stop the run: account-level errors, and 132015/132016 (template).
+PAUSING_CLASSES = (ErrorClass.ACCOUNT, ErrorClass.TEMPLATE)
 
 # Outcomes are written at least this often while a run goes, so a webhook for a fresh wamid finds its send
 # and a killed worker loses at most ~0.5 s of recorded work; the broadcast status is read at the same beat.
@@ -149,7 +152,11 @@ class BroadcastRun:
         self.hold = pacing.number_hold_seconds()
         # Metrics: each POST's latency (one observe), and POSTs per wall-clock second, added to Redis every check
         # for msg_channel_sends_per_second (broadcasts/metrics.py).
-        self.latency = META_REQUEST_SECONDS.labels(self.channel.id, "messages")
+        # Marketing Messages API or /messages: chosen once per run (CONTRACT 6), and named in the latency's label.
+        self.send_path = send_path(
+            category=broadcast.template.category, marketing_messages=self.channel.marketing_messages
+        )
+        self.latency = META_REQUEST_SECONDS.labels(self.channel.id, self.send_path)
         self.wall_offset = time.time() - time.monotonic()
         self.post_counts: dict[int, int] = {}
 
@@ -165,7 +172,10 @@ class BroadcastRun:
             return
         sent_at = time.monotonic()
         result = await self.client.send_message(
-            phone_number_id=self.channel.phone_number_id, access_token=self.channel.access_token, payload=payload
+            phone_number_id=self.channel.phone_number_id,
+            access_token=self.channel.access_token,
+            payload=payload,
+            path=self.send_path,
         )
         elapsed = time.monotonic() - sent_at
         self.latency.observe(elapsed)
@@ -175,7 +185,7 @@ class BroadcastRun:
         self.results.append((send, result, timezone.now()))
         if result.error is not None and not result.unknown:
             self._release_number(send)
-        if result.error_class is ErrorClass.ACCOUNT and self.account_error is None:
+        if result.error_class in PAUSING_CLASSES and self.account_error is None:
             self.account_error = result
 
     def _take_results(self) -> list[tuple[Claimed, SendResult, datetime]]:
@@ -241,11 +251,11 @@ class BroadcastRun:
         assert self.account_error is not None and self.account_error.error is not None
         error = self.account_error.error
         self.paused = True
+        reason = {"code": error.code, "message": error.message}
+        if error.error_class is ErrorClass.TEMPLATE:
+            reason = template_pauses.pause_reason_for_error(code=error.code, message=error.message)
         # False when already paused, cancelled or finished by someone else: nothing to do either way.
-        lifecycle.broadcast_pause_for_account_error(
-            broadcast_id=self.broadcast.id,
-            reason={"code": error.code, "message": error.message},
-        )
+        lifecycle.broadcast_pause_for_account_error(broadcast_id=self.broadcast.id, reason=reason)
 
     def _pause_for_gate(self) -> None:
         assert self.gate_pause is not None

@@ -33,6 +33,11 @@ class Command(BaseCommand):
             default=None,
             help="the organization's messaging limit: 250, 2000, 10000, 100000 or unlimited (default unlimited)",
         )
+        parser.add_argument(
+            "--marketing-messages",
+            action="store_true",
+            help="the number is onboarded to Meta's Marketing Messages API (MARKETING templates go there)",
+        )
 
     def handle(self, *args, **options):
         limit = _messaging_limit(options.get("messaging_limit"))
@@ -47,6 +52,7 @@ class Command(BaseCommand):
                     access_token=options["access_token"],
                     max_mps=options["max_mps"],
                     name=options["name"],
+                    marketing_messages=options["marketing_messages"],
                 )
                 if options.get("messaging_limit") is not None:
                     organization_messaging_limit_set(organization=organization, limit=limit)
