@@ -17,16 +17,20 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
+import orjson
 from django.db import connection, transaction
 from django.db.models import F, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from broadcasts import pricing
 from broadcasts.counts import broadcasts_lock, counts_add, deltas_of
 from broadcasts.models import Send, SendStatus, UnmatchedStatus
 from broadcasts.notifications import message_events_publish
+from broadcasts.phones import phone_region
 from whatsapp.inbound import StatusUpdate, status_update_parse
 
 # Meta's words -> ours. "sent" (and anything unknown) moves nothing: the Graph API's 200 made it SENT.
@@ -187,20 +191,24 @@ def _delivered_at(target: str, fold: _Fold) -> datetime | None:
 _PROBE = """
     FROM unnest(%s::varchar[]) AS w(wamid)
     CROSS JOIN LATERAL (
-        SELECT id, message_id, status, broadcast_id FROM broadcasts_send WHERE message_id = w.wamid LIMIT 2
+        SELECT id, message_id, status, broadcast_id, "to", pricing, billed_at IS NOT NULL AS billed
+        FROM broadcasts_send WHERE message_id = w.wamid LIMIT 2
     ) AS s
 """
-_SENDS_SQL = f"SELECT s.id, s.message_id, s.status, s.broadcast_id {_PROBE}"
+_SENDS_SQL = f"SELECT s.id, s.message_id, s.status, s.broadcast_id, s.to, s.pricing, s.billed {_PROBE}"
 
 
-def _sends_find(wamids: list[str]) -> list[tuple[int, str, str, str]]:
-    """(id, wamid, status, broadcast_id) of the sends carrying these wamids, read without a lock. A status read
-    here may be behind the truth, never ahead of it (statuses only move forward): a send it shows as unable to
-    move cannot move, and the UPDATEs' WHERE decides for the others."""
+def _sends_find(wamids: list[str]) -> list[tuple[int, str, str, str, str, Any, bool]]:
+    """(id, wamid, status, broadcast_id, to, pricing, billed) of the sends carrying these wamids, read without a
+    lock. A status read here may be behind the truth, never ahead of it (statuses only move forward): a send it
+    shows as unable to move cannot move, and the UPDATEs' WHERE decides for the others."""
     if connection.vendor != "postgresql":
-        return list(
-            Send.objects.filter(message_id__in=wamids).values_list("id", "message_id", "status", "broadcast_id")
-        )
+        return [
+            (*row[:6], row[6] is not None)
+            for row in Send.objects.filter(message_id__in=wamids).values_list(
+                "id", "message_id", "status", "broadcast_id", "to", "pricing", "billed_at"
+            )
+        ]
     with connection.cursor() as cursor:
         cursor.execute(_SENDS_SQL, [wamids])
         return cursor.fetchall()
@@ -214,8 +222,10 @@ def sends_apply_statuses(*, statuses: Iterable[StatusUpdate], publish: bool = Tr
     ``message.*`` events are recorded in the same transaction as the moves (so neither is lost
     without the other) and their delivery is queued after commit.
     """
+    statuses = list(statuses)
     folds = _fold(statuses)
-    if not folds:
+    pricing_of = _pricing_fold(statuses)
+    if not folds and not pricing_of:
         return StatusMoves()
     now = timezone.now()
     by_target: dict[str, list[tuple[int, _Fold]]] = defaultdict(list)
@@ -225,14 +235,19 @@ def sends_apply_statuses(*, statuses: Iterable[StatusUpdate], publish: bool = Tr
     moved: dict[str, list[int]] = {}
     with transaction.atomic(savepoint=False):
         broadcast_of: dict[int, str] = {}
-        for send_id, wamid, current, broadcast_id in _sends_find(list(folds)):
+        bills: list[_Bill] = []
+        for send_id, wamid, current, broadcast_id, to, stored, billed in _sends_find(list(folds.keys() | pricing_of)):
             found.add(wamid)
-            fold = folds[wamid]
-            if current in ALLOWED_FROM[fold.target]:
+            fold = folds.get(wamid)
+            if fold is not None and current in ALLOWED_FROM[fold.target]:
                 by_target[fold.target].append((send_id, fold))
                 broadcast_of[send_id] = broadcast_id
+            bill = _bill_of(send_id, to, current, stored, billed, fold, pricing_of.get(wamid))
+            if bill is not None:
+                bills.append(bill)
+                broadcast_of[send_id] = broadcast_id
         # Nothing can move (a redelivery, statuses already overtaken): one read, no lock, no write.
-        if by_target:
+        if by_target or bills:
             # The broadcast rows first, in id order (broadcasts/counts.py): concurrent bodies (Meta posts several
             # at once), flushers and cancels of the same broadcast queue behind each other instead of deadlocking,
             # and each UPDATE's "status before" is exact (so "was SENT" below and the counts' deltas are exact,
@@ -248,6 +263,8 @@ def sends_apply_statuses(*, statuses: Iterable[StatusUpdate], publish: bool = Tr
                     was_sent.update(send_id for send_id, before in done if before == SendStatus.SENT)
                     moves += [(broadcast_of[send_id], before, target) for send_id, before in done]
         counts_add(deltas_of(moves))
+        if bills:
+            _bills_apply(bills, now)
         if publish:
             # A send that jumped SENT -> READ passed through DELIVERED (it has a delivered_at): the
             # customer gets message.delivered before message.read, as for any other message.
@@ -258,6 +275,115 @@ def sends_apply_statuses(*, statuses: Iterable[StatusUpdate], publish: bool = Tr
                 message_events_publish(send_ids=ids, status=target)
     unmatched = [wamid for wamid in folds if wamid not in found]
     return StatusMoves(moved, unmatched=unmatched)
+
+
+# --- pricing and the bill (CONTRACT 12) ------------------------------------------------------------------------
+
+
+def _pricing_fold(statuses: Iterable[StatusUpdate]) -> dict[str, dict[str, Any]]:
+    """Meta's ``pricing`` object by wamid: the last one of the body (Meta repeats it on sent, delivered, read)."""
+    out: dict[str, dict[str, Any]] = {}
+    for update in statuses:
+        if update.pricing is not None and len(update.wamid) <= 128:
+            out[update.wamid] = update.pricing
+    return out
+
+
+@dataclass(slots=True)
+class _Bill:
+    """A send whose pricing is to be stored, and which may be billed now (the UPDATE's WHERE has the last word)."""
+
+    send_id: int
+    to: str
+    pricing: dict[str, Any] | None  # to store (None: keep the stored one)
+    billable: bool  # Meta bills it, by the body's pricing or the stored one
+    category: str | None  # our category of Meta's pricing.category
+
+
+_BILLED_STATUSES = (SendStatus.DELIVERED, SendStatus.READ)
+
+
+def _bill_of(
+    send_id: int,
+    to: str,
+    current: str,
+    stored: Any,
+    billed: bool,
+    fold: _Fold | None,
+    given: dict[str, Any] | None,
+) -> _Bill | None:
+    """What this body changes of a send's pricing and bill, or None when nothing (a redelivery costs no write)."""
+    new_pricing = given if given is not None and given != stored else None
+    if billed:
+        return _Bill(send_id, to, new_pricing, False, None) if new_pricing is not None else None
+    effective = given if given is not None else stored
+    # It may be DELIVERED or READ once this body is applied: what the read says, or where the body moves it.
+    reaches = current in _BILLED_STATUSES or (fold is not None and fold.target in _BILLED_STATUSES)
+    billable = reaches and pricing.pricing_billable(effective)
+    if new_pricing is None and not billable:
+        return None
+    return _Bill(send_id, to, new_pricing, billable, pricing.pricing_category(effective) if billable else None)
+
+
+def _bills_apply(bills: list[_Bill], now: datetime) -> None:
+    """Store the pricing objects and bill, once, the sends that are DELIVERED or READ and billable: the price of the
+    card in force now for the send's country and Meta's category (null when the card has none); then the kept
+    ``billed`` of their broadcasts. One UPDATE, under the broadcasts' row locks the caller holds (so the "billed
+    before" of the self-join is exact and a send is billed by one statement only)."""
+    prices: list[Any] = [None] * len(bills)
+    if any(b.billable for b in bills):
+        card = pricing.rate_card_current()
+        if card is not None:
+            table = pricing.card_prices(card.id)
+            for i, b in enumerate(bills):
+                if b.billable and b.category is not None:
+                    prices[i] = pricing.unit_price(table, country=phone_region(b.to), category=b.category)
+    if connection.vendor != "postgresql":
+        _bills_apply_portable(bills, prices, now)
+        return
+    table_name = connection.ops.quote_name(Send._meta.db_table)
+    sql = f"""
+        UPDATE {table_name} AS s SET
+            pricing = COALESCE(v.pricing::jsonb, s.pricing),
+            price = CASE WHEN v.billable AND s.billed_at IS NULL AND s.status = ANY(%s) THEN v.price ELSE s.price END,
+            billed_at = CASE WHEN v.billable AND s.billed_at IS NULL AND s.status = ANY(%s) THEN %s
+                             ELSE s.billed_at END
+        FROM unnest(%s::bigint[], %s::text[], %s::boolean[], %s::numeric[]) AS v(id, pricing, billable, price),
+             {table_name} AS old
+        WHERE s.id = v.id AND old.id = s.id
+        RETURNING s.broadcast_id, s.price, old.billed_at IS NULL AND s.billed_at IS NOT NULL
+    """
+    statuses = list(_BILLED_STATUSES)
+    params = [
+        statuses,
+        statuses,
+        now,
+        [b.send_id for b in bills],
+        [orjson.dumps(b.pricing).decode() if b.pricing is not None else None for b in bills],
+        [b.billable for b in bills],
+        prices,
+    ]
+    amounts: dict[str, Decimal] = defaultdict(Decimal)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        for broadcast_id, price, billed_now in cursor.fetchall():
+            if billed_now and price is not None:
+                amounts[broadcast_id] += price
+    pricing.billed_add(amounts)
+
+
+def _bills_apply_portable(bills: list[_Bill], prices: list[Any], now: datetime) -> None:
+    """The same with the ORM, one UPDATE per send (SQLite demo)."""
+    amounts: dict[str, Decimal] = defaultdict(Decimal)
+    for b, price in zip(bills, prices, strict=True):
+        if b.pricing is not None:
+            Send.objects.filter(id=b.send_id).update(pricing=b.pricing)
+        if b.billable:
+            billed = Send.objects.filter(id=b.send_id, billed_at__isnull=True, status__in=_BILLED_STATUSES)
+            row = billed.values_list("broadcast_id", flat=True).first()
+            if row is not None and billed.update(price=price, billed_at=now) and price is not None:
+                amounts[row] += price
+    pricing.billed_add(amounts)
 
 
 def unmatched_statuses_keep(*, statuses: Sequence[StatusUpdate], wamids: set[str]) -> int:

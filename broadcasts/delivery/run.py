@@ -140,6 +140,8 @@ class BroadcastRun:
             channel_id=self.channel.id,
             template_category=broadcast.template.category,
             now=timezone.now(),
+            max_cost=broadcast.max_cost,
+            rate_card_id=broadcast.rate_card_id,
         )
         self.paused = False
         self.store_down = False
