@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from django.core.management import CommandError, call_command
 
-from broadcasts import pricing, previews
+from broadcasts import previews, pricing
 from broadcasts.models import Broadcast, IdempotencyRecord, RateCard, RateCardPrice, Send, SendStatus
 from broadcasts.status_updates import sends_apply_statuses
 from tests.events.helpers import broadcast_with_sends
