@@ -211,7 +211,11 @@ def _sends_find(wamids: list[str]) -> list[tuple[int, str, str, str, str, Any, b
         ]
     with connection.cursor() as cursor:
         cursor.execute(_SENDS_SQL, [wamids])
-        return cursor.fetchall()
+        # Django has psycopg hand jsonb over as text: decoded here, so a repeated pricing compares equal.
+        return [
+            (*row[:5], orjson.loads(row[5]) if isinstance(row[5], str) else row[5], row[6])
+            for row in cursor.fetchall()
+        ]
 
 
 def sends_apply_statuses(*, statuses: Iterable[StatusUpdate], publish: bool = True) -> StatusMoves:

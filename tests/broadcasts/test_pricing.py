@@ -367,3 +367,15 @@ def test_a_failed_send_is_not_billed(org, channel, template):
     assert send.status == SendStatus.FAILED and send.billed_at is None and send.pricing == REGULAR
     broadcast.refresh_from_db()
     assert broadcast.billed == 0
+
+
+def test_a_repeated_pricing_costs_no_write(org, channel, template, django_assert_max_num_queries):
+    card_load()
+    broadcast = broadcast_with_sends(org=org, channel=channel, template=template, count=3)
+    wamids = list(Send.objects.filter(broadcast=broadcast).values_list("message_id", flat=True))
+    sends_apply_statuses(statuses=[_status(w, "read", REGULAR) for w in wamids])
+    before = list(Send.objects.filter(broadcast=broadcast).order_by("id").values_list("updated_at", "billed_at"))
+    # A redelivery of the same body: one read, nothing written
+    with django_assert_max_num_queries(1):
+        sends_apply_statuses(statuses=[_status(w, "read", REGULAR) for w in wamids])
+    assert list(Send.objects.filter(broadcast=broadcast).order_by("id").values_list("updated_at", "billed_at")) == before
