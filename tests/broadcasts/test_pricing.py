@@ -378,4 +378,58 @@ def test_a_repeated_pricing_costs_no_write(org, channel, template, django_assert
     # A redelivery of the same body: one read, nothing written
     with django_assert_max_num_queries(1):
         sends_apply_statuses(statuses=[_status(w, "read", REGULAR) for w in wamids])
-    assert list(Send.objects.filter(broadcast=broadcast).order_by("id").values_list("updated_at", "billed_at")) == before
+    assert (
+        list(Send.objects.filter(broadcast=broadcast).order_by("id").values_list("updated_at", "billed_at")) == before
+    )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_bodies_bill_each_send_once(org, channel, template):
+    import threading
+
+    from django.db import close_old_connections
+
+    card_load()
+    broadcast = broadcast_with_sends(org=org, channel=channel, template=template, count=200)
+    Send.objects.filter(broadcast=broadcast).update(to="+34612345678")
+    wamids = list(Send.objects.filter(broadcast=broadcast).values_list("message_id", flat=True))
+    errors = []
+
+    def apply(status):
+        try:
+            for _ in range(3):
+                sends_apply_statuses(statuses=[_status(w, status, REGULAR) for w in wamids], publish=False)
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+        finally:
+            close_old_connections()
+
+    threads = [threading.Thread(target=apply, args=(s,)) for s in ("delivered", "read", "delivered", "read")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    broadcast.refresh_from_db()
+    assert broadcast.billed == Decimal("0.0615") * 200
+    assert Send.objects.filter(broadcast=broadcast, billed_at__isnull=False).count() == 200
+
+
+def test_admin_shows_the_cost(admin_client, org, channel, template):
+    from django.urls import reverse
+
+    card = card_load()
+    broadcast = broadcast_with_sends(org=org, channel=channel, template=template, count=1)
+    Broadcast.objects.filter(id=broadcast.id).update(
+        rate_card=card,
+        cost_currency="USD",
+        cost_estimated=Decimal("0.4333"),
+        billed=Decimal("0.1230"),
+        max_cost=Decimal("5"),
+    )
+    page = admin_client.get(reverse("admin:broadcasts_broadcast_change", args=[broadcast.pk])).content.decode()
+    assert "0.123 billed of 0.4333 estimated USD, max 5.00" in page
+    listing = admin_client.get(reverse("admin:broadcasts_broadcast_changelist")).content.decode()
+    assert "0.4333 estimated USD" in listing
+    cards = admin_client.get(reverse("admin:broadcasts_ratecard_change", args=[card.pk])).content.decode()
+    assert "0.061500" in cards or "0.0615" in cards
