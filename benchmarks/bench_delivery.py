@@ -60,6 +60,11 @@ def loadavg() -> str:
     return Path("/proc/loadavg").read_text().split(" ", 3)[:3].__str__()
 
 
+# BENCH_MAX_COST=1000000: every broadcast gets that spending cap (a rate card is loaded), so each batch also passes
+# the budget gate's reservation (one statement per batch); unset, the gate costs nothing.
+MAX_COST = os.environ.get("BENCH_MAX_COST")
+
+
 def number(i: int, base: int) -> str:
     return f"+57300{base + i:07d}"
 
@@ -95,6 +100,8 @@ def create(org: Organization, channel: Channel, count: int, base: int) -> tuple[
             for i in range(count)
         ],
     }
+    if MAX_COST:
+        body["max_cost"] = MAX_COST
     result = broadcast_create(organization=org, body=body)
     return result.body["broadcast_id"], time.time()
 
@@ -199,13 +206,18 @@ def main() -> None:
     only = set(args.only.split(","))
 
     call_command("migrate", verbosity=0)
+    if MAX_COST:
+        from broadcasts.pricing import rate_card_load
+
+        rate_card_load(text="country,category,price,currency\n*,MARKETING,0.0125,USD\n")
     sandbox = start_sandbox(latency_ms=50)
     env = celery_env(database_url=os.environ["DATABASE_URL"], graph_url=sandbox.graph_url)
     env["CELERY_WORKER_LOGLEVEL"] = os.environ.get("BENCH_WORKER_LOGLEVEL", "WARNING")
     worker = CeleryProcess("worker", env=env, concurrency=args.workers).start()
     print(
         f"bench-delivery: {args.workers} prefork worker processes, sandbox at 50 ms, {os.cpu_count()} CPUs, "
-        f"load before {loadavg()}; headroom {settings.DELIVERY_RATE_HEADROOM}",
+        f"load before {loadavg()}; headroom {settings.DELIVERY_RATE_HEADROOM}"
+        + (f"; max_cost {MAX_COST} on every broadcast" if MAX_COST else ""),
         flush=True,
     )
     try:

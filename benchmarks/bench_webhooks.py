@@ -5,6 +5,8 @@ a broadcast of 1,000 SENT sends, then POSTs one signed body with 1,000 "delivere
 with 1,000 "read" statuses and the "read" body again (a redelivery). It does so twice: with no
 customer endpoint, then with one (so 1,000 events and deliveries are written per body).
 Prints p50/p95 latency per kind of body and the number of SQL queries one body costs.
+Each status carries Meta's ``pricing`` (billable, marketing) and a rate card is loaded, so the "delivered" body also
+bills its 1,000 sends (CONTRACT 12); ``BENCH_PRICING=0`` leaves pricing out (the figures before billing existed).
 """
 
 import hashlib
@@ -23,6 +25,7 @@ os.environ["WHATSAPP_APP_SECRET"] = APP_SECRET
 os.environ["WEBHOOKS_ALLOW_PRIVATE"] = "true"
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "8"))
 SENDS = 1000
+PRICING = os.environ.get("BENCH_PRICING", "1") != "0"
 
 import django  # noqa: E402
 
@@ -56,6 +59,9 @@ def envelope(broadcast: Broadcast, status: str) -> dict:
         {"id": f"wamid.{broadcast.id}.{i}", "status": status, "timestamp": str(now), "recipient_id": "34600000000"}
         for i in range(SENDS)
     ]
+    if PRICING:
+        for entry in statuses:
+            entry["pricing"] = {"billable": True, "pricing_model": "PMP", "category": "marketing", "type": "regular"}
     value = {"messaging_product": "whatsapp", "metadata": {"phone_number_id": "1"}, "statuses": statuses}
     return {
         "object": "whatsapp_business_account",
@@ -76,6 +82,10 @@ def main() -> None:
         defaults={"organization": org, "waba_id": "290000000000001", "access_token": "x"},
     )
     template, _ = Template.objects.get_or_create(waba_id=channel.waba_id, name="bench", language="es")
+    if PRICING:
+        from broadcasts.pricing import rate_card_load
+
+        rate_card_load(text="country,category,price,currency\nES,MARKETING,0.0615,USD\n*,MARKETING,0.06,USD\n")
 
     # Queries one body costs, measured in-process through the same view.
     client = Client()
@@ -120,7 +130,10 @@ def main() -> None:
                         results.setdefault((label, kind), []).append(elapsed_ms)
                 assert Send.objects.filter(broadcast=broadcast, status=SendStatus.READ).count() == SENDS
 
-    print(f"bench_webhooks: {ROUNDS} rounds x {SENDS} statuses per body, gunicorn 2 workers, PostgreSQL + Redis")
+    print(
+        f"bench_webhooks: {ROUNDS} rounds x {SENDS} statuses per body, gunicorn 2 workers, PostgreSQL + Redis, "
+        f"pricing {'on (billed on delivered)' if PRICING else 'off'}"
+    )
     for (label, kind), values in results.items():
         print(
             f"  {label:12s} {kind:10s}: p50 {statistics.median(values):6.1f} ms  p95 {pct(values, 0.95):6.1f} ms"

@@ -25,8 +25,9 @@ from django.utils.html import format_html, format_html_join
 
 from broadcasts import selectors
 from broadcasts.exports import sends_csv_lines, sends_for_csv
-from broadcasts.models import Broadcast, BroadcastStatus, Send, SendStatus
+from broadcasts.models import Broadcast, BroadcastStatus, RateCard, RateCardPrice, Send, SendStatus
 from broadcasts.phones import phone_to_e164
+from broadcasts.pricing import money
 from broadcasts.services import broadcast_cancel, broadcast_pause, broadcast_resume
 from core.admin_display import utc_time
 from core.errors import ApplicationError
@@ -137,6 +138,7 @@ class BroadcastAdmin(admin.ModelAdmin):
         "template_name",
         "created_at_display",
         "scheduled_at_display",
+        "cost",
     ]
     list_filter = ["status", "organization", "channel", "created_at", "scheduled_at"]
     search_fields = ["id", "campaign_name", "template_name", "organization__name"]
@@ -165,6 +167,7 @@ class BroadcastAdmin(admin.ModelAdmin):
         "status",
         "paused_reason_text",
         "total_recipients",
+        "cost",
         "scheduled_at_display",
         "created_at_display",
         "started_at_display",
@@ -207,6 +210,14 @@ class BroadcastAdmin(admin.ModelAdmin):
     @admin.display(description="error rate")
     def error_rate(self, obj: Broadcast) -> str:
         return error_rate_text(obj.send_counts, obj.total_recipients)
+
+    @admin.display(description="cost")
+    def cost(self, obj: Broadcast) -> str:
+        """Billed / estimated (and the cap), in the rate card's currency (CONTRACT 12): kept fields, no query."""
+        if not obj.cost_currency:
+            return "-"
+        text = f"{money(obj.billed)} billed of {money(obj.cost_estimated) or '-'} estimated {obj.cost_currency}"
+        return f"{text}, max {money(obj.max_cost)}" if obj.max_cost is not None else text
 
     @admin.display(description="paused reason")
     def paused_reason_text(self, obj: Broadcast) -> str:
@@ -397,6 +408,9 @@ class SendAdmin(admin.ModelAdmin):
         "error_retryable",
         "variables",
         "meta_data",
+        "pricing",
+        "price",
+        "billed_at",
         "next_attempt_at_display",
         "sent_at_display",
         "delivered_at_display",
@@ -445,3 +459,33 @@ class SendAdmin(admin.ModelAdmin):
     def broadcast_link(self, obj: Send) -> str:
         url = reverse("admin:broadcasts_broadcast_change", args=[obj.broadcast_id])
         return format_html('<a href="{}">{}</a>', url, obj.broadcast.campaign_name)
+
+
+class RateCardPriceInline(admin.TabularInline):
+    model = RateCardPrice
+    fields = readonly_fields = ["country", "category", "price"]
+    can_delete = False
+    extra = 0
+    ordering = ["category", "country"]
+
+    def has_add_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+
+@admin.register(RateCard)
+class RateCardAdmin(admin.ModelAdmin):
+    """Read-only: cards come from ``manage.py load_rate_card``; the newest is in force, older ones are history."""
+
+    list_display = ["id", "currency", "loaded_at"]
+    ordering = ["-loaded_at", "-id"]
+    fields = readonly_fields = ["currency", "loaded_at"]
+    inlines = [RateCardPriceInline]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False

@@ -30,6 +30,40 @@ class SendStatus(models.TextChoices):
 
 # Broadcast's kept counts (broadcasts/counts.py moves them).
 KEPT_COUNT_FIELDS = ("pending", "sent", "delivered", "read", "failed", "cancelled")
+# Broadcast's kept money sums (CONTRACT 12), moved only by relative UPDATEs like the counts (broadcasts/pricing.py).
+KEPT_COST_FIELDS = ("billed", "posted_cost")
+
+
+class RateCard(models.Model):
+    """Meta's per-message prices as loaded by ``load_rate_card``: one currency per card. The newest card is in
+    force; older ones are kept, never edited (sends' stored prices and broadcasts' estimates refer to them)."""
+
+    loaded_at = models.DateTimeField(default=timezone.now)
+    currency = models.CharField(max_length=3)  # ISO 4217
+
+    class Meta:
+        indexes = [models.Index(fields=["-loaded_at", "-id"], name="ratecard_newest")]
+
+    def __str__(self) -> str:
+        return f"rate card {self.id} ({self.currency}, {self.loaded_at:%Y-%m-%d %H:%M:%S %Z})"
+
+
+class RateCardPrice(models.Model):
+    """The price of one delivered message to ``country`` (ISO 3166 alpha-2, or ``*`` for every other country) in
+    one template category."""
+
+    card = models.ForeignKey(RateCard, on_delete=models.PROTECT, related_name="prices")
+    country = models.CharField(max_length=2)
+    category = models.CharField(max_length=16)
+    price = models.DecimalField(max_digits=12, decimal_places=6)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["card", "country", "category"], name="ratecardprice_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.country} {self.category} {self.price}"
 
 
 class Broadcast(models.Model):
@@ -64,6 +98,15 @@ class Broadcast(models.Model):
     cancelled = models.IntegerField(default=0)
     # When retention deleted the sends (CONTRACT 14); the counts above stay.
     purged_at = models.DateTimeField(null=True, blank=True)
+    # Cost (CONTRACT 12). The card in force at creation prices ``cost_estimated`` (null without a card) and the
+    # budget gate's reservations; ``billed`` sums the sends' stored prices (once per send); ``posted_cost`` the
+    # estimated prices the budget gate reserved for the sends it let through (only with ``max_cost``).
+    rate_card = models.ForeignKey(RateCard, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    cost_currency = models.CharField(max_length=3, blank=True)
+    cost_estimated = models.DecimalField(max_digits=16, decimal_places=6, null=True, blank=True)
+    billed = models.DecimalField(max_digits=16, decimal_places=6, default=0)
+    max_cost = models.DecimalField(max_digits=16, decimal_places=6, null=True, blank=True)
+    posted_cost = models.DecimalField(max_digits=16, decimal_places=6, default=0)
 
     class Meta:
         indexes = [
@@ -96,7 +139,9 @@ class Broadcast(models.Model):
         (broadcasts/counts.py), and an instance read a moment ago would undo the moves made meanwhile."""
         if not self._state.adding and kwargs.get("update_fields") is None:
             kwargs["update_fields"] = [
-                f.name for f in self._meta.concrete_fields if not f.primary_key and f.name not in KEPT_COUNT_FIELDS
+                f.name
+                for f in self._meta.concrete_fields
+                if not f.primary_key and f.name not in KEPT_COUNT_FIELDS and f.name not in KEPT_COST_FIELDS
             ]
         super().save(*args, **kwargs)
 
@@ -135,6 +180,15 @@ class Send(models.Model):
     # Why a PENDING send waits ("messaging_limit", "throughput", "retry"; blank: nothing particular), written with
     # each outcome (delivery/outcomes.py) and cleared when the send moves on; the broadcast's `waiting` counts it.
     wait_reason = models.CharField(max_length=16, blank=True, default="", db_default="")
+    # Meta's latest ``pricing`` object of this message's status webhooks ({category, type, billable, ...}).
+    pricing = models.JSONField(null=True, blank=True)
+    # Billed once (CONTRACT 12): the price of the card in force when a billable status found it DELIVERED or READ
+    # (null when that card has no price for it), and when.
+    price = models.DecimalField(max_digits=12, decimal_places=6, null=True, blank=True)
+    billed_at = models.DateTimeField(null=True, blank=True)
+    # The estimated price the budget gate reserved for this send (max_cost only); set once, so a send admitted
+    # again later reserves nothing more.
+    price_reserved = models.DecimalField(max_digits=12, decimal_places=6, null=True, blank=True)
 
     class Meta:
         constraints = [

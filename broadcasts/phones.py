@@ -183,3 +183,19 @@ def phone_to_e164(raw: object) -> str | None:
     if region is None or region.country_code != country_code or not _is_valid_for_region(national, region):
         return None
     return f"+{country_code}{national}"
+
+
+def phone_region(e164: str) -> str | None:
+    """libphonenumber's region (ISO 3166 alpha-2) of a number already in E.164 form (as stored), e.g. ``"ES"``;
+    None when the library names none (``"001"`` non-geographic numbers included).
+
+    Same answer as ``phonenumbers.region_code_for_number(phonenumbers.parse(e164))``, with the precompiled
+    patterns of ``phone_to_e164`` (a dry run of 5000 numbers asks it 5000 times)."""
+    digits = e164[1:] if e164.startswith("+") else e164
+    country_code, national = pnu._extract_country_code(digits)
+    calling = _calling_code(country_code) if country_code else None
+    if calling is None:
+        return None
+    region = _region_for(national, calling)
+    code = region.region_code if region is not None else None
+    return code if code and code != pnu.REGION_CODE_FOR_NON_GEO_ENTITY else None

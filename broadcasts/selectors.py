@@ -103,6 +103,7 @@ def broadcast_sends_list(
             "variables",
             "meta_data",
             "updated_at",
+            "pricing",
         )[: limit + 1]
     )
     return rows[:limit], len(rows) > limit

@@ -15,7 +15,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from broadcasts import lifecycle
+from broadcasts import lifecycle, messaging_limit, pricing
 from broadcasts.idempotency import (
     HEADER,
     idempotency_cutoff,
@@ -23,7 +23,7 @@ from broadcasts.idempotency import (
     idempotency_replay,
     request_hash,
 )
-from broadcasts.models import Broadcast, BroadcastStatus, IdempotencyRecord, Send, SendStatus
+from broadcasts.models import Broadcast, BroadcastStatus, IdempotencyRecord, RateCard, Send, SendStatus
 from broadcasts.notifications import message_events_publish
 from broadcasts.queue import enqueue_dispatch
 from broadcasts.selectors import broadcast_get_for_update
@@ -130,6 +130,11 @@ def _send_rows(*, recipients: list[RecipientInput], needed: list[str]) -> list[_
     return rows
 
 
+def recipients_missing(*, recipients: list[RecipientInput], needed: list[str]) -> list[bool]:
+    """Per recipient, whether its send would be stored FAILED ``missing_variables`` (never posted, never billed)."""
+    return [bool(row.missing) for row in _send_rows(recipients=recipients, needed=needed)]
+
+
 def _copy_text(value: str) -> str:
     """Escapes for COPY's text format."""
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t")
@@ -202,6 +207,50 @@ def _raise_invalid(errors: Errors, code: str | None) -> None:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class CheckedRequest:
+    """A bulk request that passed every rule: what creating it (or previewing it) needs."""
+
+    request: BulkRequest
+    channel: Channel
+    template: Template
+    card: RateCard | None  # the rate card in force (CONTRACT 12), None when none was loaded
+
+
+def _max_cost_errors(*, request: BulkRequest, template: Template, card: RateCard | None, errors: Errors) -> None:
+    """A cap needs a price for every recipient: refused without a card, or when the card prices some recipient's
+    country neither by name nor by ``*`` (such a send would pass any cap unseen)."""
+    if request.max_cost is None:
+        return
+    if card is None:
+        errors.setdefault("max_cost", []).append("No rate card is loaded: a spending cap cannot be enforced.")
+        return
+    priced = pricing.send_prices(
+        card_id=card.id, category=template.category, numbers=(r.to for r in request.recipients)
+    )
+    unpriced = [i for i, price in enumerate(priced) if price is None]
+    if unpriced:
+        errors.setdefault("max_cost", []).append(
+            f"The rate card has no {template.category} price for {len(unpriced)} recipient(s) "
+            f"(first: recipients[{unpriced[0]}]); a spending cap cannot be enforced."
+        )
+
+
+def bulk_request_check(*, organization: Organization, body: Any, now: datetime) -> CheckedRequest:
+    """Every rule of a bulk request (shape, channel, template, max_cost), all errors at once: ApplicationError
+    (400) when any fails. Reads only; the same for a real request and a dry run."""
+    request, errors = bulk_request_validate(body=body, now=now)
+    if request is None:
+        raise ApplicationError("The request is invalid; see details.", details=errors)
+    code, channel, template = _lookup_errors(organization=organization, request=request, errors=errors)
+    card = pricing.rate_card_current()
+    if template is not None:
+        _max_cost_errors(request=request, template=template, card=card, errors=errors)
+    if errors or channel is None or template is None:
+        _raise_invalid(errors, code)
+    return CheckedRequest(request=request, channel=channel, template=template, card=card)
+
+
 def broadcast_create(
     *,
     organization: Organization,
@@ -222,16 +271,23 @@ def broadcast_create(
             return BroadcastCreateResult(body=replay, replayed=True)
 
     now = timezone.now()
-    request, errors = bulk_request_validate(body=body, now=now)
-    if request is None:
-        raise ApplicationError("The request is invalid; see details.", details=errors)
-    code, channel, template = _lookup_errors(organization=organization, request=request, errors=errors)
-    if errors or channel is None or template is None:
-        _raise_invalid(errors, code)
+    checked = bulk_request_check(organization=organization, body=body, now=now)
+    request, channel, template, card = checked.request, checked.channel, checked.template, checked.card
     broadcast_id = object_id()
     campaign_name = request.campaign_name or campaign_name_default(template_name=template.name, now=now)
     rows = _send_rows(recipients=request.recipients, needed=template.variables)
     failed = sum(1 for row in rows if row.missing)
+    # cost.estimated, as the dry run prices it, computed once (CONTRACT 12).
+    # lead: wire to broadcasts.suppressions at merge (suppressed_among)
+    estimate = None
+    if card is not None:
+        numbers = [r.to for r, row in zip(request.recipients, rows, strict=True) if not row.missing]
+        windows_open = (
+            messaging_limit.customer_windows_open(channel_id=channel.id, numbers=numbers, now=timezone.now())
+            if template.category == "UTILITY"
+            else set()
+        )
+        estimate = pricing.estimate(card=card, category=template.category, numbers=numbers, windows_open=windows_open)
     response = {
         "broadcast_id": broadcast_id,
         "status": BroadcastStatus.PENDING.value,
@@ -255,6 +311,10 @@ def broadcast_create(
                 # The kept counts, written with the sends (broadcasts/counts.py moves them from here on).
                 pending=len(rows) - failed,
                 failed=failed,
+                rate_card=card,
+                cost_currency=card.currency if card is not None else "",
+                cost_estimated=estimate.total if estimate is not None else None,
+                max_cost=request.max_cost,
             )
             if key:
                 # An expired record would block the unique (organization, key) forever.
@@ -341,6 +401,11 @@ def broadcast_resume(*, broadcast_id: str, organization: Organization | None = N
         broadcast = broadcast_get_for_update(broadcast_id=broadcast_id, organization=organization)
         if broadcast.status == BroadcastStatus.PAUSED:
             _template_approved_or_conflict(broadcast=broadcast)
+        if broadcast.status == BroadcastStatus.PAUSED and pricing.budget_exhausted(broadcast=broadcast):
+            raise ConflictError(
+                "The broadcast reached its max_cost; resuming is not offered. Cancel it, or send the rest in a "
+                "new broadcast."
+            )
         if not lifecycle.broadcast_resume(broadcast=broadcast):
             raise ConflictError(f"Only a PAUSED broadcast can be resumed; this one is {broadcast.status}.")
         due = broadcast.scheduled_at is None or broadcast.scheduled_at <= timezone.now()

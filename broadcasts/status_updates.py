@@ -13,21 +13,28 @@ and a fast webhook can arrive first) is kept as an ``UnmatchedStatus`` and re-ap
 ``broadcasts.unmatched_statuses_retry`` for ``UNMATCHED_KEEP``, then dropped as belonging to no broadcast of ours.
 """
 
+from __future__ import annotations
+
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from dataclasses import field as dc_field
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
+import orjson
 from django.db import connection, transaction
 from django.db.models import F, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from broadcasts import pricing
 from broadcasts.counts import broadcasts_lock, counts_add, deltas_of
 from broadcasts.marketing_holds import holds_start, is_marketing_limit
 from broadcasts.models import Send, SendStatus, UnmatchedStatus
 from broadcasts.notifications import message_events_publish
+from broadcasts.phones import phone_region
 from whatsapp.errors import status_failure_classify
 from whatsapp.inbound import StatusUpdate, status_update_parse
 
@@ -116,11 +123,15 @@ def _fold(statuses: Iterable[StatusUpdate]) -> dict[str, _Fold]:
     return folds
 
 
-def _update_postgresql(target: str, items: list[tuple[int, _Fold]], now: datetime) -> list[tuple[int, str]]:
+def _update_postgresql(
+    target: str, items: list[tuple[int, _Fold]], now: datetime, bill: _BillRun | None = None
+) -> list[tuple[int, str]]:
     """One UPDATE ... FROM unnest(arrays) for every send moving to ``target``; returns (moved id, its status before).
 
     The status before comes from a self-join read in the statement's snapshot: exact, because the caller holds the
-    broadcasts' row locks, which every writer of a send's status takes first (broadcasts/counts.py)."""
+    broadcasts' row locks, which every writer of a send's status takes first (broadcasts/counts.py).
+    With ``bill``, the same statement stores the moved sends' pricing and bills them once (CONTRACT 12): no second
+    write of the rows; what it billed goes into ``bill``."""
     table = connection.ops.quote_name(Send._meta.db_table)
     error_sets = ""
     if target == SendStatus.FAILED:
@@ -128,6 +139,29 @@ def _update_postgresql(target: str, items: list[tuple[int, _Fold]], now: datetim
             "error_code = v.error_code, error_title = v.error_title, error_message = v.error_message, "
             "error_retryable = v.error_retryable, "
         )
+    picked = [bill.bills.get(send_id) for send_id, _ in items] if bill is not None else []
+    billing = any(b is not None for b in picked)
+    bill_sets = bill_arrays = bill_columns = bill_returning = ""
+    bill_params: list[Any] = []
+    array_params: list[Any] = []
+    if billing:
+        # Billed only on reaching DELIVERED or READ and only once; a FAILED move stores the pricing alone.
+        when = "v.billable AND s.billed_at IS NULL" if target in _BILLED_STATUSES else "false"
+        bill_sets = (
+            "pricing = COALESCE((%s::text[])[v.pricing]::jsonb, s.pricing), "
+            f"price = CASE WHEN {when} THEN v.price ELSE s.price END, "
+            f"billed_at = CASE WHEN {when} THEN %s::timestamptz ELSE s.billed_at END, "
+        )
+        distinct, positions = _pricing_positions(picked)
+        bill_params = [distinct, now]
+        bill_arrays = ", %s::int[], %s::boolean[], %s::numeric[]"
+        bill_columns = ", pricing, billable, price"
+        bill_returning = ", s.broadcast_id, s.price, old.billed_at IS NULL AND s.billed_at IS NOT NULL"
+        array_params = [
+            positions,
+            [b is not None and b.billable for b in picked],
+            [b.price if b is not None else None for b in picked],
+        ]
     sql = f"""
         UPDATE {table} AS s SET
             status = %s,
@@ -135,16 +169,19 @@ def _update_postgresql(target: str, items: list[tuple[int, _Fold]], now: datetim
             read_at = COALESCE(s.read_at, v.read_at),
             failed_at = COALESCE(s.failed_at, v.failed_at),
             {error_sets}
+            {bill_sets}
             updated_at = %s
         FROM unnest(%s::bigint[], %s::timestamptz[], %s::timestamptz[], %s::timestamptz[],
-                    %s::text[], %s::text[], %s::text[], %s::boolean[])
-             AS v(id, delivered_at, read_at, failed_at, error_code, error_title, error_message, error_retryable),
+                    %s::text[], %s::text[], %s::text[], %s::boolean[]{bill_arrays})
+             AS v(id, delivered_at, read_at, failed_at, error_code, error_title, error_message,
+                  error_retryable{bill_columns}),
              {table} AS old
         WHERE s.id = v.id AND old.id = s.id AND s.status = ANY(%s)
-        RETURNING s.id, old.status
+        RETURNING s.id, old.status{bill_returning}
     """
     params = [
         target,
+        *bill_params,
         now,
         [send_id for send_id, _ in items],
         [_delivered_at(target, fold) for _, fold in items],
@@ -154,15 +191,26 @@ def _update_postgresql(target: str, items: list[tuple[int, _Fold]], now: datetim
         [fold.error_title for _, fold in items],
         [fold.error_message for _, fold in items],
         [fold.error_retryable for _, fold in items],
+        *array_params,
         list(ALLOWED_FROM[target]),
     ]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-        return [(row[0], row[1]) for row in cursor.fetchall()]
+        rows = cursor.fetchall()
+    if billing:
+        assert bill is not None
+        for row in rows:
+            if row[0] in bill.bills:
+                bill.applied.add(row[0])
+                if row[4] and row[3] is not None:
+                    bill.amounts[row[2]] += row[3]
+    return [(row[0], row[1]) for row in rows]
 
 
-def _update_portable(target: str, items: list[tuple[int, _Fold]], now: datetime) -> list[tuple[int, str]]:
-    """The same moves with the ORM (SQLite demo): one UPDATE per distinct set of values."""
+def _update_portable(
+    target: str, items: list[tuple[int, _Fold]], now: datetime, bill: _BillRun | None = None
+) -> list[tuple[int, str]]:
+    """The same moves with the ORM (SQLite demo): one UPDATE per distinct set of values (the bill follows apart)."""
     groups: dict[tuple, list[int]] = defaultdict(list)
     for send_id, fold in items:
         read_at = fold.read_at if target == SendStatus.READ else None
@@ -217,23 +265,30 @@ def _delivered_at(target: str, fold: _Fold) -> datetime | None:
 _PROBE = """
     FROM unnest(%s::varchar[]) AS w(wamid)
     CROSS JOIN LATERAL (
-        SELECT id, message_id, status, broadcast_id FROM broadcasts_send WHERE message_id = w.wamid LIMIT 2
+        SELECT id, message_id, status, broadcast_id, "to", pricing, billed_at IS NOT NULL AS billed
+        FROM broadcasts_send WHERE message_id = w.wamid LIMIT 2
     ) AS s
 """
-_SENDS_SQL = f"SELECT s.id, s.message_id, s.status, s.broadcast_id {_PROBE}"
+_SENDS_SQL = f"SELECT s.id, s.message_id, s.status, s.broadcast_id, s.to, s.pricing, s.billed {_PROBE}"
 
 
-def _sends_find(wamids: list[str]) -> list[tuple[int, str, str, str]]:
-    """(id, wamid, status, broadcast_id) of the sends carrying these wamids, read without a lock. A status read
-    here may be behind the truth, never ahead of it (statuses only move forward): a send it shows as unable to
-    move cannot move, and the UPDATEs' WHERE decides for the others."""
+def _sends_find(wamids: list[str]) -> list[tuple[int, str, str, str, str, Any, bool]]:
+    """(id, wamid, status, broadcast_id, to, pricing, billed) of the sends carrying these wamids, read without a
+    lock. A status read here may be behind the truth, never ahead of it (statuses only move forward): a send it
+    shows as unable to move cannot move, and the UPDATEs' WHERE decides for the others."""
     if connection.vendor != "postgresql":
-        return list(
-            Send.objects.filter(message_id__in=wamids).values_list("id", "message_id", "status", "broadcast_id")
-        )
+        return [
+            (*row[:6], row[6] is not None)
+            for row in Send.objects.filter(message_id__in=wamids).values_list(
+                "id", "message_id", "status", "broadcast_id", "to", "pricing", "billed_at"
+            )
+        ]
     with connection.cursor() as cursor:
         cursor.execute(_SENDS_SQL, [wamids])
-        return cursor.fetchall()
+        # Django has psycopg hand jsonb over as text: decoded here, so a repeated pricing compares equal.
+        return [
+            (*row[:5], orjson.loads(row[5]) if isinstance(row[5], str) else row[5], row[6]) for row in cursor.fetchall()
+        ]
 
 
 def sends_apply_statuses(*, statuses: Iterable[StatusUpdate], publish: bool = True) -> StatusMoves:
@@ -244,8 +299,10 @@ def sends_apply_statuses(*, statuses: Iterable[StatusUpdate], publish: bool = Tr
     ``message.*`` events are recorded in the same transaction as the moves (so neither is lost
     without the other) and their delivery is queued after commit.
     """
+    statuses = list(statuses)
     folds = _fold(statuses)
-    if not folds:
+    pricing_of = _pricing_fold(statuses)
+    if not folds and not pricing_of:
         return StatusMoves()
     now = timezone.now()
     by_target: dict[str, list[tuple[int, _Fold]]] = defaultdict(list)
@@ -255,14 +312,20 @@ def sends_apply_statuses(*, statuses: Iterable[StatusUpdate], publish: bool = Tr
     moved: dict[str, list[int]] = {}
     with transaction.atomic(savepoint=False):
         broadcast_of: dict[int, str] = {}
-        for send_id, wamid, current, broadcast_id in _sends_find(list(folds)):
+        bills: list[_Bill] = []
+        for send_id, wamid, current, broadcast_id, to, stored, billed in _sends_find(list(folds.keys() | pricing_of)):
             found.add(wamid)
-            fold = folds[wamid]
-            if current in ALLOWED_FROM[fold.target]:
+            fold = folds.get(wamid)
+            if fold is not None and current in ALLOWED_FROM[fold.target]:
                 by_target[fold.target].append((send_id, fold))
                 broadcast_of[send_id] = broadcast_id
+            bill = _bill_of(send_id, to, current, stored, billed, fold, pricing_of.get(wamid))
+            if bill is not None:
+                bills.append(bill)
+                broadcast_of[send_id] = broadcast_id
+        _bills_price(bills)
         # Nothing can move (a redelivery, statuses already overtaken): one read, no lock, no write.
-        if by_target:
+        if by_target or bills:
             # The broadcast rows first, in id order (broadcasts/counts.py): concurrent bodies (Meta posts several
             # at once), flushers and cancels of the same broadcast queue behind each other instead of deadlocking,
             # and each UPDATE's "status before" is exact (so "was SENT" below and the counts' deltas are exact,
@@ -270,9 +333,10 @@ def sends_apply_statuses(*, statuses: Iterable[StatusUpdate], publish: bool = Tr
             broadcasts_lock(broadcast_ids=broadcast_of.values())
         moves: list[tuple[str, str, str]] = []
         # Lower targets first, so events of one body are recorded in status order.
+        run = _BillRun(bills={b.send_id: b for b in bills}) if bills else None
         for target in (SendStatus.DELIVERED, SendStatus.READ, SendStatus.FAILED):
             if by_target.get(target):
-                done = update(target, by_target[target], now)
+                done = update(target, by_target[target], now, run)
                 if done:
                     if target == SendStatus.FAILED:
                         _failed_holds_start(items=by_target[target], done=done)
@@ -280,6 +344,12 @@ def sends_apply_statuses(*, statuses: Iterable[StatusUpdate], publish: bool = Tr
                     was_sent.update(send_id for send_id, before in done if before == SendStatus.SENT)
                     moves += [(broadcast_of[send_id], before, target) for send_id, before in done]
         counts_add(deltas_of(moves))
+        if run is not None:
+            # What the moves did not carry (sends that did not move: a pricing alone, a late bill).
+            rest = [b for b in bills if b.send_id not in run.applied]
+            if rest:
+                _bills_apply(rest, now, run.amounts)
+            pricing.billed_add(run.amounts)
         if publish:
             # A send that jumped SENT -> READ passed through DELIVERED (it has a delivered_at): the
             # customer gets message.delivered before message.read, as for any other message.
@@ -290,6 +360,142 @@ def sends_apply_statuses(*, statuses: Iterable[StatusUpdate], publish: bool = Tr
                 message_events_publish(send_ids=ids, status=target)
     unmatched = [wamid for wamid in folds if wamid not in found]
     return StatusMoves(moved, unmatched=unmatched)
+
+
+# --- pricing and the bill (CONTRACT 12) ------------------------------------------------------------------------
+
+
+def _pricing_fold(statuses: Iterable[StatusUpdate]) -> dict[str, dict[str, Any]]:
+    """Meta's ``pricing`` object by wamid: the last one of the body (Meta repeats it on sent, delivered, read)."""
+    out: dict[str, dict[str, Any]] = {}
+    for update in statuses:
+        if update.pricing is not None and len(update.wamid) <= 128:
+            out[update.wamid] = update.pricing
+    return out
+
+
+@dataclass(slots=True)
+class _Bill:
+    """A send whose pricing is to be stored, and which may be billed now (the UPDATE's WHERE has the last word)."""
+
+    send_id: int
+    to: str
+    pricing: dict[str, Any] | None  # to store (None: keep the stored one)
+    billable: bool  # Meta bills it, by the body's pricing or the stored one
+    category: str | None  # our category of Meta's pricing.category
+    price: Decimal | None = None  # at the card in force now, for the send's country and that category
+
+
+@dataclass(slots=True)
+class _BillRun:
+    """The bills of one body, and what the statements applied of them."""
+
+    bills: dict[int, _Bill]
+    applied: set[int] = dc_field(default_factory=set)
+    amounts: dict[str, Decimal] = dc_field(default_factory=lambda: defaultdict(Decimal))
+
+
+_BILLED_STATUSES = (SendStatus.DELIVERED, SendStatus.READ)
+
+
+def _bill_of(
+    send_id: int,
+    to: str,
+    current: str,
+    stored: Any,
+    billed: bool,
+    fold: _Fold | None,
+    given: dict[str, Any] | None,
+) -> _Bill | None:
+    """What this body changes of a send's pricing and bill, or None when nothing (a redelivery costs no write)."""
+    new_pricing = given if given is not None and given != stored else None
+    if billed:
+        return _Bill(send_id, to, new_pricing, False, None) if new_pricing is not None else None
+    effective = given if given is not None else stored
+    # It may be DELIVERED or READ once this body is applied: what the read says, or where the body moves it.
+    reaches = current in _BILLED_STATUSES or (fold is not None and fold.target in _BILLED_STATUSES)
+    billable = reaches and pricing.pricing_billable(effective)
+    if new_pricing is None and not billable:
+        return None
+    return _Bill(send_id, to, new_pricing, billable, pricing.pricing_category(effective) if billable else None)
+
+
+def _pricing_positions(bills: Sequence[_Bill | None]) -> tuple[list[str], list[int | None]]:
+    """The distinct pricing objects of the bills as JSON texts, and each bill's 1-based position among them (None:
+    keep the stored one). A body repeats the same few objects: a thousand JSON texts would cost more to send (each
+    quoted into the array) than the whole UPDATE."""
+    distinct: dict[str, int] = {}
+    positions: list[int | None] = []
+    for b in bills:
+        if b is None or b.pricing is None:
+            positions.append(None)
+            continue
+        text = orjson.dumps(b.pricing, option=orjson.OPT_SORT_KEYS).decode()
+        positions.append(distinct.setdefault(text, len(distinct) + 1))
+    return list(distinct), positions
+
+
+def _bills_price(bills: list[_Bill]) -> None:
+    """Price the billable ones at the card in force now (its id read here; its prices cached per id)."""
+    if not any(b.billable for b in bills):
+        return
+    card = pricing.rate_card_current()
+    if card is None:
+        return
+    table = pricing.card_prices(card.id)
+    for b in bills:
+        if b.billable and b.category is not None:
+            b.price = pricing.unit_price(table, country=phone_region(b.to), category=b.category)
+
+
+def _bills_apply(bills: list[_Bill], now: datetime, amounts: dict[str, Decimal]) -> None:
+    """Store the pricing of sends that did not move, and bill, once, those that are DELIVERED or READ and billable
+    (null price when the card has none); adds what it billed to ``amounts``. One UPDATE, under the broadcasts' row
+    locks the caller holds (so the "billed before" of the self-join is exact and a send is billed once)."""
+    if connection.vendor != "postgresql":
+        _bills_apply_portable(bills, now, amounts)
+        return
+    table_name = connection.ops.quote_name(Send._meta.db_table)
+    sql = f"""
+        UPDATE {table_name} AS s SET
+            pricing = COALESCE((%s::text[])[v.pricing]::jsonb, s.pricing),
+            price = CASE WHEN v.billable AND s.billed_at IS NULL AND s.status = ANY(%s) THEN v.price ELSE s.price END,
+            billed_at = CASE WHEN v.billable AND s.billed_at IS NULL AND s.status = ANY(%s) THEN %s
+                             ELSE s.billed_at END
+        FROM unnest(%s::bigint[], %s::int[], %s::boolean[], %s::numeric[]) AS v(id, pricing, billable, price),
+             {table_name} AS old
+        WHERE s.id = v.id AND old.id = s.id
+        RETURNING s.broadcast_id, s.price, old.billed_at IS NULL AND s.billed_at IS NOT NULL
+    """
+    statuses = list(_BILLED_STATUSES)
+    distinct, positions = _pricing_positions(bills)
+    params = [
+        distinct,
+        statuses,
+        statuses,
+        now,
+        [b.send_id for b in bills],
+        positions,
+        [b.billable for b in bills],
+        [b.price for b in bills],
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        for broadcast_id, price, billed_now in cursor.fetchall():
+            if billed_now and price is not None:
+                amounts[broadcast_id] += price
+
+
+def _bills_apply_portable(bills: list[_Bill], now: datetime, amounts: dict[str, Decimal]) -> None:
+    """The same with the ORM, one UPDATE per send (SQLite demo)."""
+    for b in bills:
+        if b.pricing is not None:
+            Send.objects.filter(id=b.send_id).update(pricing=b.pricing)
+        if b.billable:
+            billed = Send.objects.filter(id=b.send_id, billed_at__isnull=True, status__in=_BILLED_STATUSES)
+            row = billed.values_list("broadcast_id", flat=True).first()
+            if row is not None and billed.update(price=b.price, billed_at=now) and b.price is not None:
+                amounts[row] += b.price
 
 
 def unmatched_statuses_keep(*, statuses: Sequence[StatusUpdate], wamids: set[str]) -> int:

@@ -8,6 +8,7 @@ need the database (channel, template) and decides which variables are missing.
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -56,6 +57,9 @@ class BulkRequest:
     campaign_name: str | None
     scheduled_at: datetime | None
     recipients: list[RecipientInput] = field(default_factory=list)
+    # CONTRACT 12: a preview instead of a broadcast, and the spending cap.
+    dry_run: bool = False
+    max_cost: Decimal | None = None
 
 
 def _add(errors: Errors, path: str, message: str) -> None:
@@ -222,6 +226,28 @@ def _recipients(errors: Errors, value: Any) -> list[RecipientInput]:
     return out
 
 
+# max_cost: a positive decimal string, at most 10 digits before the point and 6 after (the prices' scale).
+_MAX_COST = re.compile(r"[0-9]{1,10}(\.[0-9]{1,6})?")
+
+
+def _money_fields(errors: Errors, body: dict[str, Any]) -> tuple[bool, Decimal | None]:
+    """``dry_run`` (a boolean) and ``max_cost`` (a decimal string > 0), CONTRACT 4 and 12."""
+    dry_run = body.get("dry_run", False)
+    if not isinstance(dry_run, bool):
+        _add(errors, "dry_run", "Must be a boolean.")
+        dry_run = False
+    max_cost = body.get("max_cost")
+    if max_cost is None:
+        return dry_run, None
+    if not isinstance(max_cost, str):
+        _add(errors, "max_cost", 'Must be a decimal string, e.g. "250.00".')
+        return dry_run, None
+    if not _MAX_COST.fullmatch(max_cost) or Decimal(max_cost) <= 0:
+        _add(errors, "max_cost", 'Must be a decimal string greater than 0 with at most 6 decimals, e.g. "250.00".')
+        return dry_run, None
+    return dry_run, Decimal(max_cost)
+
+
 def bulk_request_validate(*, body: Any, now: datetime) -> tuple[BulkRequest | None, Errors]:
     """The cleaned request, or None with every error found, each under its path."""
     errors: Errors = {}
@@ -237,8 +263,21 @@ def bulk_request_validate(*, body: Any, now: datetime) -> tuple[BulkRequest | No
     if problem:
         _add(errors, "scheduled_at", problem)
     recipients = _recipients(errors, body.get("recipients"))
+    dry_run, max_cost = _money_fields(errors, body)
     if errors:
         # The fields that did parse still help the service report unknown channels/templates.
         partial = BulkRequest(template_name or "", language or "", channel_id or "", campaign_name, scheduled_at)
         return partial, errors
-    return BulkRequest(template_name, language, channel_id, campaign_name, scheduled_at, recipients), errors
+    return (
+        BulkRequest(
+            template_name,
+            language,
+            channel_id,
+            campaign_name,
+            scheduled_at,
+            recipients,
+            dry_run=dry_run,
+            max_cost=max_cost,
+        ),
+        errors,
+    )

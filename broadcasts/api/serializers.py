@@ -10,6 +10,7 @@ from typing import Any
 from rest_framework import serializers
 
 from broadcasts.models import Broadcast, BroadcastStatus, SendStatus
+from broadcasts.pricing import money
 from broadcasts.selectors import error_rate
 from core.api.serializers import ErrorBodySerializer, ErrorEnvelopeSerializer  # noqa: F401 (the API's envelope)
 from core.timefmt import iso_utc
@@ -32,7 +33,25 @@ def broadcast_representation(broadcast: Broadcast, counts: dict[str, int]) -> di
         "error_rate": error_rate(counts=counts, total=broadcast.total_recipients),
         "paused_reason": broadcast.paused_reason if broadcast.status == BroadcastStatus.PAUSED else None,
         "purged_at": iso_utc(broadcast.purged_at),
+        "cost": cost_representation(broadcast),
     }
+
+
+def cost_representation(broadcast: Broadcast) -> dict[str, Any]:
+    """``cost`` (CONTRACT 12) from the broadcast's kept fields: no query."""
+    return {
+        "currency": broadcast.cost_currency or None,
+        "estimated": money(broadcast.cost_estimated),
+        "billed": money(broadcast.billed),
+        "max_cost": money(broadcast.max_cost),
+    }
+
+
+def pricing_representation(value: Any) -> dict[str, Any] | None:
+    """Meta's ``pricing`` of the send's status webhooks, as ``{category, type, billable}``; null before any."""
+    if not isinstance(value, dict):
+        return None
+    return {"category": value.get("category"), "type": value.get("type"), "billable": value.get("billable")}
 
 
 def send_representation(row: dict[str, Any]) -> dict[str, Any]:
@@ -49,6 +68,7 @@ def send_representation(row: dict[str, Any]) -> dict[str, Any]:
         "variables": row["variables"],
         "meta_data": row["meta_data"],
         "updated_at": iso_utc(row["updated_at"]),
+        "pricing": pricing_representation(row.get("pricing")),
     }
 
 
@@ -80,6 +100,49 @@ class BulkCreateSerializer(serializers.Serializer):
         help_text="ISO 8601 with an offset, in the future, at most 90 days ahead; null or omitted = now.",
     )
     recipients = RecipientInSerializer(many=True, help_text="1 to 5000 recipients.")
+    max_cost = serializers.CharField(
+        required=False,
+        allow_null=True,
+        help_text='Spending cap, a decimal string > 0 with at most 6 decimals ("250.00"), in the rate card\'s '
+        "currency; needs a rate card pricing every recipient. The first send that would pass it pauses the broadcast "
+        "(`budget_exceeded`).",
+    )
+    dry_run = serializers.BooleanField(
+        required=False,
+        help_text="`true`: validate exactly as a real request, store nothing, call nothing; answer 200 with the "
+        "preview (cost estimate, messaging-limit outlook, eta). The Idempotency-Key is ignored.",
+    )
+
+
+class CountryEstimateSerializer(serializers.Serializer):
+    recipients = serializers.IntegerField()
+    unit_price = serializers.CharField(allow_null=True, help_text="Decimal string; null when the card has no price.")
+    total = serializers.CharField()
+
+
+class EstimateSerializer(serializers.Serializer):
+    currency = serializers.CharField()
+    total = serializers.CharField(help_text="Decimal string.")
+    category = serializers.CharField()
+    by_country = serializers.DictField(child=CountryEstimateSerializer(), help_text="By libphonenumber region.")
+    suppressed = serializers.IntegerField(help_text="MARKETING: suppressed numbers, not sent, costing nothing.")
+    customer_service_window = serializers.IntegerField(help_text="UTILITY: numbers with an open window, cost 0.")
+    unpriced = serializers.IntegerField(help_text="Recipients the card prices neither by country nor by `*`.")
+
+
+class MessagingLimitOutlookSerializer(serializers.Serializer):
+    limit = serializers.IntegerField(allow_null=True, help_text="The organization's limit; null when unlimited.")
+    used = serializers.IntegerField()
+    would_wait = serializers.IntegerField()
+
+
+class DryRunSerializer(serializers.Serializer):
+    dry_run = serializers.BooleanField()
+    total_recipients = serializers.IntegerField()
+    missing_variables = serializers.IntegerField(help_text="Sends that would be stored FAILED missing_variables.")
+    estimate = EstimateSerializer(allow_null=True, help_text="Null without a rate card.")
+    messaging_limit = MessagingLimitOutlookSerializer()
+    eta = serializers.DateTimeField(allow_null=True)
 
 
 class BulkAcceptedSerializer(serializers.Serializer):
@@ -103,6 +166,22 @@ class PausedReasonSerializer(serializers.Serializer):
     message = serializers.CharField()
 
 
+class CostSerializer(serializers.Serializer):
+    currency = serializers.CharField(allow_null=True, help_text="ISO 4217 code of the rate card; null without one.")
+    estimated = serializers.CharField(
+        allow_null=True,
+        help_text="Decimal string: the sends priced at creation as a dry run would; null without a card.",
+    )
+    billed = serializers.CharField(help_text="Decimal string: the stored prices of the sends Meta billed, once each.")
+    max_cost = serializers.CharField(allow_null=True, help_text="The spending cap of the POST, or null.")
+
+
+class PricingSerializer(serializers.Serializer):
+    category = serializers.CharField(allow_null=True)
+    type = serializers.CharField(allow_null=True)
+    billable = serializers.BooleanField(allow_null=True)
+
+
 class BroadcastSerializer(serializers.Serializer):
     broadcast_id = serializers.CharField()
     campaign_name = serializers.CharField()
@@ -123,6 +202,7 @@ class BroadcastSerializer(serializers.Serializer):
         help_text="When retention deleted the broadcast's sends (RETENTION_DAYS after it ended): the counts stay, "
         "the recipients listing is empty. Null until then.",
     )
+    cost = CostSerializer()
 
 
 class WaitingSerializer(serializers.Serializer):
@@ -164,6 +244,7 @@ class SendSerializer(serializers.Serializer):
     variables = serializers.DictField(child=serializers.CharField())
     meta_data = serializers.DictField(allow_null=True)
     updated_at = serializers.DateTimeField()
+    pricing = PricingSerializer(allow_null=True, help_text="Meta's pricing from the status webhooks, or null.")
 
 
 class SendPageSerializer(serializers.Serializer):

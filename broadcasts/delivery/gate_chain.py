@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from broadcasts.delivery.gate_budget import budget_gate
 from broadcasts.delivery.gate_marketing_hold import marketing_hold_gate
 from broadcasts.delivery.gate_messaging_limit import messaging_limit_gate
 from broadcasts.delivery.gates import Gate
@@ -13,4 +14,5 @@ from broadcasts.delivery.gates import Gate
 GATES: Sequence[Gate] = (
     marketing_hold_gate,
     messaging_limit_gate,
+    budget_gate,
 )

@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 
 from broadcasts.delivery.claims import Claimed
 from whatsapp.client import SendResult
@@ -34,6 +35,9 @@ class GateContext:
     channel_id: str
     template_category: str
     now: datetime
+    # The spending cap (CONTRACT 12) and the rate card that prices it: None when the broadcast has no cap.
+    max_cost: Decimal | None = None
+    rate_card_id: int | None = None
 
 
 @dataclass(slots=True)

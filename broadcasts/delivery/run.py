@@ -143,6 +143,8 @@ class BroadcastRun:
             channel_id=self.channel.id,
             template_category=broadcast.template.category,
             now=timezone.now(),
+            max_cost=broadcast.max_cost,
+            rate_card_id=broadcast.rate_card_id,
         )
         self.paused = False
         self.store_down = False
@@ -281,7 +283,9 @@ class BroadcastRun:
             if self.account_error is not None:
                 self.stop = "account_error"
                 break
-            if self.gate_pause is not None:
+            if self.gate_pause is not None and not schedule:
+                # A gate's pause plans nothing more, but the slots already given to sends that passed every gate
+                # still fire (a budget pause comes at the send after them, not before).
                 self.stop = "gate_pause"
                 break
             if self.gate_closed is not None:
@@ -318,6 +322,7 @@ class BroadcastRun:
             if (
                 self.queue
                 and not self.store_down
+                and self.gate_pause is None
                 and now >= next_plan
                 and horizon - now < limiter.HORIZON_SECONDS / 2 + limiter.LEAD_SECONDS
             ):

@@ -187,6 +187,7 @@ def test_recipients_in_request_order_with_fields(api, channel, template):
         "variables",
         "meta_data",
         "updated_at",
+        "pricing",
     }
 
 

@@ -1,0 +1,105 @@
+"""The dry run of ``POST /v1/messages/bulk`` (CONTRACT 12): every rule of a real request, nothing stored, no call
+to Meta; the answer is what the broadcast would cost and how long it would take.
+
+The rules of other modules it needs come in as callables, so the arithmetic is tested with fakes:
+``suppressed_among`` (numbers on the organization's suppression list: not sent, cost nothing, MARKETING only),
+``customer_windows_open`` (numbers whose customer-service window is open: cost 0, UTILITY only) and
+``limit_outlook`` (the messaging limit: ``{"limit", "used", "would_wait"}``, plus ``"frees_at"`` when known).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Collection
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.utils import timezone
+
+from broadcasts import messaging_limit, pricing
+from broadcasts.idempotency import idempotency_key_validate
+from broadcasts.services import bulk_request_check, recipients_missing
+from core.timefmt import iso_utc
+from tokens.models import Organization
+
+SuppressedAmong = Callable[..., set[str]]
+WindowsOpen = Callable[..., set[str]]
+LimitOutlook = Callable[..., dict[str, Any]]
+
+
+# lead: wire to broadcasts.suppressions at merge (the stand-in of the pricing branch)
+def _none_suppressed(*, organization_id: int, numbers: Collection[str]) -> set[str]:
+    return set()
+
+
+def broadcast_preview(
+    *,
+    organization: Organization,
+    body: Any,
+    idempotency_key: str | None = None,
+    now: datetime | None = None,
+    suppressed_among: SuppressedAmong = _none_suppressed,
+    customer_windows_open: WindowsOpen = messaging_limit.customer_windows_open,
+    limit_outlook: LimitOutlook = messaging_limit.outlook,
+) -> dict[str, Any]:
+    """The 200 body of a dry run; ApplicationError (400) exactly as ``broadcast_create`` would raise it.
+
+    Reads only: no broadcast, no send, no idempotency record (the ``Idempotency-Key`` is checked for its form,
+    then ignored: there is nothing to replay)."""
+    idempotency_key_validate(key=idempotency_key)
+    now = now or timezone.now()
+    checked = bulk_request_check(organization=organization, body=body, now=now)
+    request, channel, template, card = checked.request, checked.channel, checked.template, checked.card
+    category = template.category
+    missing = recipients_missing(recipients=request.recipients, needed=template.variables)
+    numbers = [r.to for r, miss in zip(request.recipients, missing, strict=True) if not miss]
+    distinct = set(numbers)
+    # Each rule's callable is asked only when it can change the answer.
+    suppressed = (
+        suppressed_among(organization_id=organization.id, numbers=distinct)
+        if category == "MARKETING" and distinct
+        else set()
+    )
+    to_post = [n for n in numbers if n not in suppressed]
+    windows = (
+        customer_windows_open(channel_id=channel.id, numbers=distinct, now=now)
+        if category == "UTILITY" and distinct
+        else set()
+    )
+    outlook = limit_outlook(organization_id=organization.id, channel_id=channel.id, numbers=set(to_post), now=now)
+    estimate = (
+        pricing.estimate(card=card, category=category, numbers=numbers, suppressed=suppressed, windows_open=windows)
+        if card is not None
+        else None
+    )
+    start = request.scheduled_at or now
+    return {
+        "dry_run": True,
+        "total_recipients": len(request.recipients),
+        "missing_variables": sum(missing),
+        "estimate": estimate.as_json() if estimate is not None else None,
+        "messaging_limit": {
+            "limit": outlook.get("limit"),
+            "used": outlook.get("used", 0),
+            "would_wait": outlook.get("would_wait", 0),
+        },
+        "eta": iso_utc(preview_eta(start=start, sends=len(to_post), max_mps=channel.max_mps, outlook=outlook)),
+    }
+
+
+def preview_eta(*, start: datetime, sends: int, max_mps: int, outlook: dict[str, Any]) -> datetime | None:
+    """When the last send would leave: the channel's cap paces them from ``start``; sends that the messaging limit
+    makes wait leave once it frees room (``frees_at`` when the outlook knows it, else a whole window later: an
+    upper bound). None when nothing would be posted."""
+    if sends <= 0:
+        return None
+    waiting = min(int(outlook.get("would_wait") or 0), sends)
+    free = sends - waiting
+    eta = start + timedelta(seconds=math.ceil(free / max_mps) if free else 0)
+    if waiting:
+        frees_at = outlook.get("frees_at")
+        if not isinstance(frees_at, datetime):
+            frees_at = start + timedelta(seconds=getattr(settings, "MESSAGING_LIMIT_WINDOW_SECONDS", 86400))
+        eta = max(eta, frees_at) + timedelta(seconds=math.ceil(waiting / max_mps))
+    return eta
