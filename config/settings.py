@@ -195,6 +195,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Several serializers carry a broadcast's or a send's status: one named enum each, not a hashed name.
+    "ENUM_NAME_OVERRIDES": {
+        "BroadcastStatusEnum": "broadcasts.models.BroadcastStatus",
+        "SendStatusEnum": "broadcasts.models.SendStatus",
+    },
     # OpenAPI 3.1, for its top-level `webhooks`: every customer event type, its body and signature headers.
     "OAS_VERSION": "3.1.0",
     "WEBHOOKS": [

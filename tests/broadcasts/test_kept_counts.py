@@ -55,12 +55,28 @@ def test_create_counts_pending_and_missing_variables_failed(org, channel, templa
 @pytest.mark.django_db
 def test_get_and_list_read_the_kept_counts_not_the_sends(api, org, channel, template):
     broadcast = _create(org, channel, n=5, missing=1)
-    with CaptureQueriesContext(connection) as queries:
+    with CaptureQueriesContext(connection) as detail_queries:
         one = api.get(f"/v1/messages/bulk/{broadcast.id}").json()
+    with CaptureQueriesContext(connection) as list_queries:
         page = api.get("/v1/messages/bulk").json()
-    assert not [q["sql"] for q in queries if "broadcasts_send" in q["sql"]]
+    # The list never reads sends; the detail reads only its own pending sends, once, for `waiting` (bounded by the
+    # broadcast's 5,000), never to count.
+    assert not [q["sql"] for q in list_queries if "broadcasts_send" in q["sql"]]
+    send_reads = [q["sql"] for q in detail_queries if "broadcasts_send" in q["sql"]]
+    assert len(send_reads) == 1
+    assert f"\"broadcast_id\" = '{broadcast.id}'" in send_reads[0] and "'PENDING'" in send_reads[0]
     assert one["counts"] == page["data"][0]["counts"] == assert_counts_exact(broadcast)[broadcast.id]
     assert one["purged_at"] is None
+
+
+@pytest.mark.django_db
+def test_get_of_a_broadcast_with_nothing_pending_reads_no_send(api, org, channel, template):
+    broadcast = _create(org, channel, n=3, missing=3)
+    assert assert_counts_exact(broadcast)[broadcast.id]["pending"] == 0
+    with CaptureQueriesContext(connection) as queries:
+        one = api.get(f"/v1/messages/bulk/{broadcast.id}").json()
+    assert not [q["sql"] for q in queries if "broadcasts_send" in q["sql"]]
+    assert one["waiting"] == {"schedule": 0, "throughput": 0, "messaging_limit": 0, "retry": 0}
 
 
 @pytest.mark.django_db
