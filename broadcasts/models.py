@@ -47,6 +47,9 @@ class Broadcast(models.Model):
     status = models.CharField(max_length=16, choices=BroadcastStatus.choices, default=BroadcastStatus.PENDING)
     # {"code": ..., "message": ...} of the account-level error (or manual pause) that paused it.
     paused_reason = models.JSONField(null=True, blank=True)
+    # {"type": "image"|"video"|"document", "link" or "id", "filename"?} for a template whose header is media
+    # (CONTRACT 4); a send's own header_media overrides it.
+    header_media = models.JSONField(null=True, blank=True)
     total_recipients = models.PositiveIntegerField()
     scheduled_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
@@ -135,6 +138,10 @@ class Send(models.Model):
     # Why a PENDING send waits ("messaging_limit", "throughput", "retry"; blank: nothing particular), written with
     # each outcome (delivery/outcomes.py) and cleared when the send moves on; the broadcast's `waiting` counts it.
     wait_reason = models.CharField(max_length=16, blank=True, default="", db_default="")
+    # This recipient's header media (null: the broadcast's) and button parameters by index ({"0": "suffix"}),
+    # written only when the request gave them (CONTRACT 4).
+    header_media = models.JSONField(null=True, blank=True)
+    buttons = models.JSONField(null=True, blank=True)
 
     class Meta:
         constraints = [
