@@ -81,6 +81,9 @@ class Broadcast(models.Model):
     status = models.CharField(max_length=16, choices=BroadcastStatus.choices, default=BroadcastStatus.PENDING)
     # {"code": ..., "message": ...} of the account-level error (or manual pause) that paused it.
     paused_reason = models.JSONField(null=True, blank=True)
+    # {"type": "image"|"video"|"document", "link" or "id", "filename"?} for a template whose header is media
+    # (CONTRACT 4); a send's own header_media overrides it.
+    header_media = models.JSONField(null=True, blank=True)
     total_recipients = models.PositiveIntegerField()
     scheduled_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
@@ -189,6 +192,10 @@ class Send(models.Model):
     # The estimated price the budget gate reserved for this send (max_cost only); set once, so a send admitted
     # again later reserves nothing more.
     price_reserved = models.DecimalField(max_digits=12, decimal_places=6, null=True, blank=True)
+    # This recipient's header media (null: the broadcast's) and button parameters by index ({"0": "suffix"}),
+    # written only when the request gave them (CONTRACT 4).
+    header_media = models.JSONField(null=True, blank=True)
+    buttons = models.JSONField(null=True, blank=True)
 
     class Meta:
         constraints = [

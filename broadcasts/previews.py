@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from broadcasts import messaging_limit, pricing
 from broadcasts.idempotency import idempotency_key_validate
-from broadcasts.services import bulk_request_check, recipients_missing
+from broadcasts.services import bulk_request_check, recipients_missing, template_needed_variables
 from core.timefmt import iso_utc
 from tokens.models import Organization
 
@@ -52,7 +52,7 @@ def broadcast_preview(
     checked = bulk_request_check(organization=organization, body=body, now=now)
     request, channel, template, card = checked.request, checked.channel, checked.template, checked.card
     category = template.category
-    missing = recipients_missing(recipients=request.recipients, needed=template.variables)
+    missing = recipients_missing(recipients=request.recipients, needed=template_needed_variables(template))
     numbers = [r.to for r, miss in zip(request.recipients, missing, strict=True) if not miss]
     distinct = set(numbers)
     # Each rule's callable is asked only when it can change the answer.

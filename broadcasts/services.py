@@ -33,12 +33,14 @@ from broadcasts.validation import (
     RecipientInput,
     bulk_request_validate,
     campaign_name_default,
+    template_components_check,
 )
 from core.errors import ApplicationError, ConflictError
 from core.ids import object_id
 from core.timefmt import iso_utc
 from templates_registry.models import Channel, Template
 from tokens.models import AccessToken, Organization
+from whatsapp.payload import TemplateMessageBuilder
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +62,8 @@ _COPY_COLUMNS = (
     "failed_at",
     "updated_at",
 )
+# Written only when some recipient of the request has them (the columns are NULL otherwise): CONTRACT 4.
+_COMPONENT_COLUMNS = ("header_media", "buttons")
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +116,8 @@ class _SendRow(NamedTuple):
     variables: str  # JSON
     meta_data: str | None  # JSON
     missing: list[str]  # template variables the recipient lacks: stored FAILED
+    header_media: str | None = None  # JSON: this recipient's own media header
+    buttons: str | None = None  # JSON: button parameters by index
 
 
 def _send_rows(*, recipients: list[RecipientInput], needed: list[str]) -> list[_SendRow]:
@@ -126,8 +132,22 @@ def _send_rows(*, recipients: list[RecipientInput], needed: list[str]) -> list[_
         variables = given if given.keys() == needed_keys else {n: given[n] for n in needed if n in given}
         # A blank value is as missing as an absent one: Meta rejects empty parameters.
         missing = [name for name in needed if not variables.get(name, "").strip()]
-        append(_SendRow(index, recipient.to, dumps(variables).decode(), recipient.meta_json, missing))
+        row = _SendRow(index, recipient.to, dumps(variables).decode(), recipient.meta_json, missing)
+        if recipient.header_media is not None or recipient.buttons is not None:
+            row = row._replace(
+                header_media=None if recipient.header_media is None else dumps(recipient.header_media).decode(),
+                buttons=None if recipient.buttons is None else dumps(recipient.buttons).decode(),
+            )
+        append(row)
     return rows
+
+
+def template_needed_variables(template: Template) -> list[str]:
+    """The variables a recipient must supply: a media header has no text ones, and an authentication template's
+    body {{1}} is its one-time code (recipients[i].buttons), as the delivery engine's builder sends them."""
+    if template.components and (template.header_format or template.buttons):
+        return list(TemplateMessageBuilder(template).variables)
+    return template.variables
 
 
 def recipients_missing(*, recipients: list[RecipientInput], needed: list[str]) -> list[bool]:
@@ -157,7 +177,9 @@ def _sends_insert(*, broadcast_id: str, rows: list[_SendRow], now: datetime) -> 
     """
     if connection.vendor == "postgresql":
         quote = connection.ops.quote_name
-        columns = ", ".join(quote(Send._meta.get_field(c.removesuffix("_id")).column) for c in _COPY_COLUMNS)
+        components = any(row.header_media is not None or row.buttons is not None for row in rows)
+        names = _COPY_COLUMNS + _COMPONENT_COLUMNS if components else _COPY_COLUMNS
+        columns = ", ".join(quote(Send._meta.get_field(c.removesuffix("_id")).column) for c in names)
         stamp = now.isoformat()
         pending = f"PENDING\t0\t0\t\t\t\t\\N\t\\N\t{stamp}\n"
         failed = f"FAILED\t0\t0\t{MISSING_VARIABLES}\tMissing template variables\t"
@@ -166,9 +188,14 @@ def _sends_insert(*, broadcast_id: str, rows: list[_SendRow], now: datetime) -> 
             meta = r"\N" if row.meta_data is None else _copy_json(row.meta_data)
             head = f"{broadcast_id}\t{row.index}\t{row.to}\t{_copy_json(row.variables)}\t{meta}\t"
             if row.missing:
-                lines.append(f"{head}{failed}{_copy_text(_missing_message(row.missing))}\tf\t{stamp}\t{stamp}\n")
+                line = f"{head}{failed}{_copy_text(_missing_message(row.missing))}\tf\t{stamp}\t{stamp}\n"
             else:
-                lines.append(head + pending)
+                line = head + pending
+            if components:
+                media = r"\N" if row.header_media is None else _copy_json(row.header_media)
+                buttons = r"\N" if row.buttons is None else _copy_json(row.buttons)
+                line = f"{line[:-1]}\t{media}\t{buttons}\n"
+            lines.append(line)
         with (
             connection.cursor() as cursor,
             cursor.copy(f"COPY {quote(Send._meta.db_table)} ({columns}) FROM STDIN") as copy,
@@ -183,6 +210,8 @@ def _sends_insert(*, broadcast_id: str, rows: list[_SendRow], now: datetime) -> 
             to=row.to,
             variables=orjson.loads(row.variables),
             meta_data=orjson.loads(row.meta_data) if row.meta_data is not None else None,
+            header_media=orjson.loads(row.header_media) if row.header_media is not None else None,
+            buttons=orjson.loads(row.buttons) if row.buttons is not None else None,
             updated_at=now,
         )
         if row.missing:
@@ -243,6 +272,10 @@ def bulk_request_check(*, organization: Organization, body: Any, now: datetime) 
     if request is None:
         raise ApplicationError("The request is invalid; see details.", details=errors)
     code, channel, template = _lookup_errors(organization=organization, request=request, errors=errors)
+    if not errors and template is not None:
+        template_components_check(
+            errors, request=request, header_format=template.header_format, buttons=template.buttons
+        )
     card = pricing.rate_card_current()
     if template is not None:
         _max_cost_errors(request=request, template=template, card=card, errors=errors)
@@ -275,7 +308,7 @@ def broadcast_create(
     request, channel, template, card = checked.request, checked.channel, checked.template, checked.card
     broadcast_id = object_id()
     campaign_name = request.campaign_name or campaign_name_default(template_name=template.name, now=now)
-    rows = _send_rows(recipients=request.recipients, needed=template.variables)
+    rows = _send_rows(recipients=request.recipients, needed=template_needed_variables(template))
     failed = sum(1 for row in rows if row.missing)
     # cost.estimated, as the dry run prices it, computed once (CONTRACT 12).
     # lead: wire to broadcasts.suppressions at merge (suppressed_among)
@@ -307,6 +340,7 @@ def broadcast_create(
                 campaign_name=campaign_name,
                 total_recipients=len(rows),
                 scheduled_at=request.scheduled_at,
+                header_media=request.header_media,
                 created_at=now,
                 # The kept counts, written with the sends (broadcasts/counts.py moves them from here on).
                 pending=len(rows) - failed,

@@ -6,14 +6,17 @@ need the database (channel, template) and decides which variables are missing.
 """
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 
 from broadcasts.phones import phone_to_e164
+from whatsapp.template_components import MEDIA_FORMATS, ButtonSpec
 
 MAX_RECIPIENTS = 5000
 MAX_CAMPAIGN_NAME = 255
@@ -39,6 +42,18 @@ _CAMPAIGN_SUFFIX = len(" YYYY-MM-DD HH:MM UTC")
 
 INVALID_PHONE = "Not a valid E.164 phone number."
 
+# header_media (CONTRACT 4): Meta fetches a link over HTTPS; media ids are numbers; a document's filename is shown.
+MEDIA_TYPES = ("image", "video", "document")
+MEDIA_FIELDS = frozenset({"type", "link", "id", "filename"})
+MAX_MEDIA_LINK = 2048
+MAX_MEDIA_ID = 64
+MAX_MEDIA_FILENAME = 240
+# buttons: Meta allows at most 10 buttons; a value is bounded by its button's kind (whatsapp.template_components),
+# and before the template is known by the longest any kind allows (a URL button's whole URL: 2000).
+MAX_BUTTONS = 10
+MAX_BUTTON_VALUE = 2000
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
 Errors = dict[str, list[str]]
 
 
@@ -47,6 +62,8 @@ class RecipientInput:
     to: str  # E.164
     variables: dict[str, str]
     meta_json: str | None  # meta_data serialized once, as it is stored
+    header_media: dict[str, str] | None = None  # this recipient's own, overriding the broadcast's
+    buttons: dict[str, str] | None = None  # button parameters by index
 
 
 @dataclass(slots=True)
@@ -60,6 +77,7 @@ class BulkRequest:
     # CONTRACT 12: a preview instead of a broadcast, and the spending cap.
     dry_run: bool = False
     max_cost: Decimal | None = None
+    header_media: dict[str, str] | None = None
 
 
 def _add(errors: Errors, path: str, message: str) -> None:
@@ -191,6 +209,147 @@ def _meta_data(errors: Errors, path: str, value: Any) -> str | None:
     return dumped.decode()
 
 
+def _header_media(errors: Errors, path: str, value: Any) -> dict[str, str] | None:
+    """A well-formed ``{"type", "link" | "id", "filename"?}``, or None (absent, null, or with its errors added)."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        _add(errors, path, 'Must be an object {"type", "link" or "id", "filename"?}.')
+        return None
+    before = len(errors)
+    for key in sorted(k for k in value if k not in MEDIA_FIELDS)[:10]:
+        _add(errors, f"{path}.{key[:64]}", "Unknown field.")
+    kind = value.get("type")
+    if kind is None:
+        _add(errors, f"{path}.type", "This field is required.")
+    elif kind not in MEDIA_TYPES:
+        _add(errors, f"{path}.type", "Must be one of image, video, document.")
+    link, media_id = value.get("link"), value.get("id")
+    if link is not None and media_id is not None:
+        _add(errors, path, "Give exactly one of link and id, not both.")
+    elif link is None and media_id is None:
+        _add(errors, path, "Give exactly one of link and id.")
+    elif link is not None:
+        problem = _media_link_problem(link)
+        if problem:
+            _add(errors, f"{path}.link", problem)
+    elif not isinstance(media_id, str) or not media_id.isascii() or not media_id.isdigit():
+        _add(errors, f"{path}.id", "Must be Meta's media id: a string of digits.")
+    elif len(media_id) > MAX_MEDIA_ID:
+        _add(errors, f"{path}.id", f"At most {MAX_MEDIA_ID} characters.")
+    filename = value.get("filename")
+    if filename is not None:
+        if kind != "document":
+            _add(errors, f"{path}.filename", "Only a document has a filename.")
+        elif not isinstance(filename, str) or not filename.strip():
+            _add(errors, f"{path}.filename", "Must be a non-empty string.")
+        elif len(filename) > MAX_MEDIA_FILENAME:
+            _add(errors, f"{path}.filename", f"At most {MAX_MEDIA_FILENAME} characters.")
+        elif _CONTROL.search(filename):
+            _add(errors, f"{path}.filename", "May not contain control characters.")
+    if len(errors) != before:
+        return None
+    media = {"type": kind, "id": media_id} if media_id is not None else {"type": kind, "link": link}
+    if filename is not None:
+        media["filename"] = filename
+    return media
+
+
+def _media_link_problem(link: Any) -> str | None:
+    if not isinstance(link, str):
+        return "Must be a string: an https URL."
+    if len(link) > MAX_MEDIA_LINK:
+        return f"At most {MAX_MEDIA_LINK} characters."
+    if _CONTROL.search(link) or " " in link:
+        return "Must be an https URL without spaces or control characters."
+    try:
+        parts = urlsplit(link)
+        host = parts.hostname
+    except ValueError:
+        return "Must be an https URL."
+    if parts.scheme.lower() != "https" or not host:
+        return "Must be an https URL (Meta fetches the media over HTTPS)."
+    return None
+
+
+def _buttons(errors: Errors, path: str, value: Any) -> dict[str, str] | None:
+    """Button parameters by index ``{"0": "..."}`` with string values, or None (absent, null or invalid)."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        _add(errors, path, 'Must be an object of strings by button index, e.g. {"0": "ABC123"}.')
+        return None
+    if len(value) > MAX_BUTTONS:
+        _add(errors, path, f"At most {MAX_BUTTONS} buttons.")
+        return None
+    ok = True
+    for key, text in value.items():
+        if not (key.isascii() and key.isdigit() and len(key) <= 2 and int(key) < MAX_BUTTONS and str(int(key)) == key):
+            _add(errors, f"{path}.{key[:16]}", f"Keys are button indexes: 0 to {MAX_BUTTONS - 1}.")
+            ok = False
+        elif not isinstance(text, str):
+            _add(errors, f"{path}.{key}", "Must be a string.")
+            ok = False
+        elif not text.strip():
+            _add(errors, f"{path}.{key}", "May not be blank.")
+            ok = False
+        elif len(text) > MAX_BUTTON_VALUE:
+            _add(errors, f"{path}.{key}", f"At most {MAX_BUTTON_VALUE} characters.")
+            ok = False
+        elif _CONTROL.search(text):
+            _add(errors, f"{path}.{key}", "May not contain control characters.")
+            ok = False
+    return value if ok else None
+
+
+def template_components_check(
+    errors: Errors, *, request: BulkRequest, header_format: str, buttons: Sequence[ButtonSpec]
+) -> None:
+    """The rules that need the template (CONTRACT 4): header media of the header's type, buttons the template has,
+    values within their button's bounds, and every parameter the template needs present for every recipient."""
+    media_type = header_format.lower() if header_format in MEDIA_FORMATS else ""
+    dynamic = {str(b.index): b for b in buttons if b.dynamic}
+    known = {str(b.index): b for b in buttons}
+
+    def media_ok(path: str, media: dict[str, str]) -> None:
+        if not media_type:
+            _add(errors, path, "The template has no media header.")
+        elif media["type"] != media_type:
+            _add(errors, f"{path}.type", f"The template's header is {header_format}: must be {media_type}.")
+
+    if request.header_media is not None:
+        media_ok("header_media", request.header_media)
+    if media_type and request.header_media is None and not any(r.header_media for r in request.recipients):
+        # Not one recipient has it: one error, not one per recipient.
+        _add(errors, "header_media", f"Required by the template's {header_format} header (here or per recipient).")
+        media_type_required = False
+    else:
+        media_type_required = bool(media_type) and request.header_media is None
+    if not dynamic and not media_type_required and not any(r.header_media or r.buttons for r in request.recipients):
+        return
+    for i, recipient in enumerate(request.recipients):
+        if recipient.header_media is not None:
+            media_ok(f"recipients[{i}].header_media", recipient.header_media)
+        elif media_type_required:
+            _add(errors, f"recipients[{i}].header_media", f"Required by the template's {header_format} header.")
+        given = recipient.buttons or {}
+        for key, text in given.items():
+            spec = known.get(key)
+            if spec is None:
+                _add(errors, f"recipients[{i}].buttons.{key}", "The template has no button with this index.")
+            elif not spec.dynamic:
+                _add(errors, f"recipients[{i}].buttons.{key}", f"The template's {spec.label} takes no parameter.")
+            elif len(text) > spec.max_chars:
+                _add(
+                    errors,
+                    f"recipients[{i}].buttons.{key}",
+                    f"At most {spec.max_chars} characters for the {spec.label}.",
+                )
+        for key, spec in dynamic.items():
+            if key not in given:
+                _add(errors, f"recipients[{i}].buttons.{key}", f"Required by the template's {spec.label}.")
+
+
 def _recipients(errors: Errors, value: Any) -> list[RecipientInput]:
     if value is None:
         _add(errors, "recipients", "This field is required.")
@@ -221,8 +380,14 @@ def _recipients(errors: Errors, value: Any) -> list[RecipientInput]:
                 _add(errors, f"recipients[{i}].to", INVALID_PHONE)
         variables = _variables(errors, f"recipients[{i}].variables", item.get("variables"))
         meta_data = _meta_data(errors, f"recipients[{i}].meta_data", item.get("meta_data"))
+        media = item.get("header_media")
+        if media is not None:
+            media = _header_media(errors, f"recipients[{i}].header_media", media)
+        buttons = item.get("buttons")
+        if buttons is not None:
+            buttons = _buttons(errors, f"recipients[{i}].buttons", buttons)
         if e164 is not None:
-            append(RecipientInput(e164, variables, meta_data))
+            append(RecipientInput(e164, variables, meta_data, media, buttons))
     return out
 
 
@@ -262,6 +427,7 @@ def bulk_request_validate(*, body: Any, now: datetime) -> tuple[BulkRequest | No
     scheduled_at, problem = parse_scheduled_at(body.get("scheduled_at"), now=now)
     if problem:
         _add(errors, "scheduled_at", problem)
+    header_media = _header_media(errors, "header_media", body.get("header_media"))
     recipients = _recipients(errors, body.get("recipients"))
     dry_run, max_cost = _money_fields(errors, body)
     if errors:
@@ -278,6 +444,7 @@ def bulk_request_validate(*, body: Any, now: datetime) -> tuple[BulkRequest | No
             recipients,
             dry_run=dry_run,
             max_cost=max_cost,
+            header_media=header_media,
         ),
         errors,
     )

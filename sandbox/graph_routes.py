@@ -1,7 +1,8 @@
 """The fake Graph API: `POST /{version}/{phone_number_id}/messages` (and `/marketing_messages`, Meta's Marketing
 Messages API: same body, same answers, the path recorded with each send), `GET /{version}/{waba_id}/message_templates`.
 
-A send is validated as Meta does (code 100), refused by the rate limits (130429 per phone number, 131056 per
+A send is validated as Meta does (code 100; a registry template's media header or dynamic button without its
+parameter: 132012 / 131008, sandbox/template_checks.py), refused by the rate limits (130429 per phone number, 131056 per
 recipient), then given its outcome (a script's, else the config's default; see `sandbox.outcomes`) after the
 configured latency. An accepted send gets a wamid and, with a webhook URL, its status webhooks.
 """
@@ -21,6 +22,7 @@ from sandbox.meta_errors import STATUS_CODES
 from sandbox.outcomes import REFUSALS, is_accepted, parse_outcome
 from sandbox.responses import error_response, json_response
 from sandbox.state import SandboxState, digits
+from sandbox.template_checks import TemplateChecks
 from sandbox.webhooks import StatusWebhooks
 
 
@@ -57,6 +59,8 @@ class GraphRoutes:
         self.webhooks = webhooks
         # Meta's messaging limit, counted (never enforced) per portfolio: sandbox/limits.py.
         self.limits = limits
+        # Media headers and dynamic buttons checked against the registry's templates, as Meta does.
+        self.template_checks = TemplateChecks()
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -79,6 +83,7 @@ class GraphRoutes:
         generation = state.generation
 
         body: Any = None
+        problem: str | None = None
         to_digits = ""
         token = authorization[7:].strip() if authorization[:7].lower() == "bearer " else ""
         if not token:
@@ -101,6 +106,10 @@ class GraphRoutes:
                 elif body["template"]["name"] in state.template_errors:
                     # The template is paused / disabled at Meta: every send of it is refused, nothing counted.
                     outcome = f"error:{state.template_errors[body['template']['name']]}"
+                elif (missing := self.template_checks.problem(state.templates, body["template"])) is not None:
+                    # A media header or a dynamic button without its parameter: Meta's 132012 / 131008.
+                    code, problem = missing
+                    outcome = f"error:{code}"
                 else:
                     outcome = state.next_outcome(to_digits)
                     if is_accepted(outcome):
@@ -135,7 +144,7 @@ class GraphRoutes:
             details = f"Same recipient within {config.pair_rate_limit_ms:g} ms on this phone number"
             return error_response(131056, status=400, details=details)
         if kind == "error":
-            return error_response(number)
+            return error_response(number, details=problem)
         if kind == "http":
             return error_response(STATUS_CODES.get(number, 100), status=number)
         if kind == "raw":

@@ -5,6 +5,7 @@ from django.utils import timezone
 from core.crypto import EncryptedTextField
 from core.ids import object_id
 from tokens.models import Organization
+from whatsapp.template_components import ButtonSpec, header_format, template_buttons
 
 
 class Channel(models.Model):
@@ -89,6 +90,16 @@ class Template(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} [{self.language}] {self.status}"
+
+    @property
+    def header_format(self) -> str:
+        """TEXT, IMAGE, VIDEO, DOCUMENT or LOCATION (from Meta's components), "" without a header."""
+        return header_format(self.components)
+
+    @property
+    def buttons(self) -> tuple[ButtonSpec, ...]:
+        """The template's buttons by index, each with the parameter it takes at send time (from its components)."""
+        return template_buttons(self.components, category=self.category)
 
     @property
     def variables(self) -> list[str]:

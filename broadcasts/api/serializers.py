@@ -75,6 +75,13 @@ def send_representation(row: dict[str, Any]) -> dict[str, Any]:
 # --- OpenAPI shapes ----------------------------------------------------------------------------
 
 
+class HeaderMediaSerializer(serializers.Serializer):
+    type = serializers.ChoiceField(choices=["image", "video", "document"], help_text="The template's header format.")
+    link = serializers.URLField(required=False, max_length=2048, help_text="An https URL Meta fetches (or `id`).")
+    id = serializers.CharField(required=False, max_length=64, help_text="Meta's media id (or `link`).")
+    filename = serializers.CharField(required=False, max_length=240, help_text="Documents only.")
+
+
 class RecipientInSerializer(serializers.Serializer):
     to = serializers.CharField(help_text="`+` then digits, a valid number for its country (E.164).")
     variables = serializers.DictField(
@@ -84,6 +91,14 @@ class RecipientInSerializer(serializers.Serializer):
     )
     meta_data = serializers.DictField(
         required=False, allow_null=True, help_text="Any JSON object (at most 4096 bytes), returned with the send."
+    )
+    header_media = HeaderMediaSerializer(
+        required=False, allow_null=True, help_text="This recipient's media header, overriding the broadcast's."
+    )
+    buttons = serializers.DictField(
+        child=serializers.CharField(max_length=2000),
+        required=False,
+        help_text='Button parameters by button index: `{"0": "<URL suffix | coupon code | one-time code>"}`.',
     )
 
 
@@ -100,6 +115,9 @@ class BulkCreateSerializer(serializers.Serializer):
         help_text="ISO 8601 with an offset, in the future, at most 90 days ahead; null or omitted = now.",
     )
     recipients = RecipientInSerializer(many=True, help_text="1 to 5000 recipients.")
+    header_media = HeaderMediaSerializer(
+        required=False, allow_null=True, help_text="For a template whose header is an image, video or document."
+    )
     max_cost = serializers.CharField(
         required=False,
         allow_null=True,

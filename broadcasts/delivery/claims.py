@@ -55,6 +55,8 @@ class Claimed:
     to: str
     variables: dict
     attempts: int
+    header_media: dict | None = None  # the send's own media header (None: the broadcast's), CONTRACT 4
+    buttons: dict | None = None  # button parameters by index
 
 
 def sends_due(*, broadcast_id: str, now: datetime):
@@ -81,17 +83,22 @@ def sends_claim(*, broadcast_id: str, first_id: int, last_id: int, now: datetime
               AND EXISTS (SELECT 1 FROM broadcasts_broadcast b WHERE b.id = s.broadcast_id AND b.status = 'IN_PROGRESS')
             ORDER BY s.id LIMIT %s {lock}
         )
-        RETURNING id, "index", "to", variables, attempts
+        RETURNING id, "index", "to", variables, attempts, header_media, buttons
     """
     n = _dt_param(now)
     with connection.cursor() as cursor:
         cursor.execute(sql, [_dt_param(lease), n, broadcast_id, first_id, last_id, n, limit])
         rows = cursor.fetchall()
     claimed = []
-    for send_id, index, to, variables, attempts in rows:
-        if isinstance(variables, str | bytes):
+    for send_id, index, to, variables, attempts, header_media, buttons in rows:
+        if isinstance(variables, str | bytes):  # SQLite gives JSON as text; psycopg decodes jsonb
             variables = orjson.loads(variables)
-        claimed.append(Claimed(id=send_id, index=index, to=to, variables=variables or {}, attempts=attempts))
+        send = Claimed(id=send_id, index=index, to=to, variables=variables or {}, attempts=attempts)
+        if header_media is not None:
+            send.header_media = orjson.loads(header_media) if isinstance(header_media, str | bytes) else header_media
+        if buttons is not None:
+            send.buttons = orjson.loads(buttons) if isinstance(buttons, str | bytes) else buttons
+        claimed.append(send)
     claimed.sort(key=lambda c: c.id)
     return claimed
 

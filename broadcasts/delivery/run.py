@@ -120,7 +120,7 @@ class BroadcastRun:
         self.on_exhausted: Callable[[], None] | None = None
         self.finished = False
         self.channel = broadcast.channel
-        self.builder = TemplateMessageBuilder(broadcast.template)
+        self.builder = TemplateMessageBuilder(broadcast.template, header_media=broadcast.header_media)
         self.runtime = runtime
         self.client = runtime.graph_client()
         self.queue: deque[Claimed] = deque(sends)
@@ -167,7 +167,7 @@ class BroadcastRun:
 
     async def _post(self, send: Claimed) -> None:
         try:
-            payload = self.builder.build(send.to, send.variables)
+            payload = self.builder.build(send.to, send.variables, send.header_media, send.buttons)
         except MissingVariablesError as exc:
             # Normally failed at creation; a template edited since then is caught here, without a POST.
             self.results.append((send, missing_variables_result(exc), timezone.now()))
