@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 from django.conf import settings
 from django.db import connection
-from django.db.models import Exists, Max, Min, OuterRef, Q
+from django.db.models import Max, Min, Q
 from django.utils import timezone
 
 from broadcasts.models import Broadcast, BroadcastStatus, Send, SendStatus
@@ -159,17 +159,14 @@ def channel_claim_next(*, channel_id: str) -> tuple[Broadcast, list[Claimed], in
 
 
 def channels_wanting_pump(*, exclude: list[str], limit: int = 50) -> list[tuple[str, int]]:
-    """Channels (id, max_mps) with work for a pump, oldest broadcast first: a running broadcast with a due, unleased
-    send, or a due PENDING broadcast (its dispatch may still wait for a free worker process). Reads broadcasts by
-    status (index) and one EXISTS per running broadcast: O(running broadcasts), whatever the table holds."""
+    """Channels (id, max_mps) that may want a pump, oldest broadcast first: those of running broadcasts and of due
+    PENDING ones (their dispatch may still wait for a free worker process). Broadcasts only, by status (index):
+    O(running broadcasts) whatever the sends table holds; whether a channel has a pump (Redis) and due work
+    (channel_due_work) the host asks next, for the channels it may take on."""
     now = timezone.now()
-    due_send = Send.objects.filter(
-        broadcast_id=OuterRef("id"), status=SendStatus.PENDING, lease_expires_at__isnull=True
-    ).filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
     rows = (
-        Broadcast.objects.alias(has_due=Exists(due_send))
-        .filter(
-            Q(status=BroadcastStatus.IN_PROGRESS, has_due=True)
+        Broadcast.objects.filter(
+            Q(status=BroadcastStatus.IN_PROGRESS)
             | Q(status=BroadcastStatus.PENDING) & (Q(scheduled_at__isnull=True) | Q(scheduled_at__lte=now))
         )
         .exclude(channel_id__in=exclude)

@@ -96,6 +96,12 @@ redis.call('PEXPIRE', KEYS[1], hold + 1000)
 return 1
 """
 
+_TAKEN_LUA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+return redis.call('ZCOUNT', KEYS[1], '(' .. now, '+inf')
+"""
+
 
 @dataclass(frozen=True, slots=True)
 class Grant:
@@ -228,6 +234,13 @@ def channel_slot_acquire(*, channel_id: str, holder: str, limit: int, hold_secon
     return bool(
         _script(_ACQUIRE_LUA)(keys=[channel_key(channel_id, "running")], args=[limit, holder, int(hold_seconds * 1000)])
     )
+
+
+def channel_slots_taken(*, channel_id: str) -> int:
+    """How many live holders the channel's running places have (0 without Redis)."""
+    if redis_client() is None:
+        return 0
+    return int(_script(_TAKEN_LUA)(keys=[channel_key(channel_id, "running")], args=[]))
 
 
 def channel_slot_release(*, channel_id: str, holder: str) -> None:

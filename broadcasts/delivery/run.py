@@ -20,6 +20,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TypeVar
@@ -98,6 +99,7 @@ class BroadcastRun:
         deadline: float,
         give_up_at: float,
         log: PostLog,
+        db_thread: ThreadPoolExecutor | None = None,
     ):
         self.broadcast = broadcast
         self.first_id, self.last_id = first_id, last_id
@@ -116,6 +118,8 @@ class BroadcastRun:
         self.channel = broadcast.channel
         self.builder = TemplateMessageBuilder(broadcast.template)
         self.runtime = runtime
+        # The pump's database thread (its own connection): every DB step of this run goes there, in order.
+        self.db_thread = db_thread or runtime.db
         self.client = runtime.graph_client()
         self.queue: deque[Claimed] = deque(sends)
         self.results: list[tuple[Claimed, SendResult, datetime]] = []
@@ -136,7 +140,7 @@ class BroadcastRun:
         self.hold = pacing.number_hold_seconds()
 
     async def run_in_db(self, fn: Callable[[], T]) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self.runtime.db, in_db_thread(fn))
+        return await asyncio.get_running_loop().run_in_executor(self.db_thread, in_db_thread(fn))
 
     async def _post(self, send: Claimed) -> None:
         try:

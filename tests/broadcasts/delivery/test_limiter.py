@@ -11,6 +11,14 @@ from tests.delivery_support import max_in_any_second
 pytestmark = pytest.mark.django_db
 
 
+@pytest.fixture(params=["redis", pytest.param("cluster", marks=pytest.mark.slow)], autouse=True)
+def engine_redis(request) -> str:
+    """Every test here runs on the single test Redis and again on a real three-node Redis Cluster."""
+    if request.param == "cluster":
+        request.getfixturevalue("limiter_on_cluster")
+    return request.param
+
+
 def test_reserve_grants_consecutive_slots_spaced_by_the_rate(settings):
     # Given a channel capped at 100/s paced at 97 %
     settings.DELIVERY_RATE_HEADROOM = 0.97

@@ -46,7 +46,8 @@ def test_chunks_running_at_once_in_threads_of_one_process_each_use_their_own_loo
     with ThreadPoolExecutor(max_workers=2) as pool:
         reports = list(pool.map(deliver, [first, second]))
 
-    # Then both posted all their sends (one loop each: no "event loop is already running")
-    assert [sum(r.sent for r in chunk_reports) for chunk_reports in reports] == [20, 20]
+    # Then all their sends were posted (one loop each: no "event loop is already running"; either may also have
+    # served the other's channel, which a pump host does when a channel has work and no pump)
+    assert sum(r.sent for chunk_reports in reports for r in chunk_reports) == 40
     assert len(delivery_sandbox.requests()) == 40
     assert set(Broadcast.objects.filter(id__in=[first.id, second.id]).values_list("status", flat=True)) == {"COMPLETED"}
