@@ -335,12 +335,20 @@ class RedisCluster:
         return f"redis+cluster://127.0.0.1:{self.ports[0]}/0"
 
     def start(self) -> RedisCluster:
+        import random
         import socket
 
-        for _ in range(self.nodes):
-            with socket.socket() as sock:
-                sock.bind(("127.0.0.1", 0))
-                self.ports.append(sock.getsockname()[1])
+        # A node's cluster bus listens on its port + 10000: both must be free, and the port at most 55535.
+        while len(self.ports) < self.nodes:
+            port = random.randint(20000, 55535)
+            try:
+                for candidate in (port, port + 10000):
+                    with socket.socket() as sock:
+                        sock.bind(("127.0.0.1", candidate))
+            except OSError:
+                continue
+            if port not in self.ports:
+                self.ports.append(port)
         for port in self.ports:
             node_dir = Path(self.dir) / str(port)
             node_dir.mkdir()
@@ -370,13 +378,14 @@ class RedisCluster:
                     start_new_session=True,
                 )
             )
-        for port in self.ports:
-            log = Path(self.dir) / str(port) / "redis.log"
-            wait_for(
-                lambda port=port: self._cli(port, "ping") == "PONG",
-                timeout=10,
-                message=f"redis {port} up ({log.read_text(errors='replace')[-500:] if log.exists() else ''})",
-            )
+        for port, process in zip(self.ports, self.processes, strict=True):
+            try:
+                wait_for(lambda port=port: self._cli(port, "ping") == "PONG", timeout=10, message=f"redis {port} up")
+            except AssertionError as exc:
+                log = Path(self.dir) / str(port) / "redis.log"
+                raise AssertionError(
+                    f"{exc}: exit {process.poll()}, ping {self._cli(port, 'ping')!r}, log {log.read_text()[-500:]!r}"
+                ) from None
         subprocess.run(
             [
                 "redis-cli",

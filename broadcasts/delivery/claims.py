@@ -71,12 +71,13 @@ def sends_claim(*, broadcast_id: str, first_id: int, last_id: int, now: datetime
     """Take up to `limit` of the range's due sends for this worker: lease + attempt, in ONE conditional
     UPDATE ... RETURNING (SKIP LOCKED: concurrent claimers take disjoint sends, never wait for each other).
 
-    The lease's expiry is the database's clock (now() + lease) on PostgreSQL, never this machine's: the sweeper
-    compares it with the database's clock too, so a worker whose clock is off neither loses its sends early nor
-    holds them late."""
+    The lease's expiry is on the database's clock (statement_timestamp() + lease) on PostgreSQL, never this
+    machine's, so a worker whose clock is off neither loses its sends early nor holds them late once the sweeper
+    compares it with the database's clock as well (recovery.sends_recover_expired: Now()).
+    """
     if _is_postgres():
         lock = "FOR UPDATE SKIP LOCKED"
-        lease_sql, lease_param = "now() + %s * interval '1 second'", lease_seconds()
+        lease_sql, lease_param = "statement_timestamp() + %s * interval '1 second'", lease_seconds()
     else:  # SQLite (the demo): one machine, one clock
         lock = ""
         lease_sql, lease_param = "%s", _dt_param(now + timedelta(seconds=lease_seconds()))

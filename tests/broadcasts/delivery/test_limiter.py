@@ -32,7 +32,8 @@ def test_reserve_grants_consecutive_slots_spaced_by_the_rate(settings):
     assert (first.count, second.count) == (5, 5)
     times = first.slot_times() + second.slot_times()
     gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
-    assert all(abs(gap - interval) < 0.002 for gap in gaps), gaps
+    # (across two grants: each is mapped onto this clock when its answer is here, within a round trip)
+    assert all(abs(gap - interval) < 0.005 for gap in gaps), gaps
     assert first.first_at >= time.monotonic() - 0.01
 
 
