@@ -15,7 +15,7 @@ Printed per scenario: sustained sends/s (first to last arrival at the sandbox), 
 one-second window per channel (sandbox), CPU ms per send (workers: utime+stime of the main process and pool
 children from /proc; the sandbox shown apart), and the time from the 202 (broadcast_create returned, dispatch
 enqueued on commit) to the first send. Options: --workers N (prefork processes, default 4), --only a,b,c,d,e,
---e-seconds S (how long (e)'s busy channels run, default 30).
+--e-seconds S (how long (e)'s busy channels run, default 30), --e-cap N (their max_mps, default 250).
 """
 
 from __future__ import annotations
@@ -166,9 +166,11 @@ def run_scenario(name, sandbox, worker, sandbox_pid, setups, timeout=180):
     return total / span
 
 
-def scenario_e(sandbox, worker, sandbox_pid, org: Organization, n: int, seconds: float, tries: int = 20) -> None:
+def scenario_e(
+    sandbox, worker, sandbox_pid, org: Organization, n: int, seconds: float, cap: int = 250, tries: int = 20
+) -> None:
     """Fairness: eight busy channels at 250, and one-recipient broadcasts on other channels, once a second."""
-    cap, busy_count = 250, 8
+    busy_count = 8
     busy = [make_channel(org, n + i, cap)[0] for i in range(busy_count)]
     other_org = Organization.objects.create(name=f"bench-other-{time.time_ns()}")
     small = [make_channel(org, n + busy_count, 80)[0], make_channel(other_org, n + busy_count + 1, 80)[0]]
@@ -265,6 +267,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--only", default="a,b,c,d,e")
     parser.add_argument("--e-seconds", type=float, default=30.0)
+    parser.add_argument("--e-cap", type=int, default=250)
     args = parser.parse_args()
     only = set(args.only.split(","))
 
@@ -294,7 +297,7 @@ def main() -> None:
             sandbox.reset()
             asyncio.run(floor(sandbox.graph_url, 10_000))
         if "e" in only:
-            scenario_e(sandbox, worker, sandbox.pid, org, n + 7, args.e_seconds)
+            scenario_e(sandbox, worker, sandbox.pid, org, n + 7, args.e_seconds, cap=args.e_cap)
     finally:
         if os.environ.get("BENCH_SHOW_CHUNKS"):
             print("\n".join(line for line in worker.log().splitlines() if "chunk " in line))

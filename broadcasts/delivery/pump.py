@@ -70,7 +70,7 @@ ADOPT_STOP_SECONDS = 1.0
 BUSY_SKIP_SECONDS = 1.0
 IDLE_SKIP_SECONDS = 1.0
 # Big work waits this long for a free worker process before a host takes it on (see PumpHost._adopt_one).
-ADOPT_GRACE_SECONDS = 1.0
+ADOPT_GRACE_SECONDS = 0.3
 
 
 def send_chunk_deliver(*, broadcast_id: str, first_id: int, last_id: int) -> list[RunReport]:
