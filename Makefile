@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # Settings for everything run under the test servers (tests, benchmarks).
 TEST_ENV := SECRET_KEY=test-secret-key DEBUG=false ALLOWED_HOSTS=127.0.0.1,localhost,testserver
 
-.PHONY: install run test lint bench-ingest bench-delivery bench-webhooks bench demo-load clean
+.PHONY: install run test test-admin lint bench-ingest bench-delivery bench-webhooks bench-scale bench demo-load clean
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -19,9 +19,15 @@ install: $(BIN)/.installed
 run: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" scripts/run-demo.sh
 
-## make test: every test against throwaway PostgreSQL and Redis servers.
+## make test: every test against throwaway PostgreSQL and Redis servers (the browser tests are make test-admin's).
 test: install
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(TEST_ENV) scripts/with-services.sh $(BIN)/pytest $(PYTEST_ARGS)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(TEST_ENV) scripts/with-services.sh $(BIN)/pytest -m "not browser" $(PYTEST_ARGS)
+
+## make test-admin: the admin in headless Chromium (Debian's chromium + chromium-driver, installed when missing).
+## ADMIN_SCREENSHOTS=1 make test-admin rewrites the screenshots in docs/admin/.
+test-admin: install
+	scripts/ensure-chromium.sh
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(TEST_ENV) scripts/with-services.sh $(BIN)/pytest -m browser tests/admin_browser $(PYTEST_ARGS)
 
 ## make lint: ruff, the import contracts of .importlinter (layers, forbidden imports) and no import cycle at all.
 lint: install
@@ -38,6 +44,11 @@ bench-delivery: install
 
 bench-webhooks: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(TEST_ENV) scripts/with-services.sh $(BIN)/python benchmarks/bench_webhooks.py
+
+## make bench-scale: 10 million sends seeded by COPY (a few minutes), then every hot path beside an empty database's
+## figures, right after the COPY and after ANALYZE (benchmarks/bench_scale.py). Not part of `make bench` or CI.
+bench-scale: install
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(TEST_ENV) scripts/with-services.sh $(BIN)/python benchmarks/bench_scale.py
 
 bench: bench-ingest bench-delivery bench-webhooks
 

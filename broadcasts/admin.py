@@ -1,52 +1,142 @@
-"""Campaigns in the portal: list, a page per broadcast with its progress and sends, and the same
-Cancel / Pause / Resume the API has (they call the same services)."""
+"""Campaigns for operators (CONTRACT 13): the broadcast list with truthful progress, a page per broadcast with the
+actions its state allows (the API's own services), the sends found by number or wamid across broadcasts, and a
+CSV export. Nothing here deletes a broadcast or a send.
+"""
 
+import re
 from collections.abc import Callable
+from functools import cached_property
+from urllib.parse import urlencode
 
 from django.contrib import admin, messages
+from django.contrib.admin.views.main import ChangeList
 from django.core.paginator import Paginator
-from django.db.models import Count, IntegerField, OuterRef, QuerySet, Subquery
-from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
+from django.db.models import Q, QuerySet
+from django.http import (
+    HttpRequest,
+    HttpResponse,
+    HttpResponseNotAllowed,
+    HttpResponseRedirect,
+    StreamingHttpResponse,
+)
 from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 
-from broadcasts import selectors, services
-from broadcasts.models import Broadcast, Send, SendStatus
+from broadcasts import selectors
+from broadcasts.exports import sends_csv_lines, sends_for_csv
+from broadcasts.models import Broadcast, BroadcastStatus, Send, SendStatus
+from broadcasts.phones import phone_to_e164
+from broadcasts.services import broadcast_cancel, broadcast_pause, broadcast_resume
+from core.admin_display import utc_time
 from core.errors import ApplicationError
 
-SENDS_PER_PAGE = 50
-
 ACTIONS: dict[str, Callable[..., Broadcast]] = {
-    "cancel": services.broadcast_cancel,
-    "pause": services.broadcast_pause,
-    "resume": services.broadcast_resume,
+    "cancel": broadcast_cancel,
+    "pause": broadcast_pause,
+    "resume": broadcast_resume,
 }
+# The states each action makes sense from (the services check the same again, under the row lock).
+ALLOWED_FROM: dict[str, tuple[str, ...]] = {
+    "cancel": (BroadcastStatus.PENDING, BroadcastStatus.IN_PROGRESS, BroadcastStatus.PAUSED),
+    "pause": (BroadcastStatus.PENDING, BroadcastStatus.IN_PROGRESS),
+    "resume": (BroadcastStatus.PAUSED,),
+}
+PAST_TENSE = {"cancel": "Cancelled", "pause": "Paused", "resume": "Resumed"}
+# The broadcast page reloads itself this often while the broadcast moves.
+REFRESH_SECONDS = 5
+REFRESHING_STATES = (BroadcastStatus.PENDING, BroadcastStatus.IN_PROGRESS)
+
+# Progress bar segments: (name, title, colour). done = sent (sent, delivered, read) + failed.
+_SEGMENTS = (
+    ("sent", "sent, delivered or read", "#2e7d32"),
+    ("failed", "failed", "#c62828"),
+    ("cancelled", "cancelled", "#8d8d8d"),
+    ("pending", "pending", "#e3e3e3"),
+)
 
 
-def _progress_bar(done: int, total: int) -> str:
+def allowed_actions(status: str) -> list[str]:
+    """The actions a broadcast in ``status`` offers, in button order."""
+    return [action for action, states in ALLOWED_FROM.items() if status in states]
+
+
+def progress_bar(counts: dict[str, int], total: int) -> str:
+    """A bar with one segment per outcome: cancelled sends are their own segment, never counted as done."""
+    sizes = {
+        "sent": counts["sent"] + counts["delivered"] + counts["read"],
+        "failed": counts["failed"],
+        "cancelled": counts["cancelled"],
+    }
+    done = sizes["sent"] + sizes["failed"]
+    sizes["pending"] = max(total - done - sizes["cancelled"], 0)
+    segments = format_html_join(
+        "",
+        '<span class="progress-segment" data-segment="{}" data-count="{}" title="{}: {}" '
+        'style="width:{}%;background:{};height:10px;display:inline-block"></span>',
+        (
+            (name, sizes[name], title, sizes[name], f"{100 * sizes[name] / total:.2f}" if total else "0", colour)
+            for name, title, colour in _SEGMENTS
+        ),
+    )
     percent = round(100 * done / total) if total else 100
     return format_html(
-        '<div style="width:120px;background:#eee;border-radius:3px;display:inline-block;vertical-align:middle">'
-        '<div style="width:{}%;background:#417690;height:10px;border-radius:3px"></div></div> {}%',
+        '<span class="progress" data-total="{}" data-done="{}">'
+        '<span style="display:inline-flex;width:140px;background:#e3e3e3;border-radius:3px;overflow:hidden;'
+        'vertical-align:middle">{}</span> '
+        '<span class="progress-label">{}% done ({} of {}), {} cancelled, {} pending</span></span>',
+        total,
+        done,
+        segments,
         percent,
-        percent,
+        done,
+        total,
+        sizes["cancelled"],
+        sizes["pending"],
     )
+
+
+def error_rate_text(counts: dict[str, int], total: int) -> str:
+    """CONTRACT 5's error_rate (failed / attempted) as a percentage."""
+    return f"{100 * selectors.error_rate(counts=counts, total=total):.1f}%"
+
+
+def sends_url(broadcast_id: str | None = None, status: str | None = None) -> str:
+    """The send list, filtered by broadcast and status when given."""
+    params = {}
+    if broadcast_id is not None:
+        params["broadcast__id__exact"] = broadcast_id
+    if status is not None:
+        params["status__exact"] = status
+    url = reverse("admin:broadcasts_send_changelist")
+    return f"{url}?{urlencode(params)}" if params else url
+
+
+class BroadcastChangeList(ChangeList):
+    """Counts for the whole page in one grouped query (CONTRACT 5's selector), not one per row."""
+
+    def get_results(self, request: HttpRequest) -> None:
+        super().get_results(request)
+        self.result_list = list(self.result_list)
+        counts = selectors.broadcast_counts(broadcast_ids=[broadcast.id for broadcast in self.result_list])
+        for broadcast in self.result_list:
+            broadcast.send_counts = counts[broadcast.id]
 
 
 @admin.register(Broadcast)
 class BroadcastAdmin(admin.ModelAdmin):
     list_display = [
         "campaign_name",
-        "organization",
-        "channel",
-        "template_name",
-        "language",
         "status",
         "progress",
+        "failed_sends",
+        "error_rate",
         "total_recipients",
-        "created_at",
-        "scheduled_at",
+        "organization",
+        "channel_number",
+        "template_name",
+        "created_at_display",
+        "scheduled_at_display",
     ]
     list_filter = ["status", "organization", "channel", "created_at", "scheduled_at"]
     search_fields = ["id", "campaign_name", "template_name", "organization__name"]
@@ -55,6 +145,14 @@ class BroadcastAdmin(admin.ModelAdmin):
     ordering = ["-created_at", "-id"]
     actions = ["cancel_selected", "pause_selected", "resume_selected"]
     change_form_template = "admin/broadcasts/broadcast_change_form.html"
+    show_full_result_count = False
+
+    created_at_display = utc_time("created_at", "created at")
+    scheduled_at_display = utc_time("scheduled_at", "scheduled at")
+    started_at_display = utc_time("started_at", "started at")
+    completed_at_display = utc_time("completed_at", "completed at")
+    updated_at_display = utc_time("updated_at", "updated at")
+
     # Everything is made by the system; only the campaign name is the customer's to fix.
     readonly_fields = [
         "id",
@@ -65,49 +163,83 @@ class BroadcastAdmin(admin.ModelAdmin):
         "template_name",
         "language",
         "status",
-        "paused_reason",
+        "paused_reason_text",
         "total_recipients",
-        "scheduled_at",
-        "created_at",
-        "started_at",
-        "completed_at",
-        "updated_at",
+        "scheduled_at_display",
+        "created_at_display",
+        "started_at_display",
+        "completed_at_display",
+        "updated_at_display",
     ]
     fields = ["campaign_name", *readonly_fields]
 
-    def get_queryset(self, request: HttpRequest) -> QuerySet[Broadcast]:
-        # A correlated subquery per listed row (the page only), not a join over every send.
-        pending = (
-            Send.objects.filter(broadcast=OuterRef("pk"), status=SendStatus.PENDING)
-            .order_by()
-            .values("broadcast")
-            .annotate(n=Count("id"))
-            .values("n")
-        )
-        return super().get_queryset(request).annotate(pending_sends=Subquery(pending, output_field=IntegerField()))
+    def get_changelist(self, request: HttpRequest, **kwargs):
+        return BroadcastChangeList
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # broadcasts come from the API
 
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False  # the history of what was sent to whom is kept; cancel stops a broadcast
+
+    def save_model(self, request: HttpRequest, obj: Broadcast, form, change: bool) -> None:
+        # Only the campaign name: a full save would write back a status the engine has changed since the page loaded.
+        obj.save(update_fields=["campaign_name", "updated_at"])
+
+    # --- columns -------------------------------------------------------------------------------
+
     @admin.display(description="progress")
     def progress(self, obj: Broadcast) -> str:
-        pending = obj.pending_sends or 0
-        return _progress_bar(obj.total_recipients - pending, obj.total_recipients)
+        return progress_bar(obj.send_counts, obj.total_recipients)
 
-    # --- actions: the API's services, one broadcast at a time ---------------------------------
+    @admin.display(description="channel", ordering="channel__phone_number_id")
+    def channel_number(self, obj: Broadcast) -> str:
+        return obj.channel.name or obj.channel.phone_number_id
+
+    # Not named `failed`: that is the model's kept count, and a model field wins over an admin method of its name.
+    @admin.display(description="failed")
+    def failed_sends(self, obj: Broadcast) -> str:
+        n = obj.send_counts["failed"]
+        if not n:
+            return "0"
+        return format_html('<a href="{}">{}</a>', sends_url(obj.id, SendStatus.FAILED), n)
+
+    @admin.display(description="error rate")
+    def error_rate(self, obj: Broadcast) -> str:
+        return error_rate_text(obj.send_counts, obj.total_recipients)
+
+    @admin.display(description="paused reason")
+    def paused_reason_text(self, obj: Broadcast) -> str:
+        reason = obj.paused_reason
+        if not reason:
+            return "-"
+        if not isinstance(reason, dict):
+            return str(reason)
+        code, message = reason.get("code") or "", reason.get("message") or ""
+        return f"{code}: {message}" if code and message else code or message or "-"
+
+    # --- actions: the API's services, one broadcast at a time -------------------------------------
 
     def _apply(self, request: HttpRequest, queryset: QuerySet[Broadcast], action: str) -> None:
-        done, refused = 0, []
-        for broadcast in queryset:
+        done, skipped = 0, []
+        for broadcast in queryset.select_related(None).only("id", "campaign_name", "status"):
+            if broadcast.status not in ALLOWED_FROM[action]:
+                skipped.append(f"{broadcast.campaign_name} ({broadcast.status})")
+                continue
             try:
                 ACTIONS[action](broadcast_id=broadcast.id)
+            except ApplicationError as exc:  # its state changed since it was listed
+                skipped.append(f"{broadcast.campaign_name} ({exc.message})")
+            else:
                 done += 1
-            except ApplicationError as exc:
-                refused.append(f"{broadcast.campaign_name}: {exc.message}")
         if done:
-            self.message_user(request, f"{action.title()}: {done} broadcast(s).", messages.SUCCESS)
-        for message in refused:
-            self.message_user(request, message, messages.WARNING)
+            self.message_user(request, f"{PAST_TENSE[action]} {done} broadcast(s).", messages.SUCCESS)
+        if skipped:
+            self.message_user(
+                request,
+                f"Skipped {len(skipped)} broadcast(s) whose state does not allow {action}: {', '.join(skipped)}.",
+                messages.WARNING,
+            )
 
     @admin.action(description="Cancel selected broadcasts", permissions=["change"])
     def cancel_selected(self, request: HttpRequest, queryset: QuerySet[Broadcast]) -> None:
@@ -117,11 +249,11 @@ class BroadcastAdmin(admin.ModelAdmin):
     def pause_selected(self, request: HttpRequest, queryset: QuerySet[Broadcast]) -> None:
         self._apply(request, queryset, "pause")
 
-    @admin.action(description="Resume selected broadcasts", permissions=["change"])
+    @admin.action(description="Resume selected broadcasts (paused ones only)", permissions=["change"])
     def resume_selected(self, request: HttpRequest, queryset: QuerySet[Broadcast]) -> None:
         self._apply(request, queryset, "resume")
 
-    # --- the broadcast page ------------------------------------------------------------------
+    # --- the broadcast page ----------------------------------------------------------------------
 
     def get_urls(self):
         return [
@@ -129,6 +261,11 @@ class BroadcastAdmin(admin.ModelAdmin):
                 "<path:object_id>/do/<str:action>/",
                 self.admin_site.admin_view(self.action_view),
                 name="broadcasts_broadcast_action",
+            ),
+            path(
+                "<path:object_id>/sends.csv",
+                self.admin_site.admin_view(self.export_view),
+                name="broadcasts_broadcast_sends_csv",
             ),
             *super().get_urls(),
         ]
@@ -141,10 +278,26 @@ class BroadcastAdmin(admin.ModelAdmin):
             return HttpResponse(status=403)
         try:
             ACTIONS[action](broadcast_id=broadcast.id)
-            self.message_user(request, f"{action.title()}: done.", messages.SUCCESS)
-        except ApplicationError as exc:
+            self.message_user(request, f"{PAST_TENSE[action]}.", messages.SUCCESS)
+        except ApplicationError as exc:  # the service's verdict on this state
             self.message_user(request, exc.message, messages.WARNING)
         return HttpResponseRedirect(reverse("admin:broadcasts_broadcast_change", args=[broadcast.pk]))
+
+    def export_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """Every send of the broadcast as CSV (CONTRACT 5's columns), streamed; ``?status=failed`` narrows it."""
+        broadcast = get_object_or_404(Broadcast.objects.only("id"), pk=object_id)
+        if not self.has_view_permission(request, broadcast):
+            return HttpResponse(status=403)
+        status = request.GET.get("status", "").upper() or None
+        if status is not None and status not in SendStatus.values:
+            return HttpResponse(f"Unknown send status {status!r}.", status=400, content_type="text/plain")
+        response = StreamingHttpResponse(
+            sends_csv_lines(sends_for_csv(broadcast_id=broadcast.id, status=status)),
+            content_type="text/csv; charset=utf-8",
+        )
+        suffix = f"-{status.lower()}" if status else ""
+        response["Content-Disposition"] = f'attachment; filename="broadcast-{broadcast.id}-sends{suffix}.csv"'
+        return response
 
     def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context=None):
         broadcast = Broadcast.objects.filter(pk=object_id).first()
@@ -155,25 +308,140 @@ class BroadcastAdmin(admin.ModelAdmin):
 
     def _campaign_context(self, request: HttpRequest, broadcast: Broadcast) -> dict:
         counts = selectors.broadcast_counts(broadcast_ids=[broadcast.id])[broadcast.id]
-        status_filter = request.GET.get("sends_status", "").upper()
-        if status_filter not in SendStatus.values:
-            status_filter = ""
-        sends = Send.objects.filter(broadcast_id=broadcast.id).order_by("index")
-        if status_filter:
-            sends = sends.filter(status=status_filter)
-        page = Paginator(
-            sends.only("index", "to", "status", "attempts", "message_id", "error_code", "error_message", "updated_at"),
-            SENDS_PER_PAGE,
-        ).get_page(request.GET.get("sends_page"))
+        can_act = self.has_change_permission(request, broadcast)
         return {
             "campaign_counts": counts,
             "campaign_error_rate": selectors.error_rate(counts=counts, total=broadcast.total_recipients),
-            "campaign_progress": _progress_bar(
-                broadcast.total_recipients - counts["pending"], broadcast.total_recipients
-            ),
+            "campaign_error_rate_text": error_rate_text(counts, broadcast.total_recipients),
+            "campaign_progress": progress_bar(counts, broadcast.total_recipients),
             "campaign_error_codes": selectors.broadcast_error_codes(broadcast=broadcast),
-            "sends_page": page,
-            "sends_status": status_filter,
-            "send_statuses": SendStatus.values,
-            "campaign_actions": list(ACTIONS),
+            "campaign_actions": allowed_actions(broadcast.status) if can_act else [],
+            "campaign_sends_links": [
+                ("all", broadcast.total_recipients, sends_url(broadcast.id)),
+                *((status.lower(), counts[status.lower()], sends_url(broadcast.id, status)) for status in SendStatus),
+            ],
+            "campaign_export_url": reverse("admin:broadcasts_broadcast_sends_csv", args=[broadcast.pk]),
+            "campaign_refresh_seconds": REFRESH_SECONDS if broadcast.status in REFRESHING_STATES else None,
         }
+
+
+# --- sends: found by number or wamid across broadcasts ---------------------------------------------
+
+_NUMBER_PUNCTUATION = re.compile(r"[\s\-().\u00a0]")
+
+
+def typed_number_e164(raw: str) -> str | None:
+    """A number as an operator types it (``+34 600-11 22 33``, ``0034...``, ``34600...``) in E.164, or None."""
+    number = _NUMBER_PUNCTUATION.sub("", raw)
+    if number.startswith("00"):
+        number = "+" + number[2:]
+    elif number.isdigit():
+        number = "+" + number
+    return phone_to_e164(number)
+
+
+class CappedCountPaginator(Paginator):
+    """Counts at most ``CAP`` rows (``COUNT`` over a ``LIMIT`` subquery), never the whole sends table."""
+
+    CAP = 10_000
+    capped = False
+
+    @cached_property
+    def count(self) -> int:
+        n = self.object_list.order_by()[: self.CAP + 1].count()
+        self.capped = n > self.CAP
+        return min(n, self.CAP)
+
+
+@admin.register(Send)
+class SendAdmin(admin.ModelAdmin):
+    """Read-only. Search is exact (indexed): the number (normalized to E.164) or the wamid."""
+
+    list_display = [
+        "index",
+        "to",
+        "status",
+        "message_id",
+        "attempts",
+        "error_code",
+        "updated_at_display",
+        "broadcast_link",
+    ]
+    list_filter = ["status"]
+    list_select_related = ["broadcast"]
+    search_fields = ["to", "message_id"]
+    search_help_text = "Exact phone number (any format, e.g. +34 600 11 22 33) or exact wamid, across broadcasts."
+    paginator = CappedCountPaginator
+    show_full_result_count = False
+    show_facets = admin.ShowFacets.NEVER  # per-status counts over the whole sends table
+    list_per_page = 100
+
+    updated_at_display = utc_time("updated_at", "updated at")
+    sent_at_display = utc_time("sent_at", "sent at")
+    delivered_at_display = utc_time("delivered_at", "delivered at")
+    read_at_display = utc_time("read_at", "read at")
+    failed_at_display = utc_time("failed_at", "failed at")
+    next_attempt_at_display = utc_time("next_attempt_at", "next attempt at")
+
+    fields = readonly_fields = [
+        "broadcast",
+        "index",
+        "to",
+        "status",
+        "message_id",
+        "attempts",
+        "unknown_outcomes",
+        "error_code",
+        "error_title",
+        "error_message",
+        "error_retryable",
+        "variables",
+        "meta_data",
+        "next_attempt_at_display",
+        "sent_at_display",
+        "delivered_at_display",
+        "read_at_display",
+        "failed_at_display",
+        "updated_at_display",
+    ]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False  # sends change only through the engine, the webhooks and the broadcast's actions
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def get_ordering(self, request: HttpRequest) -> list[str]:
+        # One broadcast's sends in request order (its unique (broadcast, index) index); else the newest first.
+        if "broadcast__id__exact" in request.GET:
+            return ["broadcast", "index"]
+        return ["-id"]
+
+    def get_search_results(self, request: HttpRequest, queryset: QuerySet[Send], search_term: str):
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        match = Q(message_id=term)
+        number = typed_number_e164(term)
+        if number is not None:
+            match |= Q(to=number)
+        return queryset.filter(match), False
+
+    def changelist_view(self, request: HttpRequest, extra_context=None):
+        extra_context = extra_context or {}
+        broadcast_id = request.GET.get("broadcast__id__exact")
+        broadcast = (
+            Broadcast.objects.filter(pk=broadcast_id).only("id", "campaign_name").first() if broadcast_id else None
+        )
+        if broadcast is not None:
+            extra_context["title"] = f"Sends of {broadcast}"
+            extra_context["send_broadcast"] = broadcast
+        return super().changelist_view(request, extra_context)
+
+    @admin.display(description="broadcast", ordering="broadcast")
+    def broadcast_link(self, obj: Send) -> str:
+        url = reverse("admin:broadcasts_broadcast_change", args=[obj.broadcast_id])
+        return format_html('<a href="{}">{}</a>', url, obj.broadcast.campaign_name)

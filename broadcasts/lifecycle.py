@@ -8,7 +8,8 @@ Each transition is written once, here, and guarded by the row: a conditional UPD
 caller's row lock (pause, resume, cancel: ``broadcast_get_for_update`` in broadcasts/services.py, which turns a
 refused transition into a ConflictError for the API and the admin). What Meta answered for one attempt is not a
 lifecycle change: delivery/outcomes.py records it (SENT, FAILED, retry later) and broadcasts/status_updates.py
-records the webhooks' statuses.
+records the webhooks' statuses. Every bulk send transition here moves the broadcast's kept counts in the same
+transaction, the broadcast row locked first (broadcasts/counts.py).
 """
 
 import time
@@ -19,6 +20,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from broadcasts.counts import broadcasts_lock, counts_move
 from broadcasts.models import FINAL_BROADCAST_STATUSES, Broadcast, BroadcastStatus, Send, SendStatus
 from broadcasts.notifications import broadcast_event_publish
 
@@ -43,13 +45,24 @@ def broadcasts_start(*, broadcast_ids: Iterable[str], now: datetime) -> int:
 
 def broadcast_finalize(*, broadcast_id: str) -> str | None:
     """IN_PROGRESS -> COMPLETED (or FAILED when Meta accepted no send) once nothing is pending; exactly once,
-    by a conditional UPDATE. Returns the new status, or None when it was not (or no longer) to be finished."""
-    if Send.objects.filter(broadcast_id=broadcast_id, status=SendStatus.PENDING).exists():
+    by a conditional UPDATE on the kept counts (``pending = 0`` in its WHERE). Returns the new status, or None when
+    it was not (or no longer) to be finished."""
+    counts = (
+        Broadcast.objects.filter(id=broadcast_id, status=BroadcastStatus.IN_PROGRESS)
+        .values("pending", "sent", "delivered", "read", "failed")
+        .first()
+    )
+    if counts is None or counts["pending"] > 0:
         return None
-    accepted = Send.objects.filter(broadcast_id=broadcast_id, message_id__isnull=False).exists()
+    # Accepted by Meta: a send with a wamid. SENT, DELIVERED and READ ones have one; a FAILED one may (Meta's
+    # webhook failed it after accepting it): only then are the broadcast's failed sends looked at.
+    accepted = counts["sent"] + counts["delivered"] + counts["read"] > 0 or (
+        counts["failed"] > 0
+        and Send.objects.filter(broadcast_id=broadcast_id, status=SendStatus.FAILED, message_id__isnull=False).exists()
+    )
     status = BroadcastStatus.COMPLETED if accepted else BroadcastStatus.FAILED
     now = timezone.now()
-    updated = Broadcast.objects.filter(id=broadcast_id, status=BroadcastStatus.IN_PROGRESS).update(
+    updated = Broadcast.objects.filter(id=broadcast_id, status=BroadcastStatus.IN_PROGRESS, pending=0).update(
         status=status, completed_at=now, updated_at=now
     )
     if not updated:
@@ -61,15 +74,24 @@ def broadcast_finalize(*, broadcast_id: str) -> str | None:
 def sends_cancel_unleased(*, broadcast_id: str, now: datetime | None = None) -> int:
     """A cancelled broadcast's pending sends that no live worker holds become CANCELLED, never sent: with no
     retry time, lease or posting marker left on them. A send a worker holds (live lease) is left to that
-    worker, which finds the broadcast CANCELLED and cancels it when it has not posted it."""
+    worker, which finds the broadcast CANCELLED and cancels it when it has not posted it. The kept counts move
+    in the same transaction (the broadcast row locked first)."""
     now = now or timezone.now()
-    return (
-        Send.objects.filter(broadcast_id=broadcast_id, status=SendStatus.PENDING)
-        .filter(Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lt=now))
-        .update(
-            status=SendStatus.CANCELLED, next_attempt_at=None, lease_expires_at=None, posting_at=None, updated_at=now
+    with transaction.atomic():
+        broadcasts_lock(broadcast_ids=[broadcast_id])
+        n = (
+            Send.objects.filter(broadcast_id=broadcast_id, status=SendStatus.PENDING)
+            .filter(Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lt=now))
+            .update(
+                status=SendStatus.CANCELLED,
+                next_attempt_at=None,
+                lease_expires_at=None,
+                posting_at=None,
+                updated_at=now,
+            )
         )
-    )
+        counts_move(broadcast_id=broadcast_id, old=SendStatus.PENDING, new=SendStatus.CANCELLED, n=n)
+    return n
 
 
 def _posting_fence(*, was: str) -> None:
@@ -96,6 +118,8 @@ def broadcast_cancel(*, broadcast: Broadcast) -> bool:
     broadcast.completed_at = now
     broadcast.save(update_fields=["status", "completed_at", "updated_at"])
     sends_cancel_unleased(broadcast_id=broadcast.id, now=now)
+    # The customer's CRM learns of the cancellation (CONTRACT 9), with the counts as they stand at that moment.
+    transaction.on_commit(lambda: broadcast_event_publish(broadcast_id=broadcast.id, event_type="broadcast.cancelled"))
     return True
 
 

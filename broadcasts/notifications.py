@@ -12,7 +12,7 @@ from typing import Any
 from django.db import connection
 
 from broadcasts.models import Broadcast, Send
-from broadcasts.selectors import broadcast_counts, error_rate
+from broadcasts.selectors import counts_of, error_rate
 from core.timefmt import iso_utc
 from events.endpoints import EndpointRef, endpoints_active
 from events.models import EventType
@@ -128,8 +128,9 @@ def message_event_data(*, row: dict[str, Any], status: str) -> dict[str, Any]:
 
 
 def broadcast_event_publish(*, broadcast_id: str, event_type: str) -> None:
-    """Record ``broadcast.paused`` or ``broadcast.completed`` for a broadcast and queue its delivery."""
-    if event_type not in (EventType.BROADCAST_PAUSED, EventType.BROADCAST_COMPLETED):
+    """Record ``broadcast.paused``, ``broadcast.completed`` or ``broadcast.cancelled`` for a broadcast and queue
+    its delivery."""
+    if event_type not in (EventType.BROADCAST_PAUSED, EventType.BROADCAST_COMPLETED, EventType.BROADCAST_CANCELLED):
         raise ValueError(f"Unknown broadcast event type: {event_type!r}")
     endpoints = [ref for ref in endpoints_active() if ref.subscribes_to(event_type)]
     if not endpoints:
@@ -147,8 +148,8 @@ def broadcast_event_publish(*, broadcast_id: str, event_type: str) -> None:
 
 
 def broadcast_event_data(*, broadcast: Broadcast) -> dict[str, Any]:
-    # The API's own selectors: the event shows exactly what GET /v1/messages/bulk/{id} shows.
-    counts = broadcast_counts(broadcast_ids=[broadcast.id])[broadcast.id]
+    # The API's own selectors: the event shows exactly what GET /v1/messages/bulk/{id} shows (the kept counts).
+    counts = counts_of(broadcast)
     data = {
         "broadcast_id": broadcast.id,
         "status": broadcast.status,

@@ -18,6 +18,22 @@ SEND_CHUNK = "broadcasts.send_chunk"
 START_DUE = "broadcasts.start_due"
 SWEEP = "broadcasts.sweep"
 IDEMPOTENCY_PURGE = "broadcasts.idempotency_purge"
+UNMATCHED_STATUSES_RETRY = "broadcasts.unmatched_statuses_retry"
+RETENTION_PURGE = "broadcasts.retention_purge"
+
+# The Celery queue of each task (config/celery.py's task_route reads this; settings declares the queues): the engine
+# on `delivery`, beat's passes on `maintenance`, so busy pumps never hold up the sweeper.
+DELIVERY_QUEUE = "delivery"
+MAINTENANCE_QUEUE = "maintenance"
+ROUTES = {
+    DISPATCH: DELIVERY_QUEUE,
+    SEND_CHUNK: DELIVERY_QUEUE,
+    START_DUE: MAINTENANCE_QUEUE,
+    SWEEP: MAINTENANCE_QUEUE,
+    IDEMPOTENCY_PURGE: MAINTENANCE_QUEUE,
+    UNMATCHED_STATUSES_RETRY: MAINTENANCE_QUEUE,
+    RETENTION_PURGE: MAINTENANCE_QUEUE,
+}
 
 # A chunk task that finds its channel already served by DELIVERY_CHANNEL_PARALLELISM chunk tasks comes back
 # after this (jittered x1-2).

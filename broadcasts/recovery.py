@@ -24,7 +24,7 @@ from django.db.models import Case, F, PositiveSmallIntegerField, Q, When
 from django.utils import timezone
 from redis.exceptions import RedisError
 
-from broadcasts import lifecycle
+from broadcasts import counts, lifecycle
 from broadcasts.delivery import dispatch, outcomes
 from broadcasts.models import Broadcast, BroadcastStatus, Send, SendStatus
 from broadcasts.notifications import message_events_publish
@@ -63,30 +63,42 @@ def sends_recover_expired(*, now: datetime | None = None) -> set[str]:
     claim's attempt is given back.
     """
     now = now or timezone.now()
-    expired = Send.objects.filter(status=SendStatus.PENDING, lease_expires_at__lt=now)
+    # On the partial index of leased pending sends (send_leased): O(leased sends), whatever the table holds.
+    expired = Send.objects.filter(status=SendStatus.PENDING, lease_expires_at__isnull=False, lease_expires_at__lt=now)
     broadcast_ids = set(expired.values_list("broadcast_id", flat=True).distinct())
     if not broadcast_ids:
         return set()
-    exhausted_ids = list(
-        expired.filter(posting_at__isnull=False, attempts__gte=settings.DELIVERY_MAX_ATTEMPTS).values_list(
-            "id", flat=True
-        )
-    )
-    exhausted = Send.objects.filter(id__in=exhausted_ids, status=SendStatus.PENDING, lease_expires_at__lt=now).update(
-        status=SendStatus.FAILED,
-        failed_at=now,
-        lease_expires_at=None,
-        posting_at=None,
-        next_attempt_at=None,
-        unknown_outcomes=F("unknown_outcomes") + 1,
-        error_code="timeout",
-        error_title="Timeout",
-        error_message="The worker stopped before the answer to the last attempt was recorded.",
-        error_retryable=True,
-        updated_at=now,
-    )
-    if exhausted:
-        message_events_publish(send_ids=exhausted_ids, status="FAILED")
+    exhausted_by_broadcast: dict[str, list[int]] = {}
+    for send_id, broadcast_id in expired.filter(
+        posting_at__isnull=False, attempts__gte=settings.DELIVERY_MAX_ATTEMPTS
+    ).values_list("id", "broadcast_id"):
+        exhausted_by_broadcast.setdefault(broadcast_id, []).append(send_id)
+    for broadcast_id, ids in sorted(exhausted_by_broadcast.items()):
+        # The timeout failures and the kept counts in one transaction, the broadcast row locked first.
+        with transaction.atomic():
+            counts.broadcasts_lock(broadcast_ids=[broadcast_id])
+            failed_ids = list(
+                Send.objects.filter(id__in=ids, status=SendStatus.PENDING, lease_expires_at__lt=now)
+                .order_by("id")
+                .select_for_update(no_key=True)
+                .values_list("id", flat=True)
+            )
+            n = Send.objects.filter(id__in=failed_ids).update(
+                status=SendStatus.FAILED,
+                failed_at=now,
+                lease_expires_at=None,
+                posting_at=None,
+                next_attempt_at=None,
+                unknown_outcomes=F("unknown_outcomes") + 1,
+                error_code="timeout",
+                error_title="Timeout",
+                error_message="The worker stopped before the answer to the last attempt was recorded.",
+                error_retryable=True,
+                updated_at=now,
+            )
+            counts.counts_move(broadcast_id=broadcast_id, old=SendStatus.PENDING, new=SendStatus.FAILED, n=n)
+            if failed_ids:
+                message_events_publish(send_ids=failed_ids, status="FAILED")
     expired.update(
         unknown_outcomes=Case(
             When(posting_at__isnull=False, then=F("unknown_outcomes") + 1),
@@ -115,10 +127,9 @@ def broadcasts_sweep(*, now: datetime | None = None) -> dict[str, int]:
         journaled = 0
     recovered = sends_recover_expired(now=now)
     cancelled = 0
-    for broadcast_id in (
-        Send.objects.filter(status=SendStatus.PENDING, broadcast__status=BroadcastStatus.CANCELLED)
-        .values_list("broadcast_id", flat=True)
-        .distinct()
+    # Cancelled broadcasts with pending sends left, from their kept counts (partial index broadcast_with_pending).
+    for broadcast_id in Broadcast.objects.filter(status=BroadcastStatus.CANCELLED, pending__gt=0).values_list(
+        "id", flat=True
     ):
         cancelled += lifecycle.sends_cancel_unleased(broadcast_id=broadcast_id)
     dispatched = 0

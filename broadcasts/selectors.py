@@ -1,7 +1,8 @@
 """Reads of the bulk API: one broadcast with its counts, lists by keyset pagination.
 
-Counts are always computed from the sends (one GROUP BY on the (broadcast, status, index)
-index), never kept as counters, so they add up to ``total_recipients`` by construction.
+Counts are the ones kept on the broadcast row (broadcasts/counts.py moves them with every send status change, in
+the same transaction): reading them costs nothing per send, and they survive the purge of the sends (retention).
+``counts.counts_from_sends`` is the GROUP BY they must always equal (the tests check it).
 """
 
 from datetime import datetime
@@ -9,12 +10,12 @@ from typing import Any
 
 from django.db.models import Count, Q
 
-from broadcasts.models import Broadcast, Send, SendStatus
+from broadcasts.models import KEPT_COUNT_FIELDS, Broadcast, Send, SendStatus
 from core.errors import NotFoundError
 from core.ids import is_object_id
 from tokens.models import Organization
 
-COUNT_KEYS = ("pending", "sent", "delivered", "read", "failed", "cancelled")
+COUNT_KEYS = KEPT_COUNT_FIELDS
 
 
 def broadcast_get(*, broadcast_id: str, organization: Organization | None = None) -> Broadcast:
@@ -39,17 +40,16 @@ def _broadcast_one(queryset, broadcast_id: str, organization: Organization | Non
     return broadcast
 
 
+def counts_of(broadcast: Broadcast) -> dict[str, int]:
+    """The broadcast's kept counts, every key present: no query."""
+    return {key: getattr(broadcast, key) for key in COUNT_KEYS}
+
+
 def broadcast_counts(*, broadcast_ids: list[str]) -> dict[str, dict[str, int]]:
-    """Sends per status for each broadcast, every key present (zeros included)."""
+    """The kept counts of each broadcast, every key present (one primary-key read)."""
     counts = {bid: dict.fromkeys(COUNT_KEYS, 0) for bid in broadcast_ids}
-    rows = (
-        Send.objects.filter(broadcast_id__in=broadcast_ids)
-        .values_list("broadcast_id", "status")
-        .annotate(n=Count("id"))
-        .order_by()
-    )
-    for broadcast_id, status, n in rows:
-        counts[broadcast_id][status.lower()] = n
+    for row in Broadcast.objects.filter(id__in=broadcast_ids).values("id", *COUNT_KEYS):
+        counts[row.pop("id")] = row
     return counts
 
 
@@ -60,13 +60,20 @@ def error_rate(*, counts: dict[str, int], total: int) -> float:
 
 
 def broadcast_list(
-    *, organization: Organization, limit: int, after: tuple[datetime, str] | None = None
+    *,
+    organization: Organization,
+    limit: int,
+    after: tuple[datetime, str] | None = None,
+    status: str | None = None,
 ) -> tuple[list[Broadcast], bool]:
-    """The organization's broadcasts newest first, after a (created_at, id) keyset position.
+    """The organization's broadcasts newest first, after a (created_at, id) keyset position, optionally of one
+    status (a ``BroadcastStatus`` value).
 
     Returns the page and whether more follow.
     """
     queryset = Broadcast.objects.filter(organization=organization).select_related("channel")
+    if status is not None:
+        queryset = queryset.filter(status=status)
     if after is not None:
         created_at, broadcast_id = after
         queryset = queryset.filter(Q(created_at__lt=created_at) | Q(created_at=created_at, id__lt=broadcast_id))

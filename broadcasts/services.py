@@ -252,6 +252,9 @@ def broadcast_create(
                 total_recipients=len(rows),
                 scheduled_at=request.scheduled_at,
                 created_at=now,
+                # The kept counts, written with the sends (broadcasts/counts.py moves them from here on).
+                pending=len(rows) - failed,
+                failed=failed,
             )
             if key:
                 # An expired record would block the unique (organization, key) forever.

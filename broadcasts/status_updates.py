@@ -3,7 +3,10 @@
 A send moves SENT < DELIVERED < READ, or to FAILED from SENT or DELIVERED; nothing else.
 Every UPDATE carries the allowed "from" statuses in its WHERE clause, so a concurrent webhook,
 a redelivery or an out-of-order status can never move a send backwards or change it twice.
-A body of N statuses costs one SELECT and at most one UPDATE per target status, whatever N is.
+A body of N statuses costs a fixed number of statements whatever N is: the read of the sends (one index probe
+per wamid, a plan that needs no statistics; a redelivery stops there), the lock of their broadcast rows (the lock
+order of broadcasts/counts.py), at most one UPDATE per target status, and one UPDATE of the kept counts per
+broadcast.
 
 A status whose wamid no send carries yet (the engine records wamids a fraction of a second after Meta's answer,
 and a fast webhook can arrive first) is kept as an ``UnmatchedStatus`` and re-applied by the beat task
@@ -21,6 +24,7 @@ from django.db.models import F, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from broadcasts.counts import broadcasts_lock, counts_add, deltas_of
 from broadcasts.models import Send, SendStatus, UnmatchedStatus
 from broadcasts.notifications import message_events_publish
 from whatsapp.inbound import StatusUpdate, status_update_parse
@@ -100,8 +104,11 @@ def _fold(statuses: Iterable[StatusUpdate]) -> dict[str, _Fold]:
     return folds
 
 
-def _update_postgresql(target: str, items: list[tuple[int, _Fold]], now: datetime) -> list[int]:
-    """One UPDATE ... FROM unnest(arrays) for every send moving to ``target``; returns the moved ids."""
+def _update_postgresql(target: str, items: list[tuple[int, _Fold]], now: datetime) -> list[tuple[int, str]]:
+    """One UPDATE ... FROM unnest(arrays) for every send moving to ``target``; returns (moved id, its status before).
+
+    The status before comes from a self-join read in the statement's snapshot: exact, because the caller holds the
+    broadcasts' row locks, which every writer of a send's status takes first (broadcasts/counts.py)."""
     table = connection.ops.quote_name(Send._meta.db_table)
     error_sets = ""
     if target == SendStatus.FAILED:
@@ -119,9 +126,10 @@ def _update_postgresql(target: str, items: list[tuple[int, _Fold]], now: datetim
             updated_at = %s
         FROM unnest(%s::bigint[], %s::timestamptz[], %s::timestamptz[], %s::timestamptz[],
                     %s::text[], %s::text[], %s::text[])
-             AS v(id, delivered_at, read_at, failed_at, error_code, error_title, error_message)
-        WHERE s.id = v.id AND s.status = ANY(%s)
-        RETURNING s.id
+             AS v(id, delivered_at, read_at, failed_at, error_code, error_title, error_message),
+             {table} AS old
+        WHERE s.id = v.id AND old.id = s.id AND s.status = ANY(%s)
+        RETURNING s.id, old.status
     """
     params = [
         target,
@@ -137,10 +145,10 @@ def _update_postgresql(target: str, items: list[tuple[int, _Fold]], now: datetim
     ]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-        return [row[0] for row in cursor.fetchall()]
+        return [(row[0], row[1]) for row in cursor.fetchall()]
 
 
-def _update_portable(target: str, items: list[tuple[int, _Fold]], now: datetime) -> list[int]:
+def _update_portable(target: str, items: list[tuple[int, _Fold]], now: datetime) -> list[tuple[int, str]]:
     """The same moves with the ORM (SQLite demo): one UPDATE per distinct set of values."""
     groups: dict[tuple, list[int]] = defaultdict(list)
     for send_id, fold in items:
@@ -148,10 +156,11 @@ def _update_portable(target: str, items: list[tuple[int, _Fold]], now: datetime)
         failed_at = fold.failed_at if target == SendStatus.FAILED else None
         key = (_delivered_at(target, fold), read_at, failed_at, fold.error_code, fold.error_title, fold.error_message)
         groups[key].append(send_id)
-    moved: list[int] = []
+    moved: list[tuple[int, str]] = []
     for (delivered_at, read_at, failed_at, code, title, message), ids in groups.items():
         qs = Send.objects.filter(id__in=ids, status__in=ALLOWED_FROM[target])
-        ids_now = list(qs.values_list("id", flat=True))
+        before = list(qs.values_list("id", "status"))
+        ids_now = [send_id for send_id, _ in before]
         values: dict[str, Any] = {"status": target, "updated_at": now}
         for field, value in (("delivered_at", delivered_at), ("read_at", read_at), ("failed_at", failed_at)):
             if value is not None:
@@ -159,7 +168,7 @@ def _update_portable(target: str, items: list[tuple[int, _Fold]], now: datetime)
         if target == SendStatus.FAILED:
             values.update(error_code=code, error_title=title, error_message=message, error_retryable=False)
         Send.objects.filter(id__in=ids_now, status__in=ALLOWED_FROM[target]).update(**values)
-        moved.extend(ids_now)
+        moved.extend(before)
     return moved
 
 
@@ -169,6 +178,32 @@ def _delivered_at(target: str, fold: _Fold) -> datetime | None:
     if target == SendStatus.READ:
         return fold.delivered_at or fold.read_at
     return fold.delivered_at
+
+
+# One probe of the partial wamid index per wamid of the body. A plain ``message_id = ANY(...)`` of 1,000 wamids is
+# planned from the column's statistics: right after a bulk load (none yet) PostgreSQL guesses that it matches most
+# of the table and reads all of it (0.5 s at a million sends). LIMIT keeps the planner from flattening the LATERAL
+# into that same join. Both statements below are planned the same whatever the statistics say.
+_PROBE = """
+    FROM unnest(%s::varchar[]) AS w(wamid)
+    CROSS JOIN LATERAL (
+        SELECT id, message_id, status, broadcast_id FROM broadcasts_send WHERE message_id = w.wamid LIMIT 2
+    ) AS s
+"""
+_SENDS_SQL = f"SELECT s.id, s.message_id, s.status, s.broadcast_id {_PROBE}"
+
+
+def _sends_find(wamids: list[str]) -> list[tuple[int, str, str, str]]:
+    """(id, wamid, status, broadcast_id) of the sends carrying these wamids, read without a lock. A status read
+    here may be behind the truth, never ahead of it (statuses only move forward): a send it shows as unable to
+    move cannot move, and the UPDATEs' WHERE decides for the others."""
+    if connection.vendor != "postgresql":
+        return list(
+            Send.objects.filter(message_id__in=wamids).values_list("id", "message_id", "status", "broadcast_id")
+        )
+    with connection.cursor() as cursor:
+        cursor.execute(_SENDS_SQL, [wamids])
+        return cursor.fetchall()
 
 
 def sends_apply_statuses(*, statuses: Iterable[StatusUpdate], publish: bool = True) -> StatusMoves:
@@ -189,28 +224,30 @@ def sends_apply_statuses(*, statuses: Iterable[StatusUpdate], publish: bool = Tr
     update = _update_postgresql if connection.vendor == "postgresql" else _update_portable
     moved: dict[str, list[int]] = {}
     with transaction.atomic(savepoint=False):
-        # The matched sends are locked up front, in id order: concurrent bodies (Meta posts several
-        # at once) queue behind each other instead of deadlocking, and the status read here is still
-        # the status when the UPDATEs run (so "was SENT" below is exact, never a duplicate event).
-        rows = (
-            Send.objects.filter(message_id__in=list(folds))
-            .order_by("id")
-            .select_for_update(no_key=True)
-            .values_list("id", "message_id", "status")
-        )
-        for send_id, wamid, current in rows:
+        broadcast_of: dict[int, str] = {}
+        for send_id, wamid, current, broadcast_id in _sends_find(list(folds)):
             found.add(wamid)
             fold = folds[wamid]
             if current in ALLOWED_FROM[fold.target]:
                 by_target[fold.target].append((send_id, fold))
-                if current == SendStatus.SENT:
-                    was_sent.add(send_id)
+                broadcast_of[send_id] = broadcast_id
+        # Nothing can move (a redelivery, statuses already overtaken): one read, no lock, no write.
+        if by_target:
+            # The broadcast rows first, in id order (broadcasts/counts.py): concurrent bodies (Meta posts several
+            # at once), flushers and cancels of the same broadcast queue behind each other instead of deadlocking,
+            # and each UPDATE's "status before" is exact (so "was SENT" below and the counts' deltas are exact,
+            # never a duplicate event or a count moved twice).
+            broadcasts_lock(broadcast_ids=broadcast_of.values())
+        moves: list[tuple[str, str, str]] = []
         # Lower targets first, so events of one body are recorded in status order.
         for target in (SendStatus.DELIVERED, SendStatus.READ, SendStatus.FAILED):
             if by_target.get(target):
-                ids = update(target, by_target[target], now)
-                if ids:
-                    moved[target] = sorted(ids)
+                done = update(target, by_target[target], now)
+                if done:
+                    moved[target] = sorted(send_id for send_id, _ in done)
+                    was_sent.update(send_id for send_id, before in done if before == SendStatus.SENT)
+                    moves += [(broadcast_of[send_id], before, target) for send_id, before in done]
+        counts_add(deltas_of(moves))
         if publish:
             # A send that jumped SENT -> READ passed through DELIVERED (it has a delivered_at): the
             # customer gets message.delivered before message.read, as for any other message.

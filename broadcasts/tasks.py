@@ -9,7 +9,7 @@ import logging
 
 from celery import shared_task
 
-from broadcasts import queue, recovery
+from broadcasts import queue, recovery, retention
 from broadcasts.delivery import dispatch, pump
 from broadcasts.queue import chunk_time_limits
 
@@ -73,10 +73,16 @@ def idempotency_purge_task() -> int:
     return idempotency_records_purge()
 
 
+@shared_task(name=queue.RETENTION_PURGE)
+def retention_purge_task() -> dict[str, int]:
+    """Beat, every 10 min: delete the sends of broadcasts that ended more than RETENTION_DAYS ago (bounded)."""
+    return retention.sends_purge_expired()
+
+
 # --- Meta statuses that arrived before their wamid was stored (broadcasts.status_updates) ---------------------
 
 
-@shared_task(name="broadcasts.unmatched_statuses_retry")
+@shared_task(name=queue.UNMATCHED_STATUSES_RETRY)
 def unmatched_statuses_retry_task() -> int:
     """Beat, every ~10 s: re-apply Meta statuses that arrived before their wamid was stored; drop old ones."""
     from broadcasts.status_updates import unmatched_statuses_retry

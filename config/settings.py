@@ -4,12 +4,17 @@ Every variable is optional in development; see the README's configuration table.
 """
 
 import hashlib
+import ipaddress
+import logging
 import tempfile
 import warnings
 from datetime import timedelta
 from pathlib import Path
 
 import environ
+from kombu import Exchange, Queue
+
+from config.multiproc import multiproc_dir_setup
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = BASE_DIR / "var"
@@ -44,6 +49,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: every response, whatever answers it below, carries X-Request-Id, and every log line the request's id.
+    "core.middleware.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Serves admin and API-docs assets from the service itself, with no CDN (CONTRACT 5).
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -53,6 +60,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # RateLimit-Policy / RateLimit on every response to a request with a valid token (CONTRACT 7).
+    "core.middleware.RateLimitHeadersMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -128,7 +137,7 @@ STATIC_ROOT = BASE_DIR / "staticfiles"
 # Find assets in the apps too, so tests and the demo need no collectstatic run. Without a collectstatic run
 # STATIC_ROOT does not exist, and WhiteNoise would warn about it on every process start: nothing is missing.
 WHITENOISE_USE_FINDERS = True
-warnings.filterwarnings("ignore", message="No directory at", module="whitenoise.base")
+warnings.filterwarnings("ignore", message="No directory at")
 
 # --- Security: HTTPS behind a TLS-terminating proxy (README "Production") -----------------------------
 # https://docs.djangoproject.com/en/5.2/ref/middleware/#module-django.middleware.security
@@ -186,6 +195,20 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # OpenAPI 3.1, for its top-level `webhooks`: every customer event type, its body and signature headers.
+    "OAS_VERSION": "3.1.0",
+    "WEBHOOKS": [
+        "events.openapi.MESSAGE_SENT",
+        "events.openapi.MESSAGE_DELIVERED",
+        "events.openapi.MESSAGE_READ",
+        "events.openapi.MESSAGE_FAILED",
+        "events.openapi.BROADCAST_PAUSED",
+        "events.openapi.BROADCAST_COMPLETED",
+        "events.openapi.BROADCAST_CANCELLED",
+        "events.openapi.SUPPRESSION_ADDED",
+        "events.openapi.SUPPRESSION_REMOVED",
+        "events.openapi.PING",
+    ],
 }
 
 # --- WhatsApp -------------------------------------------------------------------------
@@ -195,6 +218,7 @@ WHATSAPP_VERIFY_TOKEN = env("WHATSAPP_VERIFY_TOKEN", default="")
 WEBHOOKS_ALLOW_PRIVATE = env.bool("WEBHOOKS_ALLOW_PRIVATE", default=False)
 # One outbound event delivery attempt, from connecting to the last byte of the answer (CONTRACT 9: 10 s).
 EVENTS_DELIVERY_TIMEOUT_SECONDS = env.float("EVENTS_DELIVERY_TIMEOUT_SECONDS", default=10.0)
+SECRET_ROTATION_OVERLAP_SECONDS = env.int("SECRET_ROTATION_OVERLAP_SECONDS", default=86400)  # old secret signs too
 
 # --- Celery -------------------------------------------------------------------------------
 # https://docs.celeryq.dev/en/stable/userguide/configuration.html
@@ -221,11 +245,20 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TIMEZONE = "UTC"
-# ONE queue, published through the anonymous exchange: a plain `celery -A config worker` serves everything, and
-# routing needs no binding keys in Redis, so a FLUSHALL of the broker cannot make later messages undeliverable.
-CELERY_TASK_DEFAULT_QUEUE = "celery"
+# THREE queues (CONTRACT 13): `delivery` (dispatch, chunk pumps), `events` (customer event deliveries) and
+# `maintenance` (beat's sweeps, purges, the unmatched-status retry, the heartbeat ping), so busy pumps never starve
+# the sweeps or the events. Each is published through the anonymous exchange "" with routing_key = the queue's
+# name: kombu's Redis transport then LPUSHes straight onto the list of that name, with no exchange or binding keys
+# in Redis, so a FLUSHALL of the broker cannot make later messages undeliverable (tests/test_queues.py). Which task
+# goes where: broadcasts/queue.py and events/queue.py (ROUTES, by task name). A plain `celery -A config worker`
+# consumes all three; `-Q delivery` (or `-Q events,maintenance`) splits them across machines (README).
+CELERY_TASK_QUEUES = [Queue(name, Exchange(""), routing_key=name) for name in ("delivery", "events", "maintenance")]
+CELERY_TASK_ROUTES = ["config.celery.task_route"]
+# A task no route names (none today) goes to maintenance, which every layout serves; never to a queue nobody reads.
+CELERY_TASK_DEFAULT_QUEUE = "maintenance"
 CELERY_TASK_DEFAULT_EXCHANGE = ""
-CELERY_TASK_DEFAULT_ROUTING_KEY = "celery"
+CELERY_TASK_DEFAULT_ROUTING_KEY = "maintenance"
+CELERY_TASK_CREATE_MISSING_QUEUES = False
 # Re-deliver a task whose worker died mid-run; the database claim makes a second run harmless.
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
@@ -272,6 +305,8 @@ DELIVERY_WINDOW_MARGIN = env.float("DELIVERY_WINDOW_MARGIN", default=0.025)
 DELIVERY_CHANNEL_PARALLELISM = env.int("DELIVERY_CHANNEL_PARALLELISM", default=1)
 # Same number, same channel: at most once per this many seconds (CONTRACT 6: 6 s), plus the slot look-ahead.
 DELIVERY_SAME_NUMBER_SECONDS = env.float("DELIVERY_SAME_NUMBER_SECONDS", default=6.0)
+# Sends of broadcasts that ended more than this many days ago are deleted (counts stay on the broadcast).
+RETENTION_DAYS = env.int("RETENTION_DAYS", default=90)
 # Beat periods: scheduled broadcasts start within 15 s of scheduled_at; the sweeper recovers lost work.
 DELIVERY_START_DUE_INTERVAL = env.float("DELIVERY_START_DUE_INTERVAL", default=5.0)
 DELIVERY_SWEEP_INTERVAL = env.float("DELIVERY_SWEEP_INTERVAL", default=10.0)
@@ -295,7 +330,14 @@ CELERY_BEAT_SCHEDULE: dict = {
     "broadcasts-unmatched-statuses-retry": {"task": "broadcasts.unmatched_statuses_retry", "schedule": 10.0},
     # Idempotency-Key records answer for 24 h; lookups ignore older ones, this keeps the table small.
     "broadcasts-idempotency-purge": {"task": "broadcasts.idempotency_purge", "schedule": 3600.0},
+    # Worker liveness for /v1/health and msg_worker_last_seen_seconds (core/heartbeat.py).
+    "core-heartbeat": {"task": "core.heartbeat", "schedule": 15.0},
+    # Retention (CONTRACT 14): sends of broadcasts that ended RETENTION_DAYS ago, in bounded batches.
+    "broadcasts-retention-purge": {"task": "broadcasts.retention_purge", "schedule": 600.0},
 }
+# Every beat entry goes to the maintenance queue (also what task_route says for these names).
+for _entry in CELERY_BEAT_SCHEDULE.values():
+    _entry.setdefault("options", {})["queue"] = "maintenance"
 # Beat's schedule file only keeps last-run times, and every beat task is an idempotent sweep: kept in a temporary
 # directory unless set (nothing to create in a fresh checkout). Losing it is harmless: each interval starts over.
 CELERY_BEAT_SCHEDULE_FILENAME = env(
@@ -305,11 +347,45 @@ CELERY_BEAT_SCHEDULE_FILENAME = env(
     ),
 )
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")},
-}
+# --- Metrics (core/metrics.py, GET /metrics) -------------------------------------------------------
+# GET /metrics answers only these REMOTE_ADDRs (the socket's peer: behind a proxy, scrape each process directly).
+METRICS_ALLOWED_CIDRS = env.list("METRICS_ALLOWED_CIDRS", default=["127.0.0.0/8", "::1"])
+try:
+    METRICS_ALLOWED_NETWORKS = [ipaddress.ip_network(cidr.strip(), strict=False) for cidr in METRICS_ALLOWED_CIDRS]
+except ValueError as exc:
+    raise environ.ImproperlyConfigured(f"METRICS_ALLOWED_CIDRS: {exc}") from None
+# prometheus_client's multiprocess files (gunicorn workers, prefork children): one directory per deployment.
+PROMETHEUS_MULTIPROC_DIR = multiproc_dir_setup(BASE_DIR)
+
+# --- Logs and error reporting (CONTRACT 13; core/logging.py) --------------------------------------------------
+# LOG_FORMAT=json: one JSON object per line (time, level, logger, message, request_id, and task_id / task_name in a
+# Celery task, exception when any); text: the same as a readable line. Secrets are redacted in either. The Celery
+# worker and beat use this too (config/celery.py), gunicorn through --logger-class core.logging.GunicornLogger.
+from core.logging import log_format_check, log_format_default, logging_config, sentry_before_send  # noqa: E402
+
+LOG_FORMAT = log_format_check(env("LOG_FORMAT", default=log_format_default(DEBUG)))
+LOG_LEVEL = env("LOG_LEVEL", default="INFO")
+LOGGING = logging_config(log_format=LOG_FORMAT, level=LOG_LEVEL)
+# Python warnings become log lines (logger py.warnings) in the same format, instead of raw text on stderr.
+logging.captureWarnings(True)
+# Celery keeps its hands off the root logger: the LOGGING above is the workers' too.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+# Optional error reporting: nothing is initialised unless SENTRY_DSN is set. No personal data is sent, and every
+# event passes through the same redaction as the logs.
+SENTRY_DSN = env("SENTRY_DSN", default="")
+if SENTRY_DSN:
+    import sentry_sdk
+    from sentry_sdk.integrations.celery import CeleryIntegration
+    from sentry_sdk.integrations.django import DjangoIntegration
+
+    sentry_sdk.init(
+        dsn=SENTRY_DSN,
+        integrations=[DjangoIntegration(), CeleryIntegration()],
+        send_default_pii=False,
+        environment=env("SENTRY_ENVIRONMENT", default="production"),
+        before_send=sentry_before_send,
+        before_breadcrumb=sentry_before_send,
+    )
+# --- end of logs and error reporting ----------------------------------------------------------------------------
 
 SESSION_COOKIE_AGE = int(timedelta(hours=12).total_seconds())

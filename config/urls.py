@@ -3,10 +3,13 @@ from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView
 
 from broadcasts.api.docs import ApiDocsView
+from core.api.metrics import metrics_view
 from core.api.views import unknown_api_path
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    # Prometheus scrape, loopback (METRICS_ALLOWED_CIDRS) only: core/api/metrics.py.
+    path("metrics", metrics_view, name="metrics"),
     path("v1/schema", SpectacularAPIView.as_view(), name="schema"),
     path("v1/docs", ApiDocsView.as_view(url_name="schema"), name="docs"),
     path("v1/", include("core.urls")),

@@ -1,8 +1,10 @@
-"""Liveness of what the service cannot work without: the database and the Celery broker."""
+"""Liveness of what the service cannot work without (the database and the Celery broker), and of the worker and
+beat processes, which write heartbeats into the cache (Redis in production) that the web reads."""
 
 import logging
 import os
 import tempfile
+import time
 from pathlib import Path
 
 import redis
@@ -15,9 +17,43 @@ logger = logging.getLogger(__name__)
 REDIS_TIMEOUT_SECONDS = 1.0
 
 
+# A worker or beat whose last heartbeat is older than this is "stale" (CONTRACT 13: seen in the last minute).
+HEARTBEAT_STALE_SECONDS = 60.0
+HEARTBEAT_KEYS = {"worker": "health:heartbeat:worker", "beat": "health:heartbeat:beat"}
+# What decides the answer's status code: only these down is a 503; a stale worker or beat is reported, with a 200.
+REQUIRED_CHECKS = ("database", "broker")
+
+
 def health_check() -> dict[str, str]:
-    """``{"database": "ok" | <why not>, "broker": "ok" | <why not>}``."""
-    return {"database": _database(), "broker": _broker()}
+    """``{"database": "ok" | <why not>, "broker": "ok" | <why not>, "worker": "ok" | "stale", "beat": ...}``."""
+    checks = {"database": _database(), "broker": _broker()}
+    for kind in HEARTBEAT_KEYS:
+        # With the broker (Redis) down the heartbeats cannot be read either: do not wait on it twice.
+        age = heartbeat_age(kind) if checks["broker"] == "ok" else None
+        checks[kind] = "ok" if age is not None and age <= HEARTBEAT_STALE_SECONDS else "stale"
+    return checks
+
+
+def heartbeat_touch(kind: str) -> None:
+    """Record that a worker (or beat) is alive now; never raises (a heartbeat must not break its process)."""
+    from django.core.cache import cache
+
+    try:
+        cache.set(HEARTBEAT_KEYS[kind], time.time(), timeout=None)
+    except Exception as exc:  # noqa: BLE001 - Redis away: the heartbeat goes stale, which is the truth
+        logger.debug("health: %s heartbeat not written (%s)", kind, exc.__class__.__name__)
+
+
+def heartbeat_age(kind: str) -> float | None:
+    """Seconds since the last heartbeat of ``kind`` ("worker" or "beat"), or None when none is known."""
+    from django.core.cache import cache
+
+    try:
+        seen = cache.get(HEARTBEAT_KEYS[kind])
+    except Exception as exc:  # noqa: BLE001
+        logger.debug("health: %s heartbeat not read (%s)", kind, exc.__class__.__name__)
+        return None
+    return max(0.0, time.time() - float(seen)) if seen is not None else None
 
 
 def _database() -> str:

@@ -1,14 +1,19 @@
-"""Admin for outbound events: endpoints (create, see failures, re-enable), read-only events and deliveries."""
+"""Admin for outbound events: endpoints (create, see failures, re-enable, rotate the secret, ping), read-only events
+and deliveries."""
 
 from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.urls import path, reverse
 
 from core.errors import ApplicationError
 from core.secret_page import secret_once_response, secret_remember
+from core.timefmt import iso_utc
 from events import endpoints
 from events.models import DeliveryAttempt, Event, EventDelivery, WebhookEndpoint
+from events.ping import endpoint_ping
 
 
 class WebhookEndpointAddForm(forms.ModelForm):
@@ -36,7 +41,15 @@ class WebhookEndpointAdmin(admin.ModelAdmin):
     search_fields = ["url", "id", "organization__name"]
     list_select_related = ["organization"]
     # The secret is never shown after creation: it is excluded from every form and list.
-    readonly_fields = ["id", "is_active", "disabled_at", "disabled_reason", "consecutive_failures", "deleted_at"]
+    readonly_fields = [
+        "id",
+        "is_active",
+        "disabled_at",
+        "disabled_reason",
+        "consecutive_failures",
+        "previous_secret_expires_at",
+        "deleted_at",
+    ]
     actions = ["reenable"]
 
     def get_form(self, request, obj=None, change=False, **kwargs):
@@ -79,6 +92,73 @@ class WebhookEndpointAdmin(admin.ModelAdmin):
         for endpoint in queryset.filter(deleted_at__isnull=True):
             endpoints.endpoint_enable(endpoint=endpoint)
         self.message_user(request, "Re-enabled.", messages.SUCCESS)
+
+    # --- the endpoint page's buttons (admin/events/webhookendpoint/change_form.html), each a POST -------------
+
+    def get_urls(self):
+        return [
+            path(
+                "<path:object_id>/rotate-secret/",
+                self.admin_site.admin_view(self.rotate_secret_view),
+                name="events_webhookendpoint_rotate_secret",
+            ),
+            path(
+                "<path:object_id>/reenable/",
+                self.admin_site.admin_view(self.reenable_view),
+                name="events_webhookendpoint_reenable",
+            ),
+            path(
+                "<path:object_id>/ping/", self.admin_site.admin_view(self.ping_view), name="events_webhookendpoint_ping"
+            ),
+            *super().get_urls(),
+        ]
+
+    def _endpoint_for_button(self, request: HttpRequest, object_id: str) -> WebhookEndpoint | HttpResponse:
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        endpoint = get_object_or_404(WebhookEndpoint, pk=object_id, deleted_at__isnull=True)
+        if not self.has_change_permission(request, endpoint):
+            return HttpResponse(status=403)
+        return endpoint
+
+    def _back_to(self, endpoint: WebhookEndpoint) -> HttpResponseRedirect:
+        return HttpResponseRedirect(reverse("admin:events_webhookendpoint_change", args=[endpoint.pk]))
+
+    def rotate_secret_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """A new secret, shown once on the page answering this POST (as the add page does)."""
+        endpoint = self._endpoint_for_button(request, object_id)
+        if isinstance(endpoint, HttpResponse):
+            return endpoint
+        issued = endpoints.endpoint_secret_rotate(endpoint_id=endpoint.id)
+        secret_remember(request, issued.secret)
+        until = issued.endpoint.previous_secret_expires_at
+        overlap = f"The old secret keeps signing beside it until {iso_utc(until)}." if until else ""
+        return secret_once_response(
+            request,
+            model_admin=self,
+            obj=issued.endpoint,
+            label="New signing secret",
+            note=f"Copy the new signing secret now: it will not be shown again. {overlap}".strip(),
+        )
+
+    def reenable_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        endpoint = self._endpoint_for_button(request, object_id)
+        if isinstance(endpoint, HttpResponse):
+            return endpoint
+        endpoints.endpoint_enable(endpoint=endpoint)
+        self.message_user(request, "Re-enabled.", messages.SUCCESS)
+        return self._back_to(endpoint)
+
+    def ping_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        endpoint = self._endpoint_for_button(request, object_id)
+        if isinstance(endpoint, HttpResponse):
+            return endpoint
+        result = endpoint_ping(endpoint=endpoint)
+        if result.ok:
+            self.message_user(request, f"Ping delivered: HTTP {result.status} in {result.duration_ms} ms.")
+        else:
+            self.message_user(request, f"Ping failed after {result.duration_ms} ms: {result.error}", messages.WARNING)
+        return self._back_to(endpoint)
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):

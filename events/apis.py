@@ -1,4 +1,4 @@
-"""``/v1/webhooks``: an organization's event endpoints (scope ``webhooks:manage``)."""
+"""``/v1/webhooks``: an organization's event endpoints, their secret rotation and ping (scope ``webhooks:manage``)."""
 
 from typing import Any
 
@@ -12,6 +12,7 @@ from core.api.serializers import ErrorEnvelopeSerializer
 from core.timefmt import iso_utc
 from events import endpoints, selectors
 from events.models import EventType, WebhookEndpoint
+from events.ping import endpoint_ping
 from tokens.scopes import WEBHOOKS_MANAGE
 
 
@@ -24,6 +25,7 @@ def endpoint_output(endpoint: WebhookEndpoint) -> dict[str, Any]:
         "is_active": endpoint.is_active,
         "disabled_at": iso_utc(endpoint.disabled_at),
         "consecutive_failures": endpoint.consecutive_failures,
+        "previous_secret_expires_at": iso_utc(endpoint.previous_secret_expires_at),
         "created_at": iso_utc(endpoint.created_at),
     }
 
@@ -47,11 +49,30 @@ class EndpointOutputSerializer(serializers.Serializer):
     is_active = serializers.BooleanField()
     disabled_at = serializers.DateTimeField(allow_null=True)
     consecutive_failures = serializers.IntegerField()
+    previous_secret_expires_at = serializers.DateTimeField(
+        allow_null=True, help_text="Until then the secret before the last rotation signs too; null: no overlap."
+    )
     created_at = serializers.DateTimeField()
 
 
 class EndpointCreatedSerializer(EndpointOutputSerializer):
     secret = serializers.CharField(help_text="Signing secret, shown only in this answer.")
+
+
+class RotatedSecretSerializer(serializers.Serializer):
+    id = serializers.CharField()
+    secret = serializers.CharField(help_text="The new signing secret, shown only in this answer.")
+    previous_secret_expires_at = serializers.DateTimeField(
+        allow_null=True, help_text="The old secret signs beside the new one until then (null: not at all)."
+    )
+
+
+class PingResultSerializer(serializers.Serializer):
+    event_id = serializers.CharField(help_text="The ping's event id (its X-Webhook-Id and webhook-id).")
+    ok = serializers.BooleanField(help_text="The endpoint answered 2xx.")
+    status = serializers.IntegerField(allow_null=True, help_text="The endpoint's HTTP status; null: no answer.")
+    error = serializers.CharField(allow_null=True, help_text="Why the ping failed; null when it was delivered.")
+    duration_ms = serializers.IntegerField()
 
 
 class EndpointListSerializer(serializers.Serializer):
@@ -112,3 +133,48 @@ class WebhookEndpointDetailApi(ApiView):
     def delete(self, request: Request, endpoint_id: str) -> Response:
         endpoints.endpoint_delete(organization=request.user.organization, endpoint_id=endpoint_id)
         return Response(status=204)
+
+
+class WebhookEndpointRotateSecretApi(ApiView):
+    required_scope = WEBHOOKS_MANAGE
+
+    @extend_schema(
+        operation_id="webhooks_rotate_secret",
+        summary="Issue a new signing secret; the old one keeps signing beside it for the overlap (24 h)",
+        request=None,
+        responses={200: RotatedSecretSerializer, **_errors(401, 403, 404, 429)},
+    )
+    def post(self, request: Request, endpoint_id: str) -> Response:
+        issued = endpoints.endpoint_secret_rotate(organization=request.user.organization, endpoint_id=endpoint_id)
+        return Response(
+            {
+                "id": issued.endpoint.id,
+                "secret": issued.secret,
+                "previous_secret_expires_at": iso_utc(issued.endpoint.previous_secret_expires_at),
+            }
+        )
+
+
+class WebhookEndpointPingApi(ApiView):
+    required_scope = WEBHOOKS_MANAGE
+
+    @extend_schema(
+        operation_id="webhooks_ping",
+        summary="POST a signed ping event to the endpoint now and answer with what it answered",
+        description="Synchronous (at most 10 s), not queued nor retried. A failed ping (refused address, timeout, "
+        "non-2xx) is still a 200 here: `ok` false, with `status` and `error` saying what happened.",
+        request=None,
+        responses={200: PingResultSerializer, **_errors(401, 403, 404, 429)},
+    )
+    def post(self, request: Request, endpoint_id: str) -> Response:
+        endpoint = selectors.endpoint_get(organization=request.user.organization, endpoint_id=endpoint_id)
+        result = endpoint_ping(endpoint=endpoint)
+        return Response(
+            {
+                "event_id": result.event_id,
+                "ok": result.ok,
+                "status": result.status,
+                "error": result.error,
+                "duration_ms": result.duration_ms,
+            }
+        )

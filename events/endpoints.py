@@ -7,10 +7,10 @@ the transport (``events/transport.py``) resolves and checks the host again on ev
 
 import ipaddress
 import logging
-import secrets
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -22,11 +22,13 @@ from django.utils import timezone
 from core.errors import ApplicationError, NotFoundError
 from events import queue
 from events.models import DeliveryStatus, EventDelivery, EventType, WebhookEndpoint
+from events.signing import secret_generate
 from tokens.models import Organization
 
 logger = logging.getLogger(__name__)
 
-EVENT_TYPES: tuple[str, ...] = tuple(EventType.values)
+# The types an endpoint can subscribe to: every type but ``ping``, which goes only on request, to one endpoint.
+EVENT_TYPES: tuple[str, ...] = tuple(t for t in EventType.values if t != EventType.PING)
 ACTIVE_ENDPOINTS_CACHE_KEY = "events:active-endpoints:v1"
 ACTIVE_ENDPOINTS_CACHE_SECONDS = 60
 
@@ -153,11 +155,33 @@ def _active_endpoints_changed() -> None:
 def endpoint_create(*, organization: Organization, url: Any, events: Any = None) -> IssuedEndpoint:
     clean_url = endpoint_url_validate(url=url)
     clean_events = endpoint_events_validate(events=events)
-    secret = f"whsec_{secrets.token_urlsafe(32)}"
+    secret = secret_generate()
     endpoint = WebhookEndpoint.objects.create(
         organization=organization, url=clean_url, events=clean_events, secret=secret
     )
     _active_endpoints_changed()
+    return IssuedEndpoint(endpoint=endpoint, secret=secret)
+
+
+def endpoint_secret_rotate(*, endpoint_id: str, organization: Organization | None = None) -> IssuedEndpoint:
+    """A new signing secret (returned once). The one it replaces keeps signing beside it (both signatures on every
+    POST) for SECRET_ROTATION_OVERLAP_SECONDS, then stops. Only one previous secret is kept: rotating again during
+    an overlap ends the older secret's overlap at once. ``organization`` None: any organization's (the admin)."""
+    overlap = timedelta(seconds=max(0, int(settings.SECRET_ROTATION_OVERLAP_SECONDS)))
+    with transaction.atomic():
+        endpoints = WebhookEndpoint.objects.select_for_update().filter(id=endpoint_id, deleted_at__isnull=True)
+        if organization is not None:
+            endpoints = endpoints.filter(organization=organization)
+        endpoint = endpoints.first()
+        if endpoint is None:
+            raise NotFoundError("Webhook endpoint not found.")
+        now = timezone.now()
+        secret = secret_generate()
+        endpoint.previous_secret = endpoint.secret if overlap else None
+        endpoint.previous_secret_expires_at = now + overlap if overlap else None
+        endpoint.secret = secret
+        endpoint.save(update_fields=["secret", "previous_secret", "previous_secret_expires_at"])
+    logger.info("events: signing secret of endpoint %s rotated (overlap %d s)", endpoint.id, overlap.total_seconds())
     return IssuedEndpoint(endpoint=endpoint, secret=secret)
 
 

@@ -20,6 +20,11 @@ class EventType(models.TextChoices):
     MESSAGE_FAILED = "message.failed"
     BROADCAST_PAUSED = "broadcast.paused"
     BROADCAST_COMPLETED = "broadcast.completed"
+    BROADCAST_CANCELLED = "broadcast.cancelled"
+    SUPPRESSION_ADDED = "suppression.added"
+    SUPPRESSION_REMOVED = "suppression.removed"
+    # Sent on request to one endpoint (POST /v1/webhooks/{id}/ping), whatever it subscribes to; never stored.
+    PING = "ping"
 
 
 def event_id() -> str:
@@ -36,6 +41,9 @@ class WebhookEndpoint(models.Model):
     events = models.JSONField(default=list, blank=True)
     # The HMAC key, so stored reversibly: encrypted at rest (core.crypto); shown once at creation, never again.
     secret = EncryptedTextField(editable=False)
+    # The secret before the last rotation, still signing (beside ``secret``) until ``previous_secret_expires_at``.
+    previous_secret = EncryptedTextField(null=True, blank=True, editable=False)
+    previous_secret_expires_at = models.DateTimeField(null=True, blank=True, editable=False)
     is_active = models.BooleanField(default=True)
     disabled_at = models.DateTimeField(null=True, blank=True)
     disabled_reason = models.CharField(max_length=255, blank=True)

@@ -27,6 +27,7 @@ from django.db.models import F, OuterRef, Q, Subquery
 from django.utils import timezone
 
 from core.backoff import backoff_seconds as core_backoff
+from core.metrics import event_deliveries_add
 from events import queue
 from events.endpoints import EndpointRef, endpoint_disable, endpoints_active
 from events.models import DeliveryAttempt, DeliveryStatus, Event, EventDelivery, WebhookEndpoint
@@ -234,6 +235,14 @@ def _failure_record(*, delivery: EventDelivery, outcome: PostOutcome, now: datet
     return False
 
 
+def _attempts_count(outcomes: list[PostOutcome], *, disabled: int) -> None:
+    """msg_event_deliveries_total: attempts by outcome, and the endpoints this batch disabled."""
+    timeouts = sum(1 for o in outcomes if not o.ok and o.error.startswith("Timeout"))
+    delivered = sum(1 for o in outcomes if o.ok)
+    failed = len(outcomes) - delivered - timeouts
+    event_deliveries_add({"delivered": delivered, "failed": failed, "timeout": timeouts, "disabled": disabled})
+
+
 def endpoint_deliver_due(*, endpoint_id: str, now: datetime | None = None) -> dict[str, int]:
     """Delivers an endpoint's due events, in order per subject, until none is due, a batch has a
     failure, or the run's time budget is spent. Returns {"delivered": n, "failed_attempts": n}."""
@@ -276,8 +285,9 @@ def endpoint_deliver_due(*, endpoint_id: str, now: datetime | None = None) -> di
                 streak_reset = True
                 probing = False
             failures = [(d, o) for d, o in zip(batch, outcomes, strict=True) if not o.ok]
+            disabled = 0
             for delivery, outcome in failures:
-                _failure_record(delivery=delivery, outcome=outcome, now=at)
+                disabled += _failure_record(delivery=delivery, outcome=outcome, now=at)
             stats["failed_attempts"] += len(failures)
             DeliveryAttempt.objects.bulk_create(
                 DeliveryAttempt(
@@ -289,6 +299,7 @@ def endpoint_deliver_due(*, endpoint_id: str, now: datetime | None = None) -> di
                 )
                 for d, o in zip(batch, outcomes, strict=True)
             )
+            _attempts_count(outcomes, disabled=disabled)
             if failures:
                 # The endpoint is failing: stop hammering it; the next run (retry time or sweep) goes on.
                 break

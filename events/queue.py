@@ -14,6 +14,12 @@ logger = logging.getLogger(__name__)
 
 # The task of events/tasks.py, by its registered name.
 ENDPOINT_DELIVER_TASK = "events.endpoint_deliver"
+SWEEP_TASK = "events.sweep"
+# The Celery queue of each task (config/celery.py's task_route reads this): deliveries on their own `events` queue,
+# so a slow customer endpoint never holds up the engine; beat's sweep on `maintenance`.
+EVENTS_QUEUE = "events"
+MAINTENANCE_QUEUE = "maintenance"
+ROUTES = {ENDPOINT_DELIVER_TASK: EVENTS_QUEUE, SWEEP_TASK: MAINTENANCE_QUEUE}
 # A queued task's mark outlives a lost broker message by this much at most; the sweeper covers the rest.
 QUEUED_MARK_SECONDS = 30
 
@@ -23,7 +29,7 @@ def queued_mark_key(endpoint_id: str) -> str:
 
 
 def delivery_task_send(endpoint_id: str) -> None:
-    """Publishes one ``events.endpoint_deliver`` task (default queue and routing, as every task here)."""
+    """Publishes one ``events.endpoint_deliver`` task (to the ``events`` queue: ROUTES)."""
     current_app.send_task(ENDPOINT_DELIVER_TASK, args=[endpoint_id])
 
 

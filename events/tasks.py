@@ -28,7 +28,7 @@ def endpoint_deliver_task(endpoint_id: str) -> dict[str, int]:
     return stats
 
 
-@shared_task(name="events.sweep")
+@shared_task(name=queue.SWEEP_TASK)
 def deliveries_sweep_task() -> int:
     """Beat: expire old deliveries and wake a worker for every endpoint with due deliveries.
     (Meta statuses that beat their wamid are re-applied by ``broadcasts.unmatched_statuses_retry``.)"""

@@ -16,11 +16,12 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from django.conf import settings
+from django.utils import timezone
 from requests.certs import where as ca_bundle_path
 
 from events.endpoints import addresses_refusal, endpoint_url_resolve
 from events.models import Event, WebhookEndpoint
-from events.signing import event_body, signature_make
+from events.signing import event_body, signature_headers, signing_secrets
 
 # Connecting may take this long at most; the whole attempt is bounded by EVENTS_DELIVERY_TIMEOUT_SECONDS (10 s).
 CONNECT_TIMEOUT_SECONDS = 3.0
@@ -207,9 +208,13 @@ def delivery_post(*, connections: DeliveryConnections, endpoint: WebhookEndpoint
     headers = {
         "Content-Type": "application/json",
         "User-Agent": "broadcasts-webhooks/1",
-        "X-Webhook-Id": event.id,
-        "X-Webhook-Timestamp": str(timestamp),
-        "X-Webhook-Signature": signature_make(secret=endpoint.secret, timestamp=timestamp, body=body),
+        # Ours and the Standard Webhooks ones, signed with the current secret (and the previous one in an overlap).
+        **signature_headers(
+            secrets=signing_secrets(endpoint=endpoint, now=timezone.now()),
+            message_id=event.id,
+            timestamp=timestamp,
+            body=body,
+        ),
     }
     budget = float(settings.EVENTS_DELIVERY_TIMEOUT_SECONDS)
     conn = connections.take(target=target, address=addresses[0], timeout=min(CONNECT_TIMEOUT_SECONDS, budget))

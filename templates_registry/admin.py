@@ -7,6 +7,7 @@ from django.http import HttpRequest
 from django.utils.decorators import method_decorator
 from django.views.decorators.debug import sensitive_post_parameters
 
+from core.admin_display import utc_time
 from core.errors import ApplicationError
 from templates_registry.models import Channel, Template
 from templates_registry.services import templates_sync
@@ -37,11 +38,12 @@ class ChannelForm(forms.ModelForm):
 @admin.register(Channel)
 class ChannelAdmin(admin.ModelAdmin):
     form = ChannelForm
-    list_display = ["id", "name", "organization", "phone_number_id", "waba_id", "max_mps", "created_at"]
+    list_display = ["id", "name", "organization", "phone_number_id", "waba_id", "max_mps", "created_at_display"]
     list_filter = ["organization"]
     list_select_related = ["organization"]
     search_fields = ["id", "name", "phone_number_id", "waba_id", "organization__name"]
-    readonly_fields = ["id", "created_at"]
+    created_at_display = utc_time("created_at", "created at")
+    readonly_fields = ["id", "created_at_display"]
     actions = ["sync_templates"]
 
     # The error page of a failed save (DEBUG) must not show the posted access token.
@@ -73,7 +75,7 @@ class TemplateAdmin(admin.ModelAdmin):
     """Read-mostly: templates come from Meta (sync) or create_template; only the status may be set here."""
 
     form = TemplateStatusForm
-    list_display = ["name", "language", "status", "category", "parameter_format", "waba_id", "updated_at"]
+    list_display = ["name", "language", "status", "category", "parameter_format", "waba_id", "updated_at_display"]
     list_filter = ["status", "language", "category", "parameter_format"]
     search_fields = ["name", "waba_id", "meta_id"]
     readonly_fields = [
@@ -86,10 +88,12 @@ class TemplateAdmin(admin.ModelAdmin):
         "components",
         "header_variables",
         "body_variables",
-        "created_at",
-        "updated_at",
+        "created_at_display",
+        "updated_at_display",
     ]
     fields = ["status", *readonly_fields]
+    created_at_display = utc_time("created_at", "created at")
+    updated_at_display = utc_time("updated_at", "updated at")
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # created by `create_template` or `sync_templates`, with their variables extracted

@@ -169,6 +169,7 @@ def broadcast_make(
         total_recipients=len(recipients),
         scheduled_at=scheduled_at,
         status=status,
+        pending=len(recipients),  # the kept counts, as broadcast_create writes them
     )
     sends = []
     for index, item in enumerate(recipients):

@@ -2,8 +2,10 @@
 
 from django.contrib import admin, messages
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
+from django.urls import path, reverse
 
+from core.admin_display import utc_time
 from core.secret_page import secret_once_response, secret_remember
 from tokens.forms import AccessTokenChangeForm, AccessTokenCreateForm
 from tokens.models import AccessToken, Organization
@@ -14,9 +16,14 @@ MANAGE_TOKENS = "tokens.manage_tokens"
 
 @admin.register(Organization)
 class OrganizationAdmin(admin.ModelAdmin):
-    list_display = ["name", "created_at"]
+    list_display = ["name", "created_at_display"]
     search_fields = ["name"]
-    readonly_fields = ["created_at"]
+    created_at_display = utc_time("created_at", "created at")
+    readonly_fields = ["created_at_display"]
+    fields = ["name", "created_at_display"]
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False  # it would take its broadcasts, sends and tokens (the audit trail) with it
 
 
 class RevokedFilter(admin.SimpleListFilter):
@@ -41,23 +48,28 @@ class AccessTokenAdmin(admin.ModelAdmin):
         "name",
         "organization",
         "scopes_display",
-        "created_at",
-        "last_used_at",
-        "expires_at",
-        "revoked_at",
+        "created_at_display",
+        "last_used_at_display",
+        "expires_at_display",
+        "revoked_at_display",
     ]
     list_filter = [RevokedFilter, "organization"]
     list_select_related = ["organization"]
     search_fields = ["prefix", "name", "organization__name"]
     actions = ["revoke_tokens"]
+    change_form_template = "admin/tokens/accesstoken/change_form.html"
+    created_at_display = utc_time("created_at", "created at")
+    last_used_at_display = utc_time("last_used_at", "last used at")
+    expires_at_display = utc_time("expires_at", "expires at")
+    revoked_at_display = utc_time("revoked_at", "revoked at")
     change_readonly_fields = [
         "prefix",
         "organization",
-        "created_at",
+        "created_at_display",
         "created_by",
-        "last_used_at",
-        "expires_at",
-        "revoked_at",
+        "last_used_at_display",
+        "expires_at_display",
+        "revoked_at_display",
     ]
 
     # --- who may see tokens at all -----------------------------------------------------
@@ -123,6 +135,41 @@ class AccessTokenAdmin(admin.ModelAdmin):
     @admin.display(description="scopes")
     def scopes_display(self, obj: AccessToken) -> str:
         return ", ".join(obj.scopes or [])
+
+    # --- revoke from the token's own page ----------------------------------------------------
+    def get_urls(self):
+        return [
+            path(
+                "<path:object_id>/revoke/",
+                self.admin_site.admin_view(self.revoke_view),
+                name="tokens_accesstoken_revoke",
+            ),
+            *super().get_urls(),
+        ]
+
+    def revoke_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """POST (with the admin's CSRF check): revoke this token, back to its page."""
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        if not self._can_manage(request):
+            return HttpResponse(status=403)
+        token = self.get_object(request, object_id)
+        if token is None:
+            raise Http404("No such token.")
+        was_revoked = token.is_revoked
+        token = token_revoke(token_or_prefix=token)
+        if was_revoked:
+            self.message_user(request, f"{token.prefix}… was already revoked.", level=messages.WARNING)
+        else:
+            self.message_user(request, f"Revoked {token.prefix}….", level=messages.SUCCESS)
+        return HttpResponseRedirect(reverse("admin:tokens_accesstoken_change", args=[token.pk]))
+
+    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context=None):
+        token = self.get_object(request, object_id)
+        extra_context = extra_context or {}
+        if token is not None and token.revoked_at is None and self._can_manage(request):
+            extra_context["revoke_url"] = reverse("admin:tokens_accesstoken_revoke", args=[token.pk])
+        return super().change_view(request, object_id, form_url, extra_context)
 
     @admin.action(description="Revoke selected tokens", permissions=["change"])
     def revoke_tokens(self, request: HttpRequest, queryset: QuerySet[AccessToken]) -> None:

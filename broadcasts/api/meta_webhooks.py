@@ -9,6 +9,7 @@ requests instead). The signature is checked on the raw bytes before anything is 
 
 import hmac
 import logging
+import time
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
@@ -21,6 +22,7 @@ from broadcasts.inbound import webhook_payload_process
 from core.api.exception_handler import OUTAGE_RETRY_AFTER_SECONDS, error_body, is_outage, outage_body
 from core.api.parsers import InvalidJSON, json_parse
 from core.errors import ApplicationError
+from core.metrics import META_WEBHOOK_SECONDS
 from whatsapp.signatures import signature_valid
 
 logger = logging.getLogger(__name__)
@@ -51,6 +53,13 @@ class WhatsAppWebhookView(View):
         return HttpResponse(request.GET.get("hub.challenge", ""), content_type="text/plain; charset=utf-8")
 
     def post(self, request: HttpRequest) -> HttpResponse:
+        started = time.perf_counter()
+        try:
+            return self._post(request)
+        finally:
+            META_WEBHOOK_SECONDS.observe(time.perf_counter() - started)
+
+    def _post(self, request: HttpRequest) -> HttpResponse:
         try:
             body = request.body
         except RequestDataTooBig:

@@ -31,6 +31,7 @@ def broadcast_representation(broadcast: Broadcast, counts: dict[str, int]) -> di
         "counts": counts,
         "error_rate": error_rate(counts=counts, total=broadcast.total_recipients),
         "paused_reason": broadcast.paused_reason if broadcast.status == BroadcastStatus.PAUSED else None,
+        "purged_at": iso_utc(broadcast.purged_at),
     }
 
 
@@ -117,6 +118,11 @@ class BroadcastSerializer(serializers.Serializer):
     counts = CountsSerializer()
     error_rate = serializers.FloatField(help_text="failed / (total - pending - cancelled), 4 decimals; 0 if none.")
     paused_reason = PausedReasonSerializer(allow_null=True, help_text="Set when PAUSED, else null.")
+    purged_at = serializers.DateTimeField(
+        allow_null=True,
+        help_text="When retention deleted the broadcast's sends (RETENTION_DAYS after it ended): the counts stay, "
+        "the recipients listing is empty. Null until then.",
+    )
 
 
 class BroadcastPageSerializer(serializers.Serializer):

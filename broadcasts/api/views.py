@@ -30,7 +30,7 @@ from broadcasts.api.pagination import (
     object_id_value,
     timestamp_value,
 )
-from broadcasts.models import SendStatus
+from broadcasts.models import BroadcastStatus, SendStatus
 from core.api.base import ApiView
 from core.api.parsers import json_parse
 from core.errors import ApplicationError
@@ -55,8 +55,7 @@ def _errors(*codes: int) -> dict[int, OpenApiResponse]:
 
 
 def _broadcast_body(broadcast) -> dict[str, Any]:
-    counts = selectors.broadcast_counts(broadcast_ids=[broadcast.id])[broadcast.id]
-    return s.broadcast_representation(broadcast, counts)
+    return s.broadcast_representation(broadcast, selectors.counts_of(broadcast))
 
 
 def _json_body(request: Request, raw: bytes) -> Any:
@@ -65,6 +64,19 @@ def _json_body(request: Request, raw: bytes) -> Any:
         raise exceptions.UnsupportedMediaType(media_type or "(none)", detail="Send the body as application/json.")
     # NUL is checked field by field by the validation, which reports every bad recipient at once.
     return json_parse(raw, nul_check=False)
+
+
+def _status_filter(value: str | None, allowed: list[str]) -> str | None:
+    """The ``status`` query parameter in any case, as the stored (upper-case) value; 400 when it names none."""
+    if value is None:
+        return None
+    status = value.upper()
+    if status not in allowed:
+        raise ApplicationError(
+            "Invalid status filter.",
+            details={"status": ["Must be one of: " + ", ".join(v.lower() for v in allowed) + "."]},
+        )
+    return status
 
 
 @contextmanager
@@ -165,19 +177,26 @@ class BroadcastCollectionApi(BulkView):
         operation_id="bulk_list",
         summary="The organization's broadcasts, newest first",
         parameters=[
+            OpenApiParameter(
+                "status",
+                OpenApiTypes.STR,
+                description="Only broadcasts in this status (any case): " + ", ".join(BroadcastStatus.values),
+            ),
             OpenApiParameter("limit", OpenApiTypes.INT, description="1-100, default 50."),
             OpenApiParameter("cursor", OpenApiTypes.STR, description="`next_cursor` of the previous page."),
         ],
         responses={200: s.BroadcastPageSerializer, **_errors(400, 401, 403, 429)},
     )
     def get(self, request: Request) -> Response:
+        status = _status_filter(request.query_params.get("status"), BroadcastStatus.values)
         limit = limit_parse(request.query_params.get("limit"), default=LIST_LIMIT_DEFAULT, maximum=LIST_LIMIT_MAX)
         position = cursor_decode(request.query_params.get("cursor"), kinds=(timestamp_value, object_id_value))
         after = (position[0], position[1]) if position is not None else None
-        page, more = selectors.broadcast_list(organization=request.user.organization, limit=limit, after=after)
-        counts = selectors.broadcast_counts(broadcast_ids=[b.id for b in page])
+        page, more = selectors.broadcast_list(
+            organization=request.user.organization, limit=limit, after=after, status=status
+        )
         next_cursor = cursor_encode(page[-1].created_at.isoformat(), page[-1].id) if more else None
-        data = [s.broadcast_representation(b, counts[b.id]) for b in page]
+        data = [s.broadcast_representation(b, selectors.counts_of(b)) for b in page]
         return Response({"data": data, "next_cursor": next_cursor})
 
 
@@ -209,14 +228,7 @@ class BroadcastRecipientsApi(BulkView):
     )
     def get(self, request: Request, broadcast_id: str) -> Response:
         params = request.query_params
-        status = params.get("status")
-        if status is not None:
-            status = status.upper()
-            if status not in SendStatus.values:
-                raise ApplicationError(
-                    "Invalid status filter.",
-                    details={"status": ["Must be one of: " + ", ".join(v.lower() for v in SendStatus.values) + "."]},
-                )
+        status = _status_filter(params.get("status"), SendStatus.values)
         limit = limit_parse(params.get("limit"), default=RECIPIENTS_LIMIT_DEFAULT, maximum=RECIPIENTS_LIMIT_MAX)
         position = cursor_decode(params.get("cursor"), kinds=(index_value,))
         broadcast = selectors.broadcast_get(broadcast_id=broadcast_id, organization=request.user.organization)

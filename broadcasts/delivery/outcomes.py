@@ -2,8 +2,8 @@
 
 - ``outcome_row`` maps one POST's result onto its send (SENT, FAILED, PENDING with a retry time; the retry
   policy is ``retry_delay``), ``cancelled_row`` adjusts rows of a broadcast cancelled meanwhile;
-- ``sends_record`` writes a batch of rows with ONE UPDATE (only PENDING sends: a send is final once) and
-  publishes their message events in the same transaction;
+- ``sends_record`` writes a batch of rows with ONE UPDATE (only PENDING sends: a send is final once), moves the
+  broadcast's kept counts (broadcasts/counts.py) and publishes their message events in the same transaction;
 - the outcome journal keeps final rows in Redis while the database is away, and the sweeper applies it.
 
 A broadcast's own status is not changed here (broadcasts/lifecycle.py does that).
@@ -28,10 +28,12 @@ from django.db.models import F
 from django.utils import timezone
 from redis.exceptions import RedisError
 
+from broadcasts.counts import broadcasts_lock_for_sends, counts_add, deltas_of
 from broadcasts.delivery.claims import Claimed
 from broadcasts.models import Send, SendStatus
 from broadcasts.notifications import message_events_publish
 from core.backoff import backoff_seconds
+from core.metrics import sends_add
 from core.redis import redis_client
 from whatsapp.client import SendResult
 from whatsapp.errors import ErrorClass, GraphError
@@ -68,6 +70,8 @@ class OutcomeRow:
     failed_at: datetime | None = None
     # False for a send handed back without a POST (a cancel makes it CANCELLED, never FAILED).
     posted: bool = True
+    # Why a send handed back PENDING with a next_attempt_at waits (gates.Admission.deferred's reason).
+    wait_reason: str | None = None
 
 
 _PG_RECORD_SQL = """
@@ -89,7 +93,7 @@ UPDATE broadcasts_send AS s SET
 FROM (VALUES {values}) AS v(id, status, attempts_delta, next_attempt_at, unknown_inc, message_id, error_code,
                             error_title, error_message, error_retryable, sent_at, failed_at)
 WHERE s.id = v.id AND s.status = 'PENDING'
-RETURNING s.id, s.status
+RETURNING s.id, s.status, s.broadcast_id
 """
 _PG_VALUE = (
     "(%s::bigint, %s::varchar, %s::int, %s::timestamptz, %s::int, %s::varchar, %s::varchar, %s::varchar, %s::text,"
@@ -97,21 +101,47 @@ _PG_VALUE = (
 )
 
 
-def sends_record(*, rows: list[OutcomeRow]) -> dict[str, list[int]]:
+def sends_record(*, rows: list[OutcomeRow], channel_id: str = "") -> dict[str, list[int]]:
     """Write outcomes for leased sends with ONE UPDATE (PostgreSQL) and record their message events with it.
 
     Only PENDING rows are touched: a send is final once, whatever runs twice. Returns ids per new status.
-    The outcome UPDATE and the events it causes commit together: an event is never lost once its outcome is
-    written, and a failure of either leaves both to be written again.
+    The outcome UPDATE, the kept counts (one relative UPDATE per broadcast: every row was PENDING) and the events
+    it causes commit together: an event is never lost once its outcome is written, and a failure of any leaves
+    all to be written again. The written outcomes are counted in msg_sends_total{channel, outcome, code} once
+    committed.
     """
     if not rows:
         return {}
     with transaction.atomic():
-        return _sends_record(rows=rows)
+        by_status, written = _sends_record(rows=rows)
+    _outcomes_count(channel_id=channel_id, rows=rows, written=written)
+    return by_status
 
 
-def _sends_record(*, rows: list[OutcomeRow]) -> dict[str, list[int]]:
+def _outcomes_count(*, channel_id: str, rows: list[OutcomeRow], written: list) -> None:
+    """One dict count per written row, then one counter ``inc`` per (outcome, code) of the batch."""
+    if len(written) != len(rows):
+        ids = {row[0] for row in written}  # (id, new status, broadcast id) of each row the UPDATE wrote
+        rows = [r for r in rows if r.id in ids]
+    counts: dict[tuple[str, str], int] = {}
+    for r in rows:
+        if r.status == SendStatus.SENT:
+            key = ("sent", "")
+        elif r.status == SendStatus.FAILED:
+            key = ("failed", r.error_code or "")
+        elif r.status == SendStatus.PENDING and r.error_code:
+            key = ("unknown" if r.unknown_inc else "retried", r.error_code)
+        else:
+            continue  # handed back unposted, or cancelled: no attempt to count
+        counts[key] = counts.get(key, 0) + 1
+    if counts:
+        sends_add(channel_id=channel_id, counts=counts)
+
+
+def _sends_record(*, rows: list[OutcomeRow]) -> tuple[dict[str, list[int]], list]:
     now = timezone.now()
+    # Lock order (broadcasts/counts.py): the broadcast row before its sends.
+    broadcasts_lock_for_sends(send_ids=[r.id for r in rows])
     if connection.vendor == "postgresql":
         params: list[Any] = [now]
         for r in rows:
@@ -157,14 +187,15 @@ def _sends_record(*, rows: list[OutcomeRow]) -> dict[str, list[int]]:
                     error_retryable=r.error_retryable,
                 )
             if Send.objects.filter(id=r.id, status=SendStatus.PENDING).update(**changes):
-                written.append((r.id, r.status))
+                written.append((r.id, r.status, Send.objects.values_list("broadcast_id", flat=True).get(id=r.id)))
+    counts_add(deltas_of((broadcast_id, SendStatus.PENDING, status) for _, status, broadcast_id in written))
     by_status: dict[str, list[int]] = {}
-    for send_id, status in written:
+    for send_id, status, _ in written:
         by_status.setdefault(status, []).append(send_id)
     for status in (SendStatus.SENT, SendStatus.FAILED):
         if by_status.get(status):
             message_events_publish(send_ids=by_status[status], status=str(status))
-    return by_status
+    return by_status, written
 
 
 def outcome_row(*, send: Claimed, result: SendResult, now: datetime) -> OutcomeRow:
@@ -257,7 +288,7 @@ _JOURNAL_FIELDS = (
 )
 
 
-def journal_put(rows: list[OutcomeRow]) -> str | None:
+def journal_put(rows: list[OutcomeRow], *, channel_id: str = "") -> str | None:
     """Keep the final rows in Redis; returns the entry's key, or None (nothing final, or Redis away too)."""
     final = [r for r in rows if r.status in (SendStatus.SENT, SendStatus.FAILED)]
     client = redis_client()
@@ -265,6 +296,7 @@ def journal_put(rows: list[OutcomeRow]) -> str | None:
         return None
     entry = {
         "at": time.time(),
+        "channel": channel_id,
         "rows": [{name: getattr(r, name) for name in _JOURNAL_FIELDS} for r in final],
     }
     key = f"{os.getpid()}:{time.monotonic_ns()}:{random.getrandbits(32):08x}"
@@ -301,7 +333,7 @@ def journal_apply() -> int:
             )
             for item in entry["rows"]
         ]
-        written = sends_record(rows=rows)
+        written = sends_record(rows=rows, channel_id=entry.get("channel", ""))
         applied += sum(len(ids) for ids in written.values())
         client.hdel(JOURNAL_KEY, key)
     if applied:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import logging
 import time
@@ -32,7 +33,7 @@ from django.utils import timezone
 from redis.exceptions import RedisError
 
 from broadcasts import lifecycle
-from broadcasts.delivery import limiter, pacing
+from broadcasts.delivery import gate_chain, gates, limiter, pacing
 from broadcasts.delivery.claims import POST_PERMIT_SECONDS, Claimed, claim_size, sends_claim, sends_mark_posting
 from broadcasts.delivery.outcomes import (
     OutcomeRow,
@@ -45,7 +46,9 @@ from broadcasts.delivery.outcomes import (
 )
 from broadcasts.delivery.pacing import LATE_TOLERANCE_SECONDS, PostLog
 from broadcasts.delivery.runtime import Runtime, in_db_thread
+from broadcasts.metrics import channel_posts_add
 from broadcasts.models import Broadcast, BroadcastStatus, SendStatus
+from core.metrics import META_REQUEST_SECONDS
 from whatsapp.client import SendResult
 from whatsapp.errors import ErrorClass
 from whatsapp.payload import MissingVariablesError, TemplateMessageBuilder
@@ -123,7 +126,8 @@ class BroadcastRun:
         self.client = runtime.graph_client()
         self.queue: deque[Claimed] = deque(sends)
         self.results: list[tuple[Claimed, SendResult, datetime]] = []
-        self.deferred: list[tuple[Claimed, float]] = []
+        # (send, wait seconds, reason): handed back PENDING at the end of the run, due again after the wait.
+        self.deferred: list[tuple[Claimed, float, str]] = []
         self.rows_written: list[OutcomeRow] = []
         # Rows whose write failed (tried again with the next write) and their journal entries in Redis.
         self.unwritten: list[OutcomeRow] = []
@@ -132,12 +136,26 @@ class BroadcastRun:
         # The broadcast's status when the posting gate found it no longer IN_PROGRESS.
         self.gate_closed: str | None = None
         self.account_error: SendResult | None = None
+        # A gate's pause (its paused_reason): the run pauses the broadcast and stops, like on an account error.
+        self.gate_pause: dict | None = None
+        self.gate_context = gates.GateContext(
+            broadcast_id=broadcast.id,
+            organization_id=broadcast.organization_id,
+            channel_id=self.channel.id,
+            template_category=broadcast.template.category,
+            now=timezone.now(),
+        )
         self.paused = False
         self.store_down = False
         self.stop: str | None = None
         self.status_seen = BroadcastStatus.IN_PROGRESS
         self.batch = pacing.plan_batch(max_mps=self.channel.max_mps)
         self.hold = pacing.number_hold_seconds()
+        # Metrics: each POST's latency (one observe), and POSTs per wall-clock second, added to Redis every check
+        # for msg_channel_sends_per_second (broadcasts/metrics.py).
+        self.latency = META_REQUEST_SECONDS.labels(self.channel.id, "messages")
+        self.wall_offset = time.time() - time.monotonic()
+        self.post_counts: dict[int, int] = {}
 
     async def run_in_db(self, fn: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.db_thread, in_db_thread(fn))
@@ -153,8 +171,10 @@ class BroadcastRun:
         result = await self.client.send_message(
             phone_number_id=self.channel.phone_number_id, access_token=self.channel.access_token, payload=payload
         )
+        elapsed = time.monotonic() - sent_at
+        self.latency.observe(elapsed)
         if result.ok:
-            self.log.answered(time.monotonic() - sent_at)
+            self.log.answered(elapsed)
         self.report.posted += 1
         self.results.append((send, result, timezone.now()))
         if result.error is not None and not result.unknown:
@@ -180,9 +200,9 @@ class BroadcastRun:
             if status == BroadcastStatus.CANCELLED:
                 now = timezone.now()
                 rows = [cancelled_row(row, now=now) for row in rows]
-            sends_record(rows=rows)
+            sends_record(rows=rows, channel_id=self.channel.id)
         except (db.Error, RedisError):
-            key = journal_put(new)
+            key = journal_put(new, channel_id=self.channel.id)
             if key is not None:
                 self.journal_keys.append(key)
             raise
@@ -231,6 +251,11 @@ class BroadcastRun:
             reason={"code": error.code, "message": error.message},
         )
 
+    def _pause_for_gate(self) -> None:
+        assert self.gate_pause is not None
+        self.paused = True
+        lifecycle.broadcast_pause_for_account_error(broadcast_id=self.broadcast.id, reason=self.gate_pause)
+
     async def run(self) -> None:
         """Bookkeeping (outcome writes, status checks, claims, slot reservations) runs here; firing the reserved
         slots runs in ``_fire`` beside it on the same loop, so a slow database write never makes a slot late."""
@@ -250,12 +275,16 @@ class BroadcastRun:
             if self.account_error is not None:
                 self.stop = "account_error"
                 break
+            if self.gate_pause is not None:
+                self.stop = "gate_pause"
+                break
             if self.gate_closed is not None:
                 # Paused or cancelled: the gate let nothing more through; what is in flight is still recorded.
                 self.status_seen = self.gate_closed
                 self.stop = str(self.gate_closed).lower()
                 break
             if now >= next_check:
+                self._rate_push()
                 results = self._take_results()
                 next_check = time.monotonic() + CHECK_INTERVAL_SECONDS
                 try:
@@ -303,6 +332,7 @@ class BroadcastRun:
         halt.set()
         planned.set()
         await firing
+        self._rate_push()
 
         # Not fired: back to the front of the queue, in order, and their numbers free again (they were held
         # for a POST that did not happen; the next run would otherwise wait 6 s for them).
@@ -310,6 +340,8 @@ class BroadcastRun:
             send = schedule.pop()[1]
             self.queue.appendleft(send)
             self._release_number(send)
+        if self.gate_pause is not None:
+            await self.run_in_db(self._pause_for_gate)
         if self.account_error is not None:
             # Pause first, so the other workers' runs see it at their next check; then wait for answers.
             await self.run_in_db(self._pause_for)
@@ -364,7 +396,10 @@ class BroadcastRun:
                 else:
                     await limit.acquire()
                 schedule.popleft()
-                log.record(time.monotonic(), slot=slot)
+                fired = time.monotonic()
+                log.record(fired, slot=slot)
+                second = int(fired + self.wall_offset)
+                self.post_counts[second] = self.post_counts.get(second, 0) + 1
                 task = loop.create_task(self._post(send))
                 in_flight.add(task)
                 task.add_done_callback(done)
@@ -380,6 +415,13 @@ class BroadcastRun:
                 planned.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(planned.wait(), MAX_BOOKKEEPING_SLEEP_SECONDS)
+
+    def _rate_push(self) -> None:
+        """Hand the POSTs counted per second to the DB thread, which adds them in Redis (off the loop)."""
+        if self.post_counts:
+            counts, self.post_counts = self.post_counts, {}
+            with contextlib.suppress(RuntimeError):  # the runtime's executor is shut down: the counts are lost
+                self.runtime.db.submit(channel_posts_add, channel_id=self.channel.id, counts=counts)
 
     def _release_number(self, send: Claimed) -> None:
         pacing.number_release(channel_id=self.channel.id, number=send.to, token=str(send.id))
@@ -405,6 +447,24 @@ class BroadcastRun:
         self.report.claimed += len(more)
         self.queue.extend(more)
 
+    async def _admit(self, batch: list[Claimed]) -> list[Claimed]:
+        """Pass the marked batch through the admission gates (broadcasts/delivery/gates.py); returns what may be
+        posted. A gate's failures are recorded without a POST, its waits handed back at the end of the run, and
+        its pause stops the run (the sends it did not admit go back to the queue). Raises like the marking does
+        when the database or Redis is away (the caller hands the batch back)."""
+        if not batch or not gate_chain.GATES:
+            return batch
+        ctx = dataclasses.replace(self.gate_context, now=timezone.now())
+        verdict = await self.run_in_db(functools.partial(gates.sends_admit, ctx, batch, gate_chain.GATES))
+        now = timezone.now()
+        self.results += [(send, result, now) for send, result in verdict.failed]
+        self.deferred += verdict.deferred
+        if verdict.returned:
+            self.queue.extendleft(reversed(verdict.returned))
+        if verdict.pause is not None and self.gate_pause is None:
+            self.gate_pause = verdict.pause
+        return verdict.ready
+
     async def _plan(self, schedule: deque) -> float:
         """Reserve the next slots and give them to queued sends whose number is free; returns when to plan next."""
         batch = [self.queue.popleft() for _ in range(min(self.batch, len(self.queue)))]
@@ -420,6 +480,9 @@ class BroadcastRun:
                 return time.monotonic() + CHECK_INTERVAL_SECONDS
             # A send no longer PENDING (final meanwhile) is not ours to post or record.
             batch = [s for s in batch if s.id in marked]
+            batch = await self._admit(batch)
+            if self.gate_pause is not None:
+                return time.monotonic() + CHECK_INTERVAL_SECONDS
             grant = limiter.channel_reserve(channel_id=self.channel.id, max_mps=self.channel.max_mps, want=len(batch))
         except (db.Error, RedisError):
             # Database or Redis away for a moment: nothing is sent unmarked or unpaced; try again shortly.
@@ -445,7 +508,7 @@ class BroadcastRun:
         ready = []
         for send, wait in zip(use, waits, strict=True):
             if wait > 0:
-                self.deferred.append((send, wait))
+                self.deferred.append((send, wait, "throughput"))
             else:
                 ready.append(send)
         # Slots are used in order; those of deferred sends go unused (never saved up: no burst later).
@@ -464,8 +527,9 @@ class BroadcastRun:
         self.finished = True
         now = timezone.now()
         rows: list[OutcomeRow] = []
-        for send, wait in self.deferred:
-            # The number got a message on this channel < 6 s ago: spaced, not dropped, and no attempt counted.
+        for send, wait, reason in self.deferred:
+            # A gate's wait, or the number got a message on this channel < 6 s ago: spaced, not dropped, and no
+            # attempt counted.
             rows.append(
                 OutcomeRow(
                     id=send.id,
@@ -473,6 +537,7 @@ class BroadcastRun:
                     attempts_delta=-1,
                     next_attempt_at=now + timedelta(seconds=wait),
                     posted=False,
+                    wait_reason=reason,
                 )
             )
         for send in self.queue:

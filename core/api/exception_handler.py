@@ -1,6 +1,9 @@
 """The single place that shapes API errors into the contract's envelope (CONTRACT section 7).
 
-{"error": {"code": "...", "message": "...", "details": {...}}}
+{"error": {"code": "...", "message": "...", "details": {...}, "request_id": "..."}}
+
+``request_id`` is the request's ``X-Request-Id`` (core.middleware), so a client can quote it and an
+operator find the request's log lines.
 """
 
 import logging
@@ -20,6 +23,7 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 
 from core.errors import ApplicationError
+from core.logging import request_id_get
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +85,12 @@ def outage_body() -> dict[str, Any]:
 
 
 def error_body(code: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
-    return {"error": {"code": code, "message": message, "details": details or {}}}
+    """The envelope; inside a request it carries the request's id (every builder of an error goes through here)."""
+    body: dict[str, Any] = {"code": code, "message": message, "details": details or {}}
+    request_id = request_id_get()
+    if request_id is not None:
+        body["request_id"] = request_id
+    return {"error": body}
 
 
 def _flatten(detail: Any, prefix: str = "") -> dict[str, list[str]]:

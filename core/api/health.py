@@ -1,4 +1,5 @@
-"""GET /v1/health: no token, no throttle; 200 when the database and the broker answer, else 503."""
+"""GET /v1/health: no token, no throttle; 200 when the database and the broker answer, else 503. Worker and beat
+liveness ("ok" | "stale") is reported beside them and never makes it a 503 (CONTRACT 13)."""
 
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers
@@ -7,7 +8,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.errors import ApplicationError
-from core.health import health_check
+from core.health import REQUIRED_CHECKS, health_check
 
 
 class HealthApi(APIView):
@@ -30,7 +31,7 @@ class HealthApi(APIView):
     )
     def get(self, request: Request) -> Response:
         checks = health_check()
-        down = {name: result for name, result in checks.items() if result != "ok"}
+        down = {name: checks[name] for name in REQUIRED_CHECKS if checks[name] != "ok"}
         if down:
             raise ApplicationError(
                 f"Unavailable: {', '.join(down)}.", code="service_unavailable", status=503, details=down

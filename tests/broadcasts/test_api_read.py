@@ -7,6 +7,7 @@ import pytest
 from django.utils import timezone
 from rest_framework.test import APIClient
 
+from broadcasts.counts import counts_rebuild
 from broadcasts.models import Broadcast, BroadcastStatus, Send, SendStatus
 from tests.broadcasts.test_api_create import URL, payload, post
 
@@ -29,6 +30,8 @@ def set_statuses(broadcast: Broadcast, statuses: list[str]) -> None:
         if status == SendStatus.FAILED:
             fields.update(error_code="131026", error_message="Message undeliverable.", error_retryable=False)
         Send.objects.filter(broadcast=broadcast, index=index).update(**fields)
+    # Written behind the engine's back: the kept counts are recounted (what the engine does as it goes).
+    counts_rebuild(broadcast_ids=[broadcast.id])
 
 
 def test_status_has_every_field_and_counts_adding_up(api, channel, template):
@@ -159,7 +162,7 @@ def test_list_default_limit_is_50(api, channel, template):
 def test_recipients_in_request_order_with_fields(api, channel, template):
     # given a broadcast whose second send failed at Meta
     broadcast = create(api, channel, n=3)
-    Send.objects.filter(broadcast=broadcast, index=0).update(status="SENT", message_id="wamid.A", attempts=1)
+    Send.objects.filter(broadcast=broadcast, index=0).update(message_id="wamid.A", attempts=1)
     set_statuses(broadcast, ["SENT", "FAILED"])
 
     response = api.get(f"{URL}/{broadcast.id}/recipients")

@@ -14,6 +14,7 @@ import requests
 from broadcasts.models import Send
 from broadcasts.queue import enqueue_dispatch
 from sandbox.process import free_port
+from tests.broadcasts.counts_support import assert_counts_exact
 from tests.delivery_support import broadcast_make, numbers, wait_for
 from tests.gunicorn_process import ROOT, die_with_parent
 
@@ -93,6 +94,7 @@ def test_no_post_after_the_200_of_cancel(
     assert counts["cancelled"] == 400 - len(arrivals)
     assert counts["sent"] == len(arrivals)
     assert 60 <= len(arrivals) < 400
+    assert assert_counts_exact(broadcast)[broadcast.id] == counts
 
 
 @pytest.mark.parametrize("attempt", range(2))
@@ -123,3 +125,4 @@ def test_no_post_after_the_200_of_pause_and_resume_goes_on(
     wait_for(lambda: Send.objects.filter(broadcast=broadcast, status="SENT").count() == 300, timeout=20)
     posts = [r["to"] for r in delivery_sandbox.requests()]
     assert len(posts) == len(set(posts)) == 300
+    assert_counts_exact(broadcast)

@@ -8,6 +8,7 @@ from django.utils import timezone
 
 from broadcasts import lifecycle
 from broadcasts.models import Broadcast, BroadcastStatus, Send, SendStatus
+from tests.broadcasts.counts_support import sends_update
 from tests.delivery_support import broadcast_make, numbers
 
 pytestmark = pytest.mark.django_db
@@ -89,14 +90,15 @@ def test_cancel_clears_lease_posting_marker_and_retry_time_of_the_sends_it_cance
         }
     # the live worker's send is left to it
     assert rows[live.pk]["status"] == SendStatus.PENDING and rows[live.pk]["lease_expires_at"] is not None
-    # and the answer waits for the posting fence (it was running)
-    assert len(callbacks) == 1
+    # and after commit the answer waits for the posting fence (it was running), then broadcast.cancelled is published
+    assert [c.__qualname__.split(".")[0] for c in callbacks] == ["_posting_fence", "broadcast_cancel"]
 
 
 def test_cancel_of_a_broadcast_that_never_ran_has_no_fence(broadcast, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         assert lifecycle.broadcast_cancel(broadcast=_locked(broadcast))
-    assert callbacks == []
+    # no fence (nothing was posting), only the broadcast.cancelled event after commit
+    assert [c.__qualname__.split(".")[0] for c in callbacks] == ["broadcast_cancel"]
     assert set(Send.objects.filter(broadcast=broadcast).values_list("status", flat=True)) == {SendStatus.CANCELLED}
 
 
@@ -169,8 +171,8 @@ def test_resume_goes_back_to_where_the_broadcast_was(broadcast, started, expecte
 
 def test_finalize_completes_once_when_nothing_is_pending(broadcast):
     Broadcast.objects.filter(pk=broadcast.pk).update(status=BroadcastStatus.IN_PROGRESS)
-    Send.objects.filter(broadcast=broadcast, index=0).update(status=SendStatus.SENT, message_id="wamid.1")
-    Send.objects.filter(broadcast=broadcast, index__gt=0).update(status=SendStatus.FAILED)
+    sends_update(Send.objects.filter(broadcast=broadcast, index=0), status=SendStatus.SENT, message_id="wamid.1")
+    sends_update(Send.objects.filter(broadcast=broadcast, index__gt=0), status=SendStatus.FAILED)
     with mock.patch("broadcasts.lifecycle.broadcast_event_publish") as publish:
         assert lifecycle.broadcast_finalize(broadcast_id=broadcast.id) == BroadcastStatus.COMPLETED
         assert lifecycle.broadcast_finalize(broadcast_id=broadcast.id) is None
@@ -179,8 +181,8 @@ def test_finalize_completes_once_when_nothing_is_pending(broadcast):
 
 def test_finalize_waits_for_pending_sends_and_fails_a_broadcast_meta_accepted_nothing_of(broadcast):
     Broadcast.objects.filter(pk=broadcast.pk).update(status=BroadcastStatus.IN_PROGRESS)
-    Send.objects.filter(broadcast=broadcast, index__gt=0).update(status=SendStatus.FAILED)
+    sends_update(Send.objects.filter(broadcast=broadcast, index__gt=0), status=SendStatus.FAILED)
     assert lifecycle.broadcast_finalize(broadcast_id=broadcast.id) is None
-    Send.objects.filter(broadcast=broadcast).update(status=SendStatus.FAILED)
+    sends_update(Send.objects.filter(broadcast=broadcast), status=SendStatus.FAILED)
     with mock.patch("broadcasts.lifecycle.broadcast_event_publish"):
         assert lifecycle.broadcast_finalize(broadcast_id=broadcast.id) == BroadcastStatus.FAILED

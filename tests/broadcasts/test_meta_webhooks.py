@@ -7,6 +7,7 @@ import orjson
 import pytest
 
 from broadcasts.models import Send, SendStatus
+from tests.broadcasts.counts_support import sends_update
 from tests.events.helpers import broadcast_with_sends, meta_envelope, meta_signature, status_entry
 
 URL = "/v1/webhooks/whatsapp"
@@ -206,7 +207,7 @@ def test_a_status_that_beats_its_wamid_is_applied_by_the_sweeper(client, org, ch
     assert post_signed(client, envelope).status_code == 200
     assert UnmatchedStatus.objects.count() == 2  # Meta's "sent" moves nothing and is not kept
     # When the delivery engine records the wamid, and the sweeper runs
-    Send.objects.filter(broadcast=early).update(status=SendStatus.SENT, message_id="wamid.early")
+    sends_update(Send.objects.filter(broadcast=early), status=SendStatus.SENT, message_id="wamid.early")
     assert unmatched_statuses_retry() == 2
     # Then the send is READ and nothing is kept
     assert Send.objects.get(broadcast=early).status == SendStatus.READ

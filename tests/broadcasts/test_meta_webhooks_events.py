@@ -73,7 +73,8 @@ def test_a_thousand_status_body_with_an_endpoint_is_applied_in_a_few_queries(
 def test_a_thousand_status_body_without_endpoints(client, org, channel, template, django_assert_max_num_queries):
     broadcast = broadcast_with_sends(org=org, channel=channel, template=template, count=1000)
     statuses = [status_entry(f"wamid.{broadcast.id}.{i}", "read") for i in range(1000)]
-    with django_assert_max_num_queries(6):
+    # (the broadcast's row lock and its kept counts' UPDATE included: a fixed number, whatever the body's size)
+    with django_assert_max_num_queries(8):
         assert post_signed(client, meta_envelope(statuses=statuses)).status_code == 200
     assert Send.objects.filter(broadcast=broadcast, status=SendStatus.READ).count() == 1000
 

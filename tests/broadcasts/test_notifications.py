@@ -3,9 +3,11 @@ bulk when someone does, one task per endpoint."""
 
 import pytest
 
+from broadcasts.counts import counts_rebuild
 from broadcasts.models import BroadcastStatus, Send, SendStatus
 from broadcasts.notifications import broadcast_event_publish, message_events_publish
 from events.models import Event, EventDelivery
+from tests.broadcasts.counts_support import sends_update
 from tests.events import conftest as events_conftest
 from tests.events.helpers import broadcast_with_sends
 
@@ -55,7 +57,8 @@ def test_a_chunk_is_written_in_bulk_with_one_task_per_endpoint(
 def test_failed_events_carry_the_error(org, broadcast, endpoint_for, enqueued):
     endpoint_for(org, "http://127.0.0.1:9/all")
     send = broadcast.sends.get(index=7)
-    Send.objects.filter(id=send.id).update(
+    sends_update(
+        Send.objects.filter(id=send.id),
         status=SendStatus.FAILED,
         error_code="missing_variables",
         error_message="monto is missing",
@@ -79,8 +82,8 @@ def test_another_organizations_endpoint_gets_nothing(other_org, broadcast, endpo
 
 def test_broadcast_completed_has_counts_and_error_rate(org, broadcast, endpoint_for, enqueued):
     endpoint_for(org, "http://127.0.0.1:9/all")
-    Send.objects.filter(broadcast=broadcast, index__lt=30).update(status=SendStatus.FAILED)
-    Send.objects.filter(broadcast=broadcast, index__gte=290).update(status=SendStatus.READ)
+    sends_update(Send.objects.filter(broadcast=broadcast, index__lt=30), status=SendStatus.FAILED)
+    sends_update(Send.objects.filter(broadcast=broadcast, index__gte=290), status=SendStatus.READ)
     broadcast.status = BroadcastStatus.COMPLETED
     broadcast.save()
     broadcast_event_publish(broadcast_id=broadcast.id, event_type="broadcast.completed")
@@ -91,6 +94,30 @@ def test_broadcast_completed_has_counts_and_error_rate(org, broadcast, endpoint_
     assert event.data["counts"] == {"pending": 0, "sent": 260, "delivered": 0, "read": 10, "failed": 30, "cancelled": 0}
     assert event.data["error_rate"] == 0.1
     assert "completed_at" in event.data
+
+
+def test_cancelling_a_broadcast_publishes_broadcast_cancelled_with_its_counts(
+    org, broadcast, endpoint_for, enqueued, django_capture_on_commit_callbacks
+):
+    # Given an endpoint and a running broadcast whose first 100 sends went out
+    from broadcasts.lifecycle import broadcast_cancel
+
+    endpoint_for(org, "http://127.0.0.1:9/all")
+    Send.objects.filter(broadcast=broadcast, index__lt=100).update(status=SendStatus.SENT)
+    Send.objects.filter(broadcast=broadcast, index__gte=100).update(status=SendStatus.PENDING, message_id=None)
+    counts_rebuild(broadcast_ids=[broadcast.id])  # the rows were written behind the kept counts' back
+    broadcast.refresh_from_db()
+    broadcast.status = BroadcastStatus.IN_PROGRESS
+    broadcast.save()
+    # When it is cancelled (its after-commit work run: the posting fence's wait, then the event)
+    with django_capture_on_commit_callbacks(execute=True):
+        cancelled = broadcast_cancel(broadcast=broadcast)
+    # Then one broadcast.cancelled event carries the final status and the counts: 100 sent, 200 never posted
+    assert cancelled
+    event = Event.objects.get(type="broadcast.cancelled")
+    assert event.data["status"] == "CANCELLED"
+    assert event.data["counts"]["sent"] == 100 and event.data["counts"]["cancelled"] == 200
+    assert event.data["completed_at"]
 
 
 def test_unknown_statuses_and_event_types(broadcast, enqueued):
@@ -108,8 +135,13 @@ def test_the_portable_path_records_the_same_events_as_postgresql(org, broadcast,
     from events import endpoints
 
     endpoint_for(org, "http://127.0.0.1:9/all")
-    Send.objects.filter(broadcast=broadcast, index__lt=2).update(
-        status=status, error_code="131026", error_title="Undeliverable", error_message="", error_retryable=False
+    sends_update(
+        Send.objects.filter(broadcast=broadcast, index__lt=2),
+        status=status,
+        error_code="131026",
+        error_title="Undeliverable",
+        error_message="",
+        error_retryable=False,
     )
     Send.objects.filter(broadcast=broadcast, index=1).update(meta_data=None)
     ids = send_ids(broadcast)[:2]

@@ -9,9 +9,11 @@ import redis
 from django.conf import settings
 from django.utils import timezone
 
+from broadcasts.counts import counts_rebuild
 from broadcasts.models import Broadcast, Send
 from broadcasts.queue import enqueue_dispatch
 from broadcasts.recovery import broadcasts_start_due, broadcasts_sweep, sends_recover_expired
+from tests.broadcasts.counts_support import assert_counts_exact
 from tests.delivery_support import CeleryProcess, broadcast_make, broadcast_settled, numbers, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -60,6 +62,7 @@ def test_kill_9_mid_broadcast_loses_nothing_and_repeats_only_unknown_outcomes(
             assert send.unknown_outcomes >= posts[send.to.lstrip("+")] - 1, send
         assert send.attempts == posts[send.to.lstrip("+")] or send.unknown_outcomes > 0
     assert in_flight > 0  # the kill really caught POSTs in flight
+    assert assert_counts_exact(broadcast)[broadcast.id]["sent"] == 120
     assert sum(s.unknown_outcomes for s in sends) >= sum(c - 1 for c in posts.values())
 
 
@@ -119,6 +122,7 @@ def test_sweeper_finishes_a_broadcast_nobody_finished(channel, template, deliver
     # Given an IN_PROGRESS broadcast whose sends are all final (the worker died before finishing it)
     broadcast = broadcast_make(channel=channel, template=template, recipients=numbers(2), status="IN_PROGRESS")
     Send.objects.filter(broadcast=broadcast).update(status="SENT", message_id="wamid.x")
+    counts_rebuild(broadcast_ids=[broadcast.id])
 
     # When the sweeper runs
     result = broadcasts_sweep()
@@ -173,6 +177,7 @@ def test_database_restart_mid_broadcast_every_send_still_ends_once(
     assert len(posts) == 80
     for send in sends:
         assert posts[send.to.lstrip("+")] == 1 or send.unknown_outcomes > 0, send
+    assert assert_counts_exact(broadcast)[broadcast.id]["sent"] == 80
 
 
 def test_scheduled_broadcast_starts_on_time_never_early(

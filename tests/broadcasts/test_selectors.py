@@ -9,9 +9,13 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from broadcasts import selectors, services
+from broadcasts.counts import counts_from_sends, counts_rebuild
 from broadcasts.models import Broadcast, Send, SendStatus
+from broadcasts.status_updates import sends_apply_statuses
 from core.errors import NotFoundError
+from tests.broadcasts.counts_support import assert_counts_exact, sends_update
 from tests.broadcasts.test_api_create import payload
+from tests.events.helpers import parsed, status_entry
 
 
 @pytest.fixture
@@ -24,15 +28,32 @@ def make_broadcast(org, channel, template):
     return make
 
 
-def test_counts_of_several_broadcasts_in_one_query(make_broadcast):
-    first, second, empty = make_broadcast(4), make_broadcast(2), make_broadcast(1)
-    Send.objects.filter(broadcast=empty).delete()
-    Send.objects.filter(broadcast=first, index=0).update(status=SendStatus.READ)
+def test_counts_of_several_broadcasts_in_one_query_without_reading_sends(make_broadcast):
+    # given broadcasts whose sends moved (through the status updates, which keep the counts)
+    first, second, other = make_broadcast(4), make_broadcast(2), make_broadcast(1)
+    Send.objects.filter(broadcast=first, index=0).update(status=SendStatus.SENT, message_id="wamid.c0")
+    counts_rebuild(broadcast_ids=[first.id])
+    sends_apply_statuses(statuses=parsed([status_entry("wamid.c0", "read")]))
+
+    # when their counts are read, they come from the broadcast rows: one query, no send read
     with CaptureQueriesContext(connection) as queries:
-        counts = selectors.broadcast_counts(broadcast_ids=[first.id, second.id, empty.id])
-    assert len(queries) == 1 and "GROUP BY" in queries[0]["sql"]
+        counts = selectors.broadcast_counts(broadcast_ids=[first.id, second.id, other.id])
+    assert len(queries) == 1 and "broadcasts_send" not in queries[0]["sql"]
     assert counts[first.id] == {"pending": 3, "sent": 0, "delivered": 0, "read": 1, "failed": 0, "cancelled": 0}
     assert counts[second.id]["pending"] == 2
+    # and they are what a GROUP BY over the sends says
+    assert counts == counts_from_sends(broadcast_ids=[first.id, second.id, other.id])
+    assert_counts_exact(first, second, other)
+
+
+def test_counts_from_sends_counts_every_status_and_zeros(make_broadcast):
+    broadcast, empty = make_broadcast(3), make_broadcast(1)
+    Send.objects.filter(broadcast=empty).delete()
+    Send.objects.filter(broadcast=broadcast, index=0).update(status=SendStatus.CANCELLED)
+    with CaptureQueriesContext(connection) as queries:
+        counts = counts_from_sends(broadcast_ids=[broadcast.id, empty.id])
+    assert len(queries) == 1 and "GROUP BY" in queries[0]["sql"]
+    assert counts[broadcast.id] == {"pending": 2, "sent": 0, "delivered": 0, "read": 0, "failed": 0, "cancelled": 1}
     assert counts[empty.id] == dict.fromkeys(selectors.COUNT_KEYS, 0)
 
 
@@ -70,7 +91,7 @@ def test_list_breaks_created_at_ties_by_id(make_broadcast, org):
 
 def test_sends_list_filters_and_continues_after_an_index(make_broadcast):
     broadcast = make_broadcast(6)
-    Send.objects.filter(broadcast=broadcast, index__in=[1, 3, 5]).update(status=SendStatus.FAILED)
+    sends_update(Send.objects.filter(broadcast=broadcast, index__in=[1, 3, 5]), status=SendStatus.FAILED)
     rows, more = selectors.broadcast_sends_list(broadcast=broadcast, limit=2, status="FAILED")
     assert [r["index"] for r in rows] == [1, 3] and more
     rows, more = selectors.broadcast_sends_list(broadcast=broadcast, limit=2, status="FAILED", after_index=3)
@@ -79,8 +100,10 @@ def test_sends_list_filters_and_continues_after_an_index(make_broadcast):
 
 def test_error_codes_most_frequent_first(make_broadcast):
     broadcast = make_broadcast(6)
-    Send.objects.filter(broadcast=broadcast, index__lt=3).update(
-        status="FAILED", error_code="131026", error_message="A"
+    sends_update(
+        Send.objects.filter(broadcast=broadcast, index__lt=3), status="FAILED", error_code="131026", error_message="A"
     )
-    Send.objects.filter(broadcast=broadcast, index=3).update(status="FAILED", error_code="131049", error_message="B")
+    sends_update(
+        Send.objects.filter(broadcast=broadcast, index=3), status="FAILED", error_code="131049", error_message="B"
+    )
     assert selectors.broadcast_error_codes(broadcast=broadcast) == [("131026", "A", 3), ("131049", "B", 1)]

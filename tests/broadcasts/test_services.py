@@ -11,6 +11,7 @@ from django.utils import timezone
 from broadcasts import services
 from broadcasts.models import Broadcast, BroadcastStatus, Send, SendStatus
 from core.errors import ApplicationError, ConflictError, NotFoundError
+from tests.broadcasts.counts_support import sends_update
 from tests.broadcasts.test_api_create import payload
 
 
@@ -59,7 +60,7 @@ def test_cancel_moves_unleased_pending_sends(broadcast, status):
     # given a running broadcast: one send sent, one held by a worker, one whose lease expired, one free
     now = timezone.now()
     Broadcast.objects.filter(pk=broadcast.pk).update(status=status)
-    Send.objects.filter(broadcast=broadcast, index=0).update(status=SendStatus.SENT)
+    sends_update(Send.objects.filter(broadcast=broadcast, index=0), status=SendStatus.SENT)
     Send.objects.filter(broadcast=broadcast, index=1).update(lease_expires_at=now + timedelta(seconds=30))
     Send.objects.filter(broadcast=broadcast, index=2).update(lease_expires_at=now - timedelta(seconds=1))
 

@@ -24,6 +24,7 @@ import redis
 import requests
 
 from sandbox.process import free_port, start_sandbox
+from tests.core.logs_support import json_lines
 from tests.delivery_support import numbers, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -225,6 +226,19 @@ def test_the_procfile_runs_from_a_fresh_clone_and_delivers_a_broadcast(tmp_path,
         assert beat.alive(), beat.log()[-3000:]
         assert "FileNotFoundError" not in beat.log()
         wait_for(lambda: "broadcasts.start_due" in worker.log(), timeout=30, message="the worker ran a beat task")
+
+        # every line of every process is a JSON log line (LOG_FORMAT is json with DEBUG off), and not one holds the
+        # API token, the channel's access token or the app secret
+        for proc in running:
+            text = proc.log()
+            json_lines(text, where=proc.name)
+            for secret in (token, ACCESS_TOKEN, APP_SECRET):
+                assert secret not in text, f"a secret is in the {proc.name} log"
+        # gunicorn's access lines name each request, with its id
+        access = [line for line in json_lines(web.log(), where="web") if line["logger"] == "gunicorn.access"]
+        posted = [line for line in access if line["method"] == "POST" and line["path"] == "/v1/messages/bulk"]
+        assert len(posted) == 1 and posted[0]["status"] == 202
+        assert posted[0]["request_id"] == created.headers["X-Request-Id"]
 
         # nothing was created in the tree or in HOME (no var/, no gunicorn control socket folder)
         assert not (tree / "var").exists()

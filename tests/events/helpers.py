@@ -4,6 +4,7 @@ real HTTP receiver on 127.0.0.1 that records what it is sent."""
 import hashlib
 import hmac
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import orjson
@@ -21,6 +22,7 @@ def broadcast_with_sends(*, org, channel, template, count: int, status: str = Se
         campaign_name="test",
         status=BroadcastStatus.IN_PROGRESS,
         total_recipients=count,
+        **{str(status).lower(): count},  # the kept counts, as if the sends had got there
     )
     Send.objects.bulk_create(
         Send(
@@ -72,12 +74,15 @@ class Receiver:
     def __init__(self) -> None:
         self.requests: list[dict] = []
         self.status = 200
+        self.delay = 0.0  # seconds to wait before answering
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 receiver.requests.append({"path": self.path, "headers": dict(self.headers), "body": body})
+                if receiver.delay:
+                    time.sleep(receiver.delay)
                 self.send_response(receiver.status)
                 self.send_header("Content-Length", "0")
                 self.end_headers()

@@ -106,6 +106,7 @@ def test_sandbox_webhooks_move_our_sends_to_read_and_failed(
         campaign_name="sandbox e2e",
         total_recipients=2,
         status=BroadcastStatus.IN_PROGRESS,
+        sent=2,  # the kept counts of the two SENT sends written below
     )
     # when two sends are accepted by the sandbox and recorded SENT with their wamids
     sends = []

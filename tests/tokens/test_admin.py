@@ -7,6 +7,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
 from django.contrib.messages.storage.cookie import CookieStorage
 from django.contrib.sessions.models import Session
+from django.test import Client
 
 from tokens.models import AccessToken
 from tokens.services import token_authenticate, token_create
@@ -140,3 +141,32 @@ def test_tokens_are_never_deleted_from_the_admin(superuser_client, org):
 def test_anonymous_is_sent_to_the_login_page(client):
     response = client.get(LIST_URL)
     assert response.status_code == 302 and "/admin/login/" in response["Location"]
+
+
+def test_revoke_from_the_tokens_own_page(manager_client, org):
+    issued = token_create(organization=org, scopes="messages:bulk")
+    page_url = f"/admin/tokens/accesstoken/{issued.token.pk}/change/"
+    revoke_url = f"/admin/tokens/accesstoken/{issued.token.pk}/revoke/"
+    page = manager_client.get(page_url).content.decode()
+    assert f'action="{revoke_url}"' in page and "csrfmiddlewaretoken" in page
+    assert manager_client.get(revoke_url).status_code == 405  # never on a GET
+    response = manager_client.post(revoke_url, follow=True)
+    assert response.redirect_chain[-1][0] == page_url
+    assert token_authenticate(raw=issued.secret) is None
+    # a revoked token's page offers no revoke button, and shows when it was revoked, to the second
+    page = manager_client.get(page_url).content.decode()
+    assert f'action="{revoke_url}"' not in page
+    assert re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", page)
+
+
+def test_revoke_from_the_page_needs_manage_tokens_and_csrf(client, org):
+    issued = token_create(organization=org, scopes="messages:bulk")
+    revoke_url = f"/admin/tokens/accesstoken/{issued.token.pk}/revoke/"
+    client.force_login(_staff("clerk", manage_tokens=False))
+    assert client.post(revoke_url).status_code == 403
+    strict = Client(enforce_csrf_checks=True)
+    strict.force_login(_staff("manager2", manage_tokens=True))
+    assert strict.post(revoke_url).status_code == 403  # no CSRF token
+    assert token_authenticate(raw=issued.secret) is not None
+    client.force_login(_staff("manager3", manage_tokens=True))
+    assert client.post("/admin/tokens/accesstoken/nope/revoke/").status_code == 404

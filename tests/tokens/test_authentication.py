@@ -53,7 +53,7 @@ def _assert_401(response):
     assert response["WWW-Authenticate"] == "Bearer"
     body = response.json()
     assert body["error"]["code"] == "unauthorized"
-    assert set(body["error"]) == {"code", "message", "details"}
+    assert set(body["error"]) == {"code", "message", "details", "request_id"}
 
 
 def test_valid_token_with_the_scope_is_let_in_as_its_organization(make_token, org):

@@ -1,4 +1,4 @@
-"""create_token, revoke_token and seed_demo: last stdout line is the value, bad arguments exit non-zero."""
+"""create_token and revoke_token: last stdout line is the value, bad arguments exit non-zero."""
 
 import os
 import subprocess
@@ -8,12 +8,10 @@ from io import StringIO
 from pathlib import Path
 
 import pytest
-from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
-from templates_registry.models import Channel, Template
-from tokens.models import AccessToken, Organization
+from tokens.models import AccessToken
 from tokens.services import token_authenticate
 
 pytestmark = pytest.mark.django_db
@@ -106,23 +104,3 @@ def test_bad_arguments_exit_non_zero_with_a_message_and_no_traceback():
     assert "Unknown scope" in result.stderr
     assert "Traceback" not in result.stderr
     assert result.stdout == ""
-
-
-def test_seed_demo_is_idempotent_and_issues_a_new_token_each_run(db):
-    # when the demo seed runs twice
-    first_out, _ = run("seed_demo", "--admin-password", "pw-one-123")
-    second_out, _ = run("seed_demo")
-    # then one organization, channel, template and admin, but two working tokens
-    assert Organization.objects.filter(name="Demo").count() == 1
-    channel = Channel.objects.get()
-    assert (channel.phone_number_id, channel.waba_id, channel.max_mps) == ("100000000000001", "200000000000001", 80)
-    template = Template.objects.get()
-    assert (template.name, template.language, template.status) == ("welcome_v2", "es", "APPROVED")
-    assert template.variables == ["nombre", "monto"]
-    first, second = last_line(first_out), last_line(second_out)
-    assert first != second
-    assert token_authenticate(raw=first) is not None and token_authenticate(raw=second) is not None
-    admin = get_user_model().objects.get(username="admin")
-    assert admin.is_superuser and admin.is_staff
-    # and the printed curl is ready to paste: it carries the token and the channel id
-    assert f"Bearer {second}" in second_out and channel.id in second_out and "/v1/messages/bulk" in second_out

