@@ -321,6 +321,9 @@ DELIVERY_PUMP_ADOPT_INTERVAL = env.float("DELIVERY_PUMP_ADOPT_INTERVAL", default
 DELIVERY_PUMP_RATE = env.int("DELIVERY_PUMP_RATE", default=1000)
 DELIVERY_PUMP_SMALL_WORK = env.int("DELIVERY_PUMP_SMALL_WORK", default=50)
 DELIVERY_PUMP_CHANNELS = env.int("DELIVERY_PUMP_CHANNELS", default=16)
+# Database threads (one connection each) a worker process adds for the pumps its host serves; pumps share them
+# past that. Connections per worker process: at most 2 + DELIVERY_PUMP_DB_LANES.
+DELIVERY_PUMP_DB_LANES = env.int("DELIVERY_PUMP_DB_LANES", default=4)
 CELERY_BEAT_SCHEDULE: dict = {
     "broadcasts-start-due": {"task": "broadcasts.start_due", "schedule": DELIVERY_START_DUE_INTERVAL},
     "broadcasts-sweep": {"task": "broadcasts.sweep", "schedule": DELIVERY_SWEEP_INTERVAL},

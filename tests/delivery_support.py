@@ -59,8 +59,11 @@ class CeleryProcess:
         self.extra_args = extra_args or []
         self.process: subprocess.Popen | None = None
         self.log_path = ""
+        self.owner: str | None = None
 
     def start(self, *, wait_ready: bool = True) -> CeleryProcess:
+        if self.kind == "worker":
+            _workers_of_other_tests_stop()
         log = tempfile.NamedTemporaryFile(prefix=f"celery-{self.kind}-", suffix=".log", delete=False)  # noqa: SIM115
         self.log_path = log.name
         command = [sys.executable, "-m", "celery", "-A", "config", self.kind, "--loglevel", "INFO"]
@@ -88,6 +91,9 @@ class CeleryProcess:
             start_new_session=True,  # its own process group: kill -9 reaches the pool children too
         )
         log.close()
+        if self.kind == "worker":
+            self.owner = _current_test()
+            _running_workers.append(self)
         if wait_ready and self.kind == "worker":
             wait_for(lambda: " ready." in self.log() or not self.alive(), timeout=60, message="celery worker ready")
             if not self.alive():
@@ -138,6 +144,32 @@ class CeleryProcess:
             os.unlink(self.log_path)
         except OSError:
             pass
+
+
+# Workers this pytest process started, and the test that started each (PYTEST_CURRENT_TEST without its phase).
+# Every worker shares the test database and broker, and a pump host takes on any channel with a running broadcast
+# it finds in the database: a worker left running by an earlier test (the session worker) would serve this test's
+# broadcasts beside this test's own worker, with other settings, and survive the kill this test gives its own. A
+# separate broker would not keep it off them (it finds them by query), so starting a worker stops the workers of
+# other tests first; the ``worker`` fixture starts the session worker again when it is next wanted.
+_running_workers: list[CeleryProcess] = []
+
+
+def _current_test() -> str | None:
+    current = os.environ.get("PYTEST_CURRENT_TEST")
+    return current.rsplit(" (", 1)[0] if current else None
+
+
+def _workers_of_other_tests_stop() -> None:
+    test = _current_test()
+    if test is None:  # a benchmark: it starts its own workers only
+        return
+    for process in list(_running_workers):
+        if not process.alive():
+            _running_workers.remove(process)
+        elif process.owner != test:
+            process.stop()
+            _running_workers.remove(process)
 
 
 def celery_env(*, database_url: str, graph_url: str, overrides: dict[str, Any] | None = None) -> dict[str, str]:

@@ -44,7 +44,7 @@ from broadcasts.delivery.outcomes import (
     outcome_row,
     sends_record,
 )
-from broadcasts.delivery.pacing import LATE_TOLERANCE_SECONDS, PostLog
+from broadcasts.delivery.pacing import PostLog
 from broadcasts.delivery.runtime import Runtime, in_db_thread
 from broadcasts.metrics import channel_posts_add
 from broadcasts.models import Broadcast, BroadcastStatus, SendStatus
@@ -380,7 +380,7 @@ class BroadcastRun:
             while schedule and self.account_error is None and not halt.is_set():
                 slot, send, permit = schedule[0]
                 now = time.monotonic()
-                if now - slot > LATE_TOLERANCE_SECONDS or now >= permit:
+                if now - slot > log.late_tolerance(now) or now >= permit:
                     schedule.popleft()
                     late.append(send)
                     continue
