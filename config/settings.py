@@ -317,6 +317,8 @@ LIMITER_REDIS_URL = env("LIMITER_REDIS_URL", default="") or REDIS_URL
 # so a new broadcast never waits for a free worker process. It looks for them this often, and takes one on while
 # the caps of the channels it serves sum to less than DELIVERY_PUMP_RATE (sends/s), or at any rate when the
 # channel's due work is at most DELIVERY_PUMP_SMALL_WORK sends (a small broadcast), up to DELIVERY_PUMP_CHANNELS.
+# DELIVERY_PUMP_HOSTING=false: one channel per pump task again (a small broadcast then waits for a free process).
+DELIVERY_PUMP_HOSTING = env.bool("DELIVERY_PUMP_HOSTING", default=True)
 DELIVERY_PUMP_ADOPT_INTERVAL = env.float("DELIVERY_PUMP_ADOPT_INTERVAL", default=0.1)
 DELIVERY_PUMP_RATE = env.int("DELIVERY_PUMP_RATE", default=1000)
 DELIVERY_PUMP_SMALL_WORK = env.int("DELIVERY_PUMP_SMALL_WORK", default=50)

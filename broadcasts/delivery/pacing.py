@@ -53,16 +53,20 @@ class PostLog:
     to Meta as well, so what arrives there bunched can pack more than the schedule's rate into one second. The
     log lets at most ``budget()`` POSTs out in any second: the cap less a fixed margin (DELIVERY_WINDOW_MARGIN),
     less what may arrive bunched, rate x lag. The lag is the worst recent lateness of a slot or inflation of an
-    answer's time over the quickest one, decaying with a half-life of LAG_HALF_LIFE_SECONDS. Measured on bench
-    (b), four pumps on two cores: a fixed margin alone let ~1 run in 5 put 1,001-1,014 into one second.
+    answer's time over the quickest one, held LAG_HOLD_SECONDS, then decaying with a half-life of
+    LAG_HALF_LIFE_SECONDS. Measured on bench (b), four pumps on two cores: a fixed margin alone let ~1 run in 5 put 1,001-1,014 into one second.
     """
 
     LAG_HALF_LIFE_SECONDS = 1.0
     # A lag is kept whole this long before it decays: a stall at Meta's end (or the sandbox's) timestamps what
     # queued meanwhile at once, and the second after it must make room for that burst, all of that second.
     LAG_HOLD_SECONDS = 1.2
-    # A slow answer (a timeout) says nothing more about bunching than this much.
+    # A late slot says at most this much about bunching on the way (the log itself saw when it left) ...
     MAX_LAG_SECONDS = 0.05
+    # ... a slow answer at most this much (a timeout, no more): the far end stalled for that long (bench (e) on the
+    # loaded 2-core box: the sandbox silent 64-141 ms, then what queued meanwhile timestamped at once), and the
+    # second after it must hold that burst and still stay under the cap.
+    MAX_ANSWER_LAG_SECONDS = 0.15
 
     def __init__(self, *, max_mps: int):
         self.base = limiter.window_budget(max_mps)
@@ -95,16 +99,16 @@ class PostLog:
     def record(self, at: float, *, slot: float) -> None:
         """A POST due at ``slot`` left at ``at``."""
         self.times.append(at)
-        self._lagged(at - max(slot, self.held_until), now=at)
+        self._lagged(at - max(slot, self.held_until), now=at, most=self.MAX_LAG_SECONDS)
 
     def answered(self, seconds: float) -> None:
         """A POST was answered in ``seconds``: time above the quickest answer so far was spent queued somewhere
         on the way (this machine's CPU, the network, Meta's front), where POSTs bunch as well."""
         self.quickest = min(self.quickest, seconds)
-        self._lagged(seconds - self.quickest, now=time.monotonic())
+        self._lagged(seconds - self.quickest, now=time.monotonic(), most=self.MAX_ANSWER_LAG_SECONDS)
 
-    def _lagged(self, seconds: float, *, now: float) -> None:
-        seconds = min(seconds, self.MAX_LAG_SECONDS)
+    def _lagged(self, seconds: float, *, now: float, most: float) -> None:
+        seconds = min(seconds, most)
         if seconds >= self.lag and seconds > 0:
             self.lag = seconds
             self.peak_at = self.lag_at = now

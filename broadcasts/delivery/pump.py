@@ -161,8 +161,9 @@ class PumpHost:
         # free process to take it from the queue.
         self.first_seen: dict[str, float] = {}
         self.lane = None
-        # Without Redis (the demo) there are no running places to share channels by: one channel per task.
-        self.adopting = redis_client() is not None
+        # Without Redis (the demo) there are no running places to share channels by: one channel per task; an
+        # operator may also turn hosting off (DELIVERY_PUMP_HOSTING).
+        self.adopting = settings.DELIVERY_PUMP_HOSTING and redis_client() is not None
 
     def add(self, pump: ChannelPump, first: BroadcastRun) -> None:
         self.pumps.append(pump)

@@ -361,9 +361,11 @@ class BroadcastRun:
     ) -> None:
         """Fire every slot that is due; POSTs run concurrently on the loop.
 
-        A slot missed by more than the tolerance (this process was descheduled) is given up, never fired late next
-        to on-time slots: that is what would put more than max_mps into one second. The process's PostLog of the
-        last second is the second guard, for when a stall makes several slots due at once. A slot whose permit
+        A slot missed by more than the log's tolerance (this process was descheduled) is given up and re-planned.
+        The tolerance is short (25 ms) while the pump's PostLog has not seen a full second of the channel (a fresh
+        pump after a hand-over: late slots next to the last pump's on-time ones could put more than max_mps into
+        one second); after that the log bounds every second itself, and slots up to 250 ms late still go (their
+        time is not lost on a CPU-starved box). A slot whose permit
         (the posting gate's, see sends_mark_posting) has run out is given up too, whatever its time: the broadcast may
         have been paused or cancelled since, and the answer to that may be on its way.
         """

@@ -92,9 +92,9 @@ def test_answers_slower_than_the_quickest_lower_the_budget_up_to_a_bound():
     # An answer 30 ms slower than the quickest: POSTs queued somewhere on the way, and may arrive bunched
     log.answered(0.080)
     assert log.budget() == 975 - 29
-    # A timeout counts as no more than 50 ms of bunching
+    # A timeout counts as no more than 150 ms of bunching (a stall at the far end that long)
     log.answered(15.0)
-    assert log.budget() == 975 - 48
+    assert log.budget() == 975 - 145
 
 
 @pytest.mark.slow
