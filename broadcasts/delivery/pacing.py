@@ -54,7 +54,8 @@ class PostLog:
     log lets at most ``budget()`` POSTs out in any second: the cap less a fixed margin (DELIVERY_WINDOW_MARGIN),
     less what may arrive bunched, rate x lag. The lag is the worst recent lateness of a slot or inflation of an
     answer's time over the quickest one, held LAG_HOLD_SECONDS, then decaying with a half-life of
-    LAG_HALF_LIFE_SECONDS. Measured on bench (b), four pumps on two cores: a fixed margin alone let ~1 run in 5 put 1,001-1,014 into one second.
+    LAG_HALF_LIFE_SECONDS. Measured on bench (b), four pumps on two cores: a fixed margin alone let ~1 run in 5
+    put 1,001-1,014 into one second.
     """
 
     LAG_HALF_LIFE_SECONDS = 1.0
