@@ -21,6 +21,7 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Case, F, PositiveSmallIntegerField, Q, When
+from django.db.models.functions import Now
 from django.utils import timezone
 from redis.exceptions import RedisError
 
@@ -61,10 +62,16 @@ def sends_recover_expired(*, now: datetime | None = None) -> set[str]:
     With the posting marker set the POST may have reached Meta: one unknown outcome is counted and the attempt
     stays counted (after the last attempt the send fails as a timeout). Without it the POST never left: the
     claim's attempt is given back.
+
+    Leases are written on the database's clock (claims.sends_claim: statement_timestamp() + lease), so they are
+    compared with the database's clock too (Now()), never with this machine's; ``now`` (tests) overrides both.
     """
+    cutoff = now if now is not None else Now()
     now = now or timezone.now()
     # On the partial index of leased pending sends (send_leased): O(leased sends), whatever the table holds.
-    expired = Send.objects.filter(status=SendStatus.PENDING, lease_expires_at__isnull=False, lease_expires_at__lt=now)
+    expired = Send.objects.filter(
+        status=SendStatus.PENDING, lease_expires_at__isnull=False, lease_expires_at__lt=cutoff
+    )
     broadcast_ids = set(expired.values_list("broadcast_id", flat=True).distinct())
     if not broadcast_ids:
         return set()
@@ -78,7 +85,7 @@ def sends_recover_expired(*, now: datetime | None = None) -> set[str]:
         with transaction.atomic():
             counts.broadcasts_lock(broadcast_ids=[broadcast_id])
             failed_ids = list(
-                Send.objects.filter(id__in=ids, status=SendStatus.PENDING, lease_expires_at__lt=now)
+                Send.objects.filter(id__in=ids, status=SendStatus.PENDING, lease_expires_at__lt=cutoff)
                 .order_by("id")
                 .select_for_update(no_key=True)
                 .values_list("id", flat=True)
@@ -119,13 +126,15 @@ def sends_recover_expired(*, now: datetime | None = None) -> set[str]:
 
 def broadcasts_sweep(*, now: datetime | None = None) -> dict[str, int]:
     """One pass of the sweeper; returns what it did (for logs and tests)."""
+    # Expired leases on the database's clock unless a test gives its own now.
+    lease_now = now
     now = now or timezone.now()
     # Outcomes a run could not write (PostgreSQL away) first, so no send Meta answered is taken back as unknown.
     try:
         journaled = outcomes.journal_apply()
     except RedisError:
         journaled = 0
-    recovered = sends_recover_expired(now=now)
+    recovered = sends_recover_expired(now=lease_now)
     cancelled = 0
     # Cancelled broadcasts with pending sends left, from their kept counts (partial index broadcast_with_pending).
     for broadcast_id in Broadcast.objects.filter(status=BroadcastStatus.CANCELLED, pending__gt=0).values_list(

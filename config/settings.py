@@ -322,6 +322,22 @@ RETENTION_DAYS = env.int("RETENTION_DAYS", default=90)
 # Beat periods: scheduled broadcasts start within 15 s of scheduled_at; the sweeper recovers lost work.
 DELIVERY_START_DUE_INTERVAL = env.float("DELIVERY_START_DUE_INTERVAL", default=5.0)
 DELIVERY_SWEEP_INTERVAL = env.float("DELIVERY_SWEEP_INTERVAL", default=10.0)
+# The engine's Redis (channel caps, number holds, running places, wakes, the outcome journal): REDIS_URL unless
+# set; `redis+cluster://host:port` names a Redis Cluster (core/redis.py). The Celery broker stays on REDIS_URL.
+LIMITER_REDIS_URL = env("LIMITER_REDIS_URL", default="") or REDIS_URL
+# Fairness (CONTRACT 6): a running pump task also serves other channels that want a pump, on its one event loop,
+# so a new broadcast never waits for a free worker process. It looks for them this often, and takes one on while
+# the caps of the channels it serves sum to less than DELIVERY_PUMP_RATE (sends/s), or at any rate when the
+# channel's due work is at most DELIVERY_PUMP_SMALL_WORK sends (a small broadcast), up to DELIVERY_PUMP_CHANNELS.
+# DELIVERY_PUMP_HOSTING=false: one channel per pump task again (a small broadcast then waits for a free process).
+DELIVERY_PUMP_HOSTING = env.bool("DELIVERY_PUMP_HOSTING", default=True)
+DELIVERY_PUMP_ADOPT_INTERVAL = env.float("DELIVERY_PUMP_ADOPT_INTERVAL", default=0.1)
+DELIVERY_PUMP_RATE = env.int("DELIVERY_PUMP_RATE", default=1000)
+DELIVERY_PUMP_SMALL_WORK = env.int("DELIVERY_PUMP_SMALL_WORK", default=50)
+DELIVERY_PUMP_CHANNELS = env.int("DELIVERY_PUMP_CHANNELS", default=16)
+# Database threads (one connection each) a worker process adds for the pumps its host serves; pumps share them
+# past that. Connections per worker process: at most 2 + DELIVERY_PUMP_DB_LANES.
+DELIVERY_PUMP_DB_LANES = env.int("DELIVERY_PUMP_DB_LANES", default=4)
 CELERY_BEAT_SCHEDULE: dict = {
     "broadcasts-start-due": {"task": "broadcasts.start_due", "schedule": DELIVERY_START_DUE_INTERVAL},
     "broadcasts-sweep": {"task": "broadcasts.sweep", "schedule": DELIVERY_SWEEP_INTERVAL},

@@ -61,8 +61,11 @@ class CeleryProcess:
         self.extra_args = extra_args or []
         self.process: subprocess.Popen | None = None
         self.log_path = ""
+        self.owner: str | None = None
 
     def start(self, *, wait_ready: bool = True) -> CeleryProcess:
+        if self.kind == "worker":
+            _workers_of_other_tests_stop()
         log = tempfile.NamedTemporaryFile(prefix=f"celery-{self.kind}-", suffix=".log", delete=False)  # noqa: SIM115
         self.log_path = log.name
         command = [sys.executable, "-m", "celery", "-A", "config", self.kind, "--loglevel", "INFO"]
@@ -90,6 +93,9 @@ class CeleryProcess:
             start_new_session=True,  # its own process group: kill -9 reaches the pool children too
         )
         log.close()
+        if self.kind == "worker":
+            self.owner = _current_test()
+            _running_workers.append(self)
         if wait_ready and self.kind == "worker":
             wait_for(lambda: " ready." in self.log() or not self.alive(), timeout=60, message="celery worker ready")
             if not self.alive():
@@ -140,6 +146,32 @@ class CeleryProcess:
             os.unlink(self.log_path)
         except OSError:
             pass
+
+
+# Workers this pytest process started, and the test that started each (PYTEST_CURRENT_TEST without its phase).
+# Every worker shares the test database and broker, and a pump host takes on any channel with a running broadcast
+# it finds in the database: a worker left running by an earlier test (the session worker) would serve this test's
+# broadcasts beside this test's own worker, with other settings, and survive the kill this test gives its own. A
+# separate broker would not keep it off them (it finds them by query), so starting a worker stops the workers of
+# other tests first; the ``worker`` fixture starts the session worker again when it is next wanted.
+_running_workers: list[CeleryProcess] = []
+
+
+def _current_test() -> str | None:
+    current = os.environ.get("PYTEST_CURRENT_TEST")
+    return current.rsplit(" (", 1)[0] if current else None
+
+
+def _workers_of_other_tests_stop() -> None:
+    test = _current_test()
+    if test is None:  # a benchmark: it starts its own workers only
+        return
+    for process in list(_running_workers):
+        if not process.alive():
+            _running_workers.remove(process)
+        elif process.owner != test:
+            process.stop()
+            _running_workers.remove(process)
 
 
 def celery_env(*, database_url: str, graph_url: str, overrides: dict[str, Any] | None = None) -> dict[str, str]:
@@ -318,3 +350,118 @@ def postgres_start() -> None:
     # -D is given by pg_ctl itself.
     options = [arg for i, arg in enumerate(args) if arg != "-D" and (i == 0 or args[i - 1] != "-D")]
     _pg_ctl("start", "-o", shlex.join(options))
+
+
+# --- a real three-node Redis Cluster on loopback (LIMITER_REDIS_URL tests) ------------------------------------
+
+
+class RedisCluster:
+    """Three `redis-server --cluster-enabled yes` masters on free loopback ports, joined by `redis-cli --cluster
+    create` (no replicas); ``url`` is what LIMITER_REDIS_URL takes (core/redis.py)."""
+
+    def __init__(self, nodes: int = 3):
+        self.nodes = nodes
+        self.ports: list[int] = []
+        self.processes: list[subprocess.Popen] = []
+        self.dir = tempfile.mkdtemp(prefix="redis-cluster-")
+
+    @property
+    def url(self) -> str:
+        return f"redis+cluster://127.0.0.1:{self.ports[0]}/0"
+
+    def start(self) -> RedisCluster:
+        import random
+        import socket
+
+        # A node's cluster bus listens on its port + 10000: both must be free, and the port at most 55535.
+        while len(self.ports) < self.nodes:
+            port = random.randint(20000, 55535)
+            try:
+                for candidate in (port, port + 10000):
+                    with socket.socket() as sock:
+                        sock.bind(("127.0.0.1", candidate))
+            except OSError:
+                continue
+            if port not in self.ports:
+                self.ports.append(port)
+        for port in self.ports:
+            node_dir = Path(self.dir) / str(port)
+            node_dir.mkdir()
+            self.processes.append(
+                subprocess.Popen(
+                    [
+                        "redis-server",
+                        "--port",
+                        str(port),
+                        "--bind",
+                        "127.0.0.1",
+                        "--cluster-enabled",
+                        "yes",
+                        "--cluster-config-file",
+                        str(node_dir / "nodes.conf"),
+                        "--cluster-node-timeout",
+                        "2000",
+                        "--save",
+                        "",
+                        "--appendonly",
+                        "no",
+                        "--dir",
+                        str(node_dir),
+                    ],
+                    stdout=open(node_dir / "redis.log", "wb"),  # noqa: SIM115 - the server keeps it
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            )
+        for port, process in zip(self.ports, self.processes, strict=True):
+            try:
+                wait_for(lambda port=port: self._cli(port, "ping") == "PONG", timeout=10, message=f"redis {port} up")
+            except AssertionError as exc:
+                log = Path(self.dir) / str(port) / "redis.log"
+                raise AssertionError(
+                    f"{exc}: exit {process.poll()}, ping {self._cli(port, 'ping')!r}, log {log.read_text()[-500:]!r}"
+                ) from None
+        subprocess.run(
+            [
+                "redis-cli",
+                "--cluster",
+                "create",
+                *[f"127.0.0.1:{p}" for p in self.ports],
+                "--cluster-replicas",
+                "0",
+                "--cluster-yes",
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=30,
+        )
+        for port in self.ports:
+            wait_for(
+                lambda port=port: "cluster_state:ok" in self._cli(port, "cluster", "info"),
+                timeout=20,
+                message=f"cluster state ok on {port}",
+            )
+        return self
+
+    def _cli(self, port: int, *args: str) -> str:
+        done = subprocess.run(
+            ["redis-cli", "-p", str(port), *args], capture_output=True, text=True, timeout=5, check=False
+        )
+        return done.stdout.strip()
+
+    def keys(self, pattern: str) -> list[str]:
+        """Matching keys over every node."""
+        found = []
+        for port in self.ports:
+            found += [k for k in self._cli(port, "--scan", "--pattern", pattern).splitlines() if k]
+        return found
+
+    def stop(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait(timeout=10)
+        import shutil
+
+        shutil.rmtree(self.dir, ignore_errors=True)

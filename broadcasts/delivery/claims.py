@@ -4,7 +4,8 @@
   a chunk task that runs twice claims nothing the second time.
 - ``sends_mark_posting`` is the gate of cancel and pause: a send is marked posting only while its broadcast is
   IN_PROGRESS, and its POST may leave only within POST_PERMIT_SECONDS of that mark (see lifecycle.FENCE_SECONDS).
-- ``channel_claim_next`` finds the channel's next running broadcast with due sends, for the pump to go on with.
+- ``channel_claim_next`` finds the channel's next running broadcast with due sends, for the pump to go on with;
+  ``channels_wanting_pump`` and ``channel_due_work`` tell a pump host which other channels have work (fairness).
 """
 
 from __future__ import annotations
@@ -70,11 +71,21 @@ def sends_due(*, broadcast_id: str, now: datetime):
 
 def sends_claim(*, broadcast_id: str, first_id: int, last_id: int, now: datetime, limit: int) -> list[Claimed]:
     """Take up to `limit` of the range's due sends for this worker: lease + attempt, in ONE conditional
-    UPDATE ... RETURNING (SKIP LOCKED: concurrent claimers take disjoint sends, never wait for each other)."""
-    lease = now + timedelta(seconds=lease_seconds())
-    lock = "FOR UPDATE SKIP LOCKED" if _is_postgres() else ""
+    UPDATE ... RETURNING (SKIP LOCKED: concurrent claimers take disjoint sends, never wait for each other).
+
+    The lease's expiry is on the database's clock (statement_timestamp() + lease) on PostgreSQL, never this
+    machine's, so a worker whose clock is off neither loses its sends early nor holds them late once the sweeper
+    compares it with the database's clock as well (recovery.sends_recover_expired: Now()).
+    """
+    if _is_postgres():
+        lock = "FOR UPDATE SKIP LOCKED"
+        lease_sql, lease_param = "statement_timestamp() + %s * interval '1 second'", lease_seconds()
+    else:  # SQLite (the demo): one machine, one clock
+        lock = ""
+        lease_sql, lease_param = "%s", _dt_param(now + timedelta(seconds=lease_seconds()))
     sql = f"""
-        UPDATE broadcasts_send SET lease_expires_at = %s, attempts = attempts + 1, posting_at = NULL, updated_at = %s
+        UPDATE broadcasts_send SET lease_expires_at = {lease_sql}, attempts = attempts + 1, posting_at = NULL,
+               updated_at = %s
         WHERE id IN (
             SELECT s.id FROM broadcasts_send s
             WHERE s.broadcast_id = %s AND s.id BETWEEN %s AND %s AND s.status = 'PENDING'
@@ -87,7 +98,7 @@ def sends_claim(*, broadcast_id: str, first_id: int, last_id: int, now: datetime
     """
     n = _dt_param(now)
     with connection.cursor() as cursor:
-        cursor.execute(sql, [_dt_param(lease), n, broadcast_id, first_id, last_id, n, limit])
+        cursor.execute(sql, [lease_param, n, broadcast_id, first_id, last_id, n, limit])
         rows = cursor.fetchall()
     claimed = []
     for send_id, index, to, variables, attempts, header_media, buttons in rows:
@@ -153,3 +164,37 @@ def channel_claim_next(*, channel_id: str) -> tuple[Broadcast, list[Claimed], in
         if sends:
             return broadcast, sends, bounds["first"], bounds["last"]
     return None
+
+
+def channels_wanting_pump(*, exclude: list[str], limit: int = 50) -> list[tuple[str, int]]:
+    """Channels (id, max_mps) that may want a pump, oldest broadcast first: those of running broadcasts and of due
+    PENDING ones (their dispatch may still wait for a free worker process). Broadcasts only, by status (index):
+    O(running broadcasts) whatever the sends table holds; whether a channel has a pump (Redis) and due work
+    (channel_due_work) the host asks next, for the channels it may take on."""
+    now = timezone.now()
+    rows = (
+        Broadcast.objects.filter(
+            Q(status=BroadcastStatus.IN_PROGRESS)
+            | Q(status=BroadcastStatus.PENDING) & (Q(scheduled_at__isnull=True) | Q(scheduled_at__lte=now))
+        )
+        .exclude(channel_id__in=exclude)
+        .order_by("created_at", "id")
+        .values_list("channel_id", "channel__max_mps")[:limit]
+    )
+    return list(dict.fromkeys(rows))
+
+
+def channel_due_work(*, channel_id: str, at_most: int) -> int:
+    """Due, unleased sends of the channel's running or due broadcasts, counted up to ``at_most + 1`` (bounded)."""
+    now = timezone.now()
+    broadcasts = Broadcast.objects.filter(
+        Q(status=BroadcastStatus.IN_PROGRESS)
+        | Q(status=BroadcastStatus.PENDING) & (Q(scheduled_at__isnull=True) | Q(scheduled_at__lte=now)),
+        channel_id=channel_id,
+    ).values("id")
+    return (
+        Send.objects.filter(broadcast_id__in=broadcasts, status=SendStatus.PENDING, lease_expires_at__isnull=True)
+        .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
+        .values("id")[: at_most + 1]
+        .count()
+    )

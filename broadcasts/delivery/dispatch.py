@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from datetime import datetime
+from functools import cache
 
 from django.conf import settings
 from django.db.models import Min
@@ -75,12 +76,16 @@ def broadcast_dispatch(*, broadcast_id: str, wake_at: float | None = None) -> in
     return pumps
 
 
-# Only an earlier (or no) pending wake lets a new one be scheduled: one wake chain per broadcast.
+# Only an earlier (or no) pending wake lets a new one be scheduled: one wake chain per broadcast. The wake's time
+# is Redis's clock (ms) plus the delay, so wakes asked by machines whose clocks differ compare exactly; returns it
+# (0: an earlier wake is pending).
 _WAKE_LUA = """
+local t = redis.call('TIME')
+local at = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[1])
 local cur = redis.call('GET', KEYS[1])
-if cur and tonumber(cur) <= tonumber(ARGV[1]) then return 0 end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', tonumber(ARGV[2]))
-return 1
+if cur and tonumber(cur) <= at then return 0 end
+redis.call('SET', KEYS[1], string.format('%d', at), 'PX', tonumber(ARGV[1]) + 10000)
+return at
 """
 _WAKE_CLEAR_LUA = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
@@ -94,12 +99,14 @@ def broadcast_wake(*, broadcast_id: str, at: datetime) -> bool:
     The broker alone is never relied on: if this message is lost, the sweeper dispatches the broadcast anyway.
     """
     delay = max(0.0, (at - timezone.now()).total_seconds())
-    wake_at = round(time.time() + delay, 3)
     client = redis_client()
     if client is not None:
-        script = client.register_script(_WAKE_LUA)
-        if not script(keys=[f"delivery:wake:{broadcast_id}"], args=[repr(wake_at), int(delay * 1000) + 10_000]):
+        at_ms = _registered(client, _WAKE_LUA)(keys=[_wake_key(broadcast_id)], args=[int(delay * 1000)])
+        if not at_ms:
             return False
+        wake_at = int(at_ms) / 1000.0
+    else:
+        wake_at = round(time.time() + delay, 3)  # the demo: one machine, one clock
     queue.dispatch_at(broadcast_id, wake_at=wake_at, countdown=delay)
     return True
 
@@ -107,7 +114,16 @@ def broadcast_wake(*, broadcast_id: str, at: datetime) -> bool:
 def _wake_clear(*, broadcast_id: str, wake_at: float) -> None:
     client = redis_client()
     if client is not None:
-        client.register_script(_WAKE_CLEAR_LUA)(keys=[f"delivery:wake:{broadcast_id}"], args=[repr(wake_at)])
+        _registered(client, _WAKE_CLEAR_LUA)(keys=[_wake_key(broadcast_id)], args=[f"{round(wake_at * 1000):d}"])
+
+
+def _wake_key(broadcast_id: str) -> str:
+    return f"delivery:{{bc:{broadcast_id}}}:wake"
+
+
+@cache
+def _registered(client, source: str):
+    return client.register_script(source)
 
 
 def _fanout_mark(*, broadcast_id: str) -> None:

@@ -10,6 +10,15 @@ rate * 1 s + 1 slots; pacing at DELIVERY_RATE_HEADROOM * max_mps keeps that belo
 
 Without Redis (the SQLite `make run` demo) the same schedule lives in a file per channel under an fcntl lock:
 cross-process on one machine, which is what the demo runs.
+
+One clock: every time these scripts compare (the schedule, the running places' expiries) is Redis's own
+(`redis.call('TIME')` inside the script), never a worker's: a machine whose clock is off still paces exactly with
+the others. A grant comes back as offsets from Redis's time at the call, mapped onto this process's monotonic
+clock at the call's return (so a slot is never fired before its time on Redis's clock). Scripts read TIME before
+they write, which Redis allows since 5 with effect replication (the default).
+
+Many machines: every key of one channel carries the hash tag ``{ch:<channel id>}``, so a multi-key script (the
+number holds) lives in one slot of a Redis Cluster (LIMITER_REDIS_URL, see core/redis.py).
 """
 
 from __future__ import annotations
@@ -73,14 +82,24 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
 return 0
 """
 
-# At most ARGV[1] holders; a holder that died disappears when its expiry (score) passes.
+# At most ARGV[1] holders; a holder that died disappears when its expiry (score, Redis's clock in ms) passes.
 _ACQUIRE_LUA = """
-local now = tonumber(ARGV[3])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local hold = tonumber(ARGV[3])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then return 0 end
-redis.call('ZADD', KEYS[1], tonumber(ARGV[4]), ARGV[2])
-redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[5]))
+if redis.call('ZSCORE', KEYS[1], ARGV[2]) == false and redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then
+  return 0
+end
+redis.call('ZADD', KEYS[1], now + hold, ARGV[2])
+redis.call('PEXPIRE', KEYS[1], hold + 1000)
 return 1
+"""
+
+_TAKEN_LUA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+return redis.call('ZCOUNT', KEYS[1], '(' .. now, '+inf')
 """
 
 
@@ -97,8 +116,19 @@ class Grant:
 
 
 @cache
+def _registered(client, source: str):
+    return client.register_script(source)
+
+
 def _script(source: str):
-    return redis_client().register_script(source)
+    # Per client (LIMITER_REDIS_URL may change in tests); a Script loads itself again on NOSCRIPT (a restarted or
+    # failed-over Redis), on whichever cluster node owns the keys.
+    return _registered(redis_client(), source)
+
+
+def channel_key(channel_id: str, part: str) -> str:
+    """A channel's engine key: every key of one channel shares the hash tag ``{ch:<id>}`` (one cluster slot)."""
+    return f"delivery:{{ch:{channel_id}}}:{part}"
 
 
 def window_budget(max_mps: int) -> int:
@@ -119,9 +149,9 @@ def channel_reserve(*, channel_id: str, max_mps: int, want: int) -> Grant:
     """Reserve up to `want` consecutive send slots on the channel; count 0 means none within the horizon yet
     (then `first_at` says when the next slot starts)."""
     interval = 1.0 / effective_rate(max_mps)
-    if settings.REDIS_URL:
+    if redis_client() is not None:
         count, first_us, _ = _script(_RESERVE_LUA)(
-            keys=[f"delivery:rate:{channel_id}"],
+            keys=[channel_key(channel_id, "rate")],
             args=[
                 int(interval * 1e6),
                 max(1, want),
@@ -130,7 +160,8 @@ def channel_reserve(*, channel_id: str, max_mps: int, want: int) -> Grant:
                 _KEY_TTL_MS,
             ],
         )
-        # Offsets are relative to Redis's clock at the call: map them onto this process's monotonic clock.
+        # Offsets from Redis's clock at the call, mapped onto this process's monotonic clock when the answer is
+        # here (the script ran before that): never earlier than Redis's schedule, late by at most the round trip.
         return Grant(count=int(count), first_at=time.monotonic() + int(first_us) / 1e6, interval=interval)
     return _file_reserve(channel_id=channel_id, interval=interval, want=want)
 
@@ -172,8 +203,8 @@ def numbers_claim(
     ids) identify the holder for numbers_release."""
     if not numbers:
         return []
-    if settings.REDIS_URL:
-        keys = [f"delivery:number:{channel_id}:{number}" for number in numbers]
+    if redis_client() is not None:
+        keys = [channel_key(channel_id, f"number:{number}") for number in numbers]
         values = tokens or ["1"] * len(numbers)
         waits = _script(_CLAIM_NUMBERS_LUA)(keys=keys, args=[int(hold_seconds * 1000), *values])
         return [int(ms) / 1000.0 for ms in waits]
@@ -187,8 +218,8 @@ def numbers_claim(
 def numbers_release(*, channel_id: str, number: str, token: str) -> None:
     """Give a number back early when Meta certainly did not take the message (an error answer): the pair rate
     limit counts accepted messages only, so a retry after a 500 need not wait 6 s. Only our own hold is removed."""
-    if settings.REDIS_URL:
-        _script(_RELEASE_NUMBER_LUA)(keys=[f"delivery:number:{channel_id}:{number}"], args=[token])
+    if redis_client() is not None:
+        _script(_RELEASE_NUMBER_LUA)(keys=[channel_key(channel_id, f"number:{number}")], args=[token])
     else:
         from django.core.cache import cache
 
@@ -196,25 +227,30 @@ def numbers_release(*, channel_id: str, number: str, token: str) -> None:
 
 
 def channel_slot_acquire(*, channel_id: str, holder: str, limit: int, hold_seconds: float) -> bool:
-    """Take one of `limit` places to run a chunk on the channel (held until released or `hold_seconds`)."""
-    if not settings.REDIS_URL:
+    """Take one of `limit` places to run a pump on the channel (held until released or `hold_seconds` on Redis's
+    clock; a holder that asks again renews its place)."""
+    if redis_client() is None:
         return True
-    now_ms = int(time.time() * 1000)
     return bool(
-        _script(_ACQUIRE_LUA)(
-            keys=[f"delivery:running:{channel_id}"],
-            args=[limit, holder, now_ms, now_ms + int(hold_seconds * 1000), int(hold_seconds * 1000) + 1000],
-        )
+        _script(_ACQUIRE_LUA)(keys=[channel_key(channel_id, "running")], args=[limit, holder, int(hold_seconds * 1000)])
     )
+
+
+def channel_slots_taken(*, channel_id: str) -> int:
+    """How many live holders the channel's running places have (0 without Redis)."""
+    if redis_client() is None:
+        return 0
+    return int(_script(_TAKEN_LUA)(keys=[channel_key(channel_id, "running")], args=[]))
 
 
 def channel_slot_release(*, channel_id: str, holder: str) -> None:
     """Give the place back; with Redis away it expires by itself (``hold_seconds``)."""
-    if settings.REDIS_URL:
+    client = redis_client()
+    if client is not None:
         from redis.exceptions import RedisError
 
         try:
-            redis_client().zrem(f"delivery:running:{channel_id}", holder)
+            client.zrem(channel_key(channel_id, "running"), holder)
         except RedisError:
             pass
 

@@ -19,6 +19,10 @@ from broadcasts.delivery import limiter
 # A slot missed by more than this is given up and its send re-planned, so a stalled process does not drift far
 # into slots another process may hold (one process never fires two POSTs closer than one interval anyway).
 LATE_TOLERANCE_SECONDS = 0.025
+# ... unless the pump is its channel's only one (DELIVERY_CHANNEL_PARALLELISM = 1) and its PostLog has a full
+# second of the channel's POSTs: then the log alone bounds every second, and a slot up to this late still goes
+# (on a CPU-starved box, ~11 % of bench (e)'s slots were late by 25-250 ms and their time was lost).
+LATE_FIRE_SECONDS = 0.25
 
 
 def plan_batch(*, max_mps: int) -> int:
@@ -49,13 +53,21 @@ class PostLog:
     to Meta as well, so what arrives there bunched can pack more than the schedule's rate into one second. The
     log lets at most ``budget()`` POSTs out in any second: the cap less a fixed margin (DELIVERY_WINDOW_MARGIN),
     less what may arrive bunched, rate x lag. The lag is the worst recent lateness of a slot or inflation of an
-    answer's time over the quickest one, decaying with a half-life of LAG_HALF_LIFE_SECONDS. Measured on bench
-    (b), four pumps on two cores: a fixed margin alone let ~1 run in 5 put 1,001-1,014 into one second.
+    answer's time over the quickest one, held LAG_HOLD_SECONDS, then decaying with a half-life of
+    LAG_HALF_LIFE_SECONDS. Measured on bench (b), four pumps on two cores: a fixed margin alone let ~1 run in 5
+    put 1,001-1,014 into one second.
     """
 
     LAG_HALF_LIFE_SECONDS = 1.0
-    # A slow answer (a timeout) says nothing more about bunching than this much.
+    # A lag is kept whole this long before it decays: a stall at Meta's end (or the sandbox's) timestamps what
+    # queued meanwhile at once, and the second after it must make room for that burst, all of that second.
+    LAG_HOLD_SECONDS = 1.2
+    # A late slot says at most this much about bunching on the way (the log itself saw when it left) ...
     MAX_LAG_SECONDS = 0.05
+    # ... a slow answer at most this much (a timeout, no more): the far end stalled for that long (bench (e) on the
+    # loaded 2-core box: the sandbox silent 64-141 ms, then what queued meanwhile timestamped at once), and the
+    # second after it must hold that burst and still stay under the cap.
+    MAX_ANSWER_LAG_SECONDS = 0.15
 
     def __init__(self, *, max_mps: int):
         self.base = limiter.window_budget(max_mps)
@@ -63,6 +75,8 @@ class PostLog:
         self.times: deque[float] = deque()
         self.lag = 0.0
         self.lag_at = time.monotonic()
+        self.peak_at = self.lag_at
+        self.started = self.lag_at
         self.quickest = math.inf
         # Until when the log itself held POSTs back: that wait is not the loop's lateness.
         self.held_until = 0.0
@@ -74,7 +88,9 @@ class PostLog:
         while self.times and self.times[0] <= now - 1.0:
             self.times.popleft()
         if self.lag:
-            self.lag *= 0.5 ** ((now - self.lag_at) / self.LAG_HALF_LIFE_SECONDS)
+            held = self.peak_at + self.LAG_HOLD_SECONDS
+            if now > held:
+                self.lag *= 0.5 ** ((now - max(self.lag_at, held)) / self.LAG_HALF_LIFE_SECONDS)
         self.lag_at = now
         if len(self.times) < self.budget():
             return False
@@ -84,16 +100,26 @@ class PostLog:
     def record(self, at: float, *, slot: float) -> None:
         """A POST due at ``slot`` left at ``at``."""
         self.times.append(at)
-        self._lagged(at - max(slot, self.held_until))
+        self._lagged(at - max(slot, self.held_until), now=at, most=self.MAX_LAG_SECONDS)
 
     def answered(self, seconds: float) -> None:
         """A POST was answered in ``seconds``: time above the quickest answer so far was spent queued somewhere
         on the way (this machine's CPU, the network, Meta's front), where POSTs bunch as well."""
         self.quickest = min(self.quickest, seconds)
-        self._lagged(seconds - self.quickest)
+        self._lagged(seconds - self.quickest, now=time.monotonic(), most=self.MAX_ANSWER_LAG_SECONDS)
 
-    def _lagged(self, seconds: float) -> None:
-        self.lag = max(self.lag, min(seconds, self.MAX_LAG_SECONDS))
+    def _lagged(self, seconds: float, *, now: float, most: float) -> None:
+        seconds = min(seconds, most)
+        if seconds >= self.lag and seconds > 0:
+            self.lag = seconds
+            self.peak_at = self.lag_at = now
+
+    def late_tolerance(self, now: float) -> float:
+        """How late a slot may still be fired: long once this log has seen a full second of a channel it alone
+        posts on (it then bounds every second itself), else LATE_TOLERANCE_SECONDS."""
+        if settings.DELIVERY_CHANNEL_PARALLELISM == 1 and now - self.started >= 1.0:
+            return LATE_FIRE_SECONDS
+        return LATE_TOLERANCE_SECONDS
 
     def free_at(self) -> float:
         """When the next POST may go as far as the log is concerned."""

@@ -1,8 +1,20 @@
 """The chunk task's work: take one of the channel's running places, claim the chunk's sends (its id range) and
-pump them out, then go on with the channel's other running broadcasts in the same run (``ChannelPump``).
+pump them out, go on with the channel's other running broadcasts in the same run (``ChannelPump``), and serve
+other channels that want a pump beside it on the same event loop (``PumpHost``).
 
-``send_chunk_deliver`` is what broadcasts/tasks.py's ``broadcasts.send_chunk`` calls. After the pump stops it
-finishes each broadcast with nothing pending (lifecycle.broadcast_finalize) and wakes what is left.
+``send_chunk_deliver`` is what broadcasts/tasks.py's ``broadcasts.send_chunk`` calls. As each channel's pump
+stops, its broadcasts with nothing pending are finished (lifecycle.broadcast_finalize), what is left is woken and
+the channel's place is given back.
+
+Fairness (CONTRACT 6): a worker process runs one task at a time, and a pump task holds it for up to a third of
+the lease (20 s). With one channel per task, as many busy channels as worker processes took every process, and a
+small broadcast on an idle channel waited in the queue (2.2-5.6 s measured) for one to finish. So a running pump
+task is a host: every DELIVERY_PUMP_ADOPT_INTERVAL (jittered) it looks for channels that have work and no pump
+(claims.channels_wanting_pump: due PENDING broadcasts too, whose dispatch may itself wait for a process), takes
+the channel's running place and runs a ChannelPump for it on the same loop, with the channel's own GCRA schedule,
+PostLog, number holds and posting gate. A host takes on a channel while the caps of the channels it serves sum to
+less than DELIVERY_PUMP_RATE, or at any load when the channel's due work is small (DELIVERY_PUMP_SMALL_WORK), so
+busy 1000 mps channels still get a process each while a one-recipient broadcast never waits behind them.
 """
 
 from __future__ import annotations
@@ -10,26 +22,40 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import random
 import time
+from collections.abc import Callable
+from typing import TypeVar
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django import db
 from django.conf import settings
+from django.db.models import Q
 from django.utils import timezone
 from kombu.exceptions import KombuError
 from redis.exceptions import RedisError
 
 from broadcasts import lifecycle
 from broadcasts.delivery import limiter
-from broadcasts.delivery.claims import Claimed, channel_claim_next, claim_size, lease_seconds, sends_claim
+from broadcasts.delivery.claims import (
+    Claimed,
+    channel_claim_next,
+    channel_due_work,
+    channels_wanting_pump,
+    claim_size,
+    lease_seconds,
+    sends_claim,
+)
 from broadcasts.delivery.dispatch import broadcast_wake, channel_others_dispatch
 from broadcasts.delivery.pacing import PostLog
 from broadcasts.delivery.run import REFILL_STOP_SECONDS, BroadcastRun, RunReport
 from broadcasts.delivery.runtime import Runtime, in_db_thread, runtime_discard, runtime_get, steady_loop
 from broadcasts.models import Broadcast, BroadcastStatus, SendStatus
 from broadcasts.queue import chunk_time_limits
+from core.redis import redis_client
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # The pump stops taking new slots after this share of its lease, leaving time for the last answers (read
 # timeout) and the final UPDATE before the task's time limit (lease - 5 s) and the lease itself.
@@ -37,12 +63,21 @@ POSTING_SHARE_OF_LEASE = 1 / 3
 # A run gives up retrying this long before the chunk task's soft time limit (its outcomes then live in the Redis
 # journal).
 GIVE_UP_MARGIN_SECONDS = 1.0
+# A host takes on no channel this close to its posting deadline (the run would hand its sends straight back).
+ADOPT_STOP_SECONDS = 1.0
+# A channel whose place another pump holds is not asked for again by this host for this long; one without due
+# work (its sends wait for retries, or were just claimed) for the shorter time.
+BUSY_SKIP_SECONDS = 1.0
+IDLE_SKIP_SECONDS = 1.0
+# Big work waits this long for a free worker process before a host takes it on (see PumpHost._adopt_one).
+ADOPT_GRACE_SECONDS = 0.3
 
 
 def send_chunk_deliver(*, broadcast_id: str, first_id: int, last_id: int) -> list[RunReport]:
-    """Claim and post one chunk of a broadcast's sends (ids first_id..last_id), then go on with the channel's
-    other running broadcasts in the same run (see ChannelPump); safe to run twice. One report per broadcast
-    served (a lone report with ``channel_busy`` when the channel already had its pumps)."""
+    """Claim and post one chunk of a broadcast's sends (ids first_id..last_id), go on with the channel's other
+    running broadcasts, and serve other channels that want a pump meanwhile (see PumpHost); safe to run twice. One
+    report per broadcast served, this chunk's first (a lone report with ``channel_busy`` when the channel already
+    had its pumps)."""
     broadcast = Broadcast.objects.select_related("channel", "template").filter(id=broadcast_id).first()
     report = RunReport(broadcast_id=broadcast_id)
     if broadcast is None:
@@ -68,7 +103,6 @@ def send_chunk_deliver(*, broadcast_id: str, first_id: int, last_id: int) -> lis
     if not acquired:
         report.channel_busy = True
         return [report]
-    pump: ChannelPump | None = None
     try:
         sends = sends_claim(
             broadcast_id=broadcast_id,
@@ -77,63 +111,229 @@ def send_chunk_deliver(*, broadcast_id: str, first_id: int, last_id: int) -> lis
             now=timezone.now(),
             limit=claim_size(max_mps=broadcast.channel.max_mps),
         )
-        report.claimed = len(sends)
-        if not sends:
-            return [report]
-        runtime = runtime_get()
-        pump = ChannelPump(runtime=runtime, channel_id=channel_id)
-        first = pump.add_run(broadcast=broadcast, sends=sends, first_id=first_id, last_id=last_id)
-        try:
-            with steady_loop():
-                runtime.loop.run_until_complete(pump.run(first))
-        except BaseException:
-            # Time limit or bug mid-run: POSTs may still be pending on the loop; start afresh next time (their
-            # sends keep lease and posting marker, so the sweeper counts them as unknown outcomes).
-            runtime_discard()
-            raise
-        finally:
-            # The DB thread owns the connection that wrote the outcomes so far; finish there too.
-            for run in pump.runs:
-                runtime.db.submit(in_db_thread(run.finish)).result()
-    finally:
+    except BaseException:
         limiter.channel_slot_release(channel_id=channel_id, holder=holder)
-    reports = [_report(run) for run in pump.runs]
+        raise
+    report.claimed = len(sends)
+    if not sends:
+        limiter.channel_slot_release(channel_id=channel_id, holder=holder)
+        return [report]
+    runtime = runtime_get()
+    host = PumpHost(runtime=runtime)
+    pump = ChannelPump(host=host, channel_id=channel_id, holder=holder, max_mps=broadcast.channel.max_mps)
+    host.add(pump, pump.add_run(broadcast=broadcast, sends=sends, first_id=first_id, last_id=last_id))
     try:
-        for run, run_report in zip(pump.runs, reports, strict=True):
-            _after_run(broadcast_id=run.broadcast.id, report=run_report)
-        # Broadcasts this run did not reach (it stopped at its deadline) are woken now, not at their next retry.
-        channel_others_dispatch(broadcast_id=pump.runs[-1].broadcast.id, channel_id=channel_id)
-    except (db.Error, RedisError, KombuError) as exc:
-        # Every outcome is written; only the wake-ups are lost, and the sweeper finds that work from the rows.
-        logger.warning("delivery: could not wake the next work after a chunk (%s); the sweeper will", exc)
-    return reports
+        with steady_loop():
+            runtime.loop.run_until_complete(host.run())
+    except BaseException:
+        # Time limit or bug mid-run: POSTs may still be pending on the loop; start afresh next time (their
+        # sends keep lease and posting marker, so the sweeper counts them as unknown outcomes).
+        runtime_discard()
+        raise
+    finally:
+        # Pumps the loop did not wrap up (an exception): finish them here, in the DB thread that owns the
+        # connection that wrote their outcomes so far.
+        for unfinished in host.pumps:
+            if not unfinished.wrapped:
+                unfinished.wrap_up_now()
+        host.close()
+    return [run_report for served in host.pumps for run_report in served.reports]
 
 
-class ChannelPump:
-    """One chunk task's pump on a channel: a BroadcastRun per broadcast, one after another on this process's loop.
+class PumpHost:
+    """One chunk task's event loop serving one or more channels' pumps until its posting deadline.
 
-    When a broadcast has nothing left to claim and its last slots are reserved, the channel's next running
-    broadcast with due sends starts here at once: its slots follow on the same GCRA schedule without a gap, from
-    the same warm connections, under the same one-second log (a hand-over to another process would leave the
-    channel idle while that process woke up, then start it on cold connections). Every run stops at the pump's
-    deadline; what it did not post goes back and is woken.
+    It starts with the chunk's channel and, while one of its pumps still runs, takes on other channels that have
+    work and no pump (see the module's docstring), one per look. Every pump it serves shares its deadline, so the
+    task still ends within its time limits; each keeps its own channel's pacing.
     """
 
-    def __init__(self, *, runtime: Runtime, channel_id: str):
+    def __init__(self, *, runtime: Runtime):
         self.runtime = runtime
-        self.channel_id = channel_id
         started = time.monotonic()
         self.deadline = started + lease_seconds() * POSTING_SHARE_OF_LEASE
         # Outcome writes are retried until just before the soft time limit (the leases outlive the hard one).
         self.give_up_at = started + chunk_time_limits()[0] - GIVE_UP_MARGIN_SECONDS
-        self.log: PostLog | None = None
+        self.pumps: list[ChannelPump] = []
+        self.tasks: list[asyncio.Task] = []
+        self.skip_until: dict[str, float] = {}
+        # When this host first saw a channel want a pump (its own clock): big work waits ADOPT_GRACE_SECONDS for a
+        # free process to take it from the queue.
+        self.first_seen: dict[str, float] = {}
+        self.lane = None
+        # Without Redis (the demo) there are no running places to share channels by: one channel per task; an
+        # operator may also turn hosting off (DELIVERY_PUMP_HOSTING).
+        self.adopting = settings.DELIVERY_PUMP_HOSTING and redis_client() is not None
+
+    def add(self, pump: ChannelPump, first: BroadcastRun) -> None:
+        self.pumps.append(pump)
+        self.tasks.append(self.runtime.loop.create_task(pump.serve(first)))
+
+    def serving(self) -> list[ChannelPump]:
+        return [pump for pump in self.pumps if not pump.ended]
+
+    async def run(self) -> None:
+        # Pumps are added while earlier ones run: wait for each, in order, including those added meanwhile.
+        adopter = asyncio.get_running_loop().create_task(self._adopt_loop()) if self.adopting else None
+        errors: list[BaseException] = []
+        index = 0
+        while index < len(self.tasks) or (adopter is not None and not adopter.done()):
+            if index == len(self.tasks):
+                # Every pump is done; the adopter ends at its next look (or is taking a channel on right now).
+                await asyncio.wait({adopter}, timeout=0.05)
+                continue
+            try:
+                await self.tasks[index]
+            except SoftTimeLimitExceeded:
+                raise
+            except Exception as exc:  # one pump's bug must not strand the others' sends unrecorded
+                errors.append(exc)
+            index += 1
+        if adopter is not None and not adopter.cancelled() and adopter.exception() is not None:
+            errors.append(adopter.exception())
+        for error in errors:
+            if isinstance(error, SoftTimeLimitExceeded):
+                raise error
+        if errors:
+            raise errors[0]
+
+    async def in_db(self, fn: Callable[[], T]) -> T:
+        """The host's own look-ups, on a database thread no pump waits on."""
+        if self.lane is None:
+            self.lane = self.runtime.lane_take()
+        return await self.runtime.loop.run_in_executor(self.lane, in_db_thread(fn))
+
+    def close(self) -> None:
+        if self.lane is not None:
+            self.runtime.lane_give_back(self.lane)
+            self.lane = None
+
+    async def _adopt_loop(self) -> None:
+        interval = settings.DELIVERY_PUMP_ADOPT_INTERVAL
+        while True:
+            # Jittered, so the hosts of several processes look at different moments; a host that serves more
+            # channels looks less often, so new big work goes to the least busy hosts first.
+            serving = max(1, len(self.serving()))
+            await asyncio.sleep(interval * random.uniform(0.5, 1.5) * (1 + (serving - 1) / 2))
+            if not self.serving() or time.monotonic() >= self.deadline - ADOPT_STOP_SECONDS:
+                return
+            if len(self.serving()) >= settings.DELIVERY_PUMP_CHANNELS:
+                continue
+            try:
+                await self._adopt_one()
+            except (db.Error, RedisError) as exc:
+                # Store away: the pumps already wait and retry on their own; looking again later is enough.
+                logger.warning("delivery: cannot look for channels to serve (%s)", exc)
+                await asyncio.sleep(interval * 4)
+
+    async def _adopt_one(self) -> bool:
+        """Take on the first channel that wants a pump and may run here; True when one was.
+
+        Small work (a few sends) is taken at once by any host. Big work only by a host whose channels' caps sum
+        to less than DELIVERY_PUMP_RATE, and only once the channel has wanted a pump for ADOPT_GRACE_SECONDS: an
+        idle worker process takes its chunk task from the queue within milliseconds, and should (a process of
+        its own per busy channel while there are enough).
+        """
+        serving = self.serving()
+        exclude = [pump.channel_id for pump in serving]
+        candidates = await self.in_db(functools.partial(channels_wanting_pump, exclude=exclude))
+        wanting = {channel_id for channel_id, _ in candidates}
+        for channel_id in list(self.first_seen):
+            if channel_id not in wanting:
+                del self.first_seen[channel_id]
+        room = sum(pump.max_mps for pump in serving) < settings.DELIVERY_PUMP_RATE
+        small = settings.DELIVERY_PUMP_SMALL_WORK
+        for channel_id, max_mps in candidates:
+            now = time.monotonic()
+            seen = self.first_seen.setdefault(channel_id, now)
+            if self.skip_until.get(channel_id, 0.0) > now:
+                continue
+            if limiter.channel_slots_taken(channel_id=channel_id) >= settings.DELIVERY_CHANNEL_PARALLELISM:
+                self.skip_until[channel_id] = now + BUSY_SKIP_SECONDS
+                continue
+            work = await self.in_db(functools.partial(channel_due_work, channel_id=channel_id, at_most=small))
+            if work == 0:
+                self.skip_until[channel_id] = now + IDLE_SKIP_SECONDS
+                continue
+            big = work > small
+            if big and not room:
+                # For a host with room, or the channel's own chunk task on a free process.
+                self.skip_until[channel_id] = now + BUSY_SKIP_SECONDS
+                continue
+            if big and now - seen < ADOPT_GRACE_SECONDS:
+                self.skip_until[channel_id] = seen + ADOPT_GRACE_SECONDS
+                continue
+            holder = limiter.pid_holder()
+            if not limiter.channel_slot_acquire(
+                channel_id=channel_id,
+                holder=holder,
+                limit=settings.DELIVERY_CHANNEL_PARALLELISM,
+                hold_seconds=lease_seconds(),
+            ):
+                self.skip_until[channel_id] = now + BUSY_SKIP_SECONDS
+                continue
+            try:
+                found = await self.in_db(functools.partial(_channel_start, channel_id=channel_id))
+            except BaseException:
+                limiter.channel_slot_release(channel_id=channel_id, holder=holder)
+                raise
+            if found is None:
+                limiter.channel_slot_release(channel_id=channel_id, holder=holder)
+                self.skip_until[channel_id] = now + IDLE_SKIP_SECONDS
+                continue
+            broadcast, sends, first_id, last_id = found
+            # A small job's pump does not go on with the channel's next broadcasts here unless there is room.
+            pump = ChannelPump(host=self, channel_id=channel_id, holder=holder, max_mps=max_mps, follow=room)
+            self.add(pump, pump.add_run(broadcast=broadcast, sends=sends, first_id=first_id, last_id=last_id))
+            logger.info("delivery: pump host serves channel %s too (%d channels)", channel_id, len(self.serving()))
+            return True
+        return False
+
+
+def _channel_start(*, channel_id: str) -> tuple[Broadcast, list[Claimed], int, int] | None:
+    """Start the channel's due PENDING broadcasts (their dispatch may wait for a process; starting is exactly
+    once whoever does it), then claim the first batch of its longest-running one with due sends (DB thread)."""
+    now = timezone.now()
+    due = list(
+        Broadcast.objects.filter(channel_id=channel_id, status=BroadcastStatus.PENDING)
+        .filter(Q(scheduled_at__isnull=True) | Q(scheduled_at__lte=now))
+        .values_list("id", flat=True)[:20]
+    )
+    if due:
+        lifecycle.broadcasts_start(broadcast_ids=due, now=now)
+    return channel_claim_next(channel_id=channel_id)
+
+
+class ChannelPump:
+    """One channel's pump inside a host: a BroadcastRun per broadcast, one after another on the host's loop.
+
+    When a broadcast has nothing left to claim and its last slots are reserved, the channel's next running
+    broadcast with due sends starts here at once (``follow``): its slots follow on the same GCRA schedule without a
+    gap, from the same warm connections, under the same one-second log (a hand-over to another process would
+    leave the channel idle while that process woke up, then start it on cold connections). Every run stops at the
+    host's deadline; what it did not post goes back and is woken. When the pump stops, its channel's place is
+    given back at once (another host may take the channel on) and its broadcasts are finished or woken.
+    """
+
+    def __init__(self, *, host: PumpHost, channel_id: str, holder: str, max_mps: int, follow: bool = True):
+        self.host = host
+        self.runtime = host.runtime
+        self.channel_id = channel_id
+        self.holder = holder
+        self.max_mps = max_mps
+        self.follow = follow
+        self.deadline = host.deadline
+        self.give_up_at = host.give_up_at
+        # The chunk's own pump uses the runtime's database thread; each one a host takes on, a lane of its own.
+        self.db_thread = host.runtime.db if not host.pumps else host.runtime.lane_take()
+        self.log = PostLog(max_mps=max_mps)
         self.runs: list[BroadcastRun] = []
         self.tasks: list[asyncio.Task] = []
+        self.reports: list[RunReport] = []
+        self.ended = False
+        self.wrapped = False
 
     def add_run(self, *, broadcast: Broadcast, sends: list[Claimed], first_id: int, last_id: int) -> BroadcastRun:
-        max_mps = broadcast.channel.max_mps
-        if self.log is None:
-            self.log = PostLog(max_mps=max_mps)
         run = BroadcastRun(
             broadcast=broadcast,
             sends=sends,
@@ -143,10 +343,26 @@ class ChannelPump:
             deadline=self.deadline,
             give_up_at=self.give_up_at,
             log=self.log,
+            db_thread=self.db_thread,
         )
-        run.on_exhausted = self._continue
+        if self.follow:
+            run.on_exhausted = self._continue
         self.runs.append(run)
         return run
+
+    async def serve(self, first: BroadcastRun) -> None:
+        """Run the pump, then wrap it up (place back, broadcasts finished or woken); an exception that is not a
+        bug of one run (time limit, cancellation) leaves the wrap-up to send_chunk_deliver."""
+        try:
+            await self.run(first)
+        except SoftTimeLimitExceeded:
+            raise
+        except Exception:
+            self.ended = True
+            await self.wrap_up()
+            raise
+        self.ended = True
+        await self.wrap_up()
 
     async def run(self, first: BroadcastRun) -> None:
         self.tasks.append(asyncio.get_running_loop().create_task(self._drive(first)))
@@ -177,13 +393,46 @@ class ChannelPump:
     async def _next(self) -> None:
         try:
             found = await self.runtime.loop.run_in_executor(
-                self.runtime.db, in_db_thread(functools.partial(channel_claim_next, channel_id=self.channel_id))
+                self.db_thread, in_db_thread(functools.partial(channel_claim_next, channel_id=self.channel_id))
             )
         except db.Error:
             return  # the broadcasts' own chunk tasks and wakes take them on
         if found is not None:
             broadcast, sends, first_id, last_id = found
             await self._drive(self.add_run(broadcast=broadcast, sends=sends, first_id=first_id, last_id=last_id))
+
+    async def wrap_up(self) -> None:
+        """Give the channel's place back, then finish or wake its broadcasts (DB thread)."""
+        self.wrapped = True
+        limiter.channel_slot_release(channel_id=self.channel_id, holder=self.holder)
+        self.reports = [_report(run) for run in self.runs]
+        try:
+            await self.runtime.loop.run_in_executor(self.db_thread, in_db_thread(self._after))
+        finally:
+            self.runtime.lane_give_back(self.db_thread)
+
+    def wrap_up_now(self) -> None:
+        """The same, blocking, after the loop stopped on an exception: the runs' last outcomes first."""
+        self.wrapped = True
+        self.ended = True
+        try:
+            for run in self.runs:
+                self.db_thread.submit(in_db_thread(run.finish)).result()
+        finally:
+            limiter.channel_slot_release(channel_id=self.channel_id, holder=self.holder)
+        self.reports = [_report(run) for run in self.runs]
+        self.db_thread.submit(in_db_thread(self._after)).result()
+
+    def _after(self) -> None:
+        try:
+            for run, run_report in zip(self.runs, self.reports, strict=True):
+                _after_run(broadcast_id=run.broadcast.id, report=run_report)
+            # Broadcasts this pump did not reach (it stopped at its deadline) are woken now, not at their next retry.
+            if self.runs:
+                channel_others_dispatch(broadcast_id=self.runs[-1].broadcast.id, channel_id=self.channel_id)
+        except (db.Error, RedisError, KombuError) as exc:
+            # Every outcome is written; only the wake-ups are lost, and the sweeper finds that work from the rows.
+            logger.warning("delivery: could not wake the next work after a chunk (%s); the sweeper will", exc)
 
 
 def _report(run: BroadcastRun) -> RunReport:

@@ -21,6 +21,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TypeVar
@@ -43,7 +44,7 @@ from broadcasts.delivery.outcomes import (
     outcome_row,
     sends_record,
 )
-from broadcasts.delivery.pacing import LATE_TOLERANCE_SECONDS, PostLog
+from broadcasts.delivery.pacing import PostLog
 from broadcasts.delivery.runtime import Runtime, in_db_thread
 from broadcasts.metrics import channel_posts_add
 from broadcasts.models import Broadcast, BroadcastStatus, SendStatus
@@ -104,6 +105,7 @@ class BroadcastRun:
         deadline: float,
         give_up_at: float,
         log: PostLog,
+        db_thread: ThreadPoolExecutor | None = None,
     ):
         self.broadcast = broadcast
         self.first_id, self.last_id = first_id, last_id
@@ -122,6 +124,8 @@ class BroadcastRun:
         self.channel = broadcast.channel
         self.builder = TemplateMessageBuilder(broadcast.template, header_media=broadcast.header_media)
         self.runtime = runtime
+        # The pump's database thread (its own connection): every DB step of this run goes there, in order.
+        self.db_thread = db_thread or runtime.db
         self.client = runtime.graph_client()
         self.queue: deque[Claimed] = deque(sends)
         self.results: list[tuple[Claimed, SendResult, datetime]] = []
@@ -163,7 +167,7 @@ class BroadcastRun:
         self.post_counts: dict[int, int] = {}
 
     async def run_in_db(self, fn: Callable[[], T]) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self.runtime.db, in_db_thread(fn))
+        return await asyncio.get_running_loop().run_in_executor(self.db_thread, in_db_thread(fn))
 
     async def _post(self, send: Claimed) -> None:
         try:
@@ -372,9 +376,11 @@ class BroadcastRun:
     ) -> None:
         """Fire every slot that is due; POSTs run concurrently on the loop.
 
-        A slot missed by more than the tolerance (this process was descheduled) is given up, never fired late next
-        to on-time slots: that is what would put more than max_mps into one second. The process's PostLog of the
-        last second is the second guard, for when a stall makes several slots due at once. A slot whose permit
+        A slot missed by more than the log's tolerance (this process was descheduled) is given up and re-planned.
+        The tolerance is short (25 ms) while the pump's PostLog has not seen a full second of the channel (a fresh
+        pump after a hand-over: late slots next to the last pump's on-time ones could put more than max_mps into
+        one second); after that the log bounds every second itself, and slots up to 250 ms late still go (their
+        time is not lost on a CPU-starved box). A slot whose permit
         (the posting gate's, see sends_mark_posting) has run out is given up too, whatever its time: the broadcast may
         have been paused or cancelled since, and the answer to that may be on its way.
         """
@@ -391,7 +397,7 @@ class BroadcastRun:
             while schedule and self.account_error is None and not halt.is_set():
                 slot, send, permit = schedule[0]
                 now = time.monotonic()
-                if now - slot > LATE_TOLERANCE_SECONDS or now >= permit:
+                if now - slot > log.late_tolerance(now) or now >= permit:
                     schedule.popleft()
                     late.append(send)
                     continue

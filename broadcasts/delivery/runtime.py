@@ -36,6 +36,32 @@ class Runtime:
         self.client_key: tuple | None = None
         # Database work off the event loop, so POSTs keep their slots while an UPDATE runs.
         self.db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="delivery-db")
+        # More such threads ("lanes", one database connection each) for the channel pumps a host serves beside the
+        # first and for the host's own look-ups: one channel's outcome write or claim then rarely makes another
+        # channel's posting-gate mark wait (one shared thread cost the busy channels of bench (e) ~40 % of rate).
+        # At most DELIVERY_PUMP_DB_LANES of them; past that, pumps share the least used lane. So a worker process
+        # holds at most 2 + DELIVERY_PUMP_DB_LANES database connections (task thread, this thread, the lanes).
+        self.lanes: dict[ThreadPoolExecutor, int] = {}
+
+    def lane_take(self) -> ThreadPoolExecutor:
+        """A database thread for one pump: an unused lane, a new one while fewer than DELIVERY_PUMP_DB_LANES
+        exist, else the least used (the pumps sharing it take turns; each is still on its own loop task)."""
+        free = [lane for lane, users in self.lanes.items() if users == 0]
+        if free:
+            lane = free[0]
+        elif len(self.lanes) < settings.DELIVERY_PUMP_DB_LANES:
+            lane = ThreadPoolExecutor(max_workers=1, thread_name_prefix="delivery-db-lane")
+            self.lanes[lane] = 0
+        elif self.lanes:
+            lane = min(self.lanes, key=self.lanes.__getitem__)
+        else:
+            return self.db  # DELIVERY_PUMP_DB_LANES = 0: every pump on the runtime's thread
+        self.lanes[lane] += 1
+        return lane
+
+    def lane_give_back(self, lane: ThreadPoolExecutor) -> None:
+        if lane in self.lanes and self.lanes[lane] > 0:
+            self.lanes[lane] -= 1
 
     def graph_client(self) -> GraphClient:
         key = (

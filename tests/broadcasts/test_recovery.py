@@ -7,6 +7,7 @@ from datetime import timedelta
 import pytest
 import redis
 from django.conf import settings
+from django.db import connection
 from django.utils import timezone
 
 from broadcasts.counts import counts_rebuild
@@ -116,6 +117,30 @@ def test_expired_lease_counts_unknown_outcome_only_when_the_post_may_have_left(c
     assert (claimed.status, claimed.attempts, claimed.unknown_outcomes) == ("PENDING", 0, 0)
     assert (last.status, last.error_code, last.unknown_outcomes) == ("FAILED", "timeout", 1)
     assert live.lease_expires_at is not None and live.attempts == 1
+
+
+def test_expired_leases_are_judged_on_the_database_clock_not_the_sweepers(
+    channel, template, delivery_settings, monkeypatch
+):
+    # Given a live lease (database's now + 30 s) and an expired one (database's now - 1 s)
+    broadcast = broadcast_make(channel=channel, template=template, recipients=numbers(2), status="IN_PROGRESS")
+    live, expired = Send.objects.filter(broadcast=broadcast).order_by("index")
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT statement_timestamp()")
+        db_now = cursor.fetchone()[0]
+    Send.objects.filter(id=live.id).update(attempts=1, lease_expires_at=db_now + timedelta(seconds=30))
+    Send.objects.filter(id=expired.id).update(attempts=1, lease_expires_at=db_now - timedelta(seconds=1))
+
+    # When the sweeper runs on a machine whose clock is an hour ahead
+    real_now = timezone.now
+    monkeypatch.setattr(timezone, "now", lambda: real_now() + timedelta(hours=1))
+    recovered = sends_recover_expired()
+
+    # Then only the lease expired on the database's clock is taken back
+    assert recovered == {broadcast.id}
+    live.refresh_from_db(), expired.refresh_from_db()
+    assert live.lease_expires_at is not None and live.attempts == 1
+    assert expired.lease_expires_at is None and expired.attempts == 0
 
 
 def test_sweeper_finishes_a_broadcast_nobody_finished(channel, template, delivery_settings):

@@ -31,3 +31,11 @@ def test_claim_takes_each_due_send_once_and_skips_leased_and_future_ones(channel
     assert {c.attempts for c in first} == {1}
     assert second == []
     assert Send.objects.filter(broadcast=broadcast, lease_expires_at__isnull=False).count() == 4
+    # and each lease runs on the database's clock: its now() plus the lease, whatever this machine's clock says
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT now()")
+        db_now = cursor.fetchone()[0]
+    leases = Send.objects.filter(id__in=[c.id for c in first]).values_list("lease_expires_at", flat=True)
+    assert all(abs((lease - db_now).total_seconds() - delivery_settings.DELIVERY_LEASE_SECONDS) < 1 for lease in leases)
