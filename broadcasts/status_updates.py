@@ -25,8 +25,9 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from broadcasts.counts import broadcasts_lock, counts_add, deltas_of
-from broadcasts.models import Send, SendStatus, UnmatchedStatus
+from broadcasts.models import Send, SendStatus, SuppressionSource, UnmatchedStatus
 from broadcasts.notifications import message_events_publish
+from broadcasts.suppressions import USER_STOPPED_MARKETING, USER_STOPPED_REASON, suppressions_add_many
 from whatsapp.inbound import StatusUpdate, status_update_parse
 
 # Meta's words -> ours. "sent" (and anything unknown) moves nothing: the Graph API's 200 made it SENT.
@@ -206,6 +207,15 @@ def _sends_find(wamids: list[str]) -> list[tuple[int, str, str, str]]:
         return cursor.fetchall()
 
 
+def _opted_out_record(*, failed: Iterable[tuple[int, _Fold]], moved: Iterable[int]) -> None:
+    """A ``failed`` status with 131050 suppresses the number, as the POST's answer does (CONTRACT 8, 11)."""
+    moved_ids = set(moved)
+    ids = [send_id for send_id, fold in failed if send_id in moved_ids and fold.error_code == USER_STOPPED_MARKETING]
+    if ids:
+        pairs = Send.objects.filter(id__in=ids).values_list("broadcast__organization_id", "to")
+        suppressions_add_many(entries=pairs, source=SuppressionSource.ERROR_131050, reason=USER_STOPPED_REASON)
+
+
 def sends_apply_statuses(*, statuses: Iterable[StatusUpdate], publish: bool = True) -> StatusMoves:
     """Moves the sends named in Meta's ``statuses[]`` (as ``whatsapp.inbound`` reads them) forward; returns
     ``{status: [moved send ids]}`` (and, in ``.unmatched``, the wamids no send carries).
@@ -248,6 +258,7 @@ def sends_apply_statuses(*, statuses: Iterable[StatusUpdate], publish: bool = Tr
                     was_sent.update(send_id for send_id, before in done if before == SendStatus.SENT)
                     moves += [(broadcast_of[send_id], before, target) for send_id, before in done]
         counts_add(deltas_of(moves))
+        _opted_out_record(failed=by_target.get(SendStatus.FAILED, ()), moved=moved.get(SendStatus.FAILED, ()))
         if publish:
             # A send that jumped SENT -> READ passed through DELIVERED (it has a delivered_at): the
             # customer gets message.delivered before message.read, as for any other message.

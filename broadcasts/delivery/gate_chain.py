@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from broadcasts.delivery.gate_consent import consent_gate
 from broadcasts.delivery.gates import Gate
 
 # Consent first (an opted-out number fails at once), then the waits (marketing hold, messaging limit), and the
 # budget last: only a send that would really be posted now reserves its price.
-GATES: Sequence[Gate] = ()
+GATES: Sequence[Gate] = (consent_gate,)
