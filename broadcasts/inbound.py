@@ -4,8 +4,9 @@ each part routed to the app that owns its data, in one transaction.
 - ``statuses[]`` (delivery receipts) move sends forward (``broadcasts.status_updates``); the statuses of
   wamids no send carries yet are kept for the beat task to re-apply.
 - ``message_template_status_update`` changes a template's status (``templates_registry.services``).
-- Everything else Meta sends (incoming messages, account, user-preference and call updates, ...) is
-  acknowledged and ignored.
+- ``user_preferences`` (a user stopped or resumed marketing messages) changes the organization's suppression
+  list (``broadcasts.suppressions``).
+- Everything else Meta sends (incoming messages, account and call updates, ...) is acknowledged and ignored.
 """
 
 import logging
@@ -15,8 +16,9 @@ from typing import Any
 from django.db import OperationalError, transaction
 
 from broadcasts.status_updates import sends_apply_statuses, unmatched_statuses_keep
+from broadcasts.suppressions import user_preferences_apply
 from templates_registry.services import template_status_apply
-from whatsapp.inbound import OtherChange, StatusUpdate, TemplateStatusUpdate, envelope_parse
+from whatsapp.inbound import OtherChange, StatusUpdate, TemplateStatusUpdate, UserPreferenceUpdate, envelope_parse
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +35,7 @@ class WebhookResult:
     statuses_unmatched: int = 0
     templates_updated: int = 0
     ignored_changes: int = 0
+    suppressions_changed: int = 0
 
 
 def webhook_payload_process(*, payload: dict[str, Any]) -> WebhookResult:
@@ -41,9 +44,10 @@ def webhook_payload_process(*, payload: dict[str, Any]) -> WebhookResult:
     items = envelope_parse(payload)
     statuses = [item for item in items if isinstance(item, StatusUpdate)]
     template_updates = [item for item in items if isinstance(item, TemplateStatusUpdate)]
+    preferences = [item for item in items if isinstance(item, UserPreferenceUpdate)]
     result.ignored_changes = sum(1 for item in items if isinstance(item, OtherChange))
     result.statuses_received = len(statuses)
-    if not statuses and not template_updates:
+    if not statuses and not template_updates and not preferences:
         return result
     for attempt in range(1, DEADLOCK_ATTEMPTS + 1):
         try:
@@ -62,6 +66,8 @@ def webhook_payload_process(*, payload: dict[str, Any]) -> WebhookResult:
                     )
                     for update in template_updates
                 )
+                if preferences:
+                    result.suppressions_changed = user_preferences_apply(updates=preferences)
             return result
         except OperationalError as exc:
             # Meta posts several bodies at once; two touching the same sends may deadlock. The loser

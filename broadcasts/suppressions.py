@@ -26,6 +26,8 @@ from broadcasts.models import Send, SendStatus, Suppression, SuppressionSource
 from events.endpoints import endpoints_active
 from events.models import EventType
 from events.outbox import NewEvent, events_record
+from templates_registry.models import Channel
+from whatsapp.inbound import UserPreferenceUpdate
 
 # Meta's error "the user stopped marketing messages": an answer or a failed status with it suppresses the number.
 USER_STOPPED_MARKETING = "131050"
@@ -212,3 +214,27 @@ def contact_erase(*, organization_id: int, to: str) -> int:
             erased += Send.objects.filter(id__in=ids).update(to="", variables={}, meta_data=None)
     Suppression.objects.filter(organization_id=organization_id, to_hash=number_hash(to)).update(to="")
     return erased
+
+
+def _organizations_of(*, phone_number_id: str, waba_id: str) -> list[int]:
+    """The organization whose channel has this phone number id, else those whose channels use the WABA."""
+    if phone_number_id:
+        org = Channel.objects.filter(phone_number_id=phone_number_id).values_list("organization_id", flat=True).first()
+        if org is not None:
+            return [org]
+    if waba_id:
+        return sorted(set(Channel.objects.filter(waba_id=waba_id).values_list("organization_id", flat=True)))
+    return []
+
+
+def user_preferences_apply(*, updates: Iterable[UserPreferenceUpdate]) -> int:
+    """Meta's ``user_preferences`` items (``whatsapp.inbound``) applied in order; returns the list changes made.
+    Items of another category, another value, an unreadable wa_id or no organization of ours change nothing."""
+    changed = 0
+    for update in updates:
+        to = wa_id_to_e164(update.wa_id)
+        if update.category != "marketing_messages" or update.value not in ("stop", "resume") or to is None:
+            continue
+        for org_id in _organizations_of(phone_number_id=update.phone_number_id, waba_id=update.waba_id):
+            changed += user_preference_apply(organization_id=org_id, to=to, value=update.value)
+    return changed

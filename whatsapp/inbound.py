@@ -1,8 +1,9 @@
 """Meta's webhook envelope (CONTRACT section 8) read into plain dataclasses. Pure: no database, no settings.
 
 An envelope is ``{"object": ..., "entry": [{"id": <WABA id>, "changes": [{"field": ..., "value": {...}}]}]}``.
-Two kinds of change carry something: ``messages`` changes with ``statuses[]`` (delivery receipts, one
-``StatusUpdate`` each) and ``message_template_status_update`` (one ``TemplateStatusUpdate``). Every other
+Kinds of change that carry something: ``messages`` changes with ``statuses[]`` (delivery receipts, one
+``StatusUpdate`` each), ``message_template_status_update`` (one ``TemplateStatusUpdate``) and ``user_preferences``
+(one ``UserPreferenceUpdate`` per item of its ``user_preferences[]``). Every other
 change Meta sends (incoming messages, account, user-preference and call updates, ...) is an ``OtherChange``.
 Malformed parts (an entry or change that is not an object, a value that is not an object, a status without an
 id) are skipped, never raised: Meta retries any non-2xx answer, so a bad part must not block the good ones.
@@ -20,6 +21,7 @@ from typing import Any
 
 STATUSES_FIELD = "messages"
 TEMPLATE_STATUS_FIELD = "message_template_status_update"
+USER_PREFERENCES_FIELD = "user_preferences"
 
 
 @dataclass(frozen=True)
@@ -72,7 +74,20 @@ class OtherChange:
     field: str
 
 
-InboundItem = StatusUpdate | TemplateStatusUpdate | OtherChange
+@dataclass(frozen=True)
+class UserPreferenceUpdate:
+    """One item of a ``user_preferences`` change's ``user_preferences[]``: a user stopped or resumed marketing
+    messages (``category`` ``marketing_messages``, ``value`` ``stop`` or ``resume``)."""
+
+    waba_id: str  # the entry's id
+    phone_number_id: str  # the change's metadata: which of our numbers the user told
+    wa_id: str  # Meta's id of the user: digits, no "+" (not always the E.164 number: Mexico, Argentina, Brazil)
+    category: str  # lower case
+    value: str  # lower case: "stop", "resume"
+    timestamp: datetime | None
+
+
+InboundItem = StatusUpdate | TemplateStatusUpdate | UserPreferenceUpdate | OtherChange
 
 
 def _timestamp(raw: Any) -> datetime | None:
@@ -134,6 +149,27 @@ def template_status_update_parse(*, waba_id: str, value: Mapping[str, Any]) -> T
     )
 
 
+def user_preferences_parse(*, waba_id: str, value: Mapping[str, Any]) -> list[UserPreferenceUpdate]:
+    """The well-formed items of ``value.user_preferences[]`` (an object with a string ``wa_id``)."""
+    items = value.get("user_preferences")
+    if not isinstance(items, list):
+        return []
+    metadata = value.get("metadata")
+    phone_number_id = str(metadata.get("phone_number_id") or "") if isinstance(metadata, dict) else ""
+    return [
+        UserPreferenceUpdate(
+            waba_id=waba_id,
+            phone_number_id=phone_number_id,
+            wa_id=item["wa_id"],
+            category=str(item.get("category") or "").lower(),
+            value=str(item.get("value") or "").lower(),
+            timestamp=_timestamp(item.get("timestamp")),
+        )
+        for item in items
+        if isinstance(item, dict) and isinstance(item.get("wa_id"), str) and item["wa_id"]
+    ]
+
+
 def changes(payload: Mapping[str, Any]) -> Iterator[tuple[str, Any, dict[str, Any]]]:
     """Yields (entry id, field, value) for every well-formed change; malformed parts are skipped."""
     entries = payload.get("entry")
@@ -160,6 +196,8 @@ def envelope_parse(payload: Mapping[str, Any]) -> list[InboundItem]:
                     items.append(update)
         elif field == TEMPLATE_STATUS_FIELD:
             items.append(template_status_update_parse(waba_id=waba_id, value=value))
+        elif field == USER_PREFERENCES_FIELD:
+            items.extend(user_preferences_parse(waba_id=waba_id, value=value))
         else:
             items.append(OtherChange(waba_id=waba_id, field=str(field)))
     return items
