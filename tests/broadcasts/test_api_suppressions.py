@@ -231,3 +231,23 @@ def test_erasure_is_per_organization(api, other_org, channel, template):
     broadcast_with_sends(org=other_org, channel=other_channel, template=template, count=1)
     assert api.delete("/v1/contacts/%2B34600000000").status_code == 204
     assert Send.objects.get().to == "+34600000000"
+
+
+def test_admin_lists_finds_by_number_and_removes(admin_client, org, other_org):
+    from django.urls import reverse
+
+    from broadcasts.suppressions import suppression_add
+
+    suppression_add(organization_id=org.id, to=NUMBER, source="api", reason="crm")
+    suppression_add(organization_id=other_org.id, to="+34612345679", source="131050")
+    contact_erase(organization_id=other_org.id, to="+34612345679")
+    url = reverse("admin:broadcasts_suppression_changelist")
+    page = admin_client.get(url).content.decode()
+    assert NUMBER in page and "(erased)" in page
+    found = admin_client.get(url, {"q": "34612345679"}).content.decode()  # erased: found by its hash
+    assert "(erased)" in found and NUMBER not in found
+    assert admin_client.get(reverse("admin:broadcasts_suppression_add")).status_code == 403
+    ids = [str(pk) for pk in Suppression.objects.values_list("pk", flat=True)]
+    response = admin_client.post(url, {"action": "remove_selected", "_selected_action": ids})
+    assert response.status_code == 302
+    assert not Suppression.objects.exists()
