@@ -10,7 +10,9 @@ each part routed to the app that owns its data, in one transaction.
   template's category and quality.
 - incoming ``messages[]``, ``business_capability_update`` and ``phone_number_quality_update`` feed the messaging
   limit (``broadcasts.messaging_limit``: customer-service windows, the organization's limit, number health).
-- Everything else Meta sends (account, user-preference and call updates, ...) is acknowledged and ignored.
+- ``user_preferences`` (a user stopped or resumed marketing messages) changes the organization's suppression
+  list (``broadcasts.suppressions``).
+- Everything else Meta sends (account and call updates, ...) is acknowledged and ignored.
 """
 
 import logging
@@ -22,6 +24,7 @@ from django.utils import timezone
 
 from broadcasts import messaging_limit, template_pauses
 from broadcasts.status_updates import sends_apply_statuses, unmatched_statuses_keep
+from broadcasts.suppressions import user_preferences_apply
 from templates_registry.models import Channel
 from templates_registry.services import template_category_apply, template_quality_apply, template_status_update_apply
 from whatsapp.inbound import (
@@ -33,6 +36,7 @@ from whatsapp.inbound import (
     TemplateCategoryUpdate,
     TemplateQualityUpdate,
     TemplateStatusUpdate,
+    UserPreferenceUpdate,
     envelope_parse,
     limits_parse,
 )
@@ -55,6 +59,7 @@ class WebhookResult:
     customer_windows: int = 0
     limits_changed: int = 0
     broadcasts_paused: list[str] = field(default_factory=list)
+    suppressions_changed: int = 0
 
 
 def webhook_payload_process(*, payload: dict[str, Any]) -> WebhookResult:
@@ -70,7 +75,8 @@ def webhook_payload_process(*, payload: dict[str, Any]) -> WebhookResult:
     result.ignored_changes = sum(1 for item in items if isinstance(item, OtherChange))
     result.statuses_received = len(statuses)
     _limits_apply(payload=payload, result=result)
-    if not statuses and not template_updates:
+    preferences = [item for item in items if isinstance(item, UserPreferenceUpdate)]
+    if not statuses and not template_updates and not preferences:
         return result
     for attempt in range(1, DEADLOCK_ATTEMPTS + 1):
         try:
@@ -83,6 +89,8 @@ def webhook_payload_process(*, payload: dict[str, Any]) -> WebhookResult:
                     result.broadcasts_paused += template_pauses.broadcasts_pause_for_failed_statuses(statuses=statuses)
                 result.templates_updated, paused = _template_updates_apply(template_updates)
                 result.broadcasts_paused += paused
+                if preferences:
+                    result.suppressions_changed = user_preferences_apply(updates=preferences)
             return result
         except OperationalError as exc:
             # Meta posts several bodies at once; two touching the same sends may deadlock. The loser

@@ -305,3 +305,36 @@ class CustomerWindow(models.Model):
 
     def __str__(self) -> str:
         return f"{self.number} -> {self.channel_id} at {self.last_inbound_at}"
+
+
+class SuppressionSource(models.TextChoices):
+    API = "api"
+    USER_PREFERENCES = "user_preferences"
+    ERROR_131050 = "131050"
+
+
+class Suppression(models.Model):
+    """A number of an organization that must not get MARKETING templates (CONTRACT 11; broadcasts/suppressions.py).
+
+    Looked up by ``to_hash`` (SHA-256 of the E.164 number), so that an erased contact (``DELETE /v1/contacts/{to}``,
+    which blanks ``to``) stays suppressed."""
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="suppressions")
+    to = models.CharField(max_length=20, blank=True)  # E.164; "" once the contact was erased
+    to_hash = models.CharField(max_length=64)
+    reason = models.CharField(max_length=255, blank=True)
+    source = models.CharField(max_length=16, choices=SuppressionSource.choices)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            # Also the gate's index: one probe per number of a batch, (organization, to_hash) = ANY(...).
+            models.UniqueConstraint(fields=["organization", "to_hash"], name="suppression_unique_number_per_org"),
+        ]
+        indexes = [
+            # GET /v1/suppressions: newest first, by cursor.
+            models.Index(fields=["organization", "-created_at", "-id"], name="suppression_org_created"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.to or '(erased)'} ({self.source})"

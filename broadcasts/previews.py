@@ -10,14 +10,14 @@ The rules of other modules it needs come in as callables, so the arithmetic is t
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
 from django.utils import timezone
 
-from broadcasts import messaging_limit, pricing
+from broadcasts import messaging_limit, pricing, suppressions
 from broadcasts.idempotency import idempotency_key_validate
 from broadcasts.services import bulk_request_check, recipients_missing, template_needed_variables
 from core.timefmt import iso_utc
@@ -28,18 +28,13 @@ WindowsOpen = Callable[..., set[str]]
 LimitOutlook = Callable[..., dict[str, Any]]
 
 
-# lead: wire to broadcasts.suppressions at merge (the stand-in of the pricing branch)
-def _none_suppressed(*, organization_id: int, numbers: Collection[str]) -> set[str]:
-    return set()
-
-
 def broadcast_preview(
     *,
     organization: Organization,
     body: Any,
     idempotency_key: str | None = None,
     now: datetime | None = None,
-    suppressed_among: SuppressedAmong = _none_suppressed,
+    suppressed_among: SuppressedAmong = suppressions.suppressed_among,
     customer_windows_open: WindowsOpen = messaging_limit.customer_windows_open,
     limit_outlook: LimitOutlook = messaging_limit.outlook,
 ) -> dict[str, Any]:

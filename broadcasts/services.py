@@ -15,7 +15,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from broadcasts import lifecycle, messaging_limit, pricing
+from broadcasts import lifecycle, messaging_limit, pricing, suppressions
 from broadcasts.idempotency import (
     HEADER,
     idempotency_cutoff,
@@ -311,7 +311,7 @@ def broadcast_create(
     rows = _send_rows(recipients=request.recipients, needed=template_needed_variables(template))
     failed = sum(1 for row in rows if row.missing)
     # cost.estimated, as the dry run prices it, computed once (CONTRACT 12).
-    # lead: wire to broadcasts.suppressions at merge (suppressed_among)
+    # Suppressed numbers cost nothing for MARKETING, open customer-service windows nothing for UTILITY.
     estimate = None
     if card is not None:
         numbers = [r.to for r, row in zip(request.recipients, rows, strict=True) if not row.missing]
@@ -320,7 +320,14 @@ def broadcast_create(
             if template.category == "UTILITY"
             else set()
         )
-        estimate = pricing.estimate(card=card, category=template.category, numbers=numbers, windows_open=windows_open)
+        suppressed = (
+            suppressions.suppressed_among(organization_id=organization.id, numbers=numbers)
+            if template.category == "MARKETING"
+            else set()
+        )
+        estimate = pricing.estimate(
+            card=card, category=template.category, numbers=numbers, windows_open=windows_open, suppressed=suppressed
+        )
     response = {
         "broadcast_id": broadcast_id,
         "status": BroadcastStatus.PENDING.value,

@@ -32,9 +32,10 @@ from django.utils import timezone
 from broadcasts import pricing
 from broadcasts.counts import broadcasts_lock, counts_add, deltas_of
 from broadcasts.marketing_holds import holds_start, is_marketing_limit
-from broadcasts.models import Send, SendStatus, UnmatchedStatus
+from broadcasts.models import Send, SendStatus, SuppressionSource, UnmatchedStatus
 from broadcasts.notifications import message_events_publish
 from broadcasts.phones import phone_region
+from broadcasts.suppressions import USER_STOPPED_MARKETING, USER_STOPPED_REASON, suppressions_add_many
 from whatsapp.errors import status_failure_classify
 from whatsapp.inbound import StatusUpdate, status_update_parse
 
@@ -291,6 +292,15 @@ def _sends_find(wamids: list[str]) -> list[tuple[int, str, str, str, str, Any, b
         ]
 
 
+def _opted_out_record(*, failed: Iterable[tuple[int, _Fold]], moved: Iterable[int]) -> None:
+    """A ``failed`` status with 131050 suppresses the number, as the POST's answer does (CONTRACT 8, 11)."""
+    moved_ids = set(moved)
+    ids = [send_id for send_id, fold in failed if send_id in moved_ids and fold.error_code == USER_STOPPED_MARKETING]
+    if ids:
+        pairs = Send.objects.filter(id__in=ids).values_list("broadcast__organization_id", "to")
+        suppressions_add_many(entries=pairs, source=SuppressionSource.ERROR_131050, reason=USER_STOPPED_REASON)
+
+
 def sends_apply_statuses(*, statuses: Iterable[StatusUpdate], publish: bool = True) -> StatusMoves:
     """Moves the sends named in Meta's ``statuses[]`` (as ``whatsapp.inbound`` reads them) forward; returns
     ``{status: [moved send ids]}`` (and, in ``.unmatched``, the wamids no send carries).
@@ -350,6 +360,7 @@ def sends_apply_statuses(*, statuses: Iterable[StatusUpdate], publish: bool = Tr
             if rest:
                 _bills_apply(rest, now, run.amounts)
             pricing.billed_add(run.amounts)
+        _opted_out_record(failed=by_target.get(SendStatus.FAILED, ()), moved=moved.get(SendStatus.FAILED, ()))
         if publish:
             # A send that jumped SENT -> READ passed through DELIVERED (it has a delivered_at): the
             # customer gets message.delivered before message.read, as for any other message.

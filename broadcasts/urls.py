@@ -1,6 +1,6 @@
 from django.urls import path
 
-from broadcasts.api import meta_webhooks, views
+from broadcasts.api import meta_webhooks, suppressions, views
 
 urlpatterns = [
     path("messages/bulk", views.BroadcastCollectionApi.as_view(), name="bulk-collection"),
@@ -10,6 +10,10 @@ urlpatterns = [
     path("messages/bulk/<str:broadcast_id>/pause", views.BroadcastPauseApi.as_view(), name="bulk-pause"),
     path("messages/bulk/<str:broadcast_id>/resume", views.BroadcastResumeApi.as_view(), name="bulk-resume"),
     path("messages/bulk/<str:broadcast_id>/retry", views.BroadcastRetryApi.as_view(), name="bulk-retry"),
+    # Consent (CONTRACT 11).
+    path("suppressions", suppressions.SuppressionCollectionApi.as_view(), name="suppressions"),
+    path("suppressions/<str:to>", suppressions.SuppressionDetailApi.as_view(), name="suppression"),
+    path("contacts/<str:to>", suppressions.ContactDetailApi.as_view(), name="contact"),
     # Meta's webhooks (statuses and template updates): signed by Meta, no token.
     path("webhooks/whatsapp", meta_webhooks.WhatsAppWebhookView.as_view(), name="whatsapp-webhook"),
 ]

@@ -13,6 +13,8 @@ POST /_sandbox/template_webhook {"field", "value", "waba_id"?, "time"?}: posts o
                             (message_template_status_update, template_category_update,
                             message_template_quality_update) to the configured webhook_url at once; answers
                             {"status": <the receiver's HTTP status>, "answered_at": <Unix time of its answer>}
+POST /_sandbox/user_preferences  {"to", "value": "stop"|"resume", "phone_number_id"?}: post Meta's signed
+                            `user_preferences` webhook now; answers {"status": <our receiver's HTTP status>}
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ class ControlRoutes:
             web.get("/_sandbox/stats", self.stats),
             web.post("/_sandbox/template_errors", self.template_errors),
             web.post("/_sandbox/template_webhook", self.template_webhook),
+            web.post("/_sandbox/user_preferences", self.user_preferences),
         ]
 
     async def health(self, request: web.Request) -> web.Response:
@@ -172,6 +175,64 @@ class ControlRoutes:
             async with session.post(config.webhook_url, data=body, headers=headers) as response:
                 await response.read()
                 return json_response({"status": response.status, "answered_at": time.time()})
+
+    async def user_preferences(self, request: web.Request) -> web.Response:
+        """A user stops or resumes marketing messages: Meta's `user_preferences` webhook, signed, posted now."""
+        data = await json_object(request)
+        to, value = data.get("to"), data.get("value")
+        config = self.state.config
+        if not isinstance(to, str) or not digits(to) or value not in ("stop", "resume"):
+            return json_response({"error": 'expected {"to": "+57...", "value": "stop"|"resume"}'}, 400)
+        if not config.webhook_url:
+            return json_response({"error": "no webhook_url configured"}, 409)
+        phone_number_id = str(data.get("phone_number_id") or next(iter(config.phone_numbers), "100000000000001"))
+        body = orjson.dumps(user_preferences_envelope(config.phone_numbers, phone_number_id, digits(to), value))
+        headers = {"Content-Type": "application/json", "User-Agent": "facebookexternalua"}
+        if config.app_secret:
+            signature = hmac.new(config.app_secret.encode(), body, hashlib.sha256).hexdigest()
+            headers["X-Hub-Signature-256"] = f"sha256={signature}"
+        async with ClientSession(timeout=ClientTimeout(total=10)) as session:
+            async with session.post(config.webhook_url, data=body, headers=headers) as response:
+                await response.read()
+                return json_response({"status": response.status})
+
+
+def user_preferences_envelope(
+    phone_numbers: dict[str, dict[str, str]], phone_number_id: str, wa_id: str, value: str
+) -> dict[str, Any]:
+    """Meta's `user_preferences` change for one user (as Meta's webhook reference shows it)."""
+    phone = phone_numbers.get(phone_number_id, {})
+    detail = "User requested to stop marketing messages" if value == "stop" else "User requested to resume them"
+    return {
+        "object": "whatsapp_business_account",
+        "entry": [
+            {
+                "id": phone.get("waba_id", "0"),
+                "changes": [
+                    {
+                        "field": "user_preferences",
+                        "value": {
+                            "messaging_product": "whatsapp",
+                            "metadata": {
+                                "display_phone_number": phone.get("display_phone_number", "15550000000"),
+                                "phone_number_id": phone_number_id,
+                            },
+                            "contacts": [{"profile": {"name": "Sandbox user"}, "wa_id": wa_id}],
+                            "user_preferences": [
+                                {
+                                    "wa_id": wa_id,
+                                    "detail": detail,
+                                    "category": "marketing_messages",
+                                    "value": value,
+                                    "timestamp": int(time.time()),
+                                }
+                            ],
+                        },
+                    }
+                ],
+            }
+        ],
+    }
 
 
 def sandbox_stats(state: SandboxState) -> dict[str, Any]:

@@ -167,6 +167,12 @@ class SandboxProcess:
         returns {"status": the receiver's HTTP status, "envelope"}."""
         return self._call("POST", f"/_sandbox/webhooks/{kind}", json=body)
 
+    def user_preferences(self, to: str, value: str, *, phone_number_id: str | None = None) -> int:
+        """Post Meta's signed `user_preferences` webhook (`value` "stop" or "resume") for `to` now; returns the
+        HTTP status our receiver answered."""
+        body = {"to": to, "value": value, "phone_number_id": phone_number_id}
+        return self._call("POST", "/_sandbox/user_preferences", json=body)["status"]
+
     def stats(self) -> dict[str, Any]:
         """`{"total", "phone_numbers": {id: {total, accepted, outcomes, max_in_one_second, per_second, ...}},
         "webhooks": {posts, statuses, failed_posts, retries, pending_statuses}}`."""

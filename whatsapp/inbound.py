@@ -3,8 +3,9 @@
 An envelope is ``{"object": ..., "entry": [{"id": <WABA id>, "changes": [{"field": ..., "value": {...}}]}]}``.
 Kinds of change that carry something: ``messages`` changes with ``statuses[]`` (delivery receipts, one
 ``StatusUpdate`` each), ``message_template_status_update`` (one ``TemplateStatusUpdate``, with the entry's
-``time``), ``template_category_update`` (``TemplateCategoryUpdate``) and ``message_template_quality_update``
-(``TemplateQualityUpdate``). Every other
+``time``), ``template_category_update`` (``TemplateCategoryUpdate``), ``message_template_quality_update``
+(``TemplateQualityUpdate``) and ``user_preferences`` (one ``UserPreferenceUpdate`` per item of its
+``user_preferences[]``). Every other
 change Meta sends (incoming messages, account, user-preference and call updates, ...) is an ``OtherChange``.
 Malformed parts (an entry or change that is not an object, a value that is not an object, a status without an
 id) are skipped, never raised: Meta retries any non-2xx answer, so a bad part must not block the good ones.
@@ -24,6 +25,7 @@ STATUSES_FIELD = "messages"
 TEMPLATE_STATUS_FIELD = "message_template_status_update"
 TEMPLATE_CATEGORY_FIELD = "template_category_update"
 TEMPLATE_QUALITY_FIELD = "message_template_quality_update"
+USER_PREFERENCES_FIELD = "user_preferences"
 
 
 @dataclass(frozen=True)
@@ -109,7 +111,27 @@ class OtherChange:
     field: str
 
 
-InboundItem = StatusUpdate | TemplateStatusUpdate | TemplateCategoryUpdate | TemplateQualityUpdate | OtherChange
+@dataclass(frozen=True)
+class UserPreferenceUpdate:
+    """One item of a ``user_preferences`` change's ``user_preferences[]``: a user stopped or resumed marketing
+    messages (``category`` ``marketing_messages``, ``value`` ``stop`` or ``resume``)."""
+
+    waba_id: str  # the entry's id
+    phone_number_id: str  # the change's metadata: which of our numbers the user told
+    wa_id: str  # Meta's id of the user: digits, no "+" (not always the E.164 number: Mexico, Argentina, Brazil)
+    category: str  # lower case
+    value: str  # lower case: "stop", "resume"
+    timestamp: datetime | None
+
+
+InboundItem = (
+    StatusUpdate
+    | TemplateStatusUpdate
+    | TemplateCategoryUpdate
+    | TemplateQualityUpdate
+    | UserPreferenceUpdate
+    | OtherChange
+)
 
 
 def _timestamp(raw: Any) -> datetime | None:
@@ -231,6 +253,27 @@ def template_quality_update_parse(
     )
 
 
+def user_preferences_parse(*, waba_id: str, value: Mapping[str, Any]) -> list[UserPreferenceUpdate]:
+    """The well-formed items of ``value.user_preferences[]`` (an object with a string ``wa_id``)."""
+    items = value.get("user_preferences")
+    if not isinstance(items, list):
+        return []
+    metadata = value.get("metadata")
+    phone_number_id = str(metadata.get("phone_number_id") or "") if isinstance(metadata, dict) else ""
+    return [
+        UserPreferenceUpdate(
+            waba_id=waba_id,
+            phone_number_id=phone_number_id,
+            wa_id=item["wa_id"],
+            category=str(item.get("category") or "").lower(),
+            value=str(item.get("value") or "").lower(),
+            timestamp=_timestamp(item.get("timestamp")),
+        )
+        for item in items
+        if isinstance(item, dict) and isinstance(item.get("wa_id"), str) and item["wa_id"]
+    ]
+
+
 def changes(payload: Mapping[str, Any]) -> Iterator[tuple[str, Any, dict[str, Any]]]:
     """Yields (entry id, field, value) for every well-formed change; malformed parts are skipped."""
     for entry_id, _, field, value in changes_timed(payload):
@@ -268,6 +311,8 @@ def envelope_parse(payload: Mapping[str, Any]) -> list[InboundItem]:
             items.append(template_category_update_parse(waba_id=waba_id, value=value, time=time))
         elif field == TEMPLATE_QUALITY_FIELD:
             items.append(template_quality_update_parse(waba_id=waba_id, value=value, time=time))
+        elif field == USER_PREFERENCES_FIELD:
+            items.extend(user_preferences_parse(waba_id=waba_id, value=value))
         else:
             items.append(OtherChange(waba_id=waba_id, field=str(field)))
     return items

@@ -31,8 +31,9 @@ from redis.exceptions import RedisError
 from broadcasts.counts import broadcasts_lock_for_sends, counts_add, deltas_of
 from broadcasts.delivery.claims import Claimed
 from broadcasts.marketing_holds import holds_start, is_marketing_limit
-from broadcasts.models import Send, SendStatus
+from broadcasts.models import Send, SendStatus, SuppressionSource
 from broadcasts.notifications import message_events_publish
+from broadcasts.suppressions import USER_STOPPED_MARKETING, USER_STOPPED_REASON, suppressions_add_many
 from core.backoff import backoff_seconds
 from core.metrics import sends_add
 from core.redis import redis_client
@@ -116,8 +117,19 @@ def sends_record(*, rows: list[OutcomeRow], channel_id: str = "") -> dict[str, l
         return {}
     with transaction.atomic():
         by_status, written = _sends_record(rows=rows)
+        _opted_out_record(rows=rows, failed_ids=by_status.get(SendStatus.FAILED, ()))
     _outcomes_count(channel_id=channel_id, rows=rows, written=written)
     return by_status
+
+
+def _opted_out_record(*, rows: list[OutcomeRow], failed_ids) -> None:
+    """Error 131050 (the user stopped marketing messages) puts the number on its organization's suppression list
+    (CONTRACT 6 and 11), in the outcome's transaction. No query unless a written row failed with it."""
+    failed = set(failed_ids)
+    ids = [r.id for r in rows if r.id in failed and r.error_code == USER_STOPPED_MARKETING]
+    if ids:
+        pairs = Send.objects.filter(id__in=ids).values_list("broadcast__organization_id", "to")
+        suppressions_add_many(entries=pairs, source=SuppressionSource.ERROR_131050, reason=USER_STOPPED_REASON)
 
 
 def _outcomes_count(*, channel_id: str, rows: list[OutcomeRow], written: list) -> None:
@@ -203,6 +215,10 @@ def _sends_record(*, rows: list[OutcomeRow]) -> tuple[dict[str, list[int]], list
     return by_status, written
 
 
+# Failures decided without a POST (the claim's attempt is given back): missing variables, and the consent gate's.
+NOT_POSTED_CODES = frozenset({"missing_variables", "opted_out"})
+
+
 def _marketing_holds_start(*, rows: list[OutcomeRow], written: list, now: datetime) -> None:
     """Sends that just failed with Meta's per-user marketing limit (131049) hold their number from the answer's
     time (broadcasts/marketing_holds.py), in the transaction that records the failure. Nothing to do otherwise."""
@@ -231,7 +247,7 @@ def outcome_row(*, send: Claimed, result: SendResult, now: datetime) -> OutcomeR
         )
     error = result.error
     assert error is not None
-    if error.code == "missing_variables":
+    if error.code in NOT_POSTED_CODES:
         # Never POSTed: the claim's attempt is given back.
         return OutcomeRow(
             id=send.id,

@@ -1,0 +1,245 @@
+"""Consent (CONTRACT 11): each organization's suppression list, and the erasure of a contact.
+
+A number on the list gets no MARKETING template (the gate, ``broadcasts/delivery/gate_consent.py``). It is added
+by Meta's ``user_preferences`` "stop" webhook (source ``user_preferences``), by error 131050 in an answer or a
+``failed`` status (source ``131050``), or by ``POST /v1/suppressions`` (source ``api``); removed by a "resume"
+webhook (only entries whose source is not ``api``: the customer's own choice stands) or by the API.
+
+Rows are found by ``to_hash`` (SHA-256 of the E.164 number), never by ``to``: ``contact_erase`` blanks ``to`` and
+the number stays suppressed. A change that really changed the list records a ``suppression.added`` /
+``suppression.removed`` event in the same transaction (delivered after commit by the outbox); a repeat records
+nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from datetime import datetime
+
+from django.db import IntegrityError, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from broadcasts.counts import broadcasts_lock, counts_add, deltas_of
+from broadcasts.models import CustomerWindow, Send, SendStatus, Suppression, SuppressionSource
+from events.endpoints import endpoints_active
+from events.models import EventType
+from events.outbox import NewEvent, events_record
+from templates_registry.models import Channel
+from whatsapp.inbound import UserPreferenceUpdate
+
+# Meta's error "the user stopped marketing messages": an answer or a failed status with it suppresses the number.
+USER_STOPPED_MARKETING = "131050"
+USER_STOPPED_REASON = "Meta error 131050: the user stopped marketing messages."
+# Sends erased per UPDATE: a number may have many sends across broadcasts; each statement stays short.
+ERASE_BATCH = 1000
+# Domain-separates our hashes from any other SHA-256 of phone numbers. Not a secret, and never changes: the list
+# must keep matching across SECRET_KEY or ENCRYPTION_KEYS rotations.
+_HASH_PREFIX = b"kbai-suppression-v1:"
+
+
+def number_hash(to: str) -> str:
+    """The stored hash of an E.164 number (64 hex characters)."""
+    return hashlib.sha256(_HASH_PREFIX + to.encode()).hexdigest()
+
+
+def wa_id_to_e164(wa_id: str) -> str | None:
+    """Meta's ``wa_id`` (digits, no "+") as our number: "+" + digits, or None when it is not digits.
+
+    Known gap: in Mexico, Argentina and Brazil the wa_id differs from the E.164 number (e.g. an extra 1 after 52,
+    9 after 54, a missing 9 in Brazil). The sends' stored ``contacts[].wa_id`` (another branch) is the right
+    key; until then such a stop suppresses "+<wa_id>", which may not be the number the customer sends to.
+    """
+    if not isinstance(wa_id, str) or not wa_id.isdigit() or not 6 <= len(wa_id) <= 15:
+        return None
+    return "+" + wa_id
+
+
+def suppressed_among(*, organization_id: int, numbers: list[str]) -> set[str]:
+    """The numbers of ``numbers`` on the organization's list: ONE query, one probe of the unique
+    (organization, to_hash) index per distinct number."""
+    if not numbers:
+        return set()
+    by_hash = {number_hash(n): n for n in set(numbers)}
+    found = Suppression.objects.filter(organization_id=organization_id, to_hash__in=list(by_hash)).values_list(
+        "to_hash", flat=True
+    )
+    return {by_hash[h] for h in found}
+
+
+def suppression_get(*, organization_id: int, to: str) -> Suppression | None:
+    return Suppression.objects.filter(organization_id=organization_id, to_hash=number_hash(to)).first()
+
+
+def _event(*, organization_id: int, event_type: str, to: str, source: str, reason: str) -> None:
+    """Record the event with the change (same transaction); cheap when no endpoint wants it."""
+    endpoints = [
+        ref for ref in endpoints_active() if ref.organization_id == organization_id and ref.subscribes_to(event_type)
+    ]
+    if not endpoints:
+        return
+    events_record(
+        events=[
+            NewEvent(
+                organization_id=organization_id,
+                type=event_type,
+                data={"to": to, "source": source, "reason": reason or None},
+                ordering_key=f"suppression:{number_hash(to)[:32]}",
+            )
+        ],
+        endpoints=endpoints,
+    )
+
+
+def suppression_add(*, organization_id: int, to: str, source: str, reason: str = "") -> tuple[Suppression, bool]:
+    """Put an E.164 number on the list; returns (the row, whether it was added now). Listed already: unchanged
+    (its first source and reason stay), no event."""
+    if source not in SuppressionSource.values:
+        raise ValueError(f"unknown suppression source {source!r}")
+    to_hash = number_hash(to)
+    with transaction.atomic():
+        existing = Suppression.objects.filter(organization_id=organization_id, to_hash=to_hash).first()
+        if existing is not None:
+            return existing, False
+        try:
+            with transaction.atomic():
+                row = Suppression.objects.create(
+                    organization_id=organization_id, to=to, to_hash=to_hash, reason=reason[:255], source=source
+                )
+        except IntegrityError:  # added concurrently: listed, and the other writer published
+            return Suppression.objects.get(organization_id=organization_id, to_hash=to_hash), False
+        _event(
+            organization_id=organization_id, event_type=EventType.SUPPRESSION_ADDED, to=to, source=source, reason=reason
+        )
+    return row, True
+
+
+def suppressions_add_many(*, entries: Iterable[tuple[int, str]], source: str, reason: str = "") -> int:
+    """``suppression_add`` for (organization_id, number) pairs (131050 failures of a batch); returns how many
+    were added. One read for the pairs already listed, then one insert per new number."""
+    pairs = {(org_id, to) for org_id, to in entries if to}
+    if not pairs:
+        return 0
+    listed = set(
+        Suppression.objects.filter(
+            Q(*[Q(organization_id=o, to_hash=number_hash(t)) for o, t in pairs], _connector=Q.OR)
+        ).values_list("organization_id", "to_hash")
+    )
+    added = 0
+    for org_id, to in sorted(pairs):
+        if (org_id, number_hash(to)) not in listed:
+            added += suppression_add(organization_id=org_id, to=to, source=source, reason=reason)[1]
+    return added
+
+
+def suppression_remove(*, organization_id: int, to: str, keep_sources: tuple[str, ...] = ()) -> bool:
+    """Take a number off the list (unless its source is in ``keep_sources``); True when it was removed."""
+    with transaction.atomic():
+        qs = Suppression.objects.filter(organization_id=organization_id, to_hash=number_hash(to))
+        if keep_sources:
+            qs = qs.exclude(source__in=keep_sources)
+        row = qs.select_for_update().first()
+        if row is None:
+            return False
+        row.delete()
+        _event(
+            organization_id=organization_id,
+            event_type=EventType.SUPPRESSION_REMOVED,
+            to=to,
+            source=row.source,
+            reason=row.reason,
+        )
+    return True
+
+
+def user_preference_apply(*, organization_id: int, to: str, value: str) -> bool:
+    """Meta's ``user_preferences``: "stop" adds (source user_preferences), "resume" removes unless the customer
+    listed the number through the API. True when the list changed."""
+    if value == "stop":
+        return suppression_add(
+            organization_id=organization_id,
+            to=to,
+            source=SuppressionSource.USER_PREFERENCES,
+            reason="The user stopped marketing messages.",
+        )[1]
+    if value == "resume":
+        return suppression_remove(organization_id=organization_id, to=to, keep_sources=(SuppressionSource.API,))
+    return False
+
+
+def suppression_list(
+    *, organization_id: int, limit: int, after: tuple[datetime, int] | None = None
+) -> tuple[list[Suppression], bool]:
+    """The organization's entries, newest first (keyset on (created_at, id) over suppression_org_created)."""
+    qs = Suppression.objects.filter(organization_id=organization_id)
+    if after is not None:
+        created_at, row_id = after
+        qs = qs.filter(Q(created_at__lt=created_at) | Q(created_at=created_at, id__lt=row_id))
+    rows = list(qs.order_by("-created_at", "-id")[: limit + 1])
+    return rows[:limit], len(rows) > limit
+
+
+def contact_erase(*, organization_id: int, to: str) -> int:
+    """Erase a number's personal data in the organization (``DELETE /v1/contacts/{to}``); returns sends erased.
+
+    Every send to it (any broadcast of the organization) keeps its row, index, status, error and times, so every
+    count stays; its ``to`` becomes "" and its ``variables`` / ``meta_data`` (and its header media and button parameters) ``{}`` / null; its customer-service
+    windows are deleted. A send still PENDING
+    and not being posted is CANCELLED (the kept counts move with it): nothing can be sent to a number we no longer
+    store. The suppression entry, if any, keeps only ``to_hash``: the number stays suppressed. In batches of
+    ``ERASE_BATCH`` sends, one short transaction each (uses the ``send_to`` index)."""
+    erased = 0
+    while True:
+        with transaction.atomic():
+            batch = list(
+                Send.objects.filter(broadcast__organization_id=organization_id, to=to)
+                .order_by("id")
+                .values_list("id", "broadcast_id")[:ERASE_BATCH]
+            )
+            if not batch:
+                break
+            ids = [send_id for send_id, _ in batch]
+            broadcasts_lock(broadcast_ids={b for _, b in batch})
+            # Locked (FOR UPDATE) before the move: the counts move by exactly what is cancelled.
+            cancel = list(
+                Send.objects.filter(id__in=ids, status=SendStatus.PENDING, posting_at__isnull=True)
+                .select_for_update()
+                .values_list("id", "broadcast_id")
+            )
+            if cancel:
+                Send.objects.filter(id__in=[i for i, _ in cancel]).update(
+                    status=SendStatus.CANCELLED, next_attempt_at=None, lease_expires_at=None, updated_at=timezone.now()
+                )
+                counts_add(deltas_of((b, SendStatus.PENDING, SendStatus.CANCELLED) for _, b in cancel))
+            erased += Send.objects.filter(id__in=ids).update(
+                to="", variables={}, meta_data=None, header_media=None, buttons=None
+            )
+    # When the customer last wrote is personal data too (the customer-service windows of the messaging limit).
+    CustomerWindow.objects.filter(channel__organization_id=organization_id, number=to).delete()
+    Suppression.objects.filter(organization_id=organization_id, to_hash=number_hash(to)).update(to="")
+    return erased
+
+
+def _organizations_of(*, phone_number_id: str, waba_id: str) -> list[int]:
+    """The organization whose channel has this phone number id, else those whose channels use the WABA."""
+    if phone_number_id:
+        org = Channel.objects.filter(phone_number_id=phone_number_id).values_list("organization_id", flat=True).first()
+        if org is not None:
+            return [org]
+    if waba_id:
+        return sorted(set(Channel.objects.filter(waba_id=waba_id).values_list("organization_id", flat=True)))
+    return []
+
+
+def user_preferences_apply(*, updates: Iterable[UserPreferenceUpdate]) -> int:
+    """Meta's ``user_preferences`` items (``whatsapp.inbound``) applied in order; returns the list changes made.
+    Items of another category, another value, an unreadable wa_id or no organization of ours change nothing."""
+    changed = 0
+    for update in updates:
+        to = wa_id_to_e164(update.wa_id)
+        if update.category != "marketing_messages" or update.value not in ("stop", "resume") or to is None:
+            continue
+        for org_id in _organizations_of(phone_number_id=update.phone_number_id, waba_id=update.waba_id):
+            changed += user_preference_apply(organization_id=org_id, to=to, value=update.value)
+    return changed
