@@ -184,8 +184,8 @@ def contact_erase(*, organization_id: int, to: str) -> int:
     """Erase a number's personal data in the organization (``DELETE /v1/contacts/{to}``); returns sends erased.
 
     Every send to it (any broadcast of the organization) keeps its row, index, status, error and times, so every
-    count stays; its ``to`` becomes "" and its ``variables`` / ``meta_data`` (and its header media and button parameters) ``{}`` / null; its customer-service
-    windows are deleted. A send still PENDING
+    count stays; its ``to`` becomes "" and its ``variables`` / ``meta_data`` (and its header media and button
+    parameters) ``{}`` / null; its customer-service windows are deleted. A send still PENDING
     and not being posted is CANCELLED (the kept counts move with it): nothing can be sent to a number we no longer
     store. The suppression entry, if any, keeps only ``to_hash``: the number stays suppressed. In batches of
     ``ERASE_BATCH`` sends, one short transaction each (uses the ``send_to`` index)."""
