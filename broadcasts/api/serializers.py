@@ -150,7 +150,9 @@ class EstimateSerializer(serializers.Serializer):
 
 class MessagingLimitOutlookSerializer(serializers.Serializer):
     limit = serializers.IntegerField(allow_null=True, help_text="The organization's limit; null when unlimited.")
-    used = serializers.IntegerField()
+    used = serializers.IntegerField(
+        allow_null=True, help_text="Numbers counted in the window now; null when unlimited (nothing is counted)."
+    )
     would_wait = serializers.IntegerField()
 
 

@@ -247,7 +247,7 @@ def test_eta_follows_the_cap_and_the_limit_outlook(org, channel, template):
     plain = previews.broadcast_preview(organization=org, body=body(channel, MIXED), now=now)
     assert plain["estimate"] is None  # no card
     assert plain["eta"] == "2026-11-27T14:00:03Z"  # 12 sends at 4/s
-    assert plain["messaging_limit"] == {"limit": None, "used": 0, "would_wait": 0}
+    assert plain["messaging_limit"] == {"limit": None, "used": None, "would_wait": 0}
 
     frees_at = now + timedelta(hours=2)
 
