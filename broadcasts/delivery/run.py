@@ -131,6 +131,7 @@ class BroadcastRun:
         self.results: list[tuple[Claimed, SendResult, datetime]] = []
         # (send, wait seconds, reason): handed back PENDING at the end of the run, due again after the wait.
         self.deferred: list[tuple[Claimed, float, str]] = []
+        self.deferred_count = 0
         self.rows_written: list[OutcomeRow] = []
         # Rows whose write failed (tried again with the next write) and their journal entries in Redis.
         self.unwritten: list[OutcomeRow] = []
@@ -302,7 +303,9 @@ class BroadcastRun:
                 results = self._take_results()
                 next_check = time.monotonic() + CHECK_INTERVAL_SECONDS
                 try:
-                    self.status_seen = await self.run_in_db(functools.partial(self._flush, results))
+                    self.status_seen = await self.run_in_db(
+                        functools.partial(self._flush, results, self._take_deferred())
+                    )
                     self.store_down = False
                 except (db.Error, RedisError):
                     # The database is away (restart): the outcomes are kept (and journaled) for the next try, and
@@ -533,6 +536,26 @@ class BroadcastRun:
         schedule.extend((slot, send, permit) for slot, send in zip(times, ready, strict=False))
         return 0.0
 
+    def _take_deferred(self) -> list[OutcomeRow]:
+        """The sends deferred since the last write, as rows handing them back PENDING until their wait is over (a
+        gate's wait, or the number got a message on this channel < 6 s ago: spaced, not dropped, and no attempt
+        counted). Written with the next outcome write, not only at the end of the run: a send waiting for the
+        messaging limit is visible as such (``waiting``) and no longer leased while it waits."""
+        deferred, self.deferred = self.deferred, []
+        self.deferred_count += len(deferred)
+        now = timezone.now()
+        return [
+            OutcomeRow(
+                id=send.id,
+                status=SendStatus.PENDING,
+                attempts_delta=-1,
+                next_attempt_at=now + timedelta(seconds=wait),
+                posted=False,
+                wait_reason=reason,
+            )
+            for send, wait, reason in deferred
+        ]
+
     def finish(self) -> None:
         """Record the last outcomes and hand back what was not posted (runs in the DB thread; once).
 
@@ -542,26 +565,12 @@ class BroadcastRun:
         if self.finished:
             return
         self.finished = True
-        now = timezone.now()
-        rows: list[OutcomeRow] = []
-        for send, wait, reason in self.deferred:
-            # A gate's wait, or the number got a message on this channel < 6 s ago: spaced, not dropped, and no
-            # attempt counted.
-            rows.append(
-                OutcomeRow(
-                    id=send.id,
-                    status=SendStatus.PENDING,
-                    attempts_delta=-1,
-                    next_attempt_at=now + timedelta(seconds=wait),
-                    posted=False,
-                    wait_reason=reason,
-                )
-            )
+        rows = self._take_deferred()
         for send in self.queue:
             rows.append(OutcomeRow(id=send.id, status=SendStatus.PENDING, attempts_delta=-1, posted=False))
         status = self._flush_retrying(self._take_results(), rows)
         if status is not None:
             self.status_seen = status
         cancelled = self.status_seen == BroadcastStatus.CANCELLED
-        self.report.deferred = len(self.deferred)
+        self.report.deferred = self.deferred_count
         self.report.released = 0 if cancelled else len(self.queue)
