@@ -13,6 +13,7 @@ and a fast webhook can arrive first) is kept as an ``UnmatchedStatus`` and re-ap
 ``broadcasts.unmatched_statuses_retry`` for ``UNMATCHED_KEEP``, then dropped as belonging to no broadcast of ours.
 """
 
+import dataclasses
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -25,9 +26,10 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from broadcasts.counts import broadcasts_lock, counts_add, deltas_of
-from broadcasts.models import Send, SendStatus, UnmatchedStatus
+from broadcasts.models import Broadcast, Send, SendStatus, UnmatchedStatus
 from broadcasts.notifications import message_events_publish
 from whatsapp.inbound import StatusUpdate, status_update_parse
+from whatsapp.payload import callback_parse
 
 # Meta's words -> ours. "sent" (and anything unknown) moves nothing: the Graph API's 200 made it SENT.
 META_STATUSES = {"delivered": SendStatus.DELIVERED, "read": SendStatus.READ, "failed": SendStatus.FAILED}
@@ -64,6 +66,8 @@ class _Fold:
     error_code: str = ""
     error_title: str = ""
     error_message: str = ""
+    # The change's metadata.phone_number_id ("" when unknown): a send of another channel is not moved.
+    phone_number_id: str = ""
 
     @property
     def target(self) -> str:
@@ -94,6 +98,7 @@ def _fold(statuses: Iterable[StatusUpdate]) -> dict[str, _Fold]:
         # An unreadable timestamp means "now".
         at = update.timestamp or timezone.now()
         fold = folds.setdefault(wamid, _Fold())
+        fold.phone_number_id = fold.phone_number_id or update.phone_number_id
         if target == SendStatus.DELIVERED:
             fold.delivered_at = min(fold.delivered_at or at, at)
         elif target == SendStatus.READ:
@@ -214,9 +219,13 @@ def sends_apply_statuses(*, statuses: Iterable[StatusUpdate], publish: bool = Tr
     ``message.*`` events are recorded in the same transaction as the moves (so neither is lost
     without the other) and their delivery is queued after commit.
     """
+    statuses = list(statuses)
+    settled: list[int] = []
+    if any(update.biz_opaque_callback_data for update in statuses):
+        statuses, settled = statuses_match(statuses, publish=publish)
     folds = _fold(statuses)
     if not folds:
-        return StatusMoves()
+        return StatusMoves({SendStatus.SENT: settled} if settled else None)
     now = timezone.now()
     by_target: dict[str, list[tuple[int, _Fold]]] = defaultdict(list)
     found: set[str] = set()
@@ -225,9 +234,14 @@ def sends_apply_statuses(*, statuses: Iterable[StatusUpdate], publish: bool = Tr
     moved: dict[str, list[int]] = {}
     with transaction.atomic(savepoint=False):
         broadcast_of: dict[int, str] = {}
-        for send_id, wamid, current, broadcast_id in _sends_find(list(folds)):
+        rows = _sends_find(list(folds))
+        checked = any(fold.phone_number_id for fold in folds.values())
+        phone_of = _broadcast_phone_numbers({row[3] for row in rows}) if checked else {}
+        for send_id, wamid, current, broadcast_id in rows:
             found.add(wamid)
             fold = folds[wamid]
+            if fold.phone_number_id and phone_of.get(broadcast_id) != fold.phone_number_id:
+                continue  # another channel's status naming our wamid: it changes nothing (CONTRACT 8)
             if current in ALLOWED_FROM[fold.target]:
                 by_target[fold.target].append((send_id, fold))
                 broadcast_of[send_id] = broadcast_id
@@ -257,6 +271,8 @@ def sends_apply_statuses(*, statuses: Iterable[StatusUpdate], publish: bool = Tr
             for target, ids in moved.items():
                 message_events_publish(send_ids=ids, status=target)
     unmatched = [wamid for wamid in folds if wamid not in found]
+    if settled:
+        moved[SendStatus.SENT] = settled
     return StatusMoves(moved, unmatched=unmatched)
 
 
@@ -265,7 +281,8 @@ def unmatched_statuses_keep(*, statuses: Sequence[StatusUpdate], wamids: set[str
     if not wamids:
         return 0
     rows = [
-        UnmatchedStatus(message_id=update.wamid, entry=update.raw)
+        # The change's phone_number_id rides along (not Meta's own key), so the retry checks the channel too.
+        UnmatchedStatus(message_id=update.wamid, entry={**update.raw, KEPT_PHONE_NUMBER_ID: update.phone_number_id})
         for update in statuses
         if update.wamid in wamids and update.status in META_STATUSES
     ]
@@ -281,10 +298,177 @@ def unmatched_statuses_retry(*, now: datetime | None = None) -> int:
     rows = list(UnmatchedStatus.objects.order_by("id").values_list("id", "message_id", "entry")[:UNMATCHED_BATCH])
     if not rows:
         return 0
-    updates = [update for _, _, entry in rows if (update := status_update_parse(entry)) is not None]
+    updates = [
+        update
+        for _, _, entry in rows
+        if (update := status_update_parse(entry, phone_number_id=_kept_phone_number_id(entry))) is not None
+    ]
     with transaction.atomic():
         moved = sends_apply_statuses(statuses=updates)
         still_unmatched = set(moved.unmatched)
         matched = [row_id for row_id, wamid, _ in rows if wamid not in still_unmatched]
         UnmatchedStatus.objects.filter(id__in=matched).delete()
     return len(matched)
+
+
+# --- matching: callback data first, then wamid; never another channel's (CONTRACT 6, 8) ---------------------------
+# Every POST carries its send's reference as biz_opaque_callback_data ("<broadcast id>:<index>", whatsapp/payload.py)
+# and Meta echoes it in each status of that message. A status carrying one of ours is matched by it, whatever its
+# wamid: that finds a send whose answer was lost (timeout, worker killed), and settles it. A status whose
+# metadata.phone_number_id is not its send's channel changes nothing. All of it costs a fixed number of statements
+# per body: one probe per reference (the unique (broadcast, index) index), one read of the broadcasts' channels,
+# and one UPDATE for the sends settled.
+
+KEPT_PHONE_NUMBER_ID = "_phone_number_id"
+# Meta's statuses that prove it took a message (anything it reports on a message it has).
+_PROOF_STATUSES = frozenset({"sent", "delivered", "read", "failed"})
+
+
+def _kept_phone_number_id(entry: Any) -> str:
+    value = entry.get(KEPT_PHONE_NUMBER_ID) if isinstance(entry, dict) else None
+    return value if isinstance(value, str) else ""
+
+
+def _broadcast_phone_numbers(broadcast_ids: set[str]) -> dict[str, str]:
+    """The phone_number_id of each broadcast's channel (one query; a body names a few broadcasts)."""
+    if not broadcast_ids:
+        return {}
+    return dict(Broadcast.objects.filter(id__in=broadcast_ids).values_list("id", "channel__phone_number_id"))
+
+
+_CALLBACK_SQL = """
+    SELECT s.id, s.broadcast_id, s."index", s.status, s.message_id, s.unknown_outcomes
+    FROM unnest(%s::varchar[], %s::int[]) AS r(broadcast_id, idx)
+    CROSS JOIN LATERAL (
+        SELECT id, broadcast_id, "index", status, message_id, unknown_outcomes FROM broadcasts_send
+        WHERE broadcast_id = r.broadcast_id AND "index" = r.idx LIMIT 1
+    ) AS s
+"""
+
+
+def _sends_by_callback(refs: list[tuple[str, int]]) -> list[tuple]:
+    """(id, broadcast_id, index, status, message_id, unknown_outcomes) of the sends these references name."""
+    if connection.vendor != "postgresql":
+        by_broadcast: dict[str, list[int]] = defaultdict(list)
+        for broadcast_id, index in refs:
+            by_broadcast[broadcast_id].append(index)
+        rows: list[tuple] = []
+        for broadcast_id, indexes in by_broadcast.items():
+            rows += Send.objects.filter(broadcast_id=broadcast_id, index__in=indexes).values_list(
+                "id", "broadcast_id", "index", "status", "message_id", "unknown_outcomes"
+            )
+        return rows
+    with connection.cursor() as cursor:
+        cursor.execute(_CALLBACK_SQL, [[b for b, _ in refs], [i for _, i in refs]])
+        return cursor.fetchall()
+
+
+def _settleable(status: str, message_id: str | None, unknown_outcomes: int) -> bool:
+    """A send whose outcome is unknown to us although Meta may have its message: PENDING (its answer lost or not
+    written yet), or FAILED by the engine after an attempt whose outcome was unknown (no wamid: never SENT)."""
+    return status == SendStatus.PENDING or (status == SendStatus.FAILED and message_id is None and unknown_outcomes > 0)
+
+
+_SETTLE_SQL = """
+    UPDATE broadcasts_send AS s SET
+        status = 'SENT', message_id = COALESCE(s.message_id, v.wamid), sent_at = COALESCE(s.sent_at, v.sent_at),
+        lease_expires_at = NULL, posting_at = NULL, next_attempt_at = NULL, failed_at = NULL,
+        error_code = '', error_title = '', error_message = '', error_retryable = NULL, updated_at = %s
+    FROM unnest(%s::bigint[], %s::varchar[], %s::timestamptz[]) AS v(id, wamid, sent_at), broadcasts_send AS old
+    WHERE s.id = v.id AND old.id = s.id
+      AND (s.status = 'PENDING' OR (s.status = 'FAILED' AND s.message_id IS NULL AND s.unknown_outcomes > 0))
+    RETURNING s.id, old.status, s.broadcast_id, s.message_id
+"""
+
+
+def _settle(items: list[tuple[int, str, datetime]], now: datetime) -> list[tuple[int, str, str, str]]:
+    """Make these sends SENT with that wamid (only while still settleable); (id, status before, broadcast, wamid)."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(
+                _SETTLE_SQL, [now, [i for i, _, _ in items], [w for _, w, _ in items], [t for _, _, t in items]]
+            )
+            return cursor.fetchall()
+    done = []
+    for send_id, wamid, sent_at in items:
+        send = Send.objects.filter(id=send_id).values_list("status", "broadcast_id", "message_id", "unknown_outcomes")
+        row = send.first()
+        if row is None or not _settleable(row[0], row[2], row[3]):
+            continue
+        Send.objects.filter(id=send_id).update(
+            status=SendStatus.SENT,
+            message_id=row[2] or wamid,
+            sent_at=sent_at,
+            lease_expires_at=None,
+            posting_at=None,
+            next_attempt_at=None,
+            failed_at=None,
+            error_code="",
+            error_title="",
+            error_message="",
+            error_retryable=None,
+            updated_at=now,
+        )
+        done.append((send_id, row[0], row[1], row[2] or wamid))
+    return done
+
+
+def statuses_match(statuses: Sequence[StatusUpdate], *, publish: bool = True) -> tuple[list[StatusUpdate], list[int]]:
+    """Resolve the statuses that carry callback data of ours to their sends (inside the caller's transaction).
+
+    Returns (the statuses to apply by wamid, the ids of the sends settled). A status matched by its callback data
+    comes back with its send's wamid (a send posted twice and accepted twice has one wamid stored; both messages'
+    statuses reach it), after settling a send whose outcome was unknown: SENT with the status's wamid, moved
+    further by the status itself. One of another channel is dropped; a reference no send has falls back to its
+    wamid. Statuses without callback data pass unchanged."""
+    by_ref: dict[tuple[str, int], list[StatusUpdate]] = defaultdict(list)
+    out: list[StatusUpdate] = []
+    for update in statuses:
+        ref = callback_parse(update.biz_opaque_callback_data) if update.biz_opaque_callback_data else None
+        if ref is None:
+            out.append(update)
+        else:
+            by_ref[ref].append(update)
+    if not by_ref:
+        return out, []
+    rows = _sends_by_callback(list(by_ref))
+    phone_of = _broadcast_phone_numbers({row[1] for row in rows})
+    now = timezone.now()
+    matched: dict[tuple[str, int], tuple] = {(row[1], row[2]): row for row in rows}
+    to_settle: list[tuple[int, str, datetime]] = []
+    pending: list[tuple[int, list[StatusUpdate]]] = []  # statuses waiting for their send's wamid
+    wamid_of: dict[int, str] = {}
+    for ref, updates in by_ref.items():
+        row = matched.get(ref)
+        if row is None:
+            out += updates  # not one of our sends after all: by wamid, as any other status
+            continue
+        send_id, broadcast_id, _, status, message_id, unknown_outcomes = row
+        phone = phone_of.get(broadcast_id)
+        updates = [u for u in updates if not u.phone_number_id or u.phone_number_id == phone]
+        if not updates:
+            continue
+        if message_id is None and _settleable(status, message_id, unknown_outcomes):
+            proofs = [u for u in updates if u.status in _PROOF_STATUSES and len(u.wamid) <= 128]
+            if proofs:
+                first = min(proofs, key=lambda u: (u.timestamp or now).timestamp())
+                to_settle.append((send_id, first.wamid, first.timestamp or now))
+        if message_id is not None:
+            wamid_of[send_id] = message_id
+        pending.append((send_id, updates))
+    settled: list[int] = []
+    if to_settle:
+        settling = {send_id for send_id, _, _ in to_settle}
+        # The lock order of broadcasts/counts.py: the broadcast rows before their sends.
+        broadcasts_lock(broadcast_ids={row[1] for row in rows if row[0] in settling})
+        done = _settle(sorted(to_settle), now)
+        counts_add(deltas_of((broadcast_id, before, SendStatus.SENT) for _, before, broadcast_id, _ in done))
+        settled = sorted(send_id for send_id, *_ in done)
+        wamid_of.update({send_id: wamid for send_id, _, _, wamid in done})
+        if publish and settled:
+            message_events_publish(send_ids=settled, status=SendStatus.SENT)
+    for send_id, updates in pending:
+        wamid = wamid_of.get(send_id)
+        if wamid is not None:
+            out += [u if u.wamid == wamid else dataclasses.replace(u, wamid=wamid) for u in updates]
+    return out, settled

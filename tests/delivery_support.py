@@ -29,6 +29,8 @@ FAST_DELIVERY_SETTINGS: dict[str, Any] = {
     "DELIVERY_RETRY_MAX_SECONDS": 1.0,
     "DELIVERY_SWEEP_INTERVAL": 1.0,
     "DELIVERY_START_DUE_INTERVAL": 1.0,
+    # An unknown outcome waits this long for its status webhook before it is posted again.
+    "DELIVERY_UNKNOWN_GRACE_SECONDS": 2.0,
 }
 
 

@@ -49,6 +49,8 @@ def send_representation(row: dict[str, Any]) -> dict[str, Any]:
         "variables": row["variables"],
         "meta_data": row["meta_data"],
         "updated_at": iso_utc(row["updated_at"]),
+        "meta_status": row.get("meta_status"),
+        "unknown_outcomes": row.get("unknown_outcomes", 0),
     }
 
 
@@ -146,6 +148,13 @@ class SendSerializer(serializers.Serializer):
     variables = serializers.DictField(child=serializers.CharField())
     meta_data = serializers.DictField(allow_null=True)
     updated_at = serializers.DateTimeField()
+    meta_status = serializers.CharField(
+        allow_null=True,
+        help_text="Meta's `message_status` from its answer: `accepted`, `held_for_quality_assessment`, `paused`.",
+    )
+    unknown_outcomes = serializers.IntegerField(
+        help_text="Attempts whose outcome was unknown (timeout, worker killed) and that were posted again."
+    )
 
 
 class SendPageSerializer(serializers.Serializer):

@@ -72,6 +72,9 @@ class OutcomeRow:
     posted: bool = True
     # Why a send handed back PENDING with a next_attempt_at waits (gates.Admission.deferred's reason).
     wait_reason: str | None = None
+    # Meta's contacts[0].wa_id and messages[0].message_status from its 200 (None keeps what is stored).
+    wa_id: str | None = None
+    meta_status: str | None = None
 
 
 _PG_RECORD_SQL = """
@@ -89,15 +92,17 @@ UPDATE broadcasts_send AS s SET
     error_retryable = CASE WHEN v.error_code IS NULL THEN s.error_retryable ELSE v.error_retryable END,
     sent_at = COALESCE(v.sent_at, s.sent_at),
     failed_at = COALESCE(v.failed_at, s.failed_at),
+    wa_id = COALESCE(v.wa_id, s.wa_id),
+    meta_status = COALESCE(v.meta_status, s.meta_status),
     updated_at = %s
 FROM (VALUES {values}) AS v(id, status, attempts_delta, next_attempt_at, unknown_inc, message_id, error_code,
-                            error_title, error_message, error_retryable, sent_at, failed_at)
+                            error_title, error_message, error_retryable, sent_at, failed_at, wa_id, meta_status)
 WHERE s.id = v.id AND s.status = 'PENDING'
 RETURNING s.id, s.status, s.broadcast_id
 """
 _PG_VALUE = (
     "(%s::bigint, %s::varchar, %s::int, %s::timestamptz, %s::int, %s::varchar, %s::varchar, %s::varchar, %s::text,"
-    " %s::boolean, %s::timestamptz, %s::timestamptz)"
+    " %s::boolean, %s::timestamptz, %s::timestamptz, %s::varchar, %s::varchar)"
 )
 
 
@@ -158,6 +163,8 @@ def _sends_record(*, rows: list[OutcomeRow]) -> tuple[dict[str, list[int]], list
                 r.error_retryable,
                 r.sent_at,
                 r.failed_at,
+                r.wa_id,
+                r.meta_status,
             ]
         sql = _PG_RECORD_SQL.format(values=", ".join([_PG_VALUE] * len(rows)))
         with connection.cursor() as cursor:
@@ -176,7 +183,7 @@ def _sends_record(*, rows: list[OutcomeRow]) -> tuple[dict[str, list[int]], list
                 "unknown_outcomes": F("unknown_outcomes") + r.unknown_inc,
                 "updated_at": now,
             }
-            for name in ("message_id", "sent_at", "failed_at"):
+            for name in ("message_id", "sent_at", "failed_at", "wa_id", "meta_status"):
                 if getattr(r, name) is not None:
                     changes[name] = getattr(r, name)
             if r.error_code is not None:
@@ -209,6 +216,8 @@ def outcome_row(*, send: Claimed, result: SendResult, now: datetime) -> OutcomeR
             id=send.id,
             status=SendStatus.SENT,
             message_id=result.message_id,
+            wa_id=result.wa_id,
+            meta_status=result.meta_status,
             sent_at=now,
             error_code="",
             error_title="",
@@ -240,7 +249,11 @@ def outcome_row(*, send: Claimed, result: SendResult, now: datetime) -> OutcomeR
         # Counted (attempts = POSTs made), not failed: the send waits for resume, its error shown meanwhile.
         return OutcomeRow(id=send.id, status=SendStatus.PENDING, **fields)
     if error.error_class is ErrorClass.TRANSIENT and send.attempts < settings.DELIVERY_MAX_ATTEMPTS:
-        at = now + timedelta(seconds=retry_delay(attempts=send.attempts))
+        delay = retry_delay(attempts=send.attempts)
+        if result.unknown:
+            # Meta may have taken it: not again before its status webhook had time to settle it (CONTRACT 6).
+            delay = max(delay, settings.DELIVERY_UNKNOWN_GRACE_SECONDS)
+        at = now + timedelta(seconds=delay)
         return OutcomeRow(id=send.id, status=SendStatus.PENDING, next_attempt_at=at, **fields)
     return OutcomeRow(id=send.id, status=SendStatus.FAILED, failed_at=now, **fields)
 
@@ -285,6 +298,8 @@ _JOURNAL_FIELDS = (
     "error_title",
     "error_message",
     "error_retryable",
+    "wa_id",
+    "meta_status",
 )
 
 

@@ -50,7 +50,7 @@ from broadcasts.models import Broadcast, BroadcastStatus, SendStatus
 from core.metrics import META_REQUEST_SECONDS
 from whatsapp.client import SendResult
 from whatsapp.errors import ErrorClass
-from whatsapp.payload import MissingVariablesError, TemplateMessageBuilder
+from whatsapp.payload import MissingVariablesError, TemplateMessageBuilder, callback_reference
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -158,7 +158,9 @@ class BroadcastRun:
 
     async def _post(self, send: Claimed) -> None:
         try:
-            payload = self.builder.build(send.to, send.variables)
+            # The send's reference rides along (biz_opaque_callback_data): its status webhooks find it even when
+            # the answer to this POST is lost (CONTRACT 6).
+            payload = self.builder.build(send.to, send.variables, callback_reference(self.broadcast.id, send.index))
         except MissingVariablesError as exc:
             # Normally failed at creation; a template edited since then is caught here, without a POST.
             self.results.append((send, missing_variables_result(exc), timezone.now()))
