@@ -222,7 +222,9 @@ def sends_apply_statuses(*, statuses: Iterable[StatusUpdate], publish: bool = Tr
     statuses = list(statuses)
     settled: list[int] = []
     if any(update.biz_opaque_callback_data for update in statuses):
-        statuses, settled = statuses_match(statuses, publish=publish)
+        # (The webhook's own transaction holds this and the moves below together; a settle alone is sound too.)
+        with transaction.atomic(savepoint=False):
+            statuses, settled = statuses_match(statuses, publish=publish)
     folds = _fold(statuses)
     if not folds:
         return StatusMoves({SendStatus.SENT: settled} if settled else None)
@@ -235,13 +237,18 @@ def sends_apply_statuses(*, statuses: Iterable[StatusUpdate], publish: bool = Tr
     with transaction.atomic(savepoint=False):
         broadcast_of: dict[int, str] = {}
         rows = _sends_find(list(folds))
-        checked = any(fold.phone_number_id for fold in folds.values())
-        phone_of = _broadcast_phone_numbers({row[3] for row in rows}) if checked else {}
-        for send_id, wamid, current, broadcast_id in rows:
-            found.add(wamid)
+        found.update(row[1] for row in rows)
+        movable = [row for row in rows if row[2] in ALLOWED_FROM[folds[row[1]].target]]
+        # The channel check (CONTRACT 8), read only when something could move: a redelivery stays one read.
+        if movable and any(folds[row[1]].phone_number_id for row in movable):
+            phone_of = _broadcast_phone_numbers({row[3] for row in movable})
+            movable = [
+                row
+                for row in movable
+                if not folds[row[1]].phone_number_id or phone_of.get(row[3]) == folds[row[1]].phone_number_id
+            ]
+        for send_id, wamid, current, broadcast_id in movable:
             fold = folds[wamid]
-            if fold.phone_number_id and phone_of.get(broadcast_id) != fold.phone_number_id:
-                continue  # another channel's status naming our wamid: it changes nothing (CONTRACT 8)
             if current in ALLOWED_FROM[fold.target]:
                 by_target[fold.target].append((send_id, fold))
                 broadcast_of[send_id] = broadcast_id
