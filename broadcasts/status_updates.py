@@ -379,25 +379,27 @@ def _settleable(status: str, message_id: str | None, unknown_outcomes: int) -> b
 _SETTLE_SQL = """
     UPDATE broadcasts_send AS s SET
         status = 'SENT', message_id = COALESCE(s.message_id, v.wamid), sent_at = COALESCE(s.sent_at, v.sent_at),
+        wa_id = COALESCE(s.wa_id, NULLIF(v.wa_id, '')),
         lease_expires_at = NULL, posting_at = NULL, next_attempt_at = NULL, failed_at = NULL,
         error_code = '', error_title = '', error_message = '', error_retryable = NULL, updated_at = %s
-    FROM unnest(%s::bigint[], %s::varchar[], %s::timestamptz[]) AS v(id, wamid, sent_at), broadcasts_send AS old
+    FROM unnest(%s::bigint[], %s::varchar[], %s::timestamptz[], %s::varchar[]) AS v(id, wamid, sent_at, wa_id),
+         broadcasts_send AS old
     WHERE s.id = v.id AND old.id = s.id
       AND (s.status = 'PENDING' OR (s.status = 'FAILED' AND s.message_id IS NULL AND s.unknown_outcomes > 0))
     RETURNING s.id, old.status, s.broadcast_id, s.message_id
 """
 
 
-def _settle(items: list[tuple[int, str, datetime]], now: datetime) -> list[tuple[int, str, str, str]]:
-    """Make these sends SENT with that wamid (only while still settleable); (id, status before, broadcast, wamid)."""
+def _settle(items: list[tuple[int, str, datetime, str]], now: datetime) -> list[tuple[int, str, str, str]]:
+    """Make these sends SENT with that wamid (only while still settleable), their wa_id from the status's
+    recipient_id when none is stored; returns (id, status before, broadcast, wamid) of each."""
     if connection.vendor == "postgresql":
+        columns = [list(column) for column in zip(*items, strict=True)]
         with connection.cursor() as cursor:
-            cursor.execute(
-                _SETTLE_SQL, [now, [i for i, _, _ in items], [w for _, w, _ in items], [t for _, _, t in items]]
-            )
+            cursor.execute(_SETTLE_SQL, [now, *columns])
             return cursor.fetchall()
     done = []
-    for send_id, wamid, sent_at in items:
+    for send_id, wamid, sent_at, _ in items:
         send = Send.objects.filter(id=send_id).values_list("status", "broadcast_id", "message_id", "unknown_outcomes")
         row = send.first()
         if row is None or not _settleable(row[0], row[2], row[3]):
@@ -442,7 +444,7 @@ def statuses_match(statuses: Sequence[StatusUpdate], *, publish: bool = True) ->
     phone_of = _broadcast_phone_numbers({row[1] for row in rows})
     now = timezone.now()
     matched: dict[tuple[str, int], tuple] = {(row[1], row[2]): row for row in rows}
-    to_settle: list[tuple[int, str, datetime]] = []
+    to_settle: list[tuple[int, str, datetime, str]] = []
     pending: list[tuple[int, list[StatusUpdate]]] = []  # statuses waiting for their send's wamid
     wamid_of: dict[int, str] = {}
     for ref, updates in by_ref.items():
@@ -459,13 +461,13 @@ def statuses_match(statuses: Sequence[StatusUpdate], *, publish: bool = True) ->
             proofs = [u for u in updates if u.status in _PROOF_STATUSES and len(u.wamid) <= 128]
             if proofs:
                 first = min(proofs, key=lambda u: (u.timestamp or now).timestamp())
-                to_settle.append((send_id, first.wamid, first.timestamp or now))
+                to_settle.append((send_id, first.wamid, first.timestamp or now, first.recipient_id[:32]))
         if message_id is not None:
             wamid_of[send_id] = message_id
         pending.append((send_id, updates))
     settled: list[int] = []
     if to_settle:
-        settling = {send_id for send_id, _, _ in to_settle}
+        settling = {item[0] for item in to_settle}
         # The lock order of broadcasts/counts.py: the broadcast rows before their sends.
         broadcasts_lock(broadcast_ids={row[1] for row in rows if row[0] in settling})
         done = _settle(sorted(to_settle), now)

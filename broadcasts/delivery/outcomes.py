@@ -119,8 +119,40 @@ def sends_record(*, rows: list[OutcomeRow], channel_id: str = "") -> dict[str, l
         return {}
     with transaction.atomic():
         by_status, written = _sends_record(rows=rows)
+        if len(written) != len(rows):
+            _answers_keep(rows=rows, written=written)
     _outcomes_count(channel_id=channel_id, rows=rows, written=written)
     return by_status
+
+
+def _answers_keep(*, rows: list[OutcomeRow], written: list) -> None:
+    """Meta's answer is never forgotten: a send its status webhook settled (callback data, status_updates) before
+    this write still gets the wa_id and message_status of the answer (same wamid). One UPDATE, only when some
+    SENT row found its send no longer PENDING."""
+    ids = {row[0] for row in written}
+    late = [r for r in rows if r.status == SendStatus.SENT and r.id not in ids and (r.wa_id or r.meta_status)]
+    if not late:
+        return
+    if connection.vendor != "postgresql":
+        for r in late:
+            Send.objects.filter(id=r.id, message_id=r.message_id).update(wa_id=r.wa_id, meta_status=r.meta_status)
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            UPDATE broadcasts_send AS s SET
+                wa_id = COALESCE(v.wa_id, s.wa_id), meta_status = COALESCE(s.meta_status, v.meta_status)
+            FROM unnest(%s::bigint[], %s::varchar[], %s::varchar[], %s::varchar[])
+                 AS v(id, message_id, wa_id, meta_status)
+            WHERE s.id = v.id AND s.message_id = v.message_id
+            """,
+            [
+                [r.id for r in late],
+                [r.message_id for r in late],
+                [r.wa_id for r in late],
+                [r.meta_status for r in late],
+            ],
+        )
 
 
 def _outcomes_count(*, channel_id: str, rows: list[OutcomeRow], written: list) -> None:
