@@ -221,10 +221,12 @@ def sends_apply_statuses(*, statuses: Iterable[StatusUpdate], publish: bool = Tr
     """
     statuses = list(statuses)
     settled: list[int] = []
+    known: dict[str, tuple[int, str, str, str]] = {}
     if any(update.biz_opaque_callback_data for update in statuses):
         # (The webhook's own transaction holds this and the moves below together; a settle alone is sound too.)
         with transaction.atomic(savepoint=False):
-            statuses, settled = statuses_match(statuses, publish=publish)
+            match = statuses_match(statuses, publish=publish)
+        statuses, settled, known = match.statuses, match.settled, match.known
     folds = _fold(statuses)
     if not folds:
         return StatusMoves({SendStatus.SENT: settled} if settled else None)
@@ -236,7 +238,9 @@ def sends_apply_statuses(*, statuses: Iterable[StatusUpdate], publish: bool = Tr
     moved: dict[str, list[int]] = {}
     with transaction.atomic(savepoint=False):
         broadcast_of: dict[int, str] = {}
-        rows = _sends_find(list(folds))
+        # Sends statuses_match found by callback data are known already (channel checked); the rest by wamid.
+        rest = [wamid for wamid in folds if wamid not in known]
+        rows = _sends_find(rest) if rest else []
         found.update(row[1] for row in rows)
         movable = [row for row in rows if row[2] in ALLOWED_FROM[folds[row[1]].target]]
         # The channel check (CONTRACT 8), read only when something could move: a redelivery stays one read.
@@ -247,6 +251,8 @@ def sends_apply_statuses(*, statuses: Iterable[StatusUpdate], publish: bool = Tr
                 for row in movable
                 if not folds[row[1]].phone_number_id or phone_of.get(row[3]) == folds[row[1]].phone_number_id
             ]
+        found.update(wamid for wamid in folds if wamid in known)
+        movable += [known[w] for w in folds if w in known and known[w][2] in ALLOWED_FROM[folds[w].target]]
         for send_id, wamid, current, broadcast_id in movable:
             fold = folds[wamid]
             if current in ALLOWED_FROM[fold.target]:
@@ -422,14 +428,32 @@ def _settle(items: list[tuple[int, str, datetime, str]], now: datetime) -> list[
     return done
 
 
-def statuses_match(statuses: Sequence[StatusUpdate], *, publish: bool = True) -> tuple[list[StatusUpdate], list[int]]:
+# Sends no status can move any more: their statuses are dropped here, without even the channel read.
+_SETTLED_FOR_GOOD = frozenset({SendStatus.READ, SendStatus.CANCELLED})
+
+
+def _final(status: str, message_id: str | None) -> bool:
+    """No status of Meta's can move this send any more (a FAILED one without wamid may still be settled)."""
+    return status in _SETTLED_FOR_GOOD or (status == SendStatus.FAILED and message_id is not None)
+
+
+@dataclass
+class CallbackMatch:
+    """What statuses_match resolved: the statuses to apply by wamid, the sends it settled, and the rows of the
+    sends it found for those wamids (id, wamid, status, broadcast_id), channel already checked."""
+
+    statuses: list[StatusUpdate]
+    settled: list[int]
+    known: dict[str, tuple[int, str, str, str]]
+
+
+def statuses_match(statuses: Sequence[StatusUpdate], *, publish: bool = True) -> CallbackMatch:
     """Resolve the statuses that carry callback data of ours to their sends (inside the caller's transaction).
 
-    Returns (the statuses to apply by wamid, the ids of the sends settled). A status matched by its callback data
-    comes back with its send's wamid (a send posted twice and accepted twice has one wamid stored; both messages'
-    statuses reach it), after settling a send whose outcome was unknown: SENT with the status's wamid, moved
-    further by the status itself. One of another channel is dropped; a reference no send has falls back to its
-    wamid. Statuses without callback data pass unchanged."""
+    A status matched by its callback data comes back with its send's wamid (a send posted twice and accepted twice
+    has one wamid stored; both messages' statuses reach it), after settling a send whose outcome was unknown: SENT
+    with the status's wamid, moved further by the status itself. One of another channel is dropped; a reference no
+    send has falls back to its wamid. Statuses without callback data pass unchanged."""
     by_ref: dict[tuple[str, int], list[StatusUpdate]] = defaultdict(list)
     out: list[StatusUpdate] = []
     for update in statuses:
@@ -438,21 +462,25 @@ def statuses_match(statuses: Sequence[StatusUpdate], *, publish: bool = True) ->
             out.append(update)
         else:
             by_ref[ref].append(update)
+    known: dict[str, tuple[int, str, str, str]] = {}
     if not by_ref:
-        return out, []
+        return CallbackMatch(out, [], known)
     rows = _sends_by_callback(list(by_ref))
-    phone_of = _broadcast_phone_numbers({row[1] for row in rows})
-    now = timezone.now()
     matched: dict[tuple[str, int], tuple] = {(row[1], row[2]): row for row in rows}
+    # A redelivery to sends that can no longer move stops at the probe: no channel read, nothing else.
+    live = [row for row in rows if not _final(row[3], row[4])]
+    phone_of = _broadcast_phone_numbers({row[1] for row in live}) if live else {}
+    now = timezone.now()
     to_settle: list[tuple[int, str, datetime, str]] = []
-    pending: list[tuple[int, list[StatusUpdate]]] = []  # statuses waiting for their send's wamid
-    wamid_of: dict[int, str] = {}
+    pending: list[tuple[tuple, list[StatusUpdate]]] = []  # statuses waiting for their send's wamid
     for ref, updates in by_ref.items():
         row = matched.get(ref)
         if row is None:
             out += updates  # not one of our sends after all: by wamid, as any other status
             continue
         send_id, broadcast_id, _, status, message_id, unknown_outcomes = row
+        if _final(status, message_id):
+            continue
         phone = phone_of.get(broadcast_id)
         updates = [u for u in updates if not u.phone_number_id or u.phone_number_id == phone]
         if not updates:
@@ -462,10 +490,9 @@ def statuses_match(statuses: Sequence[StatusUpdate], *, publish: bool = True) ->
             if proofs:
                 first = min(proofs, key=lambda u: (u.timestamp or now).timestamp())
                 to_settle.append((send_id, first.wamid, first.timestamp or now, first.recipient_id[:32]))
-        if message_id is not None:
-            wamid_of[send_id] = message_id
-        pending.append((send_id, updates))
+        pending.append((row, updates))
     settled: list[int] = []
+    settled_wamid: dict[int, str] = {}
     if to_settle:
         settling = {item[0] for item in to_settle}
         # The lock order of broadcasts/counts.py: the broadcast rows before their sends.
@@ -473,11 +500,14 @@ def statuses_match(statuses: Sequence[StatusUpdate], *, publish: bool = True) ->
         done = _settle(sorted(to_settle), now)
         counts_add(deltas_of((broadcast_id, before, SendStatus.SENT) for _, before, broadcast_id, _ in done))
         settled = sorted(send_id for send_id, *_ in done)
-        wamid_of.update({send_id: wamid for send_id, _, _, wamid in done})
+        settled_wamid = {send_id: wamid for send_id, _, _, wamid in done}
         if publish and settled:
             message_events_publish(send_ids=settled, status=SendStatus.SENT)
-    for send_id, updates in pending:
-        wamid = wamid_of.get(send_id)
-        if wamid is not None:
-            out += [u if u.wamid == wamid else dataclasses.replace(u, wamid=wamid) for u in updates]
-    return out, settled
+    for (send_id, broadcast_id, _, status, message_id, _), updates in pending:
+        if send_id in settled_wamid:
+            message_id, status = settled_wamid[send_id], SendStatus.SENT
+        if message_id is None:
+            continue  # not settled (nothing Meta said proves a message): nothing to apply
+        known[message_id] = (send_id, message_id, status, broadcast_id)
+        out += [u if u.wamid == message_id else dataclasses.replace(u, wamid=message_id) for u in updates]
+    return CallbackMatch(out, settled, known)
