@@ -28,6 +28,7 @@ from django.utils import timezone
 from broadcasts.counts import broadcasts_lock, counts_add, deltas_of
 from broadcasts.models import Broadcast, Send, SendStatus, UnmatchedStatus
 from broadcasts.notifications import message_events_publish
+from core.metrics import sends_add
 from whatsapp.inbound import StatusUpdate, status_update_parse
 from whatsapp.payload import callback_parse
 
@@ -342,11 +343,17 @@ def _kept_phone_number_id(entry: Any) -> str:
     return value if isinstance(value, str) else ""
 
 
-def _broadcast_phone_numbers(broadcast_ids: set[str]) -> dict[str, str]:
-    """The phone_number_id of each broadcast's channel (one query; a body names a few broadcasts)."""
+def _broadcast_channels(broadcast_ids: set[str]) -> dict[str, tuple[str, str]]:
+    """(channel id, phone_number_id) of each broadcast's channel (one query; a body names a few broadcasts)."""
     if not broadcast_ids:
         return {}
-    return dict(Broadcast.objects.filter(id__in=broadcast_ids).values_list("id", "channel__phone_number_id"))
+    rows = Broadcast.objects.filter(id__in=broadcast_ids).values_list("id", "channel_id", "channel__phone_number_id")
+    return {broadcast_id: (channel_id, phone) for broadcast_id, channel_id, phone in rows}
+
+
+def _broadcast_phone_numbers(broadcast_ids: set[str]) -> dict[str, str]:
+    """The phone_number_id of each broadcast's channel."""
+    return {b: phone for b, (_, phone) in _broadcast_channels(broadcast_ids).items()}
 
 
 _CALLBACK_SQL = """
@@ -469,7 +476,7 @@ def statuses_match(statuses: Sequence[StatusUpdate], *, publish: bool = True) ->
     matched: dict[tuple[str, int], tuple] = {(row[1], row[2]): row for row in rows}
     # A redelivery to sends that can no longer move stops at the probe: no channel read, nothing else.
     live = [row for row in rows if not _final(row[3], row[4])]
-    phone_of = _broadcast_phone_numbers({row[1] for row in live}) if live else {}
+    channel_of = _broadcast_channels({row[1] for row in live}) if live else {}
     now = timezone.now()
     to_settle: list[tuple[int, str, datetime, str]] = []
     pending: list[tuple[tuple, list[StatusUpdate]]] = []  # statuses waiting for their send's wamid
@@ -481,7 +488,7 @@ def statuses_match(statuses: Sequence[StatusUpdate], *, publish: bool = True) ->
         send_id, broadcast_id, _, status, message_id, unknown_outcomes = row
         if _final(status, message_id):
             continue
-        phone = phone_of.get(broadcast_id)
+        phone = channel_of.get(broadcast_id, ("", None))[1]
         updates = [u for u in updates if not u.phone_number_id or u.phone_number_id == phone]
         if not updates:
             continue
@@ -503,6 +510,13 @@ def statuses_match(statuses: Sequence[StatusUpdate], *, publish: bool = True) ->
         settled_wamid = {send_id: wamid for send_id, _, _, wamid in done}
         if publish and settled:
             message_events_publish(send_ids=settled, status=SendStatus.SENT)
+        # They count as sent in msg_sends_total (the engine's own write of them will find them SENT and not count).
+        per_channel: dict[str, int] = defaultdict(int)
+        for _, _, broadcast_id, _ in done:
+            per_channel[channel_of.get(broadcast_id, ("", ""))[0]] += 1
+        transaction.on_commit(
+            lambda: [sends_add(channel_id=c, counts={("sent", ""): n}) for c, n in per_channel.items()]
+        )
     for (send_id, broadcast_id, _, status, message_id, _), updates in pending:
         if send_id in settled_wamid:
             message_id, status = settled_wamid[send_id], SendStatus.SENT
