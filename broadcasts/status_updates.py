@@ -356,30 +356,38 @@ def _broadcast_phone_numbers(broadcast_ids: set[str]) -> dict[str, str]:
     return {b: phone for b, (_, phone) in _broadcast_channels(broadcast_ids).items()}
 
 
+# The references as (ordinal of the broadcast id, index) pairs: a body names one or two broadcasts, so sending each id
+# once (not once per status) keeps the parameters small to encode.
 _CALLBACK_SQL = """
     SELECT s.id, s.broadcast_id, s."index", s.status, s.message_id, s.unknown_outcomes
-    FROM unnest(%s::varchar[], %s::int[]) AS r(broadcast_id, idx)
+    FROM unnest(%s::int[], %s::int[]) AS r(b, idx)
     CROSS JOIN LATERAL (
         SELECT id, broadcast_id, "index", status, message_id, unknown_outcomes FROM broadcasts_send
-        WHERE broadcast_id = r.broadcast_id AND "index" = r.idx LIMIT 1
+        WHERE broadcast_id = (%s::varchar[])[r.b] AND "index" = r.idx LIMIT 1
     ) AS s
 """
 
 
 def _sends_by_callback(refs: list[tuple[str, int]]) -> list[tuple]:
     """(id, broadcast_id, index, status, message_id, unknown_outcomes) of the sends these references name."""
+    by_broadcast: dict[str, list[int]] = defaultdict(list)
+    for broadcast_id, index in refs:
+        by_broadcast[broadcast_id].append(index)
     if connection.vendor != "postgresql":
-        by_broadcast: dict[str, list[int]] = defaultdict(list)
-        for broadcast_id, index in refs:
-            by_broadcast[broadcast_id].append(index)
         rows: list[tuple] = []
         for broadcast_id, indexes in by_broadcast.items():
             rows += Send.objects.filter(broadcast_id=broadcast_id, index__in=indexes).values_list(
                 "id", "broadcast_id", "index", "status", "message_id", "unknown_outcomes"
             )
         return rows
+    ids = list(by_broadcast)
+    ordinals: list[int] = []
+    indexes: list[int] = []
+    for n, broadcast_id in enumerate(ids, start=1):
+        ordinals += [n] * len(by_broadcast[broadcast_id])
+        indexes += by_broadcast[broadcast_id]
     with connection.cursor() as cursor:
-        cursor.execute(_CALLBACK_SQL, [[b for b, _ in refs], [i for _, i in refs]])
+        cursor.execute(_CALLBACK_SQL, [ordinals, indexes, ids])
         return cursor.fetchall()
 
 
