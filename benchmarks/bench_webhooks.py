@@ -54,15 +54,23 @@ def signed(payload: dict) -> tuple[bytes, dict[str, str]]:
 
 
 def envelope(broadcast: Broadcast, status: str) -> dict:
+    """Meta's body as our sends get it: from the broadcast's channel, each status with its send's callback data."""
     now = int(time.time())
     statuses = [
-        {"id": f"wamid.{broadcast.id}.{i}", "status": status, "timestamp": str(now), "recipient_id": "34600000000"}
+        {
+            "id": f"wamid.{broadcast.id}.{i}",
+            "status": status,
+            "timestamp": str(now),
+            "recipient_id": "34600000000",
+            "biz_opaque_callback_data": f"{broadcast.id}:{i}",
+        }
         for i in range(SENDS)
     ]
     if PRICING:
         for entry in statuses:
             entry["pricing"] = {"billable": True, "pricing_model": "PMP", "category": "marketing", "type": "regular"}
-    value = {"messaging_product": "whatsapp", "metadata": {"phone_number_id": "1"}, "statuses": statuses}
+    metadata = {"phone_number_id": broadcast.channel.phone_number_id}
+    value = {"messaging_product": "whatsapp", "metadata": metadata, "statuses": statuses}
     return {
         "object": "whatsapp_business_account",
         "entry": [{"id": "w", "changes": [{"field": "messages", "value": value}]}],

@@ -171,6 +171,10 @@ class Send(models.Model):
     # way a number can get a second message. Counted, never hidden.
     unknown_outcomes = models.PositiveSmallIntegerField(default=0)
     message_id = models.CharField(max_length=128, null=True, blank=True)  # wamid
+    # From Meta's 200 (CONTRACT 6): the number as WhatsApp knows it (`contacts[0].wa_id`, differs from E.164 in
+    # Mexico, Argentina, Brazil) and `messages[0].message_status` (accepted, held_for_quality_assessment, paused).
+    wa_id = models.CharField(max_length=32, null=True, blank=True)
+    meta_status = models.CharField(max_length=40, null=True, blank=True)
     error_code = models.CharField(max_length=64, blank=True)
     error_title = models.CharField(max_length=255, blank=True)
     error_message = models.TextField(blank=True)
@@ -208,6 +212,8 @@ class Send(models.Model):
             models.Index(fields=["message_id"], name="send_message_id", condition=Q(message_id__isnull=False)),
             # The admin finds a number's sends across broadcasts.
             models.Index(fields=["to"], name="send_to"),
+            # Numbers Meta sends back are matched through the stored wa_id first (selectors.sends_by_meta_number).
+            models.Index(fields=["wa_id"], name="send_wa_id", condition=Q(wa_id__isnull=False)),
             # Claims, dispatch and finalize: one broadcast's pending sends in id order. Led by the broadcast, so no
             # plan can scan every pending send of the table (the former send_pending_due on next_attempt_at alone
             # looked tiny to the planner after a bulk load and made a claim read all 500,000 pending sends).

@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Case, F, PositiveSmallIntegerField, Q, When
+from django.db.models import Case, DateTimeField, F, PositiveSmallIntegerField, Q, Value, When
 from django.db.models.functions import Now
 from django.utils import timezone
 from redis.exceptions import RedisError
@@ -59,9 +59,11 @@ def broadcasts_start_due(*, now: datetime | None = None) -> list[str]:
 def sends_recover_expired(*, now: datetime | None = None) -> set[str]:
     """Take back PENDING sends whose lease expired (claims skip them until then); returns their broadcasts.
 
-    With the posting marker set the POST may have reached Meta: one unknown outcome is counted and the attempt
-    stays counted (after the last attempt the send fails as a timeout). Without it the POST never left: the
-    claim's attempt is given back.
+    With the posting marker set the POST may have reached Meta: one unknown outcome is counted, the attempt
+    stays counted (after the last attempt the send fails as a timeout), and the send is not due again before
+    max(its backoff, DELIVERY_UNKNOWN_GRACE_SECONDS): a status webhook carrying its callback data settles it
+    meanwhile (status_updates.statuses_match), and a settled send is never claimed again. Without the marker the
+    POST never left: the claim's attempt is given back and the send is due at once.
 
     Leases are written on the database's clock (claims.sends_claim: statement_timestamp() + lease), so they are
     compared with the database's clock too (Now()), never with this machine's; ``now`` (tests) overrides both.
@@ -117,11 +119,26 @@ def sends_recover_expired(*, now: datetime | None = None) -> set[str]:
             default=F("attempts"),
             output_field=PositiveSmallIntegerField(),
         ),
+        next_attempt_at=Case(
+            *(
+                When(posting_at__isnull=False, attempts=attempts, then=Value(_unknown_due(now, attempts)))
+                for attempts in range(1, settings.DELIVERY_MAX_ATTEMPTS)
+            ),
+            When(posting_at__isnull=False, then=Value(_unknown_due(now, 1))),
+            default=F("next_attempt_at"),
+            output_field=DateTimeField(),
+        ),
         lease_expires_at=None,
         posting_at=None,
         updated_at=now,
     )
     return broadcast_ids
+
+
+def _unknown_due(now: datetime, attempts: int) -> datetime:
+    """When a send whose attempt had an unknown outcome may be posted again (CONTRACT 6)."""
+    delay = max(outcomes.retry_delay(attempts=attempts), settings.DELIVERY_UNKNOWN_GRACE_SECONDS)
+    return now + timedelta(seconds=delay)
 
 
 def broadcasts_sweep(*, now: datetime | None = None) -> dict[str, int]:

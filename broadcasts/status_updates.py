@@ -15,6 +15,7 @@ and a fast webhook can arrive first) is kept as an ``UnmatchedStatus`` and re-ap
 
 from __future__ import annotations
 
+import dataclasses
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -32,12 +33,14 @@ from django.utils import timezone
 from broadcasts import pricing
 from broadcasts.counts import broadcasts_lock, counts_add, deltas_of
 from broadcasts.marketing_holds import holds_start, is_marketing_limit
-from broadcasts.models import Send, SendStatus, SuppressionSource, UnmatchedStatus
+from broadcasts.models import Broadcast, Send, SendStatus, SuppressionSource, UnmatchedStatus
 from broadcasts.notifications import message_events_publish
 from broadcasts.phones import phone_region
 from broadcasts.suppressions import USER_STOPPED_MARKETING, USER_STOPPED_REASON, suppressions_add_many
+from core.metrics import sends_add
 from whatsapp.errors import status_failure_classify
 from whatsapp.inbound import StatusUpdate, status_update_parse
+from whatsapp.payload import callback_parse
 
 # Meta's words -> ours. "sent" (and anything unknown) moves nothing: the Graph API's 200 made it SENT.
 META_STATUSES = {"delivered": SendStatus.DELIVERED, "read": SendStatus.READ, "failed": SendStatus.FAILED}
@@ -76,6 +79,8 @@ class _Fold:
     error_message: str = ""
     # As an answer to the POST with that code would say (whatsapp/errors.py's table, CONTRACT 8).
     error_retryable: bool = False
+    # The change's metadata.phone_number_id ("" when unknown): a send of another channel is not moved.
+    phone_number_id: str = ""
 
     @property
     def target(self) -> str:
@@ -113,6 +118,7 @@ def _fold(statuses: Iterable[StatusUpdate]) -> dict[str, _Fold]:
         # An unreadable timestamp means "now".
         at = update.timestamp or timezone.now()
         fold = folds.setdefault(wamid, _Fold())
+        fold.phone_number_id = fold.phone_number_id or update.phone_number_id
         if target == SendStatus.DELIVERED:
             fold.delivered_at = min(fold.delivered_at or at, at)
         elif target == SendStatus.READ:
@@ -310,10 +316,17 @@ def sends_apply_statuses(*, statuses: Iterable[StatusUpdate], publish: bool = Tr
     without the other) and their delivery is queued after commit.
     """
     statuses = list(statuses)
+    settled: list[int] = []
+    known: dict[str, tuple[int, str, str, str]] = {}
+    if any(update.biz_opaque_callback_data for update in statuses):
+        # (The webhook's own transaction holds this and the moves below together; a settle alone is sound too.)
+        with transaction.atomic(savepoint=False):
+            match = statuses_match(statuses, publish=publish)
+        statuses, settled, known = match.statuses, match.settled, match.known
     folds = _fold(statuses)
     pricing_of = _pricing_fold(statuses)
     if not folds and not pricing_of:
-        return StatusMoves()
+        return StatusMoves({SendStatus.SENT: settled} if settled else None)
     now = timezone.now()
     by_target: dict[str, list[tuple[int, _Fold]]] = defaultdict(list)
     found: set[str] = set()
@@ -323,8 +336,30 @@ def sends_apply_statuses(*, statuses: Iterable[StatusUpdate], publish: bool = Tr
     with transaction.atomic(savepoint=False):
         broadcast_of: dict[int, str] = {}
         bills: list[_Bill] = []
-        for send_id, wamid, current, broadcast_id, to, stored, billed in _sends_find(list(folds.keys() | pricing_of)):
-            found.add(wamid)
+        # Sends statuses_match found by callback data are known already (channel checked); the rest by wamid.
+        rows = _sends_find([w for w in folds.keys() | pricing_of if w not in known])
+        found.update(row[1] for row in rows)
+        # The channel check (CONTRACT 8): a status whose metadata names another number than the send's channel
+        # moves and bills nothing. Read only when something could move: a redelivery stays one read.
+        checked = [
+            row
+            for row in rows
+            if row[1] in folds and folds[row[1]].phone_number_id and row[2] in ALLOWED_FROM[folds[row[1]].target]
+        ]
+        if checked:
+            phone_of = _broadcast_phone_numbers({row[3] for row in checked})
+            wrong = {row[0] for row in checked if phone_of.get(row[3]) != folds[row[1]].phone_number_id}
+            rows = [row for row in rows if row[0] not in wrong]
+        if known:
+            found.update(known)
+            extra = {
+                send_id: (to, stored, billed_at is not None)
+                for send_id, to, stored, billed_at in Send.objects.filter(
+                    id__in=[k[0] for k in known.values()]
+                ).values_list("id", "to", "pricing", "billed_at")
+            }
+            rows += [(*known[w], *extra[known[w][0]]) for w in known if known[w][0] in extra]
+        for send_id, wamid, current, broadcast_id, to, stored, billed in rows:
             fold = folds.get(wamid)
             if fold is not None and current in ALLOWED_FROM[fold.target]:
                 by_target[fold.target].append((send_id, fold))
@@ -370,6 +405,8 @@ def sends_apply_statuses(*, statuses: Iterable[StatusUpdate], publish: bool = Tr
             for target, ids in moved.items():
                 message_events_publish(send_ids=ids, status=target)
     unmatched = [wamid for wamid in folds if wamid not in found]
+    if settled:
+        moved[SendStatus.SENT] = settled
     return StatusMoves(moved, unmatched=unmatched)
 
 
@@ -514,7 +551,8 @@ def unmatched_statuses_keep(*, statuses: Sequence[StatusUpdate], wamids: set[str
     if not wamids:
         return 0
     rows = [
-        UnmatchedStatus(message_id=update.wamid, entry=update.raw)
+        # The change's phone_number_id rides along (not Meta's own key), so the retry checks the channel too.
+        UnmatchedStatus(message_id=update.wamid, entry={**update.raw, KEPT_PHONE_NUMBER_ID: update.phone_number_id})
         for update in statuses
         if update.wamid in wamids and update.status in META_STATUSES
     ]
@@ -530,10 +568,224 @@ def unmatched_statuses_retry(*, now: datetime | None = None) -> int:
     rows = list(UnmatchedStatus.objects.order_by("id").values_list("id", "message_id", "entry")[:UNMATCHED_BATCH])
     if not rows:
         return 0
-    updates = [update for _, _, entry in rows if (update := status_update_parse(entry)) is not None]
+    updates = [
+        update
+        for _, _, entry in rows
+        if (update := status_update_parse(entry, phone_number_id=_kept_phone_number_id(entry))) is not None
+    ]
     with transaction.atomic():
         moved = sends_apply_statuses(statuses=updates)
         still_unmatched = set(moved.unmatched)
         matched = [row_id for row_id, wamid, _ in rows if wamid not in still_unmatched]
         UnmatchedStatus.objects.filter(id__in=matched).delete()
     return len(matched)
+
+
+# --- matching: callback data first, then wamid; never another channel's (CONTRACT 6, 8) ---------------------------
+# Every POST carries its send's reference as biz_opaque_callback_data ("<broadcast id>:<index>", whatsapp/payload.py)
+# and Meta echoes it in each status of that message. A status carrying one of ours is matched by it, whatever its
+# wamid: that finds a send whose answer was lost (timeout, worker killed), and settles it. A status whose
+# metadata.phone_number_id is not its send's channel changes nothing. All of it costs a fixed number of statements
+# per body: one probe per reference (the unique (broadcast, index) index), one read of the broadcasts' channels,
+# and one UPDATE for the sends settled.
+
+KEPT_PHONE_NUMBER_ID = "_phone_number_id"
+# Meta's statuses that prove it took a message (anything it reports on a message it has).
+_PROOF_STATUSES = frozenset({"sent", "delivered", "read", "failed"})
+
+
+def _kept_phone_number_id(entry: Any) -> str:
+    value = entry.get(KEPT_PHONE_NUMBER_ID) if isinstance(entry, dict) else None
+    return value if isinstance(value, str) else ""
+
+
+def _broadcast_channels(broadcast_ids: set[str]) -> dict[str, tuple[str, str]]:
+    """(channel id, phone_number_id) of each broadcast's channel (one query; a body names a few broadcasts)."""
+    if not broadcast_ids:
+        return {}
+    rows = Broadcast.objects.filter(id__in=broadcast_ids).values_list("id", "channel_id", "channel__phone_number_id")
+    return {broadcast_id: (channel_id, phone) for broadcast_id, channel_id, phone in rows}
+
+
+def _broadcast_phone_numbers(broadcast_ids: set[str]) -> dict[str, str]:
+    """The phone_number_id of each broadcast's channel."""
+    return {b: phone for b, (_, phone) in _broadcast_channels(broadcast_ids).items()}
+
+
+# The references as (ordinal of the broadcast id, index) pairs: a body names one or two broadcasts, so sending each id
+# once (not once per status) keeps the parameters small to encode.
+_CALLBACK_SQL = """
+    SELECT s.id, s.broadcast_id, s."index", s.status, s.message_id, s.unknown_outcomes
+    FROM unnest(%s::int[], %s::int[]) AS r(b, idx)
+    CROSS JOIN LATERAL (
+        SELECT id, broadcast_id, "index", status, message_id, unknown_outcomes FROM broadcasts_send
+        WHERE broadcast_id = (%s::varchar[])[r.b] AND "index" = r.idx LIMIT 1
+    ) AS s
+"""
+
+
+def _sends_by_callback(refs: list[tuple[str, int]]) -> list[tuple]:
+    """(id, broadcast_id, index, status, message_id, unknown_outcomes) of the sends these references name."""
+    by_broadcast: dict[str, list[int]] = defaultdict(list)
+    for broadcast_id, index in refs:
+        by_broadcast[broadcast_id].append(index)
+    if connection.vendor != "postgresql":
+        rows: list[tuple] = []
+        for broadcast_id, indexes in by_broadcast.items():
+            rows += Send.objects.filter(broadcast_id=broadcast_id, index__in=indexes).values_list(
+                "id", "broadcast_id", "index", "status", "message_id", "unknown_outcomes"
+            )
+        return rows
+    ids = list(by_broadcast)
+    ordinals: list[int] = []
+    indexes: list[int] = []
+    for n, broadcast_id in enumerate(ids, start=1):
+        ordinals += [n] * len(by_broadcast[broadcast_id])
+        indexes += by_broadcast[broadcast_id]
+    with connection.cursor() as cursor:
+        cursor.execute(_CALLBACK_SQL, [ordinals, indexes, ids])
+        return cursor.fetchall()
+
+
+def _settleable(status: str, message_id: str | None, unknown_outcomes: int) -> bool:
+    """A send whose outcome is unknown to us although Meta may have its message: PENDING (its answer lost or not
+    written yet), or FAILED by the engine after an attempt whose outcome was unknown (no wamid: never SENT)."""
+    return status == SendStatus.PENDING or (status == SendStatus.FAILED and message_id is None and unknown_outcomes > 0)
+
+
+_SETTLE_SQL = """
+    UPDATE broadcasts_send AS s SET
+        status = 'SENT', message_id = COALESCE(s.message_id, v.wamid), sent_at = COALESCE(s.sent_at, v.sent_at),
+        wa_id = COALESCE(s.wa_id, NULLIF(v.wa_id, '')),
+        lease_expires_at = NULL, posting_at = NULL, next_attempt_at = NULL, failed_at = NULL,
+        error_code = '', error_title = '', error_message = '', error_retryable = NULL, updated_at = %s
+    FROM unnest(%s::bigint[], %s::varchar[], %s::timestamptz[], %s::varchar[]) AS v(id, wamid, sent_at, wa_id),
+         broadcasts_send AS old
+    WHERE s.id = v.id AND old.id = s.id
+      AND (s.status = 'PENDING' OR (s.status = 'FAILED' AND s.message_id IS NULL AND s.unknown_outcomes > 0))
+    RETURNING s.id, old.status, s.broadcast_id, s.message_id
+"""
+
+
+def _settle(items: list[tuple[int, str, datetime, str]], now: datetime) -> list[tuple[int, str, str, str]]:
+    """Make these sends SENT with that wamid (only while still settleable), their wa_id from the status's
+    recipient_id when none is stored; returns (id, status before, broadcast, wamid) of each."""
+    if connection.vendor == "postgresql":
+        columns = [list(column) for column in zip(*items, strict=True)]
+        with connection.cursor() as cursor:
+            cursor.execute(_SETTLE_SQL, [now, *columns])
+            return cursor.fetchall()
+    done = []
+    for send_id, wamid, sent_at, _ in items:
+        send = Send.objects.filter(id=send_id).values_list("status", "broadcast_id", "message_id", "unknown_outcomes")
+        row = send.first()
+        if row is None or not _settleable(row[0], row[2], row[3]):
+            continue
+        Send.objects.filter(id=send_id).update(
+            status=SendStatus.SENT,
+            message_id=row[2] or wamid,
+            sent_at=sent_at,
+            lease_expires_at=None,
+            posting_at=None,
+            next_attempt_at=None,
+            failed_at=None,
+            error_code="",
+            error_title="",
+            error_message="",
+            error_retryable=None,
+            updated_at=now,
+        )
+        done.append((send_id, row[0], row[1], row[2] or wamid))
+    return done
+
+
+# Sends no status can move any more: their statuses are dropped here, without even the channel read.
+_SETTLED_FOR_GOOD = frozenset({SendStatus.READ, SendStatus.CANCELLED})
+
+
+def _final(status: str, message_id: str | None) -> bool:
+    """No status of Meta's can move this send any more (a FAILED one without wamid may still be settled)."""
+    return status in _SETTLED_FOR_GOOD or (status == SendStatus.FAILED and message_id is not None)
+
+
+@dataclass
+class CallbackMatch:
+    """What statuses_match resolved: the statuses to apply by wamid, the sends it settled, and the rows of the
+    sends it found for those wamids (id, wamid, status, broadcast_id), channel already checked."""
+
+    statuses: list[StatusUpdate]
+    settled: list[int]
+    known: dict[str, tuple[int, str, str, str]]
+
+
+def statuses_match(statuses: Sequence[StatusUpdate], *, publish: bool = True) -> CallbackMatch:
+    """Resolve the statuses that carry callback data of ours to their sends (inside the caller's transaction).
+
+    A status matched by its callback data comes back with its send's wamid (a send posted twice and accepted twice
+    has one wamid stored; both messages' statuses reach it), after settling a send whose outcome was unknown: SENT
+    with the status's wamid, moved further by the status itself. One of another channel is dropped; a reference no
+    send has falls back to its wamid. Statuses without callback data pass unchanged."""
+    by_ref: dict[tuple[str, int], list[StatusUpdate]] = defaultdict(list)
+    out: list[StatusUpdate] = []
+    for update in statuses:
+        ref = callback_parse(update.biz_opaque_callback_data) if update.biz_opaque_callback_data else None
+        if ref is None:
+            out.append(update)
+        else:
+            by_ref[ref].append(update)
+    known: dict[str, tuple[int, str, str, str]] = {}
+    if not by_ref:
+        return CallbackMatch(out, [], known)
+    rows = _sends_by_callback(list(by_ref))
+    matched: dict[tuple[str, int], tuple] = {(row[1], row[2]): row for row in rows}
+    # A redelivery to sends that can no longer move stops at the probe: no channel read, nothing else.
+    live = [row for row in rows if not _final(row[3], row[4])]
+    channel_of = _broadcast_channels({row[1] for row in live}) if live else {}
+    now = timezone.now()
+    to_settle: list[tuple[int, str, datetime, str]] = []
+    pending: list[tuple[tuple, list[StatusUpdate]]] = []  # statuses waiting for their send's wamid
+    for ref, updates in by_ref.items():
+        row = matched.get(ref)
+        if row is None:
+            out += updates  # not one of our sends after all: by wamid, as any other status
+            continue
+        send_id, broadcast_id, _, status, message_id, unknown_outcomes = row
+        if _final(status, message_id):
+            continue
+        phone = channel_of.get(broadcast_id, ("", None))[1]
+        updates = [u for u in updates if not u.phone_number_id or u.phone_number_id == phone]
+        if not updates:
+            continue
+        if message_id is None and _settleable(status, message_id, unknown_outcomes):
+            proofs = [u for u in updates if u.status in _PROOF_STATUSES and len(u.wamid) <= 128]
+            if proofs:
+                first = min(proofs, key=lambda u: (u.timestamp or now).timestamp())
+                to_settle.append((send_id, first.wamid, first.timestamp or now, first.recipient_id[:32]))
+        pending.append((row, updates))
+    settled: list[int] = []
+    settled_wamid: dict[int, str] = {}
+    if to_settle:
+        settling = {item[0] for item in to_settle}
+        # The lock order of broadcasts/counts.py: the broadcast rows before their sends.
+        broadcasts_lock(broadcast_ids={row[1] for row in rows if row[0] in settling})
+        done = _settle(sorted(to_settle), now)
+        counts_add(deltas_of((broadcast_id, before, SendStatus.SENT) for _, before, broadcast_id, _ in done))
+        settled = sorted(send_id for send_id, *_ in done)
+        settled_wamid = {send_id: wamid for send_id, _, _, wamid in done}
+        if publish and settled:
+            message_events_publish(send_ids=settled, status=SendStatus.SENT)
+        # They count as sent in msg_sends_total (the engine's own write of them will find them SENT and not count).
+        per_channel: dict[str, int] = defaultdict(int)
+        for _, _, broadcast_id, _ in done:
+            per_channel[channel_of.get(broadcast_id, ("", ""))[0]] += 1
+        transaction.on_commit(
+            lambda: [sends_add(channel_id=c, counts={("sent", ""): n}) for c, n in per_channel.items()]
+        )
+    for (send_id, broadcast_id, _, status, message_id, _), updates in pending:
+        if send_id in settled_wamid:
+            message_id, status = settled_wamid[send_id], SendStatus.SENT
+        if message_id is None:
+            continue  # not settled (nothing Meta said proves a message): nothing to apply
+        known[message_id] = (send_id, message_id, status, broadcast_id)
+        out += [u if u.wamid == message_id else dataclasses.replace(u, wamid=message_id) for u in updates]
+    return CallbackMatch(out, settled, known)

@@ -296,6 +296,9 @@ DELIVERY_LEASE_SECONDS = env.float("DELIVERY_LEASE_SECONDS", default=60.0)
 DELIVERY_MAX_ATTEMPTS = 6
 DELIVERY_RETRY_BASE_SECONDS = env.float("DELIVERY_RETRY_BASE_SECONDS", default=2.0)
 DELIVERY_RETRY_MAX_SECONDS = env.float("DELIVERY_RETRY_MAX_SECONDS", default=60.0)
+# An attempt whose outcome is unknown (read timeout after the request left, worker killed) is posted again no
+# sooner than max(its backoff, this), and only if no status webhook with its callback data came meanwhile (CONTRACT 6).
+DELIVERY_UNKNOWN_GRACE_SECONDS = env.float("DELIVERY_UNKNOWN_GRACE_SECONDS", default=60.0)
 # Graph API timeouts: connecting (request never left: no unknown outcome) and reading the answer (unknown).
 DELIVERY_CONNECT_TIMEOUT_SECONDS = env.float("DELIVERY_CONNECT_TIMEOUT_SECONDS", default=5.0)
 DELIVERY_READ_TIMEOUT_SECONDS = env.float("DELIVERY_READ_TIMEOUT_SECONDS", default=15.0)

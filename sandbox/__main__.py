@@ -23,6 +23,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--delivered-after-ms", type=float, default=1000.0)
     parser.add_argument("--read-after-ms", type=float, default=3000.0)
+    parser.add_argument("--sent-after-ms", type=float, default=None, help="also post a `sent` status this long after")
     parser.add_argument("--default-outcome", default="ok", help="outcome of unscripted sends (e.g. ok, http500)")
     parser.add_argument("--exit-with-parent", action="store_true", help="stop when the starting process exits")
     parser.add_argument("--max-recorded", type=int, default=500_000, help="requests kept for /_sandbox/requests")
@@ -45,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
             app_secret=args.app_secret,
             delivered_after_ms=args.delivered_after_ms,
             read_after_ms=args.read_after_ms,
+            sent_after_ms=args.sent_after_ms,
         )
         config.validate()
     except ValueError as exc:

@@ -21,7 +21,7 @@ from sandbox.limits import MessagingLimits
 from sandbox.meta_errors import STATUS_CODES
 from sandbox.outcomes import REFUSALS, is_accepted, parse_outcome
 from sandbox.responses import error_response, json_response
-from sandbox.state import SandboxState, digits
+from sandbox.state import SandboxState, digits, wa_id_of
 from sandbox.template_checks import TemplateChecks
 from sandbox.webhooks import StatusWebhooks
 
@@ -152,12 +152,22 @@ class GraphRoutes:
 
         wamid = f"wamid.SBX{state.run_id}{next(state.wamids):012d}"
         # A reset while this send waited its latency means a new test: its statuses would leak into that one.
+        wa_id = wa_id_of(to_digits)
         if config.webhook_url and generation == state.generation:
-            self.webhooks.schedule(phone_number_id, wamid, to_digits, kind, number, received_at)
+            callback = body.get("biz_opaque_callback_data")
+            self.webhooks.schedule(
+                phone_number_id,
+                wamid,
+                wa_id,
+                kind,
+                number,
+                received_at,
+                callback=callback if isinstance(callback, str) else None,
+            )
         return json_response(
             {
                 "messaging_product": "whatsapp",
-                "contacts": [{"input": body["to"], "wa_id": to_digits}],
+                "contacts": [{"input": body["to"], "wa_id": wa_id}],
                 "messages": [{"id": wamid, "message_status": "accepted"}],
             }
         )

@@ -28,6 +28,8 @@ class SandboxConfig:
     app_secret: str | None = None
     delivered_after_ms: float = 1000.0
     read_after_ms: float = 3000.0
+    # A `sent` status this long after each accepted send (Meta posts one first of all); None posts none.
+    sent_after_ms: float | None = None
     # phone_number_id -> {"waba_id", "display_phone_number"}: only used to dress the webhooks.
     phone_numbers: dict[str, dict[str, str]] = field(default_factory=dict)
 
@@ -51,6 +53,10 @@ class SandboxConfig:
             not isinstance(self.pair_rate_limit_ms, (int, float)) or self.pair_rate_limit_ms <= 0
         ):
             raise ValueError("pair_rate_limit_ms must be a number > 0 or null")
+        if self.sent_after_ms is not None and (
+            not isinstance(self.sent_after_ms, (int, float)) or self.sent_after_ms < 0
+        ):
+            raise ValueError("sent_after_ms must be a number >= 0 or null")
         for name in ("hang_seconds", "delivered_after_ms", "read_after_ms"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or value < 0:
@@ -65,6 +71,25 @@ class SandboxConfig:
 
 def digits(number: Any) -> str:
     return "".join(ch for ch in str(number) if ch.isdigit())
+
+
+# Brazilian area codes whose mobiles kept their ninth digit on WhatsApp; elsewhere the wa_id lacks it.
+_BR_NINTH_DIGIT_AREAS = frozenset({11, 12, 13, 14, 15, 16, 17, 18, 19, 21, 22, 24, 27, 28})
+
+
+def wa_id_of(to_digits: str) -> str:
+    """The WhatsApp ID Meta answers in `contacts[0].wa_id` for a number, as it differs from E.164 in three
+    countries: Mexico's mobiles keep the old "1" after 52 (52 55... -> 521 55...), Argentina's the "9" after 54
+    (54 11... -> 549 11...), and Brazil's drop the ninth digit outside area codes 11-19, 21, 22, 24, 27, 28
+    (55 92 9xxxx xxxx -> 55 92 xxxx xxxx). Every other number is its own digits."""
+    n = to_digits
+    if n.startswith("52") and len(n) == 12:
+        return f"521{n[2:]}"
+    if n.startswith("54") and len(n) == 12:
+        return f"549{n[2:]}"
+    if n.startswith("55") and len(n) == 13 and n[4] == "9" and int(n[2:4]) not in _BR_NINTH_DIGIT_AREAS:
+        return f"55{n[2:4]}{n[5:]}"
+    return n
 
 
 # One record of the arrival log per POST to /messages or /marketing_messages:

@@ -1,6 +1,7 @@
 """Status webhooks back to our service: delivered and read (or failed) for every accepted send, signed as Meta does.
 
-Statuses fall due `delivered_after_ms` / `read_after_ms` after the send; a loop gathers the due ones every
+Statuses fall due `delivered_after_ms` / `read_after_ms` after the send (and a `sent` one `sent_after_ms` after it,
+when set); each echoes the send's `biz_opaque_callback_data`, as Meta does; a loop gathers the due ones every
 `WEBHOOK_FLUSH_SECONDS` and posts them in batches per phone number, with `X-Hub-Signature-256` when an app secret
 is set, retrying a failed post a few times.
 """
@@ -40,14 +41,34 @@ class StatusWebhooks:
         self.state = state
 
     def schedule(
-        self, phone_number_id: str, wamid: str, to_digits: str, kind: str, code: int | None, sent_at: float
+        self,
+        phone_number_id: str,
+        wamid: str,
+        to_digits: str,
+        kind: str,
+        code: int | None,
+        sent_at: float,
+        *,
+        callback: str | None = None,
     ) -> None:
         state = self.state
         config = state.config
         queue = state.webhook_queue
         delivered_at = sent_at + config.delivered_after_ms / 1000.0
+        echo = {"biz_opaque_callback_data": callback} if callback else {}
+        if config.sent_after_ms is not None:
+            sent = {"id": wamid, "status": "sent", "recipient_id": to_digits, **echo}
+            heapq.heappush(
+                queue, (sent_at + config.sent_after_ms / 1000.0, next(state.webhook_seq), phone_number_id, sent)
+            )
         if kind == "failed_webhook":
-            status = {"id": wamid, "status": "failed", "recipient_id": to_digits, "errors": [status_error(code)]}
+            status = {
+                "id": wamid,
+                "status": "failed",
+                "recipient_id": to_digits,
+                "errors": [status_error(code)],
+                **echo,
+            }
             heapq.heappush(queue, (delivered_at, next(state.webhook_seq), phone_number_id, status))
             return
         conversation = {"id": hashlib.md5(to_digits.encode()).hexdigest(), "origin": {"type": "marketing"}}
@@ -58,9 +79,10 @@ class StatusWebhooks:
             "recipient_id": to_digits,
             "conversation": conversation,
             "pricing": pricing,
+            **echo,
         }
         heapq.heappush(queue, (delivered_at, next(state.webhook_seq), phone_number_id, delivered))
-        read = {"id": wamid, "status": "read", "recipient_id": to_digits}
+        read = {"id": wamid, "status": "read", "recipient_id": to_digits, **echo}
         read_at = sent_at + max(config.read_after_ms, config.delivered_after_ms) / 1000.0
         heapq.heappush(queue, (read_at, next(state.webhook_seq), phone_number_id, read))
 

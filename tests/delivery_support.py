@@ -31,6 +31,8 @@ FAST_DELIVERY_SETTINGS: dict[str, Any] = {
     "DELIVERY_START_DUE_INTERVAL": 1.0,
     # Meta's 24 h per-user marketing hold (131049), seconds long in tests.
     "MARKETING_LIMIT_HOLD_SECONDS": 4.0,
+    # An unknown outcome waits this long for its status webhook before it is posted again.
+    "DELIVERY_UNKNOWN_GRACE_SECONDS": 2.0,
 }
 
 

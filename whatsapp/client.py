@@ -4,7 +4,7 @@ Measured on the 2-core dev box, an asyncio client costs ~0.25 ms of CPU per send
 so the hot path uses this one; `requests` stays for the rest of the codebase (template sync, the sandbox helper).
 
 Every outcome of one POST is one of:
-- sent: 200 with `messages[0].id`;
+- sent: 200 with `messages[0].id` (and `contacts[0].wa_id`, `messages[0].message_status` when Meta gives them);
 - a Graph error (Meta's envelope, classified by whatsapp.errors);
 - no request left (connect error or connect timeout): transient, and certainly not delivered;
 - unknown: the request was written but no answer came (read timeout, connection dropped): transient, and
@@ -41,6 +41,10 @@ class SendResult:
     error: GraphError | None = None
     # True when the request may have reached Meta although we got no answer.
     unknown: bool = False
+    # From Meta's 200: `contacts[0].wa_id` (the number as WhatsApp knows it; differs from E.164 in MX, AR, BR) and
+    # `messages[0].message_status` (accepted, held_for_quality_assessment, paused), when present.
+    wa_id: str | None = None
+    meta_status: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -103,19 +107,33 @@ class GraphClient:
                 error=transport_error(code="connection_lost", message=str(exc) or type(exc).__name__), unknown=True
             )
         if status == 200:
-            message_id = _message_id(body)
-            if message_id:
-                return SendResult(message_id=message_id)
+            result = _accepted(body)
+            if result is not None:
+                return result
         return SendResult(error=parse_graph_error(status, body))
 
 
-def _message_id(body: bytes) -> str | None:
+def _text(value: Any, limit: int) -> str | None:
+    return value[:limit] if isinstance(value, str) and value else None
+
+
+def _accepted(body: bytes) -> SendResult | None:
+    """The SendResult of a 200 with `messages[0].id`, else None."""
     try:
         data = orjson.loads(body)
-        message_id = data["messages"][0]["id"]
+        message = data["messages"][0]
+        message_id = message["id"]
     except (orjson.JSONDecodeError, KeyError, IndexError, TypeError):
         return None
-    return message_id if isinstance(message_id, str) and message_id else None
+    if not isinstance(message_id, str) or not message_id:
+        return None
+    contacts = data.get("contacts")
+    contact = contacts[0] if isinstance(contacts, list) and contacts and isinstance(contacts[0], dict) else {}
+    return SendResult(
+        message_id=message_id,
+        wa_id=_text(contact.get("wa_id"), 32),
+        meta_status=_text(message.get("message_status"), 40) if isinstance(message, dict) else None,
+    )
 
 
 async def send_many(client: GraphClient, jobs: list[tuple[str, str, dict[str, Any]]]) -> list[SendResult]:

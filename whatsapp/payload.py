@@ -158,9 +158,13 @@ class TemplateMessageBuilder:
         variables: Mapping[str, Any] | None = None,
         header_media: Mapping[str, Any] | None = None,
         buttons: Mapping[str, Any] | None = None,
+        callback: str | None = None,
     ) -> dict[str, Any]:
         """The JSON body of `POST /{phone_number_id}/messages`; raises MissingVariablesError when a variable (or a
-        media header's media, or a button's value) is lacking. ``header_media`` overrides the broadcast's."""
+        media header's media, or a button's value) is lacking. ``header_media`` overrides the broadcast's.
+
+        `callback` goes out as `biz_opaque_callback_data` (see callback_reference), which Meta echoes in every
+        status webhook of the message."""
         variables = variables or {}
         try:
             components: list[dict[str, Any]] = []
@@ -176,13 +180,36 @@ class TemplateMessageBuilder:
         # Meta rejects components without parameters, so a template without variables sends none at all.
         if components:
             template["components"] = components
-        return {
+        body = {
             "messaging_product": "whatsapp",
             "recipient_type": "individual",
             "to": to,
             "type": "template",
             "template": template,
         }
+        if callback is not None:
+            body["biz_opaque_callback_data"] = callback
+        return body
+
+
+# --- the send's reference in biz_opaque_callback_data (CONTRACT 6, 8) ------------------------------------------
+# "<broadcast id>:<index>": unique (one send per index of a broadcast), the same on every attempt of the send (so a
+# status of any of its POSTs finds it), looked up through the unique (broadcast, index) index in one batch, and not
+# a guessable global counter (a stray value from another app on the number cannot name one of our sends by chance).
+CALLBACK_SEPARATOR = ":"
+
+
+def callback_reference(broadcast_id: str, index: int) -> str:
+    """The `biz_opaque_callback_data` of a broadcast's send."""
+    return f"{broadcast_id}:{index}"
+
+
+def callback_parse(reference: str) -> tuple[str, int] | None:
+    """(broadcast id, index) from a `biz_opaque_callback_data` of ours, or None for anything else."""
+    broadcast_id, sep, index = reference.rpartition(CALLBACK_SEPARATOR)
+    if not sep or not broadcast_id or len(broadcast_id) > 24 or not index.isdecimal() or len(index) > 9:
+        return None
+    return broadcast_id, int(index)
 
 
 def build_template_message(*, to: str, template: TemplateLike, variables: Mapping[str, Any] | None) -> dict[str, Any]:

@@ -69,6 +69,8 @@ def send_representation(row: dict[str, Any]) -> dict[str, Any]:
         "meta_data": row["meta_data"],
         "updated_at": iso_utc(row["updated_at"]),
         "pricing": pricing_representation(row.get("pricing")),
+        "meta_status": row.get("meta_status"),
+        "unknown_outcomes": row.get("unknown_outcomes", 0),
     }
 
 
@@ -265,6 +267,13 @@ class SendSerializer(serializers.Serializer):
     meta_data = serializers.DictField(allow_null=True)
     updated_at = serializers.DateTimeField()
     pricing = PricingSerializer(allow_null=True, help_text="Meta's pricing from the status webhooks, or null.")
+    meta_status = serializers.CharField(
+        allow_null=True,
+        help_text="Meta's `message_status` from its answer: `accepted`, `held_for_quality_assessment`, `paused`.",
+    )
+    unknown_outcomes = serializers.IntegerField(
+        help_text="Attempts whose outcome was unknown (timeout, worker killed) and that were posted again."
+    )
 
 
 class SendPageSerializer(serializers.Serializer):

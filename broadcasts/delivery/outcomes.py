@@ -74,6 +74,9 @@ class OutcomeRow:
     posted: bool = True
     # Why a send handed back PENDING with a next_attempt_at waits (gates.Admission.deferred's reason).
     wait_reason: str | None = None
+    # Meta's contacts[0].wa_id and messages[0].message_status from its 200 (None keeps what is stored).
+    wa_id: str | None = None
+    meta_status: str | None = None
 
 
 _PG_RECORD_SQL = """
@@ -92,15 +95,18 @@ UPDATE broadcasts_send AS s SET
     sent_at = COALESCE(v.sent_at, s.sent_at),
     failed_at = COALESCE(v.failed_at, s.failed_at),
     wait_reason = v.wait_reason,
+    wa_id = COALESCE(v.wa_id, s.wa_id),
+    meta_status = COALESCE(v.meta_status, s.meta_status),
     updated_at = %s
 FROM (VALUES {values}) AS v(id, status, attempts_delta, next_attempt_at, unknown_inc, message_id, error_code,
-                            error_title, error_message, error_retryable, sent_at, failed_at, wait_reason)
+                            error_title, error_message, error_retryable, sent_at, failed_at, wait_reason, wa_id,
+                            meta_status)
 WHERE s.id = v.id AND s.status = 'PENDING'
 RETURNING s.id, s.status, s.broadcast_id
 """
 _PG_VALUE = (
     "(%s::bigint, %s::varchar, %s::int, %s::timestamptz, %s::int, %s::varchar, %s::varchar, %s::varchar, %s::text,"
-    " %s::boolean, %s::timestamptz, %s::timestamptz, %s::varchar)"
+    " %s::boolean, %s::timestamptz, %s::timestamptz, %s::varchar, %s::varchar, %s::varchar)"
 )
 
 
@@ -118,6 +124,8 @@ def sends_record(*, rows: list[OutcomeRow], channel_id: str = "") -> dict[str, l
     with transaction.atomic():
         by_status, written = _sends_record(rows=rows)
         _opted_out_record(rows=rows, failed_ids=by_status.get(SendStatus.FAILED, ()))
+        if len(written) != len(rows):
+            _answers_keep(rows=rows, written=written)
     _outcomes_count(channel_id=channel_id, rows=rows, written=written)
     return by_status
 
@@ -130,6 +138,36 @@ def _opted_out_record(*, rows: list[OutcomeRow], failed_ids) -> None:
     if ids:
         pairs = Send.objects.filter(id__in=ids).values_list("broadcast__organization_id", "to")
         suppressions_add_many(entries=pairs, source=SuppressionSource.ERROR_131050, reason=USER_STOPPED_REASON)
+
+
+def _answers_keep(*, rows: list[OutcomeRow], written: list) -> None:
+    """Meta's answer is never forgotten: a send its status webhook settled (callback data, status_updates) before
+    this write still gets the wa_id and message_status of the answer (same wamid). One UPDATE, only when some
+    SENT row found its send no longer PENDING."""
+    ids = {row[0] for row in written}
+    late = [r for r in rows if r.status == SendStatus.SENT and r.id not in ids and (r.wa_id or r.meta_status)]
+    if not late:
+        return
+    if connection.vendor != "postgresql":
+        for r in late:
+            Send.objects.filter(id=r.id, message_id=r.message_id).update(wa_id=r.wa_id, meta_status=r.meta_status)
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            UPDATE broadcasts_send AS s SET
+                wa_id = COALESCE(v.wa_id, s.wa_id), meta_status = COALESCE(s.meta_status, v.meta_status)
+            FROM unnest(%s::bigint[], %s::varchar[], %s::varchar[], %s::varchar[])
+                 AS v(id, message_id, wa_id, meta_status)
+            WHERE s.id = v.id AND s.message_id = v.message_id
+            """,
+            [
+                [r.id for r in late],
+                [r.message_id for r in late],
+                [r.wa_id for r in late],
+                [r.meta_status for r in late],
+            ],
+        )
 
 
 def _outcomes_count(*, channel_id: str, rows: list[OutcomeRow], written: list) -> None:
@@ -173,6 +211,8 @@ def _sends_record(*, rows: list[OutcomeRow]) -> tuple[dict[str, list[int]], list
                 r.sent_at,
                 r.failed_at,
                 r.wait_reason or "",  # every write sets it: a send that moves on has no reason to wait
+                r.wa_id,
+                r.meta_status,
             ]
         sql = _PG_RECORD_SQL.format(values=", ".join([_PG_VALUE] * len(rows)))
         with connection.cursor() as cursor:
@@ -192,7 +232,7 @@ def _sends_record(*, rows: list[OutcomeRow]) -> tuple[dict[str, list[int]], list
                 "wait_reason": r.wait_reason or "",
                 "updated_at": now,
             }
-            for name in ("message_id", "sent_at", "failed_at"):
+            for name in ("message_id", "sent_at", "failed_at", "wa_id", "meta_status"):
                 if getattr(r, name) is not None:
                     changes[name] = getattr(r, name)
             if r.error_code is not None:
@@ -239,6 +279,8 @@ def outcome_row(*, send: Claimed, result: SendResult, now: datetime) -> OutcomeR
             id=send.id,
             status=SendStatus.SENT,
             message_id=result.message_id,
+            wa_id=result.wa_id,
+            meta_status=result.meta_status,
             sent_at=now,
             error_code="",
             error_title="",
@@ -271,7 +313,11 @@ def outcome_row(*, send: Claimed, result: SendResult, now: datetime) -> OutcomeR
         # for resume, its error shown meanwhile.
         return OutcomeRow(id=send.id, status=SendStatus.PENDING, **fields)
     if error.error_class is ErrorClass.TRANSIENT and send.attempts < settings.DELIVERY_MAX_ATTEMPTS:
-        at = now + timedelta(seconds=retry_delay(attempts=send.attempts))
+        delay = retry_delay(attempts=send.attempts)
+        if result.unknown:
+            # Meta may have taken it: not again before its status webhook had time to settle it (CONTRACT 6).
+            delay = max(delay, settings.DELIVERY_UNKNOWN_GRACE_SECONDS)
+        at = now + timedelta(seconds=delay)
         return OutcomeRow(id=send.id, status=SendStatus.PENDING, next_attempt_at=at, wait_reason="retry", **fields)
     return OutcomeRow(id=send.id, status=SendStatus.FAILED, failed_at=now, **fields)
 
@@ -300,12 +346,17 @@ def missing_variables_result(exc: MissingVariablesError) -> SendResult:
 
 
 # --- the outcome journal ----------------------------------------------------------------------------------
-# A broadcast run whose outcome write fails (PostgreSQL away) keeps its rows in memory and tries again; it also
-# puts the final ones (SENT, FAILED: what Meta answered) in this Redis hash at once, so that they survive the run
-# giving up at its chunk task's time limit. The sweeper applies the hash before it takes back expired leases, so a
+# A broadcast run puts Meta's final answers (SENT, FAILED) in this Redis hash every JOURNAL_INTERVAL_SECONDS as
+# they arrive (run.py), and drops them once its outcome write commits: a worker killed between two writes loses
+# at most ~0.1 s of answers, not 0.5 s. A run whose outcome write fails (PostgreSQL away) keeps its rows in memory
+# and tries again; it also journals them at once, so that they survive the run giving up at its chunk task's
+# time limit. The sweeper applies the hash before it takes back expired leases, so a
 # send Meta accepted is never posted again. Applying a row twice changes nothing (only PENDING sends are written).
 
 JOURNAL_KEY = "delivery:journal"
+# The sweeper leaves younger entries alone: a live run drops its own at its next outcome write (every 0.5 s), and
+# a dead run's sends are taken back only when their lease expires, much later than this after their answers.
+JOURNAL_MIN_AGE_SECONDS = 2.0
 _JOURNAL_FIELDS = (
     "id",
     "status",
@@ -316,6 +367,8 @@ _JOURNAL_FIELDS = (
     "error_title",
     "error_message",
     "error_retryable",
+    "wa_id",
+    "meta_status",
 )
 
 
@@ -353,8 +406,11 @@ def journal_apply() -> int:
         return 0
     entries = client.hgetall(JOURNAL_KEY)
     applied = 0
+    young = time.time() - JOURNAL_MIN_AGE_SECONDS
     for key, raw in entries.items():
         entry = orjson.loads(raw)
+        if entry["at"] > young:
+            continue
         at = datetime.fromtimestamp(entry["at"], tz=timezone.get_current_timezone())
         rows = [
             OutcomeRow(

@@ -18,6 +18,7 @@ import contextlib
 import dataclasses
 import functools
 import logging
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -51,7 +52,7 @@ from broadcasts.models import Broadcast, BroadcastStatus, SendStatus
 from core.metrics import META_REQUEST_SECONDS
 from whatsapp.client import SendResult, send_path
 from whatsapp.errors import ErrorClass
-from whatsapp.payload import MissingVariablesError, TemplateMessageBuilder
+from whatsapp.payload import MissingVariablesError, TemplateMessageBuilder, callback_reference
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -62,6 +63,13 @@ PAUSING_CLASSES = (ErrorClass.ACCOUNT, ErrorClass.TEMPLATE)
 # Outcomes are written at least this often while a run goes, so a webhook for a fresh wamid finds its send
 # and a killed worker loses at most ~0.5 s of recorded work; the broadcast status is read at the same beat.
 CHECK_INTERVAL_SECONDS = 0.5
+# Meta's answers are journaled in Redis (outcomes.journal_put) this often between outcome writes: a worker killed
+# meanwhile loses at most this much of them (the sweeper writes the journal before it takes back expired leases,
+# so an answered send is not taken for an unknown outcome), instead of everything since the last write.
+JOURNAL_INTERVAL_SECONDS = 0.1
+# Those journal writes get a thread of their own, so they never queue behind the DB thread's writes and claims
+# (created on first use, in the worker process that runs the pump).
+_JOURNAL_THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="delivery-journal")
 # A failed outcome write is tried again this often until the database answers or the run's time is up.
 STORE_RETRY_SECONDS = 0.25
 # The longest either coroutine of a run sleeps: bounds how fast it notices a stop or requeued sends.
@@ -129,6 +137,9 @@ class BroadcastRun:
         self.client = runtime.graph_client()
         self.queue: deque[Claimed] = deque(sends)
         self.results: list[tuple[Claimed, SendResult, datetime]] = []
+        # How many of self.results are journaled already, and when next (see _journal_answers).
+        self.journaled = 0
+        self.next_journal = 0.0
         # (send, wait seconds, reason): handed back PENDING at the end of the run, due again after the wait.
         self.deferred: list[tuple[Claimed, float, str]] = []
         self.deferred_count = 0
@@ -136,6 +147,7 @@ class BroadcastRun:
         # Rows whose write failed (tried again with the next write) and their journal entries in Redis.
         self.unwritten: list[OutcomeRow] = []
         self.journal_keys: list[str] = []
+        self.journal_lock = threading.Lock()
         self.report = RunReport(claimed=len(sends))
         # The broadcast's status when the posting gate found it no longer IN_PROGRESS.
         self.gate_closed: str | None = None
@@ -172,7 +184,15 @@ class BroadcastRun:
 
     async def _post(self, send: Claimed) -> None:
         try:
-            payload = self.builder.build(send.to, send.variables, send.header_media, send.buttons)
+            # The send's reference rides along (biz_opaque_callback_data): its status webhooks find it even when
+            # the answer to this POST is lost (CONTRACT 6).
+            payload = self.builder.build(
+                send.to,
+                send.variables,
+                send.header_media,
+                send.buttons,
+                callback=callback_reference(self.broadcast.id, send.index),
+            )
         except MissingVariablesError as exc:
             # Normally failed at creation; a template edited since then is caught here, without a POST.
             self.results.append((send, missing_variables_result(exc), timezone.now()))
@@ -190,6 +210,9 @@ class BroadcastRun:
             self.log.answered(elapsed)
         self.report.posted += 1
         self.results.append((send, result, timezone.now()))
+        if sent_at + elapsed >= self.next_journal:
+            # Here, not in the bookkeeping coroutine, which may be awaiting a slow database write meanwhile.
+            self._journal_answers()
         if result.error is not None and not result.unknown:
             self._release_number(send)
         if result.error_class in PAUSING_CLASSES and self.account_error is None:
@@ -198,7 +221,26 @@ class BroadcastRun:
     def _take_results(self) -> list[tuple[Claimed, SendResult, datetime]]:
         # Swapped on the loop's thread, where the POST coroutines append: nothing is lost in between.
         results, self.results = self.results, []
+        self.journaled = 0
         return results
+
+    def _journal_answers(self) -> None:
+        """Hand Meta's answers that arrived since the last call to the DB thread, which journals the final ones in
+        Redis (one HSET); the next successful outcome write drops the entry again (see _flush)."""
+        self.next_journal = time.monotonic() + JOURNAL_INTERVAL_SECONDS
+        fresh = self.results[self.journaled :]
+        self.journaled = len(self.results)
+        if not fresh:
+            return
+        with contextlib.suppress(RuntimeError):  # the interpreter is shutting down: the write follows anyway
+            _JOURNAL_THREAD.submit(self._journal_put, fresh)
+
+    def _journal_put(self, results: list[tuple[Claimed, SendResult, datetime]]) -> None:
+        rows = [outcome_row(send=s, result=r, now=at) for s, r, at in results if not r.unknown]
+        key = journal_put(rows, channel_id=self.channel.id)
+        if key is not None:
+            with self.journal_lock:
+                self.journal_keys.append(key)
 
     def _flush(self, results: list[tuple[Claimed, SendResult, datetime]], extra: Iterable[OutcomeRow] = ()) -> str:
         """Record the given outcomes (and any whose write failed before) and read the broadcast's status (runs in
@@ -217,11 +259,13 @@ class BroadcastRun:
         except (db.Error, RedisError):
             key = journal_put(new, channel_id=self.channel.id)
             if key is not None:
-                self.journal_keys.append(key)
+                with self.journal_lock:
+                    self.journal_keys.append(key)
             raise
         self.unwritten = []
         self.rows_written += rows
-        keys, self.journal_keys = self.journal_keys, []
+        with self.journal_lock:
+            keys, self.journal_keys = self.journal_keys, []
         journal_drop(keys)
         return status
 
@@ -298,6 +342,8 @@ class BroadcastRun:
                 self.status_seen = self.gate_closed
                 self.stop = str(self.gate_closed).lower()
                 break
+            if now >= self.next_journal:
+                self._journal_answers()
             if now >= next_check:
                 self._rate_push()
                 results = self._take_results()

@@ -162,7 +162,9 @@ def test_list_default_limit_is_50(api, channel, template):
 def test_recipients_in_request_order_with_fields(api, channel, template):
     # given a broadcast whose second send failed at Meta
     broadcast = create(api, channel, n=3)
-    Send.objects.filter(broadcast=broadcast, index=0).update(message_id="wamid.A", attempts=1)
+    Send.objects.filter(broadcast=broadcast, index=0).update(
+        message_id="wamid.A", attempts=2, unknown_outcomes=1, meta_status="held_for_quality_assessment"
+    )
     set_statuses(broadcast, ["SENT", "FAILED"])
 
     response = api.get(f"{URL}/{broadcast.id}/recipients")
@@ -172,7 +174,9 @@ def test_recipients_in_request_order_with_fields(api, channel, template):
     assert data["next_cursor"] is None
     first, second, third = data["data"]
     assert [r["index"] for r in data["data"]] == [0, 1, 2]
-    assert first["status"] == "SENT" and first["message_id"] == "wamid.A" and first["attempts"] == 1
+    assert first["status"] == "SENT" and first["message_id"] == "wamid.A" and first["attempts"] == 2
+    assert first["meta_status"] == "held_for_quality_assessment" and first["unknown_outcomes"] == 1
+    assert third["meta_status"] is None and third["unknown_outcomes"] == 0
     assert first["error"] is None and first["variables"] == {"nombre": "Ana 0", "monto": "10"}
     assert first["meta_data"] == {"customer": 0} and first["updated_at"].endswith("Z")
     assert second["error"] == {"code": "131026", "message": "Message undeliverable.", "retryable": False}
@@ -188,6 +192,8 @@ def test_recipients_in_request_order_with_fields(api, channel, template):
         "meta_data",
         "updated_at",
         "pricing",
+        "meta_status",
+        "unknown_outcomes",
     }
 
 

@@ -127,3 +127,30 @@ def test_sandbox_webhooks_move_our_sends_to_read_and_failed(
     failed = Send.objects.get(pk=sends[1].pk)
     assert failed.error_code == "131026"
     assert sandbox.stats()["webhooks"]["failed_posts"] == 0
+
+
+def test_statuses_echo_the_callback_data_and_a_sent_status_comes_first_when_asked(sandbox, receiver):
+    # given webhooks with a `sent` status right after each accepted send
+    sandbox.config(webhook_url=receiver.url, app_secret=SECRET, sent_after_ms=0, delivered_after_ms=100)
+
+    # when a send carrying biz_opaque_callback_data is accepted
+    body = {**message(), "biz_opaque_callback_data": "b123:7"}
+    wamid = send(sandbox, body).json()["messages"][0]["id"]
+
+    # then sent, delivered and read arrive, sent first, each echoing the callback data
+    statuses = receiver.wait_for(3)
+    assert [s["status"] for s in sorted(statuses, key=lambda s: ("sent", "delivered", "read").index(s["status"]))] == [
+        "sent",
+        "delivered",
+        "read",
+    ]
+    assert statuses[0]["status"] == "sent"
+    assert {(s["id"], s["biz_opaque_callback_data"]) for s in statuses} == {(wamid, "b123:7")}
+
+
+def test_no_sent_status_and_no_callback_key_by_default(sandbox, receiver):
+    sandbox.config(webhook_url=receiver.url, app_secret=SECRET, delivered_after_ms=0, read_after_ms=0)
+    send(sandbox)
+    statuses = receiver.wait_for(2)
+    assert sorted(s["status"] for s in statuses) == ["delivered", "read"]
+    assert all("biz_opaque_callback_data" not in s for s in statuses)

@@ -109,3 +109,30 @@ def test_one_client_reuses_its_connections_for_many_concurrent_sends(sandbox):
 
     assert all(r.ok for r in results)
     assert len({r.message_id for r in results}) == 50
+
+
+@pytest.mark.parametrize(
+    ("to", "wa_id"),
+    [
+        ("+573001112233", "573001112233"),  # most of the world: the E.164 digits
+        ("+525512345678", "5215512345678"),  # Mexico: the old mobile "1" after 52
+        ("+541155550000", "5491155550000"),  # Argentina: the mobile "9" after 54
+        ("+5592981723241", "559281723241"),  # Brazil outside 11-19, 21, 22, 24, 27, 28: no ninth digit
+        ("+5511987654321", "5511987654321"),  # Brazil, Sao Paulo: the ninth digit kept
+    ],
+)
+def test_accepted_send_reads_metas_wa_id_and_message_status(sandbox, to, wa_id):
+    result = _send(sandbox.graph_url, payload={**PAYLOAD, "to": to, "biz_opaque_callback_data": "b1:0"})
+
+    assert result.ok and result.wa_id == wa_id and result.meta_status == "accepted"
+    [request] = sandbox.requests()
+    assert request["body"]["biz_opaque_callback_data"] == "b1:0"
+
+
+def test_an_answer_without_contacts_or_message_status_still_is_sent():
+    from whatsapp.client import _accepted
+
+    result = _accepted(b'{"messages": [{"id": "wamid.X"}]}')
+    assert result is not None and (result.message_id, result.wa_id, result.meta_status) == ("wamid.X", None, None)
+    assert _accepted(b'{"messages": [{"id": ""}]}') is None
+    assert _accepted(b'{"contacts": "x", "messages": [{"id": "wamid.Y", "message_status": 3}]}').meta_status is None

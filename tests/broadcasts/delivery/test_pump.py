@@ -53,8 +53,11 @@ def test_each_recipient_gets_exactly_one_post_with_payload_and_token(
                     }
                 ],
             },
+            # the send's own reference, echoed by Meta in every status webhook (CONTRACT 6)
+            "biz_opaque_callback_data": f"{broadcast.id}:{send.index}",
         }
     assert {s.status for s in sends.values()} == {"SENT"}
+    assert {(s.meta_status, s.wa_id) for s in sends.values()} == {("accepted", s.to[1:]) for s in sends.values()}
     assert all(s.message_id and s.message_id.startswith("wamid.") for s in sends.values())
     assert {s.attempts for s in sends.values()} == {1}
     assert all(s.lease_expires_at is None and s.posting_at is None for s in sends.values())
