@@ -295,11 +295,15 @@ def test_budget_reserves_a_prefix_once_per_send(org, channel, template):
 # --- billing -----------------------------------------------------------------------------------
 
 
+# The conftest channel's number: a status naming another channel changes nothing (CONTRACT 8).
+CHANNEL_PHONE_NUMBER_ID = "100000000000001"
+
+
 def _status(wamid: str, status: str, pricing_obj=None):
     entry = {"id": wamid, "status": status, "timestamp": "1764252000", "recipient_id": "34612345678"}
     if pricing_obj is not None:
         entry["pricing"] = pricing_obj
-    return status_update_parse(entry, phone_number_id="1")
+    return status_update_parse(entry, phone_number_id=CHANNEL_PHONE_NUMBER_ID)
 
 
 REGULAR = {"billable": True, "pricing_model": "PMP", "category": "marketing", "type": "regular"}

@@ -116,7 +116,9 @@ def test_channel_cap_holds_in_every_sliding_second(channel, template, delivery_s
     assert len(arrivals) == 100
     assert max_in_any_second(arrivals) <= 20
     assert delivery_sandbox.stats()["phone_numbers"][channel.phone_number_id]["max_in_one_second"] <= 20
-    assert max(arrivals) - min(arrivals) < 100 / 20 * 1.15
+    # (at a small cap the one-second log keeps a send or two aside, README "Known limits": ~10 % under at 20/s;
+    # 25 % is the bound that tells "paced at the cap" from "paced far below it" on a loaded box)
+    assert max(arrivals) - min(arrivals) < 100 / 20 * 1.25
     assert min(arrivals) - started < 1.0
 
 
