@@ -45,12 +45,15 @@ def limits_sandbox():
 
 @pytest.fixture(scope="module")
 def limits_workers(django_db_setup, django_db_blocker, limits_sandbox):
-    """Two worker processes (one pool process each): they share the organization's count through Redis."""
+    """Two worker processes (one pool process each): they share the organization's count through Redis; and beat,
+    as in production (its sweeper dispatches running broadcasts whose waits are over if a wake was lost)."""
     with django_db_blocker.unblock():
         name = connection.settings_dict["NAME"]
     env = celery_env(database_url=database_url_for(name), graph_url=limits_sandbox.graph_url, overrides=LIMIT_SETTINGS)
     workers = [CeleryProcess("worker", env=env, concurrency=1).start() for _ in range(2)]
+    beat = CeleryProcess("beat", env=env).start()
     yield workers
+    beat.stop()
     for worker in workers:
         worker.stop()
 
