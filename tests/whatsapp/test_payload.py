@@ -126,5 +126,8 @@ def test_builder_is_reusable_and_messages_are_independent():
 
 def test_the_callback_reference_goes_out_as_biz_opaque_callback_data():
     builder = TemplateMessageBuilder(make_template(body=["nombre", "monto"]))
-    assert builder.build("+573001112233", {"nombre": "Ana", "monto": "1"}, callback="b1:4")["biz_opaque_callback_data"] == "b1:4"
+    assert (
+        builder.build("+573001112233", {"nombre": "Ana", "monto": "1"}, callback="b1:4")["biz_opaque_callback_data"]
+        == "b1:4"
+    )
     assert "biz_opaque_callback_data" not in builder.build("+573001112233", {"nombre": "Ana", "monto": "1"})
