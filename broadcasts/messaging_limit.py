@@ -36,6 +36,7 @@ from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
+from broadcasts import selectors
 from broadcasts.models import CustomerWindow
 from core.redis import redis_client
 from templates_registry.models import Channel
@@ -209,17 +210,9 @@ def customer_windows_open(*, channel_id: str, numbers: list[str], now: datetime)
 
 def wa_id_numbers(wa_id: str) -> list[str]:
     """The E.164 forms a customer's WhatsApp id may stand for: "+" and its digits, and where Meta's id differs from
-    the E.164 number (CONTRACT 8): Mexico's ids carry a 1 after 52, Brazil's may lack the mobile 9 after the area
-    code. Each form gets its window row, so a send's E.164 ``to`` finds it."""
-    digits = "".join(ch for ch in wa_id if ch.isdigit())
-    if not digits:
-        return []
-    forms = ["+" + digits]
-    if digits.startswith("521") and len(digits) == 13:
-        forms.append("+52" + digits[3:])
-    if digits.startswith("55") and len(digits) == 12:
-        forms.append("+" + digits[:4] + "9" + digits[4:])
-    return forms
+    the E.164 number (CONTRACT 8: Mexico, Argentina, Brazil) the other form. Each form gets its window row, so a
+    send's E.164 ``to`` finds it."""
+    return selectors.meta_number_e164_candidates(wa_id)
 
 
 def customer_windows_record(*, channel_id: str, inbound: Iterable[tuple[str, datetime]]) -> int:

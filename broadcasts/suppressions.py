@@ -21,8 +21,10 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from broadcasts import selectors
 from broadcasts.counts import broadcasts_lock, counts_add, deltas_of
 from broadcasts.models import CustomerWindow, Send, SendStatus, Suppression, SuppressionSource
+from broadcasts.phones import phone_to_e164
 from events.endpoints import endpoints_active
 from events.models import EventType
 from events.outbox import NewEvent, events_record
@@ -44,16 +46,23 @@ def number_hash(to: str) -> str:
     return hashlib.sha256(_HASH_PREFIX + to.encode()).hexdigest()
 
 
-def wa_id_to_e164(wa_id: str) -> str | None:
-    """Meta's ``wa_id`` (digits, no "+") as our number: "+" + digits, or None when it is not digits.
-
-    Known gap: in Mexico, Argentina and Brazil the wa_id differs from the E.164 number (e.g. an extra 1 after 52,
-    9 after 54, a missing 9 in Brazil). The sends' stored ``contacts[].wa_id`` (another branch) is the right
-    key; until then such a stop suppresses "+<wa_id>", which may not be the number the customer sends to.
-    """
+def wa_id_numbers(*, organization_id: int, wa_id: str) -> list[str]:
+    """The organization's E.164 numbers Meta's ``wa_id`` stands for (CONTRACT 8): the numbers of its sends whose
+    stored ``contacts[].wa_id`` is it, else every valid E.164 form of it (Meta's id differs from the E.164 number in
+    Mexico, Argentina and Brazil: ``selectors.meta_number_e164_candidates``). Empty when it is not digits."""
     if not isinstance(wa_id, str) or not wa_id.isdigit() or not 6 <= len(wa_id) <= 15:
-        return None
-    return "+" + wa_id
+        return []
+    known = sorted(
+        set(
+            selectors.sends_by_meta_number(numbers=[wa_id])
+            .filter(broadcast__organization_id=organization_id)
+            .exclude(to="")
+            .values_list("to", flat=True)[:10]
+        )
+    )
+    if known:
+        return known
+    return [n for n in selectors.meta_number_e164_candidates(wa_id) if phone_to_e164(n) == n] or ["+" + wa_id]
 
 
 def suppressed_among(*, organization_id: int, numbers: list[str]) -> set[str]:
@@ -237,9 +246,9 @@ def user_preferences_apply(*, updates: Iterable[UserPreferenceUpdate]) -> int:
     Items of another category, another value, an unreadable wa_id or no organization of ours change nothing."""
     changed = 0
     for update in updates:
-        to = wa_id_to_e164(update.wa_id)
-        if update.category != "marketing_messages" or update.value not in ("stop", "resume") or to is None:
+        if update.category != "marketing_messages" or update.value not in ("stop", "resume"):
             continue
         for org_id in _organizations_of(phone_number_id=update.phone_number_id, waba_id=update.waba_id):
-            changed += user_preference_apply(organization_id=org_id, to=to, value=update.value)
+            for to in wa_id_numbers(organization_id=org_id, wa_id=update.wa_id):
+                changed += user_preference_apply(organization_id=org_id, to=to, value=update.value)
     return changed

@@ -180,6 +180,18 @@ def test_user_preferences_webhook_by_phone_number_or_waba(client, settings, chan
     post("pause", phone_number_id=channel.phone_number_id, waba_id="x")
     assert not Suppression.objects.exists()
 
+    # Meta's wa_id of a Mexican mobile carries a 1 after 52 (CONTRACT 8): the E.164 number is what is suppressed
+    post("stop", phone_number_id=channel.phone_number_id, waba_id="x", wa_id="5215512345678")
+    assert suppressed_among(organization_id=org.id, numbers=["+525512345678"]) == {"+525512345678"}
+
+
+def test_a_stop_reaches_the_number_of_the_send_whose_stored_wa_id_meta_names(org, channel, template):
+    from broadcasts.suppressions import wa_id_numbers
+
+    broadcast = broadcast_with_sends(org=org, channel=channel, template=template, count=1)
+    Send.objects.filter(broadcast=broadcast).update(to="+5491123456789", wa_id="5491123456789")
+    assert wa_id_numbers(organization_id=org.id, wa_id="5491123456789") == ["+5491123456789"]
+
 
 def test_erasure_blanks_the_sends_keeps_counts_and_the_suppression_by_hash(api, org, channel, template):
     # Given a number with sends in two broadcasts (one still pending) and on the suppression list
