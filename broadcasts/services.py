@@ -320,9 +320,10 @@ def broadcast_create(
             if template.category == "UTILITY"
             else set()
         )
+        # (most organizations have no suppression at all: one probe of the index spares the 5,000-number lookup)
         suppressed = (
             suppressions.suppressed_among(organization_id=organization.id, numbers=numbers)
-            if template.category == "MARKETING"
+            if template.category == "MARKETING" and suppressions.organization_has_suppressions(organization.id)
             else set()
         )
         estimate = pricing.estimate(

@@ -65,6 +65,11 @@ def wa_id_numbers(*, organization_id: int, wa_id: str) -> list[str]:
     return [n for n in selectors.meta_number_e164_candidates(wa_id) if phone_to_e164(n) == n] or ["+" + wa_id]
 
 
+def organization_has_suppressions(organization_id: int) -> bool:
+    """Whether the organization's list holds any number (one probe of the unique index's first column)."""
+    return Suppression.objects.filter(organization_id=organization_id).exists()
+
+
 def suppressed_among(*, organization_id: int, numbers: list[str]) -> set[str]:
     """The numbers of ``numbers`` on the organization's list: ONE query, one probe of the unique
     (organization, to_hash) index per distinct number."""
