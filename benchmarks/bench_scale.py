@@ -162,8 +162,9 @@ def median_ms(fn, runs: int = RUNS) -> float:
     return statistics.median(times)
 
 
-def signed(statuses: list[dict]) -> tuple[bytes, dict[str, str]]:
-    value = {"messaging_product": "whatsapp", "metadata": {"phone_number_id": "1"}, "statuses": statuses}
+def signed(statuses: list[dict], *, phone_number_id: str) -> tuple[bytes, dict[str, str]]:
+    # The channel's own number: a status naming another channel changes nothing (CONTRACT 8).
+    value = {"messaging_product": "whatsapp", "metadata": {"phone_number_id": phone_number_id}, "statuses": statuses}
     payload = {
         "object": "whatsapp_business_account",
         "entry": [{"id": "w", "changes": [{"field": "messages", "value": value}]}],
@@ -175,11 +176,13 @@ def signed(statuses: list[dict]) -> tuple[bytes, dict[str, str]]:
 
 def delivered_body(broadcast_id: str) -> tuple[bytes, dict[str, str]]:
     now = str(int(time.time()))
+    phone_number_id = Broadcast.objects.filter(id=broadcast_id).values_list("channel__phone_number_id", flat=True)[0]
     return signed(
         [
             {"id": f"wamid.{broadcast_id}.{i}", "status": "delivered", "timestamp": now, "recipient_id": "1"}
             for i in range(1000)
-        ]
+        ],
+        phone_number_id=phone_number_id,
     )
 
 
