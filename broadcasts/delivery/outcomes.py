@@ -98,16 +98,14 @@ UPDATE broadcasts_send AS s SET
     wa_id = COALESCE(v.wa_id, s.wa_id),
     meta_status = COALESCE(v.meta_status, s.meta_status),
     updated_at = %s
-FROM (VALUES {values}) AS v(id, status, attempts_delta, next_attempt_at, unknown_inc, message_id, error_code,
-                            error_title, error_message, error_retryable, sent_at, failed_at, wait_reason, wa_id,
-                            meta_status)
+FROM unnest(%s::bigint[], %s::varchar[], %s::int[], %s::timestamptz[], %s::int[], %s::varchar[], %s::varchar[],
+            %s::varchar[], %s::text[], %s::boolean[], %s::timestamptz[], %s::timestamptz[], %s::varchar[],
+            %s::varchar[], %s::varchar[])
+     AS v(id, status, attempts_delta, next_attempt_at, unknown_inc, message_id, error_code, error_title,
+          error_message, error_retryable, sent_at, failed_at, wait_reason, wa_id, meta_status)
 WHERE s.id = v.id AND s.status = 'PENDING'
 RETURNING s.id, s.status, s.broadcast_id
 """
-_PG_VALUE = (
-    "(%s::bigint, %s::varchar, %s::int, %s::timestamptz, %s::int, %s::varchar, %s::varchar, %s::varchar, %s::text,"
-    " %s::boolean, %s::timestamptz, %s::timestamptz, %s::varchar, %s::varchar, %s::varchar)"
-)
 
 
 def sends_record(*, rows: list[OutcomeRow], channel_id: str = "") -> dict[str, list[int]]:
@@ -195,26 +193,31 @@ def _sends_record(*, rows: list[OutcomeRow]) -> tuple[dict[str, list[int]], list
     # Lock order (broadcasts/counts.py): the broadcast row before its sends.
     broadcasts_lock_for_sends(send_ids=[r.id for r in rows])
     if connection.vendor == "postgresql":
-        params: list[Any] = [now]
-        for r in rows:
-            params += [
-                r.id,
-                r.status,
-                r.attempts_delta,
-                r.next_attempt_at,
-                r.unknown_inc,
-                r.message_id,
-                r.error_code,
-                r.error_title,
-                r.error_message,
-                r.error_retryable,
-                r.sent_at,
-                r.failed_at,
-                r.wait_reason or "",  # every write sets it: a send that moves on has no reason to wait
-                r.wa_id,
-                r.meta_status,
-            ]
-        sql = _PG_RECORD_SQL.format(values=", ".join([_PG_VALUE] * len(rows)))
+        # One array per column (a fixed statement: psycopg caches its parsing, where a VALUES list of 15
+        # placeholders per row was parsed again on every write).
+        columns = [
+            [getattr(r, name) for r in rows]
+            for name in (
+                "id",
+                "status",
+                "attempts_delta",
+                "next_attempt_at",
+                "unknown_inc",
+                "message_id",
+                "error_code",
+                "error_title",
+                "error_message",
+                "error_retryable",
+                "sent_at",
+                "failed_at",
+            )
+        ]
+        columns.append(
+            [r.wait_reason or "" for r in rows]
+        )  # every write sets it: a send that moves on waits for nothing
+        columns += [[r.wa_id for r in rows], [r.meta_status for r in rows]]
+        params: list[Any] = [now, *columns]
+        sql = _PG_RECORD_SQL
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
             written = cursor.fetchall()

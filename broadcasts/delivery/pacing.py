@@ -80,6 +80,7 @@ class PostLog:
         self.quickest = math.inf
         # Until when the log itself held POSTs back: that wait is not the loop's lateness.
         self.held_until = 0.0
+        self.sole_pump = settings.DELIVERY_CHANNEL_PARALLELISM == 1
 
     def budget(self) -> int:
         return max(1, self.base - math.floor(self.rate * self.lag))
@@ -117,7 +118,7 @@ class PostLog:
     def late_tolerance(self, now: float) -> float:
         """How late a slot may still be fired: long once this log has seen a full second of a channel it alone
         posts on (it then bounds every second itself), else LATE_TOLERANCE_SECONDS."""
-        if settings.DELIVERY_CHANNEL_PARALLELISM == 1 and now - self.started >= 1.0:
+        if self.sole_pump and now - self.started >= 1.0:
             return LATE_FIRE_SECONDS
         return LATE_TOLERANCE_SECONDS
 
