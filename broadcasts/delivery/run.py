@@ -99,6 +99,20 @@ class RunReport:
     rows: list[OutcomeRow] = field(default_factory=list, repr=False)
 
 
+@dataclass(slots=True)
+class _Planned:
+    """What one planning step (BroadcastRun._plan_in_db) found: the posting gate closed, or the gates' verdict and
+    the slots and number holds granted to the admitted sends (``use``; ``rest`` got no slot this time)."""
+
+    marked_at: float
+    closed: str | None = None
+    verdict: gates.Admission | None = None
+    grant: limiter.Grant | None = None
+    use: list[Claimed] = field(default_factory=list)
+    rest: list[Claimed] = field(default_factory=list)
+    waits: list[float] = field(default_factory=list)
+
+
 class BroadcastRun:
     """Posts one broadcast's claimed sends on the process's event loop; all state here is this run's only."""
 
@@ -513,73 +527,79 @@ class BroadcastRun:
         self.report.claimed += len(more)
         self.queue.extend(more)
 
-    async def _admit(self, batch: list[Claimed]) -> list[Claimed]:
-        """Pass the marked batch through the admission gates (broadcasts/delivery/gates.py); returns what may be
-        posted. A gate's failures are recorded without a POST, its waits handed back at the end of the run, and
-        its pause stops the run (the sends it did not admit go back to the queue). Raises like the marking does
-        when the database or Redis is away (the caller hands the batch back)."""
-        if not batch or not gate_chain.GATES:
-            return batch
-        ctx = dataclasses.replace(self.gate_context, now=timezone.now())
-        verdict = await self.run_in_db(functools.partial(gates.sends_admit, ctx, batch, gate_chain.GATES))
-        now = timezone.now()
-        self.results += [(send, result, now) for send, result in verdict.failed]
-        self.deferred += verdict.deferred
-        if verdict.returned:
-            self.queue.extendleft(reversed(verdict.returned))
-        if verdict.pause is not None and self.gate_pause is None:
-            self.gate_pause = verdict.pause
-        return verdict.ready
+    def _plan_in_db(self, batch: list[Claimed]) -> _Planned:
+        """The planning step's database and Redis work, in ONE hop to the DB thread (the loop never waits on a
+        Redis call, which on a shared loop made the other channels' slots late): mark the batch posting (the
+        posting gate), pass what was marked through the admission gates (broadcasts/delivery/gates.py), reserve
+        slots for what they admitted and hold those numbers. Nothing here touches the run's state: the loop applies
+        the result (see _plan). Raises when the database or Redis is away; the caller hands the whole batch back
+        (every gate is idempotent per send)."""
+        marked_at, marked, closed = sends_mark_posting(broadcast_id=self.broadcast.id, ids=[s.id for s in batch])
+        planned = _Planned(marked_at=marked_at, closed=closed)
+        if closed is not None:
+            return planned
+        # A send no longer PENDING (final meanwhile) is not ours to post or record.
+        batch = [s for s in batch if s.id in marked]
+        if batch and gate_chain.GATES:
+            ctx = dataclasses.replace(self.gate_context, now=timezone.now())
+            planned.verdict = gates.sends_admit(ctx, batch, gate_chain.GATES)
+            batch = planned.verdict.ready
+            if planned.verdict.pause is not None:
+                return planned
+        planned.grant = limiter.channel_reserve(
+            channel_id=self.channel.id, max_mps=self.channel.max_mps, want=len(batch)
+        )
+        planned.use, planned.rest = batch[: planned.grant.count], batch[planned.grant.count :]
+        if planned.use:
+            planned.waits = limiter.numbers_claim(
+                channel_id=self.channel.id,
+                numbers=[s.to for s in planned.use],
+                hold_seconds=self.hold,
+                tokens=[str(s.id) for s in planned.use],
+            )
+        return planned
 
     async def _plan(self, schedule: deque) -> float:
-        """Reserve the next slots and give them to queued sends whose number is free; returns when to plan next."""
+        """Reserve the next slots and give them to queued sends whose number is free; returns when to plan next.
+        A gate's failures are recorded without a POST, its waits handed back with the next outcome write, and its
+        pause stops the run (the sends it did not admit go back to the queue)."""
         batch = [self.queue.popleft() for _ in range(min(self.batch, len(self.queue)))]
-        ids = [s.id for s in batch]
         try:
-            # The gate: marked only while the broadcast is IN_PROGRESS, and each POST within its permit.
-            marked_at, marked, closed = await self.run_in_db(
-                functools.partial(sends_mark_posting, broadcast_id=self.broadcast.id, ids=ids)
-            )
-            if closed is not None:
-                self.queue.extendleft(reversed(batch))
-                self.gate_closed = closed
-                return time.monotonic() + CHECK_INTERVAL_SECONDS
-            # A send no longer PENDING (final meanwhile) is not ours to post or record.
-            batch = [s for s in batch if s.id in marked]
-            batch = await self._admit(batch)
-            if self.gate_pause is not None:
-                return time.monotonic() + CHECK_INTERVAL_SECONDS
-            grant = limiter.channel_reserve(channel_id=self.channel.id, max_mps=self.channel.max_mps, want=len(batch))
+            planned = await self.run_in_db(functools.partial(self._plan_in_db, batch))
         except (db.Error, RedisError):
             # Database or Redis away for a moment: nothing is sent unmarked or unpaced; try again shortly.
             logger.warning("delivery: cannot mark or pace sends; retrying in %.1f s", CHECK_INTERVAL_SECONDS)
             self.queue.extendleft(reversed(batch))
             return time.monotonic() + CHECK_INTERVAL_SECONDS
-        if grant.count == 0:
+        if planned.closed is not None:
             self.queue.extendleft(reversed(batch))
-            return grant.first_at - limiter.HORIZON_SECONDS - limiter.LEAD_SECONDS
-        use, rest = batch[: grant.count], batch[grant.count :]
-        self.queue.extendleft(reversed(rest))
-        try:
-            waits = limiter.numbers_claim(
-                channel_id=self.channel.id,
-                numbers=[s.to for s in use],
-                hold_seconds=self.hold,
-                tokens=[str(s.id) for s in use],
-            )
-        except RedisError:
-            self.queue.extendleft(reversed(use))
+            self.gate_closed = planned.closed
             return time.monotonic() + CHECK_INTERVAL_SECONDS
-        times = grant.slot_times()
+        verdict = planned.verdict
+        if verdict is not None:
+            now = timezone.now()
+            self.results += [(send, result, now) for send, result in verdict.failed]
+            self.deferred += verdict.deferred
+            if verdict.returned:
+                self.queue.extendleft(reversed(verdict.returned))
+            if verdict.pause is not None:
+                if self.gate_pause is None:
+                    self.gate_pause = verdict.pause
+                return time.monotonic() + CHECK_INTERVAL_SECONDS
+        grant = planned.grant
+        assert grant is not None
+        self.queue.extendleft(reversed(planned.rest))
+        if grant.count == 0:
+            return grant.first_at - limiter.HORIZON_SECONDS - limiter.LEAD_SECONDS
         ready = []
-        for send, wait in zip(use, waits, strict=True):
+        for send, wait in zip(planned.use, planned.waits, strict=True):
             if wait > 0:
                 self.deferred.append((send, wait, "throughput"))
             else:
                 ready.append(send)
         # Slots are used in order; those of deferred sends go unused (never saved up: no burst later).
-        permit = marked_at + POST_PERMIT_SECONDS
-        schedule.extend((slot, send, permit) for slot, send in zip(times, ready, strict=False))
+        permit = planned.marked_at + POST_PERMIT_SECONDS
+        schedule.extend((slot, send, permit) for slot, send in zip(grant.slot_times(), ready, strict=False))
         return 0.0
 
     def _take_deferred(self) -> list[OutcomeRow]:
