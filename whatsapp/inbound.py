@@ -16,10 +16,10 @@ template updates to ``templates_registry/services.py``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 STATUSES_FIELD = "messages"
 TEMPLATE_STATUS_FIELD = "message_template_status_update"
@@ -207,50 +207,48 @@ def _word(value: Any) -> str:
     return value.strip().upper()[:64] if isinstance(value, str) else ""
 
 
-def template_status_update_parse(
-    *, waba_id: str, value: Mapping[str, Any], time: int | None = None
-) -> TemplateStatusUpdate:
-    template_id, name, language = _template_ref(value)
-    return TemplateStatusUpdate(
-        waba_id=waba_id,
-        event=str(value.get("event") or "").upper(),
-        template_id=template_id,
-        name=name,
-        language=language,
-        reason=str(value.get("reason") or ""),
-        time=time,
-    )
+TemplateUpdate = TemplateStatusUpdate | TemplateCategoryUpdate | TemplateQualityUpdate
+_T = TypeVar("_T", TemplateStatusUpdate, TemplateCategoryUpdate, TemplateQualityUpdate)
 
 
-def template_category_update_parse(
-    *, waba_id: str, value: Mapping[str, Any], time: int | None = None
-) -> TemplateCategoryUpdate:
-    template_id, name, language = _template_ref(value)
-    return TemplateCategoryUpdate(
-        waba_id=waba_id,
-        template_id=template_id,
-        name=name,
-        language=language,
-        new_category=_word(value.get("new_category")),
-        previous_category=_word(value.get("previous_category")),
-        correct_category=_word(value.get("correct_category")),
-        time=time,
-    )
+class TemplateUpdateParser(Protocol[_T]):
+    def __call__(self, *, waba_id: str, value: Mapping[str, Any], time: int | None = None) -> _T: ...
 
 
-def template_quality_update_parse(
-    *, waba_id: str, value: Mapping[str, Any], time: int | None = None
-) -> TemplateQualityUpdate:
-    template_id, name, language = _template_ref(value)
-    return TemplateQualityUpdate(
-        waba_id=waba_id,
-        template_id=template_id,
-        name=name,
-        language=language,
-        new_quality=_word(value.get("new_quality_score")),
-        previous_quality=_word(value.get("previous_quality_score")),
-        time=time,
-    )
+def _template_update_parser(
+    kind: type[_T], own_fields: Callable[[Mapping[str, Any]], dict[str, str]]
+) -> TemplateUpdateParser[_T]:
+    """The parser of one kind of template update: the template Meta names (``_template_ref``), the entry's WABA id
+    and ``time``, and the kind's own fields read from the change's value by ``own_fields``."""
+
+    def parse(*, waba_id: str, value: Mapping[str, Any], time: int | None = None) -> _T:
+        template_id, name, language = _template_ref(value)
+        return kind(
+            waba_id=waba_id, template_id=template_id, name=name, language=language, time=time, **own_fields(value)
+        )
+
+    return parse
+
+
+template_status_update_parse = _template_update_parser(
+    TemplateStatusUpdate,
+    lambda value: {"event": str(value.get("event") or "").upper(), "reason": str(value.get("reason") or "")},
+)
+template_category_update_parse = _template_update_parser(
+    TemplateCategoryUpdate,
+    lambda value: {
+        "new_category": _word(value.get("new_category")),
+        "previous_category": _word(value.get("previous_category")),
+        "correct_category": _word(value.get("correct_category")),
+    },
+)
+template_quality_update_parse = _template_update_parser(
+    TemplateQualityUpdate,
+    lambda value: {
+        "new_quality": _word(value.get("new_quality_score")),
+        "previous_quality": _word(value.get("previous_quality_score")),
+    },
+)
 
 
 def user_preferences_parse(*, waba_id: str, value: Mapping[str, Any]) -> list[UserPreferenceUpdate]:
