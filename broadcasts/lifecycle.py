@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from datetime import datetime
 
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from broadcasts.counts import broadcasts_lock, counts_move
@@ -102,6 +102,14 @@ def broadcast_finalize(*, broadcast_id: str) -> str | None:
     return status
 
 
+def _sends_cancelled(sends: QuerySet[Send], *, now: datetime) -> int:
+    """These (pending) sends -> CANCELLED, with no retry time, lease or posting marker left on them; the caller
+    moves the kept counts."""
+    return sends.update(
+        status=SendStatus.CANCELLED, next_attempt_at=None, lease_expires_at=None, posting_at=None, updated_at=now
+    )
+
+
 def sends_cancel_unleased(*, broadcast_id: str, now: datetime | None = None) -> int:
     """A cancelled broadcast's pending sends that no live worker holds become CANCELLED, never sent: with no
     retry time, lease or posting marker left on them. A send a worker holds (live lease) is left to that
@@ -110,16 +118,11 @@ def sends_cancel_unleased(*, broadcast_id: str, now: datetime | None = None) -> 
     now = now or timezone.now()
     with transaction.atomic():
         broadcasts_lock(broadcast_ids=[broadcast_id])
-        n = (
-            Send.objects.filter(broadcast_id=broadcast_id, status=SendStatus.PENDING)
-            .filter(Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lt=now))
-            .update(
-                status=SendStatus.CANCELLED,
-                next_attempt_at=None,
-                lease_expires_at=None,
-                posting_at=None,
-                updated_at=now,
-            )
+        n = _sends_cancelled(
+            Send.objects.filter(broadcast_id=broadcast_id, status=SendStatus.PENDING).filter(
+                Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lt=now)
+            ),
+            now=now,
         )
         counts_move(broadcast_id=broadcast_id, old=SendStatus.PENDING, new=SendStatus.CANCELLED, n=n)
     return n
@@ -142,13 +145,7 @@ def number_sends_cancel(*, sends: Iterable[tuple[int, str]], now: datetime | Non
             .values_list("id", "broadcast_id")
         )
         if cancel:
-            Send.objects.filter(id__in=[send_id for send_id, _ in cancel]).update(
-                status=SendStatus.CANCELLED,
-                next_attempt_at=None,
-                lease_expires_at=None,
-                posting_at=None,
-                updated_at=now,
-            )
+            _sends_cancelled(Send.objects.filter(id__in=[send_id for send_id, _ in cancel]), now=now)
         for broadcast_id, n in sorted(Counter(broadcast_id for _, broadcast_id in cancel).items()):
             counts_move(broadcast_id=broadcast_id, old=SendStatus.PENDING, new=SendStatus.CANCELLED, n=n)
     return len(cancel)
