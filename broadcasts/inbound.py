@@ -13,9 +13,14 @@ each part routed to the app that owns its data, in one transaction.
 - ``user_preferences`` (a user stopped or resumed marketing messages) changes the organization's suppression
   list (``broadcasts.suppressions``).
 - Everything else Meta sends (account and call updates, ...) is acknowledged and ignored.
+
+The routing is one table at the end of this module (``LIMITS_STEPS``, ``STEPS``): a row per kind of change, its
+field, its parser (``whatsapp.inbound``) and its applier; a new kind is one row.
 """
 
+import copy
 import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,17 +33,31 @@ from broadcasts.suppressions import user_preferences_apply
 from templates_registry.models import Channel
 from templates_registry.services import template_category_apply, template_quality_apply, template_status_update_apply
 from whatsapp.inbound import (
+    BUSINESS_CAPABILITY_FIELD,
+    PHONE_QUALITY_FIELD,
+    STATUSES_FIELD,
+    TEMPLATE_CATEGORY_FIELD,
+    TEMPLATE_QUALITY_FIELD,
+    TEMPLATE_STATUS_FIELD,
+    USER_PREFERENCES_FIELD,
     BusinessCapabilityUpdate,
+    Change,
     InboundMessage,
-    OtherChange,
     PhoneNumberQualityUpdate,
     StatusUpdate,
     TemplateCategoryUpdate,
     TemplateQualityUpdate,
     TemplateStatusUpdate,
     UserPreferenceUpdate,
-    envelope_parse,
-    limits_parse,
+    business_capability_parse,
+    changes_read,
+    inbound_messages_parse,
+    phone_quality_parse,
+    statuses_parse,
+    template_category_update_parse,
+    template_quality_update_parse,
+    template_status_update_parse,
+    user_preferences_parse,
 )
 
 logger = logging.getLogger(__name__)
@@ -62,36 +81,41 @@ class WebhookResult:
     suppressions_changed: int = 0
 
 
+Applier = Callable[[list[Any], WebhookResult], None]
+
+
+@dataclass(frozen=True)
+class Route:
+    """One kind of Meta change: the field it comes in, its parser (``whatsapp.inbound``: a change -> its items)
+    and its applier (a run of its items, in Meta's order -> the owning app; counts into the result)."""
+
+    field: str
+    parse: Callable[[Change], list[Any]]
+    apply: Applier
+
+
 def webhook_payload_process(*, payload: dict[str, Any]) -> WebhookResult:
-    """Applies a verified webhook envelope, in one transaction (Meta retries on any non-2xx)."""
+    """Applies a verified webhook envelope: the messaging limit's part (LIMITS_STEPS) in a transaction of its own,
+    then the rest (STEPS) in one transaction (Meta retries on any non-2xx), retried on a deadlock."""
     result = WebhookResult()
-    items = envelope_parse(payload)
-    statuses = [item for item in items if isinstance(item, StatusUpdate)]
-    template_updates = [
-        item
-        for item in items
-        if isinstance(item, (TemplateStatusUpdate, TemplateCategoryUpdate, TemplateQualityUpdate))
-    ]
-    result.ignored_changes = sum(1 for item in items if isinstance(item, OtherChange))
-    result.statuses_received = len(statuses)
-    _limits_apply(payload=payload, result=result)
-    preferences = [item for item in items if isinstance(item, UserPreferenceUpdate)]
-    if not statuses and not template_updates and not preferences:
+    changes = list(changes_read(payload))
+    routed = {route.field for step in (*LIMITS_STEPS, *STEPS) for route in step}
+    result.ignored_changes = sum(1 for c in changes if not isinstance(c.field, str) or c.field not in routed)
+    limit_runs = _runs(changes, LIMITS_STEPS)
+    if limit_runs:
+        with transaction.atomic():
+            for apply, items in limit_runs:
+                apply(items, result)
+    runs = _runs(changes, STEPS)
+    if not runs:
         return result
     for attempt in range(1, DEADLOCK_ATTEMPTS + 1):
+        attempt_result = copy.deepcopy(result)  # a retried attempt counts afresh
         try:
             with transaction.atomic():
-                result.broadcasts_paused = []
-                if statuses:
-                    moved = sends_apply_statuses(statuses=statuses)
-                    result.sends_moved = {status: len(ids) for status, ids in moved.items()}
-                    result.statuses_unmatched = unmatched_statuses_keep(statuses=statuses, wamids=set(moved.unmatched))
-                    result.broadcasts_paused += template_pauses.broadcasts_pause_for_failed_statuses(statuses=statuses)
-                result.templates_updated, paused = _template_updates_apply(template_updates)
-                result.broadcasts_paused += paused
-                if preferences:
-                    result.suppressions_changed = user_preferences_apply(updates=preferences)
-            return result
+                for apply, items in runs:
+                    apply(items, attempt_result)
+            return attempt_result
         except OperationalError as exc:
             # Meta posts several bodies at once; two touching the same sends may deadlock. The loser
             # rolled back entirely (its on_commit work too), so running it again is safe.
@@ -101,79 +125,138 @@ def webhook_payload_process(*, payload: dict[str, Any]) -> WebhookResult:
     return result
 
 
-def _limits_apply(*, payload: dict[str, Any], result: WebhookResult) -> None:
-    """The messaging limit's part of an envelope (its own transaction: each part is idempotent): customer-service
-    windows from incoming messages, the organization's limit from capability and number quality updates."""
-    items = limits_parse(payload)
-    if not items:
-        return
-    now = timezone.now()
-    with transaction.atomic():
-        messages = [item for item in items if isinstance(item, InboundMessage)]
-        if messages:
-            channel_ids = dict(
-                Channel.objects.filter(phone_number_id__in={m.phone_number_id for m in messages}).values_list(
-                    "phone_number_id", "id"
-                )
-            )
-            by_channel: dict[str, list] = {}
-            for message in messages:
-                channel_id = channel_ids.get(message.phone_number_id)
-                if channel_id is None:
-                    continue  # not one of our numbers
-                at = min(message.timestamp or now, now)  # a clock ahead of ours must not stretch the window
-                by_channel.setdefault(channel_id, []).extend(
-                    (number, at) for number in messaging_limit.wa_id_numbers(message.wa_id)
-                )
-            for channel_id, inbound in by_channel.items():
-                result.customer_windows += messaging_limit.customer_windows_record(
-                    channel_id=channel_id, inbound=inbound
-                )
-        for item in items:
-            if isinstance(item, BusinessCapabilityUpdate) and item.messaging_limit is not None:
-                try:
-                    limit = messaging_limit.limit_parse(item.messaging_limit, tiers_only=False)
-                except messaging_limit.InvalidLimit:
-                    logger.warning("business_capability_update with an unreadable limit %r", item.messaging_limit)
-                    continue
-                result.limits_changed += messaging_limit.waba_limit_set(waba_id=item.waba_id, limit=limit)
-            elif isinstance(item, PhoneNumberQualityUpdate):
-                _, orgs = messaging_limit.channel_quality_apply(
-                    waba_id=item.waba_id,
-                    phone_number=item.display_phone_number,
-                    event=item.event,
-                    current_limit=item.current_limit,
-                    messaging_tier=item.messaging_tier,
-                    at=item.timestamp,
-                )
-                result.limits_changed += orgs
+def _runs(changes: list[Change], steps: Sequence[Sequence[Route]]) -> list[tuple[Applier, list[Any]]]:
+    """What to apply, in order: step by step; within a step, the items its routes read in Meta's order, the
+    consecutive items of one route in one run (one call of its applier)."""
+    runs: list[tuple[Applier, list[Any]]] = []
+    for step in steps:
+        by_field = {route.field: route for route in step}
+        first = len(runs)
+        for change in changes:
+            route = by_field.get(change.field) if isinstance(change.field, str) else None
+            items = route.parse(change) if route is not None else []
+            if not items:
+                continue
+            if len(runs) > first and runs[-1][0] is route.apply:
+                runs[-1][1].extend(items)
+            else:
+                runs.append((route.apply, list(items)))
+    return runs
 
 
-def _template_updates_apply(
-    updates: list[TemplateStatusUpdate | TemplateCategoryUpdate | TemplateQualityUpdate],
-) -> tuple[int, list[str]]:
-    """Template status, category and quality updates, in Meta's order; returns (templates changed, broadcasts
-    paused). A status change to PAUSED or DISABLED pauses the template's running broadcasts in this transaction."""
-    changed = 0
-    paused: list[str] = []
+# --- the appliers ------------------------------------------------------------------------------------------------
+
+
+def _statuses_apply(statuses: list[StatusUpdate], result: WebhookResult) -> None:
+    """Delivery receipts move sends; those of wamids no send carries yet are kept for the beat task; a failed
+    status with 132015/132016 pauses its send's broadcast."""
+    result.statuses_received = len(statuses)
+    moved = sends_apply_statuses(statuses=statuses)
+    result.sends_moved = {status: len(ids) for status, ids in moved.items()}
+    result.statuses_unmatched = unmatched_statuses_keep(statuses=statuses, wamids=set(moved.unmatched))
+    result.broadcasts_paused += template_pauses.broadcasts_pause_for_failed_statuses(statuses=statuses)
+
+
+def _template_ref(update: TemplateStatusUpdate | TemplateCategoryUpdate | TemplateQualityUpdate) -> dict[str, Any]:
+    return {"waba_id": update.waba_id, "meta_id": update.template_id, "name": update.name, "language": update.language}
+
+
+def _template_statuses_apply(updates: list[TemplateStatusUpdate], result: WebhookResult) -> None:
+    """A status change to PAUSED or DISABLED pauses the template's running broadcasts in this transaction."""
     for update in updates:
-        ref = {
-            "waba_id": update.waba_id,
-            "meta_id": update.template_id,
-            "name": update.name,
-            "language": update.language,
-        }
-        if isinstance(update, TemplateStatusUpdate):
-            changes = template_status_update_apply(event=update.event, reason=update.reason, time=update.time, **ref)
-            changed += len(changes)
-            for change in changes:
-                paused += template_pauses.broadcasts_pause_for_template(
-                    template_id=change.template_id, status=change.new_status, reason=change.reason
-                )
-        elif isinstance(update, TemplateCategoryUpdate):
-            changed += template_category_apply(
-                new_category=update.new_category, previous_category=update.previous_category, **ref
+        changes = template_status_update_apply(
+            event=update.event, reason=update.reason, time=update.time, **_template_ref(update)
+        )
+        result.templates_updated += len(changes)
+        for change in changes:
+            result.broadcasts_paused += template_pauses.broadcasts_pause_for_template(
+                template_id=change.template_id, status=change.new_status, reason=change.reason
             )
-        else:
-            changed += template_quality_apply(quality=update.new_quality, **ref)
-    return changed, paused
+
+
+def _template_categories_apply(updates: list[TemplateCategoryUpdate], result: WebhookResult) -> None:
+    for update in updates:
+        result.templates_updated += template_category_apply(
+            new_category=update.new_category, previous_category=update.previous_category, **_template_ref(update)
+        )
+
+
+def _template_qualities_apply(updates: list[TemplateQualityUpdate], result: WebhookResult) -> None:
+    for update in updates:
+        result.templates_updated += template_quality_apply(quality=update.new_quality, **_template_ref(update))
+
+
+def _user_preferences_apply(updates: list[UserPreferenceUpdate], result: WebhookResult) -> None:
+    result.suppressions_changed += user_preferences_apply(updates=updates)
+
+
+def _customer_windows_apply(messages: list[InboundMessage], result: WebhookResult) -> None:
+    """Incoming messages open customer-service windows (the messaging limit), per channel of ours."""
+    now = timezone.now()
+    channel_ids = dict(
+        Channel.objects.filter(phone_number_id__in={m.phone_number_id for m in messages}).values_list(
+            "phone_number_id", "id"
+        )
+    )
+    by_channel: dict[str, list] = {}
+    for message in messages:
+        channel_id = channel_ids.get(message.phone_number_id)
+        if channel_id is None:
+            continue  # not one of our numbers
+        at = min(message.timestamp or now, now)  # a clock ahead of ours must not stretch the window
+        by_channel.setdefault(channel_id, []).extend(
+            (number, at) for number in messaging_limit.wa_id_numbers(message.wa_id)
+        )
+    for channel_id, inbound in by_channel.items():
+        result.customer_windows += messaging_limit.customer_windows_record(channel_id=channel_id, inbound=inbound)
+
+
+def _business_capabilities_apply(updates: list[BusinessCapabilityUpdate], result: WebhookResult) -> None:
+    """The organization's messaging limit Meta names (a change naming none changes nothing)."""
+    for update in updates:
+        if update.messaging_limit is None:
+            continue
+        try:
+            limit = messaging_limit.limit_parse(update.messaging_limit, tiers_only=False)
+        except messaging_limit.InvalidLimit:
+            logger.warning("business_capability_update with an unreadable limit %r", update.messaging_limit)
+            continue
+        result.limits_changed += messaging_limit.waba_limit_set(waba_id=update.waba_id, limit=limit)
+
+
+def _number_qualities_apply(updates: list[PhoneNumberQualityUpdate], result: WebhookResult) -> None:
+    """A number's quality event and the messaging-limit tier it names."""
+    for update in updates:
+        _, orgs = messaging_limit.channel_quality_apply(
+            waba_id=update.waba_id,
+            phone_number=update.display_phone_number,
+            event=update.event,
+            current_limit=update.current_limit,
+            messaging_tier=update.messaging_tier,
+            at=update.timestamp,
+        )
+        result.limits_changed += orgs
+
+
+# --- the routes: a new kind of change is one row ----------------------------------------------------------------
+# Steps apply in order; the routes of one step apply their items in Meta's order (a run of one route's
+# consecutive items per call), so updates that touch the same rows keep Meta's order.
+
+# The messaging limit's part, in a transaction of its own (each part is idempotent), first.
+LIMITS_STEPS: tuple[tuple[Route, ...], ...] = (
+    (Route(STATUSES_FIELD, inbound_messages_parse, _customer_windows_apply),),
+    (
+        Route(BUSINESS_CAPABILITY_FIELD, business_capability_parse, _business_capabilities_apply),
+        Route(PHONE_QUALITY_FIELD, phone_quality_parse, _number_qualities_apply),
+    ),
+)
+# The rest, in one transaction, retried on a deadlock.
+STEPS: tuple[tuple[Route, ...], ...] = (
+    (Route(STATUSES_FIELD, statuses_parse, _statuses_apply),),
+    (
+        Route(TEMPLATE_STATUS_FIELD, template_status_update_parse, _template_statuses_apply),
+        Route(TEMPLATE_CATEGORY_FIELD, template_category_update_parse, _template_categories_apply),
+        Route(TEMPLATE_QUALITY_FIELD, template_quality_update_parse, _template_qualities_apply),
+    ),
+    (Route(USER_PREFERENCES_FIELD, user_preferences_parse, _user_preferences_apply),),
+)

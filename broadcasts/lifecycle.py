@@ -4,6 +4,7 @@
     PENDING | IN_PROGRESS --pause--> PAUSED --resume--> IN_PROGRESS (PENDING when it never started)
     anything not final --cancel--> CANCELLED (its pending sends no worker holds: CANCELLED)
     COMPLETED | FAILED --retry (failed sends re-queued)--> IN_PROGRESS; PENDING, IN_PROGRESS, PAUSED keep theirs
+    a number's erasure: its pending sends not being posted --> CANCELLED, in any broadcast (its status kept)
 
 Each transition is written once, here, and guarded by the row: a conditional UPDATE (start, finalize) or the
 caller's row lock (pause, resume, cancel: ``broadcast_get_for_update`` in broadcasts/services.py, which turns a
@@ -14,11 +15,12 @@ transaction, the broadcast row locked first (broadcasts/counts.py).
 """
 
 import time
+from collections import Counter
 from collections.abc import Iterable
 from datetime import datetime
 
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from broadcasts.counts import broadcasts_lock, counts_move
@@ -100,6 +102,14 @@ def broadcast_finalize(*, broadcast_id: str) -> str | None:
     return status
 
 
+def _sends_cancelled(sends: QuerySet[Send], *, now: datetime) -> int:
+    """These (pending) sends -> CANCELLED, with no retry time, lease or posting marker left on them; the caller
+    moves the kept counts."""
+    return sends.update(
+        status=SendStatus.CANCELLED, next_attempt_at=None, lease_expires_at=None, posting_at=None, updated_at=now
+    )
+
+
 def sends_cancel_unleased(*, broadcast_id: str, now: datetime | None = None) -> int:
     """A cancelled broadcast's pending sends that no live worker holds become CANCELLED, never sent: with no
     retry time, lease or posting marker left on them. A send a worker holds (live lease) is left to that
@@ -108,19 +118,37 @@ def sends_cancel_unleased(*, broadcast_id: str, now: datetime | None = None) -> 
     now = now or timezone.now()
     with transaction.atomic():
         broadcasts_lock(broadcast_ids=[broadcast_id])
-        n = (
-            Send.objects.filter(broadcast_id=broadcast_id, status=SendStatus.PENDING)
-            .filter(Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lt=now))
-            .update(
-                status=SendStatus.CANCELLED,
-                next_attempt_at=None,
-                lease_expires_at=None,
-                posting_at=None,
-                updated_at=now,
-            )
+        n = _sends_cancelled(
+            Send.objects.filter(broadcast_id=broadcast_id, status=SendStatus.PENDING).filter(
+                Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lt=now)
+            ),
+            now=now,
         )
         counts_move(broadcast_id=broadcast_id, old=SendStatus.PENDING, new=SendStatus.CANCELLED, n=n)
     return n
+
+
+def number_sends_cancel(*, sends: Iterable[tuple[int, str]], now: datetime | None = None) -> int:
+    """The erasure of a number (``DELETE /v1/contacts/{to}``): of these sends, given as (send id, broadcast id),
+    those still PENDING and not being posted become CANCELLED, never sent (nothing can be sent to a number we no
+    longer store), with no retry time, lease or posting marker left on them; a send being posted is left to its
+    POST. The kept counts move in the same transaction, the broadcast rows locked first. Returns how many."""
+    sends = list(sends)
+    now = now or timezone.now()
+    with transaction.atomic():
+        broadcasts_lock(broadcast_ids={broadcast_id for _, broadcast_id in sends})
+        # Locked (FOR UPDATE) before the move: the counts move by exactly what is cancelled.
+        cancel = list(
+            Send.objects.filter(id__in=[send_id for send_id, _ in sends], status=SendStatus.PENDING)
+            .filter(posting_at__isnull=True)
+            .select_for_update()
+            .values_list("id", "broadcast_id")
+        )
+        if cancel:
+            _sends_cancelled(Send.objects.filter(id__in=[send_id for send_id, _ in cancel]), now=now)
+        for broadcast_id, n in sorted(Counter(broadcast_id for _, broadcast_id in cancel).items()):
+            counts_move(broadcast_id=broadcast_id, old=SendStatus.PENDING, new=SendStatus.CANCELLED, n=n)
+    return len(cancel)
 
 
 def _posting_fence(*, was: str) -> None:

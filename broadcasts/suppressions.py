@@ -19,11 +19,10 @@ from datetime import datetime
 
 from django.db import IntegrityError, transaction
 from django.db.models import Q
-from django.utils import timezone
 
 from broadcasts import selectors
-from broadcasts.counts import broadcasts_lock, counts_add, deltas_of
-from broadcasts.models import CustomerWindow, Send, SendStatus, Suppression, SuppressionSource
+from broadcasts.lifecycle import number_sends_cancel
+from broadcasts.models import CustomerWindow, Send, Suppression, SuppressionSource
 from broadcasts.phones import phone_to_e164
 from events.endpoints import endpoints_active
 from events.models import EventType
@@ -199,10 +198,10 @@ def contact_erase(*, organization_id: int, to: str) -> int:
 
     Every send to it (any broadcast of the organization) keeps its row, index, status, error and times, so every
     count stays; its ``to`` becomes "" and its ``variables`` / ``meta_data`` (and its header media and button
-    parameters) ``{}`` / null; its customer-service windows are deleted. A send still PENDING
-    and not being posted is CANCELLED (the kept counts move with it): nothing can be sent to a number we no longer
-    store. The suppression entry, if any, keeps only ``to_hash``: the number stays suppressed. In batches of
-    ``ERASE_BATCH`` sends, one short transaction each (uses the ``send_to`` index)."""
+    parameters) ``{}`` / null; its customer-service windows are deleted. A send still PENDING and not being posted
+    is CANCELLED (``lifecycle.number_sends_cancel``, the kept counts moving with it): nothing can be sent to a
+    number we no longer store. The suppression entry, if any, keeps only ``to_hash``: the number stays suppressed.
+    In batches of ``ERASE_BATCH`` sends, one short transaction each (uses the ``send_to`` index)."""
     erased = 0
     while True:
         with transaction.atomic():
@@ -213,20 +212,8 @@ def contact_erase(*, organization_id: int, to: str) -> int:
             )
             if not batch:
                 break
-            ids = [send_id for send_id, _ in batch]
-            broadcasts_lock(broadcast_ids={b for _, b in batch})
-            # Locked (FOR UPDATE) before the move: the counts move by exactly what is cancelled.
-            cancel = list(
-                Send.objects.filter(id__in=ids, status=SendStatus.PENDING, posting_at__isnull=True)
-                .select_for_update()
-                .values_list("id", "broadcast_id")
-            )
-            if cancel:
-                Send.objects.filter(id__in=[i for i, _ in cancel]).update(
-                    status=SendStatus.CANCELLED, next_attempt_at=None, lease_expires_at=None, updated_at=timezone.now()
-                )
-                counts_add(deltas_of((b, SendStatus.PENDING, SendStatus.CANCELLED) for _, b in cancel))
-            erased += Send.objects.filter(id__in=ids).update(
+            number_sends_cancel(sends=batch)  # its pending sends: CANCELLED, the kept counts with them
+            erased += Send.objects.filter(id__in=[send_id for send_id, _ in batch]).update(
                 to="", variables={}, meta_data=None, header_media=None, buttons=None
             )
     # When the customer last wrote is personal data too (the customer-service windows of the messaging limit).

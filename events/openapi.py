@@ -24,53 +24,52 @@ def _nullable(schema: Schema) -> Schema:
     return {**schema, "type": [schema["type"], "null"]}
 
 
+def _header(name: str, description: str, pattern: str) -> Schema:
+    """A required string header of every event POST."""
+    return {
+        "name": name,
+        "in": "header",
+        "required": True,
+        "description": description,
+        "schema": {"type": "string", "pattern": pattern},
+    }
+
+
 SIGNATURE_HEADERS: list[Schema] = [
-    {
-        "name": "X-Webhook-Id",
-        "in": "header",
-        "required": True,
-        "description": "The event id, the same on every retry: de-duplicate on it.",
-        "schema": {"type": "string", "pattern": "^evt_[0-9a-f]{24}$"},
-    },
-    {
-        "name": "X-Webhook-Timestamp",
-        "in": "header",
-        "required": True,
-        "description": "Unix seconds of this attempt. Reject a timestamp far from your clock (e.g. more than 5 min).",
-        "schema": {"type": "string", "pattern": "^[0-9]+$"},
-    },
-    {
-        "name": "X-Webhook-Signature",
-        "in": "header",
-        "required": True,
-        "description": "Space-separated `v1=<hex HMAC-SHA256(key = the secret's UTF-8 bytes, message = \"<X-Webhook-"
+    _header(
+        "X-Webhook-Id",
+        "The event id, the same on every retry: de-duplicate on it.",
+        "^evt_[0-9a-f]{24}$",
+    ),
+    _header(
+        "X-Webhook-Timestamp",
+        "Unix seconds of this attempt. Reject a timestamp far from your clock (e.g. more than 5 min).",
+        "^[0-9]+$",
+    ),
+    _header(
+        "X-Webhook-Signature",
+        "Space-separated `v1=<hex HMAC-SHA256(key = the secret's UTF-8 bytes, message = \"<X-Webhook-"
         "Timestamp>.<raw body>\")>`, one per signing secret (two during a secret rotation's overlap, the new one "
         "first). Accept the request when any of them matches.",
-        "schema": {"type": "string", "pattern": "^v1=[0-9a-f]{64}( v1=[0-9a-f]{64})*$"},
-    },
-    {
-        "name": "webhook-id",
-        "in": "header",
-        "required": True,
-        "description": "Standard Webhooks: the event id (the same as X-Webhook-Id).",
-        "schema": {"type": "string", "pattern": "^evt_[0-9a-f]{24}$"},
-    },
-    {
-        "name": "webhook-timestamp",
-        "in": "header",
-        "required": True,
-        "description": "Standard Webhooks: Unix seconds of this attempt (the same as X-Webhook-Timestamp).",
-        "schema": {"type": "string", "pattern": "^[0-9]+$"},
-    },
-    {
-        "name": "webhook-signature",
-        "in": "header",
-        "required": True,
-        "description": "Standard Webhooks: space-separated `v1,<base64 HMAC-SHA256(key = base64-decoded part of the "
+        "^v1=[0-9a-f]{64}( v1=[0-9a-f]{64})*$",
+    ),
+    _header(
+        "webhook-id",
+        "Standard Webhooks: the event id (the same as X-Webhook-Id).",
+        "^evt_[0-9a-f]{24}$",
+    ),
+    _header(
+        "webhook-timestamp",
+        "Standard Webhooks: Unix seconds of this attempt (the same as X-Webhook-Timestamp).",
+        "^[0-9]+$",
+    ),
+    _header(
+        "webhook-signature",
+        "Standard Webhooks: space-separated `v1,<base64 HMAC-SHA256(key = base64-decoded part of the "
         'secret after "whsec_", message = "<webhook-id>.<webhook-timestamp>.<raw body>")>`, one per signing secret '
         "(new first). The `standardwebhooks` and svix libraries verify it: `Webhook(secret).verify(body, headers)`.",
-        "schema": {"type": "string", "pattern": "^v1,[A-Za-z0-9+/]+=*( v1,[A-Za-z0-9+/]+=*)*$"},
-    },
+        "^v1,[A-Za-z0-9+/]+=*( v1,[A-Za-z0-9+/]+=*)*$",
+    ),
 ]
 
 RESPONSES: Schema = {
@@ -197,74 +196,67 @@ def _webhook(event_type: str, *, summary: str, description: str, data: Schema) -
 _MESSAGE = "Subject: one message; its events arrive in the order sent < delivered < read | failed."
 _BROADCAST = "Counts as GET /v1/messages/bulk/{id} shows them at that moment."
 
-MESSAGE_SENT = _webhook(
-    EventType.MESSAGE_SENT, summary="Meta accepted a message", description=_MESSAGE, data=message_data("SENT")
-)
-MESSAGE_DELIVERED = _webhook(
-    EventType.MESSAGE_DELIVERED,
-    summary="A message reached the recipient's phone",
-    description=_MESSAGE,
-    data=message_data("DELIVERED"),
-)
-MESSAGE_READ = _webhook(
-    EventType.MESSAGE_READ, summary="The recipient read a message", description=_MESSAGE, data=message_data("READ")
-)
-MESSAGE_FAILED = _webhook(
-    EventType.MESSAGE_FAILED,
-    summary="A message failed for good",
-    description=_MESSAGE + " `error` says why.",
-    data=message_data("FAILED"),
-)
-BROADCAST_PAUSED = _webhook(
-    EventType.BROADCAST_PAUSED,
-    summary="A broadcast was paused (by the API, or by an account-level error from Meta)",
-    description=_BROADCAST,
-    data=broadcast_data(),
-)
-BROADCAST_COMPLETED = _webhook(
-    EventType.BROADCAST_COMPLETED,
-    summary="A broadcast ended: status COMPLETED, or FAILED when Meta accepted none of its messages",
-    description=_BROADCAST,
-    data=broadcast_data(),
-)
-BROADCAST_CANCELLED = _webhook(
-    EventType.BROADCAST_CANCELLED,
-    summary="A broadcast was cancelled; its unsent messages count as cancelled",
-    description=_BROADCAST,
-    data=broadcast_data(),
-)
-SUPPRESSION_ADDED = _webhook(
-    EventType.SUPPRESSION_ADDED,
-    summary="A number joined the organization's suppression list (no more MARKETING templates to it)",
-    description="`source`: the API, Meta's user_preferences stop webhook, or error 131050.",
-    data=suppression_data(),
-)
-SUPPRESSION_REMOVED = _webhook(
-    EventType.SUPPRESSION_REMOVED,
-    summary="A number left the organization's suppression list",
-    description="Removed through the API or by Meta's user_preferences resume webhook.",
-    data=suppression_data(),
-)
-PING = _webhook(
-    EventType.PING,
-    summary="A test event, sent on request by POST /v1/webhooks/{id}/ping",
-    description="Sent to that one endpoint whatever it subscribes to, signed like every event; not retried.",
-    data=ping_data(),
-)
-
-# Every webhook by event type (the tests check it covers EventType and matches the settings' list).
+# Every webhook by event type, one row each: (event type, summary, description, data). The tests check it covers
+# EventType and matches the settings' list.
 WEBHOOKS: dict[str, OpenApiWebhook] = {
-    webhook.name: webhook
-    for webhook in (
-        MESSAGE_SENT,
-        MESSAGE_DELIVERED,
-        MESSAGE_READ,
-        MESSAGE_FAILED,
-        BROADCAST_PAUSED,
-        BROADCAST_COMPLETED,
-        BROADCAST_CANCELLED,
-        SUPPRESSION_ADDED,
-        SUPPRESSION_REMOVED,
-        PING,
+    str(event_type): _webhook(event_type, summary=summary, description=description, data=data)
+    for event_type, summary, description, data in (
+        (EventType.MESSAGE_SENT, "Meta accepted a message", _MESSAGE, message_data("SENT")),
+        (EventType.MESSAGE_DELIVERED, "A message reached the recipient's phone", _MESSAGE, message_data("DELIVERED")),
+        (EventType.MESSAGE_READ, "The recipient read a message", _MESSAGE, message_data("READ")),
+        (
+            EventType.MESSAGE_FAILED,
+            "A message failed for good",
+            _MESSAGE + " `error` says why.",
+            message_data("FAILED"),
+        ),
+        (
+            EventType.BROADCAST_PAUSED,
+            "A broadcast was paused (by the API, or by an account-level error from Meta)",
+            _BROADCAST,
+            broadcast_data(),
+        ),
+        (
+            EventType.BROADCAST_COMPLETED,
+            "A broadcast ended: status COMPLETED, or FAILED when Meta accepted none of its messages",
+            _BROADCAST,
+            broadcast_data(),
+        ),
+        (
+            EventType.BROADCAST_CANCELLED,
+            "A broadcast was cancelled; its unsent messages count as cancelled",
+            _BROADCAST,
+            broadcast_data(),
+        ),
+        (
+            EventType.SUPPRESSION_ADDED,
+            "A number joined the organization's suppression list (no more MARKETING templates to it)",
+            "`source`: the API, Meta's user_preferences stop webhook, or error 131050.",
+            suppression_data(),
+        ),
+        (
+            EventType.SUPPRESSION_REMOVED,
+            "A number left the organization's suppression list",
+            "Removed through the API or by Meta's user_preferences resume webhook.",
+            suppression_data(),
+        ),
+        (
+            EventType.PING,
+            "A test event, sent on request by POST /v1/webhooks/{id}/ping",
+            "Sent to that one endpoint whatever it subscribes to, signed like every event; not retried.",
+            ping_data(),
+        ),
     )
 }
+
+# The import paths SPECTACULAR_SETTINGS["WEBHOOKS"] (config/settings.py) names, one per event type.
+MESSAGE_SENT = WEBHOOKS[EventType.MESSAGE_SENT]
+MESSAGE_DELIVERED = WEBHOOKS[EventType.MESSAGE_DELIVERED]
+MESSAGE_READ = WEBHOOKS[EventType.MESSAGE_READ]
+MESSAGE_FAILED = WEBHOOKS[EventType.MESSAGE_FAILED]
+BROADCAST_PAUSED = WEBHOOKS[EventType.BROADCAST_PAUSED]
+BROADCAST_COMPLETED = WEBHOOKS[EventType.BROADCAST_COMPLETED]
+BROADCAST_CANCELLED = WEBHOOKS[EventType.BROADCAST_CANCELLED]
+SUPPRESSION_ADDED = WEBHOOKS[EventType.SUPPRESSION_ADDED]
+SUPPRESSION_REMOVED = WEBHOOKS[EventType.SUPPRESSION_REMOVED]
+PING = WEBHOOKS[EventType.PING]

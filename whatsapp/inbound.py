@@ -10,16 +10,18 @@ change Meta sends (incoming messages, account, user-preference and call updates,
 Malformed parts (an entry or change that is not an object, a value that is not an object, a status without an
 id) are skipped, never raised: Meta retries any non-2xx answer, so a bad part must not block the good ones.
 
+Each kind has a parser of one ``Change`` (an entry's id and time, a field, a value) into a list of items:
+``envelope_parse`` and ``limits_parse`` read a whole envelope with them (``ENVELOPE_PARSERS``, ``LIMITS_PARSERS``).
 Who applies what: ``broadcasts/inbound.py`` routes the statuses to ``broadcasts/status_updates.py`` and the
 template updates to ``templates_registry/services.py``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 STATUSES_FIELD = "messages"
 TEMPLATE_STATUS_FIELD = "message_template_status_update"
@@ -124,6 +126,18 @@ class UserPreferenceUpdate:
     timestamp: datetime | None
 
 
+@dataclass(frozen=True)
+class Change:
+    """One well-formed change of an envelope (an object whose ``value`` is an object), with its entry's id and
+    ``time``: what every per-change parser below reads."""
+
+    waba_id: str  # the entry's id ("" when absent)
+    time: int | None  # the entry's ``time`` as Unix seconds (``_entry_time``): orders template updates
+    timestamp: datetime | None  # the entry's ``time`` as a datetime (``_timestamp``): what the limits' updates carry
+    field: Any  # Meta's ``field``, as sent (not always a string)
+    value: dict[str, Any]
+
+
 InboundItem = (
     StatusUpdate
     | TemplateStatusUpdate
@@ -207,62 +221,83 @@ def _word(value: Any) -> str:
     return value.strip().upper()[:64] if isinstance(value, str) else ""
 
 
-def template_status_update_parse(
-    *, waba_id: str, value: Mapping[str, Any], time: int | None = None
-) -> TemplateStatusUpdate:
-    template_id, name, language = _template_ref(value)
-    return TemplateStatusUpdate(
-        waba_id=waba_id,
-        event=str(value.get("event") or "").upper(),
-        template_id=template_id,
-        name=name,
-        language=language,
-        reason=str(value.get("reason") or ""),
-        time=time,
-    )
+TemplateUpdate = TemplateStatusUpdate | TemplateCategoryUpdate | TemplateQualityUpdate
+_T = TypeVar("_T", TemplateStatusUpdate, TemplateCategoryUpdate, TemplateQualityUpdate)
 
 
-def template_category_update_parse(
-    *, waba_id: str, value: Mapping[str, Any], time: int | None = None
-) -> TemplateCategoryUpdate:
-    template_id, name, language = _template_ref(value)
-    return TemplateCategoryUpdate(
-        waba_id=waba_id,
-        template_id=template_id,
-        name=name,
-        language=language,
-        new_category=_word(value.get("new_category")),
-        previous_category=_word(value.get("previous_category")),
-        correct_category=_word(value.get("correct_category")),
-        time=time,
-    )
+def _template_update_parser(
+    kind: type[_T], own_fields: Callable[[Mapping[str, Any]], dict[str, str]]
+) -> Callable[[Change], list[_T]]:
+    """The parser of one kind of template update (a change carries one): the template Meta names
+    (``_template_ref``), the entry's WABA id and ``time``, and the kind's own fields read from the change's value
+    by ``own_fields``."""
+
+    def parse(change: Change) -> list[_T]:
+        template_id, name, language = _template_ref(change.value)
+        fields = own_fields(change.value)
+        return [
+            kind(
+                waba_id=change.waba_id,
+                template_id=template_id,
+                name=name,
+                language=language,
+                time=change.time,
+                **fields,
+            )
+        ]
+
+    return parse
 
 
-def template_quality_update_parse(
-    *, waba_id: str, value: Mapping[str, Any], time: int | None = None
-) -> TemplateQualityUpdate:
-    template_id, name, language = _template_ref(value)
-    return TemplateQualityUpdate(
-        waba_id=waba_id,
-        template_id=template_id,
-        name=name,
-        language=language,
-        new_quality=_word(value.get("new_quality_score")),
-        previous_quality=_word(value.get("previous_quality_score")),
-        time=time,
-    )
+template_status_update_parse = _template_update_parser(
+    TemplateStatusUpdate,
+    lambda value: {"event": str(value.get("event") or "").upper(), "reason": str(value.get("reason") or "")},
+)
+template_category_update_parse = _template_update_parser(
+    TemplateCategoryUpdate,
+    lambda value: {
+        "new_category": _word(value.get("new_category")),
+        "previous_category": _word(value.get("previous_category")),
+        "correct_category": _word(value.get("correct_category")),
+    },
+)
+template_quality_update_parse = _template_update_parser(
+    TemplateQualityUpdate,
+    lambda value: {
+        "new_quality": _word(value.get("new_quality_score")),
+        "previous_quality": _word(value.get("previous_quality_score")),
+    },
+)
 
 
-def user_preferences_parse(*, waba_id: str, value: Mapping[str, Any]) -> list[UserPreferenceUpdate]:
+def _phone_number_id(value: Mapping[str, Any]) -> str:
+    """The change's ``metadata.phone_number_id``: which of our numbers it is about ("" when absent)."""
+    metadata = value.get("metadata")
+    return str(metadata.get("phone_number_id") or "") if isinstance(metadata, dict) else ""
+
+
+def statuses_parse(change: Change) -> list[StatusUpdate]:
+    """The well-formed items of a ``messages`` change's ``statuses[]`` (none when it has no such list)."""
+    entries = change.value.get("statuses")
+    if not isinstance(entries, list):
+        return []
+    phone_number_id = _phone_number_id(change.value)
+    return [
+        update
+        for entry in entries
+        if (update := status_update_parse(entry, phone_number_id=phone_number_id)) is not None
+    ]
+
+
+def user_preferences_parse(change: Change) -> list[UserPreferenceUpdate]:
     """The well-formed items of ``value.user_preferences[]`` (an object with a string ``wa_id``)."""
-    items = value.get("user_preferences")
+    items = change.value.get("user_preferences")
     if not isinstance(items, list):
         return []
-    metadata = value.get("metadata")
-    phone_number_id = str(metadata.get("phone_number_id") or "") if isinstance(metadata, dict) else ""
+    phone_number_id = _phone_number_id(change.value)
     return [
         UserPreferenceUpdate(
-            waba_id=waba_id,
+            waba_id=change.waba_id,
             phone_number_id=phone_number_id,
             wa_id=item["wa_id"],
             category=str(item.get("category") or "").lower(),
@@ -274,47 +309,39 @@ def user_preferences_parse(*, waba_id: str, value: Mapping[str, Any]) -> list[Us
     ]
 
 
-def changes(payload: Mapping[str, Any]) -> Iterator[tuple[str, Any, dict[str, Any]]]:
-    """Yields (entry id, field, value) for every well-formed change; malformed parts are skipped."""
-    for entry_id, _, field, value in changes_timed(payload):
-        yield entry_id, field, value
-
-
-def changes_timed(payload: Mapping[str, Any]) -> Iterator[tuple[str, int | None, Any, dict[str, Any]]]:
-    """Yields (entry id, entry time, field, value) for every well-formed change; malformed parts are skipped."""
+def changes_read(payload: Mapping[str, Any]) -> Iterator[Change]:
+    """Every well-formed change of the envelope, in Meta's order; malformed parts are skipped."""
     entries = payload.get("entry")
     if not isinstance(entries, list):
         return
     for entry in entries:
         if not isinstance(entry, dict) or not isinstance(entry.get("changes"), list):
             continue
-        time = _entry_time(entry.get("time"))
+        waba_id = str(entry.get("id") or "")
+        time, timestamp = _entry_time(entry.get("time")), _timestamp(entry.get("time"))
         for change in entry["changes"]:
             if isinstance(change, dict) and isinstance(change.get("value"), dict):
-                yield str(entry.get("id") or ""), time, change.get("field"), change["value"]
+                yield Change(waba_id, time, timestamp, change.get("field"), change["value"])
+
+
+def _parsed(
+    payload: Mapping[str, Any], parsers: Mapping[str, Callable[[Change], list[Any]]]
+) -> Iterator[tuple[Change, list[Any] | None]]:
+    """Each change with what the parser of its field read from it (None when no parser reads that field)."""
+    for change in changes_read(payload):
+        parser = parsers.get(change.field) if isinstance(change.field, str) else None
+        yield change, (parser(change) if parser is not None else None)
 
 
 def envelope_parse(payload: Mapping[str, Any]) -> list[InboundItem]:
     """Every status update, template status update and other change of the envelope, in Meta's order."""
     items: list[InboundItem] = []
-    for waba_id, time, field, value in changes_timed(payload):
-        if field == STATUSES_FIELD and isinstance(value.get("statuses"), list):
-            metadata = value.get("metadata")
-            phone_number_id = str(metadata.get("phone_number_id") or "") if isinstance(metadata, dict) else ""
-            for entry in value["statuses"]:
-                update = status_update_parse(entry, phone_number_id=phone_number_id)
-                if update is not None:
-                    items.append(update)
-        elif field == TEMPLATE_STATUS_FIELD:
-            items.append(template_status_update_parse(waba_id=waba_id, value=value, time=time))
-        elif field == TEMPLATE_CATEGORY_FIELD:
-            items.append(template_category_update_parse(waba_id=waba_id, value=value, time=time))
-        elif field == TEMPLATE_QUALITY_FIELD:
-            items.append(template_quality_update_parse(waba_id=waba_id, value=value, time=time))
-        elif field == USER_PREFERENCES_FIELD:
-            items.extend(user_preferences_parse(waba_id=waba_id, value=value))
+    for change, parsed in _parsed(payload, ENVELOPE_PARSERS):
+        # A ``messages`` change without ``statuses[]`` (incoming messages: ``limits_parse``) is an other change.
+        if parsed is None or (change.field == STATUSES_FIELD and not isinstance(change.value.get("statuses"), list)):
+            items.append(OtherChange(waba_id=change.waba_id, field=str(change.field)))
         else:
-            items.append(OtherChange(waba_id=waba_id, field=str(field)))
+            items.extend(parsed)
     return items
 
 
@@ -377,59 +404,72 @@ def _int_or_text(raw: Any) -> int | str | None:
         return text or None
 
 
+def inbound_messages_parse(change: Change) -> list[InboundMessage]:
+    """The incoming messages of a ``messages`` change's ``messages[]`` (those with a ``from``)."""
+    messages = change.value.get("messages")
+    if not isinstance(messages, list):
+        return []
+    phone_number_id = _phone_number_id(change.value)
+    return [
+        InboundMessage(
+            phone_number_id=phone_number_id,
+            wa_id=str(message["from"]),
+            timestamp=_timestamp(message.get("timestamp")),
+        )
+        for message in messages
+        if isinstance(message, dict) and message.get("from")
+    ]
+
+
+def business_capability_parse(change: Change) -> list[BusinessCapabilityUpdate]:
+    value = change.value
+    limit = value.get("max_daily_conversations_per_business", value.get("max_daily_conversation_per_phone"))
+    phones = _int_or_text(value.get("max_phone_numbers_per_business"))
+    return [
+        BusinessCapabilityUpdate(
+            waba_id=change.waba_id,
+            messaging_limit=_int_or_text(limit),
+            max_phone_numbers_per_business=phones if isinstance(phones, int) else None,
+            timestamp=change.timestamp,
+        )
+    ]
+
+
+def phone_quality_parse(change: Change) -> list[PhoneNumberQualityUpdate]:
+    value = change.value
+    event = str(value.get("event") or "").upper()
+    current = str(value.get("current_limit") or "").upper()
+    tier = str(value.get("max_daily_conversations_per_business") or "").upper()
+    if not tier and not event.startswith("THROUGHPUT"):
+        tier = current
+    return [
+        PhoneNumberQualityUpdate(
+            waba_id=change.waba_id,
+            display_phone_number=str(value.get("display_phone_number") or ""),
+            event=event,
+            current_limit=current,
+            messaging_tier=tier,
+            timestamp=change.timestamp,
+        )
+    ]
+
+
+# What ``envelope_parse`` and ``limits_parse`` read, by field (``broadcasts/inbound.py`` routes the same parsers).
+ENVELOPE_PARSERS: dict[str, Callable[[Change], list[Any]]] = {
+    STATUSES_FIELD: statuses_parse,
+    TEMPLATE_STATUS_FIELD: template_status_update_parse,
+    TEMPLATE_CATEGORY_FIELD: template_category_update_parse,
+    TEMPLATE_QUALITY_FIELD: template_quality_update_parse,
+    USER_PREFERENCES_FIELD: user_preferences_parse,
+}
+LIMITS_PARSERS: dict[str, Callable[[Change], list[Any]]] = {
+    STATUSES_FIELD: inbound_messages_parse,
+    BUSINESS_CAPABILITY_FIELD: business_capability_parse,
+    PHONE_QUALITY_FIELD: phone_quality_parse,
+}
+
+
 def limits_parse(payload: Mapping[str, Any]) -> list[LimitsItem]:
     """Every incoming message, capability update and number quality update of the envelope, in Meta's order.
     Malformed parts are skipped (a message without ``from``, a value that is not an object)."""
-    items: list[LimitsItem] = []
-    entries = payload.get("entry")
-    if not isinstance(entries, list):
-        return items
-    for entry in entries:
-        if not isinstance(entry, dict) or not isinstance(entry.get("changes"), list):
-            continue
-        waba_id = str(entry.get("id") or "")
-        entry_time = _timestamp(entry.get("time"))
-        for change in entry["changes"]:
-            if not isinstance(change, dict) or not isinstance(change.get("value"), dict):
-                continue
-            field, value = change.get("field"), change["value"]
-            if field == STATUSES_FIELD and isinstance(value.get("messages"), list):
-                metadata = value.get("metadata")
-                phone_number_id = str(metadata.get("phone_number_id") or "") if isinstance(metadata, dict) else ""
-                for message in value["messages"]:
-                    if isinstance(message, dict) and message.get("from"):
-                        items.append(
-                            InboundMessage(
-                                phone_number_id=phone_number_id,
-                                wa_id=str(message["from"]),
-                                timestamp=_timestamp(message.get("timestamp")),
-                            )
-                        )
-            elif field == BUSINESS_CAPABILITY_FIELD:
-                limit = value.get("max_daily_conversations_per_business", value.get("max_daily_conversation_per_phone"))
-                phones = _int_or_text(value.get("max_phone_numbers_per_business"))
-                items.append(
-                    BusinessCapabilityUpdate(
-                        waba_id=waba_id,
-                        messaging_limit=_int_or_text(limit),
-                        max_phone_numbers_per_business=phones if isinstance(phones, int) else None,
-                        timestamp=entry_time,
-                    )
-                )
-            elif field == PHONE_QUALITY_FIELD:
-                event = str(value.get("event") or "").upper()
-                current = str(value.get("current_limit") or "").upper()
-                tier = str(value.get("max_daily_conversations_per_business") or "").upper()
-                if not tier and not event.startswith("THROUGHPUT"):
-                    tier = current
-                items.append(
-                    PhoneNumberQualityUpdate(
-                        waba_id=waba_id,
-                        display_phone_number=str(value.get("display_phone_number") or ""),
-                        event=event,
-                        current_limit=current,
-                        messaging_tier=tier,
-                        timestamp=entry_time,
-                    )
-                )
-    return items
+    return [item for _, parsed in _parsed(payload, LIMITS_PARSERS) for item in parsed or ()]

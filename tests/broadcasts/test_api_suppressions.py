@@ -2,6 +2,7 @@
 
 import orjson
 import pytest
+from django.utils import timezone
 from rest_framework.test import APIClient
 
 from broadcasts.models import Broadcast, Send, Suppression
@@ -222,6 +223,35 @@ def test_erasure_blanks_the_sends_keeps_counts_and_the_suppression_by_hash(api, 
     # And erasing again, or a number with nothing, is still 204
     assert api.delete(f"/v1/contacts/{target}").status_code == 204
     assert api.delete("/v1/contacts/%2B34699999999").status_code == 204
+
+
+def test_erasure_cancels_pending_sends_in_two_broadcasts_and_their_kept_counts_equal_the_sends(
+    api, org, channel, template
+):
+    # Given a number with pending sends in two broadcasts, a sent one in a third, and one being posted in a fourth
+    first = broadcast_with_sends(org=org, channel=channel, template=template, count=3, status="PENDING")
+    second = broadcast_with_sends(org=org, channel=channel, template=template, count=2, status="PENDING")
+    sent = broadcast_with_sends(org=org, channel=channel, template=template, count=2)
+    posting = broadcast_with_sends(org=org, channel=channel, template=template, count=2, status="PENDING")
+    Send.objects.filter(broadcast=posting, index=1).update(posting_at=timezone.now())
+    target = "+34600000001"
+
+    # When the contact is erased
+    assert api.delete(f"/v1/contacts/{target}").status_code == 204
+
+    # Then its pending sends not being posted are CANCELLED, and every broadcast's kept counts equal its sends'
+    assert {b.id: Send.objects.get(broadcast=b, index=1).status for b in (first, second, sent, posting)} == {
+        first.id: "CANCELLED",
+        second.id: "CANCELLED",
+        sent.id: "SENT",
+        posting.id: "PENDING",  # left to its POST
+    }
+    kept = assert_counts_exact(first, second, sent, posting)
+    assert (kept[first.id]["pending"], kept[first.id]["cancelled"]) == (2, 1)
+    assert (kept[second.id]["pending"], kept[second.id]["cancelled"]) == (1, 1)
+    assert (kept[sent.id]["sent"], kept[posting.id]["pending"], kept[posting.id]["cancelled"]) == (2, 2, 0)
+    cancelled = Send.objects.filter(broadcast__in=[first, second], index=1)
+    assert all(s.next_attempt_at is None and s.lease_expires_at is None and s.posting_at is None for s in cancelled)
 
 
 def test_erasure_goes_in_bounded_batches(org, channel, template, monkeypatch):

@@ -7,6 +7,7 @@ sandbox's arrival log counts the POSTs per number.
 
 import time
 from collections import Counter, defaultdict
+from dataclasses import dataclass
 
 import orjson
 import pytest
@@ -41,32 +42,52 @@ def _sweep_until_settled(broadcast, *, timeout: float, on_sweep=None) -> None:
         time.sleep(1.0)
 
 
-def _kill_mid_broadcast(broadcast, *, delivery_sandbox, worker, _session_worker, worker_env) -> dict:
-    """Start the broadcast, SIGKILL the worker (main process and pool) mid-flight, start a new one. Returns what
-    the kill caught: the sends marked posting, and those whose POST Meta had (answers only in the dead memory)."""
-    enqueue_dispatch(broadcast.id)
-    delivery_sandbox.wait_for_requests(300, timeout=30)
-    worker.kill_hard()
-    caught = list(
-        Send.objects.filter(broadcast=broadcast, status=SendStatus.PENDING, posting_at__isnull=False).values_list(
-            "id", "to"
+@dataclass
+class Killed:
+    """A broadcast whose worker was SIGKILLed mid-flight, and what the kill caught: the sends marked posting,
+    those of them whose POST Meta had (answers only in the dead memory), and the sends a ``sent`` status settled
+    before the worker wrote Meta's answer (that answer died with it, unless journaled)."""
+
+    broadcast: Broadcast
+    recipients: list[str]
+    caught: list[tuple[int, str]]
+    answered: list[tuple[int, str]]
+    settled_first: set[int]
+
+
+@pytest.fixture
+def kill_mid_broadcast(channel, template, delivery_sandbox, worker, _session_worker, worker_env):
+    """Call it once the sandbox is configured: makes a broadcast of RECIPIENTS numbers at 200 mps, starts it,
+    SIGKILLs the worker (main process and pool) after 300 POSTs, and starts a new worker."""
+
+    def kill() -> Killed:
+        channel.max_mps = 200
+        channel.save()
+        recipients = numbers(RECIPIENTS)
+        broadcast = broadcast_make(channel=channel, template=template, recipients=recipients)
+        enqueue_dispatch(broadcast.id)
+        delivery_sandbox.wait_for_requests(300, timeout=30)
+        worker.kill_hard()
+        caught = list(
+            Send.objects.filter(broadcast=broadcast, status=SendStatus.PENDING, posting_at__isnull=False).values_list(
+                "id", "to"
+            )
         )
-    )
-    # (and those a `sent` status settled before the worker wrote Meta's answer: that answer died with it, unless
-    # journaled)
-    settled_first = set(
-        Send.objects.filter(broadcast=broadcast, status=SendStatus.SENT, meta_status__isnull=True).values_list(
-            "id", flat=True
+        settled_first = set(
+            Send.objects.filter(broadcast=broadcast, status=SendStatus.SENT, meta_status__isnull=True).values_list(
+                "id", flat=True
+            )
         )
-    )
-    posted = {r["to"] for r in delivery_sandbox.requests()}
-    journal = redis_client().hgetall(JOURNAL_KEY)
-    journaled = sum(len(orjson.loads(v)["rows"]) for v in journal.values())
-    print(f"journal at the kill: {len(journal)} entries, {journaled} answers")
-    _session_worker["worker"] = CeleryProcess("worker", env=worker_env, concurrency=2).start()
-    answered = [(i, to) for i, to in caught if to.lstrip("+") in posted]
-    print(f"kill caught {len(caught)} sends marked posting, {len(answered)} of them posted")
-    return {"caught": caught, "answered": answered, "settled_first": settled_first}
+        posted = {r["to"] for r in delivery_sandbox.requests()}
+        journal = redis_client().hgetall(JOURNAL_KEY)
+        journaled = sum(len(orjson.loads(v)["rows"]) for v in journal.values())
+        print(f"journal at the kill: {len(journal)} entries, {journaled} answers")
+        _session_worker["worker"] = CeleryProcess("worker", env=worker_env, concurrency=2).start()
+        answered = [(i, to) for i, to in caught if to.lstrip("+") in posted]
+        print(f"kill caught {len(caught)} sends marked posting, {len(answered)} of them posted")
+        return Killed(broadcast, recipients, caught, answered, settled_first)
+
+    return kill
 
 
 def _posts_by_number(delivery_sandbox) -> dict[str, list[dict]]:
@@ -77,14 +98,7 @@ def _posts_by_number(delivery_sandbox) -> dict[str, list[dict]]:
 
 
 def test_worker_killed_with_sent_statuses_arriving_posts_no_number_twice(
-    channel,
-    template,
-    delivery_sandbox,
-    worker,
-    delivery_settings,
-    _session_worker,
-    worker_env,
-    live_server,
+    delivery_sandbox, delivery_settings, kill_mid_broadcast, live_server
 ):
     # Given Meta's `sent` statuses (with each POST's callback data) posted to our webhook right after each accept
     delivery_settings.WHATSAPP_APP_SECRET = SECRET
@@ -96,19 +110,10 @@ def test_worker_killed_with_sent_statuses_arriving_posts_no_number_twice(
         delivered_after_ms=600_000,  # only the `sent` statuses within the test
         read_after_ms=600_000,
     )
-    channel.max_mps = 200
-    channel.save()
-    recipients = numbers(RECIPIENTS)
-    broadcast = broadcast_make(channel=channel, template=template, recipients=recipients)
 
     # When the worker is killed with SIGKILL mid-broadcast, then started again (the sweeper running)
-    kill = _kill_mid_broadcast(
-        broadcast,
-        delivery_sandbox=delivery_sandbox,
-        worker=worker,
-        _session_worker=_session_worker,
-        worker_env=worker_env,
-    )
+    kill = kill_mid_broadcast()
+    broadcast, recipients = kill.broadcast, kill.recipients
     _sweep_until_settled(broadcast, timeout=120)
 
     # Then every send ended SENT and NO number was posted twice
@@ -121,14 +126,14 @@ def test_worker_killed_with_sent_statuses_arriving_posts_no_number_twice(
     assert Broadcast.objects.get(id=broadcast.id).status == "COMPLETED"
     assert assert_counts_exact(broadcast)[broadcast.id]["sent"] == RECIPIENTS
     # And the kill really caught answers that lived only in the dead worker's memory: their statuses settled them
-    assert len(kill["answered"]) > 0, kill
-    settled = Send.objects.filter(id__in=[i for i, _ in kill["answered"]])
+    assert len(kill.answered) > 0, kill
+    settled = Send.objects.filter(id__in=[i for i, _ in kill.answered])
     assert all(s.status == SendStatus.SENT and s.message_id for s in settled)
     # And every POST carried its send's reference; Meta's answer is stored with the send
     for send in sends:
         (request,) = posts[send.to.lstrip("+")]
         assert request["body"]["biz_opaque_callback_data"] == callback_reference(broadcast.id, send.index)
-    unanswered = {i for i, _ in kill["caught"]} | kill["settled_first"]
+    unanswered = {i for i, _ in kill.caught} | kill.settled_first
     answered_by_the_worker = [s for s in sends if s.id not in unanswered]
     assert len(answered_by_the_worker) > RECIPIENTS / 2
     assert {s.meta_status for s in answered_by_the_worker} == {"accepted"}
@@ -136,24 +141,15 @@ def test_worker_killed_with_sent_statuses_arriving_posts_no_number_twice(
 
 
 def test_worker_killed_without_statuses_reposts_only_after_the_grace_and_counts_each(
-    channel, template, delivery_sandbox, worker, delivery_settings, _session_worker, worker_env
+    delivery_sandbox, delivery_settings, kill_mid_broadcast
 ):
     # Given no status webhooks at all, and a grace of 3 s for unknown outcomes
     delivery_settings.DELIVERY_UNKNOWN_GRACE_SECONDS = 3.0
     delivery_sandbox.config(latency_ms=50)
-    channel.max_mps = 200
-    channel.save()
-    recipients = numbers(RECIPIENTS)
-    broadcast = broadcast_make(channel=channel, template=template, recipients=recipients)
 
     # When the worker is killed mid-broadcast and started again
-    kill = _kill_mid_broadcast(
-        broadcast,
-        delivery_sandbox=delivery_sandbox,
-        worker=worker,
-        _session_worker=_session_worker,
-        worker_env=worker_env,
-    )
+    kill = kill_mid_broadcast()
+    broadcast = kill.broadcast
     # (what the sweeper decided for each send it took back: when it recovered it and when it may go again)
     recovered: dict[int, tuple[float, float]] = {}
 
@@ -171,7 +167,7 @@ def test_worker_killed_without_statuses_reposts_only_after_the_grace_and_counts_
     posts = _posts_by_number(delivery_sandbox)
     twice = {to: r for to, r in posts.items() if len(r) > 1}
     assert twice, "the kill caught no answered POST: nothing was tested"
-    assert len(twice) <= len(kill["caught"])
+    assert len(twice) <= len(kill.caught)
     for to, requests_of in twice.items():
         send = sends[to]
         assert send.unknown_outcomes >= len(requests_of) - 1, send
