@@ -139,6 +139,28 @@ def _region_for(national: str, calling: _CallingCode) -> _Region | None:
     return None
 
 
+def _valid_region(national: str, calling: _CallingCode, country_code: int) -> _Region | None:
+    """``_region_for`` then ``_is_valid_for_region`` on its answer (is_valid_number's two steps), without validating
+    twice a region that the first step chose by validating it (shared calling codes without leading digits)."""
+    regions = calling.regions
+    validated = False
+    if len(regions) == 1:
+        region = regions[0]
+    else:
+        for region in regions:
+            if region.leading_digits is not None:
+                if region.leading_digits.match(national):
+                    break
+            elif _is_valid_for_region(national, region):
+                validated = True
+                break
+        else:
+            return None
+    if region.country_code != country_code or not (validated or _is_valid_for_region(national, region)):
+        return None
+    return region
+
+
 def _library_e164(raw: str) -> str | None:
     """The library's own verdict, for the rare inputs the fast path does not handle."""
     try:
@@ -185,8 +207,8 @@ def phone_e164_region(raw: object) -> tuple[str, str | None] | None:
         return None
     # The library keeps leading zeros (Italy) as such, so the national significant number is
     # exactly these digits.
-    region = _region_for(national, calling)
-    if region is None or region.country_code != country_code or not _is_valid_for_region(national, region):
+    region = _valid_region(national, calling, country_code)
+    if region is None:
         return None
     code = region.region_code
     return f"+{country_code}{national}", (code if code != pnu.REGION_CODE_FOR_NON_GEO_ENTITY else None)
