@@ -139,6 +139,28 @@ def _region_for(national: str, calling: _CallingCode) -> _Region | None:
     return None
 
 
+def _valid_region(national: str, calling: _CallingCode, country_code: int) -> _Region | None:
+    """``_region_for`` then ``_is_valid_for_region`` on its answer (is_valid_number's two steps), without validating
+    twice a region that the first step chose by validating it (shared calling codes without leading digits)."""
+    regions = calling.regions
+    validated = False
+    if len(regions) == 1:
+        region = regions[0]
+    else:
+        for region in regions:
+            if region.leading_digits is not None:
+                if region.leading_digits.match(national):
+                    break
+            elif _is_valid_for_region(national, region):
+                validated = True
+                break
+        else:
+            return None
+    if region.country_code != country_code or not (validated or _is_valid_for_region(national, region)):
+        return None
+    return region
+
+
 def _library_e164(raw: str) -> str | None:
     """The library's own verdict, for the rare inputs the fast path does not handle."""
     try:
@@ -157,32 +179,70 @@ def phone_to_e164(raw: object) -> str | None:
     ``format_number(E164)``; a national prefix written after the calling code (``+44 0 20...``)
     is stripped exactly as the library strips it.
     """
+    checked = phone_e164_region(raw)
+    return checked[0] if checked is not None else None
+
+
+def phone_e164_region(raw: object) -> tuple[str, str | None] | None:
+    """``(phone_to_e164(raw), phone_region(of it))`` from one parse, or None when ``raw`` is not a valid number.
+
+    The validation already finds the number's region to check it: the bulk API keeps it to price the
+    broadcast without parsing each number a second time."""
     if type(raw) is not str or len(raw) > MAX_PHONE_LENGTH or not _PLUS_DIGITS.fullmatch(raw):
         return None
     digits = raw[1:]
     if len(digits) <= _MIN_NSN:
-        return _library_e164(raw)
-    country_code, national = pnu._extract_country_code(digits)
+        return _library_e164_region(raw)
+    country_code, national = _country_code_split(digits)
     calling = _calling_code(country_code) if country_code else None
     if calling is None or len(national) < _MIN_NSN:
-        return _library_e164(raw)
+        return _library_e164_region(raw)
 
     metadata = calling.parse_metadata
-    _, stripped, _ = pnu._maybe_strip_national_prefix_carrier_code(national, metadata)
-    if pnu._test_number_length(stripped, metadata) not in (
-        pnu.ValidationResult.TOO_SHORT,
-        pnu.ValidationResult.IS_POSSIBLE_LOCAL_ONLY,
-        pnu.ValidationResult.INVALID_LENGTH,
-    ):
-        national = stripped
+    if metadata.national_prefix_for_parsing:
+        _, stripped, _ = pnu._maybe_strip_national_prefix_carrier_code(national, metadata)
+        if stripped is not national and _length_strippable(country_code, len(stripped)):
+            national = stripped
     if not _MIN_NSN <= len(national) <= _MAX_NSN:
         return None
     # The library keeps leading zeros (Italy) as such, so the national significant number is
     # exactly these digits.
-    region = _region_for(national, calling)
-    if region is None or region.country_code != country_code or not _is_valid_for_region(national, region):
+    region = _valid_region(national, calling, country_code)
+    if region is None:
         return None
-    return f"+{country_code}{national}"
+    code = region.region_code
+    return f"+{country_code}{national}", (code if code != pnu.REGION_CODE_FOR_NON_GEO_ENTITY else None)
+
+
+def _library_e164_region(raw: str) -> tuple[str, str | None] | None:
+    e164 = _library_e164(raw)
+    return (e164, phone_region(e164)) if e164 is not None else None
+
+
+# Calling codes by their digits: "34" -> 34 (codes never start with 0 and none is a prefix of another).
+_CALLING_CODES = {str(code): code for code in pnu.COUNTRY_CODE_TO_REGION_CODE}
+
+
+def _country_code_split(digits: str) -> tuple[int, str]:
+    """``phonenumberutil._extract_country_code`` for ASCII digits: a dict probe per prefix length instead of int()."""
+    for length in range(1, min(len(digits), pnu._MAX_LENGTH_COUNTRY_CODE) + 1):
+        code = _CALLING_CODES.get(digits[:length])
+        if code is not None:
+            return code, digits[length:]
+    return 0, digits
+
+
+@cache  # bounded: ~215 calling codes x 18 lengths
+def _length_strippable(country_code: int, length: int) -> bool:
+    """Whether the library keeps a national number of this length with its national prefix stripped: its
+    ``_test_number_length`` (which depends on the length alone) is not TOO_SHORT, local-only nor invalid."""
+    calling = _calling_code(country_code)
+    assert calling is not None
+    return pnu._test_number_length("0" * length, calling.parse_metadata) not in (
+        pnu.ValidationResult.TOO_SHORT,
+        pnu.ValidationResult.IS_POSSIBLE_LOCAL_ONLY,
+        pnu.ValidationResult.INVALID_LENGTH,
+    )
 
 
 def phone_region(e164: str) -> str | None:

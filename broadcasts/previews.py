@@ -48,7 +48,8 @@ def broadcast_preview(
     request, channel, template, card = checked.request, checked.channel, checked.template, checked.card
     category = template.category
     missing = recipients_missing(recipients=request.recipients, needed=template_needed_variables(template))
-    numbers = [r.to for r, miss in zip(request.recipients, missing, strict=True) if not miss]
+    sent = [r for r, miss in zip(request.recipients, missing, strict=True) if not miss]
+    numbers = [r.to for r in sent]
     distinct = set(numbers)
     # Each rule's callable is asked only when it can change the answer.
     suppressed = (
@@ -64,7 +65,14 @@ def broadcast_preview(
     )
     outlook = limit_outlook(organization_id=organization.id, channel_id=channel.id, numbers=set(to_post), now=now)
     estimate = (
-        pricing.estimate(card=card, category=category, numbers=numbers, suppressed=suppressed, windows_open=windows)
+        pricing.estimate(
+            card=card,
+            category=category,
+            numbers=numbers,
+            regions=[r.region for r in sent],
+            suppressed=suppressed,
+            windows_open=windows,
+        )
         if card is not None
         else None
     )

@@ -18,7 +18,8 @@ from __future__ import annotations
 import csv
 import io
 import re
-from collections.abc import Iterable, Mapping
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -217,33 +218,51 @@ def estimate(
     *,
     card: RateCard,
     category: str,
-    numbers: Iterable[str],
+    numbers: Sequence[str],
+    regions: Sequence[str | None] | None = None,
     suppressed: set[str] = frozenset(),
     windows_open: set[str] = frozenset(),
 ) -> Estimate:
     """Price every number (a number listed twice is sent, and billed, twice). ``suppressed`` are left out for
-    MARKETING only; ``windows_open`` cost 0 for UTILITY only (CONTRACT 12)."""
+    MARKETING only; ``windows_open`` cost 0 for UTILITY only (CONTRACT 12).
+
+    ``regions[i]`` is ``phone_region(numbers[i])`` when the caller already knows it (the bulk request's phone check
+    found it); otherwise each number is parsed here. Counted per country in one pass, then priced once per
+    country: ``unit_price * count`` is the exact sum of that many prices (Decimal, no rounding at these sizes)."""
     prices = card_prices(card.id)
     result = Estimate(currency=card.currency, category=category)
     skip = suppressed if category == "MARKETING" else frozenset()
     free = windows_open if category == "UTILITY" else frozenset()
+    if regions is None:
+        regions = [phone_region(n) for n in numbers]
+    free_by_country: Counter[str | None] = Counter()
+    if skip or free:
+        counts: Counter[str | None] = Counter()
+        for number, region in zip(numbers, regions, strict=True):
+            if number in skip:
+                result.suppressed += 1
+                continue
+            counts[region] += 1
+            if number in free:
+                free_by_country[region] += 1
+        result.free_window = sum(free_by_country.values())
+    else:
+        if len(regions) != len(numbers):
+            raise ValueError("regions and numbers differ in length")
+        counts = Counter(regions)
     lines = result.by_country
-    for number in numbers:
-        if number in skip:
-            result.suppressed += 1
-            continue
-        country = phone_region(number) or UNKNOWN_COUNTRY
-        line = lines.get(country)
+    for region, recipients in counts.items():
+        country = region or UNKNOWN_COUNTRY
+        price = unit_price(prices, country=country, category=category)
+        billed = recipients - free_by_country[region]
+        line = lines.get(country)  # None and a region named UNKNOWN_COUNTRY would share a line
         if line is None:
-            line = lines[country] = CountryLine(unit_price=unit_price(prices, country=country, category=category))
-        line.recipients += 1
-        if number in free:
-            result.free_window += 1
-            continue
-        if line.unit_price is None:
-            result.unpriced += 1
-        else:
-            line.total += line.unit_price
+            line = lines[country] = CountryLine(unit_price=price)
+        line.recipients += recipients
+        if price is None:
+            result.unpriced += billed
+        elif billed:
+            line.total += price * billed
     result.total = sum((line.total for line in lines.values()), Decimal(0))
     return result
 

@@ -254,10 +254,14 @@ def _max_cost_errors(*, request: BulkRequest, template: Template, card: RateCard
     if card is None:
         errors.setdefault("max_cost", []).append("No rate card is loaded: a spending cap cannot be enforced.")
         return
-    priced = pricing.send_prices(
-        card_id=card.id, category=template.category, numbers=(r.to for r in request.recipients)
-    )
-    unpriced = [i for i, price in enumerate(priced) if price is None]
+    # Priced per country, from the regions the phone check found (no second parse of each number).
+    prices = pricing.card_prices(card.id)
+    category = template.category
+    priced = {
+        region: pricing.unit_price(prices, country=region, category=category) is not None
+        for region in {r.region for r in request.recipients}
+    }
+    unpriced = [i for i, r in enumerate(request.recipients) if not priced[r.region]]
     if unpriced:
         errors.setdefault("max_cost", []).append(
             f"The rate card has no {template.category} price for {len(unpriced)} recipient(s) "
@@ -314,7 +318,8 @@ def broadcast_create(
     # Suppressed numbers cost nothing for MARKETING, open customer-service windows nothing for UTILITY.
     estimate = None
     if card is not None:
-        numbers = [r.to for r, row in zip(request.recipients, rows, strict=True) if not row.missing]
+        priced = [r for r, row in zip(request.recipients, rows, strict=True) if not row.missing]
+        numbers = [r.to for r in priced]
         windows_open = (
             messaging_limit.customer_windows_open(channel_id=channel.id, numbers=numbers, now=timezone.now())
             if template.category == "UTILITY"
@@ -327,7 +332,12 @@ def broadcast_create(
             else set()
         )
         estimate = pricing.estimate(
-            card=card, category=template.category, numbers=numbers, windows_open=windows_open, suppressed=suppressed
+            card=card,
+            category=template.category,
+            numbers=numbers,
+            regions=[r.region for r in priced],
+            windows_open=windows_open,
+            suppressed=suppressed,
         )
     response = {
         "broadcast_id": broadcast_id,

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from broadcasts.phones import phone_to_e164
+from broadcasts.phones import phone_e164_region
 from whatsapp.template_components import MEDIA_FORMATS, ButtonSpec
 
 MAX_RECIPIENTS = 5000
@@ -64,6 +64,7 @@ class RecipientInput:
     meta_json: str | None  # meta_data serialized once, as it is stored
     header_media: dict[str, str] | None = None  # this recipient's own, overriding the broadcast's
     buttons: dict[str, str] | None = None  # button parameters by index
+    region: str | None = None  # libphonenumber's region of ``to`` (phones.phone_region), found by the check
 
 
 @dataclass(slots=True)
@@ -370,8 +371,8 @@ def _recipients(errors: Errors, value: Any) -> list[RecipientInput]:
             _add(errors, f"recipients[{i}]", "Must be an object {to, variables?, meta_data?}.")
             continue
         to = item.get("to")
-        e164 = phone_to_e164(to) if isinstance(to, str) else None
-        if e164 is None:
+        checked = phone_e164_region(to) if isinstance(to, str) else None
+        if checked is None:
             if "to" not in item or to is None:
                 _add(errors, f"recipients[{i}].to", "This field is required.")
             elif not isinstance(to, str):
@@ -386,8 +387,8 @@ def _recipients(errors: Errors, value: Any) -> list[RecipientInput]:
         buttons = item.get("buttons")
         if buttons is not None:
             buttons = _buttons(errors, f"recipients[{i}].buttons", buttons)
-        if e164 is not None:
-            append(RecipientInput(e164, variables, meta_data, media, buttons))
+        if checked is not None:
+            append(RecipientInput(checked[0], variables, meta_data, media, buttons, checked[1]))
     return out
 
 

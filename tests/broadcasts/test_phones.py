@@ -7,7 +7,7 @@ import pytest
 from phonenumbers import PhoneNumberType as T
 from phonenumbers import phonenumberutil as pnu
 
-from broadcasts.phones import phone_to_e164
+from broadcasts.phones import phone_e164_region, phone_region, phone_to_e164
 
 TYPES = [
     T.FIXED_LINE,
@@ -88,6 +88,22 @@ def test_same_verdict_and_e164_as_libphonenumber_for_every_calling_code():
     valid = sum(1 for n in numbers if library(n))
     # the sample is not trivially one-sided
     assert len(numbers) > 20000 and 5000 < valid < len(numbers) - 5000
+
+
+def test_the_region_found_by_the_check_is_the_librarys_for_every_calling_code():
+    numbers = candidates()
+    checked = {n: phone_e164_region(n) for n in numbers}
+    assert [n for n, c in checked.items() if (c[0] if c else None) != library(n)] == []
+    wrong = []
+    for n, c in checked.items():
+        if c is None:
+            continue
+        region = phonenumbers.region_code_for_number(phonenumbers.parse(c[0], None))
+        expected = region if region not in (None, "001", "ZZ") else None
+        if c[1] != expected or c[1] != phone_region(c[0]):
+            wrong.append((n, c, expected))
+    assert wrong == []
+    assert sum(1 for c in checked.values() if c and c[1] is None) > 0  # non-geographic numbers are in the sample
 
 
 @pytest.mark.parametrize(

@@ -268,6 +268,49 @@ def test_missing_variables_cost_nothing(org, channel, template):
     assert preview["estimate"]["total"] == "0.0615"
 
 
+# --- the estimate from the regions the phone check found -------------------------------------------
+
+# MIXED, a number listed twice, a UK number written with its trunk 0, and a non-geographic +800 number
+# (no region: priced by "*").
+MIXED_MORE = [*MIXED, "+34612345678", "+4402079460958", "+80012345678"]
+
+
+@pytest.mark.parametrize("category", ["MARKETING", "UTILITY", "AUTHENTICATION"])
+def test_the_estimate_from_known_regions_equals_parsing_each_number(db, category):
+    from broadcasts.phones import phone_e164_region
+
+    card = card_load()
+    checked = [phone_e164_region(n) for n in MIXED_MORE]
+    numbers, regions = [c[0] for c in checked], [c[1] for c in checked]
+    assert regions[-1] is None and regions[-2] == "GB"
+    for suppressed, windows in [(set(), set()), ({"+34612345678", "+80012345678"}, {"+14155552671", "+34699000111"})]:
+        kwargs = {"card": card, "category": category, "numbers": numbers, "suppressed": suppressed}
+        parsed = pricing.estimate(**kwargs, windows_open=windows)
+        known = pricing.estimate(**kwargs, windows_open=windows, regions=regions)
+        assert known.as_json() == parsed.as_json()
+        assert str(known.total) == str(parsed.total)  # the same Decimal, exponent included
+    assert parsed.suppressed == (3 if category == "MARKETING" else 0)
+    assert parsed.free_window == (2 if category == "UTILITY" else 0)
+
+
+def test_creation_time_cost_equals_the_dry_run_for_a_mixed_region_list(org, channel, template):
+    from broadcasts import services
+
+    card_load()
+    data = body(channel, MIXED_MORE)
+    data["recipients"][1]["variables"] = {"nombre": "Ana"}  # missing monto: stored FAILED, costs nothing
+    preview = previews.broadcast_preview(organization=org, body=data)
+    # 0.4333 - 0.0615 (the FAILED ES) + 0.0615 (ES twice) + 0.06 (GB) + 0.06 (+800 by "*")
+    assert preview["estimate"]["total"] == "0.5533"
+    assert preview["estimate"]["by_country"]["ZZ"] == {"recipients": 1, "unit_price": "0.06", "total": "0.06"}
+    data.pop("dry_run")
+    created = services.broadcast_create(organization=org, body=data)
+    broadcast = Broadcast.objects.get(pk=created.body["broadcast_id"])
+    assert broadcast.cost_estimated == Decimal(preview["estimate"]["total"])
+    assert pricing.money(broadcast.cost_estimated) == preview["estimate"]["total"]
+    assert broadcast.cost_currency == "USD" and broadcast.failed == 1
+
+
 # --- the budget reservation --------------------------------------------------------------------
 
 
