@@ -14,8 +14,9 @@ Scenarios, in one run:
 Printed per scenario: sustained sends/s (first to last arrival at the sandbox), the most sends in any
 one-second window per channel (sandbox), CPU ms per send (workers: utime+stime of the main process and pool
 children from /proc; the sandbox shown apart), and the time from the 202 (broadcast_create returned, dispatch
-enqueued on commit) to the first send. Options: --workers N (prefork processes, default 4), --only a,b,c,d,e,
---e-seconds S (how long (e)'s busy channels run, default 30), --e-cap N (their max_mps, default 250).
+enqueued on commit) to the first send. Options: --workers N (prefork processes, default 4), --only a,b,c,d,e0,e
+(e0: (e)'s busy channels alone, the baseline of "keep 95 % of their rates"), --e-seconds S (how long (e)'s
+busy channels run, default 30), --e-cap N (their max_mps, default 250).
 """
 
 from __future__ import annotations
@@ -195,7 +196,7 @@ def bunching_show(times: list[float], everything: list[float]) -> None:
 
 def scenario_e(
     sandbox, worker, sandbox_pid, org: Organization, n: int, seconds: float, cap: int = 250, tries: int = 20
-) -> None:
+) -> list[float]:
     """Fairness: eight busy channels at 250, and one-recipient broadcasts on other channels, once a second."""
     busy_count = 8
     busy = [make_channel(org, n + i, cap)[0] for i in range(busy_count)]
@@ -210,9 +211,13 @@ def scenario_e(
         for offset in range(0, per_channel, 5000):
             ids.append(create(org, channel, min(5000, per_channel - offset), base)[0])
             base += 5000
-    # Let the busy channels reach their pace, then one small broadcast a second while they run.
+    # Let the busy channels reach their pace, then one small broadcast a second while they run (with tries=0,
+    # the baseline: the same load alone, measured over the same window).
     time.sleep(3.0)
     probes: list[tuple[Channel, str, float]] = []
+    window_start = time.time()
+    if not tries:
+        time.sleep(20.0)
     for i in range(tries):
         channel = small[i % 2]
         owner = org if i % 2 == 0 else other_org
@@ -232,11 +237,11 @@ def scenario_e(
     latencies = sorted(
         (first[(channel.phone_number_id, to)] - at) * 1000 if (channel.phone_number_id, to) in first else float("inf")
         for channel, to, at in probes
-    )
+    ) or [0.0]
     p50 = latencies[len(latencies) // 2]
     p95 = latencies[min(len(latencies) - 1, int(round(0.95 * len(latencies))) - 1)]
     # Each busy channel's rate while the probes ran (their first to last 202, plus one second).
-    t0, t1 = probes[0][2], probe_end
+    t0, t1 = window_start, probe_end
     paced = cap * settings.DELIVERY_RATE_HEADROOM
     rates, busiest, aligned = [], [], []
     stats = sandbox.stats()["phone_numbers"]
@@ -250,8 +255,9 @@ def scenario_e(
             print(f"    busy ..{channel.phone_number_id[-2:]}: {[per_second[k] for k in sorted(per_second)]}")
             bunching_show(sorted(times), sorted(r["received_at"] for r in requests))
     total = len(requests)
+    name = "e" if tries else "e0"
     print(
-        f"(e) fairness: {busy_count} channels at {cap} ({per_channel} each) + {tries} one-recipient broadcasts on "
+        f"({name}) fairness: {busy_count} channels at {cap} ({per_channel} each) + {tries} one-recipient broadcasts on "
         f"2 idle channels (2 organizations): first send after the 202 p50 {p50:.0f} ms, p95 {p95:.0f} ms, max "
         f"{latencies[-1]:.0f} ms (target p95 <= 1000 ms); busy channels' rates while probed "
         f"{[round(r) for r in rates]} "
@@ -263,6 +269,7 @@ def scenario_e(
         flush=True,
     )
     print(f"    (e) latencies ms: {[round(x) for x in latencies]}", flush=True)
+    return rates
 
 
 async def floor(graph_url: str, count: int, concurrency: int = 200) -> float:
@@ -298,7 +305,7 @@ async def floor(graph_url: str, count: int, concurrency: int = 200) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--workers", type=int, default=4)
-    parser.add_argument("--only", default="a,b,c,d,e")
+    parser.add_argument("--only", default="a,b,c,d,e0,e")
     parser.add_argument("--e-seconds", type=float, default=30.0)
     parser.add_argument("--e-cap", type=int, default=250)
     args = parser.parse_args()
@@ -336,8 +343,17 @@ def main() -> None:
         if "d" in only:
             sandbox.reset()
             asyncio.run(floor(sandbox.graph_url, 10_000))
+        if "e0" in only:
+            # The baseline: the busy channels' own rates on this machine, without the small broadcasts.
+            alone = scenario_e(sandbox, worker, sandbox.pid, org, n + 7, args.e_seconds, cap=args.e_cap, tries=0)
         if "e" in only:
-            scenario_e(sandbox, worker, sandbox.pid, org, n + 7, args.e_seconds, cap=args.e_cap)
+            probed = scenario_e(sandbox, worker, sandbox.pid, org, n + 17, args.e_seconds, cap=args.e_cap)
+            if "e0" in only:
+                print(
+                    f"    (e) busy channels keep {sum(probed) / sum(alone) * 100:.1f} % of their rate alone (e0) "
+                    f"while the small broadcasts go (target >= 95 %)",
+                    flush=True,
+                )
     finally:
         if os.environ.get("BENCH_SHOW_CHUNKS"):
             print("\n".join(line for line in worker.log().splitlines() if "chunk " in line))

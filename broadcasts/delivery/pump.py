@@ -48,7 +48,8 @@ from broadcasts.delivery.claims import (
 )
 from broadcasts.delivery.dispatch import broadcast_wake, channel_others_dispatch
 from broadcasts.delivery.pacing import PostLog
-from broadcasts.delivery.run import REFILL_STOP_SECONDS, BroadcastRun, RunReport
+from broadcasts.delivery.run import REFILL_STOP_SECONDS, BroadcastRun
+from broadcasts.delivery.run_outcomes import RunReport
 from broadcasts.delivery.runtime import Runtime, in_db_thread, runtime_discard, runtime_get, steady_loop
 from broadcasts.models import Broadcast, BroadcastStatus, SendStatus
 from broadcasts.queue import chunk_time_limits

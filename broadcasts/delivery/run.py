@@ -7,8 +7,8 @@ a slot late. Every POST passes the posting gate (claims.sends_mark_posting) and 
 GCRA schedule and the pump's PostLog). On Meta's account-level error the run pauses the broadcast
 (lifecycle.broadcast_pause_for_account_error) and stops.
 
-Over 400 lines on purpose: the two coroutines share the queue, the schedule and the stop conditions of one run,
-and the tuned hot loop (968 sends/s at a cap of 1000) reads best in one place.
+The outcome keeping (answers, journal, writes, deferred sends) is its base class, run_outcomes.RunOutcomes; the
+two coroutines here share the queue, the schedule and the stop conditions of one run.
 """
 
 from __future__ import annotations
@@ -18,18 +18,15 @@ import contextlib
 import dataclasses
 import functools
 import logging
-import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
 from typing import TypeVar
 
 from django import db
 from django.conf import settings
-from django.db import connection
 from django.utils import timezone
 from redis.exceptions import RedisError
 
@@ -38,14 +35,10 @@ from broadcasts.delivery import gate_chain, gates, limiter, pacing
 from broadcasts.delivery.claims import POST_PERMIT_SECONDS, Claimed, claim_size, sends_claim, sends_mark_posting
 from broadcasts.delivery.outcomes import (
     OutcomeRow,
-    cancelled_row,
-    journal_drop,
-    journal_put,
     missing_variables_result,
-    outcome_row,
-    sends_record,
 )
 from broadcasts.delivery.pacing import PostLog
+from broadcasts.delivery.run_outcomes import RunOutcomes, RunReport
 from broadcasts.delivery.runtime import Runtime, in_db_thread
 from broadcasts.metrics import channel_posts_add
 from broadcasts.models import Broadcast, BroadcastStatus, SendStatus
@@ -63,40 +56,10 @@ PAUSING_CLASSES = (ErrorClass.ACCOUNT, ErrorClass.TEMPLATE)
 # Outcomes are written at least this often while a run goes, so a webhook for a fresh wamid finds its send
 # and a killed worker loses at most ~0.5 s of recorded work; the broadcast status is read at the same beat.
 CHECK_INTERVAL_SECONDS = 0.5
-# Meta's answers are journaled in Redis (outcomes.journal_put) this often between outcome writes: a worker killed
-# meanwhile loses at most this much of them (the sweeper writes the journal before it takes back expired leases,
-# so an answered send is not taken for an unknown outcome), instead of everything since the last write.
-JOURNAL_INTERVAL_SECONDS = 0.1
-# Those journal writes get a thread of their own, so they never queue behind the DB thread's writes and claims
-# (created on first use, in the worker process that runs the pump).
-_JOURNAL_THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="delivery-journal")
-# A failed outcome write is tried again this often until the database answers or the run's time is up.
-STORE_RETRY_SECONDS = 0.25
 # The longest either coroutine of a run sleeps: bounds how fast it notices a stop or requeued sends.
 MAX_BOOKKEEPING_SLEEP_SECONDS = 0.05
 # No new claims this close to the posting deadline: the claimed sends would only be handed back.
 REFILL_STOP_SECONDS = 0.5
-
-
-@dataclass
-class RunReport:
-    """What one broadcast's run did (for logs, tests and the benchmark)."""
-
-    broadcast_id: str = ""
-    claimed: int = 0
-    posted: int = 0
-    sent: int = 0
-    failed: int = 0
-    retried: int = 0
-    deferred: int = 0
-    released: int = 0
-    cancelled: int = 0
-    unknown: int = 0
-    late: int = 0
-    stop: str | None = None
-    channel_busy: bool = False
-    wake_at: datetime | None = None
-    rows: list[OutcomeRow] = field(default_factory=list, repr=False)
 
 
 @dataclass(slots=True)
@@ -113,7 +76,7 @@ class _Planned:
     waits: list[float] = field(default_factory=list)
 
 
-class BroadcastRun:
+class BroadcastRun(RunOutcomes):
     """Posts one broadcast's claimed sends on the process's event loop; all state here is this run's only."""
 
     def __init__(
@@ -150,18 +113,7 @@ class BroadcastRun:
         self.db_thread = db_thread or runtime.db
         self.client = runtime.graph_client()
         self.queue: deque[Claimed] = deque(sends)
-        self.results: list[tuple[Claimed, SendResult, datetime]] = []
-        # How many of self.results are journaled already, and when next (see _journal_answers).
-        self.journaled = 0
-        self.next_journal = 0.0
-        # (send, wait seconds, reason): handed back PENDING at the end of the run, due again after the wait.
-        self.deferred: list[tuple[Claimed, float, str]] = []
-        self.deferred_count = 0
-        self.rows_written: list[OutcomeRow] = []
-        # Rows whose write failed (tried again with the next write) and their journal entries in Redis.
-        self.unwritten: list[OutcomeRow] = []
-        self.journal_keys: list[str] = []
-        self.journal_lock = threading.Lock()
+        self._outcomes_init()
         self.report = RunReport(claimed=len(sends))
         # The broadcast's status when the posting gate found it no longer IN_PROGRESS.
         self.gate_closed: str | None = None
@@ -231,86 +183,6 @@ class BroadcastRun:
             self._release_number(send)
         if result.error_class in PAUSING_CLASSES and self.account_error is None:
             self.account_error = result
-
-    def _take_results(self) -> list[tuple[Claimed, SendResult, datetime]]:
-        # Swapped on the loop's thread, where the POST coroutines append: nothing is lost in between.
-        results, self.results = self.results, []
-        self.journaled = 0
-        return results
-
-    def _journal_answers(self) -> None:
-        """Hand Meta's answers that arrived since the last call to the DB thread, which journals the final ones in
-        Redis (one HSET); the next successful outcome write drops the entry again (see _flush)."""
-        self.next_journal = time.monotonic() + JOURNAL_INTERVAL_SECONDS
-        fresh = self.results[self.journaled :]
-        self.journaled = len(self.results)
-        if not fresh:
-            return
-        with contextlib.suppress(RuntimeError):  # the interpreter is shutting down: the write follows anyway
-            _JOURNAL_THREAD.submit(self._journal_put, fresh)
-
-    def _journal_put(self, results: list[tuple[Claimed, SendResult, datetime]]) -> None:
-        rows = [outcome_row(send=s, result=r, now=at) for s, r, at in results if not r.unknown]
-        key = journal_put(rows, channel_id=self.channel.id)
-        if key is not None:
-            with self.journal_lock:
-                self.journal_keys.append(key)
-
-    def _flush(self, results: list[tuple[Claimed, SendResult, datetime]], extra: Iterable[OutcomeRow] = ()) -> str:
-        """Record the given outcomes (and any whose write failed before) and read the broadcast's status (runs in
-        the DB thread). When the write fails, the rows are kept for the next one and the final ones journaled in
-        Redis at once (see journal_put): a known answer is never only in memory for longer than a write."""
-        new = [outcome_row(send=s, result=r, now=at) for s, r, at in results]
-        new += extra
-        rows = self.unwritten = self.unwritten + new
-        try:
-            status = Broadcast.objects.filter(id=self.broadcast.id).values_list("status", flat=True).first()
-            status = status or BroadcastStatus.CANCELLED
-            if status == BroadcastStatus.CANCELLED:
-                now = timezone.now()
-                rows = [cancelled_row(row, now=now) for row in rows]
-            sends_record(rows=rows, channel_id=self.channel.id)
-        except (db.Error, RedisError):
-            key = journal_put(new, channel_id=self.channel.id)
-            if key is not None:
-                with self.journal_lock:
-                    self.journal_keys.append(key)
-            raise
-        self.unwritten = []
-        self.rows_written += rows
-        with self.journal_lock:
-            keys, self.journal_keys = self.journal_keys, []
-        journal_drop(keys)
-        return status
-
-    def _flush_retrying(
-        self, results: list[tuple[Claimed, SendResult, datetime]], extra: list[OutcomeRow]
-    ) -> str | None:
-        """_flush until it succeeds or the run's time is up (DB thread); None when it gave up."""
-        while True:
-            try:
-                return self._flush(results, extra)
-            except (db.Error, RedisError) as exc:
-                if results or extra:
-                    logger.warning(
-                        "delivery: last outcome write of broadcast %s failed (%s); retrying every %.2f s",
-                        self.broadcast.id,
-                        exc.__class__.__name__,
-                        STORE_RETRY_SECONDS,
-                    )
-                results, extra = [], []  # now in self.unwritten
-                with contextlib.suppress(Exception):
-                    connection.close()  # reconnect on the next try
-                if time.monotonic() + STORE_RETRY_SECONDS >= self.give_up_at:
-                    logger.error(
-                        "delivery: giving up writing %d outcomes of broadcast %s (%s); %d journaled in Redis",
-                        len(self.unwritten),
-                        self.broadcast.id,
-                        exc,
-                        sum(1 for r in self.unwritten if r.status in (SendStatus.SENT, SendStatus.FAILED)),
-                    )
-                    return None
-                time.sleep(STORE_RETRY_SECONDS)
 
     def _pause_for(self) -> None:
         assert self.account_error is not None and self.account_error.error is not None
@@ -601,26 +473,6 @@ class BroadcastRun:
         permit = planned.marked_at + POST_PERMIT_SECONDS
         schedule.extend((slot, send, permit) for slot, send in zip(grant.slot_times(), ready, strict=False))
         return 0.0
-
-    def _take_deferred(self) -> list[OutcomeRow]:
-        """The sends deferred since the last write, as rows handing them back PENDING until their wait is over (a
-        gate's wait, or the number got a message on this channel < 6 s ago: spaced, not dropped, and no attempt
-        counted). Written with the next outcome write, not only at the end of the run: a send waiting for the
-        messaging limit is visible as such (``waiting``) and no longer leased while it waits."""
-        deferred, self.deferred = self.deferred, []
-        self.deferred_count += len(deferred)
-        now = timezone.now()
-        return [
-            OutcomeRow(
-                id=send.id,
-                status=SendStatus.PENDING,
-                attempts_delta=-1,
-                next_attempt_at=now + timedelta(seconds=wait),
-                posted=False,
-                wait_reason=reason,
-            )
-            for send, wait, reason in deferred
-        ]
 
     def finish(self) -> None:
         """Record the last outcomes and hand back what was not posted (runs in the DB thread; once).
