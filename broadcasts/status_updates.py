@@ -33,7 +33,7 @@ from django.utils import timezone
 from broadcasts import pricing
 from broadcasts.counts import broadcasts_lock, counts_add, deltas_of
 from broadcasts.marketing_holds import holds_start, is_marketing_limit
-from broadcasts.models import Broadcast, Send, SendStatus, SuppressionSource, UnmatchedStatus
+from broadcasts.models import Send, SendStatus, SuppressionSource, UnmatchedStatus
 from broadcasts.notifications import message_events_publish
 from broadcasts.phones import phone_region
 from broadcasts.suppressions import USER_STOPPED_MARKETING, USER_STOPPED_REASON, suppressions_add_many
@@ -133,12 +133,15 @@ def _fold(statuses: Iterable[StatusUpdate]) -> dict[str, _Fold]:
 def _update_postgresql(
     target: str, items: list[tuple[int, _Fold]], now: datetime, bill: _BillRun | None = None
 ) -> list[tuple[int, str]]:
-    """One UPDATE ... FROM unnest(arrays) for every send moving to ``target``; returns (moved id, its status before).
+    """One UPDATE ... FROM json_to_recordset(rows) for every send moving to ``target``; returns (moved id, its status
+    before).
 
     The status before comes from a self-join read in the statement's snapshot: exact, because the caller holds the
     broadcasts' row locks, which every writer of a send's status takes first (broadcasts/counts.py).
     With ``bill``, the same statement stores the moved sends' pricing and bills them once (CONTRACT 12): no second
-    write of the rows; what it billed goes into ``bill``."""
+    write of the rows; what it billed goes into ``bill``.
+    The rows travel as one JSON text (orjson, in C): Django's client-side binding quotes every element of an array
+    parameter in Python, which cost more than the statement itself for a 1,000-status body."""
     table = connection.ops.quote_name(Send._meta.db_table)
     error_sets = ""
     if target == SendStatus.FAILED:
@@ -148,9 +151,9 @@ def _update_postgresql(
         )
     picked = [bill.bills.get(send_id) for send_id, _ in items] if bill is not None else []
     billing = any(b is not None for b in picked)
-    bill_sets = bill_arrays = bill_columns = bill_returning = ""
+    bill_sets = bill_columns = bill_returning = ""
     bill_params: list[Any] = []
-    array_params: list[Any] = []
+    rows = [_move_row(target, send_id, fold) for send_id, fold in items]
     if billing:
         # Billed only on reaching DELIVERED or READ and only once; a FAILED move stores the pricing alone.
         when = "v.billable AND s.billed_at IS NULL" if target in _BILLED_STATUSES else "false"
@@ -161,14 +164,15 @@ def _update_postgresql(
         )
         distinct, positions = _pricing_positions(picked)
         bill_params = [distinct, now]
-        bill_arrays = ", %s::int[], %s::boolean[], %s::numeric[]"
-        bill_columns = ", pricing, billable, price"
+        bill_columns = ", pricing int, billable boolean, price numeric"
         bill_returning = ", s.broadcast_id, s.price, old.billed_at IS NULL AND s.billed_at IS NOT NULL"
-        array_params = [
-            positions,
-            [b is not None and b.billable for b in picked],
-            [b.price if b is not None else None for b in picked],
-        ]
+        for row, b, position in zip(rows, picked, positions, strict=True):
+            if b is not None:
+                row["billable"] = b.billable
+                if position is not None:
+                    row["pricing"] = position
+                if b.price is not None:
+                    row["price"] = str(b.price)
     sql = f"""
         UPDATE {table} AS s SET
             status = %s,
@@ -178,40 +182,44 @@ def _update_postgresql(
             {error_sets}
             {bill_sets}
             updated_at = %s
-        FROM unnest(%s::bigint[], %s::timestamptz[], %s::timestamptz[], %s::timestamptz[],
-                    %s::text[], %s::text[], %s::text[], %s::boolean[]{bill_arrays})
-             AS v(id, delivered_at, read_at, failed_at, error_code, error_title, error_message,
-                  error_retryable{bill_columns}),
+        FROM json_to_recordset(%s::json)
+             AS v(id bigint, delivered_at timestamptz, read_at timestamptz, failed_at timestamptz, error_code text,
+                  error_title text, error_message text, error_retryable boolean{bill_columns}),
              {table} AS old
         WHERE s.id = v.id AND old.id = s.id AND s.status = ANY(%s)
         RETURNING s.id, old.status{bill_returning}
     """
-    params = [
-        target,
-        *bill_params,
-        now,
-        [send_id for send_id, _ in items],
-        [_delivered_at(target, fold) for _, fold in items],
-        [fold.read_at if target == SendStatus.READ else None for _, fold in items],
-        [fold.failed_at if target == SendStatus.FAILED else None for _, fold in items],
-        [fold.error_code for _, fold in items],
-        [fold.error_title for _, fold in items],
-        [fold.error_message for _, fold in items],
-        [fold.error_retryable for _, fold in items],
-        *array_params,
-        list(ALLOWED_FROM[target]),
-    ]
+    params = [target, *bill_params, now, orjson.dumps(rows).decode(), list(ALLOWED_FROM[target])]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-        rows = cursor.fetchall()
+        returned = cursor.fetchall()
     if billing:
         assert bill is not None
-        for row in rows:
+        for row in returned:
             if row[0] in bill.bills:
                 bill.applied.add(row[0])
                 if row[4] and row[3] is not None:
                     bill.amounts[row[2]] += row[3]
-    return [(row[0], row[1]) for row in rows]
+    return [(row[0], row[1]) for row in returned]
+
+
+def _move_row(target: str, send_id: int, fold: _Fold) -> dict[str, Any]:
+    """One send's values for the move's UPDATE (absent keys read as NULL)."""
+    row: dict[str, Any] = {"id": send_id}
+    delivered_at = _delivered_at(target, fold)
+    if delivered_at is not None:
+        row["delivered_at"] = delivered_at
+    if target == SendStatus.READ and fold.read_at is not None:
+        row["read_at"] = fold.read_at
+    if target == SendStatus.FAILED:
+        row.update(
+            failed_at=fold.failed_at,
+            error_code=fold.error_code,
+            error_title=fold.error_title,
+            error_message=fold.error_message,
+            error_retryable=fold.error_retryable,
+        )
+    return row
 
 
 def _update_portable(
@@ -268,34 +276,60 @@ def _delivered_at(target: str, fold: _Fold) -> datetime | None:
 # One probe of the partial wamid index per wamid of the body. A plain ``message_id = ANY(...)`` of 1,000 wamids is
 # planned from the column's statistics: right after a bulk load (none yet) PostgreSQL guesses that it matches most
 # of the table and reads all of it (0.5 s at a million sends). LIMIT keeps the planner from flattening the LATERAL
-# into that same join. Both statements below are planned the same whatever the statistics say.
-_PROBE = """
-    FROM unnest(%s::varchar[]) AS w(wamid)
-    CROSS JOIN LATERAL (
-        SELECT id, message_id, status, broadcast_id, "to", pricing, billed_at IS NOT NULL AS billed
-        FROM broadcasts_send WHERE message_id = w.wamid LIMIT 2
-    ) AS s
+# into that same join. The channel of each broadcast found (a body names one or two) comes in the same statement,
+# one primary-key probe per distinct broadcast, for the channel check. Planned the same whatever the statistics say.
+_SENDS_SQL = """
+    WITH s AS MATERIALIZED (
+        SELECT s.*
+        FROM json_array_elements_text(%s::json) AS w(wamid)
+        CROSS JOIN LATERAL (
+            SELECT id, message_id, status, broadcast_id, "to", pricing, billed_at IS NOT NULL AS billed
+            FROM broadcasts_send WHERE message_id = w.wamid LIMIT 2
+        ) AS s
+    ), ch AS (
+        SELECT d.broadcast_id, c.phone_number_id
+        FROM (SELECT DISTINCT broadcast_id FROM s) AS d
+        CROSS JOIN LATERAL (
+            SELECT c.phone_number_id FROM broadcasts_broadcast AS b
+            JOIN templates_registry_channel AS c ON c.id = b.channel_id
+            WHERE b.id = d.broadcast_id LIMIT 1
+        ) AS c
+    )
+    SELECT s.id, s.message_id, s.status, s.broadcast_id, s."to", s.pricing, s.billed, ch.phone_number_id
+    FROM s LEFT JOIN ch ON ch.broadcast_id = s.broadcast_id
 """
-_SENDS_SQL = f"SELECT s.id, s.message_id, s.status, s.broadcast_id, s.to, s.pricing, s.billed {_PROBE}"
 
 
-def _sends_find(wamids: list[str]) -> list[tuple[int, str, str, str, str, Any, bool]]:
-    """(id, wamid, status, broadcast_id, to, pricing, billed) of the sends carrying these wamids, read without a
-    lock. A status read here may be behind the truth, never ahead of it (statuses only move forward): a send it
-    shows as unable to move cannot move, and the UPDATEs' WHERE decides for the others."""
+def _sends_find(wamids: list[str]) -> list[tuple[int, str, str, str, str, Any, bool, str | None]]:
+    """(id, wamid, status, broadcast_id, to, pricing, billed, the channel's phone_number_id) of the sends carrying
+    these wamids, read without a lock. A status read here may be behind the truth, never ahead of it (statuses only
+    move forward): a send it shows as unable to move cannot move, and the UPDATEs' WHERE decides for the others."""
+    if not wamids:
+        return []
     if connection.vendor != "postgresql":
         return [
-            (*row[:6], row[6] is not None)
+            (*row[:6], row[6] is not None, row[7])
             for row in Send.objects.filter(message_id__in=wamids).values_list(
-                "id", "message_id", "status", "broadcast_id", "to", "pricing", "billed_at"
+                "id",
+                "message_id",
+                "status",
+                "broadcast_id",
+                "to",
+                "pricing",
+                "billed_at",
+                "broadcast__channel__phone_number_id",
             )
         ]
     with connection.cursor() as cursor:
-        cursor.execute(_SENDS_SQL, [wamids])
-        # Django has psycopg hand jsonb over as text: decoded here, so a repeated pricing compares equal.
-        return [
-            (*row[:5], orjson.loads(row[5]) if isinstance(row[5], str) else row[5], row[6]) for row in cursor.fetchall()
-        ]
+        cursor.execute(_SENDS_SQL, [orjson.dumps(wamids).decode()])
+        return [_decoded(row, 5) for row in cursor.fetchall()]
+
+
+def _decoded(row: tuple, at: int) -> tuple:
+    """The row with its jsonb column ``at`` decoded: Django has psycopg hand jsonb over as text, decoded here so
+    that a repeated pricing compares equal."""
+    value = row[at]
+    return (*row[:at], orjson.loads(value) if isinstance(value, str) else value, *row[at + 1 :])
 
 
 def _opted_out_record(*, failed: Iterable[tuple[int, _Fold]], moved: Iterable[int]) -> None:
@@ -317,7 +351,7 @@ def sends_apply_statuses(*, statuses: Iterable[StatusUpdate], publish: bool = Tr
     """
     statuses = list(statuses)
     settled: list[int] = []
-    known: dict[str, tuple[int, str, str, str]] = {}
+    known: dict[str, tuple[int, str, str, str, str, Any, bool]] = {}
     if any(update.biz_opaque_callback_data for update in statuses):
         # (The webhook's own transaction holds this and the moves below together; a settle alone is sound too.)
         with transaction.atomic(savepoint=False):
@@ -337,28 +371,23 @@ def sends_apply_statuses(*, statuses: Iterable[StatusUpdate], publish: bool = Tr
         broadcast_of: dict[int, str] = {}
         bills: list[_Bill] = []
         # Sends statuses_match found by callback data are known already (channel checked); the rest by wamid.
-        rows = _sends_find([w for w in folds.keys() | pricing_of if w not in known])
-        found.update(row[1] for row in rows)
+        found_rows = _sends_find([w for w in folds.keys() | pricing_of if w not in known])
+        found.update(row[1] for row in found_rows)
         # The channel check (CONTRACT 8): a status whose metadata names another number than the send's channel
-        # moves and bills nothing. Read only when something could move: a redelivery stays one read.
-        checked = [
-            row
-            for row in rows
-            if row[1] in folds and folds[row[1]].phone_number_id and row[2] in ALLOWED_FROM[folds[row[1]].target]
+        # (read with the send) moves and bills nothing, when it could move the send.
+        rows = [
+            row[:7]
+            for row in found_rows
+            if not (
+                row[1] in folds
+                and folds[row[1]].phone_number_id
+                and row[2] in ALLOWED_FROM[folds[row[1]].target]
+                and row[7] != folds[row[1]].phone_number_id
+            )
         ]
-        if checked:
-            phone_of = _broadcast_phone_numbers({row[3] for row in checked})
-            wrong = {row[0] for row in checked if phone_of.get(row[3]) != folds[row[1]].phone_number_id}
-            rows = [row for row in rows if row[0] not in wrong]
         if known:
             found.update(known)
-            extra = {
-                send_id: (to, stored, billed_at is not None)
-                for send_id, to, stored, billed_at in Send.objects.filter(
-                    id__in=[k[0] for k in known.values()]
-                ).values_list("id", "to", "pricing", "billed_at")
-            }
-            rows += [(*known[w], *extra[known[w][0]]) for w in known if known[w][0] in extra]
+            rows += known.values()
         for send_id, wamid, current, broadcast_id, to, stored, billed in rows:
             fold = folds.get(wamid)
             if fold is not None and current in ALLOWED_FROM[fold.target]:
@@ -599,52 +628,66 @@ def _kept_phone_number_id(entry: Any) -> str:
     return value if isinstance(value, str) else ""
 
 
-def _broadcast_channels(broadcast_ids: set[str]) -> dict[str, tuple[str, str]]:
-    """(channel id, phone_number_id) of each broadcast's channel (one query; a body names a few broadcasts)."""
-    if not broadcast_ids:
-        return {}
-    rows = Broadcast.objects.filter(id__in=broadcast_ids).values_list("id", "channel_id", "channel__phone_number_id")
-    return {broadcast_id: (channel_id, phone) for broadcast_id, channel_id, phone in rows}
-
-
-def _broadcast_phone_numbers(broadcast_ids: set[str]) -> dict[str, str]:
-    """The phone_number_id of each broadcast's channel."""
-    return {b: phone for b, (_, phone) in _broadcast_channels(broadcast_ids).items()}
-
-
 # The references as (ordinal of the broadcast id, index) pairs: a body names one or two broadcasts, so sending each id
-# once (not once per status) keeps the parameters small to encode.
+# once (not once per status) keeps the parameters small; the pairs travel as one JSON text. The broadcasts' channels
+# (channel check, metrics) come in the same statement (one primary-key probe per broadcast), and so do the columns
+# the bill needs (pricing, billed): the whole match and the bill's read are this one statement.
 _CALLBACK_SQL = """
-    SELECT s.id, s.broadcast_id, s."index", s.status, s.message_id, s.unknown_outcomes
-    FROM unnest(%s::int[], %s::int[]) AS r(b, idx)
+    WITH ch AS MATERIALIZED (
+        SELECT u.n, c.channel_id, c.phone_number_id
+        FROM unnest(%s::varchar[]) WITH ORDINALITY AS u(id, n)
+        CROSS JOIN LATERAL (
+            SELECT b.channel_id, c.phone_number_id FROM broadcasts_broadcast AS b
+            JOIN templates_registry_channel AS c ON c.id = b.channel_id
+            WHERE b.id = u.id LIMIT 1
+        ) AS c
+    )
+    SELECT s.id, s.broadcast_id, s."index", s.status, s.message_id, s.unknown_outcomes, s."to", s.pricing, s.billed,
+           ch.channel_id, ch.phone_number_id
+    FROM json_to_recordset(%s::json) AS r(b int, i int)
     CROSS JOIN LATERAL (
-        SELECT id, broadcast_id, "index", status, message_id, unknown_outcomes FROM broadcasts_send
-        WHERE broadcast_id = (%s::varchar[])[r.b] AND "index" = r.idx LIMIT 1
+        SELECT id, broadcast_id, "index", status, message_id, unknown_outcomes, "to", pricing,
+               billed_at IS NOT NULL AS billed
+        FROM broadcasts_send
+        WHERE broadcast_id = (%s::varchar[])[r.b] AND "index" = r.i LIMIT 1
     ) AS s
+    LEFT JOIN ch ON ch.n = r.b
 """
 
 
 def _sends_by_callback(refs: list[tuple[str, int]]) -> list[tuple]:
-    """(id, broadcast_id, index, status, message_id, unknown_outcomes) of the sends these references name."""
+    """(id, broadcast_id, index, status, message_id, unknown_outcomes, to, pricing, billed, channel_id,
+    phone_number_id) of the sends these references name."""
     by_broadcast: dict[str, list[int]] = defaultdict(list)
     for broadcast_id, index in refs:
         by_broadcast[broadcast_id].append(index)
     if connection.vendor != "postgresql":
         rows: list[tuple] = []
         for broadcast_id, indexes in by_broadcast.items():
-            rows += Send.objects.filter(broadcast_id=broadcast_id, index__in=indexes).values_list(
-                "id", "broadcast_id", "index", "status", "message_id", "unknown_outcomes"
-            )
+            rows += [
+                (*row[:8], row[8] is not None, *row[9:])
+                for row in Send.objects.filter(broadcast_id=broadcast_id, index__in=indexes).values_list(
+                    "id",
+                    "broadcast_id",
+                    "index",
+                    "status",
+                    "message_id",
+                    "unknown_outcomes",
+                    "to",
+                    "pricing",
+                    "billed_at",
+                    "broadcast__channel_id",
+                    "broadcast__channel__phone_number_id",
+                )
+            ]
         return rows
     ids = list(by_broadcast)
-    ordinals: list[int] = []
-    indexes: list[int] = []
-    for n, broadcast_id in enumerate(ids, start=1):
-        ordinals += [n] * len(by_broadcast[broadcast_id])
-        indexes += by_broadcast[broadcast_id]
+    pairs = [
+        {"b": n, "i": index} for n, broadcast_id in enumerate(ids, start=1) for index in by_broadcast[broadcast_id]
+    ]
     with connection.cursor() as cursor:
-        cursor.execute(_CALLBACK_SQL, [ordinals, indexes, ids])
-        return cursor.fetchall()
+        cursor.execute(_CALLBACK_SQL, [ids, orjson.dumps(pairs).decode(), ids])
+        return [_decoded(row, 7) for row in cursor.fetchall()]
 
 
 def _settleable(status: str, message_id: str | None, unknown_outcomes: int) -> bool:
@@ -711,11 +754,12 @@ def _final(status: str, message_id: str | None) -> bool:
 @dataclass
 class CallbackMatch:
     """What statuses_match resolved: the statuses to apply by wamid, the sends it settled, and the rows of the
-    sends it found for those wamids (id, wamid, status, broadcast_id), channel already checked."""
+    sends it found for those wamids (id, wamid, status, broadcast_id, to, pricing, billed), channel already
+    checked."""
 
     statuses: list[StatusUpdate]
     settled: list[int]
-    known: dict[str, tuple[int, str, str, str]]
+    known: dict[str, tuple[int, str, str, str, str, Any, bool]]
 
 
 def statuses_match(statuses: Sequence[StatusUpdate], *, publish: bool = True) -> CallbackMatch:
@@ -733,14 +777,13 @@ def statuses_match(statuses: Sequence[StatusUpdate], *, publish: bool = True) ->
             out.append(update)
         else:
             by_ref[ref].append(update)
-    known: dict[str, tuple[int, str, str, str]] = {}
+    known: dict[str, tuple[int, str, str, str, str, Any, bool]] = {}
     if not by_ref:
         return CallbackMatch(out, [], known)
     rows = _sends_by_callback(list(by_ref))
     matched: dict[tuple[str, int], tuple] = {(row[1], row[2]): row for row in rows}
-    # A redelivery to sends that can no longer move stops at the probe: no channel read, nothing else.
-    live = [row for row in rows if not _final(row[3], row[4])]
-    channel_of = _broadcast_channels({row[1] for row in live}) if live else {}
+    # (channel id, phone_number_id) of each broadcast, read by the same probe.
+    channel_of = {row[1]: (row[9], row[10]) for row in rows}
     now = timezone.now()
     to_settle: list[tuple[int, str, datetime, str]] = []
     pending: list[tuple[tuple, list[StatusUpdate]]] = []  # statuses waiting for their send's wamid
@@ -749,7 +792,7 @@ def statuses_match(statuses: Sequence[StatusUpdate], *, publish: bool = True) ->
         if row is None:
             out += updates  # not one of our sends after all: by wamid, as any other status
             continue
-        send_id, broadcast_id, _, status, message_id, unknown_outcomes = row
+        send_id, broadcast_id, _, status, message_id, unknown_outcomes = row[:6]
         if _final(status, message_id):
             continue
         phone = channel_of.get(broadcast_id, ("", None))[1]
@@ -781,11 +824,12 @@ def statuses_match(statuses: Sequence[StatusUpdate], *, publish: bool = True) ->
         transaction.on_commit(
             lambda: [sends_add(channel_id=c, counts={("sent", ""): n}) for c, n in per_channel.items()]
         )
-    for (send_id, broadcast_id, _, status, message_id, _), updates in pending:
+    for row, updates in pending:
+        send_id, broadcast_id, _, status, message_id, _, to, stored, billed = row[:9]
         if send_id in settled_wamid:
             message_id, status = settled_wamid[send_id], SendStatus.SENT
         if message_id is None:
             continue  # not settled (nothing Meta said proves a message): nothing to apply
-        known[message_id] = (send_id, message_id, status, broadcast_id)
+        known[message_id] = (send_id, message_id, status, broadcast_id, to, stored, billed)
         out += [u if u.wamid == message_id else dataclasses.replace(u, wamid=message_id) for u in updates]
     return CallbackMatch(out, settled, known)
