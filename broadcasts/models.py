@@ -152,7 +152,9 @@ class Broadcast(models.Model):
 class Send(models.Model):
     """One recipient of a broadcast: one message to one number, and what became of it."""
 
-    broadcast = models.ForeignKey(Broadcast, on_delete=models.CASCADE, related_name="sends")
+    # No index of its own (nor its varchar_pattern_ops twin): (broadcast, index) and (broadcast, status, index) lead
+    # with it, and every status move of a send wrote two more index entries for nothing (issue 14, webhook path).
+    broadcast = models.ForeignKey(Broadcast, on_delete=models.CASCADE, related_name="sends", db_index=False)
     index = models.PositiveIntegerField()  # position in the request's recipients array
     to = models.CharField(max_length=20)  # E.164
     variables = models.JSONField(default=dict)
