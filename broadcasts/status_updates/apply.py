@@ -10,7 +10,6 @@ from typing import Any
 from django.db import connection, transaction
 from django.utils import timezone
 
-from broadcasts import pricing
 from broadcasts.counts import broadcasts_lock, counts_add, deltas_of
 from broadcasts.models import SendStatus
 from broadcasts.notifications import message_events_publish
@@ -106,13 +105,13 @@ def sends_apply_statuses(*, statuses: Iterable[StatusUpdate], publish: bool = Tr
                     moved[target] = sorted(send_id for send_id, _ in done)
                     was_sent.update(send_id for send_id, before in done if before == SendStatus.SENT)
                     moves += [(broadcast_of[send_id], before, target) for send_id, before in done]
-        counts_add(deltas_of(moves))
         if run is not None:
             # What the moves did not carry (sends that did not move: a pricing alone, a late bill).
             rest = [b for b in bills if b.send_id not in run.applied]
             if rest:
                 bills_apply(rest, now, run.amounts)
-            pricing.billed_add(run.amounts)
+        # The kept counts and the bill of each broadcast: one UPDATE of its row.
+        counts_add(deltas_of(moves), billed=run.amounts if run is not None else None)
         opted_out_record(failed=by_target.get(SendStatus.FAILED, ()), moved=moved.get(SendStatus.FAILED, ()))
         if publish:
             # A send that jumped SENT -> READ passed through DELIVERED (it has a delivered_at): the
