@@ -20,8 +20,7 @@ from whatsapp.inbound import StatusUpdate, status_update_parse
 UNMATCHED_KEEP = timedelta(minutes=10)
 # Statuses re-applied per sweep: one SELECT and a few UPDATEs whatever the number.
 UNMATCHED_BATCH = 5000
-
-
+# The change's phone_number_id, stored beside Meta's own keys of a kept status, so the retry checks the channel too.
 KEPT_PHONE_NUMBER_ID = "_phone_number_id"
 
 
