@@ -7,8 +7,8 @@ A body of N statuses costs a fixed number of statements whatever N is: the read 
 and billing columns (one statement: one index probe per callback reference or wamid, a plan that needs no
 statistics; a redelivery stops there), the rate card's id when something is billable, the lock of their broadcast
 rows (the lock order of broadcasts/counts.py), at most one UPDATE per target status (billing included), and one
-UPDATE of the kept counts and the bill per broadcast. A 1,000-status ``delivered`` body that bills: 9 statements
-with BEGIN and COMMIT (the events' endpoint read included).
+UPDATE of the kept counts and the bill per broadcast. A 1,000-status ``delivered`` body that bills: 8 statements
+with BEGIN, COMMIT and the events' endpoint read (9 the first time a process reads a card's prices).
 
 A status whose wamid no send carries yet (the engine records wamids a fraction of a second after Meta's answer,
 and a fast webhook can arrive first) is kept as an ``UnmatchedStatus`` and re-applied by the beat task
