@@ -14,6 +14,7 @@ can wait for each other in a cycle. Same-broadcast writers queue for the length 
 
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
+from decimal import Decimal
 
 from django.db import connection, transaction
 from django.db.models import Count, F
@@ -68,11 +69,15 @@ def deltas_of(moves: Iterable[tuple[str, str, str]]) -> Deltas:
     return dict(deltas)
 
 
-def counts_add(deltas: Mapping[str, Mapping[str, int]]) -> None:
+def counts_add(deltas: Mapping[str, Mapping[str, int]], *, billed: Mapping[str, Decimal] | None = None) -> None:
     """Add the deltas to the broadcasts' kept counts: one relative UPDATE per broadcast, in id order (inside the
-    transaction that moved the sends, after ``broadcasts_lock``)."""
-    for broadcast_id in sorted(deltas):
-        changes = {name: F(name) + n for name, n in deltas[broadcast_id].items() if n}
+    transaction that moved the sends, after ``broadcasts_lock``). ``billed`` (what the same transaction billed, per
+    broadcast) rides in the same UPDATE, so a status body that moves and bills writes each broadcast row once."""
+    billed = billed or {}
+    for broadcast_id in sorted(deltas.keys() | billed.keys()):
+        changes = {name: F(name) + n for name, n in deltas.get(broadcast_id, {}).items() if n}
+        if billed.get(broadcast_id):
+            changes["billed"] = F("billed") + billed[broadcast_id]
         if changes:
             Broadcast.objects.filter(id=broadcast_id).update(**changes)
 

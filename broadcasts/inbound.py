@@ -28,7 +28,8 @@ from django.db import OperationalError, transaction
 from django.utils import timezone
 
 from broadcasts import messaging_limit, template_pauses
-from broadcasts.status_updates import sends_apply_statuses, unmatched_statuses_keep
+from broadcasts.status_updates.apply import sends_apply_statuses
+from broadcasts.status_updates.unmatched import unmatched_statuses_keep
 from broadcasts.suppressions import user_preferences_apply
 from templates_registry.models import Channel
 from templates_registry.services import template_category_apply, template_quality_apply, template_status_update_apply

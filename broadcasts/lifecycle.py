@@ -9,7 +9,7 @@
 Each transition is written once, here, and guarded by the row: a conditional UPDATE (start, finalize) or the
 caller's row lock (pause, resume, cancel: ``broadcast_get_for_update`` in broadcasts/services.py, which turns a
 refused transition into a ConflictError for the API and the admin). What Meta answered for one attempt is not a
-lifecycle change: delivery/outcomes.py records it (SENT, FAILED, retry later) and broadcasts/status_updates.py
+lifecycle change: delivery/outcomes.py records it (SENT, FAILED, retry later) and broadcasts/status_updates/
 records the webhooks' statuses. Every bulk send transition here moves the broadcast's kept counts in the same
 transaction, the broadcast row locked first (broadcasts/counts.py).
 """

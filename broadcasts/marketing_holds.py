@@ -3,7 +3,7 @@ template from the organization for MARKETING_LIMIT_HOLD_SECONDS after the failur
 engine, ``retry``, a new broadcast).
 
 - ``holds_start`` records the hold in the transaction that records the failure, whichever way it came: the POST's
-  answer (delivery/outcomes.py, hold from the answer's time) or a ``failed`` status webhook (status_updates.py,
+  answer (delivery/outcomes.py, hold from the answer's time) or a ``failed`` status webhook (status_updates/,
   hold from the status's timestamp). One statement for a whole batch, and none when no failure is a 131049.
 - ``holds_waiting`` is the posting-time check (delivery/gate_marketing_hold.py): one probe of the unique
   (organization, to) index for a batch's numbers, timed by the database's clock.

@@ -153,8 +153,8 @@ class Send(models.Model):
     """One recipient of a broadcast: one message to one number, and what became of it."""
 
     # No index of its own (nor Django's varchar_pattern_ops twin): send_unique_index_in_broadcast, led by the
-    # broadcast, serves every lookup by broadcast; two redundant btrees cost ~13 ms of PostgreSQL CPU per 5,000-send
-    # COPY (notes/ingest.md).
+    # broadcast, serves every lookup by broadcast; the two redundant btrees cost ~13 ms of PostgreSQL CPU per
+    # 5,000-send COPY and two index entries per status move of a send (issue 14).
     broadcast = models.ForeignKey(Broadcast, on_delete=models.CASCADE, related_name="sends", db_index=False)
     index = models.PositiveIntegerField()  # position in the request's recipients array
     to = models.CharField(max_length=20)  # E.164

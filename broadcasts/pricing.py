@@ -8,7 +8,7 @@
   card does not name.
 - Estimates price each recipient at the template's category: suppressed numbers cost nothing for MARKETING (they
   are counted apart), numbers whose customer-service window is open cost nothing for UTILITY.
-- Billing (``sends_bill`` rows, applied by broadcasts/status_updates.py): a send that Meta reports billable
+- Billing (``sends_bill`` rows, applied by broadcasts/status_updates/): a send that Meta reports billable
   (``pricing.type == "regular"`` or ``pricing.billable is true``) is billed once, when a status finds it DELIVERED or
   READ, at the card in force then, for its country and Meta's ``pricing.category``.
 """
@@ -26,7 +26,6 @@ from typing import Any
 
 import phonenumbers
 from django.db import connection, transaction
-from django.db.models import F
 from django.utils import timezone
 
 from broadcasts.models import Broadcast, RateCard, RateCardPrice
@@ -291,14 +290,6 @@ def pricing_category(pricing: Mapping[str, Any] | None) -> str | None:
         return None
     name = _META_CATEGORY.get(raw.lower(), raw.upper())
     return name if name in CATEGORIES else None
-
-
-def billed_add(amounts: Mapping[str, Decimal]) -> None:
-    """Add to the broadcasts' kept ``billed``: one relative UPDATE per broadcast, in id order (inside the
-    transaction that billed the sends, after broadcasts/counts.broadcasts_lock)."""
-    for broadcast_id in sorted(amounts):
-        if amounts[broadcast_id]:
-            Broadcast.objects.filter(id=broadcast_id).update(billed=F("billed") + amounts[broadcast_id])
 
 
 # --- the spending cap ----------------------------------------------------------------------------

@@ -85,6 +85,6 @@ def retention_purge_task() -> dict[str, int]:
 @shared_task(name=queue.UNMATCHED_STATUSES_RETRY)
 def unmatched_statuses_retry_task() -> int:
     """Beat, every ~10 s: re-apply Meta statuses that arrived before their wamid was stored; drop old ones."""
-    from broadcasts.status_updates import unmatched_statuses_retry
+    from broadcasts.status_updates.unmatched import unmatched_statuses_retry
 
     return unmatched_statuses_retry()

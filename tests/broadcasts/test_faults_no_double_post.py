@@ -16,7 +16,7 @@ from broadcasts.delivery.outcomes import JOURNAL_KEY
 from broadcasts.models import Broadcast, Send, SendStatus
 from broadcasts.queue import enqueue_dispatch
 from broadcasts.recovery import broadcasts_sweep
-from broadcasts.status_updates import unmatched_statuses_retry
+from broadcasts.status_updates.unmatched import unmatched_statuses_retry
 from core.redis import redis_client
 from tests.broadcasts.counts_support import assert_counts_exact
 from tests.delivery_support import CeleryProcess, broadcast_make, broadcast_settled, numbers

@@ -22,7 +22,7 @@ from broadcasts.delivery.outcomes import OutcomeRow, sends_record
 from broadcasts.models import Broadcast, BroadcastStatus, Send, SendStatus
 from broadcasts.queue import enqueue_dispatch
 from broadcasts.recovery import sends_recover_expired
-from broadcasts.status_updates import sends_apply_statuses
+from broadcasts.status_updates.apply import sends_apply_statuses
 from tests.broadcasts.counts_support import assert_counts_exact
 from tests.broadcasts.test_api_create import payload
 from tests.delivery_support import broadcast_make, broadcast_settled, numbers, wait_for

@@ -193,7 +193,7 @@ def test_a_status_that_beats_its_wamid_is_applied_by_the_sweeper(client, org, ch
     from django.utils import timezone
 
     from broadcasts.models import UnmatchedStatus
-    from broadcasts.status_updates import unmatched_statuses_retry
+    from broadcasts.status_updates.unmatched import unmatched_statuses_retry
 
     # Given a send whose Graph answer is not recorded yet, and Meta's read webhook for it
     early = broadcast_with_sends(org=org, channel=channel, template=template, count=1, status=SendStatus.PENDING)

@@ -1,5 +1,5 @@
 """Money (CONTRACT 2, 12): the rate card loader, the dry-run arithmetic with fake rule callables, the budget
-reservation, and the bill of Meta's pricing statuses (broadcasts/pricing.py, previews.py, status_updates.py)."""
+reservation, and the bill of Meta's pricing statuses (broadcasts/pricing.py, previews.py, status_updates/)."""
 
 import subprocess
 import sys
@@ -11,7 +11,7 @@ from django.core.management import CommandError, call_command
 
 from broadcasts import previews, pricing
 from broadcasts.models import Broadcast, IdempotencyRecord, RateCard, RateCardPrice, Send, SendStatus
-from broadcasts.status_updates import sends_apply_statuses
+from broadcasts.status_updates.apply import sends_apply_statuses
 from tests.events.helpers import broadcast_with_sends
 from whatsapp.inbound import status_update_parse
 

@@ -11,7 +11,7 @@ from django.utils import timezone
 from broadcasts import selectors, services
 from broadcasts.counts import counts_from_sends, counts_rebuild
 from broadcasts.models import Broadcast, Send, SendStatus
-from broadcasts.status_updates import sends_apply_statuses
+from broadcasts.status_updates.apply import sends_apply_statuses
 from core.errors import NotFoundError
 from tests.broadcasts.counts_support import assert_counts_exact, sends_update
 from tests.broadcasts.test_api_create import payload

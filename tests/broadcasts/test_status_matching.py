@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from broadcasts.models import Broadcast, Send, SendStatus
 from broadcasts.selectors import meta_number_e164_candidates, sends_by_meta_number
-from broadcasts.status_updates import sends_apply_statuses
+from broadcasts.status_updates.apply import sends_apply_statuses
 from templates_registry.models import Channel
 from tests.broadcasts.counts_support import assert_counts_exact
 from tests.events.helpers import broadcast_with_sends, meta_signature

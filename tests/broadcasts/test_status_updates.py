@@ -5,7 +5,7 @@ from datetime import UTC, datetime
 import pytest
 
 from broadcasts.models import Send, SendStatus
-from broadcasts.status_updates import sends_apply_statuses
+from broadcasts.status_updates.apply import sends_apply_statuses
 from tests.broadcasts.counts_support import sends_update
 from tests.events.helpers import broadcast_with_sends, parsed, status_entry
 
@@ -132,24 +132,24 @@ def test_unknown_ids_and_pending_sends_are_ignored(org, channel, template, broad
 
 def test_a_concurrent_move_is_not_overwritten(broadcast):
     # Given the send already moved to READ after our read of its status (simulated by the guarded UPDATE)
-    from broadcasts import status_updates
+    from broadcasts.status_updates import folding, moves
 
     target = send(broadcast, 4)
     sends_update(Send.objects.filter(id=target.id), status=SendStatus.READ)
-    items = [(target.id, status_updates._Fold(delivered_at=datetime.fromtimestamp(T0, tz=UTC)))]
+    items = [(target.id, folding.Fold(delivered_at=datetime.fromtimestamp(T0, tz=UTC)))]
     # When a DELIVERED update for it runs, then the WHERE guard leaves it READ
-    assert status_updates._update_postgresql(SendStatus.DELIVERED, items, datetime.now(tz=UTC)) == []
+    assert moves.update_postgresql(SendStatus.DELIVERED, items, datetime.now(tz=UTC)) == []
     assert send(broadcast, 4).status == SendStatus.READ
 
 
 def test_portable_path_matches_the_postgresql_one(broadcast):
-    from broadcasts import status_updates
+    from broadcasts.status_updates import folding, moves
 
-    folds = status_updates._fold(parsed([status_entry(wamid(broadcast, i), "read", T0 + i) for i in range(3)]))
+    folds = folding.statuses_fold(parsed([status_entry(wamid(broadcast, i), "read", T0 + i) for i in range(3)]))
     items = [(send(broadcast, i).id, folds[wamid(broadcast, i)]) for i in range(3)]
-    moved = status_updates._update_portable(SendStatus.READ, items, datetime.now(tz=UTC))
+    moved = moves.update_portable(SendStatus.READ, items, datetime.now(tz=UTC))
     assert sorted(moved) == sorted((i, SendStatus.SENT) for i, _ in items)  # (id, status before)
-    assert status_updates._update_portable(SendStatus.READ, items, datetime.now(tz=UTC)) == []
+    assert moves.update_portable(SendStatus.READ, items, datetime.now(tz=UTC)) == []
     assert [send(broadcast, i).read_at for i in range(3)] == [datetime.fromtimestamp(T0 + i, tz=UTC) for i in range(3)]
 
 

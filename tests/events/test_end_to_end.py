@@ -12,7 +12,7 @@ import redis
 from django.db import connection
 
 from broadcasts.models import Send
-from broadcasts.status_updates import unmatched_statuses_retry
+from broadcasts.status_updates.unmatched import unmatched_statuses_retry
 from sandbox.process import start_sandbox
 from tests.delivery_support import FAST_DELIVERY_SETTINGS, CeleryProcess, celery_env, database_url_for, wait_for
 from tests.events.conftest import contract_signature_valid

@@ -5,7 +5,7 @@ import pytest
 
 from broadcasts.models import Send, Suppression
 from broadcasts.queue import enqueue_dispatch
-from broadcasts.status_updates import unmatched_statuses_retry
+from broadcasts.status_updates.unmatched import unmatched_statuses_retry
 from templates_registry.models import Template
 from tests.broadcasts.counts_support import assert_counts_exact
 from tests.broadcasts.delivery.support import settle

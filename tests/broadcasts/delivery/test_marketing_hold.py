@@ -9,7 +9,7 @@ import pytest
 from broadcasts import services
 from broadcasts.models import MarketingHold, Send
 from broadcasts.queue import enqueue_dispatch
-from broadcasts.status_updates import unmatched_statuses_retry
+from broadcasts.status_updates.unmatched import unmatched_statuses_retry
 from tests.broadcasts.counts_support import assert_counts_exact
 from tests.broadcasts.delivery.support import settle
 from tests.delivery_support import broadcast_make, numbers, wait_for

@@ -9,7 +9,7 @@ from broadcasts.delivery.claims import Claimed, sends_claim
 from broadcasts.delivery.outcomes import outcome_row, sends_record
 from broadcasts.models import Send, SendStatus
 from broadcasts.recovery import sends_recover_expired
-from broadcasts.status_updates import sends_apply_statuses
+from broadcasts.status_updates.apply import sends_apply_statuses
 from tests.broadcasts.counts_support import assert_counts_exact
 from tests.delivery_support import broadcast_make, numbers
 from whatsapp.client import SendResult
