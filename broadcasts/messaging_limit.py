@@ -183,13 +183,20 @@ class LimitState:
 
 
 def limit_state(*, organization_id: int) -> LimitState:
-    """One primary-key read: the organization's limit as it is now."""
-    row = Organization.objects.filter(id=organization_id).values_list("messaging_limit", "messaging_limit_set_at")
-    found = row.first()
+    """One primary-key read: the organization's limit as it is now (every batch's gate reads it: a fixed raw
+    statement, no ORM compile)."""
+    with connection.cursor() as cursor:
+        cursor.execute(_LIMIT_STATE_SQL, [organization_id])
+        found = cursor.fetchone()
     if found is None or not found[0]:
         return LimitState(limit=None, generation=0)
     set_at = found[1]
+    if isinstance(set_at, str):  # SQLite gives the text
+        set_at = datetime.fromisoformat(set_at)
     return LimitState(limit=int(found[0]), generation=int(set_at.timestamp() * 1000) if set_at else 0)
+
+
+_LIMIT_STATE_SQL = f"SELECT messaging_limit, messaging_limit_set_at FROM {Organization._meta.db_table} WHERE id = %s"
 
 
 # --- customer-service windows -------------------------------------------------------------------------------
