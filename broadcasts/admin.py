@@ -1,6 +1,6 @@
 """Campaigns for operators (CONTRACT 13): the broadcast list with truthful progress, a page per broadcast with the
 actions its state allows (the API's own services), the sends found by number or wamid across broadcasts, and a
-CSV export. Nothing here deletes a broadcast or a send.
+CSV export. Nothing here deletes a broadcast or a send. Rate cards and suppression lists: admin_rules.py.
 """
 
 import re
@@ -23,9 +23,10 @@ from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
-from broadcasts import selectors, suppressions
+import broadcasts.admin_rules  # noqa: F401  registers the rate card and suppression list admins
+from broadcasts import selectors
 from broadcasts.exports import sends_csv_lines, sends_for_csv
-from broadcasts.models import Broadcast, BroadcastStatus, RateCard, RateCardPrice, Send, SendStatus, Suppression
+from broadcasts.models import Broadcast, BroadcastStatus, Send, SendStatus
 from broadcasts.phones import phone_to_e164
 from broadcasts.pricing import money
 from broadcasts.services import broadcast_cancel, broadcast_pause, broadcast_resume
@@ -459,82 +460,3 @@ class SendAdmin(admin.ModelAdmin):
     def broadcast_link(self, obj: Send) -> str:
         url = reverse("admin:broadcasts_broadcast_change", args=[obj.broadcast_id])
         return format_html('<a href="{}">{}</a>', url, obj.broadcast.campaign_name)
-
-
-class RateCardPriceInline(admin.TabularInline):
-    model = RateCardPrice
-    fields = readonly_fields = ["country", "category", "price"]
-    can_delete = False
-    extra = 0
-    ordering = ["category", "country"]
-
-    def has_add_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
-
-
-@admin.register(RateCard)
-class RateCardAdmin(admin.ModelAdmin):
-    """Read-only: cards come from ``manage.py load_rate_card``; the newest is in force, older ones are history."""
-
-    list_display = ["id", "currency", "loaded_at"]
-    ordering = ["-loaded_at", "-id"]
-    fields = readonly_fields = ["currency", "loaded_at"]
-    inlines = [RateCardPriceInline]
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
-
-
-@admin.register(Suppression)
-class SuppressionAdmin(admin.ModelAdmin):
-    """The suppression lists (CONTRACT 11), read-only: entries come from the API and Meta's webhooks. Staff may
-    take entries off (through the service, so the customer gets ``suppression.removed``)."""
-
-    list_display = ["number", "organization", "source", "reason", "created_at"]
-    list_filter = ["source", "organization"]
-    list_select_related = ["organization"]
-    search_fields = ["to"]
-    search_help_text = "An E.164 number (+57 300 123 4567): found by its hash, erased contacts included."
-    readonly_fields = ["organization", "to", "to_hash", "source", "reason", "created_at"]
-    actions = ["remove_selected"]
-    ordering = ["-created_at", "-id"]
-
-    @admin.display(description="number")
-    def number(self, obj: Suppression) -> str:
-        return obj.to or "(erased)"
-
-    def get_search_results(self, request, queryset, search_term):
-        term = search_term.strip().replace(" ", "")
-        if not term:
-            return queryset, False
-        e164 = phone_to_e164(term if term.startswith("+") else f"+{term}")
-        if e164 is None:
-            return queryset.none(), False
-        return queryset.filter(to_hash=suppressions.number_hash(e164)), False
-
-    def get_actions(self, request):
-        actions = super().get_actions(request)
-        actions.pop("delete_selected", None)  # a plain delete would tell the customer nothing
-        return actions
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    @admin.action(description="Take the selected numbers off the suppression list", permissions=["delete"])
-    def remove_selected(self, request, queryset) -> None:
-        removed = 0
-        for row in queryset:
-            if row.to:
-                removed += suppressions.suppression_remove(organization_id=row.organization_id, to=row.to)
-            else:  # an erased contact: only its hash is left, no number to tell the customer
-                removed += Suppression.objects.filter(pk=row.pk).delete()[0]
-        self.message_user(request, f"{removed} number(s) taken off the suppression list.")

@@ -19,7 +19,8 @@ from django.utils import timezone
 
 from broadcasts import messaging_limit, pricing, suppressions
 from broadcasts.idempotency import idempotency_key_validate
-from broadcasts.services import bulk_request_check, recipients_missing, template_needed_variables
+from broadcasts.send_rows import recipients_missing
+from broadcasts.services import bulk_request_check, template_needed_variables
 from core.timefmt import iso_utc
 from tokens.models import Organization
 
