@@ -98,13 +98,15 @@ def holds_waiting(*, organization_id: int, numbers: Sequence[str]) -> dict[str, 
         now = timezone.now()
         rows = MarketingHold.objects.filter(organization_id=organization_id, to__in=wanted, until__gt=now)
         return {to: (until - now).total_seconds() for to, until in rows.values_list("to", "until")}
-    table = connection.ops.quote_name(MarketingHold._meta.db_table)
     with connection.cursor() as cursor:
-        cursor.execute(
-            f"""
-            SELECT "to", EXTRACT(EPOCH FROM (until - statement_timestamp()))::float8 FROM {table}
-            WHERE organization_id = %s AND "to" = ANY(%s::varchar[]) AND until > statement_timestamp()
-            """,
-            [organization_id, wanted],
-        )
+        cursor.execute(HOLDS_WAITING_SQL, [organization_id, wanted])
         return dict(cursor.fetchall())
+
+
+# (number, seconds its hold still lasts) of the held ones among an organization's numbers (parameters: the
+# organization's id, the numbers): also one part of the admission gates' one statement per batch (delivery/gate_facts).
+HOLDS_WAITING_SQL = f"""
+    SELECT "to", EXTRACT(EPOCH FROM (until - statement_timestamp()))::float8 AS wait
+    FROM {MarketingHold._meta.db_table}
+    WHERE organization_id = %s AND "to" = ANY(%s::varchar[]) AND until > statement_timestamp()
+"""

@@ -183,20 +183,26 @@ class LimitState:
 
 
 def limit_state(*, organization_id: int) -> LimitState:
-    """One primary-key read: the organization's limit as it is now (every batch's gate reads it: a fixed raw
-    statement, no ORM compile)."""
+    """One primary-key read: the organization's limit as it is now."""
     with connection.cursor() as cursor:
-        cursor.execute(_LIMIT_STATE_SQL, [organization_id])
+        cursor.execute(LIMIT_STATE_SQL, [organization_id])
         found = cursor.fetchone()
-    if found is None or not found[0]:
+    return limit_state_of(found)
+
+
+def limit_state_of(row: tuple | None) -> LimitState:
+    """The state from LIMIT_STATE_SQL's row (None: no such organization, unlimited)."""
+    if row is None or not row[0]:
         return LimitState(limit=None, generation=0)
-    set_at = found[1]
+    set_at = row[1]
     if isinstance(set_at, str):  # SQLite gives the text
         set_at = datetime.fromisoformat(set_at)
-    return LimitState(limit=int(found[0]), generation=int(set_at.timestamp() * 1000) if set_at else 0)
+    return LimitState(limit=int(row[0]), generation=int(set_at.timestamp() * 1000) if set_at else 0)
 
 
-_LIMIT_STATE_SQL = f"SELECT messaging_limit, messaging_limit_set_at FROM {Organization._meta.db_table} WHERE id = %s"
+# An organization's limit and when it was set (parameter: its id); a fixed raw statement, read for every batch
+# (also one part of the admission gates' one statement per batch, delivery/gate_facts.py).
+LIMIT_STATE_SQL = f"SELECT messaging_limit, messaging_limit_set_at FROM {Organization._meta.db_table} WHERE id = %s"
 
 
 # --- customer-service windows -------------------------------------------------------------------------------
@@ -289,12 +295,16 @@ def _rebuild(*, organization_id: int, generation: int, now: datetime) -> None:
         _script(_REBUILD_LUA)(keys=keys, args=args)
 
 
-def admit(*, organization_id: int, channel_id: str, numbers: list[str], now: datetime) -> list[float] | None:
+def admit(
+    *, organization_id: int, channel_id: str, numbers: list[str], now: datetime, state: LimitState | None = None
+) -> list[float] | None:
     """Decide a batch about to be posted: per number 0.0 (go: counted now, counted already, or its customer-service
     window is open) or the seconds until the window frees room for it. None when the organization is unlimited
     (no Redis call). One indexed query (customer windows) and one Lua call per batch (two when the count must be
-    rebuilt first). Raises when Redis or the database is away: nothing is posted unchecked."""
-    state = limit_state(organization_id=organization_id)
+    rebuilt first). Raises when Redis or the database is away: nothing is posted unchecked. ``state``: the limit as
+    just read with the batch's other facts (else read here)."""
+    if state is None:
+        state = limit_state(organization_id=organization_id)
     if state.limit is None:
         return None
     if not numbers:

@@ -71,14 +71,13 @@ def organization_has_suppressions(organization_id: int) -> bool:
 
 def suppressed_among(*, organization_id: int, numbers: list[str]) -> set[str]:
     """The numbers of ``numbers`` on the organization's list: ONE query, one probe of the unique
-    (organization, to_hash) index per distinct number (the consent gate's, once per batch: a fixed statement with
-    one array on PostgreSQL, which psycopg parses once)."""
+    (organization, to_hash) index per distinct number."""
     if not numbers:
         return set()
-    by_hash = {number_hash(n): n for n in set(numbers)}
+    by_hash = numbers_by_hash(numbers)
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
-            cursor.execute(_SUPPRESSED_AMONG_SQL, [organization_id, list(by_hash)])
+            cursor.execute(SUPPRESSED_AMONG_SQL, [organization_id, list(by_hash)])
             found = [row[0] for row in cursor.fetchall()]
     else:
         found = list(
@@ -89,7 +88,14 @@ def suppressed_among(*, organization_id: int, numbers: list[str]) -> set[str]:
     return {by_hash[h] for h in found}
 
 
-_SUPPRESSED_AMONG_SQL = f"""
+def numbers_by_hash(numbers: Iterable[str]) -> dict[str, str]:
+    """{hash: number} of the distinct numbers: what the list is looked up by."""
+    return {number_hash(n): n for n in set(numbers)}
+
+
+# The hashes on an organization's list among the given ones (parameters: the organization's id, the hashes): also
+# one part of the admission gates' one statement per batch (delivery/gate_facts.py).
+SUPPRESSED_AMONG_SQL = f"""
     SELECT to_hash FROM {Suppression._meta.db_table} WHERE organization_id = %s AND to_hash = ANY(%s::varchar[])
 """
 

@@ -26,7 +26,10 @@ OPTED_OUT_RESULT = SendResult(
 def consent_gate(ctx: GateContext, sends: list[Claimed]) -> Admission:
     if (ctx.template_category or "").upper() != "MARKETING" or not sends:
         return Admission(ready=list(sends))
-    suppressed = suppressed_among(organization_id=ctx.organization_id, numbers=[s.to for s in sends])
+    if ctx.facts is not None:
+        suppressed: set[str] | frozenset[str] = ctx.facts.suppressed
+    else:
+        suppressed = suppressed_among(organization_id=ctx.organization_id, numbers=[s.to for s in sends])
     if not suppressed:
         return Admission(ready=list(sends))
     return Admission(

@@ -16,7 +16,10 @@ WAIT_REASON = "retry"
 def marketing_hold_gate(ctx: GateContext, sends: list[Claimed]) -> Admission:
     if ctx.template_category != HELD_CATEGORY or not sends:
         return Admission(ready=list(sends))
-    waits = holds_waiting(organization_id=ctx.organization_id, numbers=[s.to for s in sends])
+    if ctx.facts is not None:
+        waits = ctx.facts.holds
+    else:
+        waits = holds_waiting(organization_id=ctx.organization_id, numbers=[s.to for s in sends])
     if not waits:
         return Admission(ready=list(sends))
     verdict = Admission()

@@ -19,6 +19,7 @@ def messaging_limit_gate(ctx: GateContext, sends: list[Claimed]) -> Admission:
         channel_id=ctx.channel_id,
         numbers=[send.to for send in sends],
         now=ctx.now,
+        state=ctx.facts.limit if ctx.facts is not None else None,
     )
     if waits is None:
         return Admission(ready=list(sends))

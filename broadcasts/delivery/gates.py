@@ -23,7 +23,19 @@ from datetime import datetime
 from decimal import Decimal
 
 from broadcasts.delivery.claims import Claimed
+from broadcasts.messaging_limit import LimitState
 from whatsapp.client import SendResult
+
+
+@dataclass(frozen=True, slots=True)
+class BatchFacts:
+    """What the rules' gates read for one batch, fetched in ONE statement before the chain runs
+    (gate_facts.batch_facts): the organization's messaging limit and, for a MARKETING template, which of the
+    batch's numbers are suppressed and which are held (seconds left). A gate given no facts reads its own."""
+
+    limit: LimitState
+    suppressed: frozenset[str] = frozenset()
+    holds: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +50,8 @@ class GateContext:
     # The spending cap (CONTRACT 12) and the rate card that prices it: None when the broadcast has no cap.
     max_cost: Decimal | None = None
     rate_card_id: int | None = None
+    # This batch's facts when they were read together (PostgreSQL), else None.
+    facts: BatchFacts | None = None
 
 
 @dataclass(slots=True)

@@ -31,7 +31,7 @@ from django.utils import timezone
 from redis.exceptions import RedisError
 
 from broadcasts import lifecycle, template_pauses
-from broadcasts.delivery import gate_chain, gates, limiter, pacing
+from broadcasts.delivery import gate_chain, gate_facts, gates, limiter, pacing
 from broadcasts.delivery.claims import POST_PERMIT_SECONDS, Claimed, claim_size, sends_claim, sends_mark_posting
 from broadcasts.delivery.outcomes import (
     OutcomeRow,
@@ -413,7 +413,8 @@ class BroadcastRun(RunOutcomes):
         # A send no longer PENDING (final meanwhile) is not ours to post or record.
         batch = [s for s in batch if s.id in marked]
         if batch and gate_chain.GATES:
-            ctx = dataclasses.replace(self.gate_context, now=timezone.now())
+            facts = gate_facts.batch_facts(self.gate_context, batch)
+            ctx = dataclasses.replace(self.gate_context, now=timezone.now(), facts=facts)
             planned.verdict = gates.sends_admit(ctx, batch, gate_chain.GATES)
             batch = planned.verdict.ready
             if planned.verdict.pause is not None:
