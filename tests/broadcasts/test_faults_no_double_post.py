@@ -68,6 +68,8 @@ def kill_mid_broadcast(channel, template, delivery_sandbox, worker, _session_wor
         enqueue_dispatch(broadcast.id)
         delivery_sandbox.wait_for_requests(300, timeout=30)
         worker.kill_hard()
+        # The kill really happened, mid-broadcast: the worker is gone and it left work behind (checked below).
+        assert not worker.alive()
         caught = list(
             Send.objects.filter(broadcast=broadcast, status=SendStatus.PENDING, posting_at__isnull=False).values_list(
                 "id", "to"
@@ -83,6 +85,7 @@ def kill_mid_broadcast(channel, template, delivery_sandbox, worker, _session_wor
         journaled = sum(len(orjson.loads(v)["rows"]) for v in journal.values())
         print(f"journal at the kill: {len(journal)} entries, {journaled} answers")
         _session_worker["worker"] = CeleryProcess("worker", env=worker_env, concurrency=2).start()
+        assert Send.objects.filter(broadcast=broadcast, status=SendStatus.PENDING).exists(), "killed after the end"
         answered = [(i, to) for i, to in caught if to.lstrip("+") in posted]
         print(f"kill caught {len(caught)} sends marked posting, {len(answered)} of them posted")
         return Killed(broadcast, recipients, caught, answered, settled_first)
