@@ -45,7 +45,7 @@ bench-delivery: install
 bench-webhooks: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(TEST_ENV) scripts/with-services.sh $(BIN)/python benchmarks/bench_webhooks.py
 
-## make bench-scale: 10 million sends seeded by COPY (a few minutes), then every hot path beside an empty database's
+## make bench-scale: 10 million sends seeded by COPY (~10 minutes), then every hot path beside an empty database's
 ## figures, right after the COPY and after ANALYZE (benchmarks/bench_scale.py). Not part of `make bench` or CI.
 bench-scale: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(TEST_ENV) scripts/with-services.sh $(BIN)/python benchmarks/bench_scale.py
