@@ -10,18 +10,13 @@ from broadcasts.delivery.gate_consent import consent_gate
 from broadcasts.delivery.gates import GateContext
 from broadcasts.delivery.outcomes import outcome_row
 from broadcasts.suppressions import suppression_add
+from tests.broadcasts.gate_support import gate_ctx
 
 pytestmark = pytest.mark.django_db
 
 
 def _ctx(org, category: str) -> GateContext:
-    return GateContext(
-        broadcast_id="b" * 24,
-        organization_id=org.id,
-        channel_id="c" * 24,
-        template_category=category,
-        now=datetime.now(UTC),
-    )
+    return gate_ctx(org.id, category)
 
 
 def _sends(n: int) -> list[Claimed]:

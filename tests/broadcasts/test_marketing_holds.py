@@ -11,12 +11,12 @@ from django.utils import timezone
 from broadcasts.delivery.claims import Claimed
 from broadcasts.delivery.gate_chain import GATES
 from broadcasts.delivery.gate_marketing_hold import marketing_hold_gate
-from broadcasts.delivery.gates import GateContext
 from broadcasts.delivery.outcomes import outcome_row, sends_record
 from broadcasts.marketing_holds import holds_start, holds_waiting
 from broadcasts.models import MarketingHold, Send
 from core.redis import redis_client
 from tests.broadcasts.counts_support import assert_counts_exact
+from tests.broadcasts.gate_support import gate_ctx
 from tests.delivery_support import broadcast_make
 from whatsapp.client import SendResult
 from whatsapp.errors import parse_graph_error
@@ -29,14 +29,7 @@ def _hold(settings):
     settings.MARKETING_LIMIT_HOLD_SECONDS = HOLD
 
 
-def _ctx(organization_id: int, category: str = "MARKETING") -> GateContext:
-    return GateContext(
-        broadcast_id="b" * 24,
-        organization_id=organization_id,
-        channel_id="c" * 24,
-        template_category=category,
-        now=timezone.now(),
-    )
+_ctx = gate_ctx
 
 
 def _claimed(numbers: list[str]) -> list[Claimed]:

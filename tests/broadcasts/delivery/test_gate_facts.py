@@ -2,7 +2,7 @@
 and the chain decides the same with them as without them."""
 
 import dataclasses
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 from django.utils import timezone
@@ -15,19 +15,14 @@ from broadcasts.marketing_holds import holds_waiting
 from broadcasts.messaging_limit import limit_state
 from broadcasts.models import MarketingHold
 from broadcasts.suppressions import suppressed_among, suppression_add
+from tests.broadcasts.gate_support import gate_ctx
 from tokens.models import Organization
 
 pytestmark = pytest.mark.django_db
 
 
 def _ctx(org, category: str) -> GateContext:
-    return GateContext(
-        broadcast_id="b" * 24,
-        organization_id=org.id,
-        channel_id="c" * 24,
-        template_category=category,
-        now=datetime.now(UTC),
-    )
+    return gate_ctx(org.id, category)
 
 
 def _sends(numbers: list[str]) -> list[Claimed]:
