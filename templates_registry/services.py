@@ -296,24 +296,6 @@ def template_status_update_apply(
     return changes
 
 
-def template_status_apply(
-    *,
-    waba_id: str,
-    event: str,
-    meta_id: str = "",
-    name: str | None = None,
-    language: str | None = None,
-    reason: str = "",
-    time: int | None = None,
-) -> int:
-    """``template_status_update_apply``, counting the templates whose status changed."""
-    return len(
-        template_status_update_apply(
-            waba_id=waba_id, event=event, meta_id=meta_id, name=name, language=language, reason=reason, time=time
-        )
-    )
-
-
 def template_category_apply(
     *,
     waba_id: str,
