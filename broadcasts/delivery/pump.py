@@ -141,6 +141,17 @@ def send_chunk_deliver(*, broadcast_id: str, first_id: int, last_id: int) -> lis
     return [run_report for served in host.pumps for run_report in served.reports]
 
 
+async def _awaited(task: asyncio.Task, errors: list[BaseException]) -> None:
+    """Wait for one pump's (or run's) task; its bug is kept in ``errors`` rather than raised at once, so that one
+    failing pump does not strand the others' sends unrecorded (a time limit is raised at once)."""
+    try:
+        await task
+    except SoftTimeLimitExceeded:
+        raise
+    except Exception as exc:
+        errors.append(exc)
+
+
 class PumpHost:
     """One chunk task's event loop serving one or more channels' pumps until its posting deadline.
 
@@ -183,12 +194,7 @@ class PumpHost:
                 # Every pump is done; the adopter ends at its next look (or is taking a channel on right now).
                 await asyncio.wait({adopter}, timeout=0.05)
                 continue
-            try:
-                await self.tasks[index]
-            except SoftTimeLimitExceeded:
-                raise
-            except Exception as exc:  # one pump's bug must not strand the others' sends unrecorded
-                errors.append(exc)
+            await _awaited(self.tasks[index], errors)
             index += 1
         if adopter is not None and not adopter.cancelled() and adopter.exception() is not None:
             errors.append(adopter.exception())
@@ -371,12 +377,7 @@ class ChannelPump:
         # Runs are added while earlier ones run: wait for each, in order, including those added meanwhile.
         index = 0
         while index < len(self.tasks):
-            try:
-                await self.tasks[index]
-            except SoftTimeLimitExceeded:
-                raise
-            except Exception as exc:  # one run's bug must not strand the others' sends unrecorded
-                errors.append(exc)
+            await _awaited(self.tasks[index], errors)
             index += 1
         if errors:
             raise errors[0]

@@ -92,31 +92,26 @@ def test_load_rate_card_command_good_then_bad_file(tmp_path, settings):
 
     env = {**os.environ, "DATABASE_URL": env_url}
 
+    def load(path):
+        return subprocess.run(
+            [sys.executable, "manage.py", "load_rate_card", "--file", str(path)],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
     # When a good file is loaded: exit 0, the row count last
-    done = subprocess.run(
-        [sys.executable, "manage.py", "load_rate_card", "--file", str(good)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = load(good)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "8"
     first = RateCard.objects.get()
     assert first.currency == "USD" and first.prices.count() == 8
 
     # When a bad one is: non-zero, the line named, nothing loaded (the first card still in force)
-    failed = subprocess.run(
-        [sys.executable, "manage.py", "load_rate_card", "--file", str(bad)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    failed = load(bad)
     assert failed.returncode != 0
     assert "line 10" in failed.stderr and "nothing was loaded" in failed.stderr
     assert RateCard.objects.count() == 1 and RateCardPrice.objects.count() == 8

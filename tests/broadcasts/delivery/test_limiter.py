@@ -189,19 +189,22 @@ def test_a_caller_whose_clock_is_skewed_paces_exactly_with_an_unskewed_one(monke
     assert len(merged) >= 75
 
 
+def _in_thread(name: str, call):
+    """``call()``'s result, run in a thread of that name (whose clock _skewed_clock may have moved)."""
+    out = []
+    thread = threading.Thread(target=lambda: out.append(call()), name=name)
+    thread.start()
+    thread.join()
+    return out[0]
+
+
 def test_running_places_expire_on_redis_clock_whatever_the_holders_clock(monkeypatch):
     # Given a holder whose clock runs 5 s ahead takes a channel's only place for 0.3 s
     _skewed_clock(monkeypatch, thread_name="ahead", skew=5.0)
-    taken = []
-    thread = threading.Thread(
-        target=lambda: taken.append(
-            limiter.channel_slot_acquire(channel_id="c9", holder="ahead", limit=1, hold_seconds=0.3)
-        ),
-        name="ahead",
+    taken = _in_thread(
+        "ahead", lambda: limiter.channel_slot_acquire(channel_id="c9", holder="ahead", limit=1, hold_seconds=0.3)
     )
-    thread.start()
-    thread.join()
-    assert taken == [True]
+    assert taken is True
 
     # Then an unskewed caller is refused while the place is held, and gets it once 0.3 s passed (not 5.3 s)
     assert not limiter.channel_slot_acquire(channel_id="c9", holder="plain", limit=1, hold_seconds=5)
@@ -210,13 +213,7 @@ def test_running_places_expire_on_redis_clock_whatever_the_holders_clock(monkeyp
 
     # And a caller whose clock runs 5 s behind cannot take the place a live holder has
     _skewed_clock(monkeypatch, thread_name="behind", skew=-5.0)
-    refused = []
-    thread = threading.Thread(
-        target=lambda: refused.append(
-            limiter.channel_slot_acquire(channel_id="c9", holder="behind", limit=1, hold_seconds=5)
-        ),
-        name="behind",
+    refused = _in_thread(
+        "behind", lambda: limiter.channel_slot_acquire(channel_id="c9", holder="behind", limit=1, hold_seconds=5)
     )
-    thread.start()
-    thread.join()
-    assert refused == [False]
+    assert refused is False
