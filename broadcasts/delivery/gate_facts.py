@@ -12,10 +12,9 @@ from django.db import connection
 from broadcasts.delivery.claims import Claimed
 from broadcasts.delivery.gates import BatchFacts, GateContext
 from broadcasts.marketing_holds import HELD_CATEGORY, HOLDS_WAITING_SQL
-from broadcasts.messaging_limit import LIMIT_STATE_SQL, limit_state_of
+from broadcasts.messaging_limit import LIMIT_STATE_SQL, limit_state, limit_state_of
 from broadcasts.suppressions import SUPPRESSED_AMONG_SQL, numbers_by_hash
 
-_LIMIT_ONLY_SQL = f"SELECT l.* FROM (SELECT 1) AS one LEFT JOIN LATERAL ({LIMIT_STATE_SQL}) AS l ON true"
 _MARKETING_SQL = f"""
     SELECT l.*, ARRAY({SUPPRESSED_AMONG_SQL}), (SELECT json_object_agg(h."to", h.wait) FROM ({HOLDS_WAITING_SQL}) AS h)
     FROM (SELECT 1) AS one LEFT JOIN LATERAL ({LIMIT_STATE_SQL}) AS l ON true
@@ -27,17 +26,16 @@ def batch_facts(ctx: GateContext, sends: list[Claimed]) -> BatchFacts | None:
     if connection.vendor != "postgresql":
         return None
     organization_id = ctx.organization_id
+    if (ctx.template_category or "").upper() != HELD_CATEGORY:
+        # Only the limit applies: its own read is the one statement.
+        return BatchFacts(limit=limit_state(organization_id=organization_id))
+    numbers = sorted({send.to for send in sends})
+    by_hash = numbers_by_hash(numbers)
     with connection.cursor() as cursor:
-        if (ctx.template_category or "").upper() != HELD_CATEGORY:
-            cursor.execute(_LIMIT_ONLY_SQL, [organization_id])
-            row = cursor.fetchone()
-            return BatchFacts(limit=limit_state_of(row if row and row[0] is not None else None))
-        numbers = sorted({send.to for send in sends})
-        by_hash = numbers_by_hash(numbers)
         cursor.execute(_MARKETING_SQL, [organization_id, list(by_hash), organization_id, numbers, organization_id])
         limit, set_at, hashes, holds = cursor.fetchone()
     return BatchFacts(
-        limit=limit_state_of((limit, set_at) if limit is not None else None),
+        limit=limit_state_of((limit, set_at)),
         suppressed=frozenset(by_hash[h] for h in hashes or ()),
         holds={number: float(wait) for number, wait in (holds or {}).items()},
     )
