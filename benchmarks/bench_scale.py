@@ -52,9 +52,13 @@ from django.utils import timezone  # noqa: E402
 
 from benchmarks.bench_ingest import body as ingest_body  # noqa: E402
 from benchmarks.bench_ingest import numbers as ingest_numbers  # noqa: E402
-from broadcasts import recovery, retention  # noqa: E402
+from broadcasts import retention  # noqa: E402
 from broadcasts.api.pagination import cursor_encode  # noqa: E402
-from broadcasts.delivery import claims, dispatch  # noqa: E402
+from broadcasts.delivery import (  # noqa: E402
+    claims,
+    dispatch,
+    recovery,  # noqa: E402
+)
 from broadcasts.lifecycle import broadcast_finalize  # noqa: E402
 from broadcasts.models import Broadcast, BroadcastStatus  # noqa: E402
 from core.ids import object_id  # noqa: E402

@@ -5,9 +5,9 @@ suppression lists (CONTRACT 11; read-only, entries taken off through the service
 from django.contrib import admin
 from django.http import HttpRequest
 
-from broadcasts import suppressions
 from broadcasts.models import RateCard, RateCardPrice, Suppression
 from broadcasts.phones import phone_to_e164
+from broadcasts.rules import suppressions
 
 
 class RateCardPriceInline(admin.TabularInline):

@@ -125,7 +125,7 @@ class Broadcast(models.Model):
                 name="broadcast_purge_due",
                 condition=Q(purged_at__isnull=True, completed_at__isnull=False),
             ),
-            # The messaging limit's rebuild (broadcasts/messaging_limit.py): the organization's broadcasts that
+            # The messaging limit's rebuild (broadcasts/rules/messaging_limit.py): the organization's broadcasts that
             # were running within the last window (started, and not ended before it).
             models.Index(
                 fields=["organization", "completed_at"],
@@ -275,7 +275,7 @@ class UnmatchedStatus(models.Model):
 
 class MarketingHold(models.Model):
     """Meta's per-user marketing limit (error 131049) on one number of an organization: no MARKETING template is
-    posted to it before ``until`` (broadcasts/marketing_holds.py). One row per (organization, number): a new
+    posted to it before ``until`` (broadcasts/rules/marketing_holds.py). One row per (organization, number): a new
     failure moves ``until`` forward, never back."""
 
     # No index of its own: the unique (organization, to) leads with it, and a planner given an organization-only
@@ -323,7 +323,7 @@ class SuppressionSource(models.TextChoices):
 
 
 class Suppression(models.Model):
-    """A number of an organization that must not get MARKETING templates (CONTRACT 11; broadcasts/suppressions.py).
+    """A number of an organization that must not get MARKETING templates (rules/suppressions.py).
 
     Looked up by ``to_hash`` (SHA-256 of the E.164 number), so that an erased contact (``DELETE /v1/contacts/{to}``,
     which blanks ``to``) stays suppressed."""

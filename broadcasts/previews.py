@@ -17,8 +17,9 @@ from typing import Any
 from django.conf import settings
 from django.utils import timezone
 
-from broadcasts import messaging_limit, pricing, suppressions
+from broadcasts import pricing
 from broadcasts.idempotency import idempotency_key_validate
+from broadcasts.rules import messaging_limit, suppressions
 from broadcasts.send_rows import recipients_missing
 from broadcasts.services import bulk_request_check, template_needed_variables
 from core.timefmt import iso_utc

@@ -14,6 +14,7 @@ from broadcasts.models import KEPT_COUNT_FIELDS, Broadcast, Send, SendStatus
 from core.errors import NotFoundError
 from core.ids import is_object_id
 from tokens.models import Organization
+from whatsapp.numbers import wa_id_e164_forms
 
 COUNT_KEYS = KEPT_COUNT_FIELDS
 
@@ -162,31 +163,6 @@ def broadcast_waiting(*, broadcast: Broadcast, now: datetime) -> tuple[dict[str,
 
 
 # --- numbers Meta sends back (CONTRACT 8: `wa_id`, `recipient_id`, `messages[].from`) -------------------------
-# Meta's wa_id differs from the E.164 number in three countries: Mexico keeps the old mobile "1" after 52
-# (+52 55 ... is wa_id 521 55 ...), Argentina the mobile "9" after 54, and Brazil drops the ninth digit of mobiles
-# outside area codes 11-19, 21, 22, 24, 27, 28 (+55 92 9xxxx-xxxx is wa_id 55 92 xxxx-xxxx).
-_BR_NINTH_DIGIT_AREAS = frozenset({11, 12, 13, 14, 15, 16, 17, 18, 19, 21, 22, 24, 27, 28})
-
-
-def meta_number_e164_candidates(number: str) -> list[str]:
-    """The E.164 numbers a number from Meta (digits, with or without "+") may stand for, the plain one first."""
-    digits = "".join(ch for ch in str(number) if ch.isdigit())
-    if not digits:
-        return []
-    out = [f"+{digits}"]
-    if digits.startswith("521") and len(digits) == 13:
-        out.append(f"+52{digits[3:]}")
-    elif digits.startswith("549") and len(digits) == 13:
-        out.append(f"+54{digits[3:]}")
-    elif digits.startswith("54") and len(digits) == 12:
-        out.append(f"+549{digits[2:]}")
-    elif digits.startswith("55") and len(digits) == 12 and int(digits[2:4]) not in _BR_NINTH_DIGIT_AREAS:
-        out.append(f"+55{digits[2:4]}9{digits[4:]}")
-    elif digits.startswith("55") and len(digits) == 13 and digits[4] == "9":
-        out.append(f"+55{digits[2:4]}{digits[5:]}")
-    return out
-
-
 def sends_by_meta_number(*, numbers: list[str], channel_id: str | None = None):
     """The sends a number Meta sent back names: through the wa_id stored from Meta's answer first; a send that has
     no wa_id yet (never answered) by its E.164 number, Meta's rewriting of MX/AR/BR numbers undone.
@@ -194,7 +170,7 @@ def sends_by_meta_number(*, numbers: list[str], channel_id: str | None = None):
     Two indexed lookups whatever the table holds (send_wa_id, send_to); `channel_id` narrows to one channel's
     broadcasts. Returns a queryset (add `.values(...)` or filters as needed)."""
     wa_ids = sorted({"".join(ch for ch in str(n) if ch.isdigit()) for n in numbers} - {""})
-    e164 = sorted({candidate for n in wa_ids for candidate in meta_number_e164_candidates(n)})
+    e164 = sorted({candidate for n in wa_ids for candidate in wa_id_e164_forms(n)})
     queryset = Send.objects.filter(Q(wa_id__in=wa_ids) | Q(wa_id__isnull=True, to__in=e164))
     if channel_id is not None:
         queryset = queryset.filter(broadcast__channel_id=channel_id)

@@ -14,7 +14,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from broadcasts import lifecycle, messaging_limit, pricing, suppressions
+from broadcasts import lifecycle, pricing
 from broadcasts.idempotency import (
     HEADER,
     idempotency_cutoff,
@@ -25,6 +25,7 @@ from broadcasts.idempotency import (
 from broadcasts.models import Broadcast, BroadcastStatus, IdempotencyRecord, RateCard, Send, SendStatus
 from broadcasts.notifications import message_events_publish
 from broadcasts.queue import enqueue_dispatch
+from broadcasts.rules import messaging_limit, suppressions
 from broadcasts.selectors import broadcast_get_for_update
 from broadcasts.send_rows import send_rows, sends_insert
 from broadcasts.validation import (

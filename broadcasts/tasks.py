@@ -9,8 +9,8 @@ import logging
 
 from celery import shared_task
 
-from broadcasts import queue, recovery, retention
-from broadcasts.delivery import dispatch, pump
+from broadcasts import queue, retention
+from broadcasts.delivery import dispatch, pump, recovery
 from broadcasts.queue import chunk_time_limits
 
 logger = logging.getLogger(__name__)

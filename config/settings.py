@@ -318,7 +318,7 @@ DELIVERY_CHANNEL_PARALLELISM = env.int("DELIVERY_CHANNEL_PARALLELISM", default=1
 # Same number, same channel: at most once per this many seconds (CONTRACT 6: 6 s), plus the slot look-ahead.
 DELIVERY_SAME_NUMBER_SECONDS = env.float("DELIVERY_SAME_NUMBER_SECONDS", default=6.0)
 # Meta's per-user marketing limit (131049): no MARKETING send to that number of the organization for this long
-# after the failure (CONTRACT 6; broadcasts/marketing_holds.py). Shortened only by tests.
+# after the failure (CONTRACT 6; broadcasts/rules/marketing_holds.py). Shortened only by tests.
 MARKETING_LIMIT_HOLD_SECONDS = env.float("MARKETING_LIMIT_HOLD_SECONDS", default=86400.0)
 # Sends of broadcasts that ended more than this many days ago are deleted (counts stay on the broadcast).
 RETENTION_DAYS = env.int("RETENTION_DAYS", default=90)

@@ -1,5 +1,6 @@
 """Writes of channels and templates: bootstrap commands, the demo seed, the sync from Meta, and Meta's
-template status updates (``message_template_status_update`` webhooks, routed here by ``broadcasts/inbound.py``)."""
+template status updates (``message_template_status_update`` webhooks, routed here by
+``broadcasts/status_updates/inbound.py``)."""
 
 import re
 from dataclasses import dataclass

@@ -29,7 +29,7 @@ class OrganizationAdmin(admin.ModelAdmin):
         return f"{obj.messaging_limit:,}" if obj.messaging_limit else "unlimited"
 
     def save_model(self, request, obj, form, change) -> None:
-        # A new limit starts a fresh count (broadcasts/messaging_limit.py rebuilds it from the sends).
+        # A new limit starts a fresh count (broadcasts/rules/messaging_limit.py rebuilds it from the sends).
         if "messaging_limit" in form.changed_data:
             obj.messaging_limit_set_at = timezone.now()
         super().save_model(request, obj, form, change)

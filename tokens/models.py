@@ -9,7 +9,7 @@ MESSAGING_LIMITS = (250, 2000, 10000, 100000)
 class Organization(models.Model):
     name = models.CharField(max_length=200, unique=True)
     created_at = models.DateTimeField(default=timezone.now)
-    # The business portfolio's messaging limit (CONTRACT 10): null = unlimited (broadcasts/messaging_limit.py).
+    # The business portfolio's messaging limit (CONTRACT 10): null = unlimited (broadcasts/rules/messaging_limit.py).
     messaging_limit = models.PositiveIntegerField(
         null=True,
         blank=True,

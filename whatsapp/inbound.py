@@ -12,7 +12,7 @@ id) are skipped, never raised: Meta retries any non-2xx answer, so a bad part mu
 
 Each kind has a parser of one ``Change`` (an entry's id and time, a field, a value) into a list of items:
 ``envelope_parse`` and ``limits_parse`` read a whole envelope with them (``ENVELOPE_PARSERS``, ``LIMITS_PARSERS``).
-Who applies what: ``broadcasts/inbound.py`` routes the statuses to ``broadcasts/status_updates/`` and the
+Who applies what: ``broadcasts/status_updates/inbound.py`` routes the statuses to ``broadcasts/status_updates/`` and the
 template updates to ``templates_registry/services.py``.
 """
 
@@ -454,7 +454,8 @@ def phone_quality_parse(change: Change) -> list[PhoneNumberQualityUpdate]:
     ]
 
 
-# What ``envelope_parse`` and ``limits_parse`` read, by field (``broadcasts/inbound.py`` routes the same parsers).
+# What ``envelope_parse`` and ``limits_parse`` read, by field (the router,
+# ``broadcasts/status_updates/inbound.py``, routes the same parsers).
 ENVELOPE_PARSERS: dict[str, Callable[[Change], list[Any]]] = {
     STATUSES_FIELD: statuses_parse,
     TEMPLATE_STATUS_FIELD: template_status_update_parse,

@@ -1,5 +1,5 @@
 """The receiver of Meta's webhooks, ``/v1/webhooks/whatsapp``: ``GET`` (subscription handshake) and ``POST``
-(signed events), routed by ``broadcasts.inbound``.
+(signed events), routed by ``broadcasts.status_updates.inbound``.
 
 A plain Django view: no token authentication, no per-token throttle, no CSRF (Meta signs its
 requests instead). The signature is checked on the raw bytes before anything is parsed
@@ -18,7 +18,7 @@ from django.utils.decorators import method_decorator
 from django.views import View
 from django.views.decorators.csrf import csrf_exempt
 
-from broadcasts.inbound import webhook_payload_process
+from broadcasts.status_updates.inbound import webhook_payload_process
 from core.api.exception_handler import OUTAGE_RETRY_AFTER_SECONDS, error_body, is_outage, outage_body
 from core.api.parsers import InvalidJSON, json_parse
 from core.errors import ApplicationError

@@ -12,9 +12,10 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from broadcasts import messaging_limit, selectors
+from broadcasts import selectors
 from broadcasts.delivery import limiter
 from broadcasts.models import Broadcast, BroadcastStatus
+from broadcasts.rules import messaging_limit
 from core.timefmt import iso_utc
 
 

@@ -1,5 +1,5 @@
 """``/v1/suppressions`` and ``/v1/contacts/{to}`` (CONTRACT 11): the organization's suppression list and the
-erasure of a contact (scope ``messages:bulk``). Parse, call ``broadcasts.suppressions``, shape the answer."""
+erasure of a contact (scope ``messages:bulk``). Parse, call ``broadcasts.rules.suppressions``, shape the answer."""
 
 from typing import Any
 
@@ -9,10 +9,10 @@ from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from broadcasts import suppressions
 from broadcasts.api.pagination import cursor_decode, cursor_encode, limit_parse, timestamp_value
 from broadcasts.models import Suppression, SuppressionSource
 from broadcasts.phones import phone_to_e164
+from broadcasts.rules import suppressions
 from broadcasts.validation import INVALID_PHONE
 from core.api.base import ApiView
 from core.api.serializers import ErrorEnvelopeSerializer

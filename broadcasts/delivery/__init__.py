@@ -15,6 +15,6 @@ The database is the truth; the broker only wakes workers. A broadcast moves like
 3. When nothing is pending, the broadcast becomes COMPLETED (or FAILED: no send ever accepted), exactly once
    (lifecycle.broadcast_finalize).
 
-Lost messages, killed workers and an emptied Redis are recovered by the beat sweeper (broadcasts/recovery.py).
+Lost messages, killed workers and an emptied Redis are recovered by the beat sweeper (broadcasts/delivery/recovery.py).
 Import from the submodules; this package re-exports nothing.
 """

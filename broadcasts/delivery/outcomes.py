@@ -30,10 +30,10 @@ from redis.exceptions import RedisError
 
 from broadcasts.counts import broadcasts_lock_for_sends, counts_add, deltas_of
 from broadcasts.delivery.claims import Claimed
-from broadcasts.marketing_holds import holds_start, is_marketing_limit
 from broadcasts.models import Send, SendStatus, SuppressionSource
 from broadcasts.notifications import message_events_publish
-from broadcasts.suppressions import USER_STOPPED_MARKETING, USER_STOPPED_REASON, suppressions_add_many
+from broadcasts.rules.marketing_holds import holds_start, is_marketing_limit
+from broadcasts.rules.suppressions import USER_STOPPED_MARKETING, USER_STOPPED_REASON, suppressions_add_many
 from core.backoff import backoff_seconds
 from core.metrics import sends_add
 from core.redis import redis_client
@@ -243,7 +243,7 @@ NOT_POSTED_CODES = frozenset({"missing_variables", "opted_out"})
 
 def _marketing_holds_start(*, rows: list[OutcomeRow], written: list, now: datetime) -> None:
     """Sends that just failed with Meta's per-user marketing limit (131049) hold their number from the answer's
-    time (broadcasts/marketing_holds.py), in the transaction that records the failure. Nothing to do otherwise."""
+    time (broadcasts/rules/marketing_holds.py), in the transaction that records the failure. Nothing to do otherwise."""
     held = [r for r in rows if r.status == SendStatus.FAILED and is_marketing_limit(r.error_code)]
     if held:
         failed = {send_id for send_id, status, _ in written if status == SendStatus.FAILED}

@@ -30,9 +30,10 @@ from django.conf import settings
 from django.utils import timezone
 from redis.exceptions import RedisError
 
-from broadcasts import lifecycle, template_pauses
-from broadcasts.delivery import gate_chain, gate_facts, gates, limiter, pacing
+from broadcasts import lifecycle
+from broadcasts.delivery import limiter, pacing
 from broadcasts.delivery.claims import POST_PERMIT_SECONDS, Claimed, claim_size, sends_claim, sends_mark_posting
+from broadcasts.delivery.gates import admission, chain, facts
 from broadcasts.delivery.outcomes import (
     OutcomeRow,
     missing_variables_result,
@@ -42,6 +43,7 @@ from broadcasts.delivery.run_outcomes import RunOutcomes, RunReport
 from broadcasts.delivery.runtime import Runtime, in_db_thread
 from broadcasts.metrics import channel_posts_add
 from broadcasts.models import Broadcast, BroadcastStatus, SendStatus
+from broadcasts.rules import template_pauses
 from core.metrics import META_REQUEST_SECONDS
 from whatsapp.client import SendResult, send_path
 from whatsapp.errors import ErrorClass
@@ -69,7 +71,7 @@ class _Planned:
 
     marked_at: float
     closed: str | None = None
-    verdict: gates.Admission | None = None
+    verdict: admission.Admission | None = None
     grant: limiter.Grant | None = None
     use: list[Claimed] = field(default_factory=list)
     rest: list[Claimed] = field(default_factory=list)
@@ -120,7 +122,7 @@ class BroadcastRun(RunOutcomes):
         self.account_error: SendResult | None = None
         # A gate's pause (its paused_reason): the run pauses the broadcast and stops, like on an account error.
         self.gate_pause: dict | None = None
-        self.gate_context = gates.GateContext(
+        self.gate_context = admission.GateContext(
             broadcast_id=broadcast.id,
             organization_id=broadcast.organization_id,
             channel_id=self.channel.id,
@@ -402,7 +404,7 @@ class BroadcastRun(RunOutcomes):
     def _plan_in_db(self, batch: list[Claimed]) -> _Planned:
         """The planning step's database and Redis work, in ONE hop to the DB thread (the loop never waits on a
         Redis call, which on a shared loop made the other channels' slots late): mark the batch posting (the
-        posting gate), pass what was marked through the admission gates (broadcasts/delivery/gates.py), reserve
+        posting gate), pass what was marked through the admission gates (delivery/gates/), reserve
         slots for what they admitted and hold those numbers. Nothing here touches the run's state: the loop applies
         the result (see _plan). Raises when the database or Redis is away; the caller hands the whole batch back
         (every gate is idempotent per send)."""
@@ -412,10 +414,10 @@ class BroadcastRun(RunOutcomes):
             return planned
         # A send no longer PENDING (final meanwhile) is not ours to post or record.
         batch = [s for s in batch if s.id in marked]
-        if batch and gate_chain.GATES:
-            facts = gate_facts.batch_facts(self.gate_context, batch)
-            ctx = dataclasses.replace(self.gate_context, now=timezone.now(), facts=facts)
-            planned.verdict = gates.sends_admit(ctx, batch, gate_chain.GATES)
+        if batch and chain.GATES:
+            batch_facts = facts.batch_facts(self.gate_context, batch)
+            ctx = dataclasses.replace(self.gate_context, now=timezone.now(), facts=batch_facts)
+            planned.verdict = admission.sends_admit(ctx, batch, chain.GATES)
             batch = planned.verdict.ready
             if planned.verdict.pause is not None:
                 return planned

@@ -5,15 +5,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from broadcasts.marketing_holds import holds_start, is_marketing_limit
 from broadcasts.models import Send, SuppressionSource
+from broadcasts.rules.marketing_holds import holds_start, is_marketing_limit
+from broadcasts.rules.suppressions import USER_STOPPED_MARKETING, USER_STOPPED_REASON, suppressions_add_many
 from broadcasts.status_updates.folding import Fold
-from broadcasts.suppressions import USER_STOPPED_MARKETING, USER_STOPPED_REASON, suppressions_add_many
 
 
 def failed_holds_start(*, items: list[tuple[int, Fold]], done: list[tuple[int, str]]) -> None:
     """Sends a ``failed`` status moved to FAILED with Meta's per-user marketing limit (131049) hold their number
-    from the status's timestamp (broadcasts/marketing_holds.py), in the same transaction. Nothing otherwise."""
+    from the status's timestamp (broadcasts/rules/marketing_holds.py), in the same transaction. Nothing otherwise."""
     held = [(send_id, fold.failed_at) for send_id, fold in items if is_marketing_limit(fold.error_code)]
     if held:
         moved = {send_id for send_id, _ in done}

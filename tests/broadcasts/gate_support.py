@@ -1,8 +1,8 @@
-"""A gate's context for tests of the admission gates (broadcasts/delivery/gates.py)."""
+"""A gate's context for tests of the admission gates (broadcasts/delivery/gates/admission.py)."""
 
 from datetime import UTC, datetime
 
-from broadcasts.delivery.gates import GateContext
+from broadcasts.delivery.gates.admission import GateContext
 
 
 def gate_ctx(organization_id: int, category: str = "MARKETING") -> GateContext:

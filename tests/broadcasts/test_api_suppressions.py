@@ -6,7 +6,7 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from broadcasts.models import Broadcast, Send, Suppression
-from broadcasts.suppressions import contact_erase, number_hash, suppressed_among
+from broadcasts.rules.suppressions import contact_erase, number_hash, suppressed_among
 from events.models import Event, WebhookEndpoint
 from tests.broadcasts.counts_support import assert_counts_exact
 from tests.events.helpers import broadcast_with_sends, meta_envelope, meta_signature
@@ -187,11 +187,11 @@ def test_user_preferences_webhook_by_phone_number_or_waba(client, settings, chan
 
 
 def test_a_stop_reaches_the_number_of_the_send_whose_stored_wa_id_meta_names(org, channel, template):
-    from broadcasts.suppressions import wa_id_numbers
+    from broadcasts.rules.suppressions import numbers_of_wa_id
 
     broadcast = broadcast_with_sends(org=org, channel=channel, template=template, count=1)
     Send.objects.filter(broadcast=broadcast).update(to="+5491123456789", wa_id="5491123456789")
-    assert wa_id_numbers(organization_id=org.id, wa_id="5491123456789") == ["+5491123456789"]
+    assert numbers_of_wa_id(organization_id=org.id, wa_id="5491123456789") == ["+5491123456789"]
 
 
 def test_erasure_blanks_the_sends_keeps_counts_and_the_suppression_by_hash(api, org, channel, template):
@@ -255,7 +255,7 @@ def test_erasure_cancels_pending_sends_in_two_broadcasts_and_their_kept_counts_e
 
 
 def test_erasure_goes_in_bounded_batches(org, channel, template, monkeypatch):
-    from broadcasts import suppressions
+    from broadcasts.rules import suppressions
 
     monkeypatch.setattr(suppressions, "ERASE_BATCH", 2)
     for _ in range(3):
@@ -278,7 +278,7 @@ def test_erasure_is_per_organization(api, other_org, channel, template):
 def test_admin_lists_finds_by_number_and_removes(admin_client, org, other_org):
     from django.urls import reverse
 
-    from broadcasts.suppressions import suppression_add
+    from broadcasts.rules.suppressions import suppression_add
 
     suppression_add(organization_id=org.id, to=NUMBER, source="api", reason="crm")
     suppression_add(organization_id=other_org.id, to="+34612345679", source="131050")

@@ -1,15 +1,15 @@
-"""The consent gate (broadcasts/delivery/gate_consent.py): MARKETING only, one query per batch, opted_out results."""
+"""The consent gate (broadcasts/delivery/gates/consent.py): MARKETING only, one query per batch, opted_out results."""
 
 from datetime import UTC, datetime
 
 import pytest
 
 from broadcasts.delivery.claims import Claimed
-from broadcasts.delivery.gate_chain import GATES
-from broadcasts.delivery.gate_consent import consent_gate
-from broadcasts.delivery.gates import GateContext
+from broadcasts.delivery.gates.admission import GateContext
+from broadcasts.delivery.gates.chain import GATES
+from broadcasts.delivery.gates.consent import consent_gate
 from broadcasts.delivery.outcomes import outcome_row
-from broadcasts.suppressions import suppression_add
+from broadcasts.rules.suppressions import suppression_add
 from tests.broadcasts.gate_support import gate_ctx
 
 pytestmark = pytest.mark.django_db

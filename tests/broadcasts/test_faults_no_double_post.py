@@ -13,9 +13,9 @@ import orjson
 import pytest
 
 from broadcasts.delivery.outcomes import JOURNAL_KEY
+from broadcasts.delivery.recovery import broadcasts_sweep
 from broadcasts.models import Broadcast, Send, SendStatus
 from broadcasts.queue import enqueue_dispatch
-from broadcasts.recovery import broadcasts_sweep
 from broadcasts.status_updates.unmatched import unmatched_statuses_retry
 from core.redis import redis_client
 from tests.broadcasts.counts_support import assert_counts_exact

@@ -1,6 +1,7 @@
-"""broadcasts/inbound.py's routing table: which applier gets which items, in which order (pure: no database)."""
+"""broadcasts/status_updates/inbound.py's routing table: which applier gets which items, in which order
+(pure: no database)."""
 
-from broadcasts import inbound
+from broadcasts.status_updates import inbound
 from whatsapp.inbound import changes_read
 
 

@@ -19,9 +19,9 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_stat
 
 from broadcasts import lifecycle, services
 from broadcasts.delivery.outcomes import OutcomeRow, sends_record
+from broadcasts.delivery.recovery import sends_recover_expired
 from broadcasts.models import Broadcast, BroadcastStatus, Send, SendStatus
 from broadcasts.queue import enqueue_dispatch
-from broadcasts.recovery import sends_recover_expired
 from broadcasts.status_updates.apply import sends_apply_statuses
 from tests.broadcasts.counts_support import assert_counts_exact
 from tests.broadcasts.test_api_create import payload

@@ -1,4 +1,4 @@
-"""Meta's per-user marketing limit (131049): the holds kept in PostgreSQL (broadcasts/marketing_holds.py), the
+"""Meta's per-user marketing limit (131049): the holds kept in PostgreSQL (broadcasts/rules/marketing_holds.py), the
 answer to the POST that starts one (delivery/outcomes.py) and the gate that makes a MARKETING send wait."""
 
 from datetime import UTC, datetime, timedelta
@@ -9,11 +9,11 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from broadcasts.delivery.claims import Claimed
-from broadcasts.delivery.gate_chain import GATES
-from broadcasts.delivery.gate_marketing_hold import marketing_hold_gate
+from broadcasts.delivery.gates.chain import GATES
+from broadcasts.delivery.gates.marketing_hold import marketing_hold_gate
 from broadcasts.delivery.outcomes import outcome_row, sends_record
-from broadcasts.marketing_holds import holds_start, holds_waiting
 from broadcasts.models import MarketingHold, Send
+from broadcasts.rules.marketing_holds import holds_start, holds_waiting
 from core.redis import redis_client
 from tests.broadcasts.counts_support import assert_counts_exact
 from tests.broadcasts.gate_support import gate_ctx

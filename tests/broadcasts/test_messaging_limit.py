@@ -10,9 +10,9 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
-from broadcasts import messaging_limit
-from broadcasts.inbound import webhook_payload_process
 from broadcasts.models import CustomerWindow, Send
+from broadcasts.rules import messaging_limit
+from broadcasts.status_updates.inbound import webhook_payload_process
 from core.redis import redis_client
 from tests.delivery_support import broadcast_make, numbers
 from tokens.models import Organization

@@ -1,5 +1,5 @@
 """The receiver of Meta's webhooks (broadcasts/api/meta_webhooks.py): handshake, signatures, statuses, other
-envelopes, and the routing of broadcasts/inbound.py.
+envelopes, and the routing of broadcasts/status_updates/inbound.py.
 
 Template updates: tests/templates_registry/test_template_status_updates.py."""
 
@@ -240,7 +240,7 @@ def test_a_deadlocked_body_is_retried(db, monkeypatch, broadcast):
     # Given the first attempt to apply a body loses a deadlock
     from django.db import OperationalError
 
-    from broadcasts import inbound
+    from broadcasts.status_updates import inbound
 
     real = inbound.sends_apply_statuses
     calls = []
@@ -264,7 +264,7 @@ def test_a_deadlocked_body_is_retried(db, monkeypatch, broadcast):
 def test_other_database_errors_are_not_retried(db, monkeypatch, broadcast):
     from django.db import OperationalError
 
-    from broadcasts import inbound
+    from broadcasts.status_updates import inbound
 
     def broken(**kwargs):
         raise OperationalError("connection lost")

@@ -11,9 +11,9 @@ from django.db import connection
 from django.utils import timezone
 
 from broadcasts.counts import counts_rebuild
+from broadcasts.delivery.recovery import broadcasts_start_due, broadcasts_sweep, sends_recover_expired
 from broadcasts.models import Broadcast, Send
 from broadcasts.queue import enqueue_dispatch
-from broadcasts.recovery import broadcasts_start_due, broadcasts_sweep, sends_recover_expired
 from tests.broadcasts.counts_support import assert_counts_exact
 from tests.delivery_support import CeleryProcess, broadcast_make, broadcast_settled, numbers, wait_for
 

@@ -9,7 +9,7 @@ import requests
 from django.utils import timezone
 
 from broadcasts.models import Broadcast, Send, SendStatus
-from broadcasts.selectors import meta_number_e164_candidates, sends_by_meta_number
+from broadcasts.selectors import sends_by_meta_number
 from broadcasts.status_updates.apply import sends_apply_statuses
 from templates_registry.models import Channel
 from tests.broadcasts.counts_support import assert_counts_exact
@@ -268,4 +268,3 @@ def test_numbers_meta_sends_back_match_the_stored_wa_id_first_then_the_e164_numb
     assert ids("573001112233") == set()
     assert ids("573001112299") == {sends[3].id}
     assert sends_by_meta_number(numbers=["5215512345678"], channel_id="other").count() == 0
-    assert meta_number_e164_candidates("+5215512345678") == ["+5215512345678", "+525512345678"]

@@ -1,4 +1,4 @@
-"""Template pauses (broadcasts/template_pauses.py): a PAUSED/DISABLED template update or a 132015/132016 failure
+"""Template pauses (broadcasts/rules/template_pauses.py): a PAUSED/DISABLED template update or a 132015/132016 failure
 pauses the running broadcasts of the template; resume is refused while it is not APPROVED; a broadcast falling due
 then is held PAUSED. The real path (worker, sandbox, live webhooks) is in tests/broadcasts/delivery/
 test_template_health.py."""
@@ -12,8 +12,8 @@ from django.utils import timezone
 from broadcasts import lifecycle
 from broadcasts.delivery.claims import Claimed
 from broadcasts.delivery.outcomes import outcome_row
+from broadcasts.delivery.recovery import broadcasts_start_due
 from broadcasts.models import Broadcast, BroadcastStatus, Send, SendStatus
-from broadcasts.recovery import broadcasts_start_due
 from events.models import Event, WebhookEndpoint
 from templates_registry.models import Template
 from tests.delivery_support import broadcast_make, numbers

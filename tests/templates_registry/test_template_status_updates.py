@@ -1,5 +1,5 @@
 """Meta's template status updates, through the webhook receiver, applied by
-templates_registry.services.template_status_update_apply (routed by broadcasts/inbound.py)."""
+templates_registry.services.template_status_update_apply (routed by broadcasts/status_updates/inbound.py)."""
 
 import orjson
 import pytest

@@ -98,7 +98,7 @@ def test_a_resume_lifts_a_stop_but_not_an_entry_the_customer_made(channel, meta_
 
 
 def _hash(to: str) -> str:
-    from broadcasts.suppressions import number_hash
+    from broadcasts.rules.suppressions import number_hash
 
     return number_hash(to)
 

@@ -1,4 +1,4 @@
-"""The gates' facts of a batch in one statement (broadcasts/delivery/gate_facts.py): the same as each rule's own read,
+"""The gates' facts of a batch in one statement (broadcasts/delivery/gates/facts.py): the same as each rule's own read,
 and the chain decides the same with them as without them."""
 
 import dataclasses
@@ -8,13 +8,13 @@ import pytest
 from django.utils import timezone
 
 from broadcasts.delivery.claims import Claimed
-from broadcasts.delivery.gate_chain import GATES
-from broadcasts.delivery.gate_facts import batch_facts
-from broadcasts.delivery.gates import GateContext, sends_admit
-from broadcasts.marketing_holds import holds_waiting
-from broadcasts.messaging_limit import limit_state
+from broadcasts.delivery.gates.admission import GateContext, sends_admit
+from broadcasts.delivery.gates.chain import GATES
+from broadcasts.delivery.gates.facts import batch_facts
 from broadcasts.models import MarketingHold
-from broadcasts.suppressions import suppressed_among, suppression_add
+from broadcasts.rules.marketing_holds import holds_waiting
+from broadcasts.rules.messaging_limit import limit_state
+from broadcasts.rules.suppressions import suppressed_among, suppression_add
 from tests.broadcasts.gate_support import gate_ctx
 from tokens.models import Organization
 

@@ -3,7 +3,7 @@
 from datetime import UTC, datetime
 
 from broadcasts.delivery.claims import Claimed
-from broadcasts.delivery.gates import Admission, GateContext, sends_admit
+from broadcasts.delivery.gates.admission import Admission, GateContext, sends_admit
 from whatsapp.client import SendResult
 from whatsapp.errors import ErrorClass, GraphError
 

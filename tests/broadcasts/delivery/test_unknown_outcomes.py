@@ -7,8 +7,8 @@ from django.utils import timezone
 
 from broadcasts.delivery.claims import Claimed, sends_claim
 from broadcasts.delivery.outcomes import outcome_row, sends_record
+from broadcasts.delivery.recovery import sends_recover_expired
 from broadcasts.models import Send, SendStatus
-from broadcasts.recovery import sends_recover_expired
 from broadcasts.status_updates.apply import sends_apply_statuses
 from tests.broadcasts.counts_support import assert_counts_exact
 from tests.delivery_support import broadcast_make, numbers

@@ -10,10 +10,10 @@ from __future__ import annotations
 from django.db import connection
 
 from broadcasts.delivery.claims import Claimed
-from broadcasts.delivery.gates import BatchFacts, GateContext
-from broadcasts.marketing_holds import HELD_CATEGORY, HOLDS_WAITING_SQL
-from broadcasts.messaging_limit import LIMIT_STATE_SQL, limit_state, limit_state_of
-from broadcasts.suppressions import SUPPRESSED_AMONG_SQL, numbers_by_hash
+from broadcasts.delivery.gates.admission import BatchFacts, GateContext
+from broadcasts.rules.marketing_holds import HELD_CATEGORY, HOLDS_WAITING_SQL
+from broadcasts.rules.messaging_limit import LIMIT_STATE_SQL, limit_state, limit_state_of
+from broadcasts.rules.suppressions import SUPPRESSED_AMONG_SQL, numbers_by_hash
 
 _MARKETING_SQL = f"""
     SELECT l.*, ARRAY({SUPPRESSED_AMONG_SQL}), (SELECT json_object_agg(h."to", h.wait) FROM ({HOLDS_WAITING_SQL}) AS h)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from broadcasts import pricing
 from broadcasts.delivery.claims import Claimed
-from broadcasts.delivery.gates import Admission, GateContext
+from broadcasts.delivery.gates.admission import Admission, GateContext
 
 
 def budget_gate(ctx: GateContext, sends: list[Claimed]) -> Admission:

@@ -1,6 +1,6 @@
 """The messaging limit's gate (CONTRACT 10): a send to a number the organization's window has no room for waits.
 
-An adapter over broadcasts/messaging_limit.py: one organization read per batch, and for a limited organization one
+An adapter over broadcasts/rules/messaging_limit.py: one organization read per batch, and for a limited organization one
 customer-window query and one Redis script; an unlimited organization costs no Redis call. A send that would
 exceed the limit is deferred with reason "messaging_limit" until the window frees room; never posted, never
 failed. Idempotent per send: a number admitted (counted) and handed back is found counted when it comes again.
@@ -8,9 +8,9 @@ failed. Idempotent per send: a number admitted (counted) and handed back is foun
 
 from __future__ import annotations
 
-from broadcasts import messaging_limit
 from broadcasts.delivery.claims import Claimed
-from broadcasts.delivery.gates import Admission, GateContext
+from broadcasts.delivery.gates.admission import Admission, GateContext
+from broadcasts.rules import messaging_limit
 
 
 def messaging_limit_gate(ctx: GateContext, sends: list[Claimed]) -> Admission:

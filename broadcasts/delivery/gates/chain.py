@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from broadcasts.delivery.gate_budget import budget_gate
-from broadcasts.delivery.gate_consent import consent_gate
-from broadcasts.delivery.gate_marketing_hold import marketing_hold_gate
-from broadcasts.delivery.gate_messaging_limit import messaging_limit_gate
-from broadcasts.delivery.gates import Gate
+from broadcasts.delivery.gates.admission import Gate
+from broadcasts.delivery.gates.budget import budget_gate
+from broadcasts.delivery.gates.consent import consent_gate
+from broadcasts.delivery.gates.marketing_hold import marketing_hold_gate
+from broadcasts.delivery.gates.messaging_limit import messaging_limit_gate
 
 # Consent first (an opted-out number fails at once), then the waits (marketing hold, messaging limit), and the
 # budget last: only a send that would really be posted now reserves its price.

@@ -8,7 +8,7 @@ end without a call to Meta (``failed``, with the result to record). A gate may a
 sends (a budget) must let a send admitted again later reserve it only once.
 
 Each rule's gate is a ``gate_<rule>.py`` module of this package (an adapter over the rule's own module, e.g.
-``broadcasts/suppressions.py``); ``gate_chain.GATES`` orders them. Gates run in order on what the previous ones
+``broadcasts/rules/suppressions.py``); ``gate_chain.GATES`` orders them. Gates run in order on what the previous ones
 admitted, in the run's database thread (they may read the database
 and Redis). A gate that cannot decide (Redis or the database away) raises, and the batch is tried again shortly:
 nothing is posted unchecked. A gate must be idempotent per send: a send it admitted may come back (not granted a
@@ -23,7 +23,7 @@ from datetime import datetime
 from decimal import Decimal
 
 from broadcasts.delivery.claims import Claimed
-from broadcasts.messaging_limit import LimitState
+from broadcasts.rules.messaging_limit import LimitState
 from whatsapp.client import SendResult
 
 

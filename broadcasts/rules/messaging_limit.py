@@ -36,7 +36,6 @@ from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
-from broadcasts import selectors
 from broadcasts.models import CustomerWindow
 from core.redis import redis_client
 from templates_registry.models import Channel
@@ -219,13 +218,6 @@ def customer_windows_open(*, channel_id: str, numbers: list[str], now: datetime)
             channel_id=channel_id, number__in=set(numbers), last_inbound_at__gt=since
         ).values_list("number", flat=True)
     )
-
-
-def wa_id_numbers(wa_id: str) -> list[str]:
-    """The E.164 forms a customer's WhatsApp id may stand for: "+" and its digits, and where Meta's id differs from
-    the E.164 number (CONTRACT 8: Mexico, Argentina, Brazil) the other form. Each form gets its window row, so a
-    send's E.164 ``to`` finds it."""
-    return selectors.meta_number_e164_candidates(wa_id)
 
 
 def customer_windows_record(*, channel_id: str, inbound: Iterable[tuple[str, datetime]]) -> int:

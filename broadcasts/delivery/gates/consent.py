@@ -5,8 +5,8 @@ UTILITY and AUTHENTICATION templates pass without a query; a MARKETING batch cos
 from __future__ import annotations
 
 from broadcasts.delivery.claims import Claimed
-from broadcasts.delivery.gates import Admission, GateContext
-from broadcasts.suppressions import suppressed_among
+from broadcasts.delivery.gates.admission import Admission, GateContext
+from broadcasts.rules.suppressions import suppressed_among
 from whatsapp.client import SendResult
 from whatsapp.errors import ErrorClass, GraphError
 

@@ -1,6 +1,6 @@
 """Consent (CONTRACT 11): each organization's suppression list, and the erasure of a contact.
 
-A number on the list gets no MARKETING template (the gate, ``broadcasts/delivery/gate_consent.py``). It is added
+A number on the list gets no MARKETING template (the gate, ``broadcasts/delivery/gates/consent.py``). It is added
 by Meta's ``user_preferences`` "stop" webhook (source ``user_preferences``), by error 131050 in an answer or a
 ``failed`` status (source ``131050``), or by ``POST /v1/suppressions`` (source ``api``); removed by a "resume"
 webhook (only entries whose source is not ``api``: the customer's own choice stands) or by the API.
@@ -29,6 +29,7 @@ from events.models import EventType
 from events.outbox import NewEvent, events_record
 from templates_registry.models import Channel
 from whatsapp.inbound import UserPreferenceUpdate
+from whatsapp.numbers import wa_id_e164_forms
 
 # Meta's error "the user stopped marketing messages": an answer or a failed status with it suppresses the number.
 USER_STOPPED_MARKETING = "131050"
@@ -45,10 +46,10 @@ def number_hash(to: str) -> str:
     return hashlib.sha256(_HASH_PREFIX + to.encode()).hexdigest()
 
 
-def wa_id_numbers(*, organization_id: int, wa_id: str) -> list[str]:
+def numbers_of_wa_id(*, organization_id: int, wa_id: str) -> list[str]:
     """The organization's E.164 numbers Meta's ``wa_id`` stands for (CONTRACT 8): the numbers of its sends whose
     stored ``contacts[].wa_id`` is it, else every valid E.164 form of it (Meta's id differs from the E.164 number in
-    Mexico, Argentina and Brazil: ``selectors.meta_number_e164_candidates``). Empty when it is not digits."""
+    Mexico, Argentina and Brazil: ``whatsapp.numbers.wa_id_e164_forms``). Empty when it is not digits."""
     if not isinstance(wa_id, str) or not wa_id.isdigit() or not 6 <= len(wa_id) <= 15:
         return []
     known = sorted(
@@ -61,7 +62,7 @@ def wa_id_numbers(*, organization_id: int, wa_id: str) -> list[str]:
     )
     if known:
         return known
-    return [n for n in selectors.meta_number_e164_candidates(wa_id) if phone_to_e164(n) == n] or ["+" + wa_id]
+    return [n for n in wa_id_e164_forms(wa_id) if phone_to_e164(n) == n] or ["+" + wa_id]
 
 
 def organization_has_suppressions(organization_id: int) -> bool:
@@ -260,6 +261,6 @@ def user_preferences_apply(*, updates: Iterable[UserPreferenceUpdate]) -> int:
         if update.category != "marketing_messages" or update.value not in ("stop", "resume"):
             continue
         for org_id in _organizations_of(phone_number_id=update.phone_number_id, waba_id=update.waba_id):
-            for to in wa_id_numbers(organization_id=org_id, wa_id=update.wa_id):
+            for to in numbers_of_wa_id(organization_id=org_id, wa_id=update.wa_id):
                 changed += user_preference_apply(organization_id=org_id, to=to, value=update.value)
     return changed

@@ -1,4 +1,4 @@
-"""The admission gate of Meta's per-user marketing limit (131049; the rule is broadcasts/marketing_holds.py).
+"""The admission gate of Meta's per-user marketing limit (131049; the rule is broadcasts/rules/marketing_holds.py).
 
 A MARKETING send to a number its organization holds waits until the hold ends (deferred, reason "retry"): never
 posted, never failed for it. One indexed query per batch; none for UTILITY and AUTHENTICATION templates.
@@ -7,8 +7,8 @@ posted, never failed for it. One indexed query per batch; none for UTILITY and A
 from __future__ import annotations
 
 from broadcasts.delivery.claims import Claimed
-from broadcasts.delivery.gates import Admission, GateContext
-from broadcasts.marketing_holds import HELD_CATEGORY, holds_waiting
+from broadcasts.delivery.gates.admission import Admission, GateContext
+from broadcasts.rules.marketing_holds import HELD_CATEGORY, holds_waiting
 
 WAIT_REASON = "retry"
 

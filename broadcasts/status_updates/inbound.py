@@ -4,14 +4,14 @@ each part routed to the app that owns its data, in one transaction.
 - ``statuses[]`` (delivery receipts) move sends forward (``broadcasts.status_updates``); the statuses of
   wamids no send carries yet are kept for the beat task to re-apply.
 - ``message_template_status_update`` changes a template's status (``templates_registry.services``); PAUSED or
-  DISABLED also pauses the template's running broadcasts (``broadcasts.template_pauses``), as a ``failed``
+  DISABLED also pauses the template's running broadcasts (``broadcasts.rules.template_pauses``), as a ``failed``
   status with 132015/132016 pauses its send's broadcast;
 - ``template_category_update`` (final notices only) and ``message_template_quality_update`` store the
   template's category and quality.
 - incoming ``messages[]``, ``business_capability_update`` and ``phone_number_quality_update`` feed the messaging
-  limit (``broadcasts.messaging_limit``: customer-service windows, the organization's limit, number health).
+  limit (``broadcasts.rules.messaging_limit``: customer-service windows, the organization's limit, number health).
 - ``user_preferences`` (a user stopped or resumed marketing messages) changes the organization's suppression
-  list (``broadcasts.suppressions``).
+  list (``broadcasts.rules.suppressions``).
 - Everything else Meta sends (account and call updates, ...) is acknowledged and ignored.
 
 The routing is one table at the end of this module (``LIMITS_STEPS``, ``STEPS``): a row per kind of change, its
@@ -27,10 +27,10 @@ from typing import Any
 from django.db import OperationalError, transaction
 from django.utils import timezone
 
-from broadcasts import messaging_limit, template_pauses
+from broadcasts.rules import messaging_limit, template_pauses
+from broadcasts.rules.suppressions import user_preferences_apply
 from broadcasts.status_updates.apply import sends_apply_statuses
 from broadcasts.status_updates.unmatched import unmatched_statuses_keep
-from broadcasts.suppressions import user_preferences_apply
 from templates_registry.models import Channel
 from templates_registry.services import template_category_apply, template_quality_apply, template_status_update_apply
 from whatsapp.inbound import (
@@ -60,6 +60,7 @@ from whatsapp.inbound import (
     template_status_update_parse,
     user_preferences_parse,
 )
+from whatsapp.numbers import wa_id_e164_forms
 
 logger = logging.getLogger(__name__)
 
@@ -205,9 +206,7 @@ def _customer_windows_apply(messages: list[InboundMessage], result: WebhookResul
         if channel_id is None:
             continue  # not one of our numbers
         at = min(message.timestamp or now, now)  # a clock ahead of ours must not stretch the window
-        by_channel.setdefault(channel_id, []).extend(
-            (number, at) for number in messaging_limit.wa_id_numbers(message.wa_id)
-        )
+        by_channel.setdefault(channel_id, []).extend((number, at) for number in wa_id_e164_forms(message.wa_id))
     for channel_id, inbound in by_channel.items():
         result.customer_windows += messaging_limit.customer_windows_record(channel_id=channel_id, inbound=inbound)
 

@@ -1,7 +1,7 @@
 """Template health (CONTRACT 6 and 8): a template Meta paused or disabled pauses every running broadcast of it.
 
 Three ways in, one rule:
-- a ``message_template_status_update`` PAUSED or DISABLED (broadcasts/inbound.py calls
+- a ``message_template_status_update`` PAUSED or DISABLED (broadcasts/status_updates/inbound.py calls
   ``broadcasts_pause_for_template`` in the webhook's transaction, after the template's own update);
 - error 132015 / 132016 in the answer to a POST (the delivery run pauses its broadcast, as on an account-level
   error: whatsapp.errors classes them ``TEMPLATE``, ``pause_reason_for_error`` names the reason);
