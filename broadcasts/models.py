@@ -34,6 +34,17 @@ KEPT_COUNT_FIELDS = ("pending", "sent", "delivered", "read", "failed", "cancelle
 KEPT_COST_FIELDS = ("billed", "posted_cost")
 
 
+class WaitReason(models.TextChoices):
+    """Why a PENDING send waits (``Send.wait_reason``; blank: nothing particular). The broadcast's ``waiting`` shows
+    MARKETING_HOLD under ``retry``: such a send waits for a time (the end of Meta's per-user marketing limit), as a
+    retry does."""
+
+    THROUGHPUT = "throughput"
+    MESSAGING_LIMIT = "messaging_limit"
+    RETRY = "retry"
+    MARKETING_HOLD = "marketing_hold"
+
+
 class RateCard(models.Model):
     """Meta's per-message prices as loaded by ``load_rate_card``: one currency per card. The newest card is in
     force; older ones are kept, never edited (sends' stored prices and broadcasts' estimates refer to them)."""
@@ -187,7 +198,7 @@ class Send(models.Model):
     read_at = models.DateTimeField(null=True, blank=True)
     failed_at = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(default=timezone.now)
-    # Why a PENDING send waits ("messaging_limit", "throughput", "retry"; blank: nothing particular), written with
+    # Why a PENDING send waits (a WaitReason; blank: nothing particular), written with
     # each outcome (delivery/outcomes.py) and cleared when the send moves on; the broadcast's `waiting` counts it.
     wait_reason = models.CharField(max_length=16, blank=True, default="", db_default="")
     # Meta's latest ``pricing`` object of this message's status webhooks ({category, type, billable, ...}).

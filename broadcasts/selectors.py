@@ -10,7 +10,7 @@ from typing import Any
 
 from django.db.models import Count, Max, Q
 
-from broadcasts.models import KEPT_COUNT_FIELDS, Broadcast, Send, SendStatus
+from broadcasts.models import KEPT_COUNT_FIELDS, Broadcast, Send, SendStatus, WaitReason
 from core.errors import NotFoundError
 from core.ids import is_object_id
 from tokens.models import Organization
@@ -136,20 +136,21 @@ WAITING_KEYS = ("schedule", "throughput", "messaging_limit", "retry")
 
 
 def broadcast_waiting(*, broadcast: Broadcast, now: datetime) -> tuple[dict[str, int], datetime | None]:
-    """How many pending sends wait, and why (CONTRACT 5 ``waiting``), and when the last retry falls due.
-
-    schedule: the broadcast has not started because ``scheduled_at`` is ahead; retry: pending after a failed
-    attempt (``wait_reason`` "retry", or an error with a next attempt time); messaging_limit: ``wait_reason``
-    "messaging_limit"; throughput: every other pending send. ONE aggregate over the broadcast's pending sends
-    (the partial index send_pending: at most the broadcast's 5,000), none when nothing is pending."""
+    """How many pending sends wait, and why (CONTRACT 5 ``waiting``), and when the last retry falls due. schedule: the
+    broadcast has not started because ``scheduled_at`` is ahead; retry: pending after a failed attempt or held by a
+    marketing hold (``WaitReason.RETRY`` / ``MARKETING_HOLD``, or an error with a next attempt time);
+    messaging_limit: ``WaitReason.MESSAGING_LIMIT``; throughput: every other pending send. ONE aggregate over the
+    broadcast's pending sends (the partial index send_pending: at most the broadcast's 5,000), none when nothing is
+    pending."""
     waiting = dict.fromkeys(WAITING_KEYS, 0)
     if broadcast.pending <= 0:
         return waiting, None
     if broadcast.status == "PENDING" and broadcast.scheduled_at is not None and broadcast.scheduled_at > now:
         waiting["schedule"] = broadcast.pending
         return waiting, None
-    limit_q = Q(wait_reason="messaging_limit")
-    retry_q = ~limit_q & (Q(wait_reason="retry") | (Q(next_attempt_at__isnull=False) & ~Q(error_code="")))
+    limit_q = Q(wait_reason=WaitReason.MESSAGING_LIMIT)
+    timed = Q(wait_reason__in=(WaitReason.RETRY, WaitReason.MARKETING_HOLD))
+    retry_q = ~limit_q & (timed | (Q(next_attempt_at__isnull=False) & ~Q(error_code="")))
     row = Send.objects.filter(broadcast_id=broadcast.id, status=SendStatus.PENDING).aggregate(
         total=Count("id"),
         limit=Count("id", filter=limit_q),

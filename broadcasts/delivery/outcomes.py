@@ -30,7 +30,7 @@ from redis.exceptions import RedisError
 
 from broadcasts.counts import broadcasts_lock_for_sends, counts_add, deltas_of
 from broadcasts.delivery.claims import Claimed
-from broadcasts.models import Send, SendStatus, SuppressionSource
+from broadcasts.models import Send, SendStatus, SuppressionSource, WaitReason
 from broadcasts.notifications import message_events_publish
 from broadcasts.rules.marketing_holds import holds_start, is_marketing_limit
 from broadcasts.rules.suppressions import USER_STOPPED_MARKETING, USER_STOPPED_REASON, suppressions_add_many
@@ -300,7 +300,9 @@ def outcome_row(*, send: Claimed, result: SendResult, now: datetime) -> OutcomeR
             # Meta may have taken it: not again before its status webhook had time to settle it (CONTRACT 6).
             delay = max(delay, settings.DELIVERY_UNKNOWN_GRACE_SECONDS)
         at = now + timedelta(seconds=delay)
-        return OutcomeRow(id=send.id, status=SendStatus.PENDING, next_attempt_at=at, wait_reason="retry", **fields)
+        return OutcomeRow(
+            id=send.id, status=SendStatus.PENDING, next_attempt_at=at, wait_reason=WaitReason.RETRY, **fields
+        )
     return OutcomeRow(id=send.id, status=SendStatus.FAILED, failed_at=now, **fields)
 
 

@@ -62,8 +62,8 @@ def sends_recover_expired(*, now: datetime | None = None) -> set[str]:
     With the posting marker set the POST may have reached Meta: one unknown outcome is counted, the attempt
     stays counted (after the last attempt the send fails as a timeout), and the send is not due again before
     max(its backoff, DELIVERY_UNKNOWN_GRACE_SECONDS): a status webhook carrying its callback data settles it
-    meanwhile (status_updates.matching.statuses_match), and a settled send is never claimed again. Without the
-    marker the POST never left: the claim's attempt is given back and the send is due at once.
+    meanwhile (status_updates.matching.statuses_match_and_settle), and a settled send is never claimed again.
+    Without the marker the POST never left: the claim's attempt is given back and the send is due at once.
 
     Leases are written on the database's clock (claims.sends_claim: statement_timestamp() + lease), so they are
     compared with the database's clock too (Now()), never with this machine's; ``now`` (tests) overrides both.

@@ -42,7 +42,7 @@ from broadcasts.delivery.pacing import PostLog
 from broadcasts.delivery.run_outcomes import RunOutcomes, RunReport
 from broadcasts.delivery.runtime import Runtime, in_db_thread
 from broadcasts.metrics import channel_posts_add
-from broadcasts.models import Broadcast, BroadcastStatus, SendStatus
+from broadcasts.models import Broadcast, BroadcastStatus, SendStatus, WaitReason
 from broadcasts.rules import template_pauses
 from core.metrics import META_REQUEST_SECONDS
 from whatsapp.client import SendResult, send_path
@@ -469,7 +469,7 @@ class BroadcastRun(RunOutcomes):
         ready = []
         for send, wait in zip(planned.use, planned.waits, strict=True):
             if wait > 0:
-                self.deferred.append((send, wait, "throughput"))
+                self.deferred.append((send, wait, WaitReason.THROUGHPUT))
             else:
                 ready.append(send)
         # Slots are used in order; those of deferred sends go unused (never saved up: no burst later).

@@ -36,12 +36,12 @@ from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
-from broadcasts.models import CustomerWindow
+from broadcasts.models import CustomerWindow, WaitReason
 from core.redis import redis_client
 from templates_registry.models import Channel
 from tokens.models import MESSAGING_LIMITS, Organization
 
-WAIT_REASON = "messaging_limit"
+WAIT_REASON = WaitReason.MESSAGING_LIMIT
 # An entry counts from its admission (Redis TIME), and Meta from when the POST reaches it: a POST leaves within
 # claims.POST_PERMIT_SECONDS (0.3 s) of its send's marking, before the gate, and travels; this covers both.
 POST_MARGIN_SECONDS = 2.0

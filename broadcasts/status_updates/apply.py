@@ -16,7 +16,7 @@ from broadcasts.notifications import message_events_publish
 from broadcasts.status_updates.billing import Bill, BillRun, bill_of, bills_apply, bills_price, pricing_fold
 from broadcasts.status_updates.failure_effects import failed_holds_start, opted_out_record
 from broadcasts.status_updates.folding import ALLOWED_FROM, Fold, statuses_fold
-from broadcasts.status_updates.matching import sends_find, statuses_match
+from broadcasts.status_updates.matching import sends_find, statuses_match_and_settle
 from broadcasts.status_updates.moves import update_portable, update_postgresql
 from whatsapp.inbound import StatusUpdate
 
@@ -43,7 +43,7 @@ def sends_apply_statuses(*, statuses: Iterable[StatusUpdate], publish: bool = Tr
     if any(update.biz_opaque_callback_data for update in statuses):
         # (The webhook's own transaction holds this and the moves below together; a settle alone is sound too.)
         with transaction.atomic(savepoint=False):
-            match = statuses_match(statuses, publish=publish)
+            match = statuses_match_and_settle(statuses, publish=publish)
         statuses, settled, known = match.statuses, match.settled, match.known
     folds = statuses_fold(statuses)
     pricing_of = pricing_fold(statuses)
@@ -58,7 +58,8 @@ def sends_apply_statuses(*, statuses: Iterable[StatusUpdate], publish: bool = Tr
     with transaction.atomic(savepoint=False):
         broadcast_of: dict[int, str] = {}
         bills: list[Bill] = []
-        # Sends statuses_match found by callback data are known already (channel checked); the rest by wamid.
+        # Sends statuses_match_and_settle found by callback data are known already (channel checked); the rest by
+        # wamid.
         found_rows = sends_find([w for w in folds.keys() | pricing_of if w not in known])
         found.update(row[1] for row in found_rows)
         # The channel check (CONTRACT 8): a status whose metadata names another number than the send's channel

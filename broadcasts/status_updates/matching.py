@@ -218,8 +218,8 @@ def _final(status: str, message_id: str | None) -> bool:
 
 @dataclass
 class CallbackMatch:
-    """What statuses_match resolved: the statuses to apply by wamid, the sends it settled, and the rows of the
-    sends it found for those wamids (id, wamid, status, broadcast_id, to, pricing, billed), channel already
+    """What statuses_match_and_settle resolved: the statuses to apply by wamid, the sends it settled, and the rows
+    of the sends it found for those wamids (id, wamid, status, broadcast_id, to, pricing, billed), channel already
     checked."""
 
     statuses: list[StatusUpdate]
@@ -227,8 +227,9 @@ class CallbackMatch:
     known: dict[str, tuple[int, str, str, str, str, Any, bool]]
 
 
-def statuses_match(statuses: Sequence[StatusUpdate], *, publish: bool = True) -> CallbackMatch:
-    """Resolve the statuses that carry callback data of ours to their sends (inside the caller's transaction).
+def statuses_match_and_settle(statuses: Sequence[StatusUpdate], *, publish: bool = True) -> CallbackMatch:
+    """Resolve the statuses that carry callback data of ours to their sends, and SETTLE (write) the sends whose
+    outcome was unknown, inside the caller's transaction.
 
     A status matched by its callback data comes back with its send's wamid (a send posted twice and accepted twice
     has one wamid stored; both messages' statuses reach it), after settling a send whose outcome was unknown: SENT

@@ -54,7 +54,7 @@ def test_a_held_number_waits_until_its_hold_ends_and_the_others_go(org, db):
 
     assert [s.to for s in verdict.ready] == ["+573000000002", "+573000000003"]
     [(send, wait, reason)] = verdict.deferred
-    assert send.to == "+573000000001" and reason == "retry"
+    assert send.to == "+573000000001" and reason == "marketing_hold"
     assert 115 < wait <= 120
     assert verdict.failed == [] and verdict.pause is None
 

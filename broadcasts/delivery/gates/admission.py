@@ -59,7 +59,7 @@ class Admission:
     """One gate's (or the chain's) verdict on a batch; every send of the batch is in exactly one list."""
 
     ready: list[Claimed] = field(default_factory=list)
-    # (send, wait in seconds, reason): reason is one of "throughput", "messaging_limit", "retry".
+    # (send, wait in seconds, reason): reason is a broadcasts.models.WaitReason.
     deferred: list[tuple[Claimed, float, str]] = field(default_factory=list)
     failed: list[tuple[Claimed, SendResult]] = field(default_factory=list)
     # Sends handed back without a verdict (the broadcast pauses): back to the queue, their marks released.
