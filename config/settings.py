@@ -184,10 +184,13 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": None,
 }
+# The service's version (config/__init__.py): GET /v1/health and the schema's info.version report it.
+from config import __version__ as VERSION  # noqa: E402
+
 SPECTACULAR_SETTINGS = {
     "TITLE": "Bulk WhatsApp template broadcasts API",
     "DESCRIPTION": "Send one approved WhatsApp template to up to 5000 recipients per request.",
-    "VERSION": "1.0.0",
+    "VERSION": VERSION,
     "SERVE_INCLUDE_SCHEMA": False,
     # The schema and docs need no token, and a bad one must not turn them into a 401.
     "SERVE_AUTHENTICATION": [],

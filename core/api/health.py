@@ -1,6 +1,8 @@
 """GET /v1/health: no token, no throttle; 200 when the database and the broker answer, else 503. Worker and beat
-liveness ("ok" | "stale") is reported beside them and never makes it a 503 (CONTRACT 13)."""
+liveness ("ok" | "stale") is reported beside them and never makes it a 503. The 200 also names the running version
+(settings.VERSION, from config/__init__.py), so a deploy can be checked from outside."""
 
+from django.conf import settings
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.request import Request
@@ -23,6 +25,7 @@ class HealthApi(APIView):
                 "Health",
                 fields={
                     "status": serializers.CharField(),
+                    "version": serializers.CharField(),
                     "checks": serializers.DictField(child=serializers.CharField()),
                 },
             )
@@ -36,4 +39,4 @@ class HealthApi(APIView):
             raise ApplicationError(
                 f"Unavailable: {', '.join(down)}.", code="service_unavailable", status=503, details=down
             )
-        return Response({"status": "ok", "checks": checks})
+        return Response({"status": "ok", "version": settings.VERSION, "checks": checks})

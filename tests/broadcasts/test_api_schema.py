@@ -6,6 +6,7 @@ from unittest import mock
 import orjson
 import pytest
 
+import config
 from broadcasts.api import serializers as s
 from tests.broadcasts.test_api_create import URL, payload, post
 
@@ -15,6 +16,7 @@ def test_schema_describes_every_bulk_operation(anon_api, db):
     assert response.status_code == 200
     schema = orjson.loads(response.content)
     assert schema["openapi"].startswith("3.")
+    assert schema["info"]["version"] == config.__version__  # the service's own version, as GET /v1/health says
     paths = schema["paths"]
     assert set(paths["/v1/messages/bulk"]) >= {"get", "post"}
     create = paths["/v1/messages/bulk"]["post"]

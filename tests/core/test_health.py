@@ -1,11 +1,16 @@
 """GET /v1/health: no token; 200 when database and broker answer, else 503 naming what is down (worker and beat
 liveness: tests/core/test_health_heartbeats.py)."""
 
+import re
 import socket
+import tomllib
+from pathlib import Path
 
 import pytest
 from django.db.utils import OperationalError
 from django.test import override_settings
+
+import config
 
 pytestmark = pytest.mark.django_db
 
@@ -23,6 +28,17 @@ def test_health_ok_without_token(anon_api):
     assert body["status"] == "ok"
     assert {name: body["checks"][name] for name in ("database", "broker")} == {"database": "ok", "broker": "ok"}
     assert set(body["checks"]) == {"database", "broker", "worker", "beat"}
+    assert set(body) == {"status", "version", "checks"}
+
+
+def test_health_names_the_running_version(anon_api):
+    # the version is config/__init__.py's, the same as pyproject.toml's [project] version
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())
+    assert re.fullmatch(r"\d+\.\d+\.\d+", config.__version__)
+    assert pyproject["project"]["version"] == config.__version__
+    response = anon_api.get("/v1/health")
+    assert response.status_code == 200
+    assert response.json()["version"] == config.__version__
 
 
 def test_health_ignores_a_bad_token(anon_api):
