@@ -19,12 +19,10 @@ import random
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 import orjson
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F
 from django.utils import timezone
 from redis.exceptions import RedisError
 
@@ -79,7 +77,7 @@ class OutcomeRow:
     meta_status: str | None = None
 
 
-_PG_RECORD_SQL = """
+_RECORD_SQL = """
 UPDATE broadcasts_send AS s SET
     status = v.status,
     attempts = GREATEST(0, s.attempts + v.attempts_delta),
@@ -145,10 +143,6 @@ def _answers_keep(*, rows: list[OutcomeRow], written: list) -> None:
     late = [r for r in rows if r.status == SendStatus.SENT and r.id not in ids and (r.wa_id or r.meta_status)]
     if not late:
         return
-    if connection.vendor != "postgresql":
-        for r in late:
-            Send.objects.filter(id=r.id, message_id=r.message_id).update(wa_id=r.wa_id, meta_status=r.meta_status)
-        return
     with connection.cursor() as cursor:
         cursor.execute(
             """
@@ -191,41 +185,12 @@ def _sends_record(*, rows: list[OutcomeRow]) -> tuple[dict[str, list[int]], list
     now = timezone.now()
     # Lock order (broadcasts/counts.py): the broadcast row before its sends.
     broadcasts_lock_for_sends(send_ids=[r.id for r in rows])
-    if connection.vendor == "postgresql":
-        # The rows as one JSON text (orjson, in C; a dataclass serializes as is): Django binds parameters
-        # client-side, quoting every placeholder or array element in Python, which cost more than the UPDATE.
-        # Every write sets wait_reason (NULL reads as ''): a send that moves on waits for nothing.
-        params: list[Any] = [now, orjson.dumps(rows).decode()]
-        sql = _PG_RECORD_SQL
-        with connection.cursor() as cursor:
-            cursor.execute(sql, params)
-            written = cursor.fetchall()
-    else:
-        written = []
-        # Demo database (SQLite): one UPDATE per send is fine at the demo's rate.
-        for r in rows:
-            changes: dict[str, Any] = {
-                "status": r.status,
-                "attempts": F("attempts") + r.attempts_delta,
-                "next_attempt_at": r.next_attempt_at,
-                "lease_expires_at": None,
-                "posting_at": None,
-                "unknown_outcomes": F("unknown_outcomes") + r.unknown_inc,
-                "wait_reason": r.wait_reason or "",
-                "updated_at": now,
-            }
-            for name in ("message_id", "sent_at", "failed_at", "wa_id", "meta_status"):
-                if getattr(r, name) is not None:
-                    changes[name] = getattr(r, name)
-            if r.error_code is not None:
-                changes.update(
-                    error_code=r.error_code,
-                    error_title=r.error_title or "",
-                    error_message=r.error_message or "",
-                    error_retryable=r.error_retryable,
-                )
-            if Send.objects.filter(id=r.id, status=SendStatus.PENDING).update(**changes):
-                written.append((r.id, r.status, Send.objects.values_list("broadcast_id", flat=True).get(id=r.id)))
+    # The rows as one JSON text (orjson, in C; a dataclass serializes as is): Django binds parameters
+    # client-side, quoting every placeholder or array element in Python, which cost more than the UPDATE.
+    # Every write sets wait_reason (NULL reads as ''): a send that moves on waits for nothing.
+    with connection.cursor() as cursor:
+        cursor.execute(_RECORD_SQL, [now, orjson.dumps(rows).decode()])
+        written = cursor.fetchall()
     counts_add(deltas_of((broadcast_id, SendStatus.PENDING, status) for _, status, broadcast_id in written))
     _marketing_holds_start(rows=rows, written=written, now=now)
     by_status: dict[str, list[int]] = {}
