@@ -75,16 +75,9 @@ def suppressed_among(*, organization_id: int, numbers: list[str]) -> set[str]:
     if not numbers:
         return set()
     by_hash = numbers_by_hash(numbers)
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute(SUPPRESSED_AMONG_SQL, [organization_id, list(by_hash)])
-            found = [row[0] for row in cursor.fetchall()]
-    else:
-        found = list(
-            Suppression.objects.filter(organization_id=organization_id, to_hash__in=list(by_hash)).values_list(
-                "to_hash", flat=True
-            )
-        )
+    with connection.cursor() as cursor:
+        cursor.execute(SUPPRESSED_AMONG_SQL, [organization_id, list(by_hash)])
+        found = [row[0] for row in cursor.fetchall()]
     return {by_hash[h] for h in found}
 
 
