@@ -7,7 +7,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
 
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from broadcasts.counts import broadcasts_lock, counts_add, deltas_of
@@ -17,7 +17,7 @@ from broadcasts.status_updates.billing import Bill, BillRun, bill_of, bills_appl
 from broadcasts.status_updates.failure_effects import failed_holds_start, opted_out_record
 from broadcasts.status_updates.folding import ALLOWED_FROM, Fold, statuses_fold
 from broadcasts.status_updates.matching import sends_find, statuses_match
-from broadcasts.status_updates.moves import update_portable, update_postgresql
+from broadcasts.status_updates.moves import sends_move
 from whatsapp.inbound import StatusUpdate
 
 
@@ -53,7 +53,6 @@ def sends_apply_statuses(*, statuses: Iterable[StatusUpdate], publish: bool = Tr
     by_target: dict[str, list[tuple[int, Fold]]] = defaultdict(list)
     found: set[str] = set()
     was_sent: set[int] = set()
-    update = update_postgresql if connection.vendor == "postgresql" else update_portable
     moved: dict[str, list[int]] = {}
     with transaction.atomic(savepoint=False):
         broadcast_of: dict[int, str] = {}
@@ -98,7 +97,7 @@ def sends_apply_statuses(*, statuses: Iterable[StatusUpdate], publish: bool = Tr
         run = BillRun(bills={b.send_id: b for b in bills}) if bills else None
         for target in (SendStatus.DELIVERED, SendStatus.READ, SendStatus.FAILED):
             if by_target.get(target):
-                done = update(target, by_target[target], now, run)
+                done = sends_move(target, by_target[target], now, run)
                 if done:
                     if target == SendStatus.FAILED:
                         failed_holds_start(items=by_target[target], done=done)
