@@ -322,9 +322,9 @@ _JOURNAL_FIELDS = (
 def journal_put(rows: list[OutcomeRow], *, channel_id: str = "") -> str | None:
     """Keep the final rows in Redis; returns the entry's key, or None (nothing final, or Redis away too)."""
     final = [r for r in rows if r.status in (SendStatus.SENT, SendStatus.FAILED)]
-    client = redis_client()
-    if not final or client is None:
+    if not final:
         return None
+    client = redis_client()
     entry = {
         "at": time.time(),
         "channel": channel_id,
@@ -340,17 +340,14 @@ def journal_put(rows: list[OutcomeRow], *, channel_id: str = "") -> str | None:
 
 def journal_drop(keys: list[str]) -> None:
     """Those entries were written to the database by their run after all."""
-    client = redis_client()
-    if keys and client is not None:
+    if keys:
         with contextlib.suppress(RedisError):
-            client.hdel(JOURNAL_KEY, *keys)
+            redis_client().hdel(JOURNAL_KEY, *keys)
 
 
 def journal_apply() -> int:
     """Write every journaled outcome to the database (sweeper; before expired leases are taken back)."""
     client = redis_client()
-    if client is None:
-        return 0
     entries = client.hgetall(JOURNAL_KEY)
     applied = 0
     young = time.time() - JOURNAL_MIN_AGE_SECONDS
