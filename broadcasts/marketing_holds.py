@@ -69,6 +69,14 @@ def holds_start(*, failures: Iterable[tuple[int, datetime]]) -> int:
         return cursor.rowcount
 
 
+def holds_start_for_failed(*, failures: Iterable[tuple[int, str | None, datetime | None]]) -> int:
+    """The hold a failure starts, for both ways a failure comes (the POST's answer, a ``failed`` status webhook):
+    ``failures`` are (send id, error code, failure time) of sends this transaction just moved to FAILED; those with
+    Meta's per-user marketing limit (131049) and a time hold their number from it (``holds_start``). No query
+    unless one is a 131049."""
+    return holds_start(failures=[(send_id, at) for send_id, code, at in failures if is_marketing_limit(code) and at])
+
+
 def holds_waiting(*, organization_id: int, numbers: Sequence[str]) -> dict[str, float]:
     """{number: seconds its hold still lasts} for the held ones among ``numbers`` (one indexed query; the
     database's clock decides, so every worker and machine agrees)."""

@@ -158,6 +158,18 @@ def suppressions_add_many(*, entries: Iterable[tuple[int, str]], source: str, re
     return added
 
 
+def suppressions_add_for_failed(*, failures: Iterable[tuple[int, str | None, datetime | None]]) -> int:
+    """The suppression a failure starts, for both ways a failure comes (the POST's answer, a ``failed`` status
+    webhook): ``failures`` are (send id, error code, failure time) of sends this transaction just moved to FAILED;
+    those with 131050 (the user stopped marketing messages) put their number on the organization's list (CONTRACT 6
+    and 11), in the caller's transaction. No query unless one is a 131050. Returns how many were added."""
+    ids = [send_id for send_id, code, _ in failures if code == USER_STOPPED_MARKETING]
+    if not ids:
+        return 0
+    pairs = Send.objects.filter(id__in=ids).values_list("broadcast__organization_id", "to")
+    return suppressions_add_many(entries=pairs, source=SuppressionSource.ERROR_131050, reason=USER_STOPPED_REASON)
+
+
 def suppression_remove(*, organization_id: int, to: str, keep_sources: tuple[str, ...] = ()) -> bool:
     """Take a number off the list (unless its source is in ``keep_sources``); True when it was removed."""
     with transaction.atomic():

@@ -28,10 +28,10 @@ from redis.exceptions import RedisError
 
 from broadcasts.counts import broadcasts_lock_for_sends, counts_add, deltas_of
 from broadcasts.delivery.claims import Claimed
-from broadcasts.marketing_holds import holds_start, is_marketing_limit
-from broadcasts.models import Send, SendStatus, SuppressionSource
+from broadcasts.marketing_holds import holds_start_for_failed
+from broadcasts.models import SendStatus
 from broadcasts.notifications import message_events_publish
-from broadcasts.suppressions import USER_STOPPED_MARKETING, USER_STOPPED_REASON, suppressions_add_many
+from broadcasts.suppressions import suppressions_add_for_failed
 from core.backoff import backoff_seconds
 from core.metrics import sends_add
 from core.redis import redis_client
@@ -118,21 +118,10 @@ def sends_record(*, rows: list[OutcomeRow], channel_id: str = "") -> dict[str, l
         return {}
     with transaction.atomic():
         by_status, written = _sends_record(rows=rows)
-        _opted_out_record(rows=rows, failed_ids=by_status.get(SendStatus.FAILED, ()))
         if len(written) != len(rows):
             _answers_keep(rows=rows, written=written)
     _outcomes_count(channel_id=channel_id, rows=rows, written=written)
     return by_status
-
-
-def _opted_out_record(*, rows: list[OutcomeRow], failed_ids) -> None:
-    """Error 131050 (the user stopped marketing messages) puts the number on its organization's suppression list
-    (CONTRACT 6 and 11), in the outcome's transaction. No query unless a written row failed with it."""
-    failed = set(failed_ids)
-    ids = [r.id for r in rows if r.id in failed and r.error_code == USER_STOPPED_MARKETING]
-    if ids:
-        pairs = Send.objects.filter(id__in=ids).values_list("broadcast__organization_id", "to")
-        suppressions_add_many(entries=pairs, source=SuppressionSource.ERROR_131050, reason=USER_STOPPED_REASON)
 
 
 def _answers_keep(*, rows: list[OutcomeRow], written: list) -> None:
@@ -192,7 +181,7 @@ def _sends_record(*, rows: list[OutcomeRow]) -> tuple[dict[str, list[int]], list
         cursor.execute(_RECORD_SQL, [now, orjson.dumps(rows).decode()])
         written = cursor.fetchall()
     counts_add(deltas_of((broadcast_id, SendStatus.PENDING, status) for _, status, broadcast_id in written))
-    _marketing_holds_start(rows=rows, written=written, now=now)
+    _failed_effects_apply(rows=rows, written=written, now=now)
     by_status: dict[str, list[int]] = {}
     for send_id, status, _ in written:
         by_status.setdefault(status, []).append(send_id)
@@ -206,13 +195,15 @@ def _sends_record(*, rows: list[OutcomeRow]) -> tuple[dict[str, list[int]], list
 NOT_POSTED_CODES = frozenset({"missing_variables", "opted_out"})
 
 
-def _marketing_holds_start(*, rows: list[OutcomeRow], written: list, now: datetime) -> None:
-    """Sends that just failed with Meta's per-user marketing limit (131049) hold their number from the answer's
-    time (broadcasts/marketing_holds.py), in the transaction that records the failure. Nothing to do otherwise."""
-    held = [r for r in rows if r.status == SendStatus.FAILED and is_marketing_limit(r.error_code)]
-    if held:
-        failed = {send_id for send_id, status, _ in written if status == SendStatus.FAILED}
-        holds_start(failures=[(r.id, r.failed_at or now) for r in held if r.id in failed])
+def _failed_effects_apply(*, rows: list[OutcomeRow], written: list, now: datetime) -> None:
+    """What a failure starts besides the send's own row (131049 holds the number from the answer's time, 131050
+    suppresses it: the rules' own functions, which a ``failed`` status webhook calls too), in the transaction that
+    records the failure. No query unless a written FAILED row has one of those codes."""
+    failed = {send_id for send_id, status, _ in written if status == SendStatus.FAILED}
+    if failed:
+        failures = [(r.id, r.error_code, r.failed_at or now) for r in rows if r.id in failed]
+        holds_start_for_failed(failures=failures)
+        suppressions_add_for_failed(failures=failures)
 
 
 def outcome_row(*, send: Claimed, result: SendResult, now: datetime) -> OutcomeRow:

@@ -14,7 +14,7 @@ from broadcasts.counts import broadcasts_lock, counts_add, deltas_of
 from broadcasts.models import SendStatus
 from broadcasts.notifications import message_events_publish
 from broadcasts.status_updates.billing import Bill, BillRun, bill_of, bills_apply, bills_price, pricing_fold
-from broadcasts.status_updates.failure_effects import failed_holds_start, opted_out_record
+from broadcasts.status_updates.failure_effects import failed_effects_apply
 from broadcasts.status_updates.folding import ALLOWED_FROM, Fold, statuses_fold
 from broadcasts.status_updates.matching import sends_find, statuses_match
 from broadcasts.status_updates.moves import sends_move
@@ -100,7 +100,7 @@ def sends_apply_statuses(*, statuses: Iterable[StatusUpdate], publish: bool = Tr
                 done = sends_move(target, by_target[target], now, run)
                 if done:
                     if target == SendStatus.FAILED:
-                        failed_holds_start(items=by_target[target], done=done)
+                        failed_effects_apply(items=by_target[target], done=done)
                     moved[target] = sorted(send_id for send_id, _ in done)
                     was_sent.update(send_id for send_id, before in done if before == SendStatus.SENT)
                     moves += [(broadcast_of[send_id], before, target) for send_id, before in done]
@@ -111,7 +111,6 @@ def sends_apply_statuses(*, statuses: Iterable[StatusUpdate], publish: bool = Tr
                 bills_apply(rest, now, run.amounts)
         # The kept counts and the bill of each broadcast: one UPDATE of its row.
         counts_add(deltas_of(moves), billed=run.amounts if run is not None else None)
-        opted_out_record(failed=by_target.get(SendStatus.FAILED, ()), moved=moved.get(SendStatus.FAILED, ()))
         if publish:
             # A send that jumped SENT -> READ passed through DELIVERED (it has a delivered_at): the
             # customer gets message.delivered before message.read, as for any other message.
