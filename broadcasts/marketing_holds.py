@@ -22,11 +22,12 @@ from django.conf import settings
 from django.db import connection
 
 from broadcasts.models import Broadcast, MarketingHold, Send
+from templates_registry.models import Template
 from whatsapp.errors import MARKETING_LIMIT_CODE
 
 MARKETING_LIMIT = str(MARKETING_LIMIT_CODE)
 # The category whose sends the hold stops (Meta's limit is on marketing messages only).
-HELD_CATEGORY = "MARKETING"
+HELD_CATEGORY = Template.Category.MARKETING
 
 
 def hold_seconds() -> float:

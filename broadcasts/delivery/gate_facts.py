@@ -24,7 +24,7 @@ _MARKETING_SQL = f"""
 def batch_facts(ctx: GateContext, sends: list[Claimed]) -> BatchFacts:
     """The batch's facts, for every gate of the chain."""
     organization_id = ctx.organization_id
-    if (ctx.template_category or "").upper() != HELD_CATEGORY:
+    if ctx.template_category != HELD_CATEGORY:
         # Only the limit applies: its own read is the one statement.
         return BatchFacts(limit=limit_state(organization_id=organization_id))
     numbers = sorted({send.to for send in sends})
