@@ -1,4 +1,4 @@
-"""The demo's own load on the demo stack (`make run`: SQLite, the filesystem broker, web + worker + beat + sandbox).
+"""The demo's own load on the demo stack (`make run`: its database and Redis, web + worker + beat + sandbox).
 
 Posts broadcasts at once (default 2000 and 5000 recipients) with the demo token, with a customer endpoint
 registered (a receiver in this process, so outbound events are delivered too), waits until every broadcast is
@@ -83,7 +83,7 @@ class Demo:
 
 
 def demo_start(*, env_overrides: dict[str, str] | None = None, timeout: float = 90.0) -> Demo:
-    """Copies the tree to a temporary folder (its own var/: SQLite, broker, cache) and starts the demo there on
+    """Copies the tree to a temporary folder (its own var/: database, Redis, logs) and starts the demo there on
     free ports, exactly as `make run` does; returns once the API answers."""
     folder = Path(tempfile.mkdtemp(prefix="demo-load-"))
     shutil.copytree(PROJECT_ROOT, folder / "app", ignore=COPY_IGNORE)

@@ -24,7 +24,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
 import broadcasts.admin_rules  # noqa: F401  registers the rate card and suppression list admins
-from broadcasts import selectors
+from broadcasts import lifecycle, selectors
 from broadcasts.exports import sends_csv_lines, sends_for_csv
 from broadcasts.models import Broadcast, BroadcastStatus, Send, SendStatus
 from broadcasts.phones import phone_to_e164
@@ -38,12 +38,6 @@ ACTIONS: dict[str, Callable[..., Broadcast]] = {
     "pause": broadcast_pause,
     "resume": broadcast_resume,
 }
-# The states each action makes sense from (the services check the same again, under the row lock).
-ALLOWED_FROM: dict[str, tuple[str, ...]] = {
-    "cancel": (BroadcastStatus.PENDING, BroadcastStatus.IN_PROGRESS, BroadcastStatus.PAUSED),
-    "pause": (BroadcastStatus.PENDING, BroadcastStatus.IN_PROGRESS),
-    "resume": (BroadcastStatus.PAUSED,),
-}
 PAST_TENSE = {"cancel": "Cancelled", "pause": "Paused", "resume": "Resumed"}
 # The broadcast page reloads itself this often while the broadcast moves.
 REFRESH_SECONDS = 5
@@ -56,11 +50,6 @@ _SEGMENTS = (
     ("cancelled", "cancelled", "#8d8d8d"),
     ("pending", "pending", "#e3e3e3"),
 )
-
-
-def allowed_actions(status: str) -> list[str]:
-    """The actions a broadcast in ``status`` offers, in button order."""
-    return [action for action, states in ALLOWED_FROM.items() if status in states]
 
 
 def progress_bar(counts: dict[str, int], total: int) -> str:
@@ -235,7 +224,9 @@ class BroadcastAdmin(admin.ModelAdmin):
     def _apply(self, request: HttpRequest, queryset: QuerySet[Broadcast], action: str) -> None:
         done, skipped = 0, []
         for broadcast in queryset.select_related(None).only("id", "campaign_name", "status"):
-            if broadcast.status not in ALLOWED_FROM[action]:
+            # Lifecycle's diagram says which statuses an action leaves from (the service checks it again, under
+            # the row lock).
+            if broadcast.status not in lifecycle.ACTIONS_FROM[action]:
                 skipped.append(f"{broadcast.campaign_name} ({broadcast.status})")
                 continue
             try:
@@ -327,7 +318,7 @@ class BroadcastAdmin(admin.ModelAdmin):
             "campaign_error_rate_text": error_rate_text(counts, broadcast.total_recipients),
             "campaign_progress": progress_bar(counts, broadcast.total_recipients),
             "campaign_error_codes": selectors.broadcast_error_codes(broadcast=broadcast),
-            "campaign_actions": allowed_actions(broadcast.status) if can_act else [],
+            "campaign_actions": lifecycle.actions_allowed(broadcast.status) if can_act else [],
             "campaign_sends_links": [
                 ("all", broadcast.total_recipients, sends_url(broadcast.id)),
                 *((status.lower(), counts[status.lower()], sends_url(broadcast.id, status)) for status in SendStatus),

@@ -42,9 +42,6 @@ def broadcasts_lock_for_sends(*, send_ids: list[int]) -> None:
     it). One statement, one primary-key probe per send."""
     if not send_ids:
         return
-    if connection.vendor != "postgresql":
-        broadcasts_lock(broadcast_ids=Send.objects.filter(id__in=send_ids).values_list("broadcast_id", flat=True))
-        return
     with connection.cursor() as cursor:
         cursor.execute(
             """

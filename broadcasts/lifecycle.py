@@ -33,7 +33,22 @@ from broadcasts.notifications import broadcast_event_publish
 # new status, then wait FENCE_SECONDS before answering: any mark that passed was taken before their commit, so
 # every POST it allowed left before the answer. Causal order only: no clock is compared across machines.
 FENCE_SECONDS = 0.4
+
+# The statuses each manual action leaves from (the diagram above): the transitions below refuse any other, and the
+# admin offers an action's button only where it is listed here.
+CANCELLABLE_STATUSES = tuple(s for s in BroadcastStatus if s not in FINAL_BROADCAST_STATUSES)
 PAUSABLE_STATUSES = (BroadcastStatus.PENDING, BroadcastStatus.IN_PROGRESS)
+RESUMABLE_STATUSES = (BroadcastStatus.PAUSED,)
+ACTIONS_FROM: dict[str, tuple[str, ...]] = {
+    "cancel": CANCELLABLE_STATUSES,
+    "pause": PAUSABLE_STATUSES,
+    "resume": RESUMABLE_STATUSES,
+}
+
+
+def actions_allowed(status: str) -> list[str]:
+    """The manual actions (cancel, pause, resume) a broadcast in ``status`` may take, in that order."""
+    return [action for action, statuses in ACTIONS_FROM.items() if status in statuses]
 
 
 def broadcasts_start(*, broadcast_ids: Iterable[str], now: datetime) -> int:
@@ -167,7 +182,7 @@ def broadcast_cancel(*, broadcast: Broadcast) -> bool:
     """Not final -> CANCELLED, with its pending sends no worker holds (see sends_cancel_unleased); the caller
     holds the row lock. Once the transaction commits, returns only when no POST can leave any more. False (and
     nothing changed) when the broadcast had already ended."""
-    if broadcast.status in FINAL_BROADCAST_STATUSES:
+    if broadcast.status not in CANCELLABLE_STATUSES:
         return False
     _posting_fence(was=broadcast.status)
     now = timezone.now()
@@ -206,7 +221,7 @@ def broadcast_pause_for_account_error(*, broadcast_id: str, reason: dict[str, st
 def broadcast_resume(*, broadcast: Broadcast) -> bool:
     """PAUSED -> IN_PROGRESS (or PENDING when it never started); the caller holds the row lock and wakes the
     workers after commit. False when it was not PAUSED."""
-    if broadcast.status != BroadcastStatus.PAUSED:
+    if broadcast.status not in RESUMABLE_STATUSES:
         return False
     broadcast.status = BroadcastStatus.IN_PROGRESS if broadcast.started_at else BroadcastStatus.PENDING
     broadcast.paused_reason = None

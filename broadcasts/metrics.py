@@ -39,11 +39,10 @@ def _posts_key(channel_id: str, second: int) -> str:
 
 def channel_posts_add(*, channel_id: str, counts: Mapping[int, int]) -> None:
     """Add a pump's POSTs per wall-clock second ``{epoch_second: n}`` (one pipeline, every ~0.5 s). Never raises."""
-    client = redis_client()
-    if client is None or not counts:
+    if not counts:
         return
     try:
-        with client.pipeline(transaction=False) as pipe:
+        with redis_client().pipeline(transaction=False) as pipe:
             for second, n in counts.items():
                 key = _posts_key(channel_id, second)
                 pipe.incrby(key, n)
@@ -54,10 +53,9 @@ def channel_posts_add(*, channel_id: str, counts: Mapping[int, int]) -> None:
 
 
 def channel_posts_in_second(channel_ids: list[str], second: int) -> dict[str, int]:
-    client = redis_client()
-    if client is None or not channel_ids:
-        return dict.fromkeys(channel_ids, 0)
-    values = client.mget([_posts_key(channel_id, second) for channel_id in channel_ids])
+    if not channel_ids:
+        return {}
+    values = redis_client().mget([_posts_key(channel_id, second) for channel_id in channel_ids])
     return {channel_id: int(value or 0) for channel_id, value in zip(channel_ids, values, strict=True)}
 
 

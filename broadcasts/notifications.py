@@ -9,8 +9,6 @@ Both are cheap when no organization has an endpoint: one cached lookup and no qu
 from collections.abc import Sequence
 from typing import Any
 
-from django.db import connection
-
 from broadcasts.models import Broadcast, Send
 from broadcasts.selectors import counts_of, error_rate
 from core.timefmt import iso_utc
@@ -21,19 +19,6 @@ from events.outbox import NewEvent, events_record, events_record_query
 # Events of one message are delivered in this order (sent < delivered < read|failed).
 MESSAGE_EVENT_SEQUENCE = {"SENT": 1, "DELIVERED": 2, "READ": 3, "FAILED": 4}
 MESSAGE_STATUSES = tuple(MESSAGE_EVENT_SEQUENCE)
-SEND_FIELDS = (
-    "id",
-    "broadcast_id",
-    "index",
-    "to",
-    "message_id",
-    "error_code",
-    "error_title",
-    "error_message",
-    "error_retryable",
-    "meta_data",
-    "broadcast__organization_id",
-)
 
 
 def message_events_publish(*, send_ids: Sequence[int], status: str) -> None:
@@ -46,18 +31,16 @@ def message_events_publish(*, send_ids: Sequence[int], status: str) -> None:
     endpoints = [ref for ref in endpoints_active() if ref.subscribes_to(event_type)]
     if not endpoints:
         return
-    if connection.vendor == "postgresql":
-        message_events_record_postgresql(send_ids=send_ids, status=status, endpoints=endpoints)
-    else:
-        message_events_record_portable(send_ids=send_ids, status=status, endpoints=endpoints)
+    message_events_record(send_ids=send_ids, status=status, endpoints=endpoints)
 
 
-def message_events_record_postgresql(*, send_ids: Sequence[int], status: str, endpoints: Sequence[EndpointRef]) -> int:
+def message_events_record(*, send_ids: Sequence[int], status: str, endpoints: Sequence[EndpointRef]) -> int:
     """``message.*`` events for a chunk of sends, built by PostgreSQL itself from the send rows, in ONE
     statement with their deliveries (``events.outbox.events_record_query``). Returns the deliveries created."""
     if not send_ids:
         return 0
-    # The payload of message_event_data, in SQL.
+    # The ``message.*`` payload (CONTRACT section 9): the send, the status the event is about, and for a FAILED
+    # send with an error its code, message (else title) and whether it is retryable.
     source_sql = f"""
         SELECT
             b.organization_id,
@@ -87,44 +70,6 @@ def message_events_record_postgresql(*, send_ids: Sequence[int], status: str, en
         sequence=MESSAGE_EVENT_SEQUENCE[status],
         endpoints=endpoints,
     )
-
-
-def message_events_record_portable(*, send_ids: Sequence[int], status: str, endpoints) -> int:
-    """The same events through the ORM, for the SQLite demo (PostgreSQL builds them in one statement)."""
-    event_type = f"message.{status.lower()}"
-    org_ids = {ref.organization_id for ref in endpoints}
-    rows = Send.objects.filter(id__in=list(send_ids), broadcast__organization_id__in=org_ids).values(*SEND_FIELDS)
-    events = [
-        NewEvent(
-            organization_id=row["broadcast__organization_id"],
-            type=event_type,
-            data=message_event_data(row=row, status=status),
-            ordering_key=f"send:{row['id']}",
-            sequence=MESSAGE_EVENT_SEQUENCE[status],
-        )
-        for row in rows.order_by("id")
-    ]
-    return events_record(events=events, endpoints=endpoints)
-
-
-def message_event_data(*, row: dict[str, Any], status: str) -> dict[str, Any]:
-    """The ``message.*`` payload (CONTRACT section 9), with the status the event is about."""
-    error = None
-    if status == "FAILED" and (row.get("error_code") or row.get("error_message")):
-        error = {
-            "code": row.get("error_code") or "",
-            "message": row.get("error_message") or row.get("error_title") or "",
-            "retryable": bool(row.get("error_retryable")),
-        }
-    return {
-        "broadcast_id": row["broadcast_id"],
-        "index": row["index"],
-        "to": row["to"],
-        "message_id": row.get("message_id"),
-        "status": status,
-        "error": error,
-        "meta_data": row.get("meta_data"),
-    }
 
 
 def broadcast_event_publish(*, broadcast_id: str, event_type: str) -> None:

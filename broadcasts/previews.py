@@ -1,5 +1,6 @@
 """The dry run of ``POST /v1/messages/bulk`` (CONTRACT 12): every rule of a real request, nothing stored, no call
-to Meta; the answer is what the broadcast would cost and how long it would take.
+to Meta; the answer is what the broadcast would cost and how long it would take. The cost is
+``services.broadcast_estimate``, the same computation that stores a created broadcast's ``cost.estimated``.
 
 The rules of other modules it needs come in as callables, so the arithmetic is tested with fakes:
 ``suppressed_among`` (numbers on the organization's suppression list: not sent, cost nothing, MARKETING only),
@@ -17,16 +18,20 @@ from typing import Any
 from django.conf import settings
 from django.utils import timezone
 
-from broadcasts import pricing
 from broadcasts.idempotency import idempotency_key_validate
-from broadcasts.rules import messaging_limit, suppressions
+from broadcasts.rules import messaging_limit
 from broadcasts.send_rows import recipients_missing
-from broadcasts.services import bulk_request_check, template_needed_variables
+from broadcasts.services import (
+    SuppressedAmong,
+    WindowsOpen,
+    broadcast_estimate,
+    bulk_request_check,
+    consent_suppressed,
+    template_needed_variables,
+)
 from core.timefmt import iso_utc
 from tokens.models import Organization
 
-SuppressedAmong = Callable[..., set[str]]
-WindowsOpen = Callable[..., set[str]]
 LimitOutlook = Callable[..., dict[str, Any]]
 
 
@@ -36,7 +41,7 @@ def broadcast_preview(
     body: Any,
     idempotency_key: str | None = None,
     now: datetime | None = None,
-    suppressed_among: SuppressedAmong = suppressions.suppressed_among,
+    suppressed_among: SuppressedAmong | None = None,
     customer_windows_open: WindowsOpen = messaging_limit.customer_windows_open,
     limit_outlook: LimitOutlook = messaging_limit.outlook,
 ) -> dict[str, Any]:
@@ -48,35 +53,24 @@ def broadcast_preview(
     now = now or timezone.now()
     checked = bulk_request_check(organization=organization, body=body, now=now)
     request, channel, template, card = checked.request, checked.channel, checked.template, checked.card
-    category = template.category
     missing = recipients_missing(recipients=request.recipients, needed=template_needed_variables(template))
     sent = [r for r, miss in zip(request.recipients, missing, strict=True) if not miss]
     numbers = [r.to for r in sent]
-    distinct = set(numbers)
     # Each rule's callable is asked only when it can change the answer.
-    suppressed = (
-        suppressed_among(organization_id=organization.id, numbers=distinct)
-        if category == "MARKETING" and distinct
-        else set()
+    suppressed = consent_suppressed(
+        organization_id=organization.id, category=template.category, numbers=numbers, suppressed_among=suppressed_among
     )
     to_post = [n for n in numbers if n not in suppressed]
-    windows = (
-        customer_windows_open(channel_id=channel.id, numbers=distinct, now=now)
-        if category == "UTILITY" and distinct
-        else set()
-    )
     outlook = limit_outlook(organization_id=organization.id, channel_id=channel.id, numbers=set(to_post), now=now)
-    estimate = (
-        pricing.estimate(
-            card=card,
-            category=category,
-            numbers=numbers,
-            regions=[r.region for r in sent],
-            suppressed=suppressed,
-            windows_open=windows,
-        )
-        if card is not None
-        else None
+    estimate = broadcast_estimate(
+        card=card,
+        organization_id=organization.id,
+        channel_id=channel.id,
+        category=template.category,
+        recipients=sent,
+        now=now,
+        suppressed=suppressed,
+        customer_windows_open=customer_windows_open,
     )
     start = request.scheduled_at or now
     return {

@@ -30,8 +30,10 @@ from django.utils import timezone
 
 from broadcasts.models import Broadcast, RateCard, RateCardPrice
 from broadcasts.phones import phone_region
+from templates_registry.models import Template
 
-CATEGORIES = ("MARKETING", "UTILITY", "AUTHENTICATION")
+Category = Template.Category
+CATEGORIES = tuple(Category.values)
 ANY_COUNTRY = "*"
 CSV_COLUMNS = ("country", "category", "price", "currency")
 # Prices: at most 6 decimals (the column's scale) and below a million per message.
@@ -39,8 +41,13 @@ MAX_PRICE = Decimal("1000000")
 PRICE_PLACES = 6
 _CURRENCY = re.compile(r"[A-Z]{3}")
 _DECIMAL = re.compile(r"[0-9]{1,10}(\.[0-9]{1,6})?")
-# Meta's pricing categories beyond the three template categories (CONTRACT 12).
-_META_CATEGORY = {"marketing_lite": "MARKETING", "authentication_international": "AUTHENTICATION"}
+# Meta's pricing categories (its own lowercase words, CONTRACT 12) as our template categories: the three by name, and
+# the ones beyond them. Any other (``service``, ``referral_conversion``) we do not price.
+_META_CATEGORY: dict[str, str] = {
+    **{category.lower(): category for category in CATEGORIES},
+    "marketing_lite": Category.MARKETING.value,
+    "authentication_international": Category.AUTHENTICATION.value,
+}
 
 Prices = Mapping[tuple[str, str], Decimal]
 
@@ -230,8 +237,8 @@ def estimate(
     country: ``unit_price * count`` is the exact sum of that many prices (Decimal, no rounding at these sizes)."""
     prices = card_prices(card.id)
     result = Estimate(currency=card.currency, category=category)
-    skip = suppressed if category == "MARKETING" else frozenset()
-    free = windows_open if category == "UTILITY" else frozenset()
+    skip = suppressed if category == Category.MARKETING else frozenset()
+    free = windows_open if category == Category.UTILITY else frozenset()
     if regions is None:
         regions = [phone_region(n) for n in numbers]
     free_by_country: Counter[str | None] = Counter()
@@ -288,8 +295,7 @@ def pricing_category(pricing: Mapping[str, Any] | None) -> str | None:
     raw = pricing.get("category") if isinstance(pricing, Mapping) else None
     if not isinstance(raw, str):
         return None
-    name = _META_CATEGORY.get(raw.lower(), raw.upper())
-    return name if name in CATEGORIES else None
+    return _META_CATEGORY.get(raw.lower())
 
 
 # --- the spending cap ----------------------------------------------------------------------------

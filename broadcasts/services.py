@@ -6,6 +6,7 @@ to the sends) and turns a refusal into a ConflictError. The delivery engine call
 """
 
 import logging
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -31,6 +32,7 @@ from broadcasts.send_rows import send_rows, sends_insert
 from broadcasts.validation import (
     BulkRequest,
     Errors,
+    RecipientInput,
     bulk_request_validate,
     campaign_name_default,
     template_components_check,
@@ -43,6 +45,10 @@ from tokens.models import AccessToken, Organization
 from whatsapp.payload import TemplateMessageBuilder
 
 logger = logging.getLogger(__name__)
+
+# The rules' reads an estimate needs, as callables (the dry run's tests pass fakes).
+SuppressedAmong = Callable[..., set[str]]
+WindowsOpen = Callable[..., set[str]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +166,56 @@ def bulk_request_check(*, organization: Organization, body: Any, now: datetime) 
     return CheckedRequest(request=request, channel=channel, template=template, card=card)
 
 
+def consent_suppressed(
+    *, organization_id: int, category: str, numbers: Collection[str], suppressed_among: SuppressedAmong | None = None
+) -> set[str]:
+    """The numbers consent keeps a broadcast from sending to (CONTRACT 11): MARKETING only; for any other category
+    none, and nothing is asked. ``suppressed_among`` defaults to the organization's list, probed first (most
+    organizations have no suppression at all: one probe of the index spares the 5,000-number lookup)."""
+    if category != Template.Category.MARKETING or not numbers:
+        return set()
+    if suppressed_among is None:
+        if not suppressions.organization_has_suppressions(organization_id):
+            return set()
+        suppressed_among = suppressions.suppressed_among
+    return suppressed_among(organization_id=organization_id, numbers=set(numbers))
+
+
+def broadcast_estimate(
+    *,
+    card: RateCard | None,
+    organization_id: int,
+    channel_id: str,
+    category: str,
+    recipients: Sequence[RecipientInput],
+    now: datetime,
+    suppressed: set[str] | None = None,
+    customer_windows_open: WindowsOpen = messaging_limit.customer_windows_open,
+) -> pricing.Estimate | None:
+    """``cost.estimated`` of a broadcast (CONTRACT 12), the one computation behind the stored broadcast and the dry
+    run: ``recipients`` are those that would be posted (missing variables left out), priced at ``card`` (None: no
+    estimate). Suppressed numbers cost nothing for MARKETING (``suppressed`` when the caller has them, else
+    ``consent_suppressed``), numbers with an open customer-service window nothing for UTILITY."""
+    if card is None:
+        return None
+    numbers = [r.to for r in recipients]
+    if suppressed is None:
+        suppressed = consent_suppressed(organization_id=organization_id, category=category, numbers=numbers)
+    windows_open = (
+        customer_windows_open(channel_id=channel_id, numbers=set(numbers), now=now)
+        if category == Template.Category.UTILITY and numbers
+        else set()
+    )
+    return pricing.estimate(
+        card=card,
+        category=category,
+        numbers=numbers,
+        regions=[r.region for r in recipients],
+        suppressed=suppressed,
+        windows_open=windows_open,
+    )
+
+
 def broadcast_create(
     *,
     organization: Organization,
@@ -186,31 +242,14 @@ def broadcast_create(
     campaign_name = request.campaign_name or campaign_name_default(template_name=template.name, now=now)
     rows = send_rows(recipients=request.recipients, needed=template_needed_variables(template))
     failed = sum(1 for row in rows if row.missing)
-    # cost.estimated, as the dry run prices it, computed once (CONTRACT 12).
-    # Suppressed numbers cost nothing for MARKETING, open customer-service windows nothing for UTILITY.
-    estimate = None
-    if card is not None:
-        priced = [r for r, row in zip(request.recipients, rows, strict=True) if not row.missing]
-        numbers = [r.to for r in priced]
-        windows_open = (
-            messaging_limit.customer_windows_open(channel_id=channel.id, numbers=numbers, now=timezone.now())
-            if template.category == "UTILITY"
-            else set()
-        )
-        # (most organizations have no suppression at all: one probe of the index spares the 5,000-number lookup)
-        suppressed = (
-            suppressions.suppressed_among(organization_id=organization.id, numbers=numbers)
-            if template.category == "MARKETING" and suppressions.organization_has_suppressions(organization.id)
-            else set()
-        )
-        estimate = pricing.estimate(
-            card=card,
-            category=template.category,
-            numbers=numbers,
-            regions=[r.region for r in priced],
-            windows_open=windows_open,
-            suppressed=suppressed,
-        )
+    estimate = broadcast_estimate(
+        card=card,
+        organization_id=organization.id,
+        channel_id=channel.id,
+        category=template.category,
+        recipients=[r for r, row in zip(request.recipients, rows, strict=True) if not row.missing],
+        now=now,
+    )
     response = {
         "broadcast_id": broadcast_id,
         "status": BroadcastStatus.PENDING.value,

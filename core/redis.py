@@ -10,12 +10,13 @@ multi-key script of ours keeps its keys under one hash tag (``{ch:<channel id>}`
 from functools import cache
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 
 CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 
 
 def limiter_url() -> str:
-    """The engine's Redis URL ("" without Redis: the demo's file-based fallbacks)."""
+    """The engine's Redis URL."""
     return getattr(settings, "LIMITER_REDIS_URL", "") or settings.REDIS_URL
 
 
@@ -44,7 +45,9 @@ def _client(url: str):
 
 
 def redis_client():
-    """The process's engine Redis client (its pools are fork-safe: redis-py resets them in a child), or None
-    without Redis."""
+    """The process's engine Redis client (its pools are fork-safe: redis-py resets them in a child). The engine runs
+    on Redis only: without a URL it is a configuration error, not a mode."""
     url = limiter_url()
-    return _client(url) if url else None
+    if not url:
+        raise ImproperlyConfigured("REDIS_URL (or LIMITER_REDIS_URL) is not set: the delivery engine needs Redis")
+    return _client(url)

@@ -202,12 +202,7 @@ def deliveries_claim(*, endpoint_id: str, now: datetime, limit: int = CLAIM_BATC
         )
         if not ids:
             return []
-        if connection.vendor == "postgresql":
-            EventDelivery.objects.filter(id__in=ids).update(locked_until=now + CLAIM_LEASE)
-        else:
-            # No row locks (SQLite demo): each lease is a conditional UPDATE, and only the won rows count.
-            free = Q(locked_until__isnull=True) | Q(locked_until__lt=now)
-            ids = [i for i in ids if EventDelivery.objects.filter(free, id=i).update(locked_until=now + CLAIM_LEASE)]
+        EventDelivery.objects.filter(id__in=ids).update(locked_until=now + CLAIM_LEASE)
     return list(EventDelivery.objects.filter(id__in=ids).select_related("event").order_by("next_attempt_at", "id"))
 
 

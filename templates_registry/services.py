@@ -33,7 +33,7 @@ HEADER_MAX_CHARS = 60
 # APPROVED can start or resume a broadcast.
 APPROVING_EVENTS = frozenset({"APPROVED", "REINSTATED", "UNARCHIVED"})
 STATUS_KEEPING_EVENTS = frozenset({"FLAGGED"})
-TEMPLATE_CATEGORIES = frozenset({"MARKETING", "UTILITY", "AUTHENTICATION"})
+TEMPLATE_CATEGORIES = frozenset(Template.Category.values)
 TEMPLATE_QUALITIES = frozenset({"GREEN", "YELLOW", "RED", "UNKNOWN"})
 
 
@@ -172,7 +172,7 @@ def template_register(
     body: str,
     header: str | None = None,
     status: str = Template.Status.APPROVED,
-    category: str = "MARKETING",
+    category: str = Template.Category.MARKETING,
 ) -> tuple[Template, bool]:
     """Registers a text template by hand (``create_template``) for the channel's WhatsApp Business account."""
     errors: dict[str, list[str]] = {}

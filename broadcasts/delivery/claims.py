@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -39,12 +39,8 @@ def lease_seconds() -> float:
     return settings.DELIVERY_LEASE_SECONDS
 
 
-def _is_postgres() -> bool:
-    return connection.vendor == "postgresql"
-
-
-def _dt_param(value: datetime | None) -> Any:
-    return connection.ops.adapt_datetimefield_value(value) if value is not None else None
+def _json(value: str | bytes | None) -> Any:
+    return orjson.loads(value) if value is not None else None
 
 
 @dataclass(slots=True)
@@ -73,42 +69,39 @@ def sends_claim(*, broadcast_id: str, first_id: int, last_id: int, now: datetime
     """Take up to `limit` of the range's due sends for this worker: lease + attempt, in ONE conditional
     UPDATE ... RETURNING (SKIP LOCKED: concurrent claimers take disjoint sends, never wait for each other).
 
-    The lease's expiry is on the database's clock (statement_timestamp() + lease) on PostgreSQL, never this
+    The lease's expiry is on the database's clock (statement_timestamp() + lease), never this
     machine's, so a worker whose clock is off neither loses its sends early nor holds them late once the sweeper
     compares it with the database's clock as well (recovery.sends_recover_expired: Now()).
     """
-    if _is_postgres():
-        lock = "FOR UPDATE SKIP LOCKED"
-        lease_sql, lease_param = "statement_timestamp() + %s * interval '1 second'", lease_seconds()
-    else:  # SQLite (the demo): one machine, one clock
-        lock = ""
-        lease_sql, lease_param = "%s", _dt_param(now + timedelta(seconds=lease_seconds()))
-    sql = f"""
-        UPDATE broadcasts_send SET lease_expires_at = {lease_sql}, attempts = attempts + 1, posting_at = NULL,
-               updated_at = %s
+    sql = """
+        UPDATE broadcasts_send
+        SET lease_expires_at = statement_timestamp() + %s * interval '1 second', attempts = attempts + 1,
+            posting_at = NULL, updated_at = %s
         WHERE id IN (
             SELECT s.id FROM broadcasts_send s
             WHERE s.broadcast_id = %s AND s.id BETWEEN %s AND %s AND s.status = 'PENDING'
               AND (s.next_attempt_at IS NULL OR s.next_attempt_at <= %s)
               AND s.lease_expires_at IS NULL
               AND EXISTS (SELECT 1 FROM broadcasts_broadcast b WHERE b.id = s.broadcast_id AND b.status = 'IN_PROGRESS')
-            ORDER BY s.id LIMIT %s {lock}
+            ORDER BY s.id LIMIT %s FOR UPDATE SKIP LOCKED
         )
         RETURNING id, "index", "to", variables, attempts, header_media, buttons
     """
-    n = _dt_param(now)
     with connection.cursor() as cursor:
-        cursor.execute(sql, [lease_param, n, broadcast_id, first_id, last_id, n, limit])
+        cursor.execute(sql, [lease_seconds(), now, broadcast_id, first_id, last_id, now, limit])
         rows = cursor.fetchall()
     claimed = []
     for send_id, index, to, variables, attempts, header_media, buttons in rows:
-        if isinstance(variables, str | bytes):  # SQLite gives JSON as text; psycopg decodes jsonb
-            variables = orjson.loads(variables)
-        send = Claimed(id=send_id, index=index, to=to, variables=variables or {}, attempts=attempts)
-        if header_media is not None:
-            send.header_media = orjson.loads(header_media) if isinstance(header_media, str | bytes) else header_media
-        if buttons is not None:
-            send.buttons = orjson.loads(buttons) if isinstance(buttons, str | bytes) else buttons
+        # Django's connections load jsonb as text (JSONField decodes it); a raw cursor decodes it here.
+        send = Claimed(
+            id=send_id,
+            index=index,
+            to=to,
+            variables=_json(variables) or {},
+            attempts=attempts,
+            header_media=_json(header_media),
+            buttons=_json(buttons),
+        )
         claimed.append(send)
     claimed.sort(key=lambda c: c.id)
     return claimed
@@ -124,18 +117,15 @@ def sends_mark_posting(*, broadcast_id: str, ids: list[int]) -> tuple[float, set
     sent_at = time.monotonic()
     if not ids:
         return sent_at, set(), None
-    if connection.vendor == "postgresql":  # one array: a fixed statement psycopg parses once
-        among, id_params = "= ANY(%s::bigint[])", [list(ids)]
-    else:
-        among, id_params = f"IN ({', '.join(['%s'] * len(ids))})", list(ids)
-    sql = f"""
+    # One array: a fixed statement psycopg parses once.
+    sql = """
         UPDATE broadcasts_send SET posting_at = %s
-        WHERE id {among} AND status = 'PENDING'
+        WHERE id = ANY(%s::bigint[]) AND status = 'PENDING'
           AND EXISTS (SELECT 1 FROM broadcasts_broadcast b WHERE b.id = %s AND b.status = 'IN_PROGRESS')
         RETURNING id
     """
     with connection.cursor() as cursor:
-        cursor.execute(sql, [_dt_param(timezone.now()), *id_params, broadcast_id])
+        cursor.execute(sql, [timezone.now(), list(ids), broadcast_id])
         marked = {row[0] for row in cursor.fetchall()}
     closed = None
     if not marked:

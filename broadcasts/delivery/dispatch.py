@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable
 from datetime import datetime
 from functools import cache
@@ -99,22 +98,16 @@ def broadcast_wake(*, broadcast_id: str, at: datetime) -> bool:
     The broker alone is never relied on: if this message is lost, the sweeper dispatches the broadcast anyway.
     """
     delay = max(0.0, (at - timezone.now()).total_seconds())
-    client = redis_client()
-    if client is not None:
-        at_ms = _registered(client, _WAKE_LUA)(keys=[_wake_key(broadcast_id)], args=[int(delay * 1000)])
-        if not at_ms:
-            return False
-        wake_at = int(at_ms) / 1000.0
-    else:
-        wake_at = round(time.time() + delay, 3)  # the demo: one machine, one clock
+    at_ms = _registered(redis_client(), _WAKE_LUA)(keys=[_wake_key(broadcast_id)], args=[int(delay * 1000)])
+    if not at_ms:
+        return False
+    wake_at = int(at_ms) / 1000.0
     queue.dispatch_at(broadcast_id, wake_at=wake_at, countdown=delay)
     return True
 
 
 def _wake_clear(*, broadcast_id: str, wake_at: float) -> None:
-    client = redis_client()
-    if client is not None:
-        _registered(client, _WAKE_CLEAR_LUA)(keys=[_wake_key(broadcast_id)], args=[f"{round(wake_at * 1000):d}"])
+    _registered(redis_client(), _WAKE_CLEAR_LUA)(keys=[_wake_key(broadcast_id)], args=[f"{round(wake_at * 1000):d}"])
 
 
 def _wake_key(broadcast_id: str) -> str:
@@ -127,16 +120,13 @@ def _registered(client, source: str):
 
 
 def _fanout_mark(*, broadcast_id: str) -> None:
-    client = redis_client()
-    if client is not None:
-        ttl = int(settings.DELIVERY_SWEEP_INTERVAL * FANOUT_TRUST_FACTOR * 1000)
-        client.set(f"delivery:fanout:{broadcast_id}", "1", px=max(ttl, 1000))
+    ttl = int(settings.DELIVERY_SWEEP_INTERVAL * FANOUT_TRUST_FACTOR * 1000)
+    redis_client().set(f"delivery:fanout:{broadcast_id}", "1", px=max(ttl, 1000))
 
 
 def fanout_recent(*, broadcast_id: str) -> bool:
     """True while a recent dispatch's chunk tasks may still be waiting in the broker (the sweeper leaves it be)."""
-    client = redis_client()
-    return bool(client is not None and client.exists(f"delivery:fanout:{broadcast_id}"))
+    return bool(redis_client().exists(f"delivery:fanout:{broadcast_id}"))
 
 
 def channel_others_dispatch(*, broadcast_id: str, channel_id: str) -> None:

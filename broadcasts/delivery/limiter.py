@@ -8,8 +8,8 @@ so 1000 sends/s costs ~10 round trips, not 1000. The schedule starts at max(TAT,
 so a worker that stalled never bursts to catch up (burst capacity 1), and any one-second window holds at most
 rate * 1 s + 1 slots; pacing at DELIVERY_RATE_HEADROOM * max_mps keeps that below max_mps with room for jitter.
 
-Without Redis (the SQLite `make run` demo) the same schedule lives in a file per channel under an fcntl lock:
-cross-process on one machine, which is what the demo runs.
+Redis is the only place these live: while it is away nothing is reserved, so nothing is sent unpaced (the
+callers wait and try again).
 
 One clock: every time these scripts compare (the schedule, the running places' expiries) is Redis's own
 (`redis.call('TIME')` inside the script), never a worker's: a machine whose clock is off still paces exactly with
@@ -23,13 +23,11 @@ number holds) lives in one slot of a Redis Cluster (LIMITER_REDIS_URL, see core/
 
 from __future__ import annotations
 
-import fcntl
 import math
 import os
 import time
 from dataclasses import dataclass
 from functools import cache
-from pathlib import Path
 
 from django.conf import settings
 
@@ -149,50 +147,19 @@ def channel_reserve(*, channel_id: str, max_mps: int, want: int) -> Grant:
     """Reserve up to `want` consecutive send slots on the channel; count 0 means none within the horizon yet
     (then `first_at` says when the next slot starts)."""
     interval = 1.0 / effective_rate(max_mps)
-    if redis_client() is not None:
-        count, first_us, _ = _script(_RESERVE_LUA)(
-            keys=[channel_key(channel_id, "rate")],
-            args=[
-                int(interval * 1e6),
-                max(1, want),
-                int(HORIZON_SECONDS * 1e6),
-                int(LEAD_SECONDS * 1e6),
-                _KEY_TTL_MS,
-            ],
-        )
-        # Offsets from Redis's clock at the call, mapped onto this process's monotonic clock when the answer is
-        # here (the script ran before that): never earlier than Redis's schedule, late by at most the round trip.
-        return Grant(count=int(count), first_at=time.monotonic() + int(first_us) / 1e6, interval=interval)
-    return _file_reserve(channel_id=channel_id, interval=interval, want=want)
-
-
-def _var_dir(name: str) -> Path:
-    path = Path(settings.VAR_DIR) / name
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def _file_reserve(*, channel_id: str, interval: float, want: int) -> Grant:
-    """The same GCRA step under an exclusive file lock, on wall-clock time (one machine: the demo)."""
-    path = _var_dir("ratelimit") / f"{channel_id}.tat"
-    with open(path, "a+") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            handle.seek(0)
-            text = handle.read().strip()
-            tat = float(text) if text else 0.0
-            now = time.time()
-            start = max(tat, now + LEAD_SECONDS)
-            count = min(max(1, want), int((now + LEAD_SECONDS + HORIZON_SECONDS - start) // interval) + 1)
-            if count > 0:
-                handle.seek(0)
-                handle.truncate()
-                handle.write(repr(start + count * interval))
-                handle.flush()
-            mono = time.monotonic() + (start - now)
-            return Grant(count=max(0, count), first_at=mono, interval=interval)
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    count, first_us, _ = _script(_RESERVE_LUA)(
+        keys=[channel_key(channel_id, "rate")],
+        args=[
+            int(interval * 1e6),
+            max(1, want),
+            int(HORIZON_SECONDS * 1e6),
+            int(LEAD_SECONDS * 1e6),
+            _KEY_TTL_MS,
+        ],
+    )
+    # Offsets from Redis's clock at the call, mapped onto this process's monotonic clock when the answer is
+    # here (the script ran before that): never earlier than Redis's schedule, late by at most the round trip.
+    return Grant(count=int(count), first_at=time.monotonic() + int(first_us) / 1e6, interval=interval)
 
 
 def numbers_claim(
@@ -203,56 +170,39 @@ def numbers_claim(
     ids) identify the holder for numbers_release."""
     if not numbers:
         return []
-    if redis_client() is not None:
-        keys = [channel_key(channel_id, f"number:{number}") for number in numbers]
-        values = tokens or ["1"] * len(numbers)
-        waits = _script(_CLAIM_NUMBERS_LUA)(keys=keys, args=[int(hold_seconds * 1000), *values])
-        return [int(ms) / 1000.0 for ms in waits]
-    from django.core.cache import cache
-
-    # Demo-grade: the file cache's add() is not atomic across processes, and it keeps whole seconds.
-    claimed = [cache.add(f"delivery:number:{channel_id}:{number}", 1, timeout=hold_seconds) for number in numbers]
-    return [0.0 if ok else hold_seconds for ok in claimed]
+    keys = [channel_key(channel_id, f"number:{number}") for number in numbers]
+    values = tokens or ["1"] * len(numbers)
+    waits = _script(_CLAIM_NUMBERS_LUA)(keys=keys, args=[int(hold_seconds * 1000), *values])
+    return [int(ms) / 1000.0 for ms in waits]
 
 
 def numbers_release(*, channel_id: str, number: str, token: str) -> None:
     """Give a number back early when Meta certainly did not take the message (an error answer): the pair rate
     limit counts accepted messages only, so a retry after a 500 need not wait 6 s. Only our own hold is removed."""
-    if redis_client() is not None:
-        _script(_RELEASE_NUMBER_LUA)(keys=[channel_key(channel_id, f"number:{number}")], args=[token])
-    else:
-        from django.core.cache import cache
-
-        cache.delete(f"delivery:number:{channel_id}:{number}")
+    _script(_RELEASE_NUMBER_LUA)(keys=[channel_key(channel_id, f"number:{number}")], args=[token])
 
 
 def channel_slot_acquire(*, channel_id: str, holder: str, limit: int, hold_seconds: float) -> bool:
     """Take one of `limit` places to run a pump on the channel (held until released or `hold_seconds` on Redis's
     clock; a holder that asks again renews its place)."""
-    if redis_client() is None:
-        return True
     return bool(
         _script(_ACQUIRE_LUA)(keys=[channel_key(channel_id, "running")], args=[limit, holder, int(hold_seconds * 1000)])
     )
 
 
 def channel_slots_taken(*, channel_id: str) -> int:
-    """How many live holders the channel's running places have (0 without Redis)."""
-    if redis_client() is None:
-        return 0
+    """How many live holders the channel's running places have."""
     return int(_script(_TAKEN_LUA)(keys=[channel_key(channel_id, "running")], args=[]))
 
 
 def channel_slot_release(*, channel_id: str, holder: str) -> None:
     """Give the place back; with Redis away it expires by itself (``hold_seconds``)."""
-    client = redis_client()
-    if client is not None:
-        from redis.exceptions import RedisError
+    from redis.exceptions import RedisError
 
-        try:
-            client.zrem(channel_key(channel_id, "running"), holder)
-        except RedisError:
-            pass
+    try:
+        redis_client().zrem(channel_key(channel_id, "running"), holder)
+    except RedisError:
+        pass
 
 
 def pid_holder() -> str:

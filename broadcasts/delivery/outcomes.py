@@ -19,21 +19,19 @@ import random
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 import orjson
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F
 from django.utils import timezone
 from redis.exceptions import RedisError
 
 from broadcasts.counts import broadcasts_lock_for_sends, counts_add, deltas_of
 from broadcasts.delivery.claims import Claimed
-from broadcasts.models import Send, SendStatus, SuppressionSource, WaitReason
+from broadcasts.models import SendStatus, WaitReason
 from broadcasts.notifications import message_events_publish
-from broadcasts.rules.marketing_holds import holds_start, is_marketing_limit
-from broadcasts.rules.suppressions import USER_STOPPED_MARKETING, USER_STOPPED_REASON, suppressions_add_many
+from broadcasts.rules.marketing_holds import holds_start_for_failed
+from broadcasts.rules.suppressions import suppressions_add_for_failed
 from core.backoff import backoff_seconds
 from core.metrics import sends_add
 from core.redis import redis_client
@@ -79,7 +77,7 @@ class OutcomeRow:
     meta_status: str | None = None
 
 
-_PG_RECORD_SQL = """
+_RECORD_SQL = """
 UPDATE broadcasts_send AS s SET
     status = v.status,
     attempts = GREATEST(0, s.attempts + v.attempts_delta),
@@ -120,21 +118,10 @@ def sends_record(*, rows: list[OutcomeRow], channel_id: str = "") -> dict[str, l
         return {}
     with transaction.atomic():
         by_status, written = _sends_record(rows=rows)
-        _opted_out_record(rows=rows, failed_ids=by_status.get(SendStatus.FAILED, ()))
         if len(written) != len(rows):
             _answers_keep(rows=rows, written=written)
     _outcomes_count(channel_id=channel_id, rows=rows, written=written)
     return by_status
-
-
-def _opted_out_record(*, rows: list[OutcomeRow], failed_ids) -> None:
-    """Error 131050 (the user stopped marketing messages) puts the number on its organization's suppression list
-    (CONTRACT 6 and 11), in the outcome's transaction. No query unless a written row failed with it."""
-    failed = set(failed_ids)
-    ids = [r.id for r in rows if r.id in failed and r.error_code == USER_STOPPED_MARKETING]
-    if ids:
-        pairs = Send.objects.filter(id__in=ids).values_list("broadcast__organization_id", "to")
-        suppressions_add_many(entries=pairs, source=SuppressionSource.ERROR_131050, reason=USER_STOPPED_REASON)
 
 
 def _answers_keep(*, rows: list[OutcomeRow], written: list) -> None:
@@ -144,10 +131,6 @@ def _answers_keep(*, rows: list[OutcomeRow], written: list) -> None:
     ids = {row[0] for row in written}
     late = [r for r in rows if r.status == SendStatus.SENT and r.id not in ids and (r.wa_id or r.meta_status)]
     if not late:
-        return
-    if connection.vendor != "postgresql":
-        for r in late:
-            Send.objects.filter(id=r.id, message_id=r.message_id).update(wa_id=r.wa_id, meta_status=r.meta_status)
         return
     with connection.cursor() as cursor:
         cursor.execute(
@@ -191,43 +174,14 @@ def _sends_record(*, rows: list[OutcomeRow]) -> tuple[dict[str, list[int]], list
     now = timezone.now()
     # Lock order (broadcasts/counts.py): the broadcast row before its sends.
     broadcasts_lock_for_sends(send_ids=[r.id for r in rows])
-    if connection.vendor == "postgresql":
-        # The rows as one JSON text (orjson, in C; a dataclass serializes as is): Django binds parameters
-        # client-side, quoting every placeholder or array element in Python, which cost more than the UPDATE.
-        # Every write sets wait_reason (NULL reads as ''): a send that moves on waits for nothing.
-        params: list[Any] = [now, orjson.dumps(rows).decode()]
-        sql = _PG_RECORD_SQL
-        with connection.cursor() as cursor:
-            cursor.execute(sql, params)
-            written = cursor.fetchall()
-    else:
-        written = []
-        # Demo database (SQLite): one UPDATE per send is fine at the demo's rate.
-        for r in rows:
-            changes: dict[str, Any] = {
-                "status": r.status,
-                "attempts": F("attempts") + r.attempts_delta,
-                "next_attempt_at": r.next_attempt_at,
-                "lease_expires_at": None,
-                "posting_at": None,
-                "unknown_outcomes": F("unknown_outcomes") + r.unknown_inc,
-                "wait_reason": r.wait_reason or "",
-                "updated_at": now,
-            }
-            for name in ("message_id", "sent_at", "failed_at", "wa_id", "meta_status"):
-                if getattr(r, name) is not None:
-                    changes[name] = getattr(r, name)
-            if r.error_code is not None:
-                changes.update(
-                    error_code=r.error_code,
-                    error_title=r.error_title or "",
-                    error_message=r.error_message or "",
-                    error_retryable=r.error_retryable,
-                )
-            if Send.objects.filter(id=r.id, status=SendStatus.PENDING).update(**changes):
-                written.append((r.id, r.status, Send.objects.values_list("broadcast_id", flat=True).get(id=r.id)))
+    # The rows as one JSON text (orjson, in C; a dataclass serializes as is): Django binds parameters
+    # client-side, quoting every placeholder or array element in Python, which cost more than the UPDATE.
+    # Every write sets wait_reason (NULL reads as ''): a send that moves on waits for nothing.
+    with connection.cursor() as cursor:
+        cursor.execute(_RECORD_SQL, [now, orjson.dumps(rows).decode()])
+        written = cursor.fetchall()
     counts_add(deltas_of((broadcast_id, SendStatus.PENDING, status) for _, status, broadcast_id in written))
-    _marketing_holds_start(rows=rows, written=written, now=now)
+    _failed_effects_apply(rows=rows, written=written, now=now)
     by_status: dict[str, list[int]] = {}
     for send_id, status, _ in written:
         by_status.setdefault(status, []).append(send_id)
@@ -241,13 +195,15 @@ def _sends_record(*, rows: list[OutcomeRow]) -> tuple[dict[str, list[int]], list
 NOT_POSTED_CODES = frozenset({"missing_variables", "opted_out"})
 
 
-def _marketing_holds_start(*, rows: list[OutcomeRow], written: list, now: datetime) -> None:
-    """Sends that just failed with Meta's per-user marketing limit (131049) hold their number from the answer's
-    time (broadcasts/rules/marketing_holds.py), in the transaction that records the failure. Nothing to do otherwise."""
-    held = [r for r in rows if r.status == SendStatus.FAILED and is_marketing_limit(r.error_code)]
-    if held:
-        failed = {send_id for send_id, status, _ in written if status == SendStatus.FAILED}
-        holds_start(failures=[(r.id, r.failed_at or now) for r in held if r.id in failed])
+def _failed_effects_apply(*, rows: list[OutcomeRow], written: list, now: datetime) -> None:
+    """What a failure starts besides the send's own row (131049 holds the number from the answer's time, 131050
+    suppresses it: the rules' own functions, which a ``failed`` status webhook calls too), in the transaction that
+    records the failure. No query unless a written FAILED row has one of those codes."""
+    failed = {send_id for send_id, status, _ in written if status == SendStatus.FAILED}
+    if failed:
+        failures = [(r.id, r.error_code, r.failed_at or now) for r in rows if r.id in failed]
+        holds_start_for_failed(failures=failures)
+        suppressions_add_for_failed(failures=failures)
 
 
 def outcome_row(*, send: Claimed, result: SendResult, now: datetime) -> OutcomeRow:
@@ -359,9 +315,9 @@ _JOURNAL_FIELDS = (
 def journal_put(rows: list[OutcomeRow], *, channel_id: str = "") -> str | None:
     """Keep the final rows in Redis; returns the entry's key, or None (nothing final, or Redis away too)."""
     final = [r for r in rows if r.status in (SendStatus.SENT, SendStatus.FAILED)]
-    client = redis_client()
-    if not final or client is None:
+    if not final:
         return None
+    client = redis_client()
     entry = {
         "at": time.time(),
         "channel": channel_id,
@@ -377,17 +333,14 @@ def journal_put(rows: list[OutcomeRow], *, channel_id: str = "") -> str | None:
 
 def journal_drop(keys: list[str]) -> None:
     """Those entries were written to the database by their run after all."""
-    client = redis_client()
-    if keys and client is not None:
+    if keys:
         with contextlib.suppress(RedisError):
-            client.hdel(JOURNAL_KEY, *keys)
+            redis_client().hdel(JOURNAL_KEY, *keys)
 
 
 def journal_apply() -> int:
     """Write every journaled outcome to the database (sweeper; before expired leases are taken back)."""
     client = redis_client()
-    if client is None:
-        return 0
     entries = client.hgetall(JOURNAL_KEY)
     applied = 0
     young = time.time() - JOURNAL_MIN_AGE_SECONDS

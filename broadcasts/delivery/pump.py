@@ -53,7 +53,6 @@ from broadcasts.delivery.run_outcomes import RunReport
 from broadcasts.delivery.runtime import Runtime, in_db_thread, runtime_discard, runtime_get, steady_loop
 from broadcasts.models import Broadcast, BroadcastStatus, SendStatus
 from broadcasts.queue import chunk_time_limits
-from core.redis import redis_client
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -173,9 +172,8 @@ class PumpHost:
         # free process to take it from the queue.
         self.first_seen: dict[str, float] = {}
         self.lane = None
-        # Without Redis (the demo) there are no running places to share channels by: one channel per task; an
-        # operator may also turn hosting off (DELIVERY_PUMP_HOSTING).
-        self.adopting = settings.DELIVERY_PUMP_HOSTING and redis_client() is not None
+        # An operator may turn hosting off (DELIVERY_PUMP_HOSTING): then one channel per task.
+        self.adopting = settings.DELIVERY_PUMP_HOSTING
 
     def add(self, pump: ChannelPump, first: BroadcastRun) -> None:
         self.pumps.append(pump)

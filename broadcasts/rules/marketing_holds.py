@@ -20,14 +20,14 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import connection
-from django.utils import timezone
 
 from broadcasts.models import Broadcast, MarketingHold, Send
+from templates_registry.models import Template
 from whatsapp.errors import MARKETING_LIMIT_CODE
 
 MARKETING_LIMIT = str(MARKETING_LIMIT_CODE)
 # The category whose sends the hold stops (Meta's limit is on marketing messages only).
-HELD_CATEGORY = "MARKETING"
+HELD_CATEGORY = Template.Category.MARKETING
 
 
 def hold_seconds() -> float:
@@ -50,8 +50,6 @@ def holds_start(*, failures: Iterable[tuple[int, datetime]]) -> int:
     if not latest:
         return 0
     length = timedelta(seconds=hold_seconds())
-    if connection.vendor != "postgresql":
-        return _holds_start_portable(latest=latest, length=length)
     table = connection.ops.quote_name(MarketingHold._meta.db_table)
     # One row per (organization, number) (ON CONFLICT may touch a row once per statement), in key order so that
     # two transactions holding the same numbers lock them in the same order.
@@ -72,20 +70,12 @@ def holds_start(*, failures: Iterable[tuple[int, datetime]]) -> int:
         return cursor.rowcount
 
 
-def _holds_start_portable(*, latest: dict[int, datetime], length: timedelta) -> int:
-    """The same upsert through the ORM (SQLite demo)."""
-    rows = Send.objects.filter(id__in=list(latest)).values_list("id", "to", "broadcast__organization_id")
-    per_number: dict[tuple[int, str], datetime] = {}
-    for send_id, to, organization_id in rows:
-        key = (organization_id, to)
-        per_number[key] = max(per_number.get(key, latest[send_id]), latest[send_id])
-    for (organization_id, to), at in sorted(per_number.items()):
-        hold, created = MarketingHold.objects.get_or_create(
-            organization_id=organization_id, to=to, defaults={"failed_at": at, "until": at + length}
-        )
-        if not created and at + length > hold.until:
-            MarketingHold.objects.filter(id=hold.id).update(failed_at=max(hold.failed_at, at), until=at + length)
-    return len(per_number)
+def holds_start_for_failed(*, failures: Iterable[tuple[int, str | None, datetime | None]]) -> int:
+    """The hold a failure starts, for both ways a failure comes (the POST's answer, a ``failed`` status webhook):
+    ``failures`` are (send id, error code, failure time) of sends this transaction just moved to FAILED; those with
+    Meta's per-user marketing limit (131049) and a time hold their number from it (``holds_start``). No query
+    unless one is a 131049."""
+    return holds_start(failures=[(send_id, at) for send_id, code, at in failures if is_marketing_limit(code) and at])
 
 
 def holds_waiting(*, organization_id: int, numbers: Sequence[str]) -> dict[str, float]:
@@ -94,10 +84,6 @@ def holds_waiting(*, organization_id: int, numbers: Sequence[str]) -> dict[str, 
     wanted = sorted(set(numbers))
     if not wanted:
         return {}
-    if connection.vendor != "postgresql":
-        now = timezone.now()
-        rows = MarketingHold.objects.filter(organization_id=organization_id, to__in=wanted, until__gt=now)
-        return {to: (until - now).total_seconds() for to, until in rows.values_list("to", "until")}
     with connection.cursor() as cursor:
         cursor.execute(HOLDS_WAITING_SQL, [organization_id, wanted])
         return dict(cursor.fetchall())

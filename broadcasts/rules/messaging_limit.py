@@ -194,8 +194,6 @@ def limit_state_of(row: tuple | None) -> LimitState:
     if row is None or not row[0]:
         return LimitState(limit=None, generation=0)
     set_at = row[1]
-    if isinstance(set_at, str):  # SQLite gives the text
-        set_at = datetime.fromisoformat(set_at)
     return LimitState(limit=int(row[0]), generation=int(set_at.timestamp() * 1000) if set_at else 0)
 
 
@@ -265,14 +263,7 @@ def _rebuild_rows(*, organization_id: int, now: datetime) -> list[tuple[str, flo
     with connection.cursor() as cursor:
         cursor.execute(sql, [cutoff, now, organization_id, cutoff, cutoff])
         rows = cursor.fetchall()
-    out = []
-    for number, at in rows:
-        if isinstance(at, str):  # SQLite hands timestamps back as text
-            at = datetime.fromisoformat(at)
-        if timezone.is_naive(at):
-            at = timezone.make_aware(at, timezone.utc)
-        out.append((number, max(0.0, (now - at).total_seconds())))
-    return out
+    return [(number, max(0.0, (now - at).total_seconds())) for number, at in rows]
 
 
 def _rebuild(*, organization_id: int, generation: int, now: datetime) -> None:
@@ -301,10 +292,6 @@ def admit(
         return None
     if not numbers:
         return []
-    if not settings.REDIS_URL:
-        return _admit_without_redis(
-            state=state, organization_id=organization_id, channel_id=channel_id, numbers=numbers, now=now
-        )
     open_windows = customer_windows_open(channel_id=channel_id, numbers=numbers, now=now)
     counted = [n for n in numbers if n not in open_windows]
     waits: dict[int, float] = {}
@@ -324,32 +311,6 @@ def admit(
     return [waits.get(i, 0.0) for i in range(len(numbers))]
 
 
-def _admit_without_redis(
-    *, state: LimitState, organization_id: int, channel_id: str, numbers: list[str], now: datetime
-) -> list[float]:
-    """The demo (SQLite, no Redis): count from the database itself, one process at a time is what it runs.
-    Numbers admitted earlier in this batch count as posted."""
-    assert state.limit is not None
-    open_windows = customer_windows_open(channel_id=channel_id, numbers=numbers, now=now)
-    window = settings.MESSAGING_LIMIT_WINDOW_SECONDS + POST_MARGIN_SECONDS
-    rows = sorted(_rebuild_rows(organization_id=organization_id, now=now), key=lambda r: -r[1])
-    counted = {number for number, _ in rows}
-    ages = [age for _, age in rows]  # oldest first
-    waits = []
-    rejected = 0
-    for number in numbers:
-        if number in open_windows or number in counted:
-            waits.append(0.0)
-        elif len(counted) < state.limit:
-            counted.add(number)
-            waits.append(0.0)
-        else:
-            rank = len(counted) - state.limit + rejected
-            waits.append(max(0.001, window - ages[rank]) if rank < len(ages) else window)
-            rejected += 1
-    return waits
-
-
 def outlook(*, organization_id: int, channel_id: str, numbers: list[str], now: datetime) -> dict:
     """For a dry run: ``{"limit", "used", "would_wait"}``: the organization's limit (None = unlimited), the numbers
     counted in the window now, and how many of ``numbers`` would wait for the window to free room if posted now
@@ -361,14 +322,10 @@ def outlook(*, organization_id: int, channel_id: str, numbers: list[str], now: d
     distinct = list(dict.fromkeys(numbers))
     open_windows = customer_windows_open(channel_id=channel_id, numbers=distinct, now=now)
     candidates = [n for n in distinct if n not in open_windows]
-    used, fresh = None, 0
-    if settings.REDIS_URL:
-        result = _script(_PEEK_LUA)(
-            keys=_keys(organization_id, state.generation)[:2], args=[_window_ms(), -1, *candidates]
-        )
-        if int(result[0]) != -1:
-            used, fresh = int(result[0]), int(result[1])
-    if used is None:
+    result = _script(_PEEK_LUA)(keys=_keys(organization_id, state.generation)[:2], args=[_window_ms(), -1, *candidates])
+    if int(result[0]) != -1:
+        used, fresh = int(result[0]), int(result[1])
+    else:
         counted = {number for number, _ in _rebuild_rows(organization_id=organization_id, now=now)}
         used = len(counted)
         fresh = sum(1 for n in candidates if n not in counted)
@@ -399,16 +356,15 @@ def room_free_in(*, organization_id: int, count: int, now: datetime) -> float | 
 def _counted_leaving(*, organization_id: int, state: LimitState, count: int, now: datetime):
     """(numbers counted now, f(rank) = seconds until the rank-th oldest leaves the window)."""
     window = settings.MESSAGING_LIMIT_WINDOW_SECONDS + POST_MARGIN_SECONDS
-    if settings.REDIS_URL:
-        keys = _keys(organization_id, state.generation)[:2]
-        result = _script(_PEEK_LUA)(keys=keys, args=[_window_ms(), -1])
-        if int(result[0]) != -1:
+    keys = _keys(organization_id, state.generation)[:2]
+    result = _script(_PEEK_LUA)(keys=keys, args=[_window_ms(), -1])
+    if int(result[0]) != -1:
 
-            def from_redis(rank: int) -> float:
-                peek = _script(_PEEK_LUA)(keys=keys, args=[_window_ms(), rank])
-                return max(0.0, int(peek[2]) / 1000.0) if int(peek[0]) != -1 and int(peek[2]) >= 0 else window
+        def from_redis(rank: int) -> float:
+            peek = _script(_PEEK_LUA)(keys=keys, args=[_window_ms(), rank])
+            return max(0.0, int(peek[2]) / 1000.0) if int(peek[0]) != -1 and int(peek[2]) >= 0 else window
 
-            return int(result[0]), from_redis
+        return int(result[0]), from_redis
     ages = sorted((age for _, age in _rebuild_rows(organization_id=organization_id, now=now)), reverse=True)
     return len(ages), lambda rank: max(0.0, window - ages[min(rank, len(ages) - 1)])
 

@@ -18,7 +18,7 @@ Modules (import from them; this package re-exports nothing):
 - ``apply``: ``sends_apply_statuses``, the whole of one body (entry point);
 - ``matching``: the sends of the statuses, by callback data (settling a send whose outcome was unknown) or wamid;
 - ``folding``: what one body says of each wamid, folded into the single move it implies;
-- ``moves``: the guarded UPDATEs of those moves (PostgreSQL, and the portable ORM path of the SQLite demo);
+- ``moves``: the guarded UPDATEs of those moves (one statement per target status);
 - ``billing``: Meta's ``pricing`` stored with the send and the send billed once (CONTRACT 12);
 - ``failure_effects``: what a ``failed`` status starts besides the move (131049 holds, 131050 opt-outs);
 - ``unmatched``: statuses of wamids no send carries yet, kept and retried by beat.

@@ -7,17 +7,17 @@ from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
 
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from broadcasts.counts import broadcasts_lock, counts_add, deltas_of
 from broadcasts.models import SendStatus
 from broadcasts.notifications import message_events_publish
 from broadcasts.status_updates.billing import Bill, BillRun, bill_of, bills_apply, bills_price, pricing_fold
-from broadcasts.status_updates.failure_effects import failed_holds_start, opted_out_record
+from broadcasts.status_updates.failure_effects import failed_effects_apply
 from broadcasts.status_updates.folding import ALLOWED_FROM, Fold, statuses_fold
 from broadcasts.status_updates.matching import sends_find, statuses_match_and_settle
-from broadcasts.status_updates.moves import update_portable, update_postgresql
+from broadcasts.status_updates.moves import sends_move
 from whatsapp.inbound import StatusUpdate
 
 
@@ -53,13 +53,11 @@ def sends_apply_statuses(*, statuses: Iterable[StatusUpdate], publish: bool = Tr
     by_target: dict[str, list[tuple[int, Fold]]] = defaultdict(list)
     found: set[str] = set()
     was_sent: set[int] = set()
-    update = update_postgresql if connection.vendor == "postgresql" else update_portable
     moved: dict[str, list[int]] = {}
     with transaction.atomic(savepoint=False):
         broadcast_of: dict[int, str] = {}
         bills: list[Bill] = []
-        # Sends statuses_match_and_settle found by callback data are known already (channel checked); the rest by
-        # wamid.
+        # Sends statuses_match_and_settle found by callback data are known already (channel checked); the rest by wamid.
         found_rows = sends_find([w for w in folds.keys() | pricing_of if w not in known])
         found.update(row[1] for row in found_rows)
         # The channel check (CONTRACT 8): a status whose metadata names another number than the send's channel
@@ -99,10 +97,10 @@ def sends_apply_statuses(*, statuses: Iterable[StatusUpdate], publish: bool = Tr
         run = BillRun(bills={b.send_id: b for b in bills}) if bills else None
         for target in (SendStatus.DELIVERED, SendStatus.READ, SendStatus.FAILED):
             if by_target.get(target):
-                done = update(target, by_target[target], now, run)
+                done = sends_move(target, by_target[target], now, run)
                 if done:
                     if target == SendStatus.FAILED:
-                        failed_holds_start(items=by_target[target], done=done)
+                        failed_effects_apply(items=by_target[target], done=done)
                     moved[target] = sorted(send_id for send_id, _ in done)
                     was_sent.update(send_id for send_id, before in done if before == SendStatus.SENT)
                     moves += [(broadcast_of[send_id], before, target) for send_id, before in done]
@@ -113,7 +111,6 @@ def sends_apply_statuses(*, statuses: Iterable[StatusUpdate], publish: bool = Tr
                 bills_apply(rest, now, run.amounts)
         # The kept counts and the bill of each broadcast: one UPDATE of its row.
         counts_add(deltas_of(moves), billed=run.amounts if run is not None else None)
-        opted_out_record(failed=by_target.get(SendStatus.FAILED, ()), moved=moved.get(SendStatus.FAILED, ()))
         if publish:
             # A send that jumped SENT -> READ passed through DELIVERED (it has a delivered_at): the
             # customer gets message.delivered before message.read, as for any other message.

@@ -107,9 +107,6 @@ def bills_apply(bills: list[Bill], now: datetime, amounts: dict[str, Decimal]) -
     """Store the pricing of sends that did not move, and bill, once, those that are DELIVERED or READ and billable
     (null price when the card has none); adds what it billed to ``amounts``. One UPDATE, under the broadcasts' row
     locks the caller holds (so the "billed before" of the self-join is exact and a send is billed once)."""
-    if connection.vendor != "postgresql":
-        _bills_apply_portable(bills, now, amounts)
-        return
     table_name = connection.ops.quote_name(Send._meta.db_table)
     sql = f"""
         UPDATE {table_name} AS s SET
@@ -139,15 +136,3 @@ def bills_apply(bills: list[Bill], now: datetime, amounts: dict[str, Decimal]) -
         for broadcast_id, price, billed_now in cursor.fetchall():
             if billed_now and price is not None:
                 amounts[broadcast_id] += price
-
-
-def _bills_apply_portable(bills: list[Bill], now: datetime, amounts: dict[str, Decimal]) -> None:
-    """The same with the ORM, one UPDATE per send (SQLite demo)."""
-    for b in bills:
-        if b.pricing is not None:
-            Send.objects.filter(id=b.send_id).update(pricing=b.pricing)
-        if b.billable:
-            billed = Send.objects.filter(id=b.send_id, billed_at__isnull=True, status__in=BILLED_STATUSES)
-            row = billed.values_list("broadcast_id", flat=True).first()
-            if row is not None and billed.update(price=b.price, billed_at=now) and b.price is not None:
-                amounts[row] += b.price

@@ -15,7 +15,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from broadcasts.counts import broadcasts_lock, counts_add, deltas_of
-from broadcasts.models import Send, SendStatus
+from broadcasts.models import SendStatus
 from broadcasts.notifications import message_events_publish
 from core.metrics import sends_add
 from whatsapp.inbound import StatusUpdate
@@ -54,20 +54,6 @@ def sends_find(wamids: list[str]) -> list[tuple[int, str, str, str, str, Any, bo
     move forward): a send it shows as unable to move cannot move, and the UPDATEs' WHERE decides for the others."""
     if not wamids:
         return []
-    if connection.vendor != "postgresql":
-        return [
-            (*row[:6], row[6] is not None, row[7])
-            for row in Send.objects.filter(message_id__in=wamids).values_list(
-                "id",
-                "message_id",
-                "status",
-                "broadcast_id",
-                "to",
-                "pricing",
-                "billed_at",
-                "broadcast__channel__phone_number_id",
-            )
-        ]
     with connection.cursor() as cursor:
         cursor.execute(_SENDS_SQL, [orjson.dumps(wamids).decode()])
         return [jsonb_decoded(row, 5) for row in cursor.fetchall()]
@@ -126,26 +112,6 @@ def _sends_by_callback(refs: list[tuple[str, int]]) -> list[tuple]:
     by_broadcast: dict[str, list[int]] = defaultdict(list)
     for broadcast_id, index in refs:
         by_broadcast[broadcast_id].append(index)
-    if connection.vendor != "postgresql":
-        rows: list[tuple] = []
-        for broadcast_id, indexes in by_broadcast.items():
-            rows += [
-                (*row[:8], row[8] is not None, *row[9:])
-                for row in Send.objects.filter(broadcast_id=broadcast_id, index__in=indexes).values_list(
-                    "id",
-                    "broadcast_id",
-                    "index",
-                    "status",
-                    "message_id",
-                    "unknown_outcomes",
-                    "to",
-                    "pricing",
-                    "billed_at",
-                    "broadcast__channel_id",
-                    "broadcast__channel__phone_number_id",
-                )
-            ]
-        return rows
     ids = list(by_broadcast)
     pairs = [
         {"b": n, "i": index} for n, broadcast_id in enumerate(ids, start=1) for index in by_broadcast[broadcast_id]
@@ -178,33 +144,10 @@ _SETTLE_SQL = """
 def _settle(items: list[tuple[int, str, datetime, str]], now: datetime) -> list[tuple[int, str, str, str]]:
     """Make these sends SENT with that wamid (only while still settleable), their wa_id from the status's
     recipient_id when none is stored; returns (id, status before, broadcast, wamid) of each."""
-    if connection.vendor == "postgresql":
-        columns = [list(column) for column in zip(*items, strict=True)]
-        with connection.cursor() as cursor:
-            cursor.execute(_SETTLE_SQL, [now, *columns])
-            return cursor.fetchall()
-    done = []
-    for send_id, wamid, sent_at, _ in items:
-        send = Send.objects.filter(id=send_id).values_list("status", "broadcast_id", "message_id", "unknown_outcomes")
-        row = send.first()
-        if row is None or not _settleable(row[0], row[2], row[3]):
-            continue
-        Send.objects.filter(id=send_id).update(
-            status=SendStatus.SENT,
-            message_id=row[2] or wamid,
-            sent_at=sent_at,
-            lease_expires_at=None,
-            posting_at=None,
-            next_attempt_at=None,
-            failed_at=None,
-            error_code="",
-            error_title="",
-            error_message="",
-            error_retryable=None,
-            updated_at=now,
-        )
-        done.append((send_id, row[0], row[1], row[2] or wamid))
-    return done
+    columns = [list(column) for column in zip(*items, strict=True)]
+    with connection.cursor() as cursor:
+        cursor.execute(_SETTLE_SQL, [now, *columns])
+        return cursor.fetchall()
 
 
 # Sends no status can move any more: their statuses are dropped here, without even the channel read.

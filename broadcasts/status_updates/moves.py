@@ -1,23 +1,20 @@
-"""The guarded UPDATEs that move sends forward: one statement per target status on PostgreSQL, the ORM on
-SQLite (the ``make run`` demo). Every WHERE carries the allowed "from" statuses."""
+"""The guarded UPDATEs that move sends forward: one statement per target status. Every WHERE carries the allowed
+"from" statuses."""
 
 from __future__ import annotations
 
-from collections import defaultdict
 from datetime import datetime
 from typing import Any
 
 import orjson
 from django.db import connection
-from django.db.models import F, Value
-from django.db.models.functions import Coalesce
 
 from broadcasts.models import Send, SendStatus
 from broadcasts.status_updates.billing import BILLED_STATUSES, BillRun, pricing_positions
 from broadcasts.status_updates.folding import ALLOWED_FROM, Fold, delivered_at_of
 
 
-def update_postgresql(
+def sends_move(
     target: str, items: list[tuple[int, Fold]], now: datetime, bill: BillRun | None = None
 ) -> list[tuple[int, str]]:
     """One UPDATE ... FROM json_to_recordset(rows) for every send moving to ``target``; returns (moved id, its status
@@ -107,37 +104,3 @@ def _move_row(target: str, send_id: int, fold: Fold) -> dict[str, Any]:
             error_retryable=fold.error_retryable,
         )
     return row
-
-
-def update_portable(
-    target: str, items: list[tuple[int, Fold]], now: datetime, bill: BillRun | None = None
-) -> list[tuple[int, str]]:
-    """The same moves with the ORM (SQLite demo): one UPDATE per distinct set of values (the bill follows apart)."""
-    groups: dict[tuple, list[int]] = defaultdict(list)
-    for send_id, fold in items:
-        read_at = fold.read_at if target == SendStatus.READ else None
-        failed_at = fold.failed_at if target == SendStatus.FAILED else None
-        key = (
-            delivered_at_of(target, fold),
-            read_at,
-            failed_at,
-            fold.error_code,
-            fold.error_title,
-            fold.error_message,
-            fold.error_retryable,
-        )
-        groups[key].append(send_id)
-    moved: list[tuple[int, str]] = []
-    for (delivered_at, read_at, failed_at, code, title, message, retryable), ids in groups.items():
-        qs = Send.objects.filter(id__in=ids, status__in=ALLOWED_FROM[target])
-        before = list(qs.values_list("id", "status"))
-        ids_now = [send_id for send_id, _ in before]
-        values: dict[str, Any] = {"status": target, "updated_at": now}
-        for field, value in (("delivered_at", delivered_at), ("read_at", read_at), ("failed_at", failed_at)):
-            if value is not None:
-                values[field] = Coalesce(F(field), Value(value))
-        if target == SendStatus.FAILED:
-            values.update(error_code=code, error_title=title, error_message=message, error_retryable=retryable)
-        Send.objects.filter(id__in=ids_now, status__in=ALLOWED_FROM[target]).update(**values)
-        moved.extend(before)
-    return moved

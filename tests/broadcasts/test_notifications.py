@@ -5,7 +5,7 @@ import pytest
 
 from broadcasts.counts import counts_rebuild
 from broadcasts.models import BroadcastStatus, Send, SendStatus
-from broadcasts.notifications import broadcast_event_publish, message_events_publish
+from broadcasts.notifications import broadcast_event_publish, message_events_publish, message_events_record
 from events.models import Event, EventDelivery
 from tests.broadcasts.counts_support import sends_update
 from tests.events import conftest as events_conftest
@@ -128,10 +128,8 @@ def test_unknown_statuses_and_event_types(broadcast, enqueued):
 
 
 @pytest.mark.parametrize("status", ["SENT", "FAILED"])
-def test_the_portable_path_records_the_same_events_as_postgresql(org, broadcast, endpoint_for, enqueued, status):
-    # Given failed sends with an error (and one without meta_data), and one endpoint
-    from broadcasts import notifications
-    from broadcasts.notifications import message_events_record_portable
+def test_message_events_carry_the_whole_payload(org, broadcast, endpoint_for, enqueued, status):
+    # Given sends with an error title but no message (and one without meta_data), and one endpoint
     from events import endpoints
 
     endpoint_for(org, "http://127.0.0.1:9/all")
@@ -145,15 +143,22 @@ def test_the_portable_path_records_the_same_events_as_postgresql(org, broadcast,
     )
     Send.objects.filter(broadcast=broadcast, index=1).update(meta_data=None)
     ids = send_ids(broadcast)[:2]
-    endpoints = endpoints.endpoints_active()
-    # When both paths record the same sends
-    assert notifications.message_events_record_postgresql(send_ids=ids, status=status, endpoints=endpoints) == 2
-    assert message_events_record_portable(send_ids=ids, status=status, endpoints=endpoints) == 2
-    # Then the events are identical but for their ids
-    by_path = {}
-    for event in Event.objects.order_by("created_at", "id"):
-        by_path.setdefault(event.ordering_key, []).append((event.type, event.sequence, event.data))
-    for first, second in by_path.values():
-        assert first == second
-    assert all(e.id.startswith("evt_") and len(e.id) == 28 for e in Event.objects.all())
-    assert EventDelivery.objects.count() == 4
+    # When their events are recorded
+    assert message_events_record(send_ids=ids, status=status, endpoints=endpoints.endpoints_active()) == 2
+    # Then each event is the contract's payload (the error only for FAILED, its message from the title)
+    error = {"code": "131026", "message": "Undeliverable", "retryable": False} if status == "FAILED" else None
+    sends = {s.id: s for s in Send.objects.filter(id__in=ids)}
+    for event in Event.objects.order_by("ordering_key"):
+        send = sends[int(event.ordering_key.removeprefix("send:"))]
+        assert event.type == f"message.{status.lower()}"
+        assert event.data == {
+            "broadcast_id": broadcast.id,
+            "index": send.index,
+            "to": send.to,
+            "message_id": send.message_id,
+            "status": status,
+            "error": error,
+            "meta_data": send.meta_data,
+        }
+        assert event.id.startswith("evt_") and len(event.id) == 28
+    assert EventDelivery.objects.count() == 2

@@ -138,18 +138,18 @@ def test_a_concurrent_move_is_not_overwritten(broadcast):
     sends_update(Send.objects.filter(id=target.id), status=SendStatus.READ)
     items = [(target.id, folding.Fold(delivered_at=datetime.fromtimestamp(T0, tz=UTC)))]
     # When a DELIVERED update for it runs, then the WHERE guard leaves it READ
-    assert moves.update_postgresql(SendStatus.DELIVERED, items, datetime.now(tz=UTC)) == []
+    assert moves.sends_move(SendStatus.DELIVERED, items, datetime.now(tz=UTC)) == []
     assert send(broadcast, 4).status == SendStatus.READ
 
 
-def test_portable_path_matches_the_postgresql_one(broadcast):
+def test_a_move_returns_the_status_before_and_moves_once(broadcast):
     from broadcasts.status_updates import folding, moves
 
     folds = folding.statuses_fold(parsed([status_entry(wamid(broadcast, i), "read", T0 + i) for i in range(3)]))
     items = [(send(broadcast, i).id, folds[wamid(broadcast, i)]) for i in range(3)]
-    moved = moves.update_portable(SendStatus.READ, items, datetime.now(tz=UTC))
+    moved = moves.sends_move(SendStatus.READ, items, datetime.now(tz=UTC))
     assert sorted(moved) == sorted((i, SendStatus.SENT) for i, _ in items)  # (id, status before)
-    assert moves.update_portable(SendStatus.READ, items, datetime.now(tz=UTC)) == []
+    assert moves.sends_move(SendStatus.READ, items, datetime.now(tz=UTC)) == []
     assert [send(broadcast, i).read_at for i in range(3)] == [datetime.fromtimestamp(T0 + i, tz=UTC) for i in range(3)]
 
 

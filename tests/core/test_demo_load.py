@@ -1,4 +1,4 @@
-"""The demo (`make run`: SQLite, the filesystem broker, gunicorn x2, a threaded worker, beat and the sandbox posting
+"""The demo (`make run`: its own database and Redis, gunicorn x2, a threaded worker, beat and the sandbox posting
 Meta's webhooks) holds a concurrent load of its own with no error: run for real, in a copy of the tree with its
 own var/ folder and free ports, through scripts/run-demo.sh exactly as `make run` starts it."""
 

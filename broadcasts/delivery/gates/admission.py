@@ -31,7 +31,8 @@ from whatsapp.client import SendResult
 class BatchFacts:
     """What the rules' gates read for one batch, fetched in ONE statement before the chain runs
     (gate_facts.batch_facts): the organization's messaging limit and, for a MARKETING template, which of the
-    batch's numbers are suppressed and which are held (seconds left). A gate given no facts reads its own."""
+    batch's numbers are suppressed and which are held (seconds left). A gate called without facts (on its own, as
+    the tests call it) reads its own through the same rule."""
 
     limit: LimitState
     suppressed: frozenset[str] = frozenset()
@@ -50,7 +51,7 @@ class GateContext:
     # The spending cap (CONTRACT 12) and the rate card that prices it: None when the broadcast has no cap.
     max_cost: Decimal | None = None
     rate_card_id: int | None = None
-    # This batch's facts when they were read together (PostgreSQL), else None.
+    # This batch's facts, read together before the chain runs (None: each gate reads its own).
     facts: BatchFacts | None = None
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 from broadcasts.delivery.claims import Claimed
 from broadcasts.delivery.gates.admission import Admission, GateContext
 from broadcasts.rules.suppressions import suppressed_among
+from templates_registry.models import Template
 from whatsapp.client import SendResult
 from whatsapp.errors import ErrorClass, GraphError
 
@@ -24,7 +25,7 @@ OPTED_OUT_RESULT = SendResult(
 
 
 def consent_gate(ctx: GateContext, sends: list[Claimed]) -> Admission:
-    if (ctx.template_category or "").upper() != "MARKETING" or not sends:
+    if ctx.template_category != Template.Category.MARKETING or not sends:
         return Admission(ready=list(sends))
     if ctx.facts is not None:
         suppressed: set[str] | frozenset[str] = ctx.facts.suppressed

@@ -19,7 +19,9 @@ class Command(BaseCommand):
         parser.add_argument("--body", required=True, help='body text, e.g. "Hola {{nombre}}, tu saldo es {{monto}}"')
         parser.add_argument("--header", default=None, help="optional TEXT header")
         parser.add_argument("--status", default=Template.Status.APPROVED, help="APPROVED (default), PENDING, ...")
-        parser.add_argument("--category", default="MARKETING", help="MARKETING (default), UTILITY or AUTHENTICATION")
+        parser.add_argument(
+            "--category", default=Template.Category.MARKETING, help="MARKETING (default), UTILITY or AUTHENTICATION"
+        )
 
     def handle(self, *args, **options):
         channel = channel_find(ref=options["channel"])

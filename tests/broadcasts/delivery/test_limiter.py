@@ -118,25 +118,6 @@ def test_channel_running_places_are_limited_and_expire():
     assert limiter.channel_slot_acquire(channel_id="c6", holder="c", limit=1, hold_seconds=5)
 
 
-def test_file_fallback_without_redis_keeps_the_same_schedule(settings, tmp_path):
-    # Given no Redis (the SQLite demo): the schedule lives in a locked file
-    settings.REDIS_URL = ""
-    settings.LIMITER_REDIS_URL = ""
-    settings.VAR_DIR = tmp_path
-
-    # When slots are reserved twice
-    first = limiter.channel_reserve(channel_id="c7", max_mps=20, want=2)
-    time.sleep(0.1)
-    second = limiter.channel_reserve(channel_id="c7", max_mps=20, want=2)
-
-    # Then they are consecutive across calls, one interval apart, and the file holds the schedule
-    times = first.slot_times() + second.slot_times()
-    assert first.count == 2 and second.count >= 1
-    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
-    assert all(gap >= 1 / 20 - 0.002 for gap in gaps), gaps
-    assert (tmp_path / "ratelimit" / "c7.tat").exists()
-
-
 def test_every_key_of_a_channel_shares_one_hash_tag():
     # Given a channel's keys (cap, a number hold, its running places)
     keys = [
