@@ -19,7 +19,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from broadcasts.idempotency import idempotency_key_validate
-from broadcasts.rules import messaging_limit
+from broadcasts.rules import customer_windows, messaging_limit
 from broadcasts.send_rows import recipients_missing
 from broadcasts.services import (
     SuppressedAmong,
@@ -42,7 +42,7 @@ def broadcast_preview(
     idempotency_key: str | None = None,
     now: datetime | None = None,
     suppressed_among: SuppressedAmong | None = None,
-    customer_windows_open: WindowsOpen = messaging_limit.customer_windows_open,
+    customer_windows_open: WindowsOpen = customer_windows.customer_windows_open,
     limit_outlook: LimitOutlook = messaging_limit.outlook,
 ) -> dict[str, Any]:
     """The 200 body of a dry run; ApplicationError (400) exactly as ``broadcast_create`` would raise it.

@@ -26,7 +26,7 @@ from broadcasts.idempotency import (
 from broadcasts.models import Broadcast, BroadcastStatus, IdempotencyRecord, RateCard, Send, SendStatus
 from broadcasts.notifications import message_events_publish
 from broadcasts.queue import enqueue_dispatch
-from broadcasts.rules import messaging_limit, suppressions
+from broadcasts.rules import customer_windows, suppressions
 from broadcasts.selectors import broadcast_get_for_update
 from broadcasts.send_rows import send_rows, sends_insert
 from broadcasts.validation import (
@@ -190,7 +190,7 @@ def broadcast_estimate(
     recipients: Sequence[RecipientInput],
     now: datetime,
     suppressed: set[str] | None = None,
-    customer_windows_open: WindowsOpen = messaging_limit.customer_windows_open,
+    customer_windows_open: WindowsOpen = customer_windows.customer_windows_open,
 ) -> pricing.Estimate | None:
     """``cost.estimated`` of a broadcast (CONTRACT 12), the one computation behind the stored broadcast and the dry
     run: ``recipients`` are those that would be posted (missing variables left out), priced at ``card`` (None: no

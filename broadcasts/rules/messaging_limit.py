@@ -21,25 +21,24 @@ How it is kept:
 - each change of the limit (command, admin, Meta's webhooks) stamps ``messaging_limit_set_at``, which names
   fresh keys: the count starts from PostgreSQL again (sends made while the organization was unlimited included).
 
-Customer-service windows are rows (``CustomerWindow``), upserted from Meta's incoming ``messages`` webhooks.
+Customer-service windows are their own rule (rules/customer_windows.py); the limit's value, Meta's tier names and
+its changes are rules/limit_tiers.py.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cache
 
 from django.conf import settings
 from django.db import connection
-from django.utils import timezone
 
-from broadcasts.models import CustomerWindow, WaitReason
+from broadcasts.models import WaitReason
+from broadcasts.rules.customer_windows import customer_windows_open
 from core.redis import redis_client
-from templates_registry.models import Channel
-from tokens.models import MESSAGING_LIMITS, Organization
+from tokens.models import Organization
 
 WAIT_REASON = WaitReason.MESSAGING_LIMIT
 # An entry counts from its admission (Redis TIME), and Meta from when the POST reaches it: a POST leaves within
@@ -47,17 +46,6 @@ WAIT_REASON = WaitReason.MESSAGING_LIMIT
 POST_MARGIN_SECONDS = 2.0
 # Numbers per rebuild call: a 100,000-number portfolio is rebuilt in 20 calls, none of them long.
 REBUILD_CHUNK = 5000
-# Meta's tier names (phone_number_quality_update) and what they mean; None = unlimited.
-TIERS: dict[str, int | None] = {
-    "TIER_50": 50,
-    "TIER_250": 250,
-    "TIER_1K": 1000,
-    "TIER_2K": 2000,
-    "TIER_10K": 10000,
-    "TIER_100K": 100000,
-    "TIER_UNLIMITED": None,
-    "UNLIMITED": None,
-}
 
 # KEYS: counted set, built marker, waiters counter. ARGV: limit, window ms, marker ttl ms, numbers...
 # Returns {-1} when the set must be rebuilt first, else one value per number: 0 admitted, else the wait in ms.
@@ -202,45 +190,6 @@ def limit_state_of(row: tuple | None) -> LimitState:
 LIMIT_STATE_SQL = f"SELECT messaging_limit, messaging_limit_set_at FROM {Organization._meta.db_table} WHERE id = %s"
 
 
-# --- customer-service windows -------------------------------------------------------------------------------
-
-
-def customer_windows_open(*, channel_id: str, numbers: list[str], now: datetime) -> set[str]:
-    """The numbers among ``numbers`` whose customer wrote to the channel within CUSTOMER_SERVICE_WINDOW_SECONDS
-    (one indexed query)."""
-    if not numbers:
-        return set()
-    since = now - timedelta(seconds=settings.CUSTOMER_SERVICE_WINDOW_SECONDS)
-    return set(
-        CustomerWindow.objects.filter(
-            channel_id=channel_id, number__in=set(numbers), last_inbound_at__gt=since
-        ).values_list("number", flat=True)
-    )
-
-
-def customer_windows_record(*, channel_id: str, inbound: Iterable[tuple[str, datetime]]) -> int:
-    """Upsert (number, wrote at) of incoming messages to the channel; a time older than the stored one changes
-    nothing (Meta may deliver webhooks out of order). Returns the rows written."""
-    latest: dict[str, datetime] = {}
-    for number, at in inbound:
-        if number and (number not in latest or at > latest[number]):
-            latest[number] = at
-    if not latest:
-        return 0
-    values = ", ".join(["(%s, %s, %s)"] * len(latest))
-    params: list = []
-    for number, at in latest.items():
-        params += [channel_id, number, at]
-    newer = "EXCLUDED.last_inbound_at > broadcasts_customerwindow.last_inbound_at"
-    sql = (
-        f"INSERT INTO broadcasts_customerwindow (channel_id, number, last_inbound_at) VALUES {values} "
-        f"ON CONFLICT (channel_id, number) DO UPDATE SET last_inbound_at = EXCLUDED.last_inbound_at WHERE {newer}"
-    )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-    return len(latest)
-
-
 # --- counting -----------------------------------------------------------------------------------------------
 
 
@@ -367,80 +316,6 @@ def _counted_leaving(*, organization_id: int, state: LimitState, count: int, now
         return int(result[0]), from_redis
     ages = sorted((age for _, age in _rebuild_rows(organization_id=organization_id, now=now)), reverse=True)
     return len(ages), lambda rank: max(0.0, window - ages[min(rank, len(ages) - 1)])
-
-
-# --- setting the limit --------------------------------------------------------------------------------------
-
-
-class InvalidLimit(ValueError):
-    """Not a messaging limit."""
-
-
-def limit_parse(value: object, *, tiers_only: bool = True) -> int | None:
-    """A limit as a person or Meta gives it: 250 / 2000 / 10000 / 100000, "unlimited" / null / 0 / -1 (unlimited), or
-    a Meta tier name (TIER_2K, ...). ``tiers_only=False`` (Meta's webhooks) takes any positive number Meta names.
-    Raises InvalidLimit otherwise."""
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        raise InvalidLimit(f"not a messaging limit: {value!r}")
-    if isinstance(value, int):
-        number = value
-    else:
-        text = str(value).strip().upper()
-        if text in TIERS:
-            return TIERS[text]
-        if text in ("", "UNLIMITED", "NONE", "NULL"):
-            return None
-        try:
-            number = int(text.replace(",", "").replace("_", ""))
-        except ValueError as exc:
-            raise InvalidLimit(f"not a messaging limit: {value!r}") from exc
-    if number in (0, -1):
-        return None
-    if number < 0 or (tiers_only and number not in MESSAGING_LIMITS):
-        raise InvalidLimit(f"not a messaging limit: {value!r} (250, 2000, 10000, 100000 or unlimited)")
-    return number
-
-
-def organization_limit_set(*, organization_id: int, limit: int | None, now: datetime | None = None) -> bool:
-    """Set the organization's limit; a change starts a fresh count (rebuilt from PostgreSQL). Returns whether it
-    changed."""
-    rows = Organization.objects.filter(id=organization_id)
-    rows = rows.exclude(messaging_limit__isnull=True) if limit is None else rows.exclude(messaging_limit=limit)
-    return bool(rows.update(messaging_limit=limit, messaging_limit_set_at=now or timezone.now()))
-
-
-def waba_limit_set(*, waba_id: str, limit: int | None) -> int:
-    """Meta's business_capability_update for a WhatsApp Business account: the limit of every organization whose
-    channels use it. Returns how many organizations changed."""
-    organization_ids = set(Channel.objects.filter(waba_id=waba_id).values_list("organization_id", flat=True))
-    return sum(organization_limit_set(organization_id=oid, limit=limit) for oid in organization_ids)
-
-
-def channel_quality_apply(
-    *, waba_id: str, phone_number: str, event: str, current_limit: str, messaging_tier: str, at: datetime | None = None
-) -> tuple[int, int]:
-    """Meta's phone_number_quality_update: store the event on the WABA's channels (narrowed to the one whose name
-    carries the display number when the account has several: our channels know Meta's ids, not always the number),
-    and apply the tier it names to their organization's limit. Returns (channels, organizations) changed."""
-    at = at or timezone.now()
-    digits = "".join(ch for ch in phone_number if ch.isdigit())
-    channels = list(Channel.objects.filter(waba_id=waba_id).values_list("id", "organization_id", "name"))
-    if len(channels) > 1 and digits:
-        named = [c for c in channels if digits in "".join(ch for ch in (c[2] or "") if ch.isdigit())]
-        channels = named or channels
-    updated = Channel.objects.filter(id__in=[c[0] for c in channels]).update(
-        quality_event=event[:64], quality_limit_tier=(messaging_tier or current_limit)[:32], quality_updated_at=at
-    )
-    orgs = 0
-    if messaging_tier:
-        try:
-            limit = limit_parse(messaging_tier, tiers_only=False)
-        except InvalidLimit:
-            return updated, 0
-        orgs = sum(organization_limit_set(organization_id=oid, limit=limit) for oid in {c[1] for c in channels})
-    return updated, orgs
 
 
 def eta_seconds(

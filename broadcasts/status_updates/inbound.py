@@ -27,7 +27,7 @@ from typing import Any
 from django.db import OperationalError, transaction
 from django.utils import timezone
 
-from broadcasts.rules import messaging_limit, template_pauses
+from broadcasts.rules import customer_windows, limit_tiers, template_pauses
 from broadcasts.rules.suppressions import user_preferences_apply
 from broadcasts.status_updates.apply import sends_apply_statuses
 from broadcasts.status_updates.unmatched import unmatched_statuses_keep
@@ -208,7 +208,7 @@ def _customer_windows_apply(messages: list[InboundMessage], result: WebhookResul
         at = min(message.timestamp or now, now)  # a clock ahead of ours must not stretch the window
         by_channel.setdefault(channel_id, []).extend((number, at) for number in wa_id_e164_forms(message.wa_id))
     for channel_id, inbound in by_channel.items():
-        result.customer_windows += messaging_limit.customer_windows_record(channel_id=channel_id, inbound=inbound)
+        result.customer_windows += customer_windows.customer_windows_record(channel_id=channel_id, inbound=inbound)
 
 
 def _business_capabilities_apply(updates: list[BusinessCapabilityUpdate], result: WebhookResult) -> None:
@@ -217,17 +217,17 @@ def _business_capabilities_apply(updates: list[BusinessCapabilityUpdate], result
         if update.messaging_limit is None:
             continue
         try:
-            limit = messaging_limit.limit_parse(update.messaging_limit, tiers_only=False)
-        except messaging_limit.InvalidLimit:
+            limit = limit_tiers.limit_parse(update.messaging_limit, tiers_only=False)
+        except limit_tiers.InvalidLimit:
             logger.warning("business_capability_update with an unreadable limit %r", update.messaging_limit)
             continue
-        result.limits_changed += messaging_limit.waba_limit_set(waba_id=update.waba_id, limit=limit)
+        result.limits_changed += limit_tiers.waba_limit_set(waba_id=update.waba_id, limit=limit)
 
 
 def _number_qualities_apply(updates: list[PhoneNumberQualityUpdate], result: WebhookResult) -> None:
     """A number's quality event and the messaging-limit tier it names."""
     for update in updates:
-        _, orgs = messaging_limit.channel_quality_apply(
+        _, orgs = limit_tiers.channel_quality_apply(
             waba_id=update.waba_id,
             phone_number=update.display_phone_number,
             event=update.event,

@@ -11,7 +11,7 @@ from django.core.management import CommandError, call_command
 from django.utils import timezone
 
 from broadcasts.models import CustomerWindow, Send
-from broadcasts.rules import messaging_limit
+from broadcasts.rules import customer_windows, limit_tiers, messaging_limit
 from broadcasts.status_updates.inbound import webhook_payload_process
 from core.redis import redis_client
 from tests.delivery_support import broadcast_make, numbers
@@ -28,7 +28,7 @@ def _flush_redis():
 
 
 def limit(org, n):
-    messaging_limit.organization_limit_set(organization_id=org.id, limit=n)
+    limit_tiers.organization_limit_set(organization_id=org.id, limit=n)
 
 
 def admit(org, channel, batch):
@@ -77,12 +77,12 @@ def test_open_customer_windows_pass_without_counting(org, channel):
     limit(org, 250)
     admit(org, channel, numbers(250))
     writer = "+34699999999"
-    messaging_limit.customer_windows_record(channel_id=channel.id, inbound=[(writer, timezone.now())])
+    customer_windows.customer_windows_record(channel_id=channel.id, inbound=[(writer, timezone.now())])
     assert admit(org, channel, [writer, "+34699999998"])[0] == 0.0
     assert admit(org, channel, ["+34699999998"])[0] > 0
     # An old inbound (beyond the customer-service window) opens nothing.
     old = "+34699999997"
-    messaging_limit.customer_windows_record(channel_id=channel.id, inbound=[(old, timezone.now() - timedelta(days=2))])
+    customer_windows.customer_windows_record(channel_id=channel.id, inbound=[(old, timezone.now() - timedelta(days=2))])
     assert admit(org, channel, [old])[0] > 0
 
 
@@ -116,7 +116,9 @@ def test_outlook_reports_limit_used_and_would_wait(org, channel):
     )
     # 150..269: 50 counted already, 70 new, room for 50: 20 would wait.
     assert out == {"limit": 250, "used": 200, "would_wait": 20}
-    assert messaging_limit.customer_windows_open(channel_id=channel.id, numbers=numbers(3), now=timezone.now()) == set()
+    assert (
+        customer_windows.customer_windows_open(channel_id=channel.id, numbers=numbers(3), now=timezone.now()) == set()
+    )
 
 
 def test_room_free_in_follows_the_oldest_entries(org, channel, settings):
@@ -142,13 +144,13 @@ def test_room_free_in_follows_the_oldest_entries(org, channel, settings):
     ],
 )
 def test_limit_parse(raw, expected):
-    assert messaging_limit.limit_parse(raw) == expected
+    assert limit_tiers.limit_parse(raw) == expected
 
 
 @pytest.mark.parametrize("raw", ["300", "abc", True, 1000])
 def test_limit_parse_refuses_what_is_not_a_tier(raw):
-    with pytest.raises(messaging_limit.InvalidLimit):
-        messaging_limit.limit_parse(raw)
+    with pytest.raises(limit_tiers.InvalidLimit):
+        limit_tiers.limit_parse(raw)
 
 
 def test_create_channel_sets_the_limit_and_refuses_a_bad_one(db, capsys):
@@ -282,7 +284,7 @@ def test_webhooks_set_the_limit_store_number_health_and_open_windows(org, channe
     webhook_payload_process(payload=envelope(channel.waba_id, "messages", value))
     webhook_payload_process(payload=envelope(channel.waba_id, "messages", value))  # again: one row per form
     assert set(CustomerWindow.objects.values_list("number", flat=True)) == {"+5215512345678", "+525512345678"}
-    assert messaging_limit.customer_windows_open(
+    assert customer_windows.customer_windows_open(
         channel_id=channel.id, numbers=["+525512345678", "+34600000000"], now=timezone.now()
     ) == {"+525512345678"}
 
