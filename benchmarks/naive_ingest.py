@@ -12,8 +12,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from broadcasts.bulk_requests import channel_resolve
 from broadcasts.models import Broadcast, Send, SendStatus
-from broadcasts.services import channel_resolve
 from core.errors import ApplicationError
 from core.timefmt import iso_utc
 from templates_registry.models import Template

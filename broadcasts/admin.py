@@ -1,17 +1,15 @@
 """Campaigns for operators (CONTRACT 13): the broadcast list with truthful progress, a page per broadcast with the
 actions its state allows (the API's own services), the sends found by number or wamid across broadcasts, and a
-CSV export. Nothing here deletes a broadcast or a send. Rate cards and suppression lists: admin_rules.py.
+CSV export. Nothing here deletes a broadcast or a send. The sends: admin_sends.py; rate cards and suppression
+lists: admin_rules.py.
 """
 
-import re
 from collections.abc import Callable
-from functools import cached_property
 from urllib.parse import urlencode
 
 from django.contrib import admin, messages
 from django.contrib.admin.views.main import ChangeList
-from django.core.paginator import Paginator
-from django.db.models import Q, QuerySet
+from django.db.models import QuerySet
 from django.http import (
     HttpRequest,
     HttpResponse,
@@ -24,10 +22,10 @@ from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
 import broadcasts.admin_rules  # noqa: F401  registers the rate card and suppression list admins
+import broadcasts.admin_sends  # noqa: F401  registers the sends' admin
 from broadcasts import lifecycle, selectors
 from broadcasts.exports import sends_csv_lines, sends_for_csv
-from broadcasts.models import Broadcast, BroadcastStatus, Send, SendStatus
-from broadcasts.phones import phone_to_e164
+from broadcasts.models import Broadcast, BroadcastStatus, SendStatus
 from broadcasts.pricing import money
 from broadcasts.services import broadcast_cancel, broadcast_pause, broadcast_resume
 from core.admin_display import utc_time
@@ -326,128 +324,3 @@ class BroadcastAdmin(admin.ModelAdmin):
             "campaign_export_url": reverse("admin:broadcasts_broadcast_sends_csv", args=[broadcast.pk]),
             "campaign_refresh_seconds": REFRESH_SECONDS if broadcast.status in REFRESHING_STATES else None,
         }
-
-
-# --- sends: found by number or wamid across broadcasts ---------------------------------------------
-
-_NUMBER_PUNCTUATION = re.compile(r"[\s\-().\u00a0]")
-
-
-def typed_number_e164(raw: str) -> str | None:
-    """A number as an operator types it (``+34 600-11 22 33``, ``0034...``, ``34600...``) in E.164, or None."""
-    number = _NUMBER_PUNCTUATION.sub("", raw)
-    if number.startswith("00"):
-        number = "+" + number[2:]
-    elif number.isdigit():
-        number = "+" + number
-    return phone_to_e164(number)
-
-
-class CappedCountPaginator(Paginator):
-    """Counts at most ``CAP`` rows (``COUNT`` over a ``LIMIT`` subquery), never the whole sends table."""
-
-    CAP = 10_000
-    capped = False
-
-    @cached_property
-    def count(self) -> int:
-        n = self.object_list.order_by()[: self.CAP + 1].count()
-        self.capped = n > self.CAP
-        return min(n, self.CAP)
-
-
-@admin.register(Send)
-class SendAdmin(admin.ModelAdmin):
-    """Read-only. Search is exact (indexed): the number (normalized to E.164) or the wamid."""
-
-    list_display = [
-        "index",
-        "to",
-        "status",
-        "message_id",
-        "attempts",
-        "error_code",
-        "updated_at_display",
-        "broadcast_link",
-    ]
-    list_filter = ["status"]
-    list_select_related = ["broadcast"]
-    search_fields = ["to", "message_id"]
-    search_help_text = "Exact phone number (any format, e.g. +34 600 11 22 33) or exact wamid, across broadcasts."
-    paginator = CappedCountPaginator
-    show_full_result_count = False
-    show_facets = admin.ShowFacets.NEVER  # per-status counts over the whole sends table
-    list_per_page = 100
-
-    updated_at_display = utc_time("updated_at", "updated at")
-    sent_at_display = utc_time("sent_at", "sent at")
-    delivered_at_display = utc_time("delivered_at", "delivered at")
-    read_at_display = utc_time("read_at", "read at")
-    failed_at_display = utc_time("failed_at", "failed at")
-    next_attempt_at_display = utc_time("next_attempt_at", "next attempt at")
-
-    fields = readonly_fields = [
-        "broadcast",
-        "index",
-        "to",
-        "status",
-        "message_id",
-        "attempts",
-        "unknown_outcomes",
-        "error_code",
-        "error_title",
-        "error_message",
-        "error_retryable",
-        "variables",
-        "meta_data",
-        "pricing",
-        "price",
-        "billed_at",
-        "next_attempt_at_display",
-        "sent_at_display",
-        "delivered_at_display",
-        "read_at_display",
-        "failed_at_display",
-        "updated_at_display",
-    ]
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False  # sends change only through the engine, the webhooks and the broadcast's actions
-
-    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
-
-    def get_ordering(self, request: HttpRequest) -> list[str]:
-        # One broadcast's sends in request order (its unique (broadcast, index) index); else the newest first.
-        if "broadcast__id__exact" in request.GET:
-            return ["broadcast", "index"]
-        return ["-id"]
-
-    def get_search_results(self, request: HttpRequest, queryset: QuerySet[Send], search_term: str):
-        term = search_term.strip()
-        if not term:
-            return queryset, False
-        match = Q(message_id=term)
-        number = typed_number_e164(term)
-        if number is not None:
-            match |= Q(to=number)
-        return queryset.filter(match), False
-
-    def changelist_view(self, request: HttpRequest, extra_context=None):
-        extra_context = extra_context or {}
-        broadcast_id = request.GET.get("broadcast__id__exact")
-        broadcast = (
-            Broadcast.objects.filter(pk=broadcast_id).only("id", "campaign_name").first() if broadcast_id else None
-        )
-        if broadcast is not None:
-            extra_context["title"] = f"Sends of {broadcast}"
-            extra_context["send_broadcast"] = broadcast
-        return super().changelist_view(request, extra_context)
-
-    @admin.display(description="broadcast", ordering="broadcast")
-    def broadcast_link(self, obj: Send) -> str:
-        url = reverse("admin:broadcasts_broadcast_change", args=[obj.broadcast_id])
-        return format_html('<a href="{}">{}</a>', url, obj.broadcast.campaign_name)

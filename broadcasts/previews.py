@@ -1,6 +1,6 @@
 """The dry run of ``POST /v1/messages/bulk`` (CONTRACT 12): every rule of a real request, nothing stored, no call
 to Meta; the answer is what the broadcast would cost and how long it would take. The cost is
-``services.broadcast_estimate``, the same computation that stores a created broadcast's ``cost.estimated``.
+``bulk_requests.broadcast_estimate``, the same computation that stores a created broadcast's ``cost.estimated``.
 
 The rules of other modules it needs come in as callables, so the arithmetic is tested with fakes:
 ``suppressed_among`` (numbers on the organization's suppression list: not sent, cost nothing, MARKETING only),
@@ -18,10 +18,7 @@ from typing import Any
 from django.conf import settings
 from django.utils import timezone
 
-from broadcasts.idempotency import idempotency_key_validate
-from broadcasts.rules import customer_windows, messaging_limit
-from broadcasts.send_rows import recipients_missing
-from broadcasts.services import (
+from broadcasts.bulk_requests import (
     SuppressedAmong,
     WindowsOpen,
     broadcast_estimate,
@@ -29,6 +26,9 @@ from broadcasts.services import (
     consent_suppressed,
     template_needed_variables,
 )
+from broadcasts.idempotency import idempotency_key_validate
+from broadcasts.rules import customer_windows, messaging_limit
+from broadcasts.send_rows import recipients_missing
 from core.timefmt import iso_utc
 from tokens.models import Organization
 
