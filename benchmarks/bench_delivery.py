@@ -7,7 +7,7 @@ Scenarios, in one run:
   (b) four channels at 1000 each, 5,000 recipients each, at once;
   (c) one channel at 80, 1,600 recipients;
   (d) the floor: the asyncio client straight at the sandbox, no database, no Celery, no cap;
-  (e) fairness (CONTRACT 6): eight channels busy at max_mps 250 (2,000 sends/s in all), and meanwhile 20
+  (e) fairness (docs/rules.md): eight channels busy at max_mps 250 (2,000 sends/s in all), and meanwhile 20
       one-recipient broadcasts, one a second, alternating between an idle channel of the same organization and
       one of another organization. Target: first send within 1 s of the 202 (p95 over the 20), and every busy
       channel at >= 95 % of its rate while they run (its paced rate: DELIVERY_RATE_HEADROOM x max_mps).

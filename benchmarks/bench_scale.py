@@ -1,4 +1,4 @@
-"""Benchmark: the same speed with ten million sends stored (CONTRACT 14). `make bench-scale` (not in make test).
+"""Benchmark: the same speed with ten million sends stored (docs/operations.md). `make bench-scale` (not in make test).
 
 One run, three states of one PostgreSQL:
   small     the caller's organization only: 50 broadcasts of 5,000 sends (250,000), ANALYZEd (a steady state);
@@ -167,7 +167,7 @@ def median_ms(fn, runs: int = RUNS) -> float:
 
 
 def signed(statuses: list[dict], *, phone_number_id: str) -> tuple[bytes, dict[str, str]]:
-    # The channel's own number: a status naming another channel changes nothing (CONTRACT 8).
+    # The channel's own number: a status naming another channel changes nothing (docs/rules.md).
     value = {"messaging_product": "whatsapp", "metadata": {"phone_number_id": phone_number_id}, "statuses": statuses}
     payload = {
         "object": "whatsapp_business_account",

@@ -6,7 +6,7 @@ with 1,000 "read" statuses and the "read" body again (a redelivery). It does so 
 customer endpoint, then with one (so 1,000 events and deliveries are written per body).
 Prints p50/p95 latency per kind of body and the number of SQL queries one body costs.
 Each status carries Meta's ``pricing`` (billable, marketing) and a rate card is loaded, so the "delivered" body also
-bills its 1,000 sends (CONTRACT 12); ``BENCH_PRICING=0`` leaves pricing out (the figures before billing existed).
+bills its 1,000 sends (docs/rules.md); ``BENCH_PRICING=0`` leaves pricing out (the figures before billing existed).
 """
 
 import hashlib

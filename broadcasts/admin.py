@@ -1,4 +1,5 @@
-"""Campaigns for operators (CONTRACT 13): the broadcast list with truthful progress, a page per broadcast with the
+"""Campaigns for operators (docs/operations.md): the broadcast list with truthful progress, a page per broadcast with
+the
 actions its state allows (the API's own services), the sends found by number or wamid across broadcasts, and a
 CSV export. Nothing here deletes a broadcast or a send. The sends: admin_sends.py; rate cards and suppression
 lists: admin_rules.py.
@@ -86,7 +87,7 @@ def progress_bar(counts: dict[str, int], total: int) -> str:
 
 
 def error_rate_text(counts: dict[str, int], total: int) -> str:
-    """CONTRACT 5's error_rate (failed / attempted) as a percentage."""
+    """docs/api.md's error_rate (failed / attempted) as a percentage."""
     return f"{100 * selectors.error_rate(counts=counts, total=total):.1f}%"
 
 
@@ -102,7 +103,7 @@ def sends_url(broadcast_id: str | None = None, status: str | None = None) -> str
 
 
 class BroadcastChangeList(ChangeList):
-    """Counts for the whole page in one grouped query (CONTRACT 5's selector), not one per row."""
+    """Counts for the whole page in one grouped query (docs/api.md's selector), not one per row."""
 
     def get_results(self, request: HttpRequest) -> None:
         super().get_results(request)
@@ -201,7 +202,7 @@ class BroadcastAdmin(admin.ModelAdmin):
 
     @admin.display(description="cost")
     def cost(self, obj: Broadcast) -> str:
-        """Billed / estimated (and the cap), in the rate card's currency (CONTRACT 12): kept fields, no query."""
+        """Billed / estimated (and the cap), in the rate card's currency (docs/rules.md): kept fields, no query."""
         if not obj.cost_currency:
             return "-"
         text = f"{money(obj.billed)} billed of {money(obj.cost_estimated) or '-'} estimated {obj.cost_currency}"
@@ -285,7 +286,7 @@ class BroadcastAdmin(admin.ModelAdmin):
         return HttpResponseRedirect(reverse("admin:broadcasts_broadcast_change", args=[broadcast.pk]))
 
     def export_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
-        """Every send of the broadcast as CSV (CONTRACT 5's columns), streamed; ``?status=failed`` narrows it."""
+        """Every send of the broadcast as CSV (docs/api.md's columns), streamed; ``?status=failed`` narrows it."""
         broadcast = get_object_or_404(Broadcast.objects.only("id"), pk=object_id)
         if not self.has_view_permission(request, broadcast):
             return HttpResponse(status=403)

@@ -1,5 +1,5 @@
 """The admin of two of Meta's rules, for operators: the rate cards (read-only history, the newest in force) and the
-suppression lists (CONTRACT 11; read-only, entries taken off through the service). Registered by broadcasts/admin.py.
+suppression lists (docs/rules.md; read-only, entries taken off through the service). Registered by broadcasts/admin.py.
 """
 
 from django.contrib import admin
@@ -42,7 +42,7 @@ class RateCardAdmin(admin.ModelAdmin):
 
 @admin.register(Suppression)
 class SuppressionAdmin(admin.ModelAdmin):
-    """The suppression lists (CONTRACT 11), read-only: entries come from the API and Meta's webhooks. Staff may
+    """The suppression lists (docs/rules.md), read-only: entries come from the API and Meta's webhooks. Staff may
     take entries off (through the service, so the customer gets ``suppression.removed``)."""
 
     list_display = ["number", "organization", "source", "reason", "created_at"]

@@ -96,7 +96,7 @@ class CheckedRequest:
     request: BulkRequest
     channel: Channel
     template: Template
-    card: RateCard | None  # the rate card in force (CONTRACT 12), None when none was loaded
+    card: RateCard | None  # the rate card in force (docs/rules.md), None when none was loaded
 
 
 def _max_cost_errors(*, request: BulkRequest, template: Template, card: RateCard | None, errors: Errors) -> None:
@@ -144,7 +144,7 @@ def bulk_request_check(*, organization: Organization, body: Any, now: datetime) 
 def consent_suppressed(
     *, organization_id: int, category: str, numbers: Collection[str], suppressed_among: SuppressedAmong | None = None
 ) -> set[str]:
-    """The numbers consent keeps a broadcast from sending to (CONTRACT 11): MARKETING only; for any other category
+    """The numbers consent keeps a broadcast from sending to (docs/rules.md): MARKETING only; for any other category
     none, and nothing is asked. ``suppressed_among`` defaults to the organization's list, probed first (most
     organizations have no suppression at all: one probe of the index spares the 5,000-number lookup)."""
     if category != Template.Category.MARKETING or not numbers:
@@ -167,7 +167,7 @@ def broadcast_estimate(
     suppressed: set[str] | None = None,
     customer_windows_open: WindowsOpen = customer_windows.customer_windows_open,
 ) -> pricing.Estimate | None:
-    """``cost.estimated`` of a broadcast (CONTRACT 12), the one computation behind the stored broadcast and the dry
+    """``cost.estimated`` of a broadcast (docs/rules.md), the one computation behind the stored broadcast and the dry
     run: ``recipients`` are those that would be posted (missing variables left out), priced at ``card`` (None: no
     estimate). Suppressed numbers cost nothing for MARKETING (``suppressed`` when the caller has them, else
     ``consent_suppressed``), numbers with an open customer-service window nothing for UTILITY."""

@@ -1,4 +1,4 @@
-"""The counts kept on the broadcast: sends per status, moved with the sends (CONTRACT 5 and 14).
+"""The counts kept on the broadcast: sends per status, moved with the sends (docs/api.md and docs/operations.md).
 
 Every statement that changes a send's status learns, from its WHERE clause or its RETURNING, each send's
 old and new status, and the same transaction adds the difference to the broadcast's columns with ONE relative

@@ -1,4 +1,4 @@
-"""A broadcast's sends as CSV (CONTRACT 5): the rows of the admin's export and of the API's ``format=csv``.
+"""A broadcast's sends as CSV (docs/api.md): the rows of the admin's export and of the API's ``format=csv``.
 
 Streamed: the sends are read by keyset chunks on (broadcast, index) (or (broadcast, status, index) with a status
 filter: the send_broadcast_status_idx index either way), so memory stays flat for any broadcast size and no

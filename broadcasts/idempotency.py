@@ -1,4 +1,4 @@
-"""``Idempotency-Key`` support for ``POST /v1/messages/bulk`` (CONTRACT section 4).
+"""``Idempotency-Key`` support for ``POST /v1/messages/bulk`` (docs/api.md).
 
 A key is remembered per organization for 24 h with a hash of the request body and the 202 body
 it got. The unique constraint (organization, key) is what makes it safe under concurrency: two

@@ -27,7 +27,7 @@ from broadcasts.counts import broadcasts_lock, counts_move
 from broadcasts.models import FINAL_BROADCAST_STATUSES, Broadcast, BroadcastStatus, Send, SendStatus
 from broadcasts.notifications import broadcast_event_publish
 
-# The gate of cancel and pause (CONTRACT 5: no POST leaves after their 200). Every POST's send is marked posting
+# The gate of cancel and pause (docs/api.md: no POST leaves after their 200). Every POST's send is marked posting
 # by a conditional UPDATE that passes only while the broadcast is IN_PROGRESS, and a POST may leave only within
 # POST_PERMIT_SECONDS (0.3 s, delivery/claims.py) of the moment that UPDATE was sent. Cancel and pause commit the
 # new status, then wait FENCE_SECONDS before answering: any mark that passed was taken before their commit, so
@@ -55,7 +55,7 @@ def broadcasts_start(*, broadcast_ids: Iterable[str], now: datetime) -> int:
     """PENDING -> IN_PROGRESS exactly once, and only when due: the UPDATE's WHERE is the guard, so any number of
     dispatches and beat processes start each broadcast once. Returns how many started.
 
-    One whose template is not APPROVED when it falls due is held PAUSED instead, without a POST (CONTRACT 5:
+    One whose template is not APPROVED when it falls due is held PAUSED instead, without a POST (docs/api.md:
     ``template_paused``, or ``template_disabled`` for a DISABLED template; broadcast.paused is published)."""
     ids = list(broadcast_ids)
     due = Q(status=BroadcastStatus.PENDING) & (Q(scheduled_at__isnull=True) | Q(scheduled_at__lte=now))
@@ -167,7 +167,7 @@ def number_sends_cancel(*, sends: Iterable[tuple[int, str]], now: datetime | Non
 
 
 def _posting_fence(*, was: str) -> None:
-    """Return only once no POST of this broadcast can leave any more (CONTRACT 5: none after the 200).
+    """Return only once no POST of this broadcast can leave any more (docs/api.md: none after the 200).
 
     Every POST passes the delivery engine's gate, a conditional UPDATE that marks its send only while the
     broadcast is IN_PROGRESS, and leaves within POST_PERMIT_SECONDS of it. After the new status commits, no mark
@@ -190,7 +190,7 @@ def broadcast_cancel(*, broadcast: Broadcast) -> bool:
     broadcast.completed_at = now
     broadcast.save(update_fields=["status", "completed_at", "updated_at"])
     sends_cancel_unleased(broadcast_id=broadcast.id, now=now)
-    # The customer's CRM learns of the cancellation (CONTRACT 9), with the counts as they stand at that moment.
+    # The customer's CRM learns of the cancellation (docs/api.md), with the counts as they stand at that moment.
     transaction.on_commit(lambda: broadcast_event_publish(broadcast_id=broadcast.id, event_type="broadcast.cancelled"))
     return True
 

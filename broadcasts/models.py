@@ -30,7 +30,7 @@ class SendStatus(models.TextChoices):
 
 # Broadcast's kept counts (broadcasts/counts.py moves them).
 KEPT_COUNT_FIELDS = ("pending", "sent", "delivered", "read", "failed", "cancelled")
-# Broadcast's kept money sums (CONTRACT 12), moved only by relative UPDATEs like the counts (broadcasts/pricing.py).
+# Broadcast's kept money sums (docs/rules.md), moved only by relative UPDATEs like the counts (broadcasts/pricing.py).
 KEPT_COST_FIELDS = ("billed", "posted_cost")
 
 
@@ -93,7 +93,7 @@ class Broadcast(models.Model):
     # {"code": ..., "message": ...} of the account-level error (or manual pause) that paused it.
     paused_reason = models.JSONField(null=True, blank=True)
     # {"type": "image"|"video"|"document", "link" or "id", "filename"?} for a template whose header is media
-    # (CONTRACT 4); a send's own header_media overrides it.
+    # (docs/api.md); a send's own header_media overrides it.
     header_media = models.JSONField(null=True, blank=True)
     total_recipients = models.PositiveIntegerField()
     scheduled_at = models.DateTimeField(null=True, blank=True)
@@ -110,9 +110,9 @@ class Broadcast(models.Model):
     read = models.IntegerField(default=0)
     failed = models.IntegerField(default=0)
     cancelled = models.IntegerField(default=0)
-    # When retention deleted the sends (CONTRACT 14); the counts above stay.
+    # When retention deleted the sends (docs/operations.md); the counts above stay.
     purged_at = models.DateTimeField(null=True, blank=True)
-    # Cost (CONTRACT 12). The card in force at creation prices ``cost_estimated`` (null without a card) and the
+    # Cost (docs/rules.md). The card in force at creation prices ``cost_estimated`` (null without a card) and the
     # budget gate's reservations; ``billed`` sums the sends' stored prices (once per send); ``posted_cost`` the
     # estimated prices the budget gate reserved for the sends it let through (only with ``max_cost``).
     rate_card = models.ForeignKey(RateCard, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
@@ -185,7 +185,7 @@ class Send(models.Model):
     # way a number can get a second message. Counted, never hidden.
     unknown_outcomes = models.PositiveSmallIntegerField(default=0)
     message_id = models.CharField(max_length=128, null=True, blank=True)  # wamid
-    # From Meta's 200 (CONTRACT 6): the number as WhatsApp knows it (`contacts[0].wa_id`, differs from E.164 in
+    # From Meta's 200 (docs/rules.md): the number as WhatsApp knows it (`contacts[0].wa_id`, differs from E.164 in
     # Mexico, Argentina, Brazil) and `messages[0].message_status` (accepted, held_for_quality_assessment, paused).
     wa_id = models.CharField(max_length=32, null=True, blank=True)
     meta_status = models.CharField(max_length=40, null=True, blank=True)
@@ -203,7 +203,7 @@ class Send(models.Model):
     wait_reason = models.CharField(max_length=16, blank=True, default="", db_default="")
     # Meta's latest ``pricing`` object of this message's status webhooks ({category, type, billable, ...}).
     pricing = models.JSONField(null=True, blank=True)
-    # Billed once (CONTRACT 12): the price of the card in force when a billable status found it DELIVERED or READ
+    # Billed once (docs/rules.md): the price of the card in force when a billable status found it DELIVERED or READ
     # (null when that card has no price for it), and when.
     price = models.DecimalField(max_digits=12, decimal_places=6, null=True, blank=True)
     billed_at = models.DateTimeField(null=True, blank=True)
@@ -211,7 +211,7 @@ class Send(models.Model):
     # again later reserves nothing more.
     price_reserved = models.DecimalField(max_digits=12, decimal_places=6, null=True, blank=True)
     # This recipient's header media (null: the broadcast's) and button parameters by index ({"0": "suffix"}),
-    # written only when the request gave them (CONTRACT 4).
+    # written only when the request gave them (docs/api.md).
     header_media = models.JSONField(null=True, blank=True)
     buttons = models.JSONField(null=True, blank=True)
 
@@ -311,7 +311,7 @@ class MarketingHold(models.Model):
 
 class CustomerWindow(models.Model):
     """When a customer last wrote to a channel (Meta's incoming ``messages`` webhooks): the customer-service window
-    (CONTRACT 10) is open for CUSTOMER_SERVICE_WINDOW_SECONDS after it. One row per (channel, number), upserted."""
+    (docs/rules.md) is open for CUSTOMER_SERVICE_WINDOW_SECONDS after it. One row per (channel, number), upserted."""
 
     channel = models.ForeignKey(Channel, on_delete=models.CASCADE, related_name="customer_windows")
     number = models.CharField(max_length=20)  # E.164, "+" and the digits Meta sent as `from`

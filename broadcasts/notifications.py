@@ -1,4 +1,4 @@
-"""The customer events of broadcasts (CONTRACT section 9): ``message.*`` and ``broadcast.*`` payloads, built
+"""The customer events of broadcasts (docs/api.md): ``message.*`` and ``broadcast.*`` payloads, built
 here and handed to the generic outbox of ``events`` (which knows nothing of sends or broadcasts).
 
 Callers invoke these AFTER their transaction commits (``transaction.on_commit``) or inside the
@@ -39,7 +39,7 @@ def message_events_record(*, send_ids: Sequence[int], status: str, endpoints: Se
     statement with their deliveries (``events.outbox.events_record_query``). Returns the deliveries created."""
     if not send_ids:
         return 0
-    # The ``message.*`` payload (CONTRACT section 9): the send, the status the event is about, and for a FAILED
+    # The ``message.*`` payload (docs/api.md): the send, the status the event is about, and for a FAILED
     # send with an error its code, message (else title) and whether it is retryable.
     source_sql = f"""
         SELECT

@@ -1,4 +1,4 @@
-"""The dry run of ``POST /v1/messages/bulk`` (CONTRACT 12): every rule of a real request, nothing stored, no call
+"""The dry run of ``POST /v1/messages/bulk`` (docs/rules.md): every rule of a real request, nothing stored, no call
 to Meta; the answer is what the broadcast would cost and how long it would take. The cost is
 ``bulk_requests.broadcast_estimate``, the same computation that stores a created broadcast's ``cost.estimated``.
 

@@ -1,4 +1,5 @@
-"""Money (CONTRACT 2 and 12): the rate card, the price of a send, estimates, and the bill of delivered sends.
+"""Money (docs/operations.md and docs/rules.md): the rate card, the price of a send, estimates, and the bill of
+delivered sends.
 
 - A rate card is Meta's price per delivered message by (country, category), one currency per card
   (``load_rate_card``). The newest card is in force; cards are never edited (a new load makes a new card), so what
@@ -41,7 +42,7 @@ MAX_PRICE = Decimal("1000000")
 PRICE_PLACES = 6
 _CURRENCY = re.compile(r"[A-Z]{3}")
 _DECIMAL = re.compile(r"[0-9]{1,10}(\.[0-9]{1,6})?")
-# Meta's pricing categories (its own lowercase words, CONTRACT 12) as our template categories: the three by name, and
+# Meta's pricing categories (its own lowercase words, docs/rules.md) as our template categories: the three by name, and
 # the ones beyond them. Any other (``service``, ``referral_conversion``) we do not price.
 _META_CATEGORY: dict[str, str] = {
     **{category.lower(): category for category in CATEGORIES},
@@ -230,7 +231,7 @@ def estimate(
     windows_open: set[str] = frozenset(),
 ) -> Estimate:
     """Price every number (a number listed twice is sent, and billed, twice). ``suppressed`` are left out for
-    MARKETING only; ``windows_open`` cost 0 for UTILITY only (CONTRACT 12).
+    MARKETING only; ``windows_open`` cost 0 for UTILITY only (docs/rules.md).
 
     ``regions[i]`` is ``phone_region(numbers[i])`` when the caller already knows it (the bulk request's phone check
     found it); otherwise each number is parsed here. Counted per country in one pass, then priced once per
@@ -283,7 +284,7 @@ def send_prices(*, card_id: int, category: str, numbers: Iterable[str]) -> list[
 
 
 def pricing_billable(pricing: Mapping[str, Any] | None) -> bool:
-    """Meta bills this message: ``type: "regular"`` or ``billable: true`` (CONTRACT 12)."""
+    """Meta bills this message: ``type: "regular"`` or ``billable: true`` (docs/rules.md)."""
     if not isinstance(pricing, Mapping):
         return False
     return pricing.get("type") == "regular" or pricing.get("billable") is True
@@ -304,7 +305,7 @@ BUDGET_EXCEEDED = "budget_exceeded"
 
 
 def budget_exhausted(*, broadcast: Broadcast) -> bool:
-    """The broadcast was paused by its max_cost (resume is then refused, CONTRACT 12)."""
+    """The broadcast was paused by its max_cost (resume is then refused, docs/rules.md)."""
     reason = broadcast.paused_reason
     return isinstance(reason, dict) and reason.get("code") == BUDGET_EXCEEDED
 
@@ -353,7 +354,7 @@ _RESERVE_SQL = """
 
 def budget_reserve(*, broadcast_id: str, card_id: int, category: str, sends: list[tuple[int, str]]) -> Reservation:
     """Reserve the estimated price (at the broadcast's card) of the sends of a batch about to be posted, within
-    the broadcast's max_cost (CONTRACT 12): one statement, idempotent per send (Send.price_reserved)."""
+    the broadcast's max_cost (docs/rules.md): one statement, idempotent per send (Send.price_reserved)."""
     ids = [send_id for send_id, _ in sends]
     prices = [
         p if p is not None else Decimal(0)

@@ -1,4 +1,4 @@
-"""Retention (CONTRACT 14): the sends of broadcasts that ended more than RETENTION_DAYS ago are deleted by beat.
+"""Retention (docs/operations.md): the sends of broadcasts that ended more than RETENTION_DAYS ago are deleted by beat.
 
 In bounded batches with no long lock: each DELETE removes at most PURGE_BATCH sends of one broadcast, by a range of
 their request positions (``index`` runs 0..total_recipients-1: the unique (broadcast, index) index finds them,

@@ -136,7 +136,7 @@ WAITING_KEYS = ("schedule", "throughput", "messaging_limit", "retry")
 
 
 def broadcast_waiting(*, broadcast: Broadcast, now: datetime) -> tuple[dict[str, int], datetime | None]:
-    """How many pending sends wait, and why (CONTRACT 5 ``waiting``), and when the last retry falls due. schedule: the
+    """How many pending sends wait, and why (docs/api.md ``waiting``), and when the last retry falls due. schedule: the
     broadcast has not started because ``scheduled_at`` is ahead; retry: pending after a failed attempt or held by a
     marketing hold (``WaitReason.RETRY`` / ``MARKETING_HOLD``, or an error with a next attempt time);
     messaging_limit: ``WaitReason.MESSAGING_LIMIT``; throughput: every other pending send. ONE aggregate over the
@@ -163,7 +163,7 @@ def broadcast_waiting(*, broadcast: Broadcast, now: datetime) -> tuple[dict[str,
     return waiting, row["retry_last"]
 
 
-# --- numbers Meta sends back (CONTRACT 8: `wa_id`, `recipient_id`, `messages[].from`) -------------------------
+# --- numbers Meta sends back (docs/rules.md: `wa_id`, `recipient_id`, `messages[].from`) -------------------------
 def sends_by_meta_number(*, numbers: list[str], channel_id: str | None = None):
     """The sends a number Meta sent back names: through the wa_id stored from Meta's answer first; a send that has
     no wa_id yet (never answered) by its E.164 number, Meta's rewriting of MX/AR/BR numbers undone.

@@ -28,7 +28,7 @@ _COPY_COLUMNS = (
     "failed_at",
     "updated_at",
 )
-# Written only when some recipient of the request has them (the columns are NULL otherwise): CONTRACT 4.
+# Written only when some recipient of the request has them (the columns are NULL otherwise): docs/api.md.
 _COMPONENT_COLUMNS = ("header_media", "buttons")
 
 

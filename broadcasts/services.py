@@ -173,7 +173,7 @@ def broadcast_pause(
 
 
 def _template_approved_or_conflict(*, broadcast: Broadcast) -> None:
-    """CONTRACT 5: no resume while the broadcast's template is not APPROVED (Meta paused, disabled ... it)."""
+    """docs/api.md: no resume while the broadcast's template is not APPROVED (Meta paused, disabled ... it)."""
     status = Template.objects.filter(pk=broadcast.template_id).values_list("status", flat=True).first()
     if status != Template.Status.APPROVED:
         raise ConflictError(
@@ -205,14 +205,14 @@ def broadcast_resume(*, broadcast_id: str, organization: Organization | None = N
     return broadcast
 
 
-# Codes one retry may name: enough for every code of CONTRACT 6's table and then some.
+# Codes one retry may name: enough for every code of docs/rules.md's table and then some.
 RETRY_CODES_MAX = 50
 RETRY_CODE_MAX_LENGTH = 64  # the stored error_code's length
 
 
 def retry_codes_validate(*, body: Any) -> list[str] | None:
     """``error_codes`` of a retry body: absent or null = every retryable failure; else a list of 1-50 non-empty
-    strings (codes are strings everywhere, CONTRACT 5). An unknown code is fine: it matches nothing."""
+    strings (codes are strings everywhere, docs/api.md). An unknown code is fine: it matches nothing."""
     if body is None or body == {}:
         return None
     if not isinstance(body, dict):

@@ -10,7 +10,7 @@ urlpatterns = [
     path("messages/bulk/<str:broadcast_id>/pause", views.BroadcastPauseApi.as_view(), name="bulk-pause"),
     path("messages/bulk/<str:broadcast_id>/resume", views.BroadcastResumeApi.as_view(), name="bulk-resume"),
     path("messages/bulk/<str:broadcast_id>/retry", views.BroadcastRetryApi.as_view(), name="bulk-retry"),
-    # Consent (CONTRACT 11).
+    # Consent (docs/rules.md).
     path("suppressions", suppressions.SuppressionCollectionApi.as_view(), name="suppressions"),
     path("suppressions/<str:to>", suppressions.SuppressionDetailApi.as_view(), name="suppression"),
     path("contacts/<str:to>", suppressions.ContactDetailApi.as_view(), name="contact"),

@@ -74,7 +74,7 @@ def _task_context_end(**kwargs) -> None:
     task_context_set(None, None)
 
 
-# --- Queues, metrics' multiprocess files, heartbeats (CONTRACT 13) -------------------------------------------------
+# --- Queues, metrics' multiprocess files, heartbeats (docs/operations.md) ---
 import functools  # noqa: E402
 import time  # noqa: E402
 

@@ -16,7 +16,7 @@ urlpatterns = [
     # Before events.urls: broadcasts own /v1/webhooks/whatsapp (Meta's), which /v1/webhooks/<id> would shadow.
     path("v1/", include("broadcasts.urls")),
     path("v1/", include("events.urls")),
-    # Last: every other path under /v1/ (any method) is the JSON 404 of CONTRACT 7.
+    # Last: every other path under /v1/ (any method) is the JSON 404 of docs/api.md.
     re_path(r"^v1(?:/.*)?$", unknown_api_path),
 ]
 

@@ -1,4 +1,4 @@
-"""Log lines (CONTRACT 13): JSON or text, with the request id, and never a secret.
+"""Log lines (docs/operations.md): JSON or text, with the request id, and never a secret.
 
 ``LOG_FORMAT=json`` writes one JSON object per line::
 

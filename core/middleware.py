@@ -1,4 +1,4 @@
-"""Request-wide middleware: the request id (CONTRACT 13) and the rate-limit headers (CONTRACT 7)."""
+"""Request-wide middleware: the request id (docs/operations.md) and the rate-limit headers (docs/api.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Customer webhook endpoints (CONTRACT section 9): URL rules, registration, enabling and disabling, and the
+"""Customer webhook endpoints (docs/api.md): URL rules, registration, enabling and disabling, and the
 cached list of active endpoints every publisher reads.
 
 A URL is accepted when it is http(s) with a host whose every address is public (unless WEBHOOKS_ALLOW_PRIVATE);

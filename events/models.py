@@ -1,4 +1,4 @@
-"""Outbound customer events (CONTRACT section 9): endpoints, events, and their delivery state.
+"""Outbound customer events (docs/api.md): endpoints, events, and their delivery state.
 
 The delivery state lives in rows, not in the broker: a beat sweeper finds due deliveries again,
 so a lost Celery message only delays an event.

@@ -1,5 +1,5 @@
 """The customer events in the OpenAPI 3.1 schema (``GET /v1/schema``, top-level ``webhooks``): every event type with
-its body and the signature headers of CONTRACT section 9.
+its body and the signature headers of docs/api.md.
 
 drf-spectacular (0.27.1+) renders ``SPECTACULAR_SETTINGS["WEBHOOKS"]``, a list of import paths to the
 ``OpenApiWebhook`` objects below (config/settings.py names each). Each is given as a raw operation object, because

@@ -1,4 +1,4 @@
-"""The outbox of customer events (CONTRACT section 9): events recorded with one delivery row per subscribed
+"""The outbox of customer events (docs/api.md): events recorded with one delivery row per subscribed
 endpoint, claimed with a lease, posted, and their outcome and retry state recorded as data.
 
 Delivery state is data: every delivery row carries its attempts and next attempt time, a worker

@@ -1,4 +1,4 @@
-"""``ping``: one signed test event POSTed to one endpoint at once (CONTRACT section 9), so a customer can check their
+"""``ping``: one signed test event POSTed to one endpoint at once (docs/api.md), so a customer can check their
 receiver and its signature verification without waiting for a real event.
 
 It goes through the same transport as every event (``events.transport.delivery_post``: the host resolved and

@@ -1,4 +1,4 @@
-"""What a customer receives and how it is signed (CONTRACT section 9): the exact body bytes, the secrets, and the
+"""What a customer receives and how it is signed (docs/api.md): the exact body bytes, the secrets, and the
 two signature schemes over them, side by side on every POST:
 
 * ours: ``X-Webhook-Id``, ``X-Webhook-Timestamp``, ``X-Webhook-Signature: v1=<hex HMAC-SHA256(key = the secret's

@@ -55,7 +55,7 @@ class ChannelAdmin(admin.ModelAdmin):
     search_fields = ["id", "name", "phone_number_id", "waba_id", "organization__name"]
     created_at_display = utc_time("created_at", "created at")
     quality_updated_at_display = utc_time("quality_updated_at", "quality updated at")
-    # Number health from Meta's phone_number_quality_update (CONTRACT 8): shown, never edited.
+    # Number health from Meta's phone_number_quality_update (docs/rules.md): shown, never edited.
     readonly_fields = ["id", "created_at_display", "quality_event", "quality_limit_tier", "quality_updated_at_display"]
     actions = ["sync_templates"]
 

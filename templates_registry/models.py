@@ -20,10 +20,10 @@ class Channel(models.Model):
     access_token = EncryptedTextField()
     # Meta's default throughput is 80 messages per second per phone number; upgraded numbers reach 1000.
     max_mps = models.PositiveIntegerField(default=80, validators=[MinValueValidator(1), MaxValueValidator(1000)])
-    # Onboarded to Meta's Marketing Messages API: MARKETING templates go to /marketing_messages (CONTRACT 6).
+    # Onboarded to Meta's Marketing Messages API: MARKETING templates go to /marketing_messages (docs/rules.md).
     marketing_messages = models.BooleanField(default=False)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
-    # Number health from Meta's phone_number_quality_update (CONTRACT 8): the last event (FLAGGED, UNFLAGGED,
+    # Number health from Meta's phone_number_quality_update (docs/rules.md): the last event (FLAGGED, UNFLAGGED,
     # ONBOARDING, THROUGHPUT_UPGRADE, ...), the messaging-limit tier it named (TIER_2K, ...) and when it came.
     quality_event = models.CharField(max_length=64, blank=True, editable=False)
     quality_limit_tier = models.CharField(max_length=32, blank=True, editable=False)

@@ -27,7 +27,7 @@ STATUS_RE = re.compile(r"^[A-Z_]{1,32}$")
 BODY_MAX_CHARS = 1024
 HEADER_MAX_CHARS = 60
 
-# Meta's template events (message_template_status_update) -> the registry's status (CONTRACT 8): APPROVED,
+# Meta's template events (message_template_status_update) -> the registry's status (docs/rules.md): APPROVED,
 # REINSTATED and UNARCHIVED make the template APPROVED; FLAGGED leaves its status as it is (Meta still sends a
 # flagged template; the flag is stored as the last event); every other word is stored as Meta says it, and only
 # APPROVED can start or resume a broadcast.

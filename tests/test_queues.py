@@ -1,4 +1,5 @@
-"""Three Celery queues (CONTRACT 13): `delivery`, `events` and `maintenance`, each published through the anonymous
+"""Three Celery queues (docs/operations.md): `delivery`, `events` and `maintenance`, each published through the
+anonymous
 exchange with routing_key = the queue's name, so a FLUSHALL of the broker leaves nothing to re-declare.
 
 The real-process tests use a Redis database of their own, so no other test's worker takes their tasks.

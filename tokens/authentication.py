@@ -1,4 +1,4 @@
-"""DRF authentication for ``Authorization: Bearer kbai_pk_<secret>`` (CONTRACT section 3)."""
+"""DRF authentication for ``Authorization: Bearer kbai_pk_<secret>`` (docs/api.md)."""
 
 from rest_framework import authentication, exceptions
 from rest_framework.request import Request

@@ -2,14 +2,14 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
-# Meta's messaging-limit tiers (CONTRACT 10): unique users per moving 24 h for the business portfolio.
+# Meta's messaging-limit tiers (docs/rules.md): unique users per moving 24 h for the business portfolio.
 MESSAGING_LIMITS = (250, 2000, 10000, 100000)
 
 
 class Organization(models.Model):
     name = models.CharField(max_length=200, unique=True)
     created_at = models.DateTimeField(default=timezone.now)
-    # The business portfolio's messaging limit (CONTRACT 10): null = unlimited (broadcasts/rules/messaging_limit.py).
+    # The business portfolio's messaging limit (docs/rules.md): null = unlimited (broadcasts/rules/messaging_limit.py).
     messaging_limit = models.PositiveIntegerField(
         null=True,
         blank=True,

@@ -1,4 +1,4 @@
-"""The scopes a token may hold (CONTRACT section 2)."""
+"""The scopes a token may hold (docs/operations.md)."""
 
 MESSAGES_BULK = "messages:bulk"
 MESSAGES_SEND = "messages:send"

@@ -146,7 +146,7 @@ def _token_find(*, value: str) -> AccessToken:
 
 
 def organization_messaging_limit_set(*, organization: Organization, limit: int | None) -> bool:
-    """Set the organization's messaging limit (CONTRACT 10; None = unlimited). A change stamps
+    """Set the organization's messaging limit (docs/rules.md; None = unlimited). A change stamps
     ``messaging_limit_set_at``, which starts the limit's count afresh from the sends
     (broadcasts/rules/messaging_limit.py).
     Returns whether it changed."""

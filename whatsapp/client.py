@@ -23,7 +23,7 @@ import orjson
 from whatsapp.errors import ErrorClass, GraphError, parse_graph_error, transport_error
 
 # The Graph API's send endpoints: every template message, and MARKETING ones on a number onboarded to the
-# Marketing Messages API (CONTRACT 6).
+# Marketing Messages API (docs/rules.md).
 MESSAGES_PATH = "messages"
 MARKETING_MESSAGES_PATH = "marketing_messages"
 

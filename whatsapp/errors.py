@@ -1,4 +1,4 @@
-"""Classification of Graph API failures: the ONE table deciding retry, fail or pause (CONTRACT section 6).
+"""Classification of Graph API failures: the ONE table deciding retry, fail or pause (docs/rules.md).
 
 Pure Python, no Django import: the delivery engine, the webhook receiver and the sandbox all share it.
 """
@@ -27,10 +27,10 @@ PERMANENT_CODES: frozenset[int] = frozenset(
 # 200-299 (permission errors) are a range, checked apart from this set.
 ACCOUNT_CODES: frozenset[int] = frozenset({0, 190, 10, 368, 131031, 131042, 131048})
 # Meta's per-user marketing limit: failed at once (never re-posted by the engine), yet `retryable: true`, because a
-# `retry` may post it again once MARKETING_LIMIT_HOLD_SECONDS have passed since the failure (CONTRACT 6).
+# `retry` may post it again once MARKETING_LIMIT_HOLD_SECONDS have passed since the failure (docs/rules.md).
 MARKETING_LIMIT_CODE = 131049
 RETRYABLE_PERMANENT_CODES: frozenset[int] = frozenset({MARKETING_LIMIT_CODE})
-# 132015 template paused, 132016 template disabled (CONTRACT 6: template-level).
+# 132015 template paused, 132016 template disabled (docs/rules.md: template-level).
 TEMPLATE_CODES: frozenset[int] = frozenset({132015, 132016})
 
 # Meta's titles for the codes we classify, used when an answer carries no title of its own.
@@ -123,7 +123,7 @@ def status_failure_classify(code: int | str | None) -> tuple[ErrorClass, bool]:
 
 @dataclass(frozen=True, slots=True)
 class GraphError:
-    """One failed Graph API answer, ready to be stored on a send (codes are strings everywhere, CONTRACT 5)."""
+    """One failed Graph API answer, ready to be stored on a send (codes are strings everywhere, docs/api.md)."""
 
     code: str
     title: str

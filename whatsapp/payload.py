@@ -1,4 +1,4 @@
-"""The body of one template message (CONTRACT section 6), built on the hot path of delivery.
+"""The body of one template message (docs/rules.md), built on the hot path of delivery.
 
 Pure Python, no Django import. `TemplateMessageBuilder` does the per-template work once (variable order,
 parameter keys), so building each recipient's body is a few dict literals.
@@ -192,7 +192,7 @@ class TemplateMessageBuilder:
         return body
 
 
-# --- the send's reference in biz_opaque_callback_data (CONTRACT 6, 8) ------------------------------------------
+# --- the send's reference in biz_opaque_callback_data (docs/rules.md) ------------------------------------------
 # "<broadcast id>:<index>": unique (one send per index of a broadcast), the same on every attempt of the send (so a
 # status of any of its POSTs finds it), looked up through the unique (broadcast, index) index in one batch, and not
 # a guessable global counter (a stray value from another app on the number cannot name one of our sends by chance).

@@ -1,4 +1,4 @@
-"""What a template's components need at send time (CONTRACT 4, 6): its header format and its buttons.
+"""What a template's components need at send time (docs/api.md and docs/rules.md): its header format and its buttons.
 
 Pure Meta knowledge over the components as ``GET /{waba_id}/message_templates`` returns them:
 

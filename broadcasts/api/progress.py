@@ -1,4 +1,4 @@
-"""A broadcast's ``waiting`` and ``eta`` (CONTRACT 5), for its GET: why its pending sends wait and when the last
+"""A broadcast's ``waiting`` and ``eta`` (docs/api.md), for its GET: why its pending sends wait and when the last
 is expected to leave, given the channel's cap, the messaging limit and retries.
 
 One aggregate over the broadcast's pending sends (selectors.broadcast_waiting) and, only when sends wait for the

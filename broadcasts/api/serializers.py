@@ -38,7 +38,7 @@ def broadcast_representation(broadcast: Broadcast, counts: dict[str, int]) -> di
 
 
 def cost_representation(broadcast: Broadcast) -> dict[str, Any]:
-    """``cost`` (CONTRACT 12) from the broadcast's kept fields: no query."""
+    """``cost`` (docs/rules.md) from the broadcast's kept fields: no query."""
     return {
         "currency": broadcast.cost_currency or None,
         "estimated": money(broadcast.cost_estimated),
@@ -231,7 +231,7 @@ class WaitingSerializer(serializers.Serializer):
     schedule = serializers.IntegerField(help_text="Pending sends of a broadcast whose scheduled_at is ahead.")
     throughput = serializers.IntegerField(help_text="Pending sends waiting for their turn at the channel's cap.")
     messaging_limit = serializers.IntegerField(
-        help_text="Pending sends waiting for the organization's messaging-limit window to free room (CONTRACT 10)."
+        help_text="Pending sends waiting for the organization's messaging-limit window to free room (docs/rules.md)."
     )
     retry = serializers.IntegerField(help_text="Pending sends waiting for another attempt after a failed one.")
 

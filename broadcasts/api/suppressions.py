@@ -1,4 +1,4 @@
-"""``/v1/suppressions`` and ``/v1/contacts/{to}`` (CONTRACT 11): the organization's suppression list and the
+"""``/v1/suppressions`` and ``/v1/contacts/{to}`` (docs/rules.md): the organization's suppression list and the
 erasure of a contact (scope ``messages:bulk``). Parse, call ``broadcasts.rules.suppressions``, shape the answer."""
 
 from typing import Any

@@ -1,4 +1,4 @@
-"""HTTP layer of the bulk API (CONTRACT sections 4, 5, 7): parse, call one service or selector,
+"""HTTP layer of the bulk API (docs/api.md): parse, call one service or selector,
 shape the answer. No business rules here."""
 
 import gc
@@ -170,7 +170,7 @@ class BroadcastCollectionApi(BulkView):
         with _gc_paused():
             body = _json_body(request, self.raw_body)
             if isinstance(body, dict) and body.get("dry_run") is True:
-                # CONTRACT 12: validated as a real request, nothing stored; the Idempotency-Key is not recorded.
+                # docs/rules.md: validated as a real request, nothing stored; the Idempotency-Key is not recorded.
                 preview = previews.broadcast_preview(
                     organization=request.user.organization,
                     body=body,

@@ -52,7 +52,7 @@ class Claimed:
     to: str
     variables: dict
     attempts: int
-    header_media: dict | None = None  # the send's own media header (None: the broadcast's), CONTRACT 4
+    header_media: dict | None = None  # the send's own media header (None: the broadcast's), docs/api.md
     buttons: dict | None = None  # button parameters by index
 
 

@@ -253,7 +253,7 @@ def outcome_row(*, send: Claimed, result: SendResult, now: datetime) -> OutcomeR
     if error.error_class is ErrorClass.TRANSIENT and send.attempts < settings.DELIVERY_MAX_ATTEMPTS:
         delay = retry_delay(attempts=send.attempts)
         if result.unknown:
-            # Meta may have taken it: not again before its status webhook had time to settle it (CONTRACT 6).
+            # Meta may have taken it: not again before its status webhook had time to settle it (docs/rules.md).
             delay = max(delay, settings.DELIVERY_UNKNOWN_GRACE_SECONDS)
         at = now + timedelta(seconds=delay)
         return OutcomeRow(

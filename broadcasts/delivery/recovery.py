@@ -138,7 +138,7 @@ def sends_recover_expired(*, now: datetime | None = None) -> set[str]:
 
 
 def _unknown_due(now: datetime, attempts: int) -> datetime:
-    """When a send whose attempt had an unknown outcome may be posted again (CONTRACT 6)."""
+    """When a send whose attempt had an unknown outcome may be posted again (docs/rules.md)."""
     delay = max(outcomes.retry_delay(attempts=attempts), settings.DELIVERY_UNKNOWN_GRACE_SECONDS)
     return now + timedelta(seconds=delay)
 

@@ -1,4 +1,4 @@
-"""Meta's per-user marketing limit (error 131049, CONTRACT 6): a number that failed with it gets no MARKETING
+"""Meta's per-user marketing limit (error 131049, docs/rules.md): a number that failed with it gets no MARKETING
 template from the organization for MARKETING_LIMIT_HOLD_SECONDS after the failure, whatever asks for it (the
 engine, ``retry``, a new broadcast).
 

@@ -1,4 +1,4 @@
-"""The messaging limit (CONTRACT 10): at most N unique numbers per organization in any moving window.
+"""The messaging limit (docs/rules.md): at most N unique numbers per organization in any moving window.
 
 Meta lets a business portfolio (our organization) start conversations with at most N unique users in a moving
 MESSAGING_LIMIT_WINDOW_SECONDS (24 h), shared by all its numbers. A send *counts* when it is posted to a number not

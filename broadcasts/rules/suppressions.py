@@ -1,4 +1,4 @@
-"""Consent (CONTRACT 11): each organization's suppression list, and the erasure of a contact.
+"""Consent (docs/rules.md): each organization's suppression list, and the erasure of a contact.
 
 A number on the list gets no MARKETING template (the gate, ``broadcasts/delivery/gates/consent.py``). It is added
 by Meta's ``user_preferences`` "stop" webhook (source ``user_preferences``), by error 131050 in an answer or a
@@ -47,7 +47,7 @@ def number_hash(to: str) -> str:
 
 
 def numbers_of_wa_id(*, organization_id: int, wa_id: str) -> list[str]:
-    """The organization's E.164 numbers Meta's ``wa_id`` stands for (CONTRACT 8): the numbers of its sends whose
+    """The organization's E.164 numbers Meta's ``wa_id`` stands for (docs/rules.md): the numbers of its sends whose
     stored ``contacts[].wa_id`` is it, else every valid E.164 form of it (Meta's id differs from the E.164 number in
     Mexico, Argentina and Brazil: ``whatsapp.numbers.wa_id_e164_forms``). Empty when it is not digits."""
     if not isinstance(wa_id, str) or not wa_id.isdigit() or not 6 <= len(wa_id) <= 15:
@@ -162,7 +162,7 @@ def suppressions_add_many(*, entries: Iterable[tuple[int, str]], source: str, re
 def suppressions_add_for_failed(*, failures: Iterable[tuple[int, str | None, datetime | None]]) -> int:
     """The suppression a failure starts, for both ways a failure comes (the POST's answer, a ``failed`` status
     webhook): ``failures`` are (send id, error code, failure time) of sends this transaction just moved to FAILED;
-    those with 131050 (the user stopped marketing messages) put their number on the organization's list (CONTRACT 6
+    those with 131050 (the user stopped marketing messages) put their number on the organization's list (docs/rules.md
     and 11), in the caller's transaction. No query unless one is a 131050. Returns how many were added."""
     ids = [send_id for send_id, code, _ in failures if code == USER_STOPPED_MARKETING]
     if not ids:

@@ -1,4 +1,4 @@
-"""Template health (CONTRACT 6 and 8): a template Meta paused or disabled pauses every running broadcast of it.
+"""Template health (docs/rules.md): a template Meta paused or disabled pauses every running broadcast of it.
 
 Three ways in, one rule:
 - a ``message_template_status_update`` PAUSED or DISABLED (broadcasts/status_updates/inbound.py calls

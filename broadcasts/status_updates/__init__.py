@@ -1,4 +1,4 @@
-"""Meta's delivery statuses applied to sends (CONTRACT section 8): forward only, in bulk.
+"""Meta's delivery statuses applied to sends (docs/rules.md): forward only, in bulk.
 
 A send moves SENT < DELIVERED < READ, or to FAILED from SENT or DELIVERED; nothing else.
 Every UPDATE carries the allowed "from" statuses in its WHERE clause, so a concurrent webhook,
@@ -19,7 +19,7 @@ Modules (import from them; this package re-exports nothing):
 - ``matching``: the sends of the statuses, by callback data (settling a send whose outcome was unknown) or wamid;
 - ``folding``: what one body says of each wamid, folded into the single move it implies;
 - ``moves``: the guarded UPDATEs of those moves (one statement per target status);
-- ``billing``: Meta's ``pricing`` stored with the send and the send billed once (CONTRACT 12);
+- ``billing``: Meta's ``pricing`` stored with the send and the send billed once (docs/rules.md);
 - ``failure_effects``: what a ``failed`` status starts besides the move (131049 holds, 131050 opt-outs);
 - ``unmatched``: statuses of wamids no send carries yet, kept and retried by beat.
 """

@@ -1,4 +1,4 @@
-"""One body of Meta's statuses applied to the sends (CONTRACT 8, 12): matched, folded, moved, billed, in a
+"""One body of Meta's statuses applied to the sends (docs/rules.md): matched, folded, moved, billed, in a
 fixed number of statements."""
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def sends_apply_statuses(*, statuses: Iterable[StatusUpdate], publish: bool = Tr
         # Sends statuses_match_and_settle found by callback data are known already (channel checked); the rest by wamid.
         found_rows = sends_find([w for w in folds.keys() | pricing_of if w not in known])
         found.update(row[1] for row in found_rows)
-        # The channel check (CONTRACT 8): a status whose metadata names another number than the send's channel
+        # The channel check (docs/rules.md): a status whose metadata names another number than the send's channel
         # (read with the send) moves and bills nothing, when it could move the send.
         rows = [
             row[:7]

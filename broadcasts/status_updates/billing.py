@@ -1,4 +1,4 @@
-"""Meta's ``pricing`` of a status stored with its send, and the send billed once (CONTRACT 12)."""
+"""Meta's ``pricing`` of a status stored with its send, and the send billed once (docs/rules.md)."""
 
 from __future__ import annotations
 

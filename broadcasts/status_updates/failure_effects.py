@@ -1,5 +1,5 @@
 """What a ``failed`` status starts besides its send's move: Meta's per-user marketing limit (131049) holds
-the number, a user's stop (131050) suppresses it (CONTRACT 8, 11). Each effect is its rule's own function
+the number, a user's stop (131050) suppresses it (docs/rules.md). Each effect is its rule's own function
 (``marketing_holds.holds_start_for_failed``, ``suppressions.suppressions_add_for_failed``), the same the POST's
 answer calls (delivery/outcomes.py); this module only hands them the sends a body moved to FAILED."""
 

@@ -33,7 +33,7 @@ class Fold:
     error_code: str = ""
     error_title: str = ""
     error_message: str = ""
-    # As an answer to the POST with that code would say (whatsapp/errors.py's table, CONTRACT 8).
+    # As an answer to the POST with that code would say (whatsapp/errors.py's table, docs/rules.md).
     error_retryable: bool = False
     # The change's metadata.phone_number_id ("" when unknown): a send of another channel is not moved.
     phone_number_id: str = ""

@@ -1,4 +1,4 @@
-"""Meta's webhooks, inbound (CONTRACT section 8): one verified envelope, parsed by ``whatsapp.inbound``,
+"""Meta's webhooks, inbound (docs/rules.md): one verified envelope, parsed by ``whatsapp.inbound``,
 each part routed to the app that owns its data, in one transaction.
 
 - ``statuses[]`` (delivery receipts) move sends forward (``broadcasts.status_updates``); the statuses of

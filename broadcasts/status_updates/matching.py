@@ -1,5 +1,5 @@
 """The sends a body's statuses name: by callback data first (settling a send whose outcome was unknown), else
-by wamid; never another channel's (CONTRACT 6, 8). Each lookup is one statement of index probes."""
+by wamid; never another channel's (docs/rules.md). Each lookup is one statement of index probes."""
 
 from __future__ import annotations
 
@@ -66,7 +66,7 @@ def jsonb_decoded(row: tuple, at: int) -> tuple:
     return (*row[:at], orjson.loads(value) if isinstance(value, str) else value, *row[at + 1 :])
 
 
-# --- matching: callback data first, then wamid; never another channel's (CONTRACT 6, 8) ---------------------------
+# --- matching: callback data first, then wamid; never another channel's (docs/rules.md) ---------------------------
 # Every POST carries its send's reference as biz_opaque_callback_data ("<broadcast id>:<index>", whatsapp/payload.py)
 # and Meta echoes it in each status of that message. A status carrying one of ours is matched by it, whatever its
 # wamid: that finds a send whose answer was lost (timeout, worker killed), and settles it. A status whose

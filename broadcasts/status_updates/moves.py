@@ -22,7 +22,7 @@ def sends_move(
 
     The status before comes from a self-join read in the statement's snapshot: exact, because the caller holds the
     broadcasts' row locks, which every writer of a send's status takes first (broadcasts/counts.py).
-    With ``bill``, the same statement stores the moved sends' pricing and bills them once (CONTRACT 12): no second
+    With ``bill``, the same statement stores the moved sends' pricing and bills them once (docs/rules.md): no second
     write of the rows; what it billed goes into ``bill``.
     The rows travel as one JSON text (orjson, in C): Django's client-side binding quotes every element of an array
     parameter in Python, which cost more than the statement itself for a 1,000-status body."""

@@ -1,4 +1,4 @@
-"""The single place that shapes API errors into the contract's envelope (CONTRACT section 7).
+"""The single place that shapes API errors into the contract's envelope (docs/api.md).
 
 {"error": {"code": "...", "message": "...", "details": {...}, "request_id": "..."}}
 
@@ -42,7 +42,7 @@ _CODES: list[tuple[type[Exception], str]] = [
 ]
 
 
-# A server we depend on is down or unreachable (CONTRACT 6): the request could not be served now and
+# A server we depend on is down or unreachable (docs/rules.md): the request could not be served now and
 # may be retried as it is. ``psycopg``'s own classes too: a raw cursor's ``copy()`` is not wrapped
 # by Django's error translation. Nothing else becomes a 503: a bug must stay visible as a 500.
 OUTAGE_ERRORS: tuple[type[Exception], ...] = (
@@ -59,7 +59,7 @@ OUTAGE_RETRY_AFTER_SECONDS = 5
 
 class ErrorResponse(Response):
     """An error is JSON whatever the view renders otherwise (the schema's YAML, the docs' HTML) and
-    whatever the client accepts: the envelope of CONTRACT 7, never content-negotiated away."""
+    whatever the client accepts: the envelope of docs/api.md, never content-negotiated away."""
 
     @property
     def rendered_content(self) -> bytes:
@@ -151,7 +151,7 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
         code = exc.get_codes() if isinstance(exc.get_codes(), str) else "error"
     headers: dict[str, str] = {}
     if isinstance(exc, (exceptions.NotAuthenticated, exceptions.AuthenticationFailed)):
-        # CONTRACT 3: every 401 carries the challenge "WWW-Authenticate: Bearer".
+        # docs/api.md: every 401 carries the challenge "WWW-Authenticate: Bearer".
         headers["WWW-Authenticate"] = getattr(exc, "auth_header", None) or "Bearer"
         exc.status_code = status.HTTP_401_UNAUTHORIZED
     if isinstance(exc, exceptions.Throttled) and exc.wait is not None:

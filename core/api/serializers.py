@@ -1,4 +1,4 @@
-"""The error envelope of every API (CONTRACT 7), for the OpenAPI schema: shared by broadcasts and events."""
+"""The error envelope of every API (docs/api.md), for the OpenAPI schema: shared by broadcasts and events."""
 
 from rest_framework import serializers
 

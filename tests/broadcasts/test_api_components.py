@@ -1,4 +1,4 @@
-"""POST /v1/messages/bulk with template components (CONTRACT 4): header_media per broadcast and per recipient,
+"""POST /v1/messages/bulk with template components (docs/api.md): header_media per broadcast and per recipient,
 buttons by index; every bad shape and every parameter a template needs and a recipient lacks is a 400 naming its
 path, with nothing stored."""
 

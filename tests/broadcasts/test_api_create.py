@@ -1,4 +1,4 @@
-"""POST /v1/messages/bulk: acceptance, storage, dispatch after commit (CONTRACT section 4)."""
+"""POST /v1/messages/bulk: acceptance, storage, dispatch after commit (docs/api.md)."""
 
 from datetime import UTC, datetime, timedelta
 from unittest import mock

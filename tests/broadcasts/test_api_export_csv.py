@@ -1,4 +1,4 @@
-"""GET /v1/messages/bulk/{id}/recipients?format=csv: every matching send streamed as CSV (CONTRACT 5), built by
+"""GET /v1/messages/bulk/{id}/recipients?format=csv: every matching send streamed as CSV (docs/api.md), built by
 broadcasts/exports.py (the admin's export too): round-trips meta_data, keyset chunks, formula cells defused."""
 
 import csv

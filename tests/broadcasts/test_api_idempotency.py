@@ -1,4 +1,4 @@
-"""Idempotency-Key on POST /v1/messages/bulk (CONTRACT section 4)."""
+"""Idempotency-Key on POST /v1/messages/bulk (docs/api.md)."""
 
 import threading
 from datetime import timedelta

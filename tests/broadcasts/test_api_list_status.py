@@ -1,4 +1,4 @@
-"""GET /v1/messages/bulk?status=...: the broadcast list of one status, in any case (CONTRACT 5)."""
+"""GET /v1/messages/bulk?status=...: the broadcast list of one status, in any case (docs/api.md)."""
 
 import pytest
 

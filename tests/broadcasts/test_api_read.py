@@ -1,4 +1,4 @@
-"""GET /v1/messages/bulk/{id}, the list and the recipients listing (CONTRACT section 5)."""
+"""GET /v1/messages/bulk/{id}, the list and the recipients listing (docs/api.md)."""
 
 from datetime import UTC, datetime, timedelta
 from unittest import mock

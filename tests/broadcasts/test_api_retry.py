@@ -1,5 +1,5 @@
 """POST /v1/messages/bulk/{id}/retry: FAILED sends with ``retryable: true`` (of the given codes) are pending again,
-with exact kept counts; the broadcast's status as CONTRACT 5 says; 400 / 404 / 409 as for the other actions."""
+with exact kept counts; the broadcast's status as docs/api.md says; 400 / 404 / 409 as for the other actions."""
 
 from unittest import mock
 

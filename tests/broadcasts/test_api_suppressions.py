@@ -1,4 +1,4 @@
-"""/v1/suppressions and DELETE /v1/contacts/{to} (CONTRACT 11): shapes, hostile input, tenancy, events, erasure."""
+"""/v1/suppressions and DELETE /v1/contacts/{to} (docs/rules.md): shapes, hostile input, tenancy, events, erasure."""
 
 import orjson
 import pytest
@@ -181,7 +181,7 @@ def test_user_preferences_webhook_by_phone_number_or_waba(client, settings, chan
     post("pause", phone_number_id=channel.phone_number_id, waba_id="x")
     assert not Suppression.objects.exists()
 
-    # Meta's wa_id of a Mexican mobile carries a 1 after 52 (CONTRACT 8): the E.164 number is what is suppressed
+    # Meta's wa_id of a Mexican mobile carries a 1 after 52 (docs/rules.md): the E.164 number is what is suppressed
     post("stop", phone_number_id=channel.phone_number_id, waba_id="x", wa_id="5215512345678")
     assert suppressed_among(organization_id=org.id, numbers=["+525512345678"]) == {"+525512345678"}
 

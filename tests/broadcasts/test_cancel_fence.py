@@ -1,4 +1,4 @@
-"""Cancel and pause take effect when they answer (CONTRACT 5): no POST reaches Meta after their 200.
+"""Cancel and pause take effect when they answer (docs/api.md): no POST reaches Meta after their 200.
 
 Real HTTP to a gunicorn serving the API, a real worker posting at 80/s to the sandbox, and the sandbox's own
 arrival times (``received_at``, its clock, this machine's) compared with the moment the 200 was read.

@@ -1,4 +1,4 @@
-"""Failures that come by webhook (CONTRACT 8): a signed ``failed`` status is classified by the same table as an
+"""Failures that come by webhook (docs/rules.md): a signed ``failed`` status is classified by the same table as an
 answer to the POST, so the send's error {code, message, retryable} reads the same whichever way it arrived; a
 131049 starts the number's marketing hold at the status's timestamp."""
 

@@ -1,4 +1,4 @@
-"""No double bill after a crash (CONTRACT 6, issue 11): a worker killed with SIGKILL mid-broadcast at 200 mps.
+"""No double bill after a crash (docs/rules.md, issue 11): a worker killed with SIGKILL mid-broadcast at 200 mps.
 
 Real processes: a Celery worker subprocess posting to the sandbox over HTTP; the sandbox posting signed status
 webhooks to the service (pytest-django's live server); the sweeper run from this process as beat would. The

@@ -1,4 +1,4 @@
-"""PostgreSQL stopped while a pump holds Meta's answers (CONTRACT 6: a known answer is never forgotten)."""
+"""PostgreSQL stopped while a pump holds Meta's answers (docs/rules.md: a known answer is never forgotten)."""
 
 import tempfile
 import time

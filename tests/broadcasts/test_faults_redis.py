@@ -1,4 +1,4 @@
-"""Redis faults mid-broadcast with a real worker and beat: restarted, and down for 20 s (CONTRACT 6)."""
+"""Redis faults mid-broadcast with a real worker and beat: restarted, and down for 20 s (docs/rules.md)."""
 
 import tempfile
 import time

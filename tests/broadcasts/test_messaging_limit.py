@@ -1,4 +1,4 @@
-"""The messaging limit's rule module against real PostgreSQL and Redis (CONTRACT 10), its webhooks and command."""
+"""The messaging limit's rule module against real PostgreSQL and Redis (docs/rules.md), its webhooks and command."""
 
 import hashlib
 import hmac

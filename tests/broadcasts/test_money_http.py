@@ -1,4 +1,5 @@
-"""Money over real HTTP (CONTRACT 4, 5, 8, 12): the dry run and the cost of a broadcast through gunicorn, and the
+"""Money over real HTTP (docs/api.md and docs/rules.md): the dry run and the cost of a broadcast through gunicorn, and
+the
 bill following Meta's signed pricing webhooks."""
 
 import time

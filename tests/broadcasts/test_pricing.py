@@ -1,4 +1,5 @@
-"""Money (CONTRACT 2, 12): the rate card loader, the dry-run arithmetic with fake rule callables, the budget
+"""Money (docs/operations.md and docs/rules.md): the rate card loader, the dry-run arithmetic with fake rule
+callables, the budget
 reservation, and the bill of Meta's pricing statuses (broadcasts/pricing.py, previews.py, status_updates/)."""
 
 import subprocess
@@ -333,7 +334,7 @@ def test_budget_reserves_a_prefix_once_per_send(org, channel, template):
 # --- billing -----------------------------------------------------------------------------------
 
 
-# The conftest channel's number: a status naming another channel changes nothing (CONTRACT 8).
+# The conftest channel's number: a status naming another channel changes nothing (docs/rules.md).
 CHANNEL_PHONE_NUMBER_ID = "100000000000001"
 
 

@@ -1,4 +1,5 @@
-"""Retention (CONTRACT 14): beat purges the sends of broadcasts that ended RETENTION_DAYS ago, in bounded batches;
+"""Retention (docs/operations.md): beat purges the sends of broadcasts that ended RETENTION_DAYS ago, in bounded
+batches;
 the broadcast keeps its counts and error_rate and shows purged_at; nothing pending is ever purged."""
 
 from datetime import timedelta

@@ -1,4 +1,4 @@
-"""Statuses matched safely (CONTRACT 6, 8): by biz_opaque_callback_data first, else by wamid; never another
+"""Statuses matched safely (docs/rules.md): by biz_opaque_callback_data first, else by wamid; never another
 channel's. Signed webhooks over real HTTP to the service (pytest-django's live server)."""
 
 from datetime import UTC, datetime, timedelta

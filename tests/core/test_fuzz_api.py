@@ -1,4 +1,4 @@
-"""Property-based fuzzing of the API with Hypothesis (CONTRACT 4, 5, 7, 8).
+"""Property-based fuzzing of the API with Hypothesis (docs/api.md and docs/rules.md).
 
 Arbitrary JSON (NUL, lone surrogates, invalid UTF-8, deep nesting, integers past 64 bits, huge
 floats) in every part of the bulk body, the endpoints API and Meta's webhook, and arbitrary

@@ -1,4 +1,4 @@
-"""Hostile input over the whole API (CONTRACT 4, 5, 7, 8): never a 500, always the envelope.
+"""Hostile input over the whole API (docs/api.md and docs/rules.md): never a 500, always the envelope.
 
 Every part of a request is attacked in turn: path segments, query parameters and cursors,
 headers, content types, and bodies (shape, depth, NUL, numbers, size). What is accepted is

@@ -1,4 +1,4 @@
-"""Log lines (CONTRACT 13): LOG_FORMAT=json writes one JSON object per line with time, level, logger, message and
+"""Log lines (docs/operations.md): LOG_FORMAT=json writes one JSON object per line with time, level, logger, message and
 the request id, from the web (gunicorn, its access lines included), the Celery worker and beat; text is readable.
 
 The processes are the Procfile's own lines, and their real output is parsed: every line must be JSON.

@@ -1,4 +1,4 @@
-"""Redis or PostgreSQL down (CONTRACT 6, 7): every API endpoint answers 503 ``service_unavailable``
+"""Redis or PostgreSQL down (docs/rules.md and docs/api.md): every API endpoint answers 503 ``service_unavailable``
 in the envelope, with Retry-After, never a 500; once the server is back the same requests are 2xx.
 
 The servers are the test run's own (scripts/with-services.sh): stopped for real, then started again

@@ -1,5 +1,5 @@
 """RateLimit-Policy and RateLimit (IETF draft-ietf-httpapi-ratelimit-headers, structured fields) on every
-authenticated response, 429s included, for the tightest of the token's limits (CONTRACT 7)."""
+authenticated response, 429s included, for the tightest of the token's limits (docs/api.md)."""
 
 import re
 

@@ -1,4 +1,4 @@
-"""No token, secret or access token ever appears in a log (CONTRACT 13).
+"""No token, secret or access token ever appears in a log (docs/operations.md).
 
 The shapes (``kbai_pk_``, ``whsec_``, ``enc1:``, ``Bearer``, ``access_token=``, URL passwords, Meta's ``EAA...``)
 and the configured secrets (WHATSAPP_APP_SECRET, WHATSAPP_VERIFY_TOKEN, SECRET_KEY, ENCRYPTION_KEYS) are redacted

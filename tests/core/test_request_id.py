@@ -1,4 +1,4 @@
-"""X-Request-Id (CONTRACT 13): taken from the request when sane, else new; on every response; in every error
+"""X-Request-Id (docs/operations.md): taken from the request when sane, else new; on every response; in every error
 envelope as ``error.request_id``; on the log lines written while the request is served."""
 
 import hashlib

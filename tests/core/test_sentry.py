@@ -1,4 +1,4 @@
-"""Optional error reporting (CONTRACT 1, 13): sentry-sdk only when SENTRY_DSN is set, events without secrets.
+"""Optional error reporting (docs/operations.md): sentry-sdk only when SENTRY_DSN is set, events without secrets.
 
 The reporting test points SENTRY_DSN at an HTTP server of its own and reads the envelopes the SDK POSTs there.
 """

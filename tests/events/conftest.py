@@ -39,7 +39,7 @@ def enqueued(monkeypatch):
 
 
 def contract_signature_valid(request: dict, secret: str) -> bool:
-    """CONTRACT 9, written here independently: v1=hex(HMAC-SHA256(secret utf-8, "<timestamp>.<raw body>")); the
+    """docs/api.md, written here independently: v1=hex(HMAC-SHA256(secret utf-8, "<timestamp>.<raw body>")); the
     header holds one or more space-separated signatures (two during a secret rotation's overlap), any may match."""
     timestamp = request["headers"]["X-Webhook-Timestamp"]
     expected = hmac.new(secret.encode("utf-8"), timestamp.encode() + b"." + request["body"], hashlib.sha256)

@@ -1,4 +1,4 @@
-"""POST /v1/webhooks/{id}/ping (CONTRACT 9): a signed ping POSTed at once through the pinned, time-bounded transport,
+"""POST /v1/webhooks/{id}/ping (docs/api.md): a signed ping POSTed at once through the pinned, time-bounded transport,
 answered with what the endpoint answered; nothing queued or stored."""
 
 import time

@@ -1,4 +1,4 @@
-"""Secret rotation (CONTRACT 9): POST /v1/webhooks/{id}/rotate-secret, both secrets signing during the overlap,
+"""Secret rotation (docs/api.md): POST /v1/webhooks/{id}/rotate-secret, both secrets signing during the overlap,
 the new one alone after it; the admin's button."""
 
 import base64

@@ -68,7 +68,7 @@ def test_signature_make_follows_the_contracts_rule(org, broadcast, endpoint_for,
     event = Event.objects.get()
     body = event_body(event=event)
     signature = signature_make(secret="whsec_k", timestamp=1_790_000_000, body=body)
-    # Then a receiver following CONTRACT 9 verifies it, and the body is the same bytes every time
+    # Then a receiver following docs/api.md verifies it, and the body is the same bytes every time
     request = {"headers": {"X-Webhook-Timestamp": "1790000000", "X-Webhook-Signature": signature}, "body": body}
     assert contract_signature_valid(request, "whsec_k")
     assert not contract_signature_valid(request, "whsec_other")

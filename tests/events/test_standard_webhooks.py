@@ -1,4 +1,4 @@
-"""Standard Webhooks headers beside ours (CONTRACT 9): real deliveries to a local receiver, verified by the
+"""Standard Webhooks headers beside ours (docs/api.md): real deliveries to a local receiver, verified by the
 ``standardwebhooks`` library itself and by the contract's own rule."""
 
 import base64

@@ -1,4 +1,4 @@
-"""Template health through the webhook receiver: status events mapped as CONTRACT 8 says, out-of-order updates,
+"""Template health through the webhook receiver: status events mapped as docs/rules.md says, out-of-order updates,
 category (final notices only) and quality; the bootstrap commands' --category and --marketing-messages."""
 
 from io import StringIO
@@ -62,7 +62,7 @@ def test_status_events_map_as_the_contract_says(client, template, start, event, 
     # Given a template in some status
     template.status = start
     template.save()
-    # When Meta's event arrives, then the status is as CONTRACT 8 maps it and Meta's word and time are stored
+    # When Meta's event arrives, then the status is as docs/rules.md maps it and Meta's word and time are stored
     template = status_update(client, template, event)
     assert template.status == expected
     assert template.status_event == event

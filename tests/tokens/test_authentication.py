@@ -1,4 +1,4 @@
-"""Bearer token authentication and scope permission (CONTRACT section 3), on tiny views of this module."""
+"""Bearer token authentication and scope permission (docs/api.md), on tiny views of this module."""
 
 from datetime import timedelta
 

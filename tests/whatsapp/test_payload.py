@@ -20,7 +20,7 @@ def test_named_template_message(template):
     # when
     message = build_template_message(to="+573001112233", template=template, variables={"nombre": "Ana", "monto": "$5"})
 
-    # then it is exactly CONTRACT section 6
+    # then it is exactly docs/rules.md
     assert message == {
         "messaging_product": "whatsapp",
         "recipient_type": "individual",

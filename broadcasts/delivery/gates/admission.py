@@ -48,7 +48,7 @@ class GateContext:
     channel_id: str
     template_category: str
     now: datetime
-    # The spending cap (CONTRACT 12) and the rate card that prices it: None when the broadcast has no cap.
+    # The spending cap (docs/rules.md) and the rate card that prices it: None when the broadcast has no cap.
     max_cost: Decimal | None = None
     rate_card_id: int | None = None
     # This batch's facts, read together before the chain runs (None: each gate reads its own).

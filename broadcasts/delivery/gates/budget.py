@@ -1,4 +1,4 @@
-"""The budget gate (CONTRACT 12, ``max_cost``): last of the chain, so only a send that is really posted now
+"""The budget gate (docs/rules.md, ``max_cost``): last of the chain, so only a send that is really posted now
 reserves its price. An adapter over broadcasts/pricing.py's ``budget_reserve``; no query at all without a cap.
 
 What fits of a batch goes on; the first send that would pass the cap and every fresh one after it are handed back

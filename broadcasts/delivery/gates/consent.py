@@ -1,4 +1,4 @@
-"""The consent gate (CONTRACT 11): a MARKETING send to a number on the organization's suppression list ends FAILED
+"""The consent gate (docs/rules.md): a MARKETING send to a number on the organization's suppression list ends FAILED
 ``opted_out`` without a call to Meta. Decided at posting time, so a number suppressed mid-broadcast is respected.
 UTILITY and AUTHENTICATION templates pass without a query; a MARKETING batch costs one indexed query."""
 

@@ -1,4 +1,4 @@
-"""The messaging limit's gate (CONTRACT 10): a send to a number the organization's window has no room for waits.
+"""The messaging limit's gate (docs/rules.md): a send to a number the organization's window has no room for waits.
 
 An adapter over broadcasts/rules/messaging_limit.py: one organization read per batch, and for a limited organization one
 customer-window query and one Redis script; an unlimited organization costs no Redis call. A send that would

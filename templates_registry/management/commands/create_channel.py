@@ -8,7 +8,7 @@ from tokens.services import organization_get_or_create, organization_messaging_l
 
 
 def _messaging_limit(raw: str | None) -> int | None:
-    """--messaging-limit: one of Meta's tiers or "unlimited" (CONTRACT 2); anything else is refused."""
+    """--messaging-limit: one of Meta's tiers or "unlimited" (docs/operations.md); anything else is refused."""
     if raw is None or raw.strip().lower() == "unlimited":
         return None
     text = raw.strip().replace(",", "").replace("_", "")

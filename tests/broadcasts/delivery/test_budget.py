@@ -1,4 +1,4 @@
-"""The spending cap for real (CONTRACT 12): a Celery worker process posting to the sandbox over HTTP stops at the
+"""The spending cap for real (docs/rules.md): a Celery worker process posting to the sandbox over HTTP stops at the
 send that would pass ``max_cost``, pauses the broadcast ``budget_exceeded``, and resume is refused."""
 
 from decimal import Decimal

@@ -1,4 +1,5 @@
-"""Template components for real (CONTRACT 4, 6): templates synced from the sandbox's message_templates, broadcasts
+"""Template components for real (docs/api.md and docs/rules.md): templates synced from the sandbox's
+message_templates, broadcasts
 POSTed to the API, a Celery worker posting to the sandbox over HTTP. The sandbox checks media headers and dynamic
 buttons against its registry as Meta does (132012 / 131008), so an accepted send proves its parameters arrived;
 each test reads the exact JSON Meta received."""

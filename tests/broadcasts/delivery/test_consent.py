@@ -1,4 +1,4 @@
-"""Consent for real (CONTRACT 11): a Celery worker process, the sandbox over HTTP, and Meta's signed webhooks (the
+"""Consent for real (docs/rules.md): a Celery worker process, the sandbox over HTTP, and Meta's signed webhooks (the
 sandbox's) posted to our live receiver."""
 
 import pytest

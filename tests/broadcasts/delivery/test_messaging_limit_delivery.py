@@ -1,4 +1,4 @@
-"""The messaging limit on the real path (CONTRACT 10): Celery worker processes, Redis, PostgreSQL, the sandbox over
+"""The messaging limit on the real path (docs/rules.md): Celery worker processes, Redis, PostgreSQL, the sandbox over
 HTTP counting unique numbers per portfolio, and its signed webhooks into the service (live server)."""
 
 import time

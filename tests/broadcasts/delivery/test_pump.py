@@ -53,7 +53,7 @@ def test_each_recipient_gets_exactly_one_post_with_payload_and_token(
                     }
                 ],
             },
-            # the send's own reference, echoed by Meta in every status webhook (CONTRACT 6)
+            # the send's own reference, echoed by Meta in every status webhook (docs/rules.md)
             "biz_opaque_callback_data": f"{broadcast.id}:{send.index}",
         }
     assert {s.status for s in sends.values()} == {"SENT"}

@@ -1,4 +1,4 @@
-"""Unknown outcomes wait out DELIVERY_UNKNOWN_GRACE_SECONDS (CONTRACT 6); Meta's answer is never forgotten."""
+"""Unknown outcomes wait out DELIVERY_UNKNOWN_GRACE_SECONDS (docs/rules.md); Meta's answer is never forgotten."""
 
 from datetime import timedelta
 
