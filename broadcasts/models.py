@@ -67,6 +67,8 @@ class RateCardPrice(models.Model):
     country = models.CharField(max_length=2)
     category = models.CharField(max_length=16)
     price = models.DecimalField(max_digits=12, decimal_places=6)
+    # What Meta charges inside the customer-service window (null: 0 for UTILITY, ``price`` otherwise).
+    in_window_price = models.DecimalField(max_digits=12, decimal_places=6, null=True, blank=True)
 
     class Meta:
         constraints = [
@@ -168,7 +170,8 @@ class Send(models.Model):
     # 5,000-send COPY and two index entries per status move of a send (issue 14).
     broadcast = models.ForeignKey(Broadcast, on_delete=models.CASCADE, related_name="sends", db_index=False)
     index = models.PositiveIntegerField()  # position in the request's recipients array
-    to = models.CharField(max_length=20)  # E.164
+    # The recipient's address: E.164, or the BSUID of a recipient given by ``user_id`` (whatsapp.numbers.is_bsuid).
+    to = models.CharField(max_length=140)
     variables = models.JSONField(default=dict)
     meta_data = models.JSONField(null=True, blank=True)
     status = models.CharField(max_length=16, choices=SendStatus.choices, default=SendStatus.PENDING)
@@ -189,6 +192,9 @@ class Send(models.Model):
     # Mexico, Argentina, Brazil) and `messages[0].message_status` (accepted, held_for_quality_assessment, paused).
     wa_id = models.CharField(max_length=32, null=True, blank=True)
     meta_status = models.CharField(max_length=40, null=True, blank=True)
+    # The user's business-scoped user id (BSUID): the request's, else the one Meta named for this message
+    # (`contacts[0].user_id` in its answer, `recipient_user_id` in a status).
+    user_id = models.CharField(max_length=140, null=True, blank=True)
     error_code = models.CharField(max_length=64, blank=True)
     error_title = models.CharField(max_length=255, blank=True)
     error_message = models.TextField(blank=True)
@@ -294,7 +300,7 @@ class MarketingHold(models.Model):
     organization = models.ForeignKey(
         Organization, on_delete=models.CASCADE, related_name="marketing_holds", db_index=False
     )
-    to = models.CharField(max_length=20)  # E.164, as the sends store it
+    to = models.CharField(max_length=140)  # E.164 or a BSUID, as the sends store it
     # The failure that started the hold (the POST's answer, or the failed status webhook's timestamp).
     failed_at = models.DateTimeField()
     until = models.DateTimeField()
@@ -314,7 +320,7 @@ class CustomerWindow(models.Model):
     (docs/rules.md) is open for CUSTOMER_SERVICE_WINDOW_SECONDS after it. One row per (channel, number), upserted."""
 
     channel = models.ForeignKey(Channel, on_delete=models.CASCADE, related_name="customer_windows")
-    number = models.CharField(max_length=20)  # E.164, "+" and the digits Meta sent as `from`
+    number = models.CharField(max_length=140)  # E.164 ("+" and the digits Meta sent as `from`), or a BSUID
     last_inbound_at = models.DateTimeField()
 
     class Meta:
@@ -340,7 +346,7 @@ class Suppression(models.Model):
     which blanks ``to``) stays suppressed."""
 
     organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="suppressions")
-    to = models.CharField(max_length=20, blank=True)  # E.164; "" once the contact was erased
+    to = models.CharField(max_length=140, blank=True)  # E.164 or a BSUID; "" once the contact was erased
     to_hash = models.CharField(max_length=64)
     reason = models.CharField(max_length=255, blank=True)
     source = models.CharField(max_length=16, choices=SuppressionSource.choices)
@@ -358,3 +364,46 @@ class Suppression(models.Model):
 
     def __str__(self) -> str:
         return f"{self.to or '(erased)'} ({self.source})"
+
+
+class ContactIdentity(models.Model):
+    """One pair Meta gave for a user of an organization: its WhatsApp id (``wa_id``, the phone form, with the E.164
+    ``number`` we sent to when known) and its business-scoped user id (``user_id``, BSUID). Kept from every place
+    Meta names both (answers' ``contacts[]``, statuses, incoming messages, preference updates), so that a message
+    naming only one of them reaches the other (rules/identities.py)."""
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="identities", db_index=False)
+    user_id = models.CharField(max_length=140)
+    wa_id = models.CharField(max_length=32)
+    number = models.CharField(max_length=20, blank=True)  # E.164 when one of our sends names it
+    seen_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            # Lookup by BSUID (a username-only webhook) and the upsert's conflict target.
+            models.UniqueConstraint(fields=["organization", "user_id", "wa_id"], name="contact_identity_unique"),
+        ]
+        indexes = [models.Index(fields=["organization", "wa_id"], name="contact_identity_wa_id")]
+
+    def __str__(self) -> str:
+        return f"{self.user_id} ~ {self.wa_id}"
+
+
+class UserPreference(models.Model):
+    """The last ``user_preferences`` update applied for a number or BSUID of an organization, by Meta's timestamp: an
+    older one that arrives later (or a replay) changes nothing (rules/suppressions.py)."""
+
+    organization = models.ForeignKey(
+        Organization, on_delete=models.CASCADE, related_name="user_preferences", db_index=False
+    )
+    subject_hash = models.CharField(max_length=64)  # suppressions.number_hash of the E.164 number or BSUID
+    value = models.CharField(max_length=16)  # Meta's word: "stop" or "resume"
+    at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["organization", "subject_hash"], name="user_preference_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.value} at {self.at.isoformat()}"

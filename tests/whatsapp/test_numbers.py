@@ -2,7 +2,7 @@
 
 import pytest
 
-from whatsapp.numbers import wa_id_e164_forms
+from whatsapp.numbers import is_bsuid, wa_id_e164_forms
 
 
 @pytest.mark.parametrize(
@@ -20,3 +20,25 @@ from whatsapp.numbers import wa_id_e164_forms
 )
 def test_forms_of_a_wa_id(wa_id, forms):
     assert wa_id_e164_forms(wa_id) == forms
+
+
+@pytest.mark.parametrize(
+    ("value", "ok"),
+    [
+        ("US.13491208655302741918", True),
+        ("BR.ENT.abc123", True),
+        ("MX.a", True),
+        ("US." + "a" * 128, True),
+        ("US." + "a" * 129, False),
+        ("us.123", False),  # the country is upper-case
+        ("US.", False),
+        ("US.12-3", False),
+        ("US.ENT.", False),
+        ("+14155550100", False),
+        (None, False),
+        (12, False),
+        ("US.123\n", False),
+    ],
+)
+def test_bsuid_shape(value, ok):
+    assert is_bsuid(value) is ok
