@@ -29,14 +29,10 @@ from broadcasts.queue import enqueue_dispatch
 from broadcasts.rules import customer_windows, suppressions
 from broadcasts.selectors import broadcast_get_for_update
 from broadcasts.send_rows import send_rows, sends_insert
-from broadcasts.validation import (
-    BulkRequest,
-    Errors,
-    RecipientInput,
-    bulk_request_validate,
-    campaign_name_default,
-    template_components_check,
-)
+from broadcasts.validation.errors import Errors
+from broadcasts.validation.recipients import RecipientInput
+from broadcasts.validation.request import BulkRequest, bulk_request_validate, campaign_name_default
+from broadcasts.validation.template_checks import template_components_check
 from core.errors import ApplicationError, ConflictError
 from core.ids import object_id
 from core.timefmt import iso_utc
