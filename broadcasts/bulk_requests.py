@@ -13,13 +13,10 @@ from django.db.models import Q
 from broadcasts import pricing
 from broadcasts.models import RateCard
 from broadcasts.rules import customer_windows, suppressions
-from broadcasts.validation import (
-    BulkRequest,
-    Errors,
-    RecipientInput,
-    bulk_request_validate,
-    template_components_check,
-)
+from broadcasts.validation.errors import Errors
+from broadcasts.validation.recipients import RecipientInput
+from broadcasts.validation.request import BulkRequest, bulk_request_validate
+from broadcasts.validation.template_checks import template_components_check
 from core.errors import ApplicationError
 from templates_registry.models import Channel, Template
 from tokens.models import Organization

@@ -8,7 +8,7 @@ import orjson
 from django.db import connection
 
 from broadcasts.models import Send
-from broadcasts.validation import RecipientInput
+from broadcasts.validation.recipients import RecipientInput
 
 MISSING_VARIABLES = "missing_variables"
 # Columns written by COPY; every other column of the table is nullable and starts NULL.

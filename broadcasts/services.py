@@ -26,9 +26,7 @@ from broadcasts.notifications import message_events_publish
 from broadcasts.queue import enqueue_dispatch
 from broadcasts.selectors import broadcast_get_for_update
 from broadcasts.send_rows import send_rows, sends_insert
-from broadcasts.validation import (
-    campaign_name_default,
-)
+from broadcasts.validation.request import campaign_name_default
 from core.errors import ApplicationError, ConflictError
 from core.ids import object_id
 from core.timefmt import iso_utc

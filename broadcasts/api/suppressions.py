@@ -13,7 +13,7 @@ from broadcasts.api.pagination import cursor_decode, cursor_encode, limit_parse,
 from broadcasts.models import Suppression, SuppressionSource
 from broadcasts.phones import phone_to_e164
 from broadcasts.rules import suppressions
-from broadcasts.validation import INVALID_PHONE
+from broadcasts.validation.recipients import INVALID_PHONE
 from core.api.base import ApiView
 from core.api.serializers import ErrorEnvelopeSerializer
 from core.errors import ApplicationError, NotFoundError

@@ -28,7 +28,7 @@ from events.endpoints import endpoints_active
 from events.models import EventType
 from events.outbox import NewEvent, events_record
 from templates_registry.models import Channel
-from whatsapp.inbound import UserPreferenceUpdate
+from whatsapp.inbound.users import UserPreferenceUpdate
 from whatsapp.numbers import wa_id_e164_forms
 
 # Meta's error "the user stopped marketing messages": an answer or a failed status with it suppresses the number.

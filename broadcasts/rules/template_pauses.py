@@ -21,7 +21,7 @@ from django.db import transaction
 
 from broadcasts import lifecycle
 from broadcasts.models import Broadcast, BroadcastStatus, Send
-from whatsapp.inbound import StatusUpdate
+from whatsapp.inbound.statuses import StatusUpdate
 
 # Meta's template status -> the paused_reason code of the broadcasts it pauses.
 PAUSING_TEMPLATE_STATUSES: dict[str, str] = {"PAUSED": "template_paused", "DISABLED": "template_disabled"}

@@ -18,7 +18,7 @@ from broadcasts.status_updates.failure_effects import failed_effects_apply
 from broadcasts.status_updates.folding import ALLOWED_FROM, Fold, statuses_fold
 from broadcasts.status_updates.matching import sends_find, statuses_match_and_settle
 from broadcasts.status_updates.moves import sends_move
-from whatsapp.inbound import StatusUpdate
+from whatsapp.inbound.statuses import StatusUpdate
 
 
 class StatusMoves(dict):

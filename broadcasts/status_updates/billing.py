@@ -17,7 +17,7 @@ from broadcasts import pricing
 from broadcasts.models import Send, SendStatus
 from broadcasts.phones import phone_region
 from broadcasts.status_updates.folding import Fold
-from whatsapp.inbound import StatusUpdate
+from whatsapp.inbound.statuses import StatusUpdate
 
 
 def pricing_fold(statuses: Iterable[StatusUpdate]) -> dict[str, dict[str, Any]]:

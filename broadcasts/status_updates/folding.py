@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from broadcasts.models import SendStatus
 from whatsapp.errors import status_failure_classify
-from whatsapp.inbound import StatusUpdate
+from whatsapp.inbound.statuses import StatusUpdate
 
 # Meta's words -> ours. "sent" (and anything unknown) moves nothing: the Graph API's 200 made it SENT.
 META_STATUSES = {"delivered": SendStatus.DELIVERED, "read": SendStatus.READ, "failed": SendStatus.FAILED}

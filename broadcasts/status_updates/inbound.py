@@ -33,31 +33,32 @@ from broadcasts.status_updates.apply import sends_apply_statuses
 from broadcasts.status_updates.unmatched import unmatched_statuses_keep
 from templates_registry.models import Channel
 from templates_registry.services import template_category_apply, template_quality_apply, template_status_update_apply
-from whatsapp.inbound import (
+from whatsapp.inbound.changes import Change, changes_read
+from whatsapp.inbound.limits import (
     BUSINESS_CAPABILITY_FIELD,
     PHONE_QUALITY_FIELD,
-    STATUSES_FIELD,
+    BusinessCapabilityUpdate,
+    PhoneNumberQualityUpdate,
+    business_capability_parse,
+    phone_quality_parse,
+)
+from whatsapp.inbound.statuses import STATUSES_FIELD, StatusUpdate, statuses_parse
+from whatsapp.inbound.templates import (
     TEMPLATE_CATEGORY_FIELD,
     TEMPLATE_QUALITY_FIELD,
     TEMPLATE_STATUS_FIELD,
-    USER_PREFERENCES_FIELD,
-    BusinessCapabilityUpdate,
-    Change,
-    InboundMessage,
-    PhoneNumberQualityUpdate,
-    StatusUpdate,
     TemplateCategoryUpdate,
     TemplateQualityUpdate,
     TemplateStatusUpdate,
-    UserPreferenceUpdate,
-    business_capability_parse,
-    changes_read,
-    inbound_messages_parse,
-    phone_quality_parse,
-    statuses_parse,
     template_category_update_parse,
     template_quality_update_parse,
     template_status_update_parse,
+)
+from whatsapp.inbound.users import (
+    USER_PREFERENCES_FIELD,
+    InboundMessage,
+    UserPreferenceUpdate,
+    inbound_messages_parse,
     user_preferences_parse,
 )
 from whatsapp.numbers import wa_id_e164_forms

@@ -18,7 +18,7 @@ from broadcasts.counts import broadcasts_lock, counts_add, deltas_of
 from broadcasts.models import SendStatus
 from broadcasts.notifications import message_events_publish
 from core.metrics import sends_add
-from whatsapp.inbound import StatusUpdate
+from whatsapp.inbound.statuses import StatusUpdate
 from whatsapp.payload import callback_parse
 
 # One probe of the partial wamid index per wamid of the body. A plain ``message_id = ANY(...)`` of 1,000 wamids is

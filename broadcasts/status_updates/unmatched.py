@@ -13,7 +13,7 @@ from django.utils import timezone
 from broadcasts.models import UnmatchedStatus
 from broadcasts.status_updates.apply import sends_apply_statuses
 from broadcasts.status_updates.folding import META_STATUSES
-from whatsapp.inbound import StatusUpdate, status_update_parse
+from whatsapp.inbound.statuses import StatusUpdate, status_update_parse
 
 # A status for a wamid no send carries yet is retried this long (the delivery engine records wamids
 # within ~0.5 s; minutes cover a slow database too), then dropped as belonging to no broadcast of ours.

@@ -2,7 +2,7 @@
 (pure: no database)."""
 
 from broadcasts.status_updates import inbound
-from whatsapp.inbound import changes_read
+from whatsapp.inbound.changes import changes_read
 
 
 def _change(field, value, *, entry_time=1700000000):

@@ -16,7 +16,9 @@ from broadcasts.status_updates.inbound import webhook_payload_process
 from core.redis import redis_client
 from tests.delivery_support import broadcast_make, numbers
 from tokens.models import Organization
-from whatsapp.inbound import BusinessCapabilityUpdate, InboundMessage, PhoneNumberQualityUpdate, limits_parse
+from whatsapp.inbound.envelope import limits_parse
+from whatsapp.inbound.limits import BusinessCapabilityUpdate, PhoneNumberQualityUpdate
+from whatsapp.inbound.users import InboundMessage
 
 pytestmark = pytest.mark.django_db
 

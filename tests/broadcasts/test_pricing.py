@@ -14,7 +14,7 @@ from broadcasts import previews, pricing
 from broadcasts.models import Broadcast, IdempotencyRecord, RateCard, RateCardPrice, Send, SendStatus
 from broadcasts.status_updates.apply import sends_apply_statuses
 from tests.events.helpers import broadcast_with_sends
-from whatsapp.inbound import status_update_parse
+from whatsapp.inbound.statuses import status_update_parse
 
 ROOT = Path(__file__).resolve().parents[2]
 

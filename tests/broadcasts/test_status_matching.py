@@ -14,7 +14,7 @@ from broadcasts.status_updates.apply import sends_apply_statuses
 from templates_registry.models import Channel
 from tests.broadcasts.counts_support import assert_counts_exact
 from tests.events.helpers import broadcast_with_sends, meta_signature
-from whatsapp.inbound import status_update_parse
+from whatsapp.inbound.statuses import status_update_parse
 from whatsapp.payload import callback_parse, callback_reference
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -46,7 +46,7 @@ def status_entry(wamid: str, status: str, timestamp: int = 1_790_000_000, **extr
 def parsed(entries) -> list:
     """Meta's status entries as the webhook hands them to broadcasts: read by whatsapp.inbound (malformed ones
     dropped)."""
-    from whatsapp.inbound import status_update_parse
+    from whatsapp.inbound.statuses import status_update_parse
 
     return [update for entry in entries if (update := status_update_parse(entry)) is not None]
 

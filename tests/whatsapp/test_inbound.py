@@ -7,14 +7,9 @@ from datetime import UTC, datetime
 import pytest
 
 from tests.events.helpers import meta_envelope, status_entry
-from whatsapp.inbound import (
-    OtherChange,
-    StatusError,
-    StatusUpdate,
-    TemplateStatusUpdate,
-    envelope_parse,
-    status_update_parse,
-)
+from whatsapp.inbound.envelope import OtherChange, envelope_parse
+from whatsapp.inbound.statuses import StatusError, StatusUpdate, status_update_parse
+from whatsapp.inbound.templates import TemplateStatusUpdate
 from whatsapp.signatures import signature_valid
 
 

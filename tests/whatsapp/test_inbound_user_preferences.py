@@ -2,7 +2,8 @@
 
 from datetime import UTC, datetime
 
-from whatsapp.inbound import OtherChange, UserPreferenceUpdate, envelope_parse
+from whatsapp.inbound.envelope import OtherChange, envelope_parse
+from whatsapp.inbound.users import UserPreferenceUpdate
 
 
 def _envelope(items, *, metadata=True):

@@ -6,7 +6,8 @@ import asyncio
 import pytest
 
 from whatsapp.client import MARKETING_MESSAGES_PATH, MESSAGES_PATH, GraphClient, send_path
-from whatsapp.inbound import TemplateCategoryUpdate, TemplateQualityUpdate, TemplateStatusUpdate, envelope_parse
+from whatsapp.inbound.envelope import envelope_parse
+from whatsapp.inbound.templates import TemplateCategoryUpdate, TemplateQualityUpdate, TemplateStatusUpdate
 
 PAYLOAD = {
     "messaging_product": "whatsapp",

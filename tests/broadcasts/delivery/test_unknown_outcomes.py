@@ -14,7 +14,7 @@ from tests.broadcasts.counts_support import assert_counts_exact
 from tests.delivery_support import broadcast_make, numbers
 from whatsapp.client import SendResult
 from whatsapp.errors import transport_error
-from whatsapp.inbound import status_update_parse
+from whatsapp.inbound.statuses import status_update_parse
 from whatsapp.payload import callback_reference
 
 pytestmark = pytest.mark.django_db(transaction=True)
