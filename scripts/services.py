@@ -533,7 +533,9 @@ def main(argv: list[str]) -> int:
         servers = demo_servers()
         environment = demo_environment(servers)
         demo_environment_save(environment)
-        return run_command(command, environment, forward_sigint=True)
+        status = run_command(command, environment, forward_sigint=True)
+        # Ctrl-C (honcho answers 130) or a SIGTERM is how the demo is stopped: not a failure.
+        return 0 if status in (130, 143, -signal.SIGINT, -signal.SIGTERM) else status
     except ServiceError as exc:
         say(str(exc))
         return 1
