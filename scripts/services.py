@@ -24,6 +24,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import pwd
 import re
 import shlex
 import shutil
@@ -147,8 +148,15 @@ def redis_binaries() -> tuple[Path, Path]:
 # --- running PostgreSQL as an unprivileged user when root ------------------------------------------------------------
 
 
+def _sbin(name: str) -> str:
+    """A system tool that a user's PATH may lack (runuser, useradd live in /usr/sbin)."""
+    return shutil.which(name) or next(
+        (f"{d}/{name}" for d in ("/usr/sbin", "/sbin") if os.path.exists(f"{d}/{name}")), name
+    )
+
+
 def as_pg_user() -> list[str]:
-    return ["runuser", "-u", PG_USER, "--"] if os.geteuid() == 0 else []
+    return [_sbin("runuser"), "-u", PG_USER, "--"] if os.geteuid() == 0 else []
 
 
 def pg_user_prepare(*paths: Path) -> None:
@@ -156,9 +164,13 @@ def pg_user_prepare(*paths: Path) -> None:
     only, when they lack it). Not root: nothing to do."""
     if os.geteuid() != 0:
         return
-    if subprocess.run(["id", "-u", PG_USER], capture_output=True).returncode != 0:
+    try:
+        pwd.getpwnam(PG_USER)
+    except KeyError:
         say(f"creating the system user {PG_USER!r} (PostgreSQL does not run as root)")
-        subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", PG_USER], check=True)
+        subprocess.run(
+            [_sbin("useradd"), "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", PG_USER], check=True
+        )
     uid = _uid(PG_USER)
     for path in paths:
         for folder in [*reversed(path.parents), path] if path.is_dir() else reversed(path.parents):
@@ -379,7 +391,7 @@ def test_servers(work: Path) -> Servers:
 
 
 def _uid(user: str) -> int:
-    return int(subprocess.run(["id", "-u", user], capture_output=True, text=True, check=True).stdout)
+    return pwd.getpwnam(user).pw_uid
 
 
 def demo_servers() -> Servers:
