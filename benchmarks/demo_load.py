@@ -1,4 +1,4 @@
-"""The demo's own load on the demo stack (`make run`: its database and Redis, web + worker + beat + sandbox).
+"""The demo's own load on the demo stack (`make run`: its own PostgreSQL and Redis, web + worker + beat + sandbox).
 
 Posts broadcasts at once (default 2000 and 5000 recipients) with the demo token, with a customer endpoint
 registered (a receiver in this process, so outbound events are delivered too), waits until every broadcast is
@@ -59,17 +59,20 @@ class Demo:
     log_path: Path
     process: subprocess.Popen | None = None
     folder: Path | None = None
+    # The whole log, shutdown included, kept once stop() removed the folder.
+    final_log: str = ""
 
     def log(self) -> str:
         try:
             return self.log_path.read_text(errors="replace")
         except OSError:
-            return ""
+            return self.final_log
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
-            # honcho stops its processes on SIGINT (Ctrl-C), as `make run` does.
-            for sig, wait in ((signal.SIGINT, 20), (signal.SIGTERM, 10), (signal.SIGKILL, 5)):
+            # honcho stops its processes on SIGINT (Ctrl-C), as `make run` does; then the launcher stops PostgreSQL
+            # and Redis (they run in a session of their own, out of this group's reach).
+            for sig, wait in ((signal.SIGINT, 60), (signal.SIGTERM, 30), (signal.SIGKILL, 5)):
                 try:
                     os.killpg(self.process.pid, sig)
                     self.process.wait(timeout=wait)
@@ -79,19 +82,23 @@ class Demo:
                 except ProcessLookupError:
                     break
         if self.folder is not None:
+            self.final_log = self.log()
             shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def demo_start(*, env_overrides: dict[str, str] | None = None, timeout: float = 90.0) -> Demo:
-    """Copies the tree to a temporary folder (its own var/: database, Redis, logs) and starts the demo there on
-    free ports, exactly as `make run` does; returns once the API answers."""
+    """Copies the tree to a temporary folder (its own var/: the PostgreSQL and Redis data) and starts the demo there
+    on free ports (web, sandbox, PostgreSQL, Redis: never a running `make run`'s), exactly as `make run` does;
+    returns once the API answers."""
     folder = Path(tempfile.mkdtemp(prefix="demo-load-"))
     shutil.copytree(PROJECT_ROOT, folder / "app", ignore=COPY_IGNORE)
     port, sandbox_port = free_port(), free_port()
     log_path = folder / "demo.log"
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "TEST_SERVICES_DIR")}
+    # Nothing of the caller's servers (a test run's, a `make run`'s): the demo starts its own.
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL") and not k.startswith("TEST_")}
     venv_bin = Path(sys.executable).parent
     env.update({"PATH": f"{venv_bin}:{env.get('PATH', '')}", "PORT": str(port), "SANDBOX_PORT": str(sandbox_port)})
+    env.update({"DEMO_PG_PORT": "0", "DEMO_REDIS_PORT": "0"})  # free ports
     env.update(env_overrides or {})
     with open(log_path, "wb") as log:
         process = subprocess.Popen(

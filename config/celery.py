@@ -109,6 +109,17 @@ def _metrics_process_dead(pid=None, **kwargs) -> None:
     multiprocess.mark_process_dead(pid or os.getpid())
 
 
+@signals.worker_process_shutdown.connect
+@signals.worker_shutdown.connect
+def _delivery_runtimes_close(**kwargs) -> None:
+    """A worker process on its way out closes its delivery runtimes (the Graph client's aiohttp session, its
+    loop): no "Unclosed connector" error at shutdown. Prefork children get worker_process_shutdown; the threads
+    and solo pools run tasks in the main process, which gets worker_shutdown."""
+    from broadcasts.delivery.runtime import runtimes_close
+
+    runtimes_close()
+
+
 class WorkerHeartbeat(bootsteps.StartStopStep):
     """Writes the worker's heartbeat now and every WORKER_HEARTBEAT_SECONDS from its main loop's timer: a worker
     whose loop is stuck goes stale. (Workers running beat's `core.heartbeat` task write it too.)"""

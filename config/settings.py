@@ -17,7 +17,6 @@ from kombu import Exchange, Queue
 from config.multiproc import multiproc_dir_setup
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-VAR_DIR = BASE_DIR / "var"
 
 env = environ.Env()
 
@@ -27,7 +26,10 @@ env = environ.Env()
 DEBUG = env.bool("DEBUG", default=False)
 SECRET_KEY = env("SECRET_KEY", default="dev-insecure-secret-key-change-me" if DEBUG else None)
 if not SECRET_KEY:
-    raise environ.ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off.")
+    raise environ.ImproperlyConfigured(
+        "SECRET_KEY must be set when DEBUG is off. For the demo's environment: `make manage ARGS=...`, or "
+        "`source var/demo.env` while `make run` runs."
+    )
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "testserver"] if DEBUG else [])
 
 INSTALLED_APPS = [
@@ -83,46 +85,42 @@ TEMPLATES = [
 ]
 
 # --- Database -----------------------------------------------------------------
-DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'db.sqlite3'}")}
-if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
-    # Persistent connections: a worker reuses its connection instead of opening one per task.
-    DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
-    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
-else:
-    # SQLite (make run demo): web (2 gunicorn workers), the worker's 4 threads, beat and the sandbox's webhooks all
-    # write at once. WAL lets readers run beside the one writer; synchronous=NORMAL is safe under WAL (a power cut
-    # may lose the last commits, never corrupt); every transaction BEGINs IMMEDIATE, taking the write lock up front,
-    # because a deferred one that reads and then writes can fail with "database is locked" at once (the lock
-    # upgrade cannot wait: the busy timeout does not apply); and a writer waits up to 30 s for the lock.
-    DATABASES["default"].setdefault("OPTIONS", {}).update(
-        {
-            "timeout": 30,
-            "transaction_mode": "IMMEDIATE",
-            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=30000",
-        }
+# PostgreSQL only, everywhere (`make run` and `make test` start local servers of their own: scripts/services.py).
+DATABASE_URL = env("DATABASE_URL", default="")
+if not DATABASE_URL:
+    raise environ.ImproperlyConfigured(
+        "DATABASE_URL is not set: it must name a PostgreSQL database (postgres://user:password@host:5432/name). "
+        "For the demo's servers: `make manage ARGS=...`, or `source var/demo.env` while `make run` runs."
     )
+if DATABASE_URL.split("://", 1)[0] not in ("postgres", "postgresql", "pgsql") or "://" not in DATABASE_URL:
+    raise environ.ImproperlyConfigured(
+        "DATABASE_URL must name a PostgreSQL database (postgres://user:password@host:5432/name); "
+        f"got {DATABASE_URL.split('://', 1)[0][:40]!r}."
+    )
+DATABASES = {"default": env.db_url_config(DATABASE_URL)}
+# Persistent connections: a worker reuses its connection instead of opening one per task.
+DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Redis / cache --------------------------------------------------------------
+# Redis (or Valkey) is the Celery broker, the cache and the engine's limiter store; there is no other broker.
 REDIS_URL = env("REDIS_URL", default="")
-if REDIS_URL:
-    # Short socket timeouts: with Redis down or hung, a cache call (throttle, endpoint list) fails within ~2 s
-    # and the API answers 503 instead of holding a web worker.
-    CACHES = {
-        "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
-            "LOCATION": REDIS_URL,
-            "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 2},
-        }
+if not REDIS_URL.startswith(("redis://", "rediss://", "unix://")):
+    raise environ.ImproperlyConfigured(
+        "REDIS_URL must name a Redis or Valkey server (redis://host:6379/0)"
+        + (f"; got {REDIS_URL.split(':', 1)[0]}:" if REDIS_URL else " and is not set")
+        + ". For the demo's servers: `make manage ARGS=...`, or `source var/demo.env` while `make run` runs."
+    )
+# Short socket timeouts: with Redis down or hung, a cache call (throttle, endpoint list) fails within ~2 s
+# and the API answers 503 instead of holding a web worker.
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_URL,
+        "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 2},
     }
-else:
-    # Shared between the demo's processes on one machine; production uses Redis.
-    CACHES = {
-        "default": {
-            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
-            "LOCATION": str(VAR_DIR / "cache"),
-        }
-    }
+}
 
 # --- Auth, i18n, static -----------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [
@@ -236,22 +234,10 @@ CUSTOMER_SERVICE_WINDOW_SECONDS = env.float("CUSTOMER_SERVICE_WINDOW_SECONDS", d
 # https://docs.celeryq.dev/en/stable/userguide/configuration.html
 # The database is the truth and the broker only wakes workers: every setting below assumes a message can be
 # lost or delivered twice, and the beat sweeper (broadcasts.sweep) finds the work again from the rows.
-if REDIS_URL:
-    CELERY_BROKER_URL = REDIS_URL
-    # Unacked (acks_late) messages come back after this; it must exceed the longest countdown we use
-    # (retry wakes <= DELIVERY_RETRY_MAX_SECONDS) and the longest task run, or a task would run twice early.
-    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
-else:
-    # Embedded broker for the demo: kombu's filesystem transport, shared by the demo's processes.
-    CELERY_BROKER_URL = "filesystem://"
-    CELERY_BROKER_TRANSPORT_OPTIONS = {
-        "data_folder_in": str(VAR_DIR / "broker"),
-        "data_folder_out": str(VAR_DIR / "broker"),
-        "processed_folder": str(VAR_DIR / "broker-processed"),
-        "store_processed": False,
-        # Broadcast (control) exchange tables; the default is a "control" folder in the working directory.
-        "control_folder": str(VAR_DIR / "broker-control"),
-    }
+CELERY_BROKER_URL = REDIS_URL
+# Unacked (acks_late) messages come back after this; it must exceed the longest countdown we use
+# (retry wakes <= DELIVERY_RETRY_MAX_SECONDS) and the longest task run, or a task would run twice early.
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_RESULT_BACKEND = None

@@ -2,10 +2,7 @@
 beat processes, which write heartbeats into the cache (Redis in production) that the web reads."""
 
 import logging
-import os
-import tempfile
 import time
-from pathlib import Path
 
 import redis
 from django.conf import settings
@@ -80,8 +77,6 @@ def _broker() -> str:
         problem = _redis_ping(url)
         if problem:
             return problem
-    if broker_url.startswith("filesystem"):
-        return _folder_writable(settings.CELERY_BROKER_TRANSPORT_OPTIONS.get("data_folder_in", ""))
     if broker_url.startswith("memory"):
         return "ok"  # in-process transport (a test configuration): nothing to reach
     if not redis_urls:
@@ -101,19 +96,3 @@ def _redis_ping(url: str) -> str | None:
         return f"unavailable: {exc.__class__.__name__}"
     finally:
         client.close()
-
-
-def _folder_writable(folder: str) -> str:
-    """The embedded (kombu filesystem) broker works when its folder takes a new file."""
-    if not folder:
-        return "unavailable: no broker folder configured"
-    try:
-        Path(folder).mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".health-", delete=True) as probe:
-            probe.write(b"ok")
-            probe.flush()
-            os.fsync(probe.fileno())
-        return "ok"
-    except OSError as exc:
-        logger.warning("health: broker folder %s is not writable: %s", folder, exc)
-        return f"unavailable: folder not writable ({exc.__class__.__name__})"

@@ -1,6 +1,5 @@
 #!/usr/bin/env bash
-# Installs Debian's chromium and chromium-driver when missing (for make test-admin), as with-services.sh does
-# for postgresql and redis-server.
+# Installs Debian's chromium and chromium-driver when missing (for make test-admin).
 set -euo pipefail
 
 need=()

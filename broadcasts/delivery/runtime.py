@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import logging
 import os
 import sys
 import threading
@@ -19,6 +20,7 @@ from django.db import close_old_connections
 from whatsapp.client import GraphClient
 
 T = TypeVar("T")
+logger = logging.getLogger(__name__)
 
 # While a pump runs, a thread holding the GIL (the DB thread building an UPDATE) hands it over this often, so a
 # slot waits at most ~1 ms for it, not Python's default 5 ms.
@@ -81,10 +83,24 @@ class Runtime:
             self.client_key = key
         return self.client
 
+    def close(self) -> None:
+        """Close the Graph client's session (its pooled connections), the database threads and the loop: a worker
+        process that exits leaves no unclosed connector behind. The loop must not be running."""
+        if self.client is not None and not self.client.closed and not self.loop.is_closed():
+            self.loop.run_until_complete(self.client.close())
+        self.client = None
+        for executor in (self.db, *self.lanes):
+            executor.shutdown(wait=False, cancel_futures=True)
+        if not self.loop.is_closed():
+            self.loop.close()
 
-# One runtime per thread that runs tasks: a prefork child has one; the demo's thread pool runs several tasks at
-# once, and an event loop cannot run twice. The pid check drops what a forked child inherited from its parent.
+
+# One runtime per thread that runs tasks: a prefork child has one; a thread pool runs several tasks at once, and an
+# event loop cannot run twice. The pid check drops what a forked child inherited from its parent.
 _runtimes = threading.local()
+# Every runtime this process made (discarded ones too), for runtimes_close at the process's exit.
+_made: list[Runtime] = []
+_made_lock = threading.Lock()
 
 
 def runtime_get() -> Runtime:
@@ -92,7 +108,21 @@ def runtime_get() -> Runtime:
     runtime = getattr(_runtimes, "runtime", None)
     if runtime is None or runtime.pid != os.getpid():
         runtime = _runtimes.runtime = Runtime()
+        with _made_lock:
+            _made.append(runtime)
     return runtime
+
+
+def runtimes_close() -> None:
+    """Close every runtime this process made (the worker process is shutting down: no task runs any more)."""
+    with _made_lock:
+        mine = [runtime for runtime in _made if runtime.pid == os.getpid()]
+        _made.clear()
+    for runtime in mine:
+        try:
+            runtime.close()
+        except Exception:  # noqa: BLE001 - a process on its way out: close the others still
+            logger.debug("delivery runtime: closing failed", exc_info=True)
 
 
 def runtime_discard() -> None:

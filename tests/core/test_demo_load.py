@@ -1,6 +1,7 @@
-"""The demo (`make run`: its own database and Redis, gunicorn x2, a threaded worker, beat and the sandbox posting
+"""The demo (`make run`: its own PostgreSQL and Redis, gunicorn x2, a prefork worker, beat and the sandbox posting
 Meta's webhooks) holds a concurrent load of its own with no error: run for real, in a copy of the tree with its
-own var/ folder and free ports, through scripts/run-demo.sh exactly as `make run` starts it."""
+own var/ folder and free ports, through scripts/run-demo.sh exactly as `make run` starts it, then stopped as Ctrl-C
+stops it (no ERROR line on the way out either, and its servers stopped)."""
 
 import pytest
 
@@ -20,9 +21,9 @@ def test_the_demo_holds_two_concurrent_broadcasts_with_webhooks_and_events_witho
         result = run_load(
             base_url=demo.base_url, token=token, channel_id=channel_id, sizes=[600, 400], timeout=60, poll=2.0
         )
-        log = demo.log()[started_log:]
     finally:
         demo.stop()
+    log = demo.log()[started_log:]
     # Then both broadcasts are COMPLETED with every send READ, and every event reached the customer
     assert result["all_completed_and_read"], result
     for broadcast in result["broadcasts"].values():
@@ -36,3 +37,5 @@ def test_the_demo_holds_two_concurrent_broadcasts_with_webhooks_and_events_witho
     assert errors["http_5xx"] == 0, errors
     # (and the log is the real processes' one: the webhooks and the worker's tasks went through it)
     assert "POST /v1/webhooks/whatsapp" in log and "events.endpoint_deliver" in log
+    # And the stop (Ctrl-C) stopped the worker warmly and then the demo's PostgreSQL and Redis
+    assert "Warm shutdown" in log and "services: PostgreSQL and Redis stopped" in log, log[-3000:]

@@ -73,20 +73,6 @@ def test_health_503_when_the_database_is_down(anon_api, monkeypatch):
     assert set(response.json()["error"]["details"]) == {"database"}
 
 
-def test_health_with_the_filesystem_broker_checks_its_folder(anon_api, tmp_path):
-    # given the embedded broker of `make run` (no Redis), with a writable folder
-    options = {"data_folder_in": str(tmp_path / "broker"), "data_folder_out": str(tmp_path / "broker")}
-    with override_settings(CELERY_BROKER_URL="filesystem://", REDIS_URL="", CELERY_BROKER_TRANSPORT_OPTIONS=options):
-        assert anon_api.get("/v1/health").status_code == 200
-    # when the folder cannot be created (its parent is a file), then 503
-    (tmp_path / "file").write_text("x")
-    options = {"data_folder_in": str(tmp_path / "file" / "broker")}
-    with override_settings(CELERY_BROKER_URL="filesystem://", REDIS_URL="", CELERY_BROKER_TRANSPORT_OPTIONS=options):
-        response = anon_api.get("/v1/health")
-    assert response.status_code == 503
-    assert "broker" in response.json()["error"]["details"]
-
-
 def test_health_with_an_in_process_broker_is_ok(anon_api):
     with override_settings(CELERY_BROKER_URL="memory://", REDIS_URL=""):
         assert anon_api.get("/v1/health").status_code == 200

@@ -1,7 +1,7 @@
 """Redis or PostgreSQL down (docs/rules.md and docs/api.md): every API endpoint answers 503 ``service_unavailable``
 in the envelope, with Retry-After, never a 500; once the server is back the same requests are 2xx.
 
-The servers are the test run's own (scripts/with-services.sh): stopped for real, then started again
+The servers are the test run's own (scripts/scripts/services.py): stopped for real, then started again
 on the same port with the same options, so the tests after these find them as they were.
 """
 
@@ -20,6 +20,7 @@ from django.db import connection
 
 from broadcasts.models import Broadcast
 from tests.core.hostile import BULK, META_WEBHOOK, WEBHOOKS, assert_envelope, bulk_body, client_for
+from tests.delivery_support import redis_server_binary
 from tests.events.helpers import meta_envelope, meta_signature, status_entry
 
 pytestmark = pytest.mark.slow
@@ -36,7 +37,7 @@ def _as_postgres() -> list[str]:
 
 
 class RedisServer:
-    """The test Redis, stopped and started again exactly as with-services.sh started it."""
+    """The test Redis, stopped and started again exactly as scripts/services.py started it."""
 
     def __init__(self) -> None:
         self.port = urlsplit(settings.REDIS_URL).port
@@ -58,7 +59,7 @@ class RedisServer:
     def start(self) -> None:
         work = _services_dir()
         subprocess.run(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+            [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
              "--daemonize", "yes", "--pidfile", f"{work}/redis.pid", "--logfile", f"{work}/redis.log", "--dir", work],
             check=True,
             stdout=subprocess.DEVNULL,

@@ -66,18 +66,39 @@ def test_check_deploy_warns_when_a_production_setting_is_missing(change, warning
     assert result.returncode != 0 and warning in result.stdout + result.stderr
 
 
+# Servers named, never reached by the commands below (settings only).
+SERVERS = {"DATABASE_URL": PRODUCTION_EXAMPLE["DATABASE_URL"], "REDIS_URL": PRODUCTION_EXAMPLE["REDIS_URL"]}
+
+
 def test_debug_is_off_unless_asked_for_and_then_secrets_are_required():
-    # no DATABASE_URL and no DEBUG (a fresh operator's shell): DEBUG is off, so no dev SECRET_KEY
+    # no DATABASE_URL and no DEBUG (a fresh operator's shell): DEBUG is off, so no dev SECRET_KEY, said in one line
     result = manage("check", env={})
     assert result.returncode != 0 and "SECRET_KEY must be set when DEBUG is off" in result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
     # with a key, DEBUG is off, there are no dev hosts, and cookies are secure
-    shown = manage("shell", "-c", _PRINT_SETTINGS, env={"SECRET_KEY": "k" * 60})
+    shown = manage("shell", "-c", _PRINT_SETTINGS, env={"SECRET_KEY": "k" * 60, **SERVERS})
     assert shown.returncode == 0, shown.stderr
     assert shown.stdout.split()[-6:] == ["False", "[]", "True", "True", "False", "0"]
     # DEBUG=true (what `make run` sets) gives the dev values
-    dev = manage("shell", "-c", _PRINT_SETTINGS, env={"DEBUG": "true"})
+    dev = manage("shell", "-c", _PRINT_SETTINGS, env={"DEBUG": "true", **SERVERS})
     assert dev.returncode == 0, dev.stderr
     assert dev.stdout.split()[-6:] == ["True", "['127.0.0.1','localhost','testserver']", "False", "False", "False", "0"]
+
+
+@pytest.mark.parametrize(
+    ("servers", "message"),
+    [
+        ({"REDIS_URL": SERVERS["REDIS_URL"]}, "DATABASE_URL is not set"),
+        ({**SERVERS, "DATABASE_URL": "mysql://app@127.0.0.1:3306/app"}, "DATABASE_URL must name a PostgreSQL database"),
+        ({**SERVERS, "DATABASE_URL": "not a url"}, "DATABASE_URL must name a PostgreSQL database"),
+        ({"DATABASE_URL": SERVERS["DATABASE_URL"]}, "REDIS_URL must name a Redis or Valkey server"),
+        ({**SERVERS, "REDIS_URL": "filesystem://"}, "REDIS_URL must name a Redis or Valkey server"),
+    ],
+)
+def test_postgresql_and_redis_are_required_and_said_so_in_one_line(servers, message):
+    result = manage("check", env={"DEBUG": "true", **servers})
+    assert result.returncode != 0 and message in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
 
 
 def test_the_proxy_header_setting_is_parsed_into_the_pair_django_wants():

@@ -13,12 +13,12 @@ from django.db import connection
 from broadcasts.notifications import message_events_publish
 from events import endpoints, queue
 from events.models import DeliveryStatus, EventDelivery
-from tests.delivery_support import CeleryProcess, celery_env, database_url_for, wait_for
+from tests.delivery_support import CeleryProcess, celery_env, database_url_for, redis_server_binary, wait_for
 from tests.events.helpers import broadcast_with_sends
 
 
 class RedisServer:
-    """Stops and starts the Redis of scripts/with-services.sh (its pid file and folder are in TEST_SERVICES_DIR)."""
+    """Stops and starts the Redis of scripts/services.py (its pid file and folder are in TEST_SERVICES_DIR)."""
 
     def __init__(self) -> None:
         self.folder = os.environ["TEST_SERVICES_DIR"]
@@ -41,7 +41,7 @@ class RedisServer:
         if self.ping():
             return
         subprocess.run(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+            [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
             + ["--daemonize", "yes", "--pidfile", self.pidfile, "--logfile", os.path.join(self.folder, "redis.log")]
             + ["--dir", self.folder],
             check=True,

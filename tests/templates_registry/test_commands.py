@@ -1,15 +1,13 @@
-"""create_channel, create_template, sync_templates, seed_demo: the value last on stdout; bad arguments fail."""
+"""create_channel, create_template, sync_templates: the value last on stdout; bad arguments fail."""
 
 import re
 from io import StringIO
 
 import pytest
-from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
 
 from templates_registry.models import Channel, Template
 from tokens.models import Organization
-from tokens.services import token_authenticate
 
 pytestmark = pytest.mark.django_db
 
@@ -136,29 +134,3 @@ def test_sync_templates_graph_error_is_a_command_error(channel, fake_graph):
 def test_sync_templates_unknown_channel_fails(db):
     with pytest.raises(CommandError, match="No channel"):
         run("sync_templates", "--channel", "nope")
-
-
-def run_all(*args: str) -> str:
-    out = StringIO()
-    call_command(*args, stdout=out, stderr=StringIO())
-    return out.getvalue()
-
-
-def test_seed_demo_is_idempotent_and_issues_a_new_token_each_run(db):
-    # when the demo seed runs twice
-    first_out = run_all("seed_demo", "--admin-password", "pw-one-123")
-    second_out = run_all("seed_demo")
-    # then one organization, channel, template and admin, but two working tokens
-    assert Organization.objects.filter(name="Demo").count() == 1
-    channel = Channel.objects.get()
-    assert (channel.phone_number_id, channel.waba_id, channel.max_mps) == ("100000000000001", "200000000000001", 80)
-    template = Template.objects.get()
-    assert (template.name, template.language, template.status) == ("welcome_v2", "es", "APPROVED")
-    assert template.variables == ["nombre", "monto"]
-    first, second = first_out.strip().splitlines()[-1], second_out.strip().splitlines()[-1]
-    assert first != second
-    assert token_authenticate(raw=first) is not None and token_authenticate(raw=second) is not None
-    admin = get_user_model().objects.get(username="admin")
-    assert admin.is_superuser and admin.is_staff
-    # and the printed curl is ready to paste: it carries the token and the channel id
-    assert f"Bearer {second}" in second_out and channel.id in second_out and "/v1/messages/bulk" in second_out

@@ -1,4 +1,7 @@
-"""The demo data of `make run`: idempotent, so a second run reuses everything but issues a new token."""
+"""The demo data of `make run`: idempotent, so a second run reuses everything but issues a new token.
+
+It lives in broadcasts (not templates_registry) because it also loads a demo rate card (broadcasts.pricing), so the
+dry run and the broadcasts' costs show numbers."""
 
 import os
 import secrets
@@ -9,6 +12,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
+from broadcasts.pricing import rate_card_current, rate_card_load
 from core.errors import ApplicationError
 from templates_registry.models import Channel, Template
 from templates_registry.services import channel_create, template_register
@@ -21,10 +25,32 @@ DEMO_WABA_ID = "200000000000001"
 DEMO_ACCESS_TOKEN = "demo-graph-access-token"  # the sandbox accepts any token
 DEMO_TEMPLATE = ("welcome_v2", "es", "Hola {{nombre}}, tu saldo es {{monto}}")
 DEMO_ADMIN = "admin"
+# Made-up prices in Meta's shape (per delivered message, by country and category; `*` for every other country):
+# the countries of the printed curl (MX, ES) and of the demo load (CO), and the US.
+DEMO_RATE_CARD = """country,category,price,currency
+MX,MARKETING,0.0305,USD
+MX,UTILITY,0.0085,USD
+MX,AUTHENTICATION,0.0085,USD
+ES,MARKETING,0.0615,USD
+ES,UTILITY,0.0200,USD
+ES,AUTHENTICATION,0.0200,USD
+CO,MARKETING,0.0125,USD
+CO,UTILITY,0.0008,USD
+CO,AUTHENTICATION,0.0008,USD
+US,MARKETING,0.0250,USD
+US,UTILITY,0.0040,USD
+US,AUTHENTICATION,0.0135,USD
+*,MARKETING,0.0600,USD
+*,UTILITY,0.0100,USD
+*,AUTHENTICATION,0.0300,USD
+"""
 
 
 class Command(BaseCommand):
-    help = "Creates the demo organization, channel, template and admin (reused when present) and a fresh token."
+    help = (
+        "Creates the demo organization, channel, template, admin and rate card (reused when present; a card loaded "
+        "with load_rate_card stays in force) and a fresh token."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("--base-url", default=None, help="where the API listens, for the printed curl commands")
@@ -58,6 +84,8 @@ class Command(BaseCommand):
                 template, _ = template_register(
                     channel=channel, name=name, language=language, body=body, status=Template.Status.APPROVED
                 )
+                # The demo card only where no card is in force: a card loaded by hand is never replaced.
+                card = rate_card_current() or rate_card_load(text=DEMO_RATE_CARD)
                 issued = token_create(organization=organization, scopes=list(KNOWN_SCOPES), name="make run demo")
                 admin = self._admin(password)
         except ApplicationError as exc:
@@ -80,6 +108,7 @@ class Command(BaseCommand):
         out(f"Organization : {organization.name}")
         out(f"Channel      : {channel.id} (phone_number_id {channel.phone_number_id}, max_mps {channel.max_mps})")
         out(f"Template     : {template.name} [{template.language}] {template.status}, variables {template.variables}")
+        out(f"Rate card    : {card.id} ({card.currency}, {card.prices.count()} prices; load_rate_card replaces it)")
         out(f"Admin        : {base_url}/admin/  user {admin.get_username()}  password {password}")
         out(f"API docs     : {base_url}/v1/docs")
         out("")
