@@ -14,7 +14,7 @@ logger = logging.getLogger(__name__)
 REDIS_TIMEOUT_SECONDS = 1.0
 
 
-# A worker or beat whose last heartbeat is older than this is "stale" (CONTRACT 13: seen in the last minute).
+# A worker or beat whose last heartbeat is older than this is "stale" (docs/operations.md: seen in the last minute).
 HEARTBEAT_STALE_SECONDS = 60.0
 HEARTBEAT_KEYS = {"worker": "health:heartbeat:worker", "beat": "health:heartbeat:beat"}
 # What decides the answer's status code: only these down is a 503; a stale worker or beat is reported, with a 200.

@@ -1,4 +1,4 @@
-"""Shape and field rules of a ``POST /v1/messages/bulk`` body (CONTRACT section 4).
+"""Shape and field rules of a ``POST /v1/messages/bulk`` body (docs/api.md).
 
 Pure functions over the parsed JSON: no database. Every error is collected under its path
 (``recipients[17].to``) so the client sees all of them at once. The service adds the rules that

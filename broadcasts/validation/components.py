@@ -1,4 +1,4 @@
-"""``header_media`` and ``buttons`` well formed, before the template is known (CONTRACT 4): the broadcast's
+"""``header_media`` and ``buttons`` well formed, before the template is known (docs/api.md): the broadcast's
 ``header_media`` and each recipient's own ``header_media`` and ``buttons``. Whether they fit the template is
 ``template_checks``'s."""
 
@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 
 from broadcasts.validation.errors import Errors, error_add
 
-# header_media (CONTRACT 4): Meta fetches a link over HTTPS; media ids are numbers; a document's filename is shown.
+# header_media (docs/api.md): Meta fetches a link over HTTPS; media ids are numbers; a document's filename is shown.
 MEDIA_TYPES = ("image", "video", "document")
 MEDIA_FIELDS = frozenset({"type", "link", "id", "filename"})
 MAX_MEDIA_LINK = 2048

@@ -1,4 +1,4 @@
-"""``recipients[]`` (CONTRACT 4): each ``to`` an E.164 number, its ``variables``, its ``meta_data`` and its own
+"""``recipients[]`` (docs/api.md): each ``to`` an E.164 number, its ``variables``, its ``meta_data`` and its own
 ``header_media`` and ``buttons`` (``components``), read into ``RecipientInput``. The hot path of a 5,000-recipient
 POST: one pass, and the JSON walks only when the serialized text shows they can find something."""
 

@@ -1,4 +1,4 @@
-"""The whole body of ``POST /v1/messages/bulk`` (CONTRACT 4): ``bulk_request_validate``, the entry point, reads its
+"""The whole body of ``POST /v1/messages/bulk`` (docs/api.md): ``bulk_request_validate``, the entry point, reads its
 top-level fields here and its recipients, media and schedule with the package's other modules, and returns the
 cleaned ``BulkRequest`` or every error found."""
 
@@ -31,7 +31,7 @@ class BulkRequest:
     campaign_name: str | None
     scheduled_at: datetime | None
     recipients: list[RecipientInput] = field(default_factory=list)
-    # CONTRACT 12: a preview instead of a broadcast, and the spending cap.
+    # docs/rules.md: a preview instead of a broadcast, and the spending cap.
     dry_run: bool = False
     max_cost: Decimal | None = None
     header_media: dict[str, str] | None = None
@@ -66,7 +66,7 @@ def _string(
 
 
 def _money_fields(errors: Errors, body: dict[str, Any]) -> tuple[bool, Decimal | None]:
-    """``dry_run`` (a boolean) and ``max_cost`` (a decimal string > 0), CONTRACT 4 and 12."""
+    """``dry_run`` (a boolean) and ``max_cost`` (a decimal string > 0), docs/api.md and docs/rules.md."""
     dry_run = body.get("dry_run", False)
     if not isinstance(dry_run, bool):
         error_add(errors, "dry_run", "Must be a boolean.")

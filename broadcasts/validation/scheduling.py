@@ -1,4 +1,4 @@
-"""``scheduled_at``: an ISO 8601 instant with an offset, in the future, at most 90 days ahead (CONTRACT 4)."""
+"""``scheduled_at``: an ISO 8601 instant with an offset, in the future, at most 90 days ahead (docs/api.md)."""
 
 from datetime import UTC, datetime, timedelta
 from typing import Any

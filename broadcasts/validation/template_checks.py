@@ -11,7 +11,7 @@ from whatsapp.template_components import MEDIA_FORMATS, ButtonSpec
 def template_components_check(
     errors: Errors, *, request: BulkRequest, header_format: str, buttons: Sequence[ButtonSpec]
 ) -> None:
-    """The rules that need the template (CONTRACT 4): header media of the header's type, buttons the template has,
+    """The rules that need the template (docs/api.md): header media of the header's type, buttons the template has,
     values within their button's bounds, and every parameter the template needs present for every recipient."""
     media_type = header_format.lower() if header_format in MEDIA_FORMATS else ""
     dynamic = {str(b.index): b for b in buttons if b.dynamic}

@@ -1,4 +1,4 @@
-"""Per-token request limits (CONTRACT 5: ``API_RATE_LIMITS``, default ``60/min,1000/hour``).
+"""Per-token request limits (docs/api.md: ``API_RATE_LIMITS``, default ``60/min,1000/hour``).
 
 Fixed-window counters in the Django cache (Redis in production), one per window, so every web
 process shares them. The setting is read at each request: a deploy (or a test) can change it

@@ -1,4 +1,4 @@
-"""Meta's webhook envelope (CONTRACT section 8) read into plain dataclasses. Pure: no database, no settings.
+"""Meta's webhook envelope (docs/rules.md) read into plain dataclasses. Pure: no database, no settings.
 
 An envelope is ``{"object": ..., "entry": [{"id": <WABA id>, "changes": [{"field": ..., "value": {...}}]}]}``.
 Kinds of change that carry something: ``messages`` changes with ``statuses[]`` (delivery receipts, one

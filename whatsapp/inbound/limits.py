@@ -1,4 +1,4 @@
-"""The messaging limit and number health (CONTRACT 8, 10): ``business_capability_update`` (the account's messaging
+"""The messaging limit and number health (docs/rules.md): ``business_capability_update`` (the account's messaging
 limit) and ``phone_number_quality_update`` (a number's quality or throughput event and its messaging-limit tier),
 one update per change, stamped with the entry's ``time``."""
 
