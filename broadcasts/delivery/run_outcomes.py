@@ -2,9 +2,9 @@
 JOURNAL_INTERVAL_SECONDS, written to PostgreSQL with every check of the run (outcomes.sends_record), retried while
 the database is away, and the deferred sends handed back with each write.
 
-``RunOutcomes`` is the base of run.BroadcastRun, which posts; it expects the run's ``broadcast``, ``channel`` and
-``give_up_at``. The POST coroutines on the loop append to ``results``; the DB thread writes what the loop swapped
-out (``_take_results``): nothing is lost in between.
+``RunOutcomes`` is the base of run_posting.RunPosting (and so of run.BroadcastRun), which posts; it expects the
+run's ``broadcast``, ``channel`` and ``give_up_at``. The POST coroutines on the loop append to ``results``; the DB
+thread writes what the loop swapped out (``_take_results``): nothing is lost in between.
 """
 
 from __future__ import annotations
