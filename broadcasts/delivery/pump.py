@@ -7,7 +7,7 @@ running places: taken here (limiter.channel_slot_acquire) for the chunk's channe
 takes on, given back by each channel's pump as it stops (see channel_pump.py, which also finishes or wakes its
 broadcasts).
 
-Fairness (CONTRACT 6): a worker process runs one task at a time, and a pump task holds it for up to a third of
+Fairness (docs/rules.md): a worker process runs one task at a time, and a pump task holds it for up to a third of
 the lease (20 s). With one channel per task, as many busy channels as worker processes took every process, and a
 small broadcast on an idle channel waited in the queue (2.2-5.6 s measured) for one to finish. So a running pump
 task is a host: every DELIVERY_PUMP_ADOPT_INTERVAL (jittered) it looks for channels that have work and no pump

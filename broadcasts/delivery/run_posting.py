@@ -56,7 +56,7 @@ class RunPosting(RunOutcomes):
         self.account_error: SendResult | None = None
         # Metrics: each POST's latency (one observe), and POSTs per wall-clock second, added to Redis every check
         # for msg_channel_sends_per_second (broadcasts/metrics.py).
-        # Marketing Messages API or /messages: chosen once per run (CONTRACT 6), and named in the latency's label.
+        # Marketing Messages API or /messages: chosen once per run (docs/rules.md), and named in the latency's label.
         self.send_path = send_path(
             category=broadcast.template.category, marketing_messages=broadcast.channel.marketing_messages
         )
@@ -67,7 +67,7 @@ class RunPosting(RunOutcomes):
     async def _post(self, send: Claimed) -> None:
         try:
             # The send's reference rides along (biz_opaque_callback_data): its status webhooks find it even when
-            # the answer to this POST is lost (CONTRACT 6).
+            # the answer to this POST is lost (docs/rules.md).
             payload = self.builder.build(
                 send.to,
                 send.variables,
