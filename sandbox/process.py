@@ -106,7 +106,8 @@ class SandboxProcess:
 
     def config(self, **changes: Any) -> dict[str, Any]:
         """Change settings at run time; returns the whole config. Keys: latency_ms, default_outcome, phone_mps_cap,
-        pair_rate_limit_ms, webhook_url, app_secret, delivered_after_ms, read_after_ms, hang_seconds, phone_numbers."""
+        pair_rate_limit_ms, webhook_url, app_secret, delivered_after_ms, read_after_ms, sent_after_ms, hang_seconds,
+        phone_numbers, username_users, marketing_blocked_regions."""
         if not changes:
             return self._call("GET", "/_sandbox/config")
         return self._call("POST", "/_sandbox/config", json=changes)
