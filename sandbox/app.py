@@ -19,6 +19,7 @@ from sandbox.control import ControlRoutes
 from sandbox.graph_routes import GraphRoutes
 from sandbox.limits import limits_from_env
 from sandbox.state import SandboxConfig, SandboxState
+from sandbox.user_webhooks import UserRoutes
 from sandbox.webhooks import StatusWebhooks
 
 
@@ -31,10 +32,11 @@ class Sandbox:
         self.limits = limits_from_env(self.state)
         self.graph = GraphRoutes(self.state, self.webhooks, limits=self.limits)
         self.control = ControlRoutes(self.state)
+        self.users = UserRoutes(self.state)
 
     def make_app(self) -> web.Application:
         app = web.Application(client_max_size=4 * 1024**2)
-        app.add_routes(self.control.routes() + self.limits.routes() + self.graph.routes())
+        app.add_routes(self.control.routes() + self.users.routes() + self.limits.routes() + self.graph.routes())
 
         async def webhook_worker(app: web.Application):
             task = asyncio.create_task(self.webhooks.run())

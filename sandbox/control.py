@@ -13,25 +13,25 @@ POST /_sandbox/template_webhook {"field", "value", "waba_id"?, "time"?}: posts o
                             (message_template_status_update, template_category_update,
                             message_template_quality_update) to the configured webhook_url at once; answers
                             {"status": <the receiver's HTTP status>, "answered_at": <Unix time of its answer>}
-POST /_sandbox/user_preferences  {"to", "value": "stop"|"resume", "phone_number_id"?}: post Meta's signed
-                            `user_preferences` webhook now; answers {"status": <our receiver's HTTP status>}
+(Users' webhooks and BSUIDs: sandbox/user_webhooks.py; messaging limits and account webhooks: sandbox/limits.py.)
+A user is keyed by the digits of its number, or by its BSUID for a send by `recipient` (scripts, ?to=).
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import os
 import time
 from collections import defaultdict, deque
 from typing import Any
 
 import orjson
-from aiohttp import ClientSession, ClientTimeout, web
+from aiohttp import web
 
 from sandbox.outcomes import is_accepted, parse_outcome
 from sandbox.responses import json_object, json_response
-from sandbox.state import OUTCOME, PHONE_NUMBER_ID, RECEIVED_AT, SEQ, TO_DIGITS, SandboxState, digits
+from sandbox.signed_posts import envelope, post_envelope
+from sandbox.state import OUTCOME, PHONE_NUMBER_ID, RECEIVED_AT, SEQ, TO_DIGITS, SandboxState
+from sandbox.users import recipient_key
 
 # The template webhooks the control API posts on demand (Meta's field names).
 TEMPLATE_WEBHOOK_FIELDS = frozenset(
@@ -57,7 +57,6 @@ class ControlRoutes:
             web.get("/_sandbox/stats", self.stats),
             web.post("/_sandbox/template_errors", self.template_errors),
             web.post("/_sandbox/template_webhook", self.template_webhook),
-            web.post("/_sandbox/user_preferences", self.user_preferences),
         ]
 
     async def health(self, request: web.Request) -> web.Response:
@@ -66,20 +65,21 @@ class ControlRoutes:
     async def script(self, request: web.Request) -> web.Response:
         data = await json_object(request)
         to, outcomes = data.get("to"), data.get("outcomes")
-        if not isinstance(to, str) or not digits(to) or not isinstance(outcomes, list):
-            return json_response({"error": 'expected {"to": "+57...", "outcomes": [...]}'}, 400)
+        if not isinstance(to, str) or not recipient_key(to) or not isinstance(outcomes, list):
+            return json_response({"error": 'expected {"to": "+57..." or a BSUID, "outcomes": [...]}'}, 400)
         try:
             for outcome in outcomes:
                 parse_outcome(outcome)
         except ValueError as exc:
             return json_response({"error": str(exc)}, 400)
         scripts = self.state.scripts
-        script = scripts.setdefault(digits(to), deque())
+        key = recipient_key(to)
+        script = scripts.setdefault(key, deque())
         if data.get("replace"):
             script.clear()
         script.extend(outcomes)
         if not script:
-            del scripts[digits(to)]
+            del scripts[key]
         return json_response({"to": to, "pending": list(script)})
 
     async def config(self, request: web.Request) -> web.Response:
@@ -111,7 +111,7 @@ class ControlRoutes:
             since = int(query.get("since", "0"))
         except ValueError:
             return json_response({"error": "since must be an integer"}, 400)
-        to = digits(query["to"]) if "to" in query else None
+        to = recipient_key(query["to"]) if "to" in query else None
         phone = query.get("phone_number_id")
         log = self.state.requests
         records = []
@@ -161,78 +161,11 @@ class ControlRoutes:
         if not config.webhook_url:
             return json_response({"error": "no webhook_url configured"}, 409)
         moment = data.get("time")
-        entry = {
-            "id": str(data.get("waba_id") or "0"),
-            "time": moment if isinstance(moment, int) else int(time.time()),
-            "changes": [{"value": value, "field": field}],
-        }
-        body = orjson.dumps({"object": "whatsapp_business_account", "entry": [entry]})
-        headers = {"Content-Type": "application/json", "User-Agent": "facebookexternalua"}
-        if config.app_secret:
-            signature = hmac.new(config.app_secret.encode(), body, hashlib.sha256).hexdigest()
-            headers["X-Hub-Signature-256"] = f"sha256={signature}"
-        async with ClientSession(timeout=ClientTimeout(total=30)) as session:
-            async with session.post(config.webhook_url, data=body, headers=headers) as response:
-                await response.read()
-                return json_response({"status": response.status, "answered_at": time.time()})
-
-    async def user_preferences(self, request: web.Request) -> web.Response:
-        """A user stops or resumes marketing messages: Meta's `user_preferences` webhook, signed, posted now."""
-        data = await json_object(request)
-        to, value = data.get("to"), data.get("value")
-        config = self.state.config
-        if not isinstance(to, str) or not digits(to) or value not in ("stop", "resume"):
-            return json_response({"error": 'expected {"to": "+57...", "value": "stop"|"resume"}'}, 400)
-        if not config.webhook_url:
-            return json_response({"error": "no webhook_url configured"}, 409)
-        phone_number_id = str(data.get("phone_number_id") or next(iter(config.phone_numbers), "100000000000001"))
-        body = orjson.dumps(user_preferences_envelope(config.phone_numbers, phone_number_id, digits(to), value))
-        headers = {"Content-Type": "application/json", "User-Agent": "facebookexternalua"}
-        if config.app_secret:
-            signature = hmac.new(config.app_secret.encode(), body, hashlib.sha256).hexdigest()
-            headers["X-Hub-Signature-256"] = f"sha256={signature}"
-        async with ClientSession(timeout=ClientTimeout(total=10)) as session:
-            async with session.post(config.webhook_url, data=body, headers=headers) as response:
-                await response.read()
-                return json_response({"status": response.status})
-
-
-def user_preferences_envelope(
-    phone_numbers: dict[str, dict[str, str]], phone_number_id: str, wa_id: str, value: str
-) -> dict[str, Any]:
-    """Meta's `user_preferences` change for one user (as Meta's webhook reference shows it)."""
-    phone = phone_numbers.get(phone_number_id, {})
-    detail = "User requested to stop marketing messages" if value == "stop" else "User requested to resume them"
-    return {
-        "object": "whatsapp_business_account",
-        "entry": [
-            {
-                "id": phone.get("waba_id", "0"),
-                "changes": [
-                    {
-                        "field": "user_preferences",
-                        "value": {
-                            "messaging_product": "whatsapp",
-                            "metadata": {
-                                "display_phone_number": phone.get("display_phone_number", "15550000000"),
-                                "phone_number_id": phone_number_id,
-                            },
-                            "contacts": [{"profile": {"name": "Sandbox user"}, "wa_id": wa_id}],
-                            "user_preferences": [
-                                {
-                                    "wa_id": wa_id,
-                                    "detail": detail,
-                                    "category": "marketing_messages",
-                                    "value": value,
-                                    "timestamp": int(time.time()),
-                                }
-                            ],
-                        },
-                    }
-                ],
-            }
-        ],
-    }
+        at = moment if isinstance(moment, int) else None
+        status = await post_envelope(
+            config, envelope(waba_id=str(data.get("waba_id") or "0"), field=field, value=value, at=at), timeout=30
+        )
+        return json_response({"status": status, "answered_at": time.time()})
 
 
 def sandbox_stats(state: SandboxState) -> dict[str, Any]:

@@ -1,10 +1,13 @@
 """The fake Graph API: `POST /{version}/{phone_number_id}/messages` (and `/marketing_messages`, Meta's Marketing
 Messages API: same body, same answers, the path recorded with each send), `GET /{version}/{waba_id}/message_templates`.
 
-A send is validated as Meta does (code 100; a registry template's media header or dynamic button without its
-parameter: 132012 / 131008, sandbox/template_checks.py), refused by the rate limits (130429 per phone number, 131056 per
-recipient), then given its outcome (a script's, else the config's default; see `sandbox.outcomes`) after the
-configured latency. An accepted send gets a wamid and, with a webhook URL, its status webhooks.
+A send names its user by `to` (a number) or, from 2026, by `recipient` (a business-scoped user ID; sandbox/users.py).
+It is validated as Meta does (code 100; a BSUID for an AUTHENTICATION template: 131062; a registry template's media
+header or dynamic button without its parameter: 132012 / 131008, sandbox/template_checks.py), refused by the rate
+limits (130429 per phone number, 131056 per recipient), then given its outcome (a MARKETING template to a region Meta
+does not deliver marketing to: accepted, then a failed status 131049; else a script's, else the config's default;
+see `sandbox.outcomes`) after the configured latency. An accepted send gets a wamid, `contacts[0].user_id` and, with
+a webhook URL, its status webhooks.
 """
 
 from __future__ import annotations
@@ -21,8 +24,9 @@ from sandbox.limits import MessagingLimits
 from sandbox.meta_errors import STATUS_CODES
 from sandbox.outcomes import REFUSALS, is_accepted, parse_outcome
 from sandbox.responses import error_response, json_response
-from sandbox.state import SandboxState, digits, wa_id_of
+from sandbox.state import SandboxState, wa_id_of
 from sandbox.template_checks import TemplateChecks
+from sandbox.users import bsuid_of, recipient_key, recipient_of, region_of
 from sandbox.webhooks import StatusWebhooks
 
 
@@ -32,9 +36,9 @@ def validate_message(body: Any) -> str | None:
         return "The request body must be a JSON object"
     if body.get("messaging_product") != "whatsapp":
         return "The parameter messaging_product is required and must be 'whatsapp'"
-    to = body.get("to")
-    if not isinstance(to, str) or not digits(to):
-        return "The parameter to is required"
+    recipient = recipient_of(body)
+    if isinstance(recipient, str):
+        return recipient
     if body.get("type") != "template":
         return "The sandbox only accepts messages of type 'template'"
     template = body.get("template")
@@ -98,8 +102,13 @@ class GraphRoutes:
             if problem:
                 outcome = "invalid"
             else:
-                to_digits = digits(body["to"])
-                if state.over_cap(phone_number_id, received_at):
+                by, to_digits = recipient_of(body)  # the number's digits, or the BSUID of a `recipient` send
+                category = "MARKETING" if path == "marketing_messages" else ""
+                category = category or self.template_checks.category(state.templates, body["template"])
+                if by == "recipient" and category == "AUTHENTICATION":
+                    # Meta sends authentication templates (one-tap, zero-tap, copy code) to numbers only.
+                    outcome, problem = "error:131062", "Authentication templates need the user's phone number (to)"
+                elif state.over_cap(phone_number_id, received_at):
                     outcome = "capped"
                 elif state.pair_limited(phone_number_id, to_digits, received_at):
                     outcome = "pair_limited"
@@ -110,14 +119,19 @@ class GraphRoutes:
                     # A media header or a dynamic button without its parameter: Meta's 132012 / 131008.
                     code, problem = missing
                     outcome = f"error:{code}"
+                elif category == "MARKETING" and region_of(to_digits) in config.marketing_blocked_regions:
+                    # Meta accepts the send, then reports it failed with 131049: it does not deliver marketing
+                    # templates to US users (docs/sandbox.md).
+                    outcome = "failed_webhook:131049"
+                    problem = f"Marketing template messages are not delivered to users in {region_of(to_digits)}"
                 else:
                     outcome = state.next_outcome(to_digits)
-                    if is_accepted(outcome):
-                        state.count_accepted(phone_number_id, to_digits, received_at)
-                        if self.limits is not None:
-                            self.limits.accepted(phone_number_id, to_digits, received_at)
+                if is_accepted(outcome):
+                    state.count_accepted(phone_number_id, to_digits, received_at)
+                    if self.limits is not None:
+                        self.limits.accepted(phone_number_id, to_digits, received_at)
         if not to_digits and isinstance(body, dict):
-            to_digits = digits(body.get("to", ""))
+            to_digits = recipient_key(body.get("recipient") or body.get("to") or "")
         state.requests.append((seq, received_at, phone_number_id, authorization, raw, outcome, to_digits, path))
 
         kind, number = (outcome, 0) if outcome in REFUSALS else parse_outcome(outcome)
@@ -151,26 +165,45 @@ class GraphRoutes:
             return web.Response(text=f"<html><body>{number} sandbox proxy error</body></html>", status=number)
 
         wamid = f"wamid.SBX{state.run_id}{next(state.wamids):012d}"
+        if "recipient" in body:
+            user_id, wa_id = to_digits, None
+            contact = {"input": body["recipient"], "user_id": user_id}
+        else:
+            user_id, wa_id = bsuid_of(to_digits), wa_id_of(to_digits)
+            state.numbers_by_bsuid[user_id] = to_digits
+            contact = {"input": body["to"], "wa_id": wa_id, "user_id": user_id}
         # A reset while this send waited its latency means a new test: its statuses would leak into that one.
-        wa_id = wa_id_of(to_digits)
         if config.webhook_url and generation == state.generation:
             callback = body.get("biz_opaque_callback_data")
             self.webhooks.schedule(
                 phone_number_id,
                 wamid,
-                wa_id,
+                self.status_recipient_id(user_id, wa_id),
                 kind,
                 number,
                 received_at,
                 callback=callback if isinstance(callback, str) else None,
+                user_id=user_id,
+                by_number=wa_id is not None,
+                details=problem,
             )
         return json_response(
             {
                 "messaging_product": "whatsapp",
-                "contacts": [{"input": body["to"], "wa_id": wa_id}],
+                "contacts": [contact],
                 "messages": [{"id": wamid, "message_status": "accepted"}],
             }
         )
+
+    def status_recipient_id(self, user_id: str, wa_id: str | None) -> str | None:
+        """The `recipient_id` (wa_id) of a send's statuses, or None for a user Meta names by BSUID only: one with
+        a username (`username_users`), or a BSUID send whose number the sandbox never saw in this run."""
+        state = self.state
+        username_users = {recipient_key(user) for user in state.config.username_users}
+        number = state.numbers_by_bsuid.get(user_id)
+        if number is None or user_id in username_users or number in username_users:
+            return None
+        return wa_id if wa_id is not None else wa_id_of(number)
 
     async def message_templates(self, request: web.Request) -> web.Response:
         authorization = request.headers.get("Authorization", "")

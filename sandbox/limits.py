@@ -10,32 +10,62 @@ Control API (beside sandbox/control.py's):
 POST /_sandbox/messaging-limits  {"limit": 200 | null, "window_seconds"?, "waba_id"? | "portfolio"?, "waba_ids"?,
                                   "customer_window_seconds"?}: a tier (no waba_id/portfolio: the default of all)
 GET  /_sandbox/messaging-limits  {"portfolios": {id: {limit, window_seconds, used, max_used, over}}, "over": [...]}
-POST /_sandbox/webhooks/inbound-message         {"phone_number_id", "from": "+57..."}: a customer writes
-POST /_sandbox/webhooks/business-capability     {"waba_id", "max_daily_conversations_per_business": 2000 | -1}
+POST /_sandbox/webhooks/inbound-message         {"phone_number_id", "from": "+57..." and/or "user_id": "<BSUID>",
+                                                 "text"?}: a customer writes (named by BSUID only: a user with a
+                                                 username; no `wa_id`, no `from`)
+POST /_sandbox/webhooks/business-capability     {"waba_id", "max_daily_conversations_per_business": 2000 | -1
+                                                 | "TIER_2K" | "TIER_UNLIMITED" | ...,
+                                                 "max_daily_conversation_per_phone"?}
 POST /_sandbox/webhooks/phone-number-quality    {"waba_id"?, "phone_number_id"?, "display_phone_number"?, "event",
-                                                 "current_limit"?, "max_daily_conversations_per_business"?}
-Each posts one signed envelope to the webhook URL at once and answers {"status": <the receiver's HTTP status>}.
+                                                 "old_limit"?, "current_limit"?,
+                                                 "max_daily_conversations_per_business"?}
+Each posts one signed envelope to the webhook URL at once and answers {"status": <the receiver's HTTP status>,
+"envelope"}. A messaging limit a webhook announces becomes the sandbox's own limit for that WABA's portfolio (Meta's
+word is the limit), so `over` keeps meaning "the service sent past what Meta allowed".
 
 Env (read by `python -m sandbox`): SANDBOX_MESSAGING_LIMIT (default tier, e.g. 2000), SANDBOX_MESSAGING_WINDOW_SECONDS.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import os
 import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-from aiohttp import ClientSession, ClientTimeout, web
+from aiohttp import web
 
-from sandbox.responses import JSON, json_object, json_response
+from sandbox.responses import json_object, json_response
+from sandbox.signed_posts import envelope, post_envelope
 from sandbox.state import SandboxState, digits
+from sandbox.users import is_bsuid
 
 DEFAULT = "*"
+# Meta's messaging-limit tier names (webhooks from 2026 give these where they gave numbers); None is unlimited.
+TIER_NAMES: dict[str, int | None] = {
+    "TIER_50": 50,
+    "TIER_250": 250,
+    "TIER_1K": 1000,
+    "TIER_2K": 2000,
+    "TIER_10K": 10000,
+    "TIER_100K": 100000,
+    "TIER_UNLIMITED": None,
+}
+LIMIT_FIELDS = ("max_daily_conversations_per_business", "max_daily_conversation_per_phone")
+
+
+def tier_limit(value: Any) -> int | None:
+    """The limit a webhook's messaging-limit value means (None: unlimited); ValueError for anything else.
+    Accepts Meta's forms: a number (2000, -1), the same as a string ("2000"), or a tier name ("TIER_2K")."""
+    if isinstance(value, str):
+        if value.upper() in TIER_NAMES:
+            return TIER_NAMES[value.upper()]
+        if value.lstrip("-").isdecimal():
+            value = int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and (value == -1 or value > 0):
+        return None if value == -1 else value
+    raise ValueError(f"a messaging limit is a positive number, -1, or one of {', '.join(TIER_NAMES)}")
 
 
 @dataclass
@@ -98,13 +128,24 @@ class MessagingLimits:
         return waba_id if waba_id in self.tiers else DEFAULT
 
     def accepted(self, phone_number_id: str, to_digits: str, now: float) -> None:
-        """An accepted send: count its `to` in its portfolio's window unless the customer's window is open."""
+        """An accepted send: count its `to` (digits, or a BSUID) in its portfolio's window unless the customer's
+        window is open."""
         self._fresh()
         tier = self.tiers[self.portfolio(phone_number_id)]
         wrote = self.inbound.get((phone_number_id, to_digits))
         if wrote is not None and now - wrote < self.customer_window_seconds:
             return
         tier.count(to_digits, now)
+
+    def announce(self, waba_id: str, limit: int | None) -> None:
+        """Meta announced this WABA's messaging limit: its portfolio's tier takes it (a WABA without a tier of its
+        own gets one, with the default's window, counting from now)."""
+        self._fresh()
+        name = self.portfolio_of.get(waba_id, waba_id)
+        if name in self.tiers:
+            self.tiers[name].limit = limit
+        else:
+            self.tiers[name] = Tier(limit=limit, window_seconds=self.tiers[DEFAULT].window_seconds)
 
     # ---- control API -----------------------------------------------------------------------------------------
 
@@ -145,59 +186,71 @@ class MessagingLimits:
         return json_response({"portfolio": name, **self.tiers[name].report(time.time())})
 
     async def _post(self, waba_id: str, field_name: str, value: dict[str, Any]) -> web.Response:
-        url, secret = self.state.config.webhook_url, self.state.config.app_secret
-        if not url:
+        config = self.state.config
+        if not config.webhook_url:
             return json_response({"error": "no webhook_url configured"}, 409)
-        envelope = {
-            "object": "whatsapp_business_account",
-            "entry": [
-                {"id": waba_id or "0", "time": int(time.time()), "changes": [{"value": value, "field": field_name}]}
-            ],
-        }
-        body = orjson.dumps(envelope)
-        headers = {"Content-Type": JSON, "User-Agent": "facebookexternalua"}
-        if secret:
-            headers["X-Hub-Signature-256"] = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-        async with ClientSession(timeout=ClientTimeout(total=10)) as session:
-            async with session.post(url, data=body, headers=headers) as response:
-                await response.read()
-                return json_response({"status": response.status, "envelope": envelope})
+        data = envelope(waba_id=waba_id, field=field_name, value=value)
+        return json_response({"status": await post_envelope(config, data), "envelope": data})
 
     async def inbound_message(self, request: web.Request) -> web.Response:
         self._fresh()
         data = await json_object(request)
         phone_number_id, sender = str(data.get("phone_number_id") or ""), digits(data.get("from") or "")
-        if not phone_number_id or not sender:
-            return json_response({"error": 'expected {"phone_number_id", "from"}'}, 400)
+        user_id = data.get("user_id")
+        if not phone_number_id or not (sender or user_id) or (user_id is not None and not is_bsuid(user_id)):
+            return json_response({"error": 'expected {"phone_number_id", "from" and/or "user_id": "<BSUID>"}'}, 400)
         now = time.time()
-        self.inbound[(phone_number_id, sender)] = now
+        # The customer-service window opens for the user however a later send names it (number or BSUID).
+        known_number = self.state.numbers_by_bsuid.get(user_id) if user_id else None
+        for key in filter(None, (sender, user_id, known_number)):
+            self.inbound[(phone_number_id, key)] = now
         phone = self.state.config.phone_numbers.get(phone_number_id, {})
+        contact: dict[str, Any] = {"profile": {"name": "Sandbox customer"}}
+        message: dict[str, Any] = {}
+        if sender:
+            contact["wa_id"], message["from"] = sender, sender
+        else:  # named by BSUID only: a user with a username, whose number Meta does not share
+            contact["profile"]["username"] = "sandbox.customer"
+        if user_id:
+            contact["user_id"], message["from_user_id"] = user_id, user_id
+        message.update(
+            {
+                "id": f"wamid.IN{int(now * 1000)}{sender or digits(user_id)}",
+                "timestamp": str(int(now)),
+                "type": "text",
+                "text": {"body": str(data.get("text") or "hola")},
+            }
+        )
         value = {
             "messaging_product": "whatsapp",
             "metadata": {
                 "display_phone_number": phone.get("display_phone_number", "15550000000"),
                 "phone_number_id": phone_number_id,
             },
-            "contacts": [{"profile": {"name": "Sandbox customer"}, "wa_id": sender}],
-            "messages": [
-                {
-                    "from": sender,
-                    "id": f"wamid.IN{int(now * 1000)}{sender}",
-                    "timestamp": str(int(now)),
-                    "type": "text",
-                    "text": {"body": str(data.get("text") or "hola")},
-                }
-            ],
+            "contacts": [contact],
+            "messages": [message],
         }
         return await self._post(phone.get("waba_id", "0"), "messages", value)
+
+    @staticmethod
+    def _announced(data: dict[str, Any], fields: tuple[str, ...]) -> list[int | None]:
+        """The limits `fields` announce, in order (each validated: ValueError for a value Meta never sends)."""
+        return [tier_limit(data[name]) for name in fields if name in data]
 
     async def business_capability(self, request: web.Request) -> web.Response:
         data = await json_object(request)
         waba_id = str(data.get("waba_id") or "")
-        if not waba_id:
+        try:
+            announced = self._announced(data, LIMIT_FIELDS)
+        except ValueError as exc:
+            return json_response({"error": str(exc)}, 400)
+        if not waba_id or not announced:
             return json_response({"error": 'expected {"waba_id", "max_daily_conversations_per_business"}'}, 400)
         value = {key: data[key] for key in data if key != "waba_id"}
-        return await self._post(waba_id, "business_capability_update", value)
+        answer = await self._post(waba_id, "business_capability_update", value)
+        if answer.status == 200:
+            self.announce(waba_id, announced[0])
+        return answer
 
     async def phone_number_quality(self, request: web.Request) -> web.Response:
         data = await json_object(request)
@@ -205,9 +258,16 @@ class MessagingLimits:
         waba_id = str(data.get("waba_id") or phone.get("waba_id") or "")
         if not waba_id or not data.get("event"):
             return json_response({"error": 'expected {"waba_id" or "phone_number_id", "event", ...}'}, 400)
+        try:
+            announced = self._announced(data, LIMIT_FIELDS[:1])
+        except ValueError as exc:
+            return json_response({"error": str(exc)}, 400)
         value = {key: data[key] for key in data if key not in ("waba_id", "phone_number_id")}
         value.setdefault("display_phone_number", phone.get("display_phone_number", "15550000000"))
-        return await self._post(waba_id, "phone_number_quality_update", value)
+        answer = await self._post(waba_id, "phone_number_quality_update", value)
+        if answer.status == 200 and announced:
+            self.announce(waba_id, announced[0])
+        return answer
 
 
 def limits_from_env(state: SandboxState) -> MessagingLimits:

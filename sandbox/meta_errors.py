@@ -52,6 +52,7 @@ ERROR_MESSAGES: dict[int, str] = {
     131050: "Unable to deliver the message. This recipient has chosen to stop receiving marketing messages",
     131056: "(Business Account, Consumer Account) pair rate limit hit",
     131057: "Account in maintenance mode",
+    131062: "Business-scoped User ID recipients are not supported for this message",
     132000: "Number of parameters does not match the expected number of params",
     132001: "Template name does not exist in the translation",
     132012: "Parameter format does not match format in the created template",
@@ -76,7 +77,7 @@ def meta_error(code: int, *, details: str | None = None, message: str | None = N
     }
 
 
-def status_error(code: int | None) -> dict[str, Any]:
+def status_error(code: int | None, *, details: str | None = None) -> dict[str, Any]:
     """The `errors[0]` of a `failed` status webhook."""
     code = code or 131026
     text = ERROR_MESSAGES.get(code, "Message failed to send")
@@ -84,6 +85,6 @@ def status_error(code: int | None) -> dict[str, Any]:
         "code": code,
         "title": text,
         "message": text,
-        "error_data": {"details": f"{text} (sandbox)"},
+        "error_data": {"details": details or f"{text} (sandbox)"},
         "href": "https://developers.facebook.com/docs/whatsapp/cloud-api/support/error-codes/",
     }

@@ -106,7 +106,8 @@ class SandboxProcess:
 
     def config(self, **changes: Any) -> dict[str, Any]:
         """Change settings at run time; returns the whole config. Keys: latency_ms, default_outcome, phone_mps_cap,
-        pair_rate_limit_ms, webhook_url, app_secret, delivered_after_ms, read_after_ms, hang_seconds, phone_numbers."""
+        pair_rate_limit_ms, webhook_url, app_secret, delivered_after_ms, read_after_ms, sent_after_ms, hang_seconds,
+        phone_numbers, username_users, marketing_blocked_regions."""
         if not changes:
             return self._call("GET", "/_sandbox/config")
         return self._call("POST", "/_sandbox/config", json=changes)
@@ -167,11 +168,25 @@ class SandboxProcess:
         returns {"status": the receiver's HTTP status, "envelope"}."""
         return self._call("POST", f"/_sandbox/webhooks/{kind}", json=body)
 
-    def user_preferences(self, to: str, value: str, *, phone_number_id: str | None = None) -> int:
-        """Post Meta's signed `user_preferences` webhook (`value` "stop" or "resume") for `to` now; returns the
-        HTTP status our receiver answered."""
-        body = {"to": to, "value": value, "phone_number_id": phone_number_id}
+    def user_preferences(
+        self,
+        to: str | None,
+        value: str,
+        *,
+        phone_number_id: str | None = None,
+        user_id: str | None = None,
+        timestamp: int | None = None,
+    ) -> int:
+        """Post Meta's signed `user_preferences` webhook (`value` "stop" or "resume") now for the user named by `to`
+        (its wa_id), `user_id` (its BSUID; alone: a user with a username) or both; returns the HTTP status our
+        receiver answered."""
+        body: dict[str, Any] = {"value": value, "phone_number_id": phone_number_id}
+        body.update({k: v for k, v in (("to", to), ("user_id", user_id), ("timestamp", timestamp)) if v is not None})
         return self._call("POST", "/_sandbox/user_preferences", json=body)["status"]
+
+    def user_id_of(self, to: str) -> str:
+        """The BSUID the sandbox answers (and names in webhooks) for the user of number `to`."""
+        return self._call("GET", "/_sandbox/user_id", params={"to": to})["user_id"]
 
     def stats(self) -> dict[str, Any]:
         """`{"total", "phone_numbers": {id: {total, accepted, outcomes, max_in_one_second, per_second, ...}},

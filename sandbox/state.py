@@ -32,6 +32,11 @@ class SandboxConfig:
     sent_after_ms: float | None = None
     # phone_number_id -> {"waba_id", "display_phone_number"}: only used to dress the webhooks.
     phone_numbers: dict[str, dict[str, str]] = field(default_factory=dict)
+    # Users with a WhatsApp username (numbers or BSUIDs): their status webhooks leave `recipient_id` out.
+    username_users: list[str] = field(default_factory=list)
+    # Regions whose numbers (and BSUIDs) Meta does not deliver MARKETING templates to: accepted, then a `failed`
+    # status with 131049, as Meta does for US numbers.
+    marketing_blocked_regions: list[str] = field(default_factory=lambda: ["US"])
 
     def updated(self, changes: dict[str, Any]) -> SandboxConfig:
         known = {f.name for f in fields(self)}
@@ -61,6 +66,14 @@ class SandboxConfig:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or value < 0:
                 raise ValueError(f"{name} must be a number >= 0")
+        for name in ("username_users", "marketing_blocked_regions"):
+            value = getattr(self, name)
+            if not isinstance(value, list) or not all(isinstance(item, str) and item for item in value):
+                raise ValueError(f"{name} must be a list of non-empty strings")
+        if not all(
+            len(region) == 2 and region.isalpha() and region.isupper() for region in self.marketing_blocked_regions
+        ):
+            raise ValueError("marketing_blocked_regions must hold ISO 3166 region codes such as US")
         parse_outcome(self.default_outcome)
 
     def as_dict(self) -> dict[str, Any]:
@@ -93,7 +106,8 @@ def wa_id_of(to_digits: str) -> str:
 
 
 # One record of the arrival log per POST to /messages or /marketing_messages:
-# (seq, received_at, phone_number_id, authorization, raw body, outcome, to digits, path).
+# (seq, received_at, phone_number_id, authorization, raw body, outcome, to digits (or the BSUID of a `recipient`
+# send), path).
 SEQ, RECEIVED_AT, PHONE_NUMBER_ID, AUTHORIZATION, RAW, OUTCOME, TO_DIGITS, PATH = range(8)
 
 
@@ -108,7 +122,13 @@ class SandboxState:
         self.reset()
 
     def reset(self) -> None:
-        self.config = replace(self.initial_config, phone_numbers=dict(self.initial_config.phone_numbers))
+        initial = self.initial_config
+        self.config = replace(
+            initial,
+            phone_numbers=dict(initial.phone_numbers),
+            username_users=list(initial.username_users),
+            marketing_blocked_regions=list(initial.marketing_blocked_regions),
+        )
         self.scripts: dict[str, deque[str]] = {}
         # The arrival log. Recording must not cap throughput: one tuple per POST (see SEQ ... TO_DIGITS).
         # Bounded so a long `make run` cannot eat the machine's memory (~0.7 KB a record); the oldest go first.
@@ -117,6 +137,8 @@ class SandboxState:
         self.wamids = itertools.count(1)
         self.cap_windows: dict[str, deque[float]] = defaultdict(deque)
         self.last_accepted: dict[tuple[str, str], float] = {}
+        # BSUID -> the number whose send told Meta's answer that BSUID: a BSUID send's statuses name that number.
+        self.numbers_by_bsuid: dict[str, str] = {}
         self.templates: dict[str | None, list[dict[str, Any]]] = {None: default_templates()}
         # Status webhooks not posted yet: a heap of (due_at, seq, phone_number_id, status).
         self.webhook_queue: list[tuple[float, int, str, dict[str, Any]]] = []

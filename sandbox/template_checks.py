@@ -29,11 +29,13 @@ class Needs:
     url_buttons: tuple[int, ...] = ()
     copy_code_buttons: tuple[int, ...] = ()
     body_code: bool = False  # an authentication template: the body's {{1}} is the code
+    category: str = ""  # MARKETING, UTILITY, AUTHENTICATION (upper case), "" when the registry gives none
 
 
 def needs_of(template: dict[str, Any]) -> Needs:
     """What a send of this registry template must carry."""
-    auth = str(template.get("category", "")).upper() == "AUTHENTICATION"
+    category = str(template.get("category") or "").upper()
+    auth = category == "AUTHENTICATION"
     media, urls, coupons = "", [], []
     for component in template.get("components") or []:
         if not isinstance(component, dict):
@@ -52,7 +54,7 @@ def needs_of(template: dict[str, Any]) -> Needs:
                     urls.append(index)
                 elif button_type == "COPY_CODE":
                     coupons.append(index)
-    return Needs(media, tuple(urls), tuple(coupons), auth and bool(urls))
+    return Needs(media, tuple(urls), tuple(coupons), auth and bool(urls), category)
 
 
 def _button(components: list[dict[str, Any]], sub_type: str, index: int) -> dict[str, Any] | None:
@@ -104,7 +106,7 @@ class TemplateChecks:
         self._key: tuple = ()
         self._needs: dict[tuple[str, str], Needs] = {}
 
-    def problem(self, registry: dict[Any, list[dict[str, Any]]], template: dict[str, Any]) -> tuple[int, str] | None:
+    def _lookup(self, registry: dict[Any, list[dict[str, Any]]], template: dict[str, Any]) -> Needs | None:
         key = tuple((k, id(v), len(v)) for k, v in registry.items())
         if key != self._key:
             index: dict[tuple[str, str], Needs] = {}
@@ -113,7 +115,15 @@ class TemplateChecks:
                     if isinstance(item, dict):
                         index.setdefault((str(item.get("name")), str(item.get("language"))), needs_of(item))
             self._key, self._needs = key, index
-        needs = self._needs.get((template["name"], template["language"]["code"]))
+        return self._needs.get((template["name"], template["language"]["code"]))
+
+    def category(self, registry: dict[Any, list[dict[str, Any]]], template: dict[str, Any]) -> str:
+        """The registry's category of the sent template (upper case), "" for a template it does not hold."""
+        needs = self._lookup(registry, template)
+        return needs.category if needs is not None else ""
+
+    def problem(self, registry: dict[Any, list[dict[str, Any]]], template: dict[str, Any]) -> tuple[int, str] | None:
+        needs = self._lookup(registry, template)
         if needs is None or not (needs.media or needs.url_buttons or needs.copy_code_buttons):
             return None
         return send_problem(needs, template.get("components") or [])

@@ -1,9 +1,11 @@
 """Status webhooks back to our service: delivered and read (or failed) for every accepted send, signed as Meta does.
 
 Statuses fall due `delivered_after_ms` / `read_after_ms` after the send (and a `sent` one `sent_after_ms` after it,
-when set); each echoes the send's `biz_opaque_callback_data`, as Meta does; a loop gathers the due ones every
-`WEBHOOK_FLUSH_SECONDS` and posts them in batches per phone number, with `X-Hub-Signature-256` when an app secret
-is set, retrying a failed post a few times.
+when set); each echoes the send's `biz_opaque_callback_data`, as Meta does, and names the user as Meta does from
+2026: `recipient_user_id` (the BSUID) beside `recipient_id` (the wa_id), which a user with a username, or a BSUID
+send, goes without; a `failed` status of a send to a number goes without `recipient_user_id`, as Meta's.
+A loop gathers the due ones every `WEBHOOK_FLUSH_SECONDS` and posts them in batches per phone number, with
+`X-Hub-Signature-256` when an app secret is set, retrying a failed post a few times.
 """
 
 from __future__ import annotations
@@ -44,20 +46,29 @@ class StatusWebhooks:
         self,
         phone_number_id: str,
         wamid: str,
-        to_digits: str,
+        recipient_id: str | None,
         kind: str,
         code: int | None,
         sent_at: float,
         *,
         callback: str | None = None,
+        user_id: str | None = None,
+        by_number: bool = True,
+        details: str | None = None,
     ) -> None:
         state = self.state
         config = state.config
         queue = state.webhook_queue
         delivered_at = sent_at + config.delivered_after_ms / 1000.0
         echo = {"biz_opaque_callback_data": callback} if callback else {}
+        user = {"recipient_id": recipient_id} if recipient_id is not None else {}
+        failed_user = dict(user)
+        if user_id is not None:
+            user["recipient_user_id"] = user_id
+            if not by_number:
+                failed_user["recipient_user_id"] = user_id
         if config.sent_after_ms is not None:
-            sent = {"id": wamid, "status": "sent", "recipient_id": to_digits, **echo}
+            sent = {"id": wamid, "status": "sent", **user, **echo}
             heapq.heappush(
                 queue, (sent_at + config.sent_after_ms / 1000.0, next(state.webhook_seq), phone_number_id, sent)
             )
@@ -65,24 +76,25 @@ class StatusWebhooks:
             status = {
                 "id": wamid,
                 "status": "failed",
-                "recipient_id": to_digits,
-                "errors": [status_error(code)],
+                **failed_user,
+                "errors": [status_error(code, details=details)],
                 **echo,
             }
             heapq.heappush(queue, (delivered_at, next(state.webhook_seq), phone_number_id, status))
             return
-        conversation = {"id": hashlib.md5(to_digits.encode()).hexdigest(), "origin": {"type": "marketing"}}
+        conversation_of = recipient_id or user_id or wamid
+        conversation = {"id": hashlib.md5(conversation_of.encode()).hexdigest(), "origin": {"type": "marketing"}}
         pricing = {"billable": True, "pricing_model": "PMP", "category": "marketing", "type": "regular"}
         delivered = {
             "id": wamid,
             "status": "delivered",
-            "recipient_id": to_digits,
+            **user,
             "conversation": conversation,
             "pricing": pricing,
             **echo,
         }
         heapq.heappush(queue, (delivered_at, next(state.webhook_seq), phone_number_id, delivered))
-        read = {"id": wamid, "status": "read", "recipient_id": to_digits, **echo}
+        read = {"id": wamid, "status": "read", **user, **echo}
         read_at = sent_at + max(config.read_after_ms, config.delivered_after_ms) / 1000.0
         heapq.heappush(queue, (read_at, next(state.webhook_seq), phone_number_id, read))
 

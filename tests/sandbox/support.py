@@ -86,7 +86,17 @@ class WebhookReceiver:
         for _, body in posts:
             for entry in orjson.loads(body)["entry"]:
                 for change in entry["changes"]:
-                    found.extend(change["value"]["statuses"])
+                    found.extend(change["value"].get("statuses", []))
+        return found
+
+    def changes(self, field: str) -> list[tuple[dict, dict]]:
+        """(the entry, the change's value) of every change of `field` received, in order."""
+        with self.lock:
+            posts = list(self.posts)
+        found = []
+        for _, body in posts:
+            for entry in orjson.loads(body)["entry"]:
+                found.extend((entry, c["value"]) for c in entry["changes"] if c["field"] == field)
         return found
 
     def wait_for(self, count: int, timeout: float = 10.0) -> list[dict]:

@@ -17,7 +17,7 @@ def test_accepts_a_template_send_and_records_it(sandbox):
     assert response.status_code == 200
     data = response.json()
     assert data["messaging_product"] == "whatsapp"
-    assert data["contacts"] == [{"input": TO, "wa_id": "573001112233"}]
+    assert data["contacts"] == [{"input": TO, "wa_id": "573001112233", "user_id": sandbox.user_id_of(TO)}]
     assert data["messages"][0]["id"].startswith("wamid.")
     # and the request is recorded as received
     [record] = sandbox.requests()
