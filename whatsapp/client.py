@@ -4,7 +4,8 @@ Measured on the 2-core dev box, an asyncio client costs ~0.25 ms of CPU per send
 so the hot path uses this one; `requests` stays for the rest of the codebase (template sync, the sandbox helper).
 
 Every outcome of one POST is one of:
-- sent: 200 with `messages[0].id` (and `contacts[0].wa_id`, `contacts[0].user_id`, `messages[0].message_status` when Meta gives them);
+- sent: 200 with `messages[0].id` (and `contacts[0].wa_id`, `contacts[0].user_id`, `messages[0].message_status`
+  when Meta gives them);
 - a Graph error (Meta's envelope, classified by whatsapp.errors);
 - no request left (connect error or connect timeout): transient, and certainly not delivered;
 - unknown: the request was written but no answer came (read timeout, connection dropped): transient, and

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-
 from typing import Any
 
 from whatsapp.inbound.changes import Change, phone_number_id_read, timestamp_parse, user_id_read, wa_id_read
