@@ -7,8 +7,10 @@ customer listed it through the API.
 
 Order: Meta may deliver an older update after a newer one, or the same one twice. The last update applied to each
 address is kept (``UserPreference``, by the address's hash, with Meta's timestamp); an update changes only the
-addresses whose last one is strictly older, decided by one upsert per update and organization, so two bodies
-racing still apply the newer one last. An update without a readable timestamp counts as received now.
+addresses whose last one is older, decided by one upsert per update and organization, so two bodies racing still
+apply the newer one last. Meta stamps whole seconds: the same second with the other value counts as newer (Meta's
+order), the same second with the same value is a replay. An update without a readable timestamp counts as received
+now.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ _NEWER_SQL = f"""
     INSERT INTO {UserPreference._meta.db_table} AS p (organization_id, subject_hash, value, at)
     SELECT %s, h, %s, %s FROM unnest(%s::varchar[]) AS h ORDER BY h
     ON CONFLICT (organization_id, subject_hash) DO UPDATE SET value = EXCLUDED.value, at = EXCLUDED.at
-        WHERE p.at < EXCLUDED.at
+        WHERE p.at < EXCLUDED.at OR (p.at = EXCLUDED.at AND p.value <> EXCLUDED.value)
     RETURNING p.subject_hash
 """
 

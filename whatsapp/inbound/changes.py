@@ -53,13 +53,13 @@ def phone_number_id_read(value: Mapping[str, Any]) -> str:
 
 
 def wa_id_read(raw: Any) -> str:
-    """A user's ``wa_id`` as Meta writes it (digits; a number is accepted too): "" when absent or not 6-15
-    digits, so a hostile value never reaches a lookup."""
+    """A user's ``wa_id`` as Meta writes it (digits, no "+"; a JSON number is accepted too): "" when absent or not
+    6-15 digits, so a hostile value never reaches a lookup."""
     if isinstance(raw, int) and not isinstance(raw, bool):
         raw = str(raw)
     if not isinstance(raw, str):
         return ""
-    text = raw.strip().removeprefix("+")
+    text = raw.strip()
     return text if text.isdecimal() and text.isascii() and 6 <= len(text) <= 15 else ""
 
 

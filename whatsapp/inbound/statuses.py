@@ -30,13 +30,13 @@ class StatusUpdate:
     status: str  # lower case, as Meta says it
     timestamp: datetime | None  # None when Meta's Unix seconds are unreadable
     recipient_id: str  # Meta's wa_id of the user ("" when left out: a user with a username)
-    recipient_user_id: str  # the user's BSUID, when Meta names it ("" otherwise, or when it is not one)
     errors: tuple[StatusError, ...]
     phone_number_id: str  # the change's metadata: which of our numbers sent the message
     biz_opaque_callback_data: str
     pricing: dict[str, Any] | None
     conversation: dict[str, Any] | None
     raw: dict[str, Any]  # Meta's own entry, as received: what is stored to be re-applied later
+    recipient_user_id: str = ""  # the user's BSUID, when Meta names it ("" otherwise, or when it is not one)
 
     @property
     def first_error(self) -> StatusError | None:
