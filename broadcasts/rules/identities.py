@@ -40,7 +40,7 @@ class Pair:
     wa_id: str
     number: str = ""  # the E.164 number of the send Meta answered about, when it is one
     organization_id: int | None = None
-    broadcast_id: int | None = None
+    broadcast_id: str | None = None
 
 
 def _well_formed(pair: Pair) -> bool:
@@ -60,7 +60,7 @@ def _number_or_blank(number: str) -> str:
 _RECORD_SQL = f"""
     INSERT INTO {ContactIdentity._meta.db_table} AS c (organization_id, user_id, wa_id, number, seen_at)
     SELECT DISTINCT ON (org, v.user_id, v.wa_id) org, v.user_id, v.wa_id, v.number, %s
-    FROM json_to_recordset(%s::json) AS v(organization_id bigint, broadcast_id bigint, user_id text, wa_id text,
+    FROM json_to_recordset(%s::json) AS v(organization_id bigint, broadcast_id text, user_id text, wa_id text,
                                           number text)
     LEFT JOIN {Broadcast._meta.db_table} b ON b.id = v.broadcast_id
     CROSS JOIN LATERAL (SELECT COALESCE(v.organization_id, b.organization_id) AS org) o
