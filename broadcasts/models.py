@@ -234,6 +234,8 @@ class Send(models.Model):
             models.Index(fields=["to"], name="send_to"),
             # Numbers Meta sends back are matched through the stored wa_id first (selectors.sends_by_meta_number).
             models.Index(fields=["wa_id"], name="send_wa_id", condition=Q(wa_id__isnull=False)),
+            # The numbers Meta tied to a BSUID (rules/identities.numbers_of_user: a username-only webhook).
+            models.Index(fields=["user_id"], name="send_user_id", condition=Q(user_id__isnull=False)),
             # Claims, dispatch and finalize: one broadcast's pending sends in id order. Led by the broadcast, so no
             # plan can scan every pending send of the table (the former send_pending_due on next_attempt_at alone
             # looked tiny to the planner after a bulk load and made a claim read all 500,000 pending sends).

@@ -4,7 +4,8 @@ Measured on the 2-core dev box, an asyncio client costs ~0.25 ms of CPU per send
 so the hot path uses this one; `requests` stays for the rest of the codebase (template sync, the sandbox helper).
 
 Every outcome of one POST is one of:
-- sent: 200 with `messages[0].id` (and `contacts[0].wa_id`, `messages[0].message_status` when Meta gives them);
+- sent: 200 with `messages[0].id` (and `contacts[0].wa_id`, `contacts[0].user_id`, `messages[0].message_status`
+  when Meta gives them);
 - a Graph error (Meta's envelope, classified by whatsapp.errors);
 - no request left (connect error or connect timeout): transient, and certainly not delivered;
 - unknown: the request was written but no answer came (read timeout, connection dropped): transient, and
@@ -21,6 +22,7 @@ import aiohttp
 import orjson
 
 from whatsapp.errors import ErrorClass, GraphError, parse_graph_error, transport_error
+from whatsapp.numbers import is_bsuid
 
 # The Graph API's send endpoints: every template message, and MARKETING ones on a number onboarded to the
 # Marketing Messages API (docs/rules.md).
@@ -45,6 +47,8 @@ class SendResult:
     # `messages[0].message_status` (accepted, held_for_quality_assessment, paused), when present.
     wa_id: str | None = None
     meta_status: str | None = None
+    # `contacts[0].user_id`: the user's business-scoped user id (BSUID), when Meta names it.
+    user_id: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -133,6 +137,7 @@ def _accepted(body: bytes) -> SendResult | None:
         message_id=message_id,
         wa_id=_text(contact.get("wa_id"), 32),
         meta_status=_text(message.get("message_status"), 40) if isinstance(message, dict) else None,
+        user_id=contact.get("user_id") if is_bsuid(contact.get("user_id")) else None,
     )
 
 

@@ -30,6 +30,7 @@ from broadcasts.counts import broadcasts_lock_for_sends, counts_add, deltas_of
 from broadcasts.delivery.claims import Claimed
 from broadcasts.models import SendStatus, WaitReason
 from broadcasts.notifications import message_events_publish
+from broadcasts.rules.identities import Pair, identities_record
 from broadcasts.rules.marketing_holds import holds_start_for_failed
 from broadcasts.rules.suppressions import suppressions_add_for_failed
 from core.backoff import backoff_seconds
@@ -75,6 +76,9 @@ class OutcomeRow:
     # Meta's contacts[0].wa_id and messages[0].message_status from its 200 (None keeps what is stored).
     wa_id: str | None = None
     meta_status: str | None = None
+    # Meta's contacts[0].user_id (the user's BSUID): stored only on a send that has none (a BSUID recipient's own
+    # id stays).
+    user_id: str | None = None
 
 
 _RECORD_SQL = """
@@ -95,13 +99,15 @@ UPDATE broadcasts_send AS s SET
     wait_reason = COALESCE(v.wait_reason, ''),
     wa_id = COALESCE(v.wa_id, s.wa_id),
     meta_status = COALESCE(v.meta_status, s.meta_status),
+    user_id = COALESCE(s.user_id, v.user_id),
     updated_at = %s
 FROM json_to_recordset(%s::json)
      AS v(id bigint, status varchar, attempts_delta int, next_attempt_at timestamptz, unknown_inc int,
           message_id varchar, error_code varchar, error_title varchar, error_message text, error_retryable boolean,
-          sent_at timestamptz, failed_at timestamptz, wait_reason varchar, wa_id varchar, meta_status varchar)
+          sent_at timestamptz, failed_at timestamptz, wait_reason varchar, wa_id varchar, meta_status varchar,
+          user_id varchar)
 WHERE s.id = v.id AND s.status = 'PENDING'
-RETURNING s.id, s.status, s.broadcast_id
+RETURNING s.id, s.status, s.broadcast_id, s.to
 """
 
 
@@ -136,18 +142,32 @@ def _answers_keep(*, rows: list[OutcomeRow], written: list) -> None:
         cursor.execute(
             """
             UPDATE broadcasts_send AS s SET
-                wa_id = COALESCE(v.wa_id, s.wa_id), meta_status = COALESCE(s.meta_status, v.meta_status)
-            FROM unnest(%s::bigint[], %s::varchar[], %s::varchar[], %s::varchar[])
-                 AS v(id, message_id, wa_id, meta_status)
+                wa_id = COALESCE(v.wa_id, s.wa_id), meta_status = COALESCE(s.meta_status, v.meta_status),
+                user_id = COALESCE(s.user_id, v.user_id)
+            FROM unnest(%s::bigint[], %s::varchar[], %s::varchar[], %s::varchar[], %s::varchar[])
+                 AS v(id, message_id, wa_id, meta_status, user_id)
             WHERE s.id = v.id AND s.message_id = v.message_id
+            RETURNING s.id, s.status, s.broadcast_id, s.to
             """,
             [
                 [r.id for r in late],
                 [r.message_id for r in late],
                 [r.wa_id for r in late],
                 [r.meta_status for r in late],
+                [r.user_id for r in late],
             ],
         )
+        kept = cursor.fetchall()
+    _identities_record(rows=late, written=kept)
+
+
+def _identities_record(*, rows: list[OutcomeRow], written: list) -> None:
+    """The (wa_id, BSUID) pairs of Meta's answers (contacts[0]), with the number we sent to: one upsert for the
+    batch (rules/identities.py), no statement when no answer carried both."""
+    answered = {r.id: (r.user_id, r.wa_id) for r in rows if r.user_id and r.wa_id}
+    if answered:
+        pairs = [Pair(*answered[i], number=to, broadcast_id=b) for i, _, b, to in written if i in answered]
+        identities_record(pairs=pairs)
 
 
 def _outcomes_count(*, channel_id: str, rows: list[OutcomeRow], written: list) -> None:
@@ -180,10 +200,11 @@ def _sends_record(*, rows: list[OutcomeRow]) -> tuple[dict[str, list[int]], list
     with connection.cursor() as cursor:
         cursor.execute(_RECORD_SQL, [now, orjson.dumps(rows).decode()])
         written = cursor.fetchall()
-    counts_add(deltas_of((broadcast_id, SendStatus.PENDING, status) for _, status, broadcast_id in written))
+    counts_add(deltas_of((broadcast_id, SendStatus.PENDING, status) for _, status, broadcast_id, _ in written))
     _failed_effects_apply(rows=rows, written=written, now=now)
+    _identities_record(rows=rows, written=written)
     by_status: dict[str, list[int]] = {}
-    for send_id, status, _ in written:
+    for send_id, status, _, _ in written:
         by_status.setdefault(status, []).append(send_id)
     for status in (SendStatus.SENT, SendStatus.FAILED):
         if by_status.get(status):
@@ -199,7 +220,7 @@ def _failed_effects_apply(*, rows: list[OutcomeRow], written: list, now: datetim
     """What a failure starts besides the send's own row (131049 holds the number from the answer's time, 131050
     suppresses it: the rules' own functions, which a ``failed`` status webhook calls too), in the transaction that
     records the failure. No query unless a written FAILED row has one of those codes."""
-    failed = {send_id for send_id, status, _ in written if status == SendStatus.FAILED}
+    failed = {send_id for send_id, status, *_ in written if status == SendStatus.FAILED}
     if failed:
         failures = [(r.id, r.error_code, r.failed_at or now) for r in rows if r.id in failed]
         holds_start_for_failed(failures=failures)
@@ -219,6 +240,7 @@ def outcome_row(*, send: Claimed, result: SendResult, now: datetime) -> OutcomeR
             message_id=result.message_id,
             wa_id=result.wa_id,
             meta_status=result.meta_status,
+            user_id=result.user_id,
             sent_at=now,
             error_code="",
             error_title="",
@@ -309,6 +331,7 @@ _JOURNAL_FIELDS = (
     "error_retryable",
     "wa_id",
     "meta_status",
+    "user_id",
 )
 
 

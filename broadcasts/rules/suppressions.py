@@ -1,12 +1,14 @@
 """Consent (docs/rules.md): each organization's suppression list, and the erasure of a contact.
 
-A number on the list gets no MARKETING template (the gate, ``broadcasts/delivery/gates/consent.py``). It is added
+A number or BSUID on the list (a BSUID entry keeps the BSUID in ``to`` and is hashed like a number) gets no
+MARKETING template (the gate, ``broadcasts/delivery/gates/consent.py``). It is added
 by Meta's ``user_preferences`` "stop" webhook (source ``user_preferences``), by error 131050 in an answer or a
 ``failed`` status (source ``131050``), or by ``POST /v1/suppressions`` (source ``api``); removed by a "resume"
-webhook (only entries whose source is not ``api``: the customer's own choice stands) or by the API.
+webhook (only entries whose source is not ``api``: the customer's own choice stands) or by the API. Meta's
+``user_preferences`` updates themselves are applied by rules/preferences.py.
 
-Rows are found by ``to_hash`` (SHA-256 of the E.164 number), never by ``to``: ``contact_erase`` blanks ``to`` and
-the number stays suppressed. A change that really changed the list records a ``suppression.added`` /
+Rows are found by ``to_hash`` (SHA-256 of the E.164 number or BSUID), never by ``to``: ``contact_erase`` blanks
+``to`` and the number stays suppressed. A change that really changed the list records a ``suppression.added`` /
 ``suppression.removed`` event in the same transaction (delivered after commit by the outbox); a repeat records
 nothing.
 """
@@ -22,13 +24,18 @@ from django.db.models import Q
 
 from broadcasts import selectors
 from broadcasts.lifecycle import number_sends_cancel
-from broadcasts.models import CustomerWindow, Send, Suppression, SuppressionSource
+from broadcasts.models import (
+    ContactIdentity,
+    CustomerWindow,
+    MarketingHold,
+    Send,
+    Suppression,
+    SuppressionSource,
+)
 from broadcasts.phones import phone_to_e164
 from events.endpoints import endpoints_active
 from events.models import EventType
 from events.outbox import NewEvent, events_record
-from templates_registry.models import Channel
-from whatsapp.inbound.users import UserPreferenceUpdate
 from whatsapp.numbers import wa_id_e164_forms
 
 # Meta's error "the user stopped marketing messages": an answer or a failed status with it suppresses the number.
@@ -191,21 +198,6 @@ def suppression_remove(*, organization_id: int, to: str, keep_sources: tuple[str
     return True
 
 
-def user_preference_apply(*, organization_id: int, to: str, value: str) -> bool:
-    """Meta's ``user_preferences``: "stop" adds (source user_preferences), "resume" removes unless the customer
-    listed the number through the API. True when the list changed."""
-    if value == "stop":
-        return suppression_add(
-            organization_id=organization_id,
-            to=to,
-            source=SuppressionSource.USER_PREFERENCES,
-            reason="The user stopped marketing messages.",
-        )[1]
-    if value == "resume":
-        return suppression_remove(organization_id=organization_id, to=to, keep_sources=(SuppressionSource.API,))
-    return False
-
-
 def suppression_list(
     *, organization_id: int, limit: int, after: tuple[datetime, int] | None = None
 ) -> tuple[list[Suppression], bool]:
@@ -226,8 +218,17 @@ def contact_erase(*, organization_id: int, to: str) -> int:
     parameters) ``{}`` / null; its customer-service windows are deleted. A send still PENDING and not being posted
     is CANCELLED (``lifecycle.number_sends_cancel``, the kept counts moving with it): nothing can be sent to a
     number we no longer store. The suppression entry, if any, keeps only ``to_hash``: the number stays suppressed.
+    Meta's forms of the number go too: the sends' ``wa_id`` and ``user_id`` (the BSUID Meta named for them), the
+    (wa_id, BSUID) pairs naming the number or one of its wa_ids (rules/identities.py), and its marketing holds.
     In batches of ``ERASE_BATCH`` sends, one short transaction each (uses the ``send_to`` index)."""
     erased = 0
+    # Read before the sends forget them: the wa_ids Meta answered for this number name its pairs.
+    wa_ids = set(
+        Send.objects.filter(broadcast__organization_id=organization_id, to=to)
+        .exclude(wa_id=None)
+        .values_list("wa_id", flat=True)
+        .distinct()
+    ) | {to.lstrip("+")}
     while True:
         with transaction.atomic():
             batch = list(
@@ -239,33 +240,11 @@ def contact_erase(*, organization_id: int, to: str) -> int:
                 break
             number_sends_cancel(sends=batch)  # its pending sends: CANCELLED, the kept counts with them
             erased += Send.objects.filter(id__in=[send_id for send_id, _ in batch]).update(
-                to="", variables={}, meta_data=None, header_media=None, buttons=None
+                to="", variables={}, meta_data=None, header_media=None, buttons=None, wa_id=None, user_id=None
             )
     # When the customer last wrote is personal data too (the customer-service windows of the messaging limit).
     CustomerWindow.objects.filter(channel__organization_id=organization_id, number=to).delete()
+    MarketingHold.objects.filter(organization_id=organization_id, to=to).delete()
+    ContactIdentity.objects.filter(Q(number=to) | Q(wa_id__in=wa_ids), organization_id=organization_id).delete()
     Suppression.objects.filter(organization_id=organization_id, to_hash=number_hash(to)).update(to="")
     return erased
-
-
-def _organizations_of(*, phone_number_id: str, waba_id: str) -> list[int]:
-    """The organization whose channel has this phone number id, else those whose channels use the WABA."""
-    if phone_number_id:
-        org = Channel.objects.filter(phone_number_id=phone_number_id).values_list("organization_id", flat=True).first()
-        if org is not None:
-            return [org]
-    if waba_id:
-        return sorted(set(Channel.objects.filter(waba_id=waba_id).values_list("organization_id", flat=True)))
-    return []
-
-
-def user_preferences_apply(*, updates: Iterable[UserPreferenceUpdate]) -> int:
-    """Meta's ``user_preferences`` items (``whatsapp.inbound``) applied in order; returns the list changes made.
-    Items of another category, another value, an unreadable wa_id or no organization of ours change nothing."""
-    changed = 0
-    for update in updates:
-        if update.category != "marketing_messages" or update.value not in ("stop", "resume"):
-            continue
-        for org_id in _organizations_of(phone_number_id=update.phone_number_id, waba_id=update.waba_id):
-            for to in numbers_of_wa_id(organization_id=org_id, wa_id=update.wa_id):
-                changed += user_preference_apply(organization_id=org_id, to=to, value=update.value)
-    return changed

@@ -17,7 +17,7 @@ from broadcasts.status_updates.billing import Bill, BillRun, bill_of, bills_appl
 from broadcasts.status_updates.failure_effects import failed_effects_apply
 from broadcasts.status_updates.folding import ALLOWED_FROM, Fold, statuses_fold
 from broadcasts.status_updates.matching import sends_find, statuses_match_and_settle
-from broadcasts.status_updates.moves import sends_move
+from broadcasts.status_updates.moves import sends_move, users_store
 from whatsapp.inbound.statuses import StatusUpdate
 
 
@@ -48,6 +48,7 @@ def sends_apply_statuses(*, statuses: Iterable[StatusUpdate], publish: bool = Tr
     folds = statuses_fold(statuses)
     pricing_of = pricing_fold(statuses)
     if not folds and not pricing_of:
+        users_store(statuses=statuses, rows=list(known.values()), moved=set())
         return StatusMoves({SendStatus.SENT: settled} if settled else None)
     now = timezone.now()
     by_target: dict[str, list[tuple[int, Fold]]] = defaultdict(list)
@@ -109,6 +110,7 @@ def sends_apply_statuses(*, statuses: Iterable[StatusUpdate], publish: bool = Tr
             rest = [b for b in bills if b.send_id not in run.applied]
             if rest:
                 bills_apply(rest, now, run.amounts)
+        users_store(statuses=statuses, rows=rows, moved={i for ids in moved.values() for i in ids})
         # The kept counts and the bill of each broadcast: one UPDATE of its row.
         counts_add(deltas_of(moves), billed=run.amounts if run is not None else None)
         if publish:

@@ -37,6 +37,8 @@ class Fold:
     error_retryable: bool = False
     # The change's metadata.phone_number_id ("" when unknown): a send of another channel is not moved.
     phone_number_id: str = ""
+    # The user's BSUID Meta named (``recipient_user_id``): stored on a send that has none, with the move.
+    user_id: str = ""
 
     @property
     def target(self) -> str:
@@ -75,6 +77,7 @@ def statuses_fold(statuses: Iterable[StatusUpdate]) -> dict[str, Fold]:
         at = update.timestamp or timezone.now()
         fold = folds.setdefault(wamid, Fold())
         fold.phone_number_id = fold.phone_number_id or update.phone_number_id
+        fold.user_id = fold.user_id or update.recipient_user_id
         if target == SendStatus.DELIVERED:
             fold.delivered_at = min(fold.delivered_at or at, at)
         elif target == SendStatus.READ:

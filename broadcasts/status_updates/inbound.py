@@ -11,7 +11,9 @@ each part routed to the app that owns its data, in one transaction.
 - incoming ``messages[]``, ``business_capability_update`` and ``phone_number_quality_update`` feed the messaging
   limit (``broadcasts.rules.messaging_limit``: customer-service windows, the organization's limit, number health).
 - ``user_preferences`` (a user stopped or resumed marketing messages) changes the organization's suppression
-  list (``broadcasts.rules.suppressions``).
+  list (``broadcasts.rules.preferences``).
+- Wherever Meta names a user (wa_id, BSUID or both), the pair is recorded and the user resolved through
+  ``broadcasts.rules.identities`` first.
 - Everything else Meta sends (account and call updates, ...) is acknowledged and ignored.
 
 The routing is one table at the end of this module (``LIMITS_STEPS``, ``STEPS``): a row per kind of change, its
@@ -27,8 +29,8 @@ from typing import Any
 from django.db import OperationalError, transaction
 from django.utils import timezone
 
-from broadcasts.rules import customer_windows, limit_tiers, template_pauses
-from broadcasts.rules.suppressions import user_preferences_apply
+from broadcasts.rules import customer_windows, identities, limit_tiers, template_pauses
+from broadcasts.rules.preferences import user_preferences_apply
 from broadcasts.status_updates.apply import sends_apply_statuses
 from broadcasts.status_updates.unmatched import unmatched_statuses_keep
 from templates_registry.models import Channel
@@ -61,7 +63,6 @@ from whatsapp.inbound.users import (
     inbound_messages_parse,
     user_preferences_parse,
 )
-from whatsapp.numbers import wa_id_e164_forms
 
 logger = logging.getLogger(__name__)
 
@@ -194,20 +195,35 @@ def _user_preferences_apply(updates: list[UserPreferenceUpdate], result: Webhook
 
 
 def _customer_windows_apply(messages: list[InboundMessage], result: WebhookResult) -> None:
-    """Incoming messages open customer-service windows (the messaging limit), per channel of ours."""
+    """Incoming messages open customer-service windows (the messaging limit), per channel of ours, for every
+    address the writer stands for (rules/identities.addresses_of: the BSUID and the numbers tied to it, the
+    numbers Meta's wa_id names, through the sends' stored wa_ids before any E.164 reading). The (wa_id, BSUID)
+    pairs the messages carry are recorded first, in one statement."""
     now = timezone.now()
-    channel_ids = dict(
-        Channel.objects.filter(phone_number_id__in={m.phone_number_id for m in messages}).values_list(
-            "phone_number_id", "id"
-        )
+    channels = {
+        phone_number_id: (channel_id, org_id)
+        for phone_number_id, channel_id, org_id in Channel.objects.filter(
+            phone_number_id__in={m.phone_number_id for m in messages}
+        ).values_list("phone_number_id", "id", "organization_id")
+    }
+    ours = [(message, channels[message.phone_number_id]) for message in messages if message.phone_number_id in channels]
+    identities.identities_record(
+        pairs=[
+            identities.Pair(user_id=m.user_id, wa_id=m.wa_id, organization_id=org_id)
+            for m, (_, org_id) in ours
+            if m.wa_id and m.user_id
+        ]
     )
     by_channel: dict[str, list] = {}
-    for message in messages:
-        channel_id = channel_ids.get(message.phone_number_id)
-        if channel_id is None:
-            continue  # not one of our numbers
+    addresses_cache: dict[tuple[int, str, str], list[str]] = {}
+    for message, (channel_id, org_id) in ours:
         at = min(message.timestamp or now, now)  # a clock ahead of ours must not stretch the window
-        by_channel.setdefault(channel_id, []).extend((number, at) for number in wa_id_e164_forms(message.wa_id))
+        key = (org_id, message.wa_id, message.user_id)
+        if key not in addresses_cache:
+            addresses_cache[key] = identities.addresses_of(
+                organization_id=org_id, wa_id=message.wa_id, user_id=message.user_id
+            )
+        by_channel.setdefault(channel_id, []).extend((address, at) for address in addresses_cache[key])
     for channel_id, inbound in by_channel.items():
         result.customer_windows += customer_windows.customer_windows_record(channel_id=channel_id, inbound=inbound)
 

@@ -1,5 +1,5 @@
 """The guarded UPDATEs that move sends forward: one statement per target status. Every WHERE carries the allowed
-"from" statuses."""
+"from" statuses. And who the user is, as the statuses name it (``users_store``)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,10 @@ import orjson
 from django.db import connection
 
 from broadcasts.models import Send, SendStatus
+from broadcasts.rules.identities import Pair, identities_record
 from broadcasts.status_updates.billing import BILLED_STATUSES, BillRun, pricing_positions
 from broadcasts.status_updates.folding import ALLOWED_FROM, Fold, delivered_at_of
+from whatsapp.inbound.statuses import StatusUpdate
 
 
 def sends_move(
@@ -24,6 +26,7 @@ def sends_move(
     broadcasts' row locks, which every writer of a send's status takes first (broadcasts/counts.py).
     With ``bill``, the same statement stores the moved sends' pricing and bills them once (docs/rules.md): no second
     write of the rows; what it billed goes into ``bill``.
+    The same statement stores the BSUID a status named (``recipient_user_id``) on a send that has none.
     The rows travel as one JSON text (orjson, in C): Django's client-side binding quotes every element of an array
     parameter in Python, which cost more than the statement itself for a 1,000-status body."""
     table = connection.ops.quote_name(Send._meta.db_table)
@@ -63,12 +66,13 @@ def sends_move(
             delivered_at = COALESCE(s.delivered_at, v.delivered_at),
             read_at = COALESCE(s.read_at, v.read_at),
             failed_at = COALESCE(s.failed_at, v.failed_at),
+            user_id = COALESCE(s.user_id, v.user_id),
             {error_sets}
             {bill_sets}
             updated_at = %s
         FROM json_to_recordset(%s::json)
              AS v(id bigint, delivered_at timestamptz, read_at timestamptz, failed_at timestamptz, error_code text,
-                  error_title text, error_message text, error_retryable boolean{bill_columns}),
+                  error_title text, error_message text, error_retryable boolean, user_id text{bill_columns}),
              {table} AS old
         WHERE s.id = v.id AND old.id = s.id AND s.status = ANY(%s)
         RETURNING s.id, old.status{bill_returning}
@@ -90,6 +94,8 @@ def sends_move(
 def _move_row(target: str, send_id: int, fold: Fold) -> dict[str, Any]:
     """One send's values for the move's UPDATE (absent keys read as NULL)."""
     row: dict[str, Any] = {"id": send_id}
+    if fold.user_id:
+        row["user_id"] = fold.user_id
     delivered_at = delivered_at_of(target, fold)
     if delivered_at is not None:
         row["delivered_at"] = delivered_at
@@ -104,3 +110,36 @@ def _move_row(target: str, send_id: int, fold: Fold) -> dict[str, Any]:
             error_retryable=fold.error_retryable,
         )
     return row
+
+
+def users_store(*, statuses: list[StatusUpdate], rows: list[tuple], moved: set[int]) -> None:
+    """What statuses say of who the user is (``recipient_user_id`` beside or instead of ``recipient_id``): the BSUID
+    on the send when it has none (the moves carried it for the sends they moved; ONE UPDATE by wamid for the rest,
+    e.g. Meta's "sent"), and the (wa_id, BSUID) pairs, with the send's number, in ONE upsert (rules/identities.py).
+    No statement when no status names a BSUID. ``rows`` are the body's matched sends (id, wamid, status,
+    broadcast, to, ...)."""
+    named = {u.wamid: (u.recipient_user_id, u.recipient_id) for u in statuses if u.recipient_user_id}
+    if not named:
+        return
+    sends = {row[1]: (row[0], row[3], row[4]) for row in rows if row[1] in named}
+    rest = sorted(w for w in named if w not in sends or sends[w][0] not in moved)
+    if rest:
+        table = connection.ops.quote_name(Send._meta.db_table)
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"""
+                UPDATE {table} AS s SET user_id = v.user_id
+                FROM unnest(%s::varchar[], %s::varchar[]) AS v(wamid, user_id)
+                WHERE s.message_id = v.wamid AND s.user_id IS NULL
+                RETURNING s.message_id, s.id, s.broadcast_id, s.to
+                """,
+                [rest, [named[w][0] for w in rest]],
+            )
+            sends.update({wamid: (send_id, broadcast_id, to) for wamid, send_id, broadcast_id, to in cursor.fetchall()})
+    identities_record(
+        pairs=[
+            Pair(user_id=user_id, wa_id=wa_id, number=sends[wamid][2], broadcast_id=sends[wamid][1])
+            for wamid, (user_id, wa_id) in named.items()
+            if wa_id and wamid in sends
+        ]
+    )

@@ -56,7 +56,7 @@ def test_each_well_formed_item_is_one_update():
 
 def test_a_malformed_list_or_metadata_is_skipped_not_raised():
     assert envelope_parse(_envelope("nope")) == []
-    (item,) = envelope_parse(_envelope([{"wa_id": "1", "value": "stop"}], metadata=False))
+    (item,) = envelope_parse(_envelope([{"wa_id": "34612345678", "value": "stop"}], metadata=False))
     assert item.phone_number_id == "" and item.category == ""
     other = envelope_parse({"entry": [{"id": "1", "changes": [{"field": "account_update", "value": {}}]}]})
     assert other == [OtherChange(waba_id="1", field="account_update")]

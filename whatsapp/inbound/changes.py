@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from whatsapp.numbers import is_bsuid
+
 
 @dataclass(frozen=True)
 class Change:
@@ -48,6 +50,22 @@ def phone_number_id_read(value: Mapping[str, Any]) -> str:
     """The change's ``metadata.phone_number_id``: which of our numbers it is about ("" when absent)."""
     metadata = value.get("metadata")
     return str(metadata.get("phone_number_id") or "") if isinstance(metadata, dict) else ""
+
+
+def wa_id_read(raw: Any) -> str:
+    """A user's ``wa_id`` as Meta writes it (digits, no "+"; a JSON number is accepted too): "" when absent or not
+    6-15 digits, so a hostile value never reaches a lookup."""
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        raw = str(raw)
+    if not isinstance(raw, str):
+        return ""
+    text = raw.strip()
+    return text if text.isdecimal() and text.isascii() and 6 <= len(text) <= 15 else ""
+
+
+def user_id_read(raw: Any) -> str:
+    """A user's BSUID (``user_id``, ``recipient_user_id``): "" when absent or not a BSUID."""
+    return raw if is_bsuid(raw) else ""
 
 
 def changes_read(payload: Mapping[str, Any]) -> Iterator[Change]:

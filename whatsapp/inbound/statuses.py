@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from whatsapp.inbound.changes import Change, phone_number_id_read, timestamp_parse
+from whatsapp.inbound.changes import Change, phone_number_id_read, timestamp_parse, user_id_read, wa_id_read
 
 STATUSES_FIELD = "messages"
 
@@ -29,13 +29,14 @@ class StatusUpdate:
     wamid: str
     status: str  # lower case, as Meta says it
     timestamp: datetime | None  # None when Meta's Unix seconds are unreadable
-    recipient_id: str
+    recipient_id: str  # Meta's wa_id of the user ("" when left out: a user with a username)
     errors: tuple[StatusError, ...]
     phone_number_id: str  # the change's metadata: which of our numbers sent the message
     biz_opaque_callback_data: str
     pricing: dict[str, Any] | None
     conversation: dict[str, Any] | None
     raw: dict[str, Any]  # Meta's own entry, as received: what is stored to be re-applied later
+    recipient_user_id: str = ""  # the user's BSUID, when Meta names it ("" otherwise, or when it is not one)
 
     @property
     def first_error(self) -> StatusError | None:
@@ -70,7 +71,8 @@ def status_update_parse(entry: Any, *, phone_number_id: str = "") -> StatusUpdat
         wamid=wamid,
         status=str(entry.get("status", "")).lower(),
         timestamp=timestamp_parse(entry.get("timestamp")),
-        recipient_id=str(entry.get("recipient_id") or ""),
+        recipient_id=wa_id_read(entry.get("recipient_id")),
+        recipient_user_id=user_id_read(entry.get("recipient_user_id")),
         errors=tuple(_error(item) for item in errors) if isinstance(errors, list) else (),
         phone_number_id=phone_number_id,
         biz_opaque_callback_data=str(entry.get("biz_opaque_callback_data") or ""),
