@@ -43,6 +43,7 @@ class WaitReason(models.TextChoices):
     MESSAGING_LIMIT = "messaging_limit"
     RETRY = "retry"
     MARKETING_HOLD = "marketing_hold"
+    SEND_WINDOW = "send_window"
 
 
 class RateCard(models.Model):
@@ -99,6 +100,9 @@ class Broadcast(models.Model):
     header_media = models.JSONField(null=True, blank=True)
     total_recipients = models.PositiveIntegerField()
     scheduled_at = models.DateTimeField(null=True, blank=True)
+    # The request's send window as given ({start, end, days?, timezone?}), null when none: sends leave only while
+    # the recipient's local time is inside it (rules/send_windows.py).
+    send_window = models.JSONField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     started_at = models.DateTimeField(null=True, blank=True)
     completed_at = models.DateTimeField(null=True, blank=True)
@@ -195,6 +199,8 @@ class Send(models.Model):
     # The user's business-scoped user id (BSUID): the request's, else the one Meta named for this message
     # (`contacts[0].user_id` in its answer, `recipient_user_id` in a status).
     user_id = models.CharField(max_length=140, null=True, blank=True)
+    # The recipient's IANA time zone for the broadcast's send window, resolved once at ingest (blank: no window).
+    time_zone = models.CharField(max_length=64, blank=True, default="", db_default="")
     error_code = models.CharField(max_length=64, blank=True)
     error_title = models.CharField(max_length=255, blank=True)
     error_message = models.TextField(blank=True)

@@ -18,6 +18,10 @@ class Organization(models.Model):
     )
     # When the limit last changed: its count in Redis starts afresh (rebuilt from the sends) at each change.
     messaging_limit_set_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # The marketing frequency cap: at most this many MARKETING sends per number (or BSUID) per
+    # ``marketing_frequency_days`` days (both null: off), across broadcasts and channels.
+    marketing_frequency_cap = models.PositiveSmallIntegerField(null=True, blank=True)
+    marketing_frequency_days = models.PositiveSmallIntegerField(null=True, blank=True)
 
     def __str__(self) -> str:
         return self.name
