@@ -10,7 +10,7 @@ from tokens.services import organization_get_or_create, organization_messaging_l
 def _messaging_limit(raw: str | None) -> int | None:
     """--messaging-limit: one of Meta's tiers, by number or name, or "unlimited" (docs/operations.md)."""
     try:
-        return limit_parse(raw)
+        return limit_parse(raw if raw is None or raw.strip() else "blank")  # blank is no value
     except InvalidLimit:
         raise CommandError(f"--messaging-limit must be {limit_choices()}, not {raw!r}.") from None
 

@@ -21,7 +21,8 @@ class Command(BaseCommand):
         raw = options.get("messaging_limit")
         # Everything is read before anything is written: a bad value changes nothing.
         try:
-            limit = limit_parse(raw) if raw is not None else None
+            # Blank is no value (the admin's empty field is unlimited; here a person writes "unlimited").
+            limit = limit_parse(raw if raw is None or raw.strip() else "blank") if raw is not None else None
         except InvalidLimit:
             raise CommandError(f"--messaging-limit must be {limit_choices()}, not {raw!r}.") from None
         organization = Organization.objects.filter(name=(options["org"] or "").strip()).first()
