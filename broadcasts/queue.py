@@ -20,6 +20,7 @@ SWEEP = "broadcasts.sweep"
 IDEMPOTENCY_PURGE = "broadcasts.idempotency_purge"
 UNMATCHED_STATUSES_RETRY = "broadcasts.unmatched_statuses_retry"
 RETENTION_PURGE = "broadcasts.retention_purge"
+LIMIT_WAITERS_WAKE = "broadcasts.limit_waiters_wake"
 
 # The Celery queue of each task (config/celery.py's task_route reads this; settings declares the queues): the engine
 # on `delivery`, beat's passes on `maintenance`, so busy pumps never hold up the sweeper.
@@ -33,6 +34,7 @@ ROUTES = {
     IDEMPOTENCY_PURGE: MAINTENANCE_QUEUE,
     UNMATCHED_STATUSES_RETRY: MAINTENANCE_QUEUE,
     RETENTION_PURGE: MAINTENANCE_QUEUE,
+    LIMIT_WAITERS_WAKE: MAINTENANCE_QUEUE,
 }
 
 # A chunk task that finds its channel already served by DELIVERY_CHANNEL_PARALLELISM chunk tasks comes back
@@ -93,3 +95,13 @@ def chunk_requeue_channel_busy(broadcast_id: str, first_id: int, last_id: int) -
         args=[broadcast_id, first_id, last_id],
         countdown=CHANNEL_BUSY_RETRY_SECONDS * random.uniform(1.0, 2.0),
     )
+
+
+def limit_waiters_wake_later(organization_id: int, *, countdown: float) -> None:
+    """Wake the organization's sends waiting for the messaging limit again in ``countdown`` seconds (a batch admitted
+    under the old limit may park its sends just after the first wake: rules/limit_wakes.py). A lost message only
+    leaves those sends to their own wait."""
+    try:
+        _send(LIMIT_WAITERS_WAKE, args=[organization_id], countdown=countdown, retry=False)
+    except Exception as exc:  # noqa: BLE001 - any broker/transport error: the first wake already ran
+        logger.warning("second limit wake of organization %s not queued (%s)", organization_id, exc)

@@ -12,6 +12,7 @@ from celery import shared_task
 from broadcasts import queue, retention
 from broadcasts.delivery import dispatch, pump, recovery
 from broadcasts.queue import chunk_time_limits
+from broadcasts.rules import limit_wakes
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +81,11 @@ def retention_purge_task() -> dict[str, int]:
 
 
 # --- Meta statuses that arrived before their wamid was stored (broadcasts.status_updates) ---------------------
+
+
+@shared_task(name=queue.LIMIT_WAITERS_WAKE)
+def limit_waiters_wake_task(organization_id: int) -> None:
+    limit_wakes.limit_waiters_wake(organization_id=organization_id)
 
 
 @shared_task(name=queue.UNMATCHED_STATUSES_RETRY)

@@ -43,6 +43,7 @@ MAINTENANCE_TASKS = {
     "broadcasts.idempotency_purge",
     "broadcasts.unmatched_statuses_retry",
     "broadcasts.retention_purge",
+    "broadcasts.limit_waiters_wake",
     "events.sweep",
     "core.heartbeat",
 }

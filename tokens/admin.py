@@ -4,13 +4,13 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
 from django.urls import path, reverse
-from django.utils import timezone
 
 from core.admin_display import utc_time
 from core.secret_page import secret_once_response, secret_remember
-from tokens.forms import AccessTokenChangeForm, AccessTokenCreateForm
+from tokens.forms import AccessTokenChangeForm, AccessTokenCreateForm, OrganizationForm
+from tokens.limits import limit_name
 from tokens.models import AccessToken, Organization
-from tokens.services import token_create, token_revoke
+from tokens.services import organization_messaging_limit_set, token_create, token_revoke
 
 MANAGE_TOKENS = "tokens.manage_tokens"
 
@@ -22,17 +22,18 @@ class OrganizationAdmin(admin.ModelAdmin):
     created_at_display = utc_time("created_at", "created at")
     messaging_limit_set_at_display = utc_time("messaging_limit_set_at", "messaging limit set at")
     readonly_fields = ["created_at_display", "messaging_limit_set_at_display"]
-    fields = ["name", "messaging_limit", "messaging_limit_set_at_display", "created_at_display"]
+    form = OrganizationForm
+    fields = ["name", "limit", "messaging_limit_set_at_display", "created_at_display"]
 
     @admin.display(description="messaging limit", ordering="messaging_limit")
     def messaging_limit_display(self, obj: Organization) -> str:
-        return f"{obj.messaging_limit:,}" if obj.messaging_limit else "unlimited"
+        return limit_name(obj.messaging_limit)
 
     def save_model(self, request, obj, form, change) -> None:
-        # A new limit starts a fresh count (broadcasts/rules/messaging_limit.py rebuilds it from the sends).
-        if "messaging_limit" in form.changed_data:
-            obj.messaging_limit_set_at = timezone.now()
         super().save_model(request, obj, form, change)
+        # Through the one writer: a new limit starts a fresh count and wakes the sends waiting for it.
+        if "limit" in form.changed_data:
+            organization_messaging_limit_set(organization=obj, limit=form.cleaned_data["limit"])
 
     def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
         return False  # it would take its broadcasts, sends and tokens (the audit trail) with it

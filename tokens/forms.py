@@ -1,8 +1,10 @@
-"""Admin forms for API tokens: scopes as a multiple choice of the known ones."""
+"""Admin forms: API tokens (scopes as a multiple choice of the known ones) and organizations (the messaging limit by
+number or tier name)."""
 
 from django import forms
 
-from tokens.models import AccessToken
+from tokens.limits import InvalidLimit, limit_choices, limit_parse, tier_name
+from tokens.models import AccessToken, Organization
 from tokens.scopes import KNOWN_SCOPES
 
 SCOPE_CHOICES = [(scope, scope) for scope in KNOWN_SCOPES]
@@ -27,3 +29,58 @@ class AccessTokenChangeForm(forms.ModelForm):
     class Meta:
         model = AccessToken
         fields = ["name", "scopes"]
+
+
+class MessagingLimitField(forms.CharField):
+    """A messaging limit as a number or Meta's tier name (tokens/limits.py); cleaned to an int, None = unlimited."""
+
+    # The organization's limit as it is: kept when sent back unchanged, even an older tier Meta named (TIER_1K)
+    # that a person may not choose.
+    current: int | None = None
+
+    def to_python(self, value):
+        text = super().to_python(value)
+        try:
+            return limit_parse(text or None)
+        except InvalidLimit:
+            pass
+        try:
+            if self.current is not None and limit_parse(text, tiers_only=False) == self.current:
+                return self.current
+        except InvalidLimit:
+            pass
+        raise forms.ValidationError(f"Not a messaging limit: give {limit_choices()}.")
+
+    def prepare_value(self, value):
+        # Shown by its tier name, which reads back as the same limit.
+        if isinstance(value, int) or value is None:
+            return tier_name(value)
+        return value
+
+    def has_changed(self, initial, data) -> bool:
+        try:
+            return self.to_python(data) != (limit_parse(initial, tiers_only=False) if initial != "" else None)
+        except (forms.ValidationError, InvalidLimit):
+            return True
+
+
+class OrganizationForm(forms.ModelForm):
+    """The limit is a form field of its own (not the model's): it accepts tier names, and the admin saves it
+    through the one writer (tokens/limits.py), which wakes the sends waiting for it."""
+
+    limit = MessagingLimitField(
+        label="Messaging limit",
+        required=False,
+        help_text="Meta's business-portfolio tier: 250, 2000, 10000, 100000 or unlimited, or its tier name "
+        "(TIER_250, TIER_2K, TIER_10K, TIER_100K, TIER_UNLIMITED). Empty = unlimited.",
+    )
+
+    class Meta:
+        model = Organization
+        fields = ["name"]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.instance.pk:
+            self.initial["limit"] = self.instance.messaging_limit
+            self.fields["limit"].current = self.instance.messaging_limit

@@ -10,6 +10,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from core.errors import ApplicationError
+from tokens import limits
 from tokens.models import AccessToken, Organization
 from tokens.scopes import KNOWN_SCOPES
 
@@ -146,13 +147,10 @@ def _token_find(*, value: str) -> AccessToken:
 
 
 def organization_messaging_limit_set(*, organization: Organization, limit: int | None) -> bool:
-    """Set the organization's messaging limit (docs/rules.md; None = unlimited). A change stamps
-    ``messaging_limit_set_at``, which starts the limit's count afresh from the sends
-    (broadcasts/rules/messaging_limit.py).
+    """Set the organization's messaging limit (docs/rules.md; None = unlimited) through its one writer
+    (tokens/limits.py: a change starts the count afresh and wakes the sends waiting for the limit).
     Returns whether it changed."""
-    if organization.messaging_limit == limit:
-        return False
-    organization.messaging_limit = limit
-    organization.messaging_limit_set_at = timezone.now()
-    organization.save(update_fields=["messaging_limit", "messaging_limit_set_at"])
-    return True
+    changed = limits.organization_limit_set(organization_id=organization.id, limit=limit)
+    if changed:
+        organization.refresh_from_db(fields=["messaging_limit", "messaging_limit_set_at"])
+    return changed

@@ -1,7 +1,7 @@
-"""The messaging limit's value: what a person or Meta may name (250 / 2000 / 10000 / 100000 / unlimited, or Meta's
-tier names such as ``TIER_2K``), and its changes (command, admin, Meta's ``business_capability_update`` and
-``phone_number_quality_update``). A change stamps ``messaging_limit_set_at``, which starts the count afresh
-(rules/messaging_limit.py)."""
+"""The messaging limit's changes Meta names (``business_capability_update`` and ``phone_number_quality_update``). What a
+person or Meta may name (250 / 2000 / 10000 / 100000 / unlimited, or Meta's tier names such as ``TIER_2K``) and the
+one writer are tokens/limits.py, which the commands and the admin share. A change stamps ``messaging_limit_set_at``,
+which starts the count afresh (rules/messaging_limit.py), and wakes the sends waiting for it (rules/limit_wakes.py)."""
 
 from __future__ import annotations
 
@@ -10,58 +10,16 @@ from datetime import datetime
 from django.utils import timezone
 
 from templates_registry.models import Channel
-from tokens.models import MESSAGING_LIMITS, Organization
+from tokens import limits
+from tokens.limits import TIERS, InvalidLimit, limit_parse
 
-# Meta's tier names (phone_number_quality_update) and what they mean; None = unlimited.
-TIERS: dict[str, int | None] = {
-    "TIER_50": 50,
-    "TIER_250": 250,
-    "TIER_1K": 1000,
-    "TIER_2K": 2000,
-    "TIER_10K": 10000,
-    "TIER_100K": 100000,
-    "TIER_UNLIMITED": None,
-    "UNLIMITED": None,
-}
-
-
-class InvalidLimit(ValueError):
-    """Not a messaging limit."""
-
-
-def limit_parse(value: object, *, tiers_only: bool = True) -> int | None:
-    """A limit as a person or Meta gives it: 250 / 2000 / 10000 / 100000, "unlimited" / null / 0 / -1 (unlimited), or
-    a Meta tier name (TIER_2K, ...). ``tiers_only=False`` (Meta's webhooks) takes any positive number Meta names.
-    Raises InvalidLimit otherwise."""
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        raise InvalidLimit(f"not a messaging limit: {value!r}")
-    if isinstance(value, int):
-        number = value
-    else:
-        text = str(value).strip().upper()
-        if text in TIERS:
-            return TIERS[text]
-        if text in ("", "UNLIMITED", "NONE", "NULL"):
-            return None
-        try:
-            number = int(text.replace(",", "").replace("_", ""))
-        except ValueError as exc:
-            raise InvalidLimit(f"not a messaging limit: {value!r}") from exc
-    if number in (0, -1):
-        return None
-    if number < 0 or (tiers_only and number not in MESSAGING_LIMITS):
-        raise InvalidLimit(f"not a messaging limit: {value!r} (250, 2000, 10000, 100000 or unlimited)")
-    return number
+__all__ = ["TIERS", "InvalidLimit", "limit_parse", "organization_limit_set", "waba_limit_set", "channel_quality_apply"]
 
 
 def organization_limit_set(*, organization_id: int, limit: int | None, now: datetime | None = None) -> bool:
-    """Set the organization's limit; a change starts a fresh count (rebuilt from PostgreSQL). Returns whether it
-    changed."""
-    rows = Organization.objects.filter(id=organization_id)
-    rows = rows.exclude(messaging_limit__isnull=True) if limit is None else rows.exclude(messaging_limit=limit)
-    return bool(rows.update(messaging_limit=limit, messaging_limit_set_at=now or timezone.now()))
+    """Set the organization's limit (tokens/limits.py: the one writer; on commit the sends waiting for the limit
+    are woken, rules/limit_wakes.py). Returns whether it changed."""
+    return limits.organization_limit_set(organization_id=organization_id, limit=limit, now=now)
 
 
 def waba_limit_set(*, waba_id: str, limit: int | None) -> int:

@@ -149,7 +149,7 @@ def test_limit_parse(raw, expected):
     assert limit_tiers.limit_parse(raw) == expected
 
 
-@pytest.mark.parametrize("raw", ["300", "abc", True, 1000])
+@pytest.mark.parametrize("raw", ["300", "abc", True, 1000, "TIER_1K", "TIER_5K", "TIER_50"])
 def test_limit_parse_refuses_what_is_not_a_tier(raw):
     with pytest.raises(limit_tiers.InvalidLimit):
         limit_tiers.limit_parse(raw)
@@ -168,7 +168,7 @@ def test_create_channel_sets_the_limit_and_refuses_a_bad_one(db, capsys):
     ]
     call_command("create_channel", *args, "--messaging-limit", "2000")
     assert Organization.objects.get(name="Lim").messaging_limit == 2000
-    with pytest.raises(CommandError, match="250, 2000, 10000, 100000 or unlimited"):
+    with pytest.raises(CommandError, match="250, 2000, 10000, 100000, unlimited or a tier name"):
         call_command(
             "create_channel",
             "--org",

@@ -3,19 +3,16 @@ from django.db import transaction
 
 from core.errors import ApplicationError
 from templates_registry.services import channel_create
-from tokens.models import MESSAGING_LIMITS
+from tokens.limits import InvalidLimit, limit_choices, limit_parse
 from tokens.services import organization_get_or_create, organization_messaging_limit_set
 
 
 def _messaging_limit(raw: str | None) -> int | None:
-    """--messaging-limit: one of Meta's tiers or "unlimited" (docs/operations.md); anything else is refused."""
-    if raw is None or raw.strip().lower() == "unlimited":
-        return None
-    text = raw.strip().replace(",", "").replace("_", "")
-    if not text.isdigit() or int(text) not in MESSAGING_LIMITS:
-        choices = ", ".join(str(n) for n in MESSAGING_LIMITS)
-        raise CommandError(f"--messaging-limit must be one of {choices} or unlimited, not {raw!r}.")
-    return int(text)
+    """--messaging-limit: one of Meta's tiers, by number or name, or "unlimited" (docs/operations.md)."""
+    try:
+        return limit_parse(raw if raw is None or raw.strip() else "blank")  # blank is no value
+    except InvalidLimit:
+        raise CommandError(f"--messaging-limit must be {limit_choices()}, not {raw!r}.") from None
 
 
 class Command(BaseCommand):
@@ -31,7 +28,8 @@ class Command(BaseCommand):
         parser.add_argument(
             "--messaging-limit",
             default=None,
-            help="the organization's messaging limit: 250, 2000, 10000, 100000 or unlimited (default unlimited)",
+            help="the organization's messaging limit: 250, 2000, 10000, 100000, unlimited or a tier name such as "
+            "TIER_2K (default unlimited)",
         )
         parser.add_argument(
             "--marketing-messages",
