@@ -33,7 +33,9 @@ def validate_message(body: Any) -> str | None:
     if body.get("messaging_product") != "whatsapp":
         return "The parameter messaging_product is required and must be 'whatsapp'"
     to = body.get("to")
-    if not isinstance(to, str) or not digits(to):
+    # A BSUID goes as "recipient" in place of "to".
+    bsuid = to is None and isinstance(body.get("recipient"), str) and bool(body["recipient"])
+    if not bsuid and (not isinstance(to, str) or not digits(to)):
         return "The parameter to is required"
     if body.get("type") != "template":
         return "The sandbox only accepts messages of type 'template'"
@@ -49,6 +51,14 @@ def validate_message(body: Any) -> str | None:
     if not isinstance(components, list) or not all(isinstance(c, dict) for c in components):
         return "The parameter template['components'] must be an array of objects"
     return None
+
+
+def recipient_key(body: dict[str, Any]) -> str:
+    """Whom a send goes to, as the sandbox keys its scripts, limits and log: the digits of ``to``, or a BSUID
+    (``recipient``) as given."""
+    if "to" not in body and isinstance(body.get("recipient"), str):
+        return body["recipient"]
+    return digits(body.get("to", ""))
 
 
 class GraphRoutes:
@@ -98,7 +108,7 @@ class GraphRoutes:
             if problem:
                 outcome = "invalid"
             else:
-                to_digits = digits(body["to"])
+                to_digits = recipient_key(body)
                 if state.over_cap(phone_number_id, received_at):
                     outcome = "capped"
                 elif state.pair_limited(phone_number_id, to_digits, received_at):
@@ -117,7 +127,7 @@ class GraphRoutes:
                         if self.limits is not None:
                             self.limits.accepted(phone_number_id, to_digits, received_at)
         if not to_digits and isinstance(body, dict):
-            to_digits = digits(body.get("to", ""))
+            to_digits = recipient_key(body)
         state.requests.append((seq, received_at, phone_number_id, authorization, raw, outcome, to_digits, path))
 
         kind, number = (outcome, 0) if outcome in REFUSALS else parse_outcome(outcome)
@@ -152,7 +162,7 @@ class GraphRoutes:
 
         wamid = f"wamid.SBX{state.run_id}{next(state.wamids):012d}"
         # A reset while this send waited its latency means a new test: its statuses would leak into that one.
-        wa_id = wa_id_of(to_digits)
+        wa_id = wa_id_of(to_digits) if "to" in body else to_digits
         if config.webhook_url and generation == state.generation:
             callback = body.get("biz_opaque_callback_data")
             self.webhooks.schedule(
@@ -167,7 +177,11 @@ class GraphRoutes:
         return json_response(
             {
                 "messaging_product": "whatsapp",
-                "contacts": [{"input": body["to"], "wa_id": wa_id}],
+                "contacts": [
+                    {"input": body["to"], "wa_id": wa_id}
+                    if "to" in body
+                    else {"input": body["recipient"], "user_id": body["recipient"]}
+                ],
                 "messages": [{"id": wamid, "message_status": "accepted"}],
             }
         )
