@@ -223,9 +223,7 @@ def test_suppressed_numbers_are_free_and_counted_apart_for_marketing_only(org, c
     assert utility["estimate"]["total"] == "0.15"
 
 
-def test_open_customer_service_windows_without_an_in_window_price_cost_nothing_for_utility_only(
-    org, channel, template
-):
+def test_open_customer_service_windows_without_an_in_window_price_cost_nothing_for_utility_only(org, channel, template):
     card_load()
 
     def windows(*, channel_id, numbers, now):
