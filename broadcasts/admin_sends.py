@@ -14,6 +14,7 @@ from django.utils.html import format_html
 from broadcasts.models import Broadcast, Send
 from broadcasts.phones import phone_to_e164
 from core.admin_display import utc_time
+from whatsapp.numbers import is_bsuid
 
 _NUMBER_PUNCTUATION = re.compile(r"[\s\-().\u00a0]")
 
@@ -58,7 +59,9 @@ class SendAdmin(admin.ModelAdmin):
     list_filter = ["status"]
     list_select_related = ["broadcast"]
     search_fields = ["to", "message_id"]
-    search_help_text = "Exact phone number (any format, e.g. +34 600 11 22 33) or exact wamid, across broadcasts."
+    search_help_text = (
+        "Exact phone number (any format, e.g. +34 600 11 22 33), exact BSUID or exact wamid, across broadcasts."
+    )
     paginator = CappedCountPaginator
     show_full_result_count = False
     show_facets = admin.ShowFacets.NEVER  # per-status counts over the whole sends table
@@ -119,6 +122,8 @@ class SendAdmin(admin.ModelAdmin):
         number = typed_number_e164(term)
         if number is not None:
             match |= Q(to=number)
+        elif is_bsuid(term):  # a recipient given by user_id: its BSUID is its to
+            match |= Q(to=term)
         return queryset.filter(match), False
 
     def changelist_view(self, request: HttpRequest, extra_context=None):

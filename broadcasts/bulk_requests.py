@@ -12,11 +12,11 @@ from django.db.models import Q
 
 from broadcasts import pricing
 from broadcasts.models import RateCard
-from broadcasts.rules import customer_windows, suppressions
+from broadcasts.rules import customer_windows, marketing_regions, suppressions
 from broadcasts.validation.errors import Errors
 from broadcasts.validation.recipients import RecipientInput
 from broadcasts.validation.request import BulkRequest, bulk_request_validate
-from broadcasts.validation.template_checks import template_components_check
+from broadcasts.validation.template_checks import template_components_check, template_recipients_check
 from core.errors import ApplicationError
 from templates_registry.models import Channel, Template
 from tokens.models import Organization
@@ -126,6 +126,8 @@ def bulk_request_check(*, organization: Organization, body: Any, now: datetime) 
     if request is None:
         raise ApplicationError("The request is invalid; see details.", details=errors)
     code, channel, template = _lookup_errors(organization=organization, request=request, errors=errors)
+    if template is not None and isinstance(body, dict):
+        template_recipients_check(errors, recipients=body.get("recipients"), category=template.category)
     if not errors and template is not None:
         template_components_check(
             errors, request=request, header_format=template.header_format, buttons=template.buttons
@@ -167,17 +169,14 @@ def broadcast_estimate(
     """``cost.estimated`` of a broadcast (docs/rules.md), the one computation behind the stored broadcast and the dry
     run: ``recipients`` are those that would be posted (missing variables left out), priced at ``card`` (None: no
     estimate). Suppressed numbers cost nothing for MARKETING (``suppressed`` when the caller has them, else
-    ``consent_suppressed``), numbers with an open customer-service window nothing for UTILITY."""
+    ``consent_suppressed``), and so do recipients of MARKETING_BLOCKED_REGIONS; recipients with an open
+    customer-service window cost the in-window price."""
     if card is None:
         return None
     numbers = [r.to for r in recipients]
     if suppressed is None:
         suppressed = consent_suppressed(organization_id=organization_id, category=category, numbers=numbers)
-    windows_open = (
-        customer_windows_open(channel_id=channel_id, numbers=set(numbers), now=now)
-        if category == Template.Category.UTILITY and numbers
-        else set()
-    )
+    windows_open = customer_windows_open(channel_id=channel_id, numbers=set(numbers), now=now) if numbers else set()
     return pricing.estimate(
         card=card,
         category=category,
@@ -185,4 +184,5 @@ def broadcast_estimate(
         regions=[r.region for r in recipients],
         suppressed=suppressed,
         windows_open=windows_open,
+        blocked_regions=marketing_regions.blocked_regions() if category == Template.Category.MARKETING else frozenset(),
     )

@@ -18,6 +18,8 @@ import phonenumbers
 from phonenumbers import phonenumberutil as pnu
 from phonenumbers.phonemetadata import PhoneMetadata
 
+from whatsapp.numbers import bsuid_country
+
 # ASCII digits only: ``\d`` would also accept Arabic-Indic and other Unicode digits.
 _PLUS_DIGITS = re.compile(r"\+[0-9]+")
 # Longest input worth looking at: 3 calling-code digits + 17 national digits + a national prefix.
@@ -259,3 +261,11 @@ def phone_region(e164: str) -> str | None:
     region = _region_for(national, calling)
     code = region.region_code if region is not None else None
     return code if code and code != pnu.REGION_CODE_FOR_NON_GEO_ENTITY else None
+
+
+def address_region(to: str) -> str | None:
+    """The country of a send's address as stored: libphonenumber's region of an E.164 number, the prefix of a BSUID
+    (a recipient given by ``user_id``; stored numbers always start with ``+``, a BSUID never does)."""
+    if to.startswith("+"):
+        return phone_region(to)
+    return bsuid_country(to) if to else None

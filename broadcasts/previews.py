@@ -1,10 +1,11 @@
 """The dry run of ``POST /v1/messages/bulk`` (docs/rules.md): every rule of a real request, nothing stored, no call
-to Meta; the answer is what the broadcast would cost and how long it would take. The cost is
+to Meta; the answer is what the broadcast would cost and how long it would take. MARKETING recipients of
+MARKETING_BLOCKED_REGIONS are neither posted nor priced (``estimate.blocked``), like suppressed ones. The cost is
 ``bulk_requests.broadcast_estimate``, the same computation that stores a created broadcast's ``cost.estimated``.
 
 The rules of other modules it needs come in as callables, so the arithmetic is tested with fakes:
 ``suppressed_among`` (numbers on the organization's suppression list: not sent, cost nothing, MARKETING only),
-``customer_windows_open`` (numbers whose customer-service window is open: cost 0, UTILITY only) and
+``customer_windows_open`` (numbers whose customer-service window is open: the in-window price) and
 ``limit_outlook`` (the messaging limit: ``{"limit", "used", "would_wait"}``, plus ``"frees_at"`` when known).
 """
 
@@ -27,7 +28,7 @@ from broadcasts.bulk_requests import (
     template_needed_variables,
 )
 from broadcasts.idempotency import idempotency_key_validate
-from broadcasts.rules import customer_windows, messaging_limit
+from broadcasts.rules import customer_windows, marketing_regions, messaging_limit
 from broadcasts.send_rows import recipients_missing
 from core.timefmt import iso_utc
 from tokens.models import Organization
@@ -60,7 +61,8 @@ def broadcast_preview(
     suppressed = consent_suppressed(
         organization_id=organization.id, category=template.category, numbers=numbers, suppressed_among=suppressed_among
     )
-    to_post = [n for n in numbers if n not in suppressed]
+    blocked = marketing_regions.blocked_among(category=template.category, addresses=numbers)
+    to_post = [n for n in numbers if n not in suppressed and n not in blocked]
     outlook = limit_outlook(organization_id=organization.id, channel_id=channel.id, numbers=set(to_post), now=now)
     estimate = broadcast_estimate(
         card=card,

@@ -5,10 +5,11 @@ delivered sends.
   (``load_rate_card``). The newest card is in force; cards are never edited (a new load makes a new card), so what
   a card id prices never changes, and the prices of a card are cached per card id in this process (the id itself
   is always read from the database: many processes, one truth).
-- A send's country is libphonenumber's region of its E.164 number; a card's ``*`` row prices every country the
-  card does not name.
-- Estimates price each recipient at the template's category: suppressed numbers cost nothing for MARKETING (they
-  are counted apart), numbers whose customer-service window is open cost nothing for UTILITY.
+- A send's country is libphonenumber's region of its E.164 number, or a BSUID's prefix (phones.address_region); a
+  card's ``*`` row prices every country the card does not name.
+- Estimates price each recipient at the template's category: suppressed numbers and, for MARKETING, recipients of
+  MARKETING_BLOCKED_REGIONS cost nothing (counted apart); recipients whose customer-service window is open cost the
+  row's ``in_window_price`` (a row without one: 0 for UTILITY, its price otherwise).
 - Billing (``sends_bill`` rows, applied by broadcasts/status_updates/): a send that Meta reports billable
   (``pricing.type == "regular"`` or ``pricing.billable is true``) is billed once, when a status finds it DELIVERED or
   READ, at the card in force then, for its country and Meta's ``pricing.category``.
@@ -16,32 +17,21 @@ delivered sends.
 
 from __future__ import annotations
 
-import csv
-import io
-import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-import phonenumbers
 from django.db import connection, transaction
 from django.utils import timezone
 
 from broadcasts.models import Broadcast, RateCard, RateCardPrice
-from broadcasts.phones import phone_region
+from broadcasts.phones import address_region
+from broadcasts.rate_card_csv import ANY_COUNTRY, CATEGORIES, rate_card_parse
 from templates_registry.models import Template
 
 Category = Template.Category
-CATEGORIES = tuple(Category.values)
-ANY_COUNTRY = "*"
-CSV_COLUMNS = ("country", "category", "price", "currency")
-# Prices: at most 6 decimals (the column's scale) and below a million per message.
-MAX_PRICE = Decimal("1000000")
-PRICE_PLACES = 6
-_CURRENCY = re.compile(r"[A-Z]{3}")
-_DECIMAL = re.compile(r"[0-9]{1,10}(\.[0-9]{1,6})?")
 # Meta's pricing categories (its own lowercase words, docs/rules.md) as our template categories: the three by name, and
 # the ones beyond them. Any other (``service``, ``referral_conversion``) we do not price.
 _META_CATEGORY: dict[str, str] = {
@@ -53,71 +43,7 @@ _META_CATEGORY: dict[str, str] = {
 Prices = Mapping[tuple[str, str], Decimal]
 
 
-class RateCardError(ValueError):
-    """A rate card file that cannot be loaded; the message names the line."""
-
-
 # --- the card ------------------------------------------------------------------------------------
-
-
-def rate_card_parse(text: str) -> tuple[str, list[tuple[str, str, Decimal]]]:
-    """(currency, [(country, category, price)]) of a CSV rate card; RateCardError naming the first bad line.
-
-    Header ``country,category,price,currency`` (any order, any case); ``country`` an ISO 3166 alpha-2 code that
-    libphonenumber knows, or ``*``; ``category`` MARKETING, UTILITY or AUTHENTICATION (any case); ``price`` a
-    non-negative decimal with at most 6 places; ``currency`` ISO 4217, the same on every row; one row per
-    (country, category)."""
-    reader = csv.reader(io.StringIO(text))
-    try:
-        header = next(reader)
-    except StopIteration:
-        raise RateCardError("line 1: the file is empty; expected the header " + ",".join(CSV_COLUMNS)) from None
-    except csv.Error as exc:
-        raise RateCardError(f"line 1: {exc}") from None
-    names = [h.strip().lower().lstrip("\ufeff") for h in header]
-    if sorted(names) != sorted(CSV_COLUMNS):
-        raise RateCardError(f"line 1: the header must be {','.join(CSV_COLUMNS)}; got {','.join(header)}")
-    where = {name: names.index(name) for name in CSV_COLUMNS}
-    currency: str | None = None
-    rows: list[tuple[str, str, Decimal]] = []
-    seen: dict[tuple[str, str], int] = {}
-    try:
-        for cells in reader:
-            line = reader.line_num
-            if not any(cell.strip() for cell in cells):
-                continue  # blank line
-            if len(cells) != len(CSV_COLUMNS):
-                raise RateCardError(f"line {line}: expected {len(CSV_COLUMNS)} columns, got {len(cells)}")
-            country = cells[where["country"]].strip().upper()
-            category = cells[where["category"]].strip().upper()
-            raw_price = cells[where["price"]].strip()
-            row_currency = cells[where["currency"]].strip().upper()
-            if country != ANY_COUNTRY and country not in phonenumbers.SUPPORTED_REGIONS:
-                raise RateCardError(f"line {line}: country {country!r} is not an ISO 3166 alpha-2 code nor '*'")
-            if category not in CATEGORIES:
-                raise RateCardError(f"line {line}: category {category!r} is not one of {', '.join(CATEGORIES)}")
-            if not _DECIMAL.fullmatch(raw_price):
-                raise RateCardError(f"line {line}: price {raw_price!r} is not a decimal like 0.0625 (at most 6 places)")
-            price = Decimal(raw_price)
-            if price >= MAX_PRICE:
-                raise RateCardError(f"line {line}: price {raw_price} is too large")
-            if not _CURRENCY.fullmatch(row_currency):
-                raise RateCardError(f"line {line}: currency {row_currency!r} is not an ISO 4217 code like USD")
-            if currency is None:
-                currency = row_currency
-            elif row_currency != currency:
-                raise RateCardError(f"line {line}: currency {row_currency} differs from {currency}; one per card")
-            if (country, category) in seen:
-                raise RateCardError(
-                    f"line {line}: {country} {category} is already priced on line {seen[(country, category)]}"
-                )
-            seen[(country, category)] = line
-            rows.append((country, category, price))
-    except csv.Error as exc:
-        raise RateCardError(f"line {reader.line_num}: {exc}") from None
-    if currency is None:
-        raise RateCardError("line 2: no price rows after the header")
-    return currency, rows
 
 
 def rate_card_load(*, text: str) -> RateCard:
@@ -126,7 +52,8 @@ def rate_card_load(*, text: str) -> RateCard:
     with transaction.atomic():
         card = RateCard.objects.create(currency=currency, loaded_at=timezone.now())
         RateCardPrice.objects.bulk_create(
-            [RateCardPrice(card=card, country=c, category=cat, price=p) for c, cat, p in rows], batch_size=1000
+            [RateCardPrice(card=card, country=c, category=cat, price=p, in_window_price=w) for c, cat, p, w in rows],
+            batch_size=1000,
         )
     return card
 
@@ -138,24 +65,43 @@ def rate_card_current() -> RateCard | None:
 
 # Card id -> its prices. A card never changes once committed, so this can only be incomplete, never wrong; a
 # handful of cards per process at most (a load makes a new id, the old ones stop being asked for).
-_PRICES: dict[int, dict[tuple[str, str], Decimal]] = {}
+_PRICES: dict[int, tuple[dict[tuple[str, str], Decimal], dict[tuple[str, str], Decimal]]] = {}
 _PRICES_KEEP = 16
+
+
+def _card_tables(card_id: int) -> tuple[dict[tuple[str, str], Decimal], dict[tuple[str, str], Decimal]]:
+    """(prices, in-window prices of the rows that have one) of a card, cached per card id."""
+    tables = _PRICES.get(card_id)
+    if tables is None:
+        tables = ({}, {})
+        rows = RateCardPrice.objects.filter(card_id=card_id).values_list(
+            "country", "category", "price", "in_window_price"
+        )
+        for country, category, price, in_window in rows:
+            tables[0][(country, category)] = price
+            if in_window is not None:
+                tables[1][(country, category)] = in_window
+        if len(_PRICES) >= _PRICES_KEEP:
+            _PRICES.pop(next(iter(_PRICES)))
+        _PRICES[card_id] = tables
+    return tables
 
 
 def card_prices(card_id: int) -> Prices:
     """The prices of a card, ``{(country, category): price}`` (cached per card id)."""
-    prices = _PRICES.get(card_id)
-    if prices is None:
-        prices = {
-            (country, category): price
-            for country, category, price in RateCardPrice.objects.filter(card_id=card_id).values_list(
-                "country", "category", "price"
-            )
-        }
-        if len(_PRICES) >= _PRICES_KEEP:
-            _PRICES.pop(next(iter(_PRICES)))
-        _PRICES[card_id] = prices
-    return prices
+    return _card_tables(card_id)[0]
+
+
+def in_window_unit_price(card_id: int, *, country: str | None, category: str) -> Decimal | None:
+    """The price inside an open customer-service window (docs/rules.md): the row's ``in_window_price``, or for a row
+    without one 0 for UTILITY and the row's price otherwise; the row is the country's, else ``*``; None without."""
+    prices, in_window = _card_tables(card_id)
+    key = (country, category) if (country, category) in prices else (ANY_COUNTRY, category)
+    if key not in prices:
+        return None
+    if key in in_window:
+        return in_window[key]
+    return Decimal(0) if category == Category.UTILITY else prices[key]
 
 
 def unit_price(prices: Prices, *, country: str | None, category: str) -> Decimal | None:
@@ -195,7 +141,8 @@ class Estimate:
     total: Decimal = Decimal(0)
     by_country: dict[str, CountryLine] = field(default_factory=dict)
     suppressed: int = 0  # MARKETING only: suppressed numbers, never sent, cost nothing
-    free_window: int = 0  # UTILITY only: numbers whose customer-service window is open, cost 0
+    blocked: int = 0  # MARKETING only: recipients of MARKETING_BLOCKED_REGIONS, never sent, cost nothing
+    free_window: int = 0  # recipients whose customer-service window is open, at the in-window price
     unpriced: int = 0  # recipients the card prices neither by country nor by "*" (counted at 0)
 
     def as_json(self) -> dict[str, Any]:
@@ -212,6 +159,7 @@ class Estimate:
                 for country, line in sorted(self.by_country.items())
             },
             "suppressed": self.suppressed,
+            "blocked": self.blocked,
             "customer_service_window": self.free_window,
             "unpriced": self.unpriced,
         }
@@ -229,55 +177,67 @@ def estimate(
     regions: Sequence[str | None] | None = None,
     suppressed: set[str] = frozenset(),
     windows_open: set[str] = frozenset(),
+    blocked_regions: frozenset[str] = frozenset(),
 ) -> Estimate:
-    """Price every number (a number listed twice is sent, and billed, twice). ``suppressed`` are left out for
-    MARKETING only; ``windows_open`` cost 0 for UTILITY only (docs/rules.md).
+    """Price every recipient (one listed twice is sent, and billed, twice). ``suppressed`` are left out for MARKETING
+    only, and so are recipients of ``blocked_regions`` (MARKETING_BLOCKED_REGIONS); ``windows_open`` cost the
+    in-window price (``in_window_unit_price``) (docs/rules.md).
 
-    ``regions[i]`` is ``phone_region(numbers[i])`` when the caller already knows it (the bulk request's phone check
-    found it); otherwise each number is parsed here. Counted per country in one pass, then priced once per
-    country: ``unit_price * count`` is the exact sum of that many prices (Decimal, no rounding at these sizes)."""
+    ``numbers`` are sends' addresses (E.164 or BSUID); ``regions[i]`` is ``address_region(numbers[i])`` when the
+    caller already knows it (the bulk request's check found it); otherwise each is parsed here. Counted per country
+    in one pass, then priced once per country: ``unit_price * count`` is the exact sum of that many prices (Decimal,
+    no rounding at these sizes)."""
     prices = card_prices(card.id)
     result = Estimate(currency=card.currency, category=category)
-    skip = suppressed if category == Category.MARKETING else frozenset()
-    free = windows_open if category == Category.UTILITY else frozenset()
+    marketing = category == Category.MARKETING
+    skip = suppressed if marketing else frozenset()
+    blocked = blocked_regions if marketing else frozenset()
     if regions is None:
-        regions = [phone_region(n) for n in numbers]
-    free_by_country: Counter[str | None] = Counter()
-    if skip or free:
+        regions = [address_region(n) for n in numbers]
+    if len(regions) != len(numbers):
+        raise ValueError("regions and numbers differ in length")
+    in_window_by_country: Counter[str | None] = Counter()
+    if skip or windows_open:
         counts: Counter[str | None] = Counter()
         for number, region in zip(numbers, regions, strict=True):
             if number in skip:
                 result.suppressed += 1
                 continue
             counts[region] += 1
-            if number in free:
-                free_by_country[region] += 1
-        result.free_window = sum(free_by_country.values())
+            if number in windows_open:
+                in_window_by_country[region] += 1
     else:
-        if len(regions) != len(numbers):
-            raise ValueError("regions and numbers differ in length")
         counts = Counter(regions)
+    for region in [r for r in counts if r in blocked]:
+        result.blocked += counts.pop(region)
+        in_window_by_country.pop(region, None)
+    result.free_window = sum(in_window_by_country.values())
     lines = result.by_country
     for region, recipients in counts.items():
         country = region or UNKNOWN_COUNTRY
         price = unit_price(prices, country=country, category=category)
-        billed = recipients - free_by_country[region]
+        in_window = in_window_by_country[region]
+        regular = recipients - in_window
         line = lines.get(country)  # None and a region named UNKNOWN_COUNTRY would share a line
         if line is None:
             line = lines[country] = CountryLine(unit_price=price)
         line.recipients += recipients
         if price is None:
-            result.unpriced += billed
-        elif billed:
-            line.total += price * billed
+            # No row at all: unpriced, except an open window of a UTILITY template (free whatever the card).
+            result.unpriced += regular + (in_window if category != Category.UTILITY else 0)
+            continue
+        if regular:
+            line.total += price * regular
+        if in_window:
+            line.total += in_window_unit_price(card.id, country=country, category=category) * in_window
     result.total = sum((line.total for line in lines.values()), Decimal(0))
     return result
 
 
 def send_prices(*, card_id: int, category: str, numbers: Iterable[str]) -> list[Decimal | None]:
-    """The estimated price of each number at that card (the budget gate's reservations)."""
+    """The estimated price of each send's address at that card (the budget gate's reservations)."""
     prices = card_prices(card_id)
-    return [unit_price(prices, country=phone_region(n), category=category) for n in numbers]
+    return [unit_price(prices, country=address_region(n), category=category) for n in numbers]
 
 
 # --- billing -------------------------------------------------------------------------------------

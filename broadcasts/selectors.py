@@ -95,6 +95,7 @@ def broadcast_sends_list(
         queryset.order_by("index").values(
             "index",
             "to",
+            "user_id",
             "status",
             "message_id",
             "attempts",

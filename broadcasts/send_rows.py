@@ -30,6 +30,10 @@ _COPY_COLUMNS = (
 )
 # Written only when some recipient of the request has them (the columns are NULL otherwise): docs/api.md.
 _COMPONENT_COLUMNS = ("header_media", "buttons")
+# Written only when some recipient was given by ``user_id`` (a BSUID, stored in both ``to`` and ``user_id``).
+_USER_ID_COLUMNS = ("user_id",)
+# The model field of a column whose name differs (the foreign key).
+_FIELDS = {"broadcast_id": "broadcast"}
 
 
 class SendRow(NamedTuple):
@@ -40,6 +44,7 @@ class SendRow(NamedTuple):
     missing: list[str]  # template variables the recipient lacks: stored FAILED
     header_media: str | None = None  # JSON: this recipient's own media header
     buttons: str | None = None  # JSON: button parameters by index
+    user_id: str | None = None  # the BSUID of a recipient given by ``user_id`` (``to`` is it too)
 
 
 def send_rows(*, recipients: list[RecipientInput], needed: list[str]) -> list[SendRow]:
@@ -60,6 +65,8 @@ def send_rows(*, recipients: list[RecipientInput], needed: list[str]) -> list[Se
                 header_media=None if recipient.header_media is None else dumps(recipient.header_media).decode(),
                 buttons=None if recipient.buttons is None else dumps(recipient.buttons).decode(),
             )
+        if recipient.user_id is not None:
+            row = row._replace(user_id=recipient.user_id)
         append(row)
     return rows
 
@@ -91,8 +98,9 @@ def sends_insert(*, broadcast_id: str, rows: list[SendRow], now: datetime) -> No
     """
     quote = connection.ops.quote_name
     components = any(row.header_media is not None or row.buttons is not None for row in rows)
-    names = _COPY_COLUMNS + _COMPONENT_COLUMNS if components else _COPY_COLUMNS
-    columns = ", ".join(quote(Send._meta.get_field(c.removesuffix("_id")).column) for c in names)
+    bsuids = any(row.user_id is not None for row in rows)
+    names = _COPY_COLUMNS + (_COMPONENT_COLUMNS if components else ()) + (_USER_ID_COLUMNS if bsuids else ())
+    columns = ", ".join(quote(Send._meta.get_field(_FIELDS.get(c, c)).column) for c in names)
     stamp = now.isoformat()
     pending = f"PENDING\t0\t0\t\t\t\t\\N\t\\N\t{stamp}\n"
     failed = f"FAILED\t0\t0\t{MISSING_VARIABLES}\tMissing template variables\t"
@@ -108,6 +116,9 @@ def sends_insert(*, broadcast_id: str, rows: list[SendRow], now: datetime) -> No
             media = r"\N" if row.header_media is None else _copy_json(row.header_media)
             buttons = r"\N" if row.buttons is None else _copy_json(row.buttons)
             line = f"{line[:-1]}\t{media}\t{buttons}\n"
+        if bsuids:
+            user_id = r"\N" if row.user_id is None else row.user_id  # letters, digits and dots: nothing to escape
+            line = f"{line[:-1]}\t{user_id}\n"
         lines.append(line)
     with (
         connection.cursor() as cursor,

@@ -42,6 +42,9 @@ DELIVERY_SAME_NUMBER_SECONDS = env.float("DELIVERY_SAME_NUMBER_SECONDS", default
 # Meta's per-user marketing limit (131049): no MARKETING send to that number of the organization for this long
 # after the failure (docs/rules.md; broadcasts/rules/marketing_holds.py). Shortened only by tests.
 MARKETING_LIMIT_HOLD_SECONDS = env.float("MARKETING_LIMIT_HOLD_SECONDS", default=86400.0)
+# Regions Meta delivers no MARKETING template to (ISO 3166 alpha-2, libphonenumber's region of a number or a BSUID's
+# prefix): such sends fail ``marketing_region_blocked`` without a call (broadcasts/rules/marketing_regions.py).
+MARKETING_BLOCKED_REGIONS = [r.strip().upper() for r in env.list("MARKETING_BLOCKED_REGIONS", default=["US"])]
 # Sends of broadcasts that ended more than this many days ago are deleted (counts stay on the broadcast).
 RETENTION_DAYS = env.int("RETENTION_DAYS", default=90)
 # Beat periods: scheduled broadcasts start within 15 s of scheduled_at; the sweeper recovers lost work.

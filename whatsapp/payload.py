@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
+from whatsapp.numbers import is_bsuid
 from whatsapp.template_components import COPY_CODE, MEDIA_FORMATS, ButtonSpec, otp_index
 
 
@@ -160,8 +161,9 @@ class TemplateMessageBuilder:
         buttons: Mapping[str, Any] | None = None,
         callback: str | None = None,
     ) -> dict[str, Any]:
-        """The JSON body of `POST /{phone_number_id}/messages`; raises MissingVariablesError when a variable (or a
-        media header's media, or a button's value) is lacking. ``header_media`` overrides the broadcast's.
+        """The JSON body of `POST /{phone_number_id}/messages` to ``to`` (an E.164 number or a BSUID); raises
+        MissingVariablesError when a variable (or a media header's media, or a button's value) is lacking.
+        ``header_media`` overrides the broadcast's.
 
         `callback` goes out as `biz_opaque_callback_data` (see callback_reference), which Meta echoes in every
         status webhook of the message."""
@@ -180,10 +182,11 @@ class TemplateMessageBuilder:
         # Meta rejects components without parameters, so a template without variables sends none at all.
         if components:
             template["components"] = components
+        # A BSUID (a recipient given by ``user_id``) goes out as Meta's ``recipient``, a number as ``to``.
         body = {
             "messaging_product": "whatsapp",
             "recipient_type": "individual",
-            "to": to,
+            ("recipient" if is_bsuid(to) else "to"): to,
             "type": "template",
             "template": template,
         }

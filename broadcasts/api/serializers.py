@@ -58,9 +58,12 @@ def send_representation(row: dict[str, Any]) -> dict[str, Any]:
     error = None
     if row["error_code"]:
         error = {"code": row["error_code"], "message": row["error_message"], "retryable": row["error_retryable"]}
+    to, user_id = row["to"], row.get("user_id")
     return {
         "index": row["index"],
-        "to": row["to"],
+        # A recipient given by user_id stores its BSUID in both: it has no number to show (docs/api.md).
+        "to": None if user_id is not None and to == user_id else to,
+        "user_id": user_id,
         "status": row["status"],
         "message_id": row["message_id"],
         "attempts": row["attempts"],
@@ -85,7 +88,14 @@ class HeaderMediaSerializer(serializers.Serializer):
 
 
 class RecipientInSerializer(serializers.Serializer):
-    to = serializers.CharField(help_text="`+` then digits, a valid number for its country (E.164).")
+    to = serializers.CharField(
+        required=False, help_text="`+` then digits, a valid number for its country (E.164). Exactly one of to, user_id."
+    )
+    user_id = serializers.CharField(
+        required=False,
+        help_text="A business-scoped user id (BSUID), e.g. `US.13491208655302741918`, sent as Meta's `recipient`. "
+        "Not for AUTHENTICATION templates.",
+    )
     variables = serializers.DictField(
         child=serializers.CharField(max_length=1024),
         required=False,
@@ -146,7 +156,12 @@ class EstimateSerializer(serializers.Serializer):
     category = serializers.CharField()
     by_country = serializers.DictField(child=CountryEstimateSerializer(), help_text="By libphonenumber region.")
     suppressed = serializers.IntegerField(help_text="MARKETING: suppressed numbers, not sent, costing nothing.")
-    customer_service_window = serializers.IntegerField(help_text="UTILITY: numbers with an open window, cost 0.")
+    blocked = serializers.IntegerField(
+        help_text="MARKETING: recipients of MARKETING_BLOCKED_REGIONS, not sent, costing nothing."
+    )
+    customer_service_window = serializers.IntegerField(
+        help_text="Recipients with an open customer-service window, priced at the in-window price."
+    )
     unpriced = serializers.IntegerField(help_text="Recipients the card prices neither by country nor by `*`.")
 
 
@@ -258,7 +273,10 @@ class SendErrorSerializer(serializers.Serializer):
 
 class SendSerializer(serializers.Serializer):
     index = serializers.IntegerField(help_text="Position in the request's recipients array.")
-    to = serializers.CharField()
+    to = serializers.CharField(allow_null=True, help_text="E.164; null for a recipient given by user_id.")
+    user_id = serializers.CharField(
+        allow_null=True, help_text="The BSUID given, else the one Meta named for this message, else null."
+    )
     status = serializers.ChoiceField(choices=SendStatus.choices)
     message_id = serializers.CharField(allow_null=True, help_text="The wamid once sent.")
     attempts = serializers.IntegerField()

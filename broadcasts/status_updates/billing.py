@@ -15,7 +15,7 @@ from django.db import connection
 
 from broadcasts import pricing
 from broadcasts.models import Send, SendStatus
-from broadcasts.phones import phone_region
+from broadcasts.phones import address_region
 from broadcasts.status_updates.folding import Fold
 from whatsapp.inbound.statuses import StatusUpdate
 
@@ -100,7 +100,7 @@ def bills_price(bills: list[Bill]) -> None:
     table = pricing.card_prices(card.id)
     for b in bills:
         if b.billable and b.category is not None:
-            b.price = pricing.unit_price(table, country=phone_region(b.to), category=b.category)
+            b.price = pricing.unit_price(table, country=address_region(b.to), category=b.category)
 
 
 def bills_apply(bills: list[Bill], now: datetime, amounts: dict[str, Decimal]) -> None:

@@ -1,6 +1,7 @@
-"""``recipients[]`` (docs/api.md): each ``to`` an E.164 number, its ``variables``, its ``meta_data`` and its own
-``header_media`` and ``buttons`` (``components``), read into ``RecipientInput``. The hot path of a 5,000-recipient
-POST: one pass, and the JSON walks only when the serialized text shows they can find something."""
+"""``recipients[]`` (docs/api.md): each ``to`` an E.164 number or ``user_id`` a BSUID, its ``variables``, its
+``meta_data`` and its own ``header_media`` and ``buttons`` (``components``), read into ``RecipientInput``. The hot
+path of a 5,000-recipient POST: one pass, and the JSON walks only when the serialized text shows they can find
+something."""
 
 import re
 from dataclasses import dataclass
@@ -11,6 +12,7 @@ import orjson
 from broadcasts.phones import phone_e164_region
 from broadcasts.validation.components import buttons_clean, header_media_clean
 from broadcasts.validation.errors import Errors, error_add
+from whatsapp.numbers import bsuid_country, is_bsuid
 
 MAX_RECIPIENTS = 5000
 # A variable becomes a template parameter text; Meta caps body parameters far below this.
@@ -28,16 +30,22 @@ MAX_META_NUMBER = 2**63
 _BIG_FLOAT = re.compile(rb"[0-9]e\+")
 
 INVALID_PHONE = "Not a valid E.164 phone number."
+INVALID_BSUID = (
+    "Not a WhatsApp business-scoped user id: two upper-case letters, a dot, optionally ENT., then 1-128 letters "
+    "and digits (e.g. US.13491208655302741918)."
+)
+ONE_ADDRESS = "Exactly one of to (a phone number) or user_id (a BSUID) is required."
 
 
 @dataclass(slots=True)
 class RecipientInput:
-    to: str  # E.164
+    to: str  # E.164, or the BSUID of a recipient given by ``user_id``
     variables: dict[str, str]
     meta_json: str | None  # meta_data serialized once, as it is stored
     header_media: dict[str, str] | None = None  # this recipient's own, overriding the broadcast's
     buttons: dict[str, str] | None = None  # button parameters by index
-    region: str | None = None  # libphonenumber's region of ``to`` (phones.phone_region), found by the check
+    region: str | None = None  # libphonenumber's region of ``to`` (phones.phone_region), or the BSUID's prefix
+    user_id: str | None = None  # the BSUID when the recipient was given by ``user_id`` (then ``to`` is it too)
 
 
 def _has_nul(value: Any) -> bool:
@@ -114,8 +122,22 @@ def _meta_data(errors: Errors, path: str, value: Any) -> str | None:
     return dumped.decode()
 
 
+def _bsuid_checked(errors: Errors, i: int, to: Any, user_id: Any) -> tuple[str, str] | None:
+    """(BSUID, its country) of a recipient given by ``user_id``, or None with its error added."""
+    if to is not None:
+        error_add(errors, f"recipients[{i}]", ONE_ADDRESS)
+        return None
+    if not isinstance(user_id, str):
+        error_add(errors, f"recipients[{i}].user_id", "Must be a string.")
+        return None
+    if not is_bsuid(user_id):
+        error_add(errors, f"recipients[{i}].user_id", INVALID_BSUID)
+        return None
+    return user_id, bsuid_country(user_id)
+
+
 def recipients_clean(errors: Errors, value: Any) -> list[RecipientInput]:
-    """The recipients whose ``to`` is valid, every error of every recipient added under its path."""
+    """The recipients whose ``to`` (or ``user_id``) is valid, every error of every recipient added under its path."""
     if value is None:
         error_add(errors, "recipients", "This field is required.")
         return []
@@ -132,17 +154,21 @@ def recipients_clean(errors: Errors, value: Any) -> list[RecipientInput]:
     append = out.append
     for i, item in enumerate(value):
         if not isinstance(item, dict):
-            error_add(errors, f"recipients[{i}]", "Must be an object {to, variables?, meta_data?}.")
+            error_add(errors, f"recipients[{i}]", "Must be an object {to or user_id, variables?, meta_data?}.")
             continue
         to = item.get("to")
-        checked = phone_e164_region(to) if isinstance(to, str) else None
-        if checked is None:
-            if "to" not in item or to is None:
-                error_add(errors, f"recipients[{i}].to", "This field is required.")
-            elif not isinstance(to, str):
-                error_add(errors, f"recipients[{i}].to", "Must be a string.")
-            else:
-                error_add(errors, f"recipients[{i}].to", INVALID_PHONE)
+        user_id = item.get("user_id")
+        if user_id is None:  # the phone path, as fast as before: one dict read more
+            checked = phone_e164_region(to) if isinstance(to, str) else None
+            if checked is None:
+                if to is None:
+                    error_add(errors, f"recipients[{i}]", ONE_ADDRESS)
+                elif not isinstance(to, str):
+                    error_add(errors, f"recipients[{i}].to", "Must be a string.")
+                else:
+                    error_add(errors, f"recipients[{i}].to", INVALID_PHONE)
+        else:
+            checked = _bsuid_checked(errors, i, to, user_id)
         variables = _variables(errors, f"recipients[{i}].variables", item.get("variables"))
         meta_data = _meta_data(errors, f"recipients[{i}].meta_data", item.get("meta_data"))
         media = item.get("header_media")
@@ -152,5 +178,8 @@ def recipients_clean(errors: Errors, value: Any) -> list[RecipientInput]:
         if buttons is not None:
             buttons = buttons_clean(errors, f"recipients[{i}].buttons", buttons)
         if checked is not None:
-            append(RecipientInput(checked[0], variables, meta_data, media, buttons, checked[1]))
+            recipient = RecipientInput(checked[0], variables, meta_data, media, buttons, checked[1])
+            if user_id is not None:
+                recipient.user_id = user_id
+            append(recipient)
     return out

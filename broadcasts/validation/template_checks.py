@@ -1,7 +1,8 @@
 """The rules of a body that need its template, run by the service once it has found the template
-(``template_components_check``)."""
+(``template_components_check``, ``template_recipients_check``)."""
 
 from collections.abc import Sequence
+from typing import Any
 
 from broadcasts.validation.errors import Errors, error_add
 from broadcasts.validation.request import BulkRequest
@@ -54,3 +55,20 @@ def template_components_check(
         for key, spec in dynamic.items():
             if key not in given:
                 error_add(errors, f"recipients[{i}].buttons.{key}", f"Required by the template's {spec.label}.")
+
+
+# Meta sends AUTHENTICATION templates to phone numbers only.
+AUTHENTICATION_CATEGORY = "AUTHENTICATION"
+NO_BSUID_FOR_AUTHENTICATION = "An AUTHENTICATION template goes to phone numbers only: give this recipient's to."
+
+
+def template_recipients_check(errors: Errors, *, recipients: Any, category: str) -> None:
+    """Recipients the template's category cannot reach (docs/api.md): a ``user_id`` (BSUID) recipient of an
+    AUTHENTICATION template, each under ``recipients[i].user_id``. Reads the body's own list, so the paths are right
+    even when other recipients were malformed (and left out of the parsed request)."""
+    if category != AUTHENTICATION_CATEGORY or not isinstance(recipients, list):
+        return
+    for i, item in enumerate(recipients):
+        path = f"recipients[{i}].user_id"
+        if isinstance(item, dict) and item.get("user_id") is not None and path not in errors:
+            error_add(errors, path, NO_BSUID_FOR_AUTHENTICATION)

@@ -11,7 +11,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from broadcasts import admin as admin_module
-from broadcasts import services
+from broadcasts import admin_sends, services
 from broadcasts.counts import counts_rebuild
 from broadcasts.exports import CSV_HEADER, sends_for_csv
 from broadcasts.models import Broadcast, BroadcastStatus, Send, SendStatus
@@ -211,8 +211,20 @@ def test_send_search_by_number_in_any_format_and_by_wamid(admin_client, broadcas
     assert list(admin_client.get(url, {"q": "wamid.nope"}).context["cl"].result_list) == []
 
 
+def test_send_search_by_bsuid(admin_client, broadcast):
+    send = Send.objects.get(broadcast=broadcast, index=7)
+    Send.objects.filter(pk=send.pk).update(to="US.13491208655302741918", user_id="US.13491208655302741918")
+    url = reverse("admin:broadcasts_send_changelist")
+    found = admin_client.get(url, {"q": " US.13491208655302741918 "}).context["cl"].result_list
+    assert [s.pk for s in found] == [send.pk]
+    assert (
+        "US.13491208655302741918"
+        in admin_client.get(reverse("admin:broadcasts_send_change", args=[send.pk])).content.decode()
+    )
+
+
 def test_send_list_never_counts_past_its_cap(admin_client, broadcast, monkeypatch):
-    monkeypatch.setattr(admin_module.CappedCountPaginator, "CAP", 50)
+    monkeypatch.setattr(admin_sends.CappedCountPaginator, "CAP", 50)
     with CaptureQueriesContext(connection) as queries:
         response = admin_client.get(reverse("admin:broadcasts_send_changelist"))
     assert response.context["cl"].result_count == 50 and 'id="count-capped"' in response.content.decode()

@@ -184,6 +184,7 @@ def test_recipients_in_request_order_with_fields(api, channel, template):
     assert set(first) == {
         "index",
         "to",
+        "user_id",
         "status",
         "message_id",
         "attempts",

@@ -67,7 +67,9 @@ def test_dry_run_over_http_prices_a_mixed_list_and_changes_nothing(server, chann
     assert response.status_code == 200, response.text
     data = response.json()
     assert data["dry_run"] is True and data["total_recipients"] == 12
-    assert data["estimate"]["total"] == "0.4333" and data["estimate"]["currency"] == "USD"
+    # MIXED's hand-computed 0.4333 less its US number (0.0250): US is in MARKETING_BLOCKED_REGIONS by default
+    assert data["estimate"]["total"] == "0.4083" and data["estimate"]["currency"] == "USD"
+    assert data["estimate"]["blocked"] == 1 and "US" not in data["estimate"]["by_country"]
     assert data["estimate"]["by_country"]["GB"] == {"recipients": 2, "unit_price": "0.06", "total": "0.12"}
     assert data["messaging_limit"] == {"limit": None, "used": None, "would_wait": 0}
     assert data["eta"].endswith("Z")
@@ -83,9 +85,9 @@ def test_dry_run_over_http_prices_a_mixed_list_and_changes_nothing(server, chann
     assert real.status_code == 202, real.text
     broadcast_id = real.json()["broadcast_id"]
     shown = requests.get(f"{server}{URL}/{broadcast_id}", headers=auth(token), timeout=30).json()
-    assert shown["cost"] == {"currency": "USD", "estimated": "0.4333", "billed": "0.00", "max_cost": None}
+    assert shown["cost"] == {"currency": "USD", "estimated": "0.4083", "billed": "0.00", "max_cost": None}
     listed = requests.get(server + URL, headers=auth(token), timeout=30).json()["data"]
-    assert listed[0]["cost"]["estimated"] == "0.4333"
+    assert listed[0]["cost"]["estimated"] == "0.4083"
 
 
 def test_dry_run_validates_exactly_as_a_real_request(server, channel, template, token):

@@ -46,6 +46,13 @@ MIXED = [
 ]
 
 
+@pytest.fixture(autouse=True)
+def _no_blocked_region(settings):
+    """These tests price the card's US row for MARKETING; MARKETING_BLOCKED_REGIONS (US by default) has its own
+    tests in test_pricing_in_window_and_regions.py."""
+    settings.MARKETING_BLOCKED_REGIONS = []
+
+
 def card_load(text: str = CARD) -> RateCard:
     return pricing.rate_card_load(text=text)
 
@@ -216,14 +223,16 @@ def test_suppressed_numbers_are_free_and_counted_apart_for_marketing_only(org, c
     assert utility["estimate"]["total"] == "0.15"
 
 
-def test_open_customer_service_windows_cost_nothing_for_utility_only(org, channel, template):
+def test_open_customer_service_windows_without_an_in_window_price_cost_nothing_for_utility_only(org, channel, template):
     card_load()
 
     def windows(*, channel_id, numbers, now):
         return {"+34612345678", "+14155552671"}
 
     marketing = previews.broadcast_preview(organization=org, body=body(channel, MIXED), customer_windows_open=windows)
+    # No in_window_price on the card: a MARKETING row's own price
     assert marketing["estimate"]["total"] == "0.4333"
+    assert marketing["estimate"]["customer_service_window"] == 2
 
     template.category = "UTILITY"
     template.save()
@@ -286,7 +295,7 @@ def test_the_estimate_from_known_regions_equals_parsing_each_number(db, category
         assert known.as_json() == parsed.as_json()
         assert str(known.total) == str(parsed.total)  # the same Decimal, exponent included
     assert parsed.suppressed == (3 if category == "MARKETING" else 0)
-    assert parsed.free_window == (2 if category == "UTILITY" else 0)
+    assert parsed.free_window == 2
 
 
 def test_creation_time_cost_equals_the_dry_run_for_a_mixed_region_list(org, channel, template):

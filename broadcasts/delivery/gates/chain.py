@@ -9,11 +9,14 @@ from broadcasts.delivery.gates.budget import budget_gate
 from broadcasts.delivery.gates.consent import consent_gate
 from broadcasts.delivery.gates.marketing_hold import marketing_hold_gate
 from broadcasts.delivery.gates.messaging_limit import messaging_limit_gate
+from broadcasts.delivery.gates.region import region_gate
 
-# Consent first (an opted-out number fails at once), then the waits (marketing hold, messaging limit), and the
-# budget last: only a send that would really be posted now reserves its price.
+# Consent first (an opted-out number fails at once), then the regions Meta sends no marketing to (fail at once, no
+# query), then the waits (marketing hold, messaging limit), and the budget last: only a send that would really be
+# posted now reserves its price.
 GATES: Sequence[Gate] = (
     consent_gate,
+    region_gate,
     marketing_hold_gate,
     messaging_limit_gate,
     budget_gate,

@@ -1,13 +1,15 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from broadcasts.pricing import CSV_COLUMNS, RateCardError, rate_card_load
+from broadcasts.pricing import rate_card_load
+from broadcasts.rate_card_csv import CSV_COLUMNS, IN_WINDOW_COLUMN, RateCardError
 
 
 class Command(BaseCommand):
     help = (
-        "Loads Meta's per-message prices from a CSV file (columns " + ",".join(CSV_COLUMNS) + "; one currency per "
-        "card). The new card replaces the one in force; older cards are kept for history. All or nothing: a bad row "
-        "is an error naming its line. Prints the number of rows loaded last."
+        f"Loads Meta's per-message prices from a CSV file (columns {','.join(CSV_COLUMNS)}, optionally "
+        f"{IN_WINDOW_COLUMN}: the price inside an open customer-service window; one currency per card). The new card "
+        "replaces the one in force; older cards are kept for history. All or nothing: a bad row is an error naming "
+        "its line. Prints the number of rows loaded last."
     )
 
     def add_arguments(self, parser):
