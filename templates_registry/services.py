@@ -239,10 +239,13 @@ def template_status_set(*, waba_id: str, name: str, language: str | None, status
 def _templates_of_update(
     *, waba_id: str, meta_id: str, name: str | None, language: str | None
 ) -> QuerySet[Template] | None:
-    """The template a Meta webhook names: by Meta's id when we know it, else by (WABA, name, language)."""
-    if meta_id and Template.objects.filter(meta_id=meta_id).exists():
-        return Template.objects.filter(meta_id=meta_id)
-    if not (waba_id and isinstance(name, str) and isinstance(language, str)):
+    """The template a Meta webhook names, always within the entry's WABA (``entry[].id``): by Meta's id when we know
+    it there, else by (WABA, name, language). An update naming another account's template changes nothing."""
+    if not waba_id:
+        return None
+    if meta_id and Template.objects.filter(waba_id=waba_id, meta_id=meta_id).exists():
+        return Template.objects.filter(waba_id=waba_id, meta_id=meta_id)
+    if not (isinstance(name, str) and isinstance(language, str)):
         return None
     return Template.objects.filter(waba_id=waba_id, name=name, language=language)
 

@@ -70,8 +70,7 @@ class PostLog:
     MAX_ANSWER_LAG_SECONDS = 0.15
 
     def __init__(self, *, max_mps: int):
-        self.base = limiter.window_budget(max_mps)
-        self.rate = limiter.effective_rate(max_mps)
+        self.cap_set(max_mps)
         self.times: deque[float] = deque()
         self.lag = 0.0
         self.lag_at = time.monotonic()
@@ -81,6 +80,12 @@ class PostLog:
         # Until when the log itself held POSTs back: that wait is not the loop's lateness.
         self.held_until = 0.0
         self.sole_pump = settings.DELIVERY_CHANNEL_PARALLELISM == 1
+
+    def cap_set(self, max_mps: int) -> None:
+        """The channel's cap (changed in the admin while the pump runs: the next second's budget follows it)."""
+        self.max_mps = max_mps
+        self.base = limiter.window_budget(max_mps)
+        self.rate = limiter.effective_rate(max_mps)
 
     def budget(self) -> int:
         return max(1, self.base - math.floor(self.rate * self.lag))

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from django.utils import timezone
 
 from broadcasts.delivery import limiter
+from broadcasts.delivery.channel_caps import ChannelCap
 from broadcasts.delivery.claims import Claimed, sends_mark_posting
 from broadcasts.delivery.gates import admission, chain, facts
 
@@ -32,6 +33,8 @@ class Planned:
     use: list[Claimed] = field(default_factory=list)
     rest: list[Claimed] = field(default_factory=list)
     waits: list[float] = field(default_factory=list)
+    # The channel's cap these slots were reserved at (re-read by ``cap``, else the one given).
+    max_mps: int = 0
 
 
 def batch_plan(
@@ -41,11 +44,15 @@ def batch_plan(
     max_mps: int,
     hold_seconds: float,
     batch: list[Claimed],
+    cap: ChannelCap | None = None,
 ) -> Planned:
     """Mark the batch posting, pass what was marked through the gates, reserve slots for what they admitted and
-    hold those numbers (see the module's docstring)."""
+    hold those numbers (see the module's docstring). ``cap``: the run's view of the channel's cap, re-read here at
+    most once a second (a change saved meanwhile paces these slots already)."""
+    if cap is not None:
+        max_mps = cap.fresh()
     marked_at, marked, closed = sends_mark_posting(broadcast_id=broadcast_id, ids=[s.id for s in batch])
-    planned = Planned(marked_at=marked_at, closed=closed)
+    planned = Planned(marked_at=marked_at, closed=closed, max_mps=max_mps)
     if closed is not None:
         return planned
     # A send no longer PENDING (final meanwhile) is not ours to post or record.

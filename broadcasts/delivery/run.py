@@ -32,6 +32,7 @@ from redis.exceptions import RedisError
 
 from broadcasts import lifecycle
 from broadcasts.delivery import limiter, pacing
+from broadcasts.delivery.channel_caps import ChannelCap
 from broadcasts.delivery.claims import POST_PERMIT_SECONDS, Claimed, claim_size, sends_claim
 from broadcasts.delivery.gates import admission
 from broadcasts.delivery.outcomes import OutcomeRow
@@ -110,6 +111,10 @@ class BroadcastRun(RunPosting):
         self.stop: str | None = None
         self.status_seen = BroadcastStatus.IN_PROGRESS
         self.batch = pacing.plan_batch(max_mps=self.channel.max_mps)
+        # The channel's cap, re-read by the planning step at most once a second (a change in the admin applies).
+        self.cap = ChannelCap(channel_id=self.channel.id, max_mps=self.channel.max_mps)
+        if self.log.max_mps != self.cap.max_mps:
+            self.log.cap_set(self.cap.max_mps)
         self.hold = pacing.number_hold_seconds()
         # When the bookkeeping next writes the outcomes (and reads the status), and next plans slots.
         self.next_check = 0.0
@@ -288,9 +293,10 @@ class BroadcastRun(RunPosting):
                     batch_plan,
                     broadcast_id=self.broadcast.id,
                     gate_context=self.gate_context,
-                    max_mps=self.channel.max_mps,
+                    max_mps=self.cap.max_mps,
                     hold_seconds=self.hold,
                     batch=batch,
+                    cap=self.cap,
                 )
             )
         except (db.Error, RedisError):
@@ -298,6 +304,8 @@ class BroadcastRun(RunPosting):
             logger.warning("delivery: cannot mark or pace sends; retrying in %.1f s", CHECK_INTERVAL_SECONDS)
             self.queue.extendleft(reversed(batch))
             return time.monotonic() + CHECK_INTERVAL_SECONDS
+        if planned.max_mps != self.log.max_mps:
+            self._cap_apply(planned.max_mps)
         if planned.closed is not None:
             self.queue.extendleft(reversed(batch))
             self.gate_closed = planned.closed
@@ -305,6 +313,13 @@ class BroadcastRun(RunPosting):
         if planned.verdict is not None and self._gates_paused(planned.verdict):
             return time.monotonic() + CHECK_INTERVAL_SECONDS
         return self._schedule_granted(planned)
+
+    def _cap_apply(self, max_mps: int) -> None:
+        """The channel's cap changed while running: the pump's one-second log, the batch and the claims follow it
+        (the slots already reserved, at most the limiter's horizon ahead, fire at the old pace)."""
+        self.log.cap_set(max_mps)
+        self.batch = pacing.plan_batch(max_mps=max_mps)
+        self.claim_size = claim_size(max_mps=max_mps)
 
     def _gates_paused(self, verdict: admission.Admission) -> bool:
         """Apply the gates' verdict to the run: failures recorded without a POST, waits deferred, returned sends

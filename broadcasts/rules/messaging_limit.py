@@ -16,8 +16,10 @@ How it is kept:
 - durability: the set is a cache of what PostgreSQL knows. A marker key says it was built; when it is missing
   (Redis flushed or restarted empty, the limit changed, or idle for two windows) the set is rebuilt from the
   organization's sends posted in the last window (``sent_at``) and those being posted right now (``posting_at``),
-  before anything is admitted. The rebuild over-counts (every posted send counts, open windows or not), never
-  under-counts, so a Redis restart cannot let the service exceed the limit;
+  before anything is admitted (but not the batch being admitted: it is marked posting just before the gates, and
+  counted by the rebuild it would find itself counted already and pass over the limit). The rebuild over-counts
+  (every posted send counts, open windows or not), never under-counts, so a Redis restart cannot let the service
+  exceed the limit;
 - each change of the limit (command, admin, Meta's webhooks) stamps ``messaging_limit_set_at``, which names
   fresh keys: the count starts from PostgreSQL again (sends made while the organization was unlimited included).
 
@@ -193,10 +195,13 @@ LIMIT_STATE_SQL = f"SELECT messaging_limit, messaging_limit_set_at FROM {Organiz
 # --- counting -----------------------------------------------------------------------------------------------
 
 
-def _rebuild_rows(*, organization_id: int, now: datetime) -> list[tuple[str, float]]:
+def _rebuild_rows(
+    *, organization_id: int, now: datetime, batch_ids: list[int] | None = None
+) -> list[tuple[str, float]]:
     """(number, age in seconds) of every number the organization posted to within the window, by PostgreSQL:
     sends with ``sent_at`` in the window (their latest, as the ledger keeps a number from its last send), and sends
-    being posted now (``posting_at``, age 0)."""
+    being posted now (``posting_at``, age 0) except ``batch_ids``, the batch being admitted (marked posting just
+    before the gates: it is what the admission decides, not what was posted)."""
     cutoff = now - timedelta(seconds=settings.MESSAGING_LIMIT_WINDOW_SECONDS + POST_MARGIN_SECONDS)
     sql = """
         SELECT s."to", MAX(CASE WHEN s.sent_at >= %s THEN s.sent_at ELSE %s END)
@@ -206,18 +211,18 @@ def _rebuild_rows(*, organization_id: int, now: datetime) -> list[tuple[str, flo
             WHERE b.organization_id = %s AND b.started_at IS NOT NULL
               AND (b.completed_at IS NULL OR b.completed_at >= %s)
         )
-          AND (s.sent_at >= %s OR (s.status = 'PENDING' AND s.posting_at IS NOT NULL))
+          AND (s.sent_at >= %s OR (s.status = 'PENDING' AND s.posting_at IS NOT NULL AND s.id <> ALL(%s::bigint[])))
         GROUP BY s."to"
     """
     with connection.cursor() as cursor:
-        cursor.execute(sql, [cutoff, now, organization_id, cutoff, cutoff])
+        cursor.execute(sql, [cutoff, now, organization_id, cutoff, cutoff, list(batch_ids or ())])
         rows = cursor.fetchall()
     return [(number, max(0.0, (now - at).total_seconds())) for number, at in rows]
 
 
-def _rebuild(*, organization_id: int, generation: int, now: datetime) -> None:
+def _rebuild(*, organization_id: int, generation: int, now: datetime, batch_ids: list[int] | None) -> None:
     keys = _keys(organization_id, generation)[:2]
-    rows = _rebuild_rows(organization_id=organization_id, now=now)
+    rows = _rebuild_rows(organization_id=organization_id, now=now, batch_ids=batch_ids)
     window = _window_ms()
     chunks = [rows[i : i + REBUILD_CHUNK] for i in range(0, len(rows), REBUILD_CHUNK)] or [[]]
     for position, chunk in enumerate(chunks):
@@ -228,13 +233,20 @@ def _rebuild(*, organization_id: int, generation: int, now: datetime) -> None:
 
 
 def admit(
-    *, organization_id: int, channel_id: str, numbers: list[str], now: datetime, state: LimitState | None = None
+    *,
+    organization_id: int,
+    channel_id: str,
+    numbers: list[str],
+    now: datetime,
+    state: LimitState | None = None,
+    batch_ids: list[int] | None = None,
 ) -> list[float] | None:
     """Decide a batch about to be posted: per number 0.0 (go: counted now, counted already, or its customer-service
     window is open) or the seconds until the window frees room for it. None when the organization is unlimited
     (no Redis call). One indexed query (customer windows) and one Lua call per batch (two when the count must be
     rebuilt first). Raises when Redis or the database is away: nothing is posted unchecked. ``state``: the limit as
-    just read with the batch's other facts (else read here)."""
+    just read with the batch's other facts (else read here). ``batch_ids``: the ids of the sends of ``numbers`` when
+    they are marked posting already (the engine's gate): a rebuild must not count them as posted."""
     if state is None:
         state = limit_state(organization_id=organization_id)
     if state.limit is None:
@@ -249,7 +261,7 @@ def admit(
         args = [state.limit, _window_ms(), 2 * _window_ms(), *counted]
         result = _script(_ADMIT_LUA)(keys=keys, args=args)
         if result and int(result[0]) == -1:
-            _rebuild(organization_id=organization_id, generation=state.generation, now=now)
+            _rebuild(organization_id=organization_id, generation=state.generation, now=now, batch_ids=batch_ids)
             result = _script(_ADMIT_LUA)(keys=keys, args=args)
             if result and int(result[0]) == -1:
                 raise RuntimeError("messaging limit: the count could not be rebuilt")

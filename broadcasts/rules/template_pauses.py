@@ -61,22 +61,25 @@ def broadcasts_pause_for_template(*, template_id: int, status: str, reason: str 
 
 
 def broadcasts_pause_for_failed_statuses(*, statuses: Iterable[StatusUpdate], fence: bool = True) -> list[str]:
-    """A ``failed`` status with 132015/132016 pauses its send's broadcast (the send itself stays FAILED: Meta had
-    accepted it, and an accepted send is never posted again). Returns the paused broadcasts' ids; one indexed
+    """A ``failed`` status with 132015/132016 pauses its send's broadcast when its metadata.phone_number_id is that
+    broadcast's channel (the send itself stays FAILED: Meta had accepted it, and an accepted send is never posted
+    again). Returns the paused broadcasts' ids; one indexed
     lookup of those wamids, and nothing at all when no such status came."""
-    codes: dict[str, tuple[str, str]] = {}
+    codes: dict[str, tuple[str, str, str]] = {}
     for update in statuses:
         error = update.first_error
         if update.status == "failed" and error is not None and error.code in PAUSING_ERROR_CODES:
-            codes[update.wamid] = (error.code, error.details or error.message or error.title)
+            codes[update.wamid] = (error.code, error.details or error.message or error.title, update.phone_number_id)
     if not codes:
         return []
     reasons: dict[str, dict[str, str]] = {}
-    for wamid, broadcast_id in Send.objects.filter(message_id__in=list(codes)).values_list(
-        "message_id", "broadcast_id"
+    for wamid, broadcast_id, phone_number_id in Send.objects.filter(message_id__in=list(codes)).values_list(
+        "message_id", "broadcast_id", "broadcast__channel__phone_number_id"
     ):
-        code, message = codes[wamid]
-        reasons.setdefault(broadcast_id, pause_reason_for_error(code=code, message=message))
+        code, message, named = codes[wamid]
+        # Only a status of the broadcast's own channel (a missing metadata.phone_number_id names none).
+        if named and named == phone_number_id:
+            reasons.setdefault(broadcast_id, pause_reason_for_error(code=code, message=message))
     if not reasons:
         return []
     return _broadcasts_pause(

@@ -29,6 +29,14 @@ class StatusMoves(dict):
         self.unmatched: list[str] = unmatched or []
 
 
+def _of_their_channel(statuses: list[StatusUpdate], phone_of: dict[str, str | None]) -> list[StatusUpdate]:
+    """The statuses that name their send's channel (``phone_of``: wamid -> the send's channel's phone_number_id);
+    those of wamids no send carries yet pass (kept for the retry, which checks them then)."""
+    return [
+        u for u in statuses if u.wamid not in phone_of or (phone_of[u.wamid] and u.phone_number_id == phone_of[u.wamid])
+    ]
+
+
 def sends_apply_statuses(*, statuses: Iterable[StatusUpdate], publish: bool = True) -> StatusMoves:
     """Moves the sends named in Meta's ``statuses[]`` (as ``whatsapp.inbound`` reads them) forward; returns
     ``{status: [moved send ids]}`` (and, in ``.unmatched``, the wamids no send carries).
@@ -37,18 +45,20 @@ def sends_apply_statuses(*, statuses: Iterable[StatusUpdate], publish: bool = Tr
     ``message.*`` events are recorded in the same transaction as the moves (so neither is lost
     without the other) and their delivery is queued after commit.
     """
-    statuses = list(statuses)
+    # A status without metadata.phone_number_id names no channel: it proves nothing of any send (docs/rules.md).
+    statuses = [update for update in statuses if update.phone_number_id]
     settled: list[int] = []
     known: dict[str, tuple[int, str, str, str, str, Any, bool]] = {}
+    phone_of: dict[str, str | None] = {}
     if any(update.biz_opaque_callback_data for update in statuses):
         # (The webhook's own transaction holds this and the moves below together; a settle alone is sound too.)
         with transaction.atomic(savepoint=False):
             match = statuses_match_and_settle(statuses, publish=publish)
-        statuses, settled, known = match.statuses, match.settled, match.known
+        statuses, settled, known, phone_of = match.statuses, match.settled, match.known, dict(match.phones)
     folds = statuses_fold(statuses)
     pricing_of = pricing_fold(statuses)
     if not folds and not pricing_of:
-        users_store(statuses=statuses, rows=list(known.values()), moved=set())
+        users_store(statuses=_of_their_channel(statuses, phone_of), rows=list(known.values()), moved=set())
         return StatusMoves({SendStatus.SENT: settled} if settled else None)
     now = timezone.now()
     by_target: dict[str, list[tuple[int, Fold]]] = defaultdict(list)
@@ -61,18 +71,14 @@ def sends_apply_statuses(*, statuses: Iterable[StatusUpdate], publish: bool = Tr
         # Sends statuses_match_and_settle found by callback data are known already (channel checked); the rest by wamid.
         found_rows = sends_find([w for w in folds.keys() | pricing_of if w not in known])
         found.update(row[1] for row in found_rows)
-        # The channel check (docs/rules.md): a status whose metadata names another number than the send's channel
-        # (read with the send) moves and bills nothing, when it could move the send.
-        rows = [
-            row[:7]
-            for row in found_rows
-            if not (
-                row[1] in folds
-                and folds[row[1]].phone_number_id
-                and row[2] in ALLOWED_FROM[folds[row[1]].target]
-                and row[7] != folds[row[1]].phone_number_id
-            )
-        ]
+        # The channel check (docs/rules.md): a status whose metadata.phone_number_id is missing or names another
+        # number than its send's channel (read with the send) moves, bills and stores nothing. The body is folded
+        # again only when it had such a status (no statement more).
+        phone_of.update((row[1], row[7]) for row in found_rows)
+        checked = _of_their_channel(statuses, phone_of)
+        if len(checked) != len(statuses):
+            statuses, folds, pricing_of = checked, statuses_fold(checked), pricing_fold(checked)
+        rows = [row[:7] for row in found_rows]
         if known:
             found.update(known)
             rows += known.values()

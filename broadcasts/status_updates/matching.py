@@ -168,6 +168,9 @@ class CallbackMatch:
     statuses: list[StatusUpdate]
     settled: list[int]
     known: dict[str, tuple[int, str, str, str, str, Any, bool]]
+    # The channel's phone_number_id of each send in ``known`` (by wamid), for the channel check of the other
+    # statuses of the body that name the same wamid without callback data.
+    phones: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 def statuses_match_and_settle(statuses: Sequence[StatusUpdate], *, publish: bool = True) -> CallbackMatch:
@@ -176,7 +179,8 @@ def statuses_match_and_settle(statuses: Sequence[StatusUpdate], *, publish: bool
 
     A status matched by its callback data comes back with its send's wamid (a send posted twice and accepted twice
     has one wamid stored; both messages' statuses reach it), after settling a send whose outcome was unknown: SENT
-    with the status's wamid, moved further by the status itself. One of another channel is dropped; a reference no
+    with the status's wamid, moved further by the status itself. One of another channel, or without
+    metadata.phone_number_id, is dropped; a reference no
     send has falls back to its wamid. Statuses without callback data pass unchanged."""
     by_ref: dict[tuple[str, int], list[StatusUpdate]] = defaultdict(list)
     out: list[StatusUpdate] = []
@@ -187,6 +191,7 @@ def statuses_match_and_settle(statuses: Sequence[StatusUpdate], *, publish: bool
         else:
             by_ref[ref].append(update)
     known: dict[str, tuple[int, str, str, str, str, Any, bool]] = {}
+    phones: dict[str, str] = {}
     if not by_ref:
         return CallbackMatch(out, [], known)
     rows = _sends_by_callback(list(by_ref))
@@ -205,7 +210,8 @@ def statuses_match_and_settle(statuses: Sequence[StatusUpdate], *, publish: bool
         if _final(status, message_id):
             continue
         phone = channel_of.get(broadcast_id, ("", None))[1]
-        updates = [u for u in updates if not u.phone_number_id or u.phone_number_id == phone]
+        # Only a status that names the send's channel: one without metadata.phone_number_id proves nothing.
+        updates = [u for u in updates if phone and u.phone_number_id == phone]
         if not updates:
             continue
         if message_id is None and _settleable(status, message_id, unknown_outcomes):
@@ -240,5 +246,6 @@ def statuses_match_and_settle(statuses: Sequence[StatusUpdate], *, publish: bool
         if message_id is None:
             continue  # not settled (nothing Meta said proves a message): nothing to apply
         known[message_id] = (send_id, message_id, status, broadcast_id, to, stored, billed)
+        phones[message_id] = channel_of.get(broadcast_id, ("", ""))[1] or ""
         out += [u if u.wamid == message_id else dataclasses.replace(u, wamid=message_id) for u in updates]
-    return CallbackMatch(out, settled, known)
+    return CallbackMatch(out, settled, known, phones)

@@ -118,7 +118,7 @@ def users_store(*, statuses: list[StatusUpdate], rows: list[tuple], moved: set[i
     e.g. Meta's "sent"), and the (wa_id, BSUID) pairs, with the send's number, in ONE upsert (rules/identities.py).
     No statement when no status names a BSUID. ``rows`` are the body's matched sends (id, wamid, status,
     broadcast, to, ...)."""
-    named = {u.wamid: (u.recipient_user_id, u.recipient_id) for u in statuses if u.recipient_user_id}
+    named = {u.wamid: (u.recipient_user_id, u.recipient_id, u.phone_number_id) for u in statuses if u.recipient_user_id}
     if not named:
         return
     sends = {row[1]: (row[0], row[3], row[4]) for row in rows if row[1] in named}
@@ -126,20 +126,25 @@ def users_store(*, statuses: list[StatusUpdate], rows: list[tuple], moved: set[i
     if rest:
         table = connection.ops.quote_name(Send._meta.db_table)
         with connection.cursor() as cursor:
+            # Only a send of the channel the status names (docs/rules.md: the channel check), in the same statement.
             cursor.execute(
                 f"""
                 UPDATE {table} AS s SET user_id = v.user_id
-                FROM unnest(%s::varchar[], %s::varchar[]) AS v(wamid, user_id)
+                FROM unnest(%s::varchar[], %s::varchar[], %s::varchar[]) AS v(wamid, user_id, phone)
                 WHERE s.message_id = v.wamid AND s.user_id IS NULL
+                  AND EXISTS (
+                    SELECT 1 FROM broadcasts_broadcast AS b JOIN templates_registry_channel AS c ON c.id = b.channel_id
+                    WHERE b.id = s.broadcast_id AND c.phone_number_id = v.phone
+                  )
                 RETURNING s.message_id, s.id, s.broadcast_id, s.to
                 """,
-                [rest, [named[w][0] for w in rest]],
+                [rest, [named[w][0] for w in rest], [named[w][2] for w in rest]],
             )
             sends.update({wamid: (send_id, broadcast_id, to) for wamid, send_id, broadcast_id, to in cursor.fetchall()})
     identities_record(
         pairs=[
             Pair(user_id=user_id, wa_id=wa_id, number=sends[wamid][2], broadcast_id=sends[wamid][1])
-            for wamid, (user_id, wa_id) in named.items()
+            for wamid, (user_id, wa_id, _) in named.items()
             if wa_id and wamid in sends
         ]
     )

@@ -105,6 +105,34 @@ def test_a_flushed_redis_is_rebuilt_from_the_sends_posted_in_the_window(org, cha
     assert admit(org, channel, ["+34600000001"]) == [0.0]
 
 
+def test_a_rebuild_does_not_count_the_batch_being_admitted(org, channel, template):
+    # Given 300 numbers posted in the window, then the limit lowered to 250 (a fresh count from PostgreSQL)
+    limit(org, 2000)
+    first = broadcast_make(channel=channel, template=template, recipients=numbers(300))
+    second = broadcast_make(channel=channel, template=template, recipients=numbers(100, start=1000))
+    for broadcast in (first, second):
+        broadcast.status = "IN_PROGRESS"
+        broadcast.started_at = timezone.now()
+        broadcast.save()
+    Send.objects.filter(broadcast=first).update(status="SENT", sent_at=timezone.now())
+    limit(org, 250)
+    # When a batch of new numbers, marked posting by the engine's posting gate, is admitted
+    Send.objects.filter(broadcast=second).update(posting_at=timezone.now())
+    batch = list(Send.objects.filter(broadcast=second).order_by("id").values_list("id", "to"))
+    waits = messaging_limit.admit(
+        organization_id=org.id,
+        channel_id=channel.id,
+        numbers=[to for _, to in batch],
+        now=timezone.now(),
+        batch_ids=[send_id for send_id, _ in batch],
+    )
+    # Then every one waits: the rebuild counted the 300 posted, not the batch itself
+    assert all(wait > 0 for wait in waits)
+    # ... while a send being posted by another batch does count (over-counting, never under-counting)
+    redis_client().flushdb()
+    assert admit(org, channel, numbers(100, start=1000)) == [0.0] * 100
+
+
 def test_outlook_reports_limit_used_and_would_wait(org, channel):
     limit(org, 250)
     admit(org, channel, numbers(200))

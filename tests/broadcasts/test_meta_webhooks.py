@@ -272,3 +272,60 @@ def test_other_database_errors_are_not_retried(db, monkeypatch, broadcast):
     monkeypatch.setattr(inbound, "sends_apply_statuses", broken)
     with pytest.raises(OperationalError):
         inbound.webhook_payload_process(payload=_delivered_body(broadcast))
+
+
+# --- the channel check: a status proves something only of a send of the channel it names ------------------------
+
+
+def _statuses_from(statuses, phone_number_id):
+    body = meta_envelope(statuses=statuses)
+    metadata = {"display_phone_number": "15550000000"}
+    if phone_number_id is not None:
+        metadata["phone_number_id"] = phone_number_id
+    body["entry"][0]["changes"][0]["value"]["metadata"] = metadata
+    return body
+
+
+@pytest.mark.parametrize("named", ["missing", "empty", "other channel", "none of ours"])
+def test_a_status_not_naming_its_sends_channel_changes_nothing(client, org, other_org, channel, template, named):
+    # Given SENT sends (wamids) and one PENDING whose outcome is unknown (matched by its callback data), on `channel`
+    from broadcasts.models import Broadcast
+    from broadcasts.rules.suppressions import suppression_get
+    from templates_registry.models import Channel
+    from whatsapp.payload import callback_reference
+
+    broadcast = broadcast_with_sends(org=org, channel=channel, template=template, count=3)
+    Send.objects.filter(broadcast=broadcast, index=2).update(
+        status=SendStatus.PENDING, message_id=None, attempts=1, unknown_outcomes=1
+    )
+    Broadcast.objects.filter(id=broadcast.id).update(sent=2, pending=1)
+    other = Channel.objects.create(
+        organization=other_org, phone_number_id="100000000000555", waba_id="2555", access_token="t"
+    )
+    phone = {"missing": None, "empty": "", "other channel": other.phone_number_id, "none of ours": "999"}[named]
+    statuses = [
+        status_entry(f"wamid.{broadcast.id}.0", "read", recipient_user_id="CO.1234567890"),
+        status_entry(
+            f"wamid.{broadcast.id}.1",
+            "failed",
+            errors=[{"code": 131050, "title": "User stopped marketing"}],
+            pricing={"billable": True, "category": "marketing", "pricing_model": "PMP", "type": "regular"},
+        ),
+        status_entry("wamid.NEW", "delivered", biz_opaque_callback_data=callback_reference(broadcast.id, 2)),
+    ]
+    before = list(Send.objects.filter(broadcast=broadcast).order_by("index").values())
+    # When a signed body names them from another number, or from none: answered 2xx
+    response = post_signed(client, _statuses_from(statuses, phone))
+    assert response.status_code == 200
+    # Then nothing changed: no move, no settle, no bill, no BSUID, no suppression
+    assert list(Send.objects.filter(broadcast=broadcast).order_by("index").values()) == before
+    assert suppression_get(organization_id=org.id, to=before[1]["to"]) is None
+    # While the same body from the sends' own channel applies
+    assert post_signed(client, _statuses_from(statuses, channel.phone_number_id)).status_code == 200
+    assert list(Send.objects.filter(broadcast=broadcast).order_by("index").values_list("status", "message_id")) == [
+        (SendStatus.READ, f"wamid.{broadcast.id}.0"),
+        (SendStatus.FAILED, f"wamid.{broadcast.id}.1"),
+        (SendStatus.DELIVERED, "wamid.NEW"),
+    ]
+    assert Send.objects.get(broadcast=broadcast, index=0).user_id == "CO.1234567890"
+    assert suppression_get(organization_id=org.id, to=before[1]["to"]) is not None

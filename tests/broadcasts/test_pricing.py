@@ -414,7 +414,7 @@ def test_a_failed_send_is_not_billed(org, channel, template):
         "pricing": REGULAR,
         "errors": [{"code": 131026, "title": "Undeliverable"}],
     }
-    sends_apply_statuses(statuses=[status_update_parse(entry)])
+    sends_apply_statuses(statuses=[status_update_parse(entry, phone_number_id=CHANNEL_PHONE_NUMBER_ID)])
     send = Send.objects.get(broadcast=broadcast)
     assert send.status == SendStatus.FAILED and send.billed_at is None and send.pricing == REGULAR
     broadcast.refresh_from_db()

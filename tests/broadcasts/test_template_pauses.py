@@ -186,3 +186,36 @@ def test_template_error_codes_are_their_own_class_and_keep_the_send_pending(code
     row = outcome_row(send=send, result=SendResult(error=error), now=timezone.now())
     # Pending again (its error shown), as an account-level error's send: tried again after resume
     assert row.status == SendStatus.PENDING and row.error_code == str(code) and row.next_attempt_at is None
+
+
+def _metadata(value, phone_number_id):
+    metadata = {"display_phone_number": "15550000000"}
+    if phone_number_id is not None:
+        metadata["phone_number_id"] = phone_number_id
+    return {**value, "metadata": metadata}
+
+
+@pytest.mark.parametrize("named", ["other channel", "none of ours", None])
+def test_a_template_failure_from_another_channel_or_none_pauses_nothing(
+    client, org, other_org, channel, template, named
+):
+    # Given a running broadcast on `channel`, and another organization's channel
+    broadcast = broadcast_with_sends(org=org, channel=channel, template=template, count=2)
+    other = channel.__class__.objects.create(
+        organization=other_org, phone_number_id="100000000000555", waba_id="2555", access_token="t"
+    )
+    phone = {"other channel": other.phone_number_id, "none of ours": "999", None: None}[named]
+    failed = status_entry(f"wamid.{broadcast.id}.1", "failed", errors=[{"code": 132015, "title": "Template is Paused"}])
+    envelope = meta_envelope(statuses=[failed])
+    envelope["entry"][0]["changes"][0]["value"] = _metadata(envelope["entry"][0]["changes"][0]["value"], phone)
+    # When a signed failed status with 132015 names its wamid from another number (or from no number): 2xx
+    post_signed(client, envelope)
+    # Then nothing changes: the broadcast runs on, its send is untouched
+    assert Broadcast.objects.get(id=broadcast.id).status == BroadcastStatus.IN_PROGRESS
+    assert Send.objects.get(broadcast=broadcast, index=1).status == SendStatus.SENT
+    # While the same status from the broadcast's own channel pauses it
+    envelope["entry"][0]["changes"][0]["value"] = _metadata(
+        envelope["entry"][0]["changes"][0]["value"], channel.phone_number_id
+    )
+    post_signed(client, envelope)
+    assert Broadcast.objects.get(id=broadcast.id).status == BroadcastStatus.PAUSED

@@ -43,12 +43,16 @@ def status_entry(wamid: str, status: str, timestamp: int = 1_790_000_000, **extr
     return {"id": wamid, "status": status, "timestamp": str(timestamp), "recipient_id": "34600000000", **extra}
 
 
-def parsed(entries) -> list:
+def parsed(entries, *, phone_number_id: str = "100000000000001") -> list:
     """Meta's status entries as the webhook hands them to broadcasts: read by whatsapp.inbound (malformed ones
-    dropped)."""
+    dropped), from the change's metadata.phone_number_id (by default the `channel` fixture's number)."""
     from whatsapp.inbound.statuses import status_update_parse
 
-    return [update for entry in entries if (update := status_update_parse(entry)) is not None]
+    return [
+        update
+        for entry in entries
+        if (update := status_update_parse(entry, phone_number_id=phone_number_id)) is not None
+    ]
 
 
 def meta_envelope(*, statuses=None, field: str = "messages", value: dict | None = None, waba_id: str = "2000") -> dict:

@@ -20,6 +20,8 @@ def messaging_limit_gate(ctx: GateContext, sends: list[Claimed]) -> Admission:
         numbers=[send.to for send in sends],
         now=ctx.now,
         state=ctx.facts.limit if ctx.facts is not None else None,
+        # Marked posting just before the gates: a rebuild of the count must not take them for posted ones.
+        batch_ids=[send.id for send in sends],
     )
     if waits is None:
         return Admission(ready=list(sends))
