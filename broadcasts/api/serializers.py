@@ -309,6 +309,12 @@ class RetryRequestSerializer(serializers.Serializer):
         help_text='Re-queue only FAILED sends with one of these codes (strings: `"131049"`, `"timeout"`); every '
         "retryable failure when omitted. A code nothing failed with matches nothing.",
     )
+    not_before = serializers.DateTimeField(
+        required=False,
+        allow_null=True,
+        help_text="ISO 8601 with an offset, in the future, at most 30 days ahead: the re-queued sends wait until "
+        "then (`waiting.retry`) and start within 15 s after it. Omitted or null: at once.",
+    )
 
 
 class RetriedBroadcastSerializer(BroadcastSerializer):
