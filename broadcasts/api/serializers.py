@@ -159,6 +159,10 @@ class EstimateSerializer(serializers.Serializer):
     blocked = serializers.IntegerField(
         help_text="MARKETING: recipients of MARKETING_BLOCKED_REGIONS, not sent, costing nothing."
     )
+    frequency_capped = serializers.IntegerField(
+        help_text="MARKETING: recipients the organization's marketing frequency cap would stop if posted now, "
+        "costing nothing."
+    )
     customer_service_window = serializers.IntegerField(
         help_text="Recipients with an open customer-service window, priced at the in-window price."
     )
@@ -177,6 +181,10 @@ class DryRunSerializer(serializers.Serializer):
     dry_run = serializers.BooleanField()
     total_recipients = serializers.IntegerField()
     missing_variables = serializers.IntegerField(help_text="Sends that would be stored FAILED missing_variables.")
+    frequency_capped = serializers.IntegerField(
+        help_text="MARKETING: sends the organization's marketing frequency cap would stop if posted now (counting "
+        "sends already posted within its days), as `estimate.frequency_capped`."
+    )
     estimate = EstimateSerializer(allow_null=True, help_text="Null without a rate card.")
     messaging_limit = MessagingLimitOutlookSerializer()
     eta = serializers.DateTimeField(allow_null=True)
