@@ -117,6 +117,8 @@ def test_the_admin_refuses_a_bad_cap_and_changes_nothing(admin_client, value):
 
 
 def test_a_new_organization_takes_a_cap_in_the_admin(admin_client):
-    answer = admin_client.post("/admin/tokens/organization/add/", {"name": "Fresh", "limit": "", "frequency_cap": "1/1"})
+    answer = admin_client.post(
+        "/admin/tokens/organization/add/", {"name": "Fresh", "limit": "", "frequency_cap": "1/1"}
+    )
     assert answer.status_code == 302
     assert cap_of(Organization.objects.get(name="Fresh")) == (1, 1)
