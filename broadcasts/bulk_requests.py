@@ -12,7 +12,7 @@ from django.db.models import Q
 
 from broadcasts import pricing
 from broadcasts.models import RateCard
-from broadcasts.rules import customer_windows, marketing_regions, suppressions
+from broadcasts.rules import customer_windows, frequency_cap, marketing_regions, suppressions
 from broadcasts.validation.errors import Errors
 from broadcasts.validation.recipients import RecipientInput
 from broadcasts.validation.request import BulkRequest, bulk_request_validate
@@ -155,6 +155,22 @@ def consent_suppressed(
     return suppressed_among(organization_id=organization_id, numbers=set(numbers))
 
 
+def frequency_capped_positions(
+    *, organization_id: int, category: str, numbers: Sequence[str], suppressed: Collection[str], now: datetime
+) -> set[int]:
+    """The positions in ``numbers`` (request order) the marketing frequency cap would stop if posted now
+    (docs/rules.md): as the gates run, only among those neither suppressed nor of a blocked region. No query for a
+    non-MARKETING template; one for an organization without a cap."""
+    if category != frequency_cap.CAPPED_CATEGORY or not numbers:
+        return set()
+    blocked = marketing_regions.blocked_among(category=category, addresses=numbers)
+    candidates = [i for i, n in enumerate(numbers) if n not in suppressed and n not in blocked]
+    capped = frequency_cap.preview_capped(
+        organization_id=organization_id, category=category, addresses=[numbers[i] for i in candidates], now=now
+    )
+    return {candidates[j] for j in capped}
+
+
 def broadcast_estimate(
     *,
     card: RateCard | None,
@@ -164,20 +180,30 @@ def broadcast_estimate(
     recipients: Sequence[RecipientInput],
     now: datetime,
     suppressed: set[str] | None = None,
+    capped: set[int] | None = None,
     customer_windows_open: WindowsOpen = customer_windows.customer_windows_open,
 ) -> pricing.Estimate | None:
     """``cost.estimated`` of a broadcast (docs/rules.md), the one computation behind the stored broadcast and the dry
     run: ``recipients`` are those that would be posted (missing variables left out), priced at ``card`` (None: no
     estimate). Suppressed numbers cost nothing for MARKETING (``suppressed`` when the caller has them, else
     ``consent_suppressed``), and so do recipients of MARKETING_BLOCKED_REGIONS; recipients with an open
-    customer-service window cost the in-window price."""
+    customer-service window cost the in-window price. Recipients the marketing frequency cap would stop
+    (``capped``: positions in ``recipients``, else ``frequency_capped_positions``) cost nothing and are counted
+    apart (``frequency_capped``)."""
     if card is None:
         return None
     numbers = [r.to for r in recipients]
     if suppressed is None:
         suppressed = consent_suppressed(organization_id=organization_id, category=category, numbers=numbers)
+    if capped is None:
+        capped = frequency_capped_positions(
+            organization_id=organization_id, category=category, numbers=numbers, suppressed=suppressed, now=now
+        )
+    if capped:
+        recipients = [r for i, r in enumerate(recipients) if i not in capped]
+        numbers = [r.to for r in recipients]
     windows_open = customer_windows_open(channel_id=channel_id, numbers=set(numbers), now=now) if numbers else set()
-    return pricing.estimate(
+    estimate = pricing.estimate(
         card=card,
         category=category,
         numbers=numbers,
@@ -186,3 +212,5 @@ def broadcast_estimate(
         windows_open=windows_open,
         blocked_regions=marketing_regions.blocked_regions() if category == Template.Category.MARKETING else frozenset(),
     )
+    estimate.frequency_capped = len(capped)
+    return estimate

@@ -24,7 +24,7 @@ from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from broadcasts.counts import broadcasts_lock, counts_move
-from broadcasts.models import FINAL_BROADCAST_STATUSES, Broadcast, BroadcastStatus, Send, SendStatus
+from broadcasts.models import FINAL_BROADCAST_STATUSES, Broadcast, BroadcastStatus, Send, SendStatus, WaitReason
 from broadcasts.notifications import broadcast_event_publish
 
 # The gate of cancel and pause (docs/api.md: no POST leaves after their 200). Every POST's send is marked posting
@@ -239,11 +239,18 @@ RETRYABLE_FROM = (
 )
 
 
-def sends_retry(*, broadcast_id: str, error_codes: Iterable[str] | None = None, now: datetime | None = None) -> int:
+def sends_retry(
+    *,
+    broadcast_id: str,
+    error_codes: Iterable[str] | None = None,
+    now: datetime | None = None,
+    not_before: datetime | None = None,
+) -> int:
     """FAILED sends with ``retryable: true`` (and one of ``error_codes``, when given) -> PENDING for a new round
     of attempts: attempts start over, error, wamid and status times cleared (``unknown_outcomes`` stays, a record
     of re-posts). The kept counts move in the same transaction, the broadcast row locked first. Returns how many.
-    Only this re-posts a FAILED send; posting-time rules still apply (a 131049 number waits out its hold)."""
+    Only this re-posts a FAILED send; posting-time rules still apply (a 131049 number waits out its hold). With
+    ``not_before`` they wait until then (``next_attempt_at``, shown under ``waiting.retry``)."""
     now = now or timezone.now()
     with transaction.atomic():
         broadcasts_lock(broadcast_ids=[broadcast_id])
@@ -253,7 +260,8 @@ def sends_retry(*, broadcast_id: str, error_codes: Iterable[str] | None = None, 
         n = queryset.update(
             status=SendStatus.PENDING,
             attempts=0,
-            next_attempt_at=None,
+            next_attempt_at=not_before,
+            wait_reason=WaitReason.RETRY if not_before is not None else "",
             lease_expires_at=None,
             posting_at=None,
             message_id=None,
@@ -271,14 +279,16 @@ def sends_retry(*, broadcast_id: str, error_codes: Iterable[str] | None = None, 
     return n
 
 
-def broadcast_retry(*, broadcast: Broadcast, error_codes: Iterable[str] | None = None) -> int | None:
+def broadcast_retry(
+    *, broadcast: Broadcast, error_codes: Iterable[str] | None = None, not_before: datetime | None = None
+) -> int | None:
     """Re-queue the broadcast's retryable failures (``sends_retry``); the caller holds the row lock and wakes the
     workers after commit. A COMPLETED or FAILED broadcast with sends re-queued runs again (IN_PROGRESS, its
     ``completed_at`` cleared: finalize ends it again and publishes a new ``broadcast.completed``); any other state
     keeps its status. None (and nothing changed) when it cannot be retried: CANCELLED, or its sends purged."""
     if broadcast.status not in RETRYABLE_FROM or broadcast.purged_at is not None:
         return None
-    n = sends_retry(broadcast_id=broadcast.id, error_codes=error_codes)
+    n = sends_retry(broadcast_id=broadcast.id, error_codes=error_codes, not_before=not_before)
     if n and broadcast.status in (BroadcastStatus.COMPLETED, BroadcastStatus.FAILED):
         broadcast.status = BroadcastStatus.IN_PROGRESS
         broadcast.completed_at = None

@@ -1,6 +1,7 @@
 """The dry run of ``POST /v1/messages/bulk`` (docs/rules.md): every rule of a real request, nothing stored, no call
 to Meta; the answer is what the broadcast would cost and how long it would take. MARKETING recipients of
-MARKETING_BLOCKED_REGIONS are neither posted nor priced (``estimate.blocked``), like suppressed ones. The cost is
+MARKETING_BLOCKED_REGIONS are neither posted nor priced (``estimate.blocked``), like suppressed ones, and so are those
+the organization's marketing frequency cap would stop if posted now (``frequency_capped``). The cost is
 ``bulk_requests.broadcast_estimate``, the same computation that stores a created broadcast's ``cost.estimated``.
 
 The rules of other modules it needs come in as callables, so the arithmetic is tested with fakes:
@@ -25,6 +26,7 @@ from broadcasts.bulk_requests import (
     broadcast_estimate,
     bulk_request_check,
     consent_suppressed,
+    frequency_capped_positions,
     template_needed_variables,
 )
 from broadcasts.idempotency import idempotency_key_validate
@@ -62,7 +64,10 @@ def broadcast_preview(
         organization_id=organization.id, category=template.category, numbers=numbers, suppressed_among=suppressed_among
     )
     blocked = marketing_regions.blocked_among(category=template.category, addresses=numbers)
-    to_post = [n for n in numbers if n not in suppressed and n not in blocked]
+    capped = frequency_capped_positions(
+        organization_id=organization.id, category=template.category, numbers=numbers, suppressed=suppressed, now=now
+    )
+    to_post = [n for i, n in enumerate(numbers) if n not in suppressed and n not in blocked and i not in capped]
     outlook = limit_outlook(organization_id=organization.id, channel_id=channel.id, numbers=set(to_post), now=now)
     estimate = broadcast_estimate(
         card=card,
@@ -72,6 +77,7 @@ def broadcast_preview(
         recipients=sent,
         now=now,
         suppressed=suppressed,
+        capped=capped,
         customer_windows_open=customer_windows_open,
     )
     start = request.scheduled_at or now
@@ -79,6 +85,8 @@ def broadcast_preview(
         "dry_run": True,
         "total_recipients": len(request.recipients),
         "missing_variables": sum(missing),
+        # Also in the estimate (at no cost); here too, for a dry run without a rate card.
+        "frequency_capped": len(capped),
         "estimate": estimate.as_json() if estimate is not None else None,
         "messaging_limit": {
             "limit": outlook.get("limit"),

@@ -142,6 +142,7 @@ class Estimate:
     by_country: dict[str, CountryLine] = field(default_factory=dict)
     suppressed: int = 0  # MARKETING only: suppressed numbers, never sent, cost nothing
     blocked: int = 0  # MARKETING only: recipients of MARKETING_BLOCKED_REGIONS, never sent, cost nothing
+    frequency_capped: int = 0  # MARKETING only: recipients the organization's frequency cap would stop, cost nothing
     free_window: int = 0  # recipients whose customer-service window is open, at the in-window price
     unpriced: int = 0  # recipients the card prices neither by country nor by "*" (counted at 0)
 
@@ -160,6 +161,7 @@ class Estimate:
             },
             "suppressed": self.suppressed,
             "blocked": self.blocked,
+            "frequency_capped": self.frequency_capped,
             "customer_service_window": self.free_window,
             "unpriced": self.unpriced,
         }

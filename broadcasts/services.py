@@ -7,6 +7,7 @@ to the sends) and turns a refusal into a ConflictError. The delivery engine call
 
 import logging
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import IntegrityError, transaction
@@ -27,6 +28,7 @@ from broadcasts.queue import enqueue_dispatch
 from broadcasts.selectors import broadcast_get_for_update
 from broadcasts.send_rows import send_rows, sends_insert
 from broadcasts.validation.request import campaign_name_default
+from broadcasts.validation.scheduling import parse_scheduled_at
 from core.errors import ApplicationError, ConflictError
 from core.ids import object_id
 from core.timefmt import iso_utc
@@ -208,23 +210,28 @@ RETRY_CODES_MAX = 50
 RETRY_CODE_MAX_LENGTH = 64  # the stored error_code's length
 
 
-def retry_codes_validate(*, body: Any) -> list[str] | None:
-    """``error_codes`` of a retry body: absent or null = every retryable failure; else a list of 1-50 non-empty
-    strings (codes are strings everywhere, docs/api.md). An unknown code is fine: it matches nothing."""
+# How far ahead a retry may be put off (docs/api.md ``not_before``).
+RETRY_NOT_BEFORE_MAX = timedelta(days=30)
+
+
+def retry_request_validate(*, body: Any, now: datetime) -> tuple[list[str] | None, datetime | None]:
+    """(``error_codes``, ``not_before``) of a retry body, every problem reported at once (400).
+
+    ``error_codes``: absent or null = every retryable failure; else a list of 1-50 non-empty strings (codes are
+    strings everywhere, docs/api.md); an unknown code is fine: it matches nothing. ``not_before``: absent or null =
+    at once; else an ISO 8601 instant with an offset, in the future, at most 30 days ahead."""
     if body is None or body == {}:
-        return None
+        return None, None
     if not isinstance(body, dict):
         raise ApplicationError("The request is invalid; see details.", details={"body": ["Must be an object."]})
-    unknown = sorted(set(body) - {"error_codes"})
-    if unknown:
-        raise ApplicationError(
-            "The request is invalid; see details.", details={key: ["Unknown field."] for key in unknown}
-        )
+    details: dict[str, list[str]] = {
+        key: ["Unknown field."] for key in sorted(set(body) - {"error_codes", "not_before"})
+    }
     codes = body.get("error_codes")
-    if codes is None:
-        return None
     problem = None
-    if not isinstance(codes, list) or not codes:
+    if codes is None:
+        pass
+    elif not isinstance(codes, list) or not codes:
         problem = "Must be a non-empty array of error codes (strings)."
     elif len(codes) > RETRY_CODES_MAX:
         problem = f"At most {RETRY_CODES_MAX} error codes."
@@ -233,19 +240,26 @@ def retry_codes_validate(*, body: Any) -> list[str] | None:
     elif any(len(code) > RETRY_CODE_MAX_LENGTH or "\x00" in code for code in codes):
         problem = f"Every error code must be at most {RETRY_CODE_MAX_LENGTH} characters, without NUL."
     if problem is not None:
-        raise ApplicationError("The request is invalid; see details.", details={"error_codes": [problem]})
-    return sorted({code.strip() for code in codes})
+        details["error_codes"] = [problem]
+    not_before, problem = parse_scheduled_at(body.get("not_before"), now=now, max_ahead=RETRY_NOT_BEFORE_MAX)
+    if problem is not None:
+        details["not_before"] = [problem]
+    if details:
+        raise ApplicationError("The request is invalid; see details.", details=details)
+    return (sorted({code.strip() for code in codes}) if codes is not None else None), not_before
 
 
 def broadcast_retry(
     *, broadcast_id: str, organization: Organization | None = None, body: Any = None
 ) -> tuple[Broadcast, int]:
-    """Re-queue the broadcast's retryable failures (of the body's ``error_codes``, when given) and wake the workers;
-    returns the broadcast and how many sends are pending again. 409 for a CANCELLED or purged broadcast."""
-    error_codes = retry_codes_validate(body=body)
+    """Re-queue the broadcast's retryable failures (of the body's ``error_codes``, when given; from its
+    ``not_before`` on, when given) and wake the workers; returns the broadcast and how many sends are pending again.
+    409 for a CANCELLED or purged broadcast. The dispatch after commit finds nothing due before ``not_before`` and
+    schedules the broadcast's wake for then (delivery/dispatch.py)."""
+    error_codes, not_before = retry_request_validate(body=body, now=timezone.now())
     with transaction.atomic():
         broadcast = broadcast_get_for_update(broadcast_id=broadcast_id, organization=organization)
-        retried = lifecycle.broadcast_retry(broadcast=broadcast, error_codes=error_codes)
+        retried = lifecycle.broadcast_retry(broadcast=broadcast, error_codes=error_codes, not_before=not_before)
         if retried is None:
             reason = "its sends were purged" if broadcast.purged_at is not None else f"it is {broadcast.status}"
             raise ConflictError(f"The broadcast cannot be retried: {reason}.")

@@ -8,6 +8,7 @@ from django.urls import path, reverse
 from core.admin_display import utc_time
 from core.secret_page import secret_once_response, secret_remember
 from tokens.forms import AccessTokenChangeForm, AccessTokenCreateForm, OrganizationForm
+from tokens.frequency_cap import frequency_cap_name, frequency_cap_of, organization_frequency_cap_set
 from tokens.limits import limit_name
 from tokens.models import AccessToken, Organization
 from tokens.services import organization_messaging_limit_set, token_create, token_revoke
@@ -17,23 +18,29 @@ MANAGE_TOKENS = "tokens.manage_tokens"
 
 @admin.register(Organization)
 class OrganizationAdmin(admin.ModelAdmin):
-    list_display = ["name", "messaging_limit_display", "created_at_display"]
+    list_display = ["name", "messaging_limit_display", "frequency_cap_display", "created_at_display"]
     search_fields = ["name"]
     created_at_display = utc_time("created_at", "created at")
     messaging_limit_set_at_display = utc_time("messaging_limit_set_at", "messaging limit set at")
     readonly_fields = ["created_at_display", "messaging_limit_set_at_display"]
     form = OrganizationForm
-    fields = ["name", "limit", "messaging_limit_set_at_display", "created_at_display"]
+    fields = ["name", "limit", "messaging_limit_set_at_display", "frequency_cap", "created_at_display"]
 
     @admin.display(description="messaging limit", ordering="messaging_limit")
     def messaging_limit_display(self, obj: Organization) -> str:
         return limit_name(obj.messaging_limit)
+
+    @admin.display(description="marketing frequency cap")
+    def frequency_cap_display(self, obj: Organization) -> str:
+        return frequency_cap_name(frequency_cap_of(obj))
 
     def save_model(self, request, obj, form, change) -> None:
         super().save_model(request, obj, form, change)
         # Through the one writer: a new limit starts a fresh count and wakes the sends waiting for it.
         if "limit" in form.changed_data:
             organization_messaging_limit_set(organization=obj, limit=form.cleaned_data["limit"])
+        if "frequency_cap" in form.changed_data:
+            organization_frequency_cap_set(organization=obj, cap=form.cleaned_data["frequency_cap"])
 
     def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
         return False  # it would take its broadcasts, sends and tokens (the audit trail) with it

@@ -1,8 +1,9 @@
 """Admin forms: API tokens (scopes as a multiple choice of the known ones) and organizations (the messaging limit by
-number or tier name)."""
+number or tier name, the marketing frequency cap as N/DAYS)."""
 
 from django import forms
 
+from tokens.frequency_cap import CAP_HELP, InvalidFrequencyCap, frequency_cap_of, frequency_cap_parse
 from tokens.limits import InvalidLimit, limit_choices, limit_parse, tier_name
 from tokens.models import AccessToken, Organization
 from tokens.scopes import KNOWN_SCOPES
@@ -64,6 +65,26 @@ class MessagingLimitField(forms.CharField):
             return True
 
 
+class FrequencyCapField(forms.CharField):
+    """The marketing frequency cap as ``N/DAYS`` (tokens/frequency_cap.py, the command's parser); empty = off.
+    Cleaned to a FrequencyCap or None."""
+
+    def to_python(self, value):
+        try:
+            return frequency_cap_parse(super().to_python(value) or None, off_words=("off", ""))
+        except InvalidFrequencyCap as exc:
+            raise forms.ValidationError(str(exc)) from None
+
+    def prepare_value(self, value):
+        return "" if value is None else str(value)
+
+    def has_changed(self, initial, data) -> bool:
+        try:
+            return self.to_python(data) != self.to_python(initial)
+        except forms.ValidationError:
+            return True
+
+
 class OrganizationForm(forms.ModelForm):
     """The limit is a form field of its own (not the model's): it accepts tier names, and the admin saves it
     through the one writer (tokens/limits.py), which wakes the sends waiting for it."""
@@ -73,6 +94,12 @@ class OrganizationForm(forms.ModelForm):
         required=False,
         help_text="Meta's business-portfolio tier: 250, 2000, 10000, 100000 or unlimited, or its tier name "
         "(TIER_250, TIER_2K, TIER_10K, TIER_100K, TIER_UNLIMITED). Empty = unlimited.",
+    )
+    # The cap goes through its writer too (tokens/frequency_cap.py): both columns set, or both cleared.
+    frequency_cap = FrequencyCapField(
+        label="Marketing frequency cap",
+        required=False,
+        help_text=f"{CAP_HELP} Empty = off. Checked when each MARKETING send would be posted.",
     )
 
     class Meta:
@@ -84,3 +111,4 @@ class OrganizationForm(forms.ModelForm):
         if self.instance.pk:
             self.initial["limit"] = self.instance.messaging_limit
             self.fields["limit"].current = self.instance.messaging_limit
+            self.initial["frequency_cap"] = frequency_cap_of(self.instance)

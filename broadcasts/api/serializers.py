@@ -159,6 +159,10 @@ class EstimateSerializer(serializers.Serializer):
     blocked = serializers.IntegerField(
         help_text="MARKETING: recipients of MARKETING_BLOCKED_REGIONS, not sent, costing nothing."
     )
+    frequency_capped = serializers.IntegerField(
+        help_text="MARKETING: recipients the organization's marketing frequency cap would stop if posted now, "
+        "costing nothing."
+    )
     customer_service_window = serializers.IntegerField(
         help_text="Recipients with an open customer-service window, priced at the in-window price."
     )
@@ -177,6 +181,10 @@ class DryRunSerializer(serializers.Serializer):
     dry_run = serializers.BooleanField()
     total_recipients = serializers.IntegerField()
     missing_variables = serializers.IntegerField(help_text="Sends that would be stored FAILED missing_variables.")
+    frequency_capped = serializers.IntegerField(
+        help_text="MARKETING: sends the organization's marketing frequency cap would stop if posted now (counting "
+        "sends already posted within its days), as `estimate.frequency_capped`."
+    )
     estimate = EstimateSerializer(allow_null=True, help_text="Null without a rate card.")
     messaging_limit = MessagingLimitOutlookSerializer()
     eta = serializers.DateTimeField(allow_null=True)
@@ -308,6 +316,12 @@ class RetryRequestSerializer(serializers.Serializer):
         max_length=50,
         help_text='Re-queue only FAILED sends with one of these codes (strings: `"131049"`, `"timeout"`); every '
         "retryable failure when omitted. A code nothing failed with matches nothing.",
+    )
+    not_before = serializers.DateTimeField(
+        required=False,
+        allow_null=True,
+        help_text="ISO 8601 with an offset, in the future, at most 30 days ahead: the re-queued sends wait until "
+        "then (`waiting.retry`) and start within 15 s after it. Omitted or null: at once.",
     )
 
 

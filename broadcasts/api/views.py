@@ -353,12 +353,19 @@ class BroadcastResumeApi(_BroadcastActionApi):
         summary="Retry: FAILED sends with `retryable: true` (of the given codes) are pending again",
         description="Attempts start over. A COMPLETED or FAILED broadcast goes back to IN_PROGRESS (a new "
         "`broadcast.completed` follows when it ends again); a PAUSED one re-queues but stays PAUSED. A number that "
-        "failed with 131049 is still not posted before MARKETING_LIMIT_HOLD_SECONDS after that failure. 409 for a "
+        "failed with 131049 is still not posted before MARKETING_LIMIT_HOLD_SECONDS after that failure, and the "
+        "marketing frequency cap is checked again when each is posted. With `not_before` the sends wait until then "
+        "(`waiting.retry`). 409 for a "
         "CANCELLED broadcast or one whose sends were purged.",
         request=s.RetryRequestSerializer,
         responses={200: s.RetriedBroadcastSerializer, **_errors(400, 401, 403, 404, 409, 413, 415, 429)},
         examples=[
             OpenApiExample("Only the marketing limit", request_only=True, value={"error_codes": ["131049"]}),
+            OpenApiExample(
+                "Frequency-capped sends, next week",
+                request_only=True,
+                value={"error_codes": ["frequency_capped"], "not_before": "2026-12-04T09:00:00+01:00"},
+            ),
         ],
     )
 )

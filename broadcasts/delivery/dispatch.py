@@ -22,6 +22,10 @@ from broadcasts.delivery.claims import claim_size, sends_due
 from broadcasts.models import Broadcast, BroadcastStatus, Send, SendStatus
 from core.redis import redis_client
 
+# The longest countdown one wake message carries: a longer wait (a retry's not_before, a marketing hold) is a chain
+# of wakes, each re-dispatching and scheduling the next, so no message sits in the broker past its visibility timeout
+# (CELERY_BROKER_TRANSPORT_OPTIONS, 1 h), after which Redis would hand it out again.
+WAKE_MAX_SECONDS = 1800.0
 # Seconds a fan-out is trusted to be in the broker before the sweeper fans the broadcast out again.
 FANOUT_TRUST_FACTOR = 3
 
@@ -97,7 +101,7 @@ def broadcast_wake(*, broadcast_id: str, at: datetime) -> bool:
 
     The broker alone is never relied on: if this message is lost, the sweeper dispatches the broadcast anyway.
     """
-    delay = max(0.0, (at - timezone.now()).total_seconds())
+    delay = min(WAKE_MAX_SECONDS, max(0.0, (at - timezone.now()).total_seconds()))
     at_ms = _registered(redis_client(), _WAKE_LUA)(keys=[_wake_key(broadcast_id)], args=[int(delay * 1000)])
     if not at_ms:
         return False

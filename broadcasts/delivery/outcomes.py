@@ -212,8 +212,9 @@ def _sends_record(*, rows: list[OutcomeRow]) -> tuple[dict[str, list[int]], list
     return by_status, written
 
 
-# Failures decided without a POST (the claim's attempt is given back): missing variables, and the consent gate's.
-NOT_POSTED_CODES = frozenset({"missing_variables", "opted_out"})
+# Failures decided without a POST (the claim's attempt is given back): missing variables, the consent gate's and the
+# frequency cap's (the only one of them ``retryable``).
+NOT_POSTED_CODES = frozenset({"missing_variables", "opted_out", "frequency_capped"})
 
 
 def _failed_effects_apply(*, rows: list[OutcomeRow], written: list, now: datetime) -> None:
@@ -259,7 +260,7 @@ def outcome_row(*, send: Claimed, result: SendResult, now: datetime) -> OutcomeR
             error_code=error.code,
             error_title=error.title,
             error_message=error.message,
-            error_retryable=False,
+            error_retryable=error.retryable,
         )
     fields = {
         "error_code": error.code[:64],

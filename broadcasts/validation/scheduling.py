@@ -1,4 +1,5 @@
-"""``scheduled_at``: an ISO 8601 instant with an offset, in the future, at most 90 days ahead (docs/api.md)."""
+"""``scheduled_at``: an ISO 8601 instant with an offset, in the future, at most 90 days ahead (docs/api.md); the same
+form for a retry's ``not_before`` (30 days)."""
 
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -6,8 +7,11 @@ from typing import Any
 MAX_SCHEDULE_AHEAD = timedelta(days=90)
 
 
-def parse_scheduled_at(value: Any, *, now: datetime) -> tuple[datetime | None, str | None]:
-    """(the instant in UTC, None) or (None, the error). Omitted and null mean "now"."""
+def parse_scheduled_at(
+    value: Any, *, now: datetime, max_ahead: timedelta = MAX_SCHEDULE_AHEAD
+) -> tuple[datetime | None, str | None]:
+    """(the instant in UTC, None) or (None, the error). Omitted and null mean "now". Also a retry's ``not_before``
+    (``max_ahead`` 30 days)."""
     if value is None:
         return None, None
     if not isinstance(value, str):
@@ -26,6 +30,6 @@ def parse_scheduled_at(value: Any, *, now: datetime) -> tuple[datetime | None, s
         return None, "Out of range."
     if instant <= now:
         return None, "Must be in the future."
-    if instant > now + MAX_SCHEDULE_AHEAD:
-        return None, "Must be at most 90 days ahead."
+    if instant > now + max_ahead:
+        return None, f"Must be at most {max_ahead.days} days ahead."
     return instant, None

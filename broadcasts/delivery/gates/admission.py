@@ -24,6 +24,7 @@ from decimal import Decimal
 
 from broadcasts.delivery.claims import Claimed
 from broadcasts.rules.messaging_limit import LimitState
+from tokens.frequency_cap import FrequencyCap
 from whatsapp.client import SendResult
 
 
@@ -31,12 +32,14 @@ from whatsapp.client import SendResult
 class BatchFacts:
     """What the rules' gates read for one batch, fetched in ONE statement before the chain runs
     (gate_facts.batch_facts): the organization's messaging limit and, for a MARKETING template, which of the
-    batch's numbers are suppressed and which are held (seconds left). A gate called without facts (on its own, as
-    the tests call it) reads its own through the same rule."""
+    batch's numbers are suppressed and which are held (seconds left), and its marketing frequency cap. A gate
+    called without facts (on its own, as the tests call it) reads its own through the same rule."""
 
     limit: LimitState
     suppressed: frozenset[str] = frozenset()
     holds: dict[str, float] = field(default_factory=dict)
+    # The organization's marketing frequency cap (MARKETING batches only; None: off).
+    frequency_cap: FrequencyCap | None = None
 
 
 @dataclass(frozen=True, slots=True)

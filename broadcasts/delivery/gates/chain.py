@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from broadcasts.delivery.gates.admission import Gate
 from broadcasts.delivery.gates.budget import budget_gate
 from broadcasts.delivery.gates.consent import consent_gate
+from broadcasts.delivery.gates.frequency_cap import frequency_cap_gate
 from broadcasts.delivery.gates.marketing_hold import marketing_hold_gate
 from broadcasts.delivery.gates.messaging_limit import messaging_limit_gate
 from broadcasts.delivery.gates.region import region_gate
@@ -17,6 +18,7 @@ from broadcasts.delivery.gates.region import region_gate
 GATES: Sequence[Gate] = (
     consent_gate,
     region_gate,
+    frequency_cap_gate,
     marketing_hold_gate,
     messaging_limit_gate,
     budget_gate,
