@@ -17,10 +17,11 @@ PostLog, number holds and posting gate. A host takes on a channel while the caps
 less than DELIVERY_PUMP_RATE, or at any load when the channel's due work is small (DELIVERY_PUMP_SMALL_WORK), so
 busy 1000 mps channels still get a process each while a one-recipient broadcast never waits behind them.
 
-Lanes (lanes.py): at the same interval, whatever DELIVERY_PUMP_HOSTING says, a host asks for due AUTHENTICATION
-and UTILITY broadcasts on the channels it serves that none of its runs serves, and their channel's pump starts
-them beside its current run (a one-time password does not wait behind a promotion on its own channel; the chunk
-task of such a broadcast, on another process, finds the place held and goes back to the queue).
+Lanes (lanes.py, DELIVERY_LANES): at the same interval, whatever DELIVERY_PUMP_HOSTING says, a host asks for due
+AUTHENTICATION and UTILITY broadcasts on the channels it serves that none of its runs serves, and their channel's
+pump starts them beside its current run (a one-time password does not wait behind a promotion on its own
+channel; the chunk task of such a broadcast, on another process, finds the place held and goes back to the
+queue).
 """
 
 from __future__ import annotations
@@ -194,7 +195,7 @@ class PumpHost:
     async def run(self) -> None:
         # Pumps are added while earlier ones run: wait for each, in order, including those added meanwhile.
         loop = asyncio.get_running_loop()
-        watchers = [loop.create_task(self._lanes_loop())]
+        watchers = [loop.create_task(self._lanes_loop())] if settings.DELIVERY_LANES else []
         if self.adopting:
             watchers.append(loop.create_task(self._adopt_loop()))
         errors: list[BaseException] = []
