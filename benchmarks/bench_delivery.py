@@ -11,6 +11,9 @@ Scenarios, in one run:
       one-recipient broadcasts, one a second, alternating between an idle channel of the same organization and
       one of another organization. Target: first send within 1 s of the 202 (p95 over the 20), and every busy
       channel at >= 95 % of its rate while they run (its paced rate: DELIVERY_RATE_HEADROOM x max_mps).
+  (f) category lanes (benchmarks/bench_lanes.py): one channel at its cap (--f-cap, default 250) with a
+      5,000-recipient MARKETING broadcast, and one-recipient AUTHENTICATION broadcasts on it once a second
+      (--f-tries, default 15). Target: first send within 1 s of the 202 (p95), the channel's busiest second <= cap.
 Printed per scenario: sustained sends/s (first to last arrival at the sandbox), the most sends in any
 one-second window per channel (sandbox), CPU ms per send (workers: utime+stime of the main process and pool
 children from /proc; the sandbox shown apart), and the time from the 202 (broadcast_create returned, dispatch
@@ -305,9 +308,11 @@ async def floor(graph_url: str, count: int, concurrency: int = 200) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--workers", type=int, default=4)
-    parser.add_argument("--only", default="a,b,c,d,e0,e")
+    parser.add_argument("--only", default="a,b,c,d,e0,e,f")
     parser.add_argument("--e-seconds", type=float, default=30.0)
     parser.add_argument("--e-cap", type=int, default=250)
+    parser.add_argument("--f-cap", type=int, default=250)
+    parser.add_argument("--f-tries", type=int, default=15)
     args = parser.parse_args()
     only = set(args.only.split(","))
 
@@ -354,6 +359,10 @@ def main() -> None:
                     f"while the small broadcasts go (target >= 95 %)",
                     flush=True,
                 )
+        if "f" in only:
+            from benchmarks.bench_lanes import scenario_lanes
+
+            scenario_lanes(sandbox, worker, sandbox.pid, org, n + 30, cap=args.f_cap, tries=args.f_tries)
     finally:
         if os.environ.get("BENCH_SHOW_CHUNKS"):
             print("\n".join(line for line in worker.log().splitlines() if "chunk " in line))

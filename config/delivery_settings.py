@@ -68,3 +68,7 @@ DELIVERY_PUMP_CHANNELS = env.int("DELIVERY_PUMP_CHANNELS", default=16)
 # Database threads (one connection each) a worker process adds for the pumps its host serves; pumps share them
 # past that. Connections per worker process: at most 2 + DELIVERY_PUMP_DB_LANES.
 DELIVERY_PUMP_DB_LANES = env.int("DELIVERY_PUMP_DB_LANES", default=4)
+# Category lanes (docs/rules.md): a pump host looks every DELIVERY_PUMP_ADOPT_INTERVAL for due AUTHENTICATION and
+# UTILITY broadcasts on the channels it serves and starts them beside the running MARKETING ones. false: a channel's
+# broadcasts go one after another (a one-time password may wait behind a promotion for a pump's whole turn).
+DELIVERY_LANES = env.bool("DELIVERY_LANES", default=True)

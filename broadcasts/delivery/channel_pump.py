@@ -1,6 +1,7 @@
 """One channel's pump inside a pump host (pump.PumpHost): a BroadcastRun per broadcast, one after another on the
-host's loop, then the wrap-up: the channel's running place given back, its broadcasts finished
-(lifecycle.broadcast_finalize) or woken.
+host's loop, with a priority lane beside them (lanes.py: AUTHENTICATION and UTILITY broadcasts start at once and
+reserve their slots before MARKETING runs plan more), then the wrap-up: the channel's running place given back, its
+broadcasts finished (lifecycle.broadcast_finalize) or woken.
 
 ``task_awaited`` is how the host and the pump wait for their tasks in order without one bug stranding the rest.
 """
@@ -23,6 +24,7 @@ from broadcasts import lifecycle
 from broadcasts.delivery import limiter
 from broadcasts.delivery.claims import Claimed, channel_claim_next
 from broadcasts.delivery.dispatch import broadcast_wake, channel_others_dispatch
+from broadcasts.delivery.lanes import is_priority
 from broadcasts.delivery.pacing import PostLog
 from broadcasts.delivery.run import REFILL_STOP_SECONDS, BroadcastRun
 from broadcasts.delivery.run_outcomes import RunReport
@@ -30,6 +32,9 @@ from broadcasts.delivery.runtime import Runtime, in_db_thread
 from broadcasts.models import Broadcast, SendStatus
 
 logger = logging.getLogger(__name__)
+
+# A lane run claims over the whole of its broadcast (sends_claim's id range).
+ALL_IDS = 2**63 - 1
 
 
 async def task_awaited(task: asyncio.Task, errors: list[BaseException]) -> None:
@@ -52,6 +57,10 @@ class ChannelPump:
     leave the channel idle while that process woke up, then start it on cold connections). Every run stops at the
     host's deadline; what it did not post goes back and is woken. When the pump stops, its channel's place is
     given back at once (another host may take the channel on) and its broadcasts are finished or woken.
+
+    Lanes (lanes.py): a non-MARKETING broadcast the host finds due on the channel starts a run beside the others at
+    once (``add_lane``); while such a run has sends waiting for slots, the MARKETING runs plan none
+    (``priority_waiting``), so its slots come right after those already reserved, within the same cap.
     """
 
     def __init__(
@@ -79,12 +88,16 @@ class ChannelPump:
         self.db_thread = db_thread
         self.log = PostLog(max_mps=max_mps)
         self.runs: list[BroadcastRun] = []
+        # The runs of non-MARKETING broadcasts still going: MARKETING runs yield planning to them.
+        self.priority_runs: list[BroadcastRun] = []
         self.tasks: list[asyncio.Task] = []
         self.reports: list[RunReport] = []
         self.ended = False
         self.wrapped = False
 
-    def add_run(self, *, broadcast: Broadcast, sends: list[Claimed], first_id: int, last_id: int) -> BroadcastRun:
+    def add_run(
+        self, *, broadcast: Broadcast, sends: list[Claimed], first_id: int, last_id: int, follow: bool | None = None
+    ) -> BroadcastRun:
         run = BroadcastRun(
             broadcast=broadcast,
             sends=sends,
@@ -96,10 +109,37 @@ class ChannelPump:
             log=self.log,
             db_thread=self.db_thread,
         )
-        if self.follow:
+        if self.follow if follow is None else follow:
             run.on_exhausted = self._continue
+        if is_priority(broadcast):
+            self.priority_runs.append(run)
+        else:
+            run.yield_to = self.priority_waiting
         self.runs.append(run)
         return run
+
+    def serves(self) -> list[str]:
+        """The broadcasts this pump's runs still serve."""
+        return [run.broadcast.id for run in self.runs if not run.finished]
+
+    def add_lane(self, *, broadcast: Broadcast) -> bool:
+        """Start a run for a priority broadcast beside the pump's current ones (its first claim is its own first
+        step); False when the pump has ended or its turn is nearly over (the broadcast's chunk task and wakes
+        take it on)."""
+        if self.ended or time.monotonic() >= self.deadline - REFILL_STOP_SECONDS:
+            return False
+        run = self.add_run(broadcast=broadcast, sends=[], first_id=0, last_id=ALL_IDS, follow=False)
+        self.tasks.append(asyncio.get_running_loop().create_task(self._drive(run)))
+        logger.info("delivery: channel %s starts broadcast %s in its priority lane", self.channel_id, broadcast.id)
+        return True
+
+    def priority_waiting(self) -> bool:
+        """True while a priority run has sends that want slots (MARKETING runs then plan none); cheap, asked at
+        every planning look of a MARKETING run."""
+        if not self.priority_runs:
+            return False
+        self.priority_runs = [run for run in self.priority_runs if not run.finished]
+        return any(run.wants_priority() for run in self.priority_runs)
 
     async def serve(self, first: BroadcastRun) -> None:
         """Run the pump, then wrap it up (place back, broadcasts finished or woken); an exception that is not a

@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 from django.conf import settings
 from django.db import connection
-from django.db.models import Max, Min, Q
+from django.db.models import Case, Max, Min, Q, Value, When
 from django.utils import timezone
 
 from broadcasts.models import Broadcast, BroadcastStatus, Send, SendStatus
@@ -136,12 +136,14 @@ def sends_mark_posting(*, broadcast_id: str, ids: list[int]) -> tuple[float, set
 
 
 def channel_claim_next(*, channel_id: str) -> tuple[Broadcast, list[Claimed], int, int] | None:
-    """The first batch of the channel's longest-running broadcast that has due, unclaimed sends (DB thread)."""
+    """The first batch of the channel's longest-running broadcast that has due, unclaimed sends, AUTHENTICATION and
+    UTILITY ones before MARKETING ones (category lanes, docs/rules.md) (DB thread)."""
     now = timezone.now()
+    marketing_last = Case(When(template__category="MARKETING", then=Value(1)), default=Value(0))
     running = (
         Broadcast.objects.select_related("channel", "template")
         .filter(channel_id=channel_id, status=BroadcastStatus.IN_PROGRESS)
-        .order_by("started_at", "id")[:20]
+        .order_by(marketing_last, "started_at", "id")[:20]
     )
     for broadcast in running:
         bounds = sends_due(broadcast_id=broadcast.id, now=now).aggregate(first=Min("id"), last=Max("id"))

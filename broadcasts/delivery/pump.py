@@ -16,6 +16,12 @@ the channel's running place and runs a ChannelPump for it on the same loop, with
 PostLog, number holds and posting gate. A host takes on a channel while the caps of the channels it serves sum to
 less than DELIVERY_PUMP_RATE, or at any load when the channel's due work is small (DELIVERY_PUMP_SMALL_WORK), so
 busy 1000 mps channels still get a process each while a one-recipient broadcast never waits behind them.
+
+Lanes (lanes.py, DELIVERY_LANES): at the same interval, whatever DELIVERY_PUMP_HOSTING says, a host asks for due
+AUTHENTICATION and UTILITY broadcasts on the channels it serves that none of its runs serves, and their channel's
+pump starts them beside its current run (a one-time password does not wait behind a promotion on its own
+channel; the chunk task of such a broadcast, on another process, finds the place held and goes back to the
+queue).
 """
 
 from __future__ import annotations
@@ -47,6 +53,7 @@ from broadcasts.delivery.claims import (
     lease_seconds,
     sends_claim,
 )
+from broadcasts.delivery.lanes import priority_due
 from broadcasts.delivery.run import BroadcastRun
 from broadcasts.delivery.run_outcomes import RunReport
 from broadcasts.delivery.runtime import Runtime, in_db_thread, runtime_discard, runtime_get, steady_loop
@@ -187,18 +194,22 @@ class PumpHost:
 
     async def run(self) -> None:
         # Pumps are added while earlier ones run: wait for each, in order, including those added meanwhile.
-        adopter = asyncio.get_running_loop().create_task(self._adopt_loop()) if self.adopting else None
+        loop = asyncio.get_running_loop()
+        watchers = [loop.create_task(self._lanes_loop())] if settings.DELIVERY_LANES else []
+        if self.adopting:
+            watchers.append(loop.create_task(self._adopt_loop()))
         errors: list[BaseException] = []
         index = 0
-        while index < len(self.tasks) or (adopter is not None and not adopter.done()):
+        while index < len(self.tasks) or not all(watcher.done() for watcher in watchers):
             if index == len(self.tasks):
-                # Every pump is done; the adopter ends at its next look (or is taking a channel on right now).
-                await asyncio.wait({adopter}, timeout=0.05)
+                # Every pump is done; the watchers end at their next look (or are starting work right now).
+                await asyncio.wait(watchers, timeout=0.05)
                 continue
             await task_awaited(self.tasks[index], errors)
             index += 1
-        if adopter is not None and not adopter.cancelled() and adopter.exception() is not None:
-            errors.append(adopter.exception())
+        for watcher in watchers:
+            if not watcher.cancelled() and watcher.exception() is not None:
+                errors.append(watcher.exception())
         for error in errors:
             if isinstance(error, SoftTimeLimitExceeded):
                 raise error
@@ -233,6 +244,30 @@ class PumpHost:
                 # Store away: the pumps already wait and retry on their own; looking again later is enough.
                 logger.warning("delivery: cannot look for channels to serve (%s)", exc)
                 await asyncio.sleep(interval * 4)
+
+    async def _lanes_loop(self) -> None:
+        """Every DELIVERY_PUMP_ADOPT_INTERVAL (jittered): start the due priority broadcasts of the channels this
+        host serves in their pumps' lanes (lanes.py); one query for all of them."""
+        interval = settings.DELIVERY_PUMP_ADOPT_INTERVAL
+        while True:
+            await asyncio.sleep(interval * random.uniform(0.5, 1.5))
+            serving = self.serving()
+            if not serving or time.monotonic() >= self.deadline - ADOPT_STOP_SECONDS:
+                return
+            served = [broadcast_id for pump in serving for broadcast_id in pump.serves()]
+            try:
+                found = await self.in_db(
+                    functools.partial(priority_due, channel_ids=[pump.channel_id for pump in serving], serving=served)
+                )
+            except db.Error as exc:
+                logger.warning("delivery: cannot look for priority broadcasts (%s)", exc)
+                await asyncio.sleep(interval * 4)
+                continue
+            pumps = {pump.channel_id: pump for pump in self.serving()}
+            for broadcast in found:
+                pump = pumps.get(broadcast.channel_id)
+                if pump is not None and broadcast.id not in pump.serves():
+                    pump.add_lane(broadcast=broadcast)
 
     async def _adopt_one(self) -> bool:
         """Take on the first channel that wants a pump and may run here; True when one was.

@@ -84,6 +84,11 @@ class BroadcastRun(RunPosting):
         # Called once the broadcast has nothing left to claim and its last slots are reserved: the pump starts
         # the channel's next broadcast, whose slots then follow these without a gap.
         self.on_exhausted: Callable[[], None] | None = None
+        # A MARKETING run's question to its pump: does a priority run want slots now? Then it plans none
+        # (category lanes, lanes.py).
+        self.yield_to: Callable[[], bool] | None = None
+        # The run's steps are over (only its wind-down and final write remain).
+        self.done = False
         self.finished = False
         self.channel = broadcast.channel
         self.runtime = runtime
@@ -156,6 +161,7 @@ class BroadcastRun(RunPosting):
             if not self.schedule and not self.queue:
                 break
             await self._doze()
+        self.done = True
         halt.set()
         planned.set()
         await firing
@@ -213,7 +219,15 @@ class BroadcastRun(RunPosting):
             and self.gate_pause is None
             and now >= self.next_plan
             and horizon - now < PLAN_AHEAD_SECONDS
+            and (self.yield_to is None or not self.yield_to())
         )
+
+    def wants_priority(self) -> bool:
+        """For a priority run: True while it has (or is about to claim) sends that want slots, so the channel's
+        MARKETING runs leave the schedule to it."""
+        if self.done or self.store_down or self.gate_pause is not None or self.gate_closed is not None:
+            return False
+        return bool(self.queue) or (not self.exhausted and self.report.claimed == 0)
 
     async def _doze(self) -> None:
         """Sleep until the next check, the deadline or the next planning is due; never long, since sends given up
