@@ -114,8 +114,9 @@ def _move_row(target: str, send_id: int, fold: Fold) -> dict[str, Any]:
 
 def users_store(*, statuses: list[StatusUpdate], rows: list[tuple], moved: set[int]) -> None:
     """What statuses say of who the user is (``recipient_user_id`` beside or instead of ``recipient_id``): the BSUID
-    on the send when it has none (the moves carried it for the sends they moved; ONE UPDATE by wamid for the rest,
-    e.g. Meta's "sent"), and the (wa_id, BSUID) pairs, with the send's number, in ONE upsert (rules/identities.py).
+    on the send when it has none (the moves carried it for the sends they moved; ONE statement by wamid for the rest,
+    e.g. Meta's "sent"), and the (wa_id, BSUID) pairs, with the send's number, in ONE upsert (rules/identities.py),
+    for every send of the status's channel, whether or not it already held a BSUID.
     No statement when no status names a BSUID. ``rows`` are the body's matched sends (id, wamid, status,
     broadcast, to, ...)."""
     named = {u.wamid: (u.recipient_user_id, u.recipient_id, u.phone_number_id) for u in statuses if u.recipient_user_id}
@@ -127,16 +128,25 @@ def users_store(*, statuses: list[StatusUpdate], rows: list[tuple], moved: set[i
         table = connection.ops.quote_name(Send._meta.db_table)
         with connection.cursor() as cursor:
             # Only a send of the channel the status names (docs/rules.md: the channel check), in the same statement.
+            # Every such send comes back, not only those the UPDATE gave a BSUID: a send that already holds one
+            # (Meta's answer named it) still ties its number to the BSUID this status names.
             cursor.execute(
                 f"""
-                UPDATE {table} AS s SET user_id = v.user_id
-                FROM unnest(%s::varchar[], %s::varchar[], %s::varchar[]) AS v(wamid, user_id, phone)
-                WHERE s.message_id = v.wamid AND s.user_id IS NULL
-                  AND EXISTS (
-                    SELECT 1 FROM broadcasts_broadcast AS b JOIN templates_registry_channel AS c ON c.id = b.channel_id
-                    WHERE b.id = s.broadcast_id AND c.phone_number_id = v.phone
-                  )
-                RETURNING s.message_id, s.id, s.broadcast_id, s.to
+                WITH found AS MATERIALIZED (
+                    SELECT s.id, s.message_id, s.broadcast_id, s."to", v.user_id
+                    FROM unnest(%s::varchar[], %s::varchar[], %s::varchar[]) AS v(wamid, user_id, phone)
+                    JOIN {table} AS s ON s.message_id = v.wamid
+                    WHERE EXISTS (
+                        SELECT 1 FROM broadcasts_broadcast AS b
+                        JOIN templates_registry_channel AS c ON c.id = b.channel_id
+                        WHERE b.id = s.broadcast_id AND c.phone_number_id = v.phone
+                    )
+                ), stored AS (
+                    UPDATE {table} AS s SET user_id = f.user_id FROM found AS f
+                    WHERE s.id = f.id AND s.user_id IS NULL
+                    RETURNING s.id
+                )
+                SELECT message_id, id, broadcast_id, "to" FROM found
                 """,
                 [rest, [named[w][0] for w in rest], [named[w][2] for w in rest]],
             )

@@ -115,6 +115,18 @@ def test_a_status_stores_its_bsuid_on_the_send_and_ties_the_number(client, org, 
     assert Send.objects.get(id=first.id).user_id == USER
 
 
+def test_a_status_naming_another_bsuid_than_the_answers_still_ties_the_number_to_it(client, org, channel, template):
+    # Meta's answer named one BSUID (stored on the send); a status without a move ("sent") names another for the
+    # same number: the send keeps the answer's, and the number is tied to both, so a stop by either suppresses it.
+    broadcast = broadcast_with_sends(org=org, channel=channel, template=template, count=1)
+    Send.objects.filter(broadcast=broadcast).update(user_id="ES.FROMANSWER", wa_id="34600000000")
+    post(client, status_with_user(broadcast, status="sent"))
+    assert Send.objects.get(broadcast=broadcast).user_id == "ES.FROMANSWER"
+    assert list(ContactIdentity.objects.values_list("user_id", "wa_id", "number")) == [(USER, "34600000000", NUMBER)]
+    post(client, preference(channel, "stop", user_id=USER))
+    assert suppressed(org, USER, NUMBER) == {USER, NUMBER}
+
+
 def test_hostile_user_fields_are_skipped_never_a_500(client, org, channel, template):
     broadcast = broadcast_with_sends(org=org, channel=channel, template=template, count=1)
     for user_id in (5, ["ES.1"], {"a": 1}, "not a bsuid", "ES." + "x" * 500, None):
