@@ -10,6 +10,7 @@ from broadcasts.delivery.gates.consent import consent_gate
 from broadcasts.delivery.gates.marketing_hold import marketing_hold_gate
 from broadcasts.delivery.gates.messaging_limit import messaging_limit_gate
 from broadcasts.delivery.gates.region import region_gate
+from broadcasts.delivery.gates.send_window import send_window_gate
 
 # Consent first (an opted-out number fails at once), then the regions Meta sends no marketing to (fail at once, no
 # query), then the waits (marketing hold, messaging limit), and the budget last: only a send that would really be
@@ -17,6 +18,7 @@ from broadcasts.delivery.gates.region import region_gate
 GATES: Sequence[Gate] = (
     consent_gate,
     region_gate,
+    send_window_gate,
     marketing_hold_gate,
     messaging_limit_gate,
     budget_gate,

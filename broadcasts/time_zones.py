@@ -1,0 +1,135 @@
+"""A recipient's time zone for its broadcast's send window (docs/rules.md "Campaign controls: send windows"),
+resolved once at ingest and stored with the send (``Send.time_zone``), in order: the recipient's ``timezone``; the
+window's ``timezone``; for a number, the zone libphonenumber's time-zone data gives (the first when it gives
+several); for a BSUID, its country's most populous zone.
+
+Only a broadcast with a window asks (no cost otherwise). libphonenumber's answer for a number is a lookup of its
+longest prefix in ``TIMEZONE_DATA`` once the number's type is known (a non-geographic type, such as most mobile
+ranges, takes the calling code's entry); finding the type is the costly part. So: a calling code whose every entry
+is the same one-zone answer is answered without looking at the number at all; a number whose longest prefix gives
+the calling code's own answer needs no type either; any other number asks the library once per prefix of
+``TIMEZONE_DATA`` (one ``cc + national prefix`` range is one kind of number), and the answer is kept for that prefix.
+tests/broadcasts/test_time_zones.py proves it equal to the library's answer over the library's example numbers of
+every region and type.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import cache
+
+import phonenumbers
+from phonenumbers import phonenumberutil as pnu
+from phonenumbers.timezone import time_zones_for_number
+from phonenumbers.tzdata import TIMEZONE_DATA, TIMEZONE_LONGEST_PREFIX
+
+from whatsapp.numbers import bsuid_country
+
+# libphonenumber's answer when it knows no zone, and ours when nothing else names one: the window is read in UTC.
+UNKNOWN = "Etc/Unknown"
+FALLBACK_ZONE = "UTC"
+# The most populous zone of countries spanning several (a BSUID names its country only); other countries take their
+# one zone from the time-zone data.
+COUNTRY_MAIN_ZONE = {
+    "US": "America/New_York",
+    "CA": "America/Toronto",
+    "MX": "America/Mexico_City",
+    "BR": "America/Sao_Paulo",
+    "AR": "America/Argentina/Buenos_Aires",
+    "RU": "Europe/Moscow",
+    "AU": "Australia/Sydney",
+    "ID": "Asia/Jakarta",
+    "CL": "America/Santiago",
+    "KZ": "Asia/Almaty",
+    "CD": "Africa/Kinshasa",
+    "ES": "Europe/Madrid",
+    "PT": "Europe/Lisbon",
+    "EC": "America/Guayaquil",
+    "GB": "Europe/London",
+    "FR": "Europe/Paris",
+    "NZ": "Pacific/Auckland",
+    "MN": "Asia/Ulaanbaatar",
+    "UA": "Europe/Kyiv",
+    "DE": "Europe/Berlin",
+    "CN": "Asia/Shanghai",
+    "MY": "Asia/Kuala_Lumpur",
+    "KI": "Pacific/Tarawa",
+    "FM": "Pacific/Pohnpei",
+    "PF": "Pacific/Tahiti",
+    "GL": "America/Nuuk",
+    "UZ": "Asia/Tashkent",
+    "CY": "Asia/Nicosia",
+}
+
+
+@cache
+def _calling_code_zone(code: str) -> str | None:
+    """The zone of every number of this calling code when the data gives one same single zone for all its entries
+    (the calling code's own and every longer prefix), else None."""
+    own = TIMEZONE_DATA.get(code)
+    if own is None or len(own) != 1 or own[0] == UNKNOWN:
+        return None
+    if any(key.startswith(code) and value != own for key, value in TIMEZONE_DATA.items()):
+        return None
+    return own[0]
+
+
+# Data prefix -> the library's answer for the first number seen under it (bounded by TIMEZONE_DATA's keys).
+_BY_PREFIX: dict[str, str] = {}
+
+
+def _prefix_zone(prefix: str, e164: str) -> str:
+    zone = _BY_PREFIX.get(prefix)
+    if zone is None:
+        zone = _BY_PREFIX[prefix] = _first(time_zones_for_number(phonenumbers.parse(e164, None)))
+    return zone
+
+
+def _first(zones: Sequence[str]) -> str:
+    return zones[0] if zones and zones[0] != UNKNOWN else FALLBACK_ZONE
+
+
+_CALLING_CODES = {str(code) for code in pnu.COUNTRY_CODE_TO_REGION_CODE}
+
+
+def number_zone(e164: str) -> str:
+    """libphonenumber's zone of a valid number in E.164 form (the first when it gives several; UTC when none)."""
+    digits = e164[1:]
+    code = next((digits[:n] for n in (1, 2, 3) if digits[:n] in _CALLING_CODES), None)
+    if code is None:
+        return FALLBACK_ZONE
+    whole = _calling_code_zone(code)
+    if whole is not None:
+        return whole
+    prefix = next(
+        (digits[:n] for n in range(min(TIMEZONE_LONGEST_PREFIX, len(digits)), 0, -1) if digits[:n] in TIMEZONE_DATA),
+        None,
+    )
+    if prefix is None or TIMEZONE_DATA[prefix] == TIMEZONE_DATA.get(code):
+        # Geographic or not, the number gets the calling code's entry.
+        return _first(TIMEZONE_DATA.get(code, ()))
+    return _prefix_zone(prefix, e164)
+
+
+@cache
+def country_zone(country: str) -> str:
+    """A country's most populous zone: the table above, else the one zone the data gives its calling code."""
+    if country in COUNTRY_MAIN_ZONE:
+        return COUNTRY_MAIN_ZONE[country]
+    code = pnu.country_code_for_region(country)
+    if not code:
+        return FALLBACK_ZONE
+    zones = TIMEZONE_DATA.get(str(code), ())
+    return zones[0] if len(zones) == 1 and zones[0] != UNKNOWN else FALLBACK_ZONE
+
+
+def address_zone(address: str) -> str:
+    """The zone of a send's address: an E.164 number's (``number_zone``), a BSUID's country's (``country_zone``)."""
+    if address.startswith("+"):
+        return number_zone(address)
+    return country_zone(bsuid_country(address))
+
+
+def recipient_zone(*, recipient_zone: str | None, window_zone: str | None, address: str) -> str:
+    """The zone a recipient's window is read in, in the order of docs/rules.md."""
+    return recipient_zone or window_zone or address_zone(address)
