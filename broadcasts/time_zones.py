@@ -3,14 +3,14 @@ resolved once at ingest and stored with the send (``Send.time_zone``), in order:
 window's ``timezone``; for a number, the zone libphonenumber's time-zone data gives (the first when it gives
 several); for a BSUID, its country's most populous zone.
 
-Only a broadcast with a window asks (no cost otherwise). libphonenumber's answer for a number is a lookup of its
-longest prefix in ``TIMEZONE_DATA`` once the number's type is known (a non-geographic type, such as most mobile
-ranges, takes the calling code's entry); finding the type is the costly part. So: a calling code whose every entry
-is the same one-zone answer is answered without looking at the number at all; a number whose longest prefix gives
-the calling code's own answer needs no type either; any other number asks the library once per prefix of
-``TIMEZONE_DATA`` (one ``cc + national prefix`` range is one kind of number), and the answer is kept for that prefix.
+Only a broadcast with a window asks (no cost otherwise). libphonenumber answers a geographic number (fixed line, and
+mobile in a few countries) by its longest prefix in ``TIMEZONE_DATA``, any other by its calling code's entry; its
+cost is parsing the number and finding its type. Here: a calling code whose every entry is the same one zone is
+answered without looking at the number (cached per calling code); a number whose longest prefix gives the calling
+code's own entry needs no type either; only the others have their type found (phones.phone_is_geographic, the
+library's steps with precompiled patterns), and the answer per (prefix, geographic or not) is a dict read.
 tests/broadcasts/test_time_zones.py proves it equal to the library's answer over the library's example numbers of
-every region and type.
+every region and type and their neighbours.
 """
 
 from __future__ import annotations
@@ -18,11 +18,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from functools import cache
 
-import phonenumbers
 from phonenumbers import phonenumberutil as pnu
-from phonenumbers.timezone import time_zones_for_number
 from phonenumbers.tzdata import TIMEZONE_DATA, TIMEZONE_LONGEST_PREFIX
 
+from broadcasts.phones import phone_is_geographic
 from whatsapp.numbers import bsuid_country
 
 # libphonenumber's answer when it knows no zone, and ours when nothing else names one: the window is read in UTC.
@@ -74,17 +73,6 @@ def _calling_code_zone(code: str) -> str | None:
     return own[0]
 
 
-# Data prefix -> the library's answer for the first number seen under it (bounded by TIMEZONE_DATA's keys).
-_BY_PREFIX: dict[str, str] = {}
-
-
-def _prefix_zone(prefix: str, e164: str) -> str:
-    zone = _BY_PREFIX.get(prefix)
-    if zone is None:
-        zone = _BY_PREFIX[prefix] = _first(time_zones_for_number(phonenumbers.parse(e164, None)))
-    return zone
-
-
 def _first(zones: Sequence[str]) -> str:
     return zones[0] if zones and zones[0] != UNKNOWN else FALLBACK_ZONE
 
@@ -105,10 +93,11 @@ def number_zone(e164: str) -> str:
         (digits[:n] for n in range(min(TIMEZONE_LONGEST_PREFIX, len(digits)), 0, -1) if digits[:n] in TIMEZONE_DATA),
         None,
     )
-    if prefix is None or TIMEZONE_DATA[prefix] == TIMEZONE_DATA.get(code):
+    country_level = TIMEZONE_DATA.get(code, ())
+    if prefix is None or TIMEZONE_DATA[prefix] == country_level:
         # Geographic or not, the number gets the calling code's entry.
-        return _first(TIMEZONE_DATA.get(code, ()))
-    return _prefix_zone(prefix, e164)
+        return _first(country_level)
+    return _first(TIMEZONE_DATA[prefix] if phone_is_geographic(e164) else country_level)
 
 
 @cache

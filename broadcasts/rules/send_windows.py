@@ -6,8 +6,9 @@ recipient's local time is inside ``{start, end, days?}``. Pure functions over th
   counts is the one on which the window opened).
 - Daylight-saving changes: each opening and closing is the wall-clock time of that day in the zone. A wall time a
   spring-forward gap skips is read with the offset before the gap (02:30 on the night New York skips 02:00-03:00
-  opens at 03:30 EDT, the same instant as 02:30 EST); a wall time a fall-back repeats counts at its first occurrence.
-  A day whose window the gap swallows whole (closing no later than it opens) has no window.
+  opens at 03:30 EDT, the same instant as 02:30 EST; a window wholly inside the gap so happens an hour later); a wall
+  time a fall-back repeats counts at its first occurrence. A day whose window the gap leaves closing no later than it
+  opens (02:30-03:15 that night) has no window.
 """
 
 from __future__ import annotations
