@@ -155,3 +155,22 @@ def test_the_dry_run_eta_waits_for_the_window(api, channel, template):
         plain = datetime.fromisoformat(post(api, body).json()["eta"])
     assert plain <= now + timedelta(seconds=1)
     assert stored() == (0, 0, 0)
+
+
+def test_the_admin_broadcast_page_shows_its_window(admin_client, channel, template, dispatched):
+    from django.urls import reverse
+
+    window = {"start": "22:00", "end": "06:00", "days": ["fri", "sat"], "timezone": "Europe/Madrid"}
+    with_window = post_ok(admin_client, channel, send_window=window)
+    without = post_ok(admin_client, channel)
+    page = admin_client.get(reverse("admin:broadcasts_broadcast_change", args=[with_window])).content.decode()
+    assert "Send window" in page and "22:00-06:00 fri,sat (Europe/Madrid)" in page
+    page = admin_client.get(reverse("admin:broadcasts_broadcast_change", args=[without])).content.decode()
+    assert "Send window" in page and "22:00-06:00" not in page
+
+
+def post_ok(_client, channel, **overrides) -> str:
+    from broadcasts import services
+
+    result = services.broadcast_create(organization=channel.organization, body=payload(channel, n=1, **overrides))
+    return result.body["broadcast_id"]
