@@ -152,8 +152,8 @@ def broadcast_waiting(*, broadcast: Broadcast, now: datetime) -> Waiting:
     marketing hold (``WaitReason.RETRY`` / ``MARKETING_HOLD``, or an error with a next attempt time);
     messaging_limit: ``WaitReason.MESSAGING_LIMIT``; throughput: every other pending send (of which api/progress.py
     counts those whose window is closed under send_window). ONE aggregate over the broadcast's pending sends (the
-    partial index send_pending: at most the broadcast's 5,000), and with a window one more grouped by zone; none
-    when nothing is pending."""
+    partial index send_pending: at most the broadcast's 5,000), grouped by zone with a window; none when nothing
+    is pending."""
     waiting = dict.fromkeys(WAITING_KEYS, 0)
     if broadcast.pending <= 0:
         return Waiting(waiting, None, {})
@@ -165,20 +165,25 @@ def broadcast_waiting(*, broadcast: Broadcast, now: datetime) -> Waiting:
     timed = Q(wait_reason__in=(WaitReason.RETRY, WaitReason.MARKETING_HOLD))
     retry_q = ~limit_q & ~window_q & (timed | (Q(next_attempt_at__isnull=False) & ~Q(error_code="")))
     pending = Send.objects.filter(broadcast_id=broadcast.id, status=SendStatus.PENDING)
-    row = pending.aggregate(
-        total=Count("id"),
-        limit=Count("id", filter=limit_q),
-        retry=Count("id", filter=retry_q),
-        retry_last=Max("next_attempt_at", filter=retry_q),
-    )
+    counts = {
+        "total": Count("id"),
+        "limit": Count("id", filter=limit_q),
+        "retry": Count("id", filter=retry_q),
+        "retry_last": Max("next_attempt_at", filter=retry_q),
+    }
+    by_zone: dict[str, int] = {}
+    if broadcast.send_window is None:
+        row = pending.aggregate(**counts)
+    else:
+        # The same aggregate by zone: whether a send waits for its window is the rule's answer for its zone now,
+        # not only the engine's last verdict (a send the engine has not looked at yet waits all the same).
+        rows = list(pending.values("time_zone").annotate(**counts).order_by())
+        row = {key: sum(r[key] for r in rows) for key in ("total", "limit", "retry")}
+        row["retry_last"] = max((r["retry_last"] for r in rows if r["retry_last"] is not None), default=None)
+        by_zone = {r["time_zone"]: r["total"] - r["limit"] - r["retry"] for r in rows}
     waiting["messaging_limit"] = row["limit"]
     waiting["retry"] = row["retry"]
     waiting["throughput"] = max(0, row["total"] - row["limit"] - row["retry"])
-    by_zone: dict[str, int] = {}
-    if broadcast.send_window is not None:
-        # Whether a send waits for its window is the rule's answer for its zone now, not only the engine's last
-        # verdict (wait_reason): a send the engine has not looked at yet waits for a closed window all the same.
-        by_zone = dict(pending.exclude(limit_q | retry_q).values_list("time_zone").annotate(n=Count("id")).order_by())
     return Waiting(waiting, row["retry_last"], by_zone)
 
 

@@ -83,21 +83,19 @@ _CALLING_CODES = {str(code) for code in pnu.COUNTRY_CODE_TO_REGION_CODE}
 def number_zone(e164: str) -> str:
     """libphonenumber's zone of a valid number in E.164 form (the first when it gives several; UTC when none)."""
     digits = e164[1:]
-    code = next((digits[:n] for n in (1, 2, 3) if digits[:n] in _CALLING_CODES), None)
-    if code is None:
-        return FALLBACK_ZONE
+    code = digits[:1] if digits[:1] in _CALLING_CODES else digits[:2] if digits[:2] in _CALLING_CODES else digits[:3]
     whole = _calling_code_zone(code)
     if whole is not None:
         return whole
-    prefix = next(
-        (digits[:n] for n in range(min(TIMEZONE_LONGEST_PREFIX, len(digits)), 0, -1) if digits[:n] in TIMEZONE_DATA),
-        None,
-    )
     country_level = TIMEZONE_DATA.get(code, ())
-    if prefix is None or TIMEZONE_DATA[prefix] == country_level:
-        # Geographic or not, the number gets the calling code's entry.
-        return _first(country_level)
-    return _first(TIMEZONE_DATA[prefix] if phone_is_geographic(e164) else country_level)
+    for length in range(min(TIMEZONE_LONGEST_PREFIX, len(digits)), len(code), -1):
+        zones = TIMEZONE_DATA.get(digits[:length])
+        if zones is not None:
+            if zones == country_level:
+                break
+            # Only here does the number's type matter: a geographic number gets its prefix's entry.
+            return _first(zones if phone_is_geographic(e164) else country_level)
+    return _first(country_level)
 
 
 @cache
