@@ -109,6 +109,11 @@ def test_each_zone_is_posted_only_inside_its_window(channel, template, delivery_
     eta = datetime.fromisoformat(progress["eta"])
     assert mexico_opens <= eta <= mexico_opens + timedelta(seconds=2)
 
+    # And cancelling the broadcast cancels the sends waiting for their window (nothing left running for hours)
+    services.broadcast_cancel(broadcast_id=broadcast.id)
+    statuses = dict(Send.objects.filter(broadcast=broadcast).values_list("to", "status"))
+    assert {statuses[n] for n in MEXICO} == {"CANCELLED"}
+
 
 def read(channel, broadcast_id: str) -> dict:
     issued = token_create(organization=channel.organization, name="reader", scopes=["messages:bulk"])
