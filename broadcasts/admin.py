@@ -157,6 +157,7 @@ class BroadcastAdmin(admin.ModelAdmin):
         "paused_reason_text",
         "total_recipients",
         "cost",
+        "send_window_text",
         "scheduled_at_display",
         "created_at_display",
         "started_at_display",
@@ -207,6 +208,18 @@ class BroadcastAdmin(admin.ModelAdmin):
             return "-"
         text = f"{money(obj.billed)} billed of {money(obj.cost_estimated) or '-'} estimated {obj.cost_currency}"
         return f"{text}, max {money(obj.max_cost)}" if obj.max_cost is not None else text
+
+    @admin.display(description="send window")
+    def send_window_text(self, obj: Broadcast) -> str:
+        """``09:00-21:00 mon,tue (Europe/Madrid)``: the recipient's local time (docs/rules.md); "-" without one."""
+        window = obj.send_window
+        if not isinstance(window, dict):
+            return "-"
+        text = f"{window.get('start')}-{window.get('end')}"
+        if window.get("days"):
+            text += " " + ",".join(window["days"])
+        zone = window.get("timezone")
+        return f"{text} ({zone})" if zone else f"{text} (each recipient's zone)"
 
     @admin.display(description="paused reason")
     def paused_reason_text(self, obj: Broadcast) -> str:

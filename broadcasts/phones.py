@@ -263,6 +263,57 @@ def phone_region(e164: str) -> str | None:
     return code if code and code != pnu.REGION_CODE_FOR_NON_GEO_ENTITY else None
 
 
+class _Kinds(NamedTuple):
+    """A region's patterns as ``_number_type_helper`` tries them: the specific types (any of them: not geographic),
+    then fixed line, then mobile."""
+
+    specific: dict[int, re.Pattern[str] | None]
+    fixed_line: _Desc | None
+    mobile: _Desc | None
+    same_mobile_and_fixed_line: bool
+
+
+@cache  # bounded by the ~250 regions libphonenumber knows
+def _kinds(region_code: str, country_code: int) -> _Kinds:
+    metadata = PhoneMetadata.metadata_for_region_or_calling_code(country_code, region_code)
+    specific = (
+        metadata.premium_rate,
+        metadata.toll_free,
+        metadata.shared_cost,
+        metadata.voip,
+        metadata.personal_number,
+        metadata.pager,
+        metadata.uan,
+        metadata.voicemail,
+    )
+    return _Kinds(
+        _any_type(list(specific)),
+        _desc(metadata.fixed_line),
+        _desc(metadata.mobile),
+        bool(metadata.same_mobile_and_fixed_line_pattern),
+    )
+
+
+def phone_is_geographic(e164: str) -> bool:
+    """``is_number_type_geographical(number_type(n), n.country_code)`` for a valid number in E.164 form: fixed line
+    (or fixed line or mobile), or mobile in the countries whose mobile numbers are geographic. libphonenumber's
+    time-zone data reads a geographic number by its prefix, any other by its calling code (broadcasts/time_zones.py).
+    """
+    country_code, national = _country_code_split(e164[1:])
+    calling = _calling_code(country_code) if country_code else None
+    region = _region_for(national, calling) if calling is not None else None
+    if region is None:
+        return False
+    kinds = _kinds(region.region_code, country_code)
+    specific = kinds.specific.get(len(national))
+    if specific is not None and specific.fullmatch(national):
+        return False
+    if _matches(national, kinds.fixed_line):
+        return True
+    mobile = kinds.same_mobile_and_fixed_line or not _matches(national, kinds.mobile)
+    return not mobile and country_code in pnu._GEO_MOBILE_COUNTRIES
+
+
 def address_region(to: str) -> str | None:
     """The country of a send's address as stored: libphonenumber's region of an E.164 number, the prefix of a BSUID
     (a recipient given by ``user_id``; stored numbers always start with ``+``, a BSUID never does)."""

@@ -13,6 +13,7 @@ The rules of other modules it needs come in as callables, so the arithmetic is t
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
@@ -31,7 +32,10 @@ from broadcasts.bulk_requests import (
 )
 from broadcasts.idempotency import idempotency_key_validate
 from broadcasts.rules import customer_windows, marketing_regions, messaging_limit
+from broadcasts.rules.send_windows import closed_zones_openings, window_eta_seconds
 from broadcasts.send_rows import recipients_missing
+from broadcasts.time_zones import recipient_zone
+from broadcasts.validation.recipients import RecipientInput
 from core.timefmt import iso_utc
 from tokens.models import Organization
 
@@ -93,8 +97,36 @@ def broadcast_preview(
             "used": outlook.get("used", 0),
             "would_wait": outlook.get("would_wait", 0),
         },
-        "eta": iso_utc(preview_eta(start=start, sends=len(to_post), max_mps=channel.max_mps, outlook=outlook)),
+        "eta": iso_utc(
+            _window_eta(
+                eta=preview_eta(start=start, sends=len(to_post), max_mps=channel.max_mps, outlook=outlook),
+                window=request.send_window,
+                recipients=[r for r in sent if r.to not in suppressed and r.to not in blocked],
+                start=start,
+                max_mps=channel.max_mps,
+            )
+        ),
     }
+
+
+def _window_eta(
+    *,
+    eta: datetime | None,
+    window: dict[str, Any] | None,
+    recipients: list[RecipientInput],
+    start: datetime,
+    max_mps: int,
+) -> datetime | None:
+    """``eta`` pushed back by the send window: the sends of the zones closed at ``start`` leave once theirs opens, at
+    the cap (the same zones the real request would store: broadcasts/time_zones.py)."""
+    if eta is None or window is None:
+        return eta
+    window_zone = window.get("timezone")
+    by_zone = Counter(
+        recipient_zone(recipient_zone=r.time_zone, window_zone=window_zone, address=r.to) for r in recipients
+    )
+    openings = closed_zones_openings(window, by_zone, start)
+    return max(eta, start + timedelta(seconds=window_eta_seconds(openings=openings, rate=max_mps, now=start)))
 
 
 def preview_eta(*, start: datetime, sends: int, max_mps: int, outlook: dict[str, Any]) -> datetime | None:

@@ -6,7 +6,7 @@ the same transaction): reading them costs nothing per send, and they survive the
 """
 
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.db.models import Count, Max, Q
 
@@ -133,35 +133,58 @@ def broadcast_error_codes(*, broadcast: Broadcast, limit: int = 10) -> list[tupl
     return out
 
 
-WAITING_KEYS = ("schedule", "throughput", "messaging_limit", "retry")
+WAITING_KEYS = ("schedule", "throughput", "messaging_limit", "send_window", "retry")
 
 
-def broadcast_waiting(*, broadcast: Broadcast, now: datetime) -> tuple[dict[str, int], datetime | None]:
+class Waiting(NamedTuple):
+    """``waiting`` (counts by reason; ``send_window`` left 0 here), when the last retry falls due, and for a broadcast
+    with a send window its sends counted under ``throughput`` by zone: api/progress.py asks the rule which zones
+    are closed now (one computation per zone) and moves those to ``send_window``."""
+
+    counts: dict[str, int]
+    retry_last: datetime | None
+    by_zone: dict[str, int]
+
+
+def broadcast_waiting(*, broadcast: Broadcast, now: datetime) -> Waiting:
     """How many pending sends wait, and why (docs/api.md ``waiting``), and when the last retry falls due. schedule: the
     broadcast has not started because ``scheduled_at`` is ahead; retry: pending after a failed attempt or held by a
     marketing hold (``WaitReason.RETRY`` / ``MARKETING_HOLD``, or an error with a next attempt time);
-    messaging_limit: ``WaitReason.MESSAGING_LIMIT``; throughput: every other pending send. ONE aggregate over the
-    broadcast's pending sends (the partial index send_pending: at most the broadcast's 5,000), none when nothing is
-    pending."""
+    messaging_limit: ``WaitReason.MESSAGING_LIMIT``; throughput: every other pending send (of which api/progress.py
+    counts those whose window is closed under send_window). ONE aggregate over the broadcast's pending sends (the
+    partial index send_pending: at most the broadcast's 5,000), grouped by zone with a window; none when nothing
+    is pending."""
     waiting = dict.fromkeys(WAITING_KEYS, 0)
     if broadcast.pending <= 0:
-        return waiting, None
+        return Waiting(waiting, None, {})
     if broadcast.status == "PENDING" and broadcast.scheduled_at is not None and broadcast.scheduled_at > now:
         waiting["schedule"] = broadcast.pending
-        return waiting, None
+        return Waiting(waiting, None, {})
     limit_q = Q(wait_reason=WaitReason.MESSAGING_LIMIT)
+    window_q = Q(wait_reason=WaitReason.SEND_WINDOW)
     timed = Q(wait_reason__in=(WaitReason.RETRY, WaitReason.MARKETING_HOLD))
-    retry_q = ~limit_q & (timed | (Q(next_attempt_at__isnull=False) & ~Q(error_code="")))
-    row = Send.objects.filter(broadcast_id=broadcast.id, status=SendStatus.PENDING).aggregate(
-        total=Count("id"),
-        limit=Count("id", filter=limit_q),
-        retry=Count("id", filter=retry_q),
-        retry_last=Max("next_attempt_at", filter=retry_q),
-    )
+    retry_q = ~limit_q & ~window_q & (timed | (Q(next_attempt_at__isnull=False) & ~Q(error_code="")))
+    pending = Send.objects.filter(broadcast_id=broadcast.id, status=SendStatus.PENDING)
+    counts = {
+        "total": Count("id"),
+        "limit": Count("id", filter=limit_q),
+        "retry": Count("id", filter=retry_q),
+        "retry_last": Max("next_attempt_at", filter=retry_q),
+    }
+    by_zone: dict[str, int] = {}
+    if broadcast.send_window is None:
+        row = pending.aggregate(**counts)
+    else:
+        # The same aggregate by zone: whether a send waits for its window is the rule's answer for its zone now,
+        # not only the engine's last verdict (a send the engine has not looked at yet waits all the same).
+        rows = list(pending.values("time_zone").annotate(**counts).order_by())
+        row = {key: sum(r[key] for r in rows) for key in ("total", "limit", "retry")}
+        row["retry_last"] = max((r["retry_last"] for r in rows if r["retry_last"] is not None), default=None)
+        by_zone = {r["time_zone"]: r["total"] - r["limit"] - r["retry"] for r in rows}
     waiting["messaging_limit"] = row["limit"]
     waiting["retry"] = row["retry"]
     waiting["throughput"] = max(0, row["total"] - row["limit"] - row["retry"])
-    return waiting, row["retry_last"]
+    return Waiting(waiting, row["retry_last"], by_zone)
 
 
 # --- numbers Meta sends back (docs/rules.md: `wa_id`, `recipient_id`, `messages[].from`) -------------------------

@@ -2,12 +2,13 @@
 Used by services.broadcast_create and by the dry run (recipients_missing)."""
 
 from datetime import datetime
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import orjson
 from django.db import connection
 
 from broadcasts.models import Send
+from broadcasts.time_zones import recipient_zone
 from broadcasts.validation.recipients import RecipientInput
 
 MISSING_VARIABLES = "missing_variables"
@@ -32,6 +33,8 @@ _COPY_COLUMNS = (
 _COMPONENT_COLUMNS = ("header_media", "buttons")
 # Written only when some recipient was given by ``user_id`` (a BSUID, stored in both ``to`` and ``user_id``).
 _USER_ID_COLUMNS = ("user_id",)
+# Written only for a broadcast with a send window: each recipient's zone, resolved once here (docs/rules.md).
+_ZONE_COLUMNS = ("time_zone",)
 # The model field of a column whose name differs (the foreign key).
 _FIELDS = {"broadcast_id": "broadcast"}
 
@@ -45,9 +48,13 @@ class SendRow(NamedTuple):
     header_media: str | None = None  # JSON: this recipient's own media header
     buttons: str | None = None  # JSON: button parameters by index
     user_id: str | None = None  # the BSUID of a recipient given by ``user_id`` (``to`` is it too)
+    time_zone: str = ""  # the IANA zone its send window is read in; blank without a window
 
 
-def send_rows(*, recipients: list[RecipientInput], needed: list[str]) -> list[SendRow]:
+def send_rows(
+    *, recipients: list[RecipientInput], needed: list[str], send_window: dict[str, Any] | None = None
+) -> list[SendRow]:
+    """The rows of the sends; with a ``send_window``, each recipient's zone resolved (broadcasts/time_zones.py)."""
     rows: list[SendRow] = []
     append = rows.append
     dumps = orjson.dumps
@@ -67,6 +74,11 @@ def send_rows(*, recipients: list[RecipientInput], needed: list[str]) -> list[Se
             )
         if recipient.user_id is not None:
             row = row._replace(user_id=recipient.user_id)
+        if send_window is not None:
+            zone = recipient_zone(
+                recipient_zone=recipient.time_zone, window_zone=send_window.get("timezone"), address=recipient.to
+            )
+            row = row._replace(time_zone=zone)
         append(row)
     return rows
 
@@ -99,7 +111,13 @@ def sends_insert(*, broadcast_id: str, rows: list[SendRow], now: datetime) -> No
     quote = connection.ops.quote_name
     components = any(row.header_media is not None or row.buttons is not None for row in rows)
     bsuids = any(row.user_id is not None for row in rows)
-    names = _COPY_COLUMNS + (_COMPONENT_COLUMNS if components else ()) + (_USER_ID_COLUMNS if bsuids else ())
+    zones = any(row.time_zone for row in rows)
+    names = (
+        _COPY_COLUMNS
+        + (_COMPONENT_COLUMNS if components else ())
+        + (_USER_ID_COLUMNS if bsuids else ())
+        + (_ZONE_COLUMNS if zones else ())
+    )
     columns = ", ".join(quote(Send._meta.get_field(_FIELDS.get(c, c)).column) for c in names)
     stamp = now.isoformat()
     pending = f"PENDING\t0\t0\t\t\t\t\\N\t\\N\t{stamp}\n"
@@ -119,6 +137,8 @@ def sends_insert(*, broadcast_id: str, rows: list[SendRow], now: datetime) -> No
         if bsuids:
             user_id = r"\N" if row.user_id is None else row.user_id  # letters, digits and dots: nothing to escape
             line = f"{line[:-1]}\t{user_id}\n"
+        if zones:
+            line = f"{line[:-1]}\t{row.time_zone}\n"  # a name of the tz database: nothing to escape
         lines.append(line)
     with (
         connection.cursor() as cursor,

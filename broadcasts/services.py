@@ -68,7 +68,9 @@ def broadcast_create(
     request, channel, template, card = checked.request, checked.channel, checked.template, checked.card
     broadcast_id = object_id()
     campaign_name = request.campaign_name or campaign_name_default(template_name=template.name, now=now)
-    rows = send_rows(recipients=request.recipients, needed=template_needed_variables(template))
+    rows = send_rows(
+        recipients=request.recipients, needed=template_needed_variables(template), send_window=request.send_window
+    )
     failed = sum(1 for row in rows if row.missing)
     estimate = broadcast_estimate(
         card=card,
@@ -106,6 +108,7 @@ def broadcast_create(
                 cost_currency=card.currency if card is not None else "",
                 cost_estimated=estimate.total if estimate is not None else None,
                 max_cost=request.max_cost,
+                send_window=request.send_window,
             )
             if key:
                 # An expired record would block the unique (organization, key) forever.

@@ -34,6 +34,7 @@ def broadcast_representation(broadcast: Broadcast, counts: dict[str, int]) -> di
         "paused_reason": broadcast.paused_reason if broadcast.status == BroadcastStatus.PAUSED else None,
         "purged_at": iso_utc(broadcast.purged_at),
         "cost": cost_representation(broadcast),
+        "send_window": broadcast.send_window,
     }
 
 
@@ -112,6 +113,26 @@ class RecipientInSerializer(serializers.Serializer):
         required=False,
         help_text='Button parameters by button index: `{"0": "<URL suffix | coupon code | one-time code>"}`.',
     )
+    timezone = serializers.CharField(
+        required=False,
+        help_text="IANA time-zone name (`America/Mexico_City`) this recipient's send window is read in; first of "
+        "the zones tried (docs/rules.md).",
+    )
+
+
+class SendWindowSerializer(serializers.Serializer):
+    start = serializers.CharField(help_text='"HH:MM", the recipient\'s local time the window opens.')
+    end = serializers.CharField(
+        help_text='"HH:MM", when it closes; before start: the window spans midnight. Equal to start: 400.'
+    )
+    days = serializers.ListField(
+        child=serializers.ChoiceField(choices=["mon", "tue", "wed", "thu", "fri", "sat", "sun"]),
+        required=False,
+        help_text="Days on which the window opens (every day when omitted).",
+    )
+    timezone = serializers.CharField(
+        required=False, help_text="IANA zone for recipients without their own `timezone` (else the number's zone)."
+    )
 
 
 class BulkCreateSerializer(serializers.Serializer):
@@ -136,6 +157,11 @@ class BulkCreateSerializer(serializers.Serializer):
         help_text='Spending cap, a decimal string > 0 with at most 6 decimals ("250.00"), in the rate card\'s '
         "currency; needs a rate card pricing every recipient. The first send that would pass it pauses the broadcast "
         "(`budget_exceeded`).",
+    )
+    send_window = SendWindowSerializer(
+        required=False,
+        allow_null=True,
+        help_text="Sends leave only while the recipient's local time is inside this window (docs/rules.md).",
     )
     dry_run = serializers.BooleanField(
         required=False,
@@ -248,6 +274,7 @@ class BroadcastSerializer(serializers.Serializer):
         "the recipients listing is empty. Null until then.",
     )
     cost = CostSerializer()
+    send_window = SendWindowSerializer(allow_null=True, help_text="The request's send window as given, or null.")
 
 
 class WaitingSerializer(serializers.Serializer):
@@ -256,6 +283,9 @@ class WaitingSerializer(serializers.Serializer):
     messaging_limit = serializers.IntegerField(
         help_text="Pending sends waiting for the organization's messaging-limit window to free room (docs/rules.md)."
     )
+    send_window = serializers.IntegerField(
+        help_text="Pending sends waiting for their send window to open in the recipient's local time."
+    )
     retry = serializers.IntegerField(help_text="Pending sends waiting for another attempt after a failed one.")
 
 
@@ -263,7 +293,8 @@ class BroadcastDetailSerializer(BroadcastSerializer):
     waiting = WaitingSerializer(help_text="How many pending sends wait, and why; they add up to counts.pending.")
     eta = serializers.DateTimeField(
         allow_null=True,
-        help_text="When the last pending send is expected to leave (the channel's cap, the messaging limit, retries); "
+        help_text="When the last pending send is expected to leave (the channel's cap, the messaging limit, the send "
+        "window, retries); "
         "null when nothing is pending or the broadcast is paused.",
     )
 

@@ -54,6 +54,7 @@ class Claimed:
     attempts: int
     header_media: dict | None = None  # the send's own media header (None: the broadcast's), docs/api.md
     buttons: dict | None = None  # button parameters by index
+    time_zone: str = ""  # the recipient's zone for its broadcast's send window (blank: no window)
 
 
 def sends_due(*, broadcast_id: str, now: datetime):
@@ -85,13 +86,13 @@ def sends_claim(*, broadcast_id: str, first_id: int, last_id: int, now: datetime
               AND EXISTS (SELECT 1 FROM broadcasts_broadcast b WHERE b.id = s.broadcast_id AND b.status = 'IN_PROGRESS')
             ORDER BY s.id LIMIT %s FOR UPDATE SKIP LOCKED
         )
-        RETURNING id, "index", "to", variables, attempts, header_media, buttons
+        RETURNING id, "index", "to", variables, attempts, header_media, buttons, time_zone
     """
     with connection.cursor() as cursor:
         cursor.execute(sql, [lease_seconds(), now, broadcast_id, first_id, last_id, now, limit])
         rows = cursor.fetchall()
     claimed = []
-    for send_id, index, to, variables, attempts, header_media, buttons in rows:
+    for send_id, index, to, variables, attempts, header_media, buttons, time_zone in rows:
         # Django's connections load jsonb as text (JSONField decodes it); a raw cursor decodes it here.
         send = Claimed(
             id=send_id,
@@ -101,6 +102,7 @@ def sends_claim(*, broadcast_id: str, first_id: int, last_id: int, now: datetime
             attempts=attempts,
             header_media=_json(header_media),
             buttons=_json(buttons),
+            time_zone=time_zone,
         )
         claimed.append(send)
     claimed.sort(key=lambda c: c.id)

@@ -110,6 +110,7 @@ class BroadcastRun(RunPosting):
             now=timezone.now(),
             max_cost=broadcast.max_cost,
             rate_card_id=broadcast.rate_card_id,
+            send_window=broadcast.send_window,
         )
         self.paused = False
         self.store_down = False

@@ -12,6 +12,7 @@ import orjson
 from broadcasts.phones import phone_e164_region
 from broadcasts.validation.components import buttons_clean, header_media_clean
 from broadcasts.validation.errors import Errors, error_add
+from broadcasts.validation.send_window import time_zone_clean
 from whatsapp.numbers import bsuid_country, is_bsuid
 
 MAX_RECIPIENTS = 5000
@@ -46,6 +47,7 @@ class RecipientInput:
     buttons: dict[str, str] | None = None  # button parameters by index
     region: str | None = None  # libphonenumber's region of ``to`` (phones.phone_region), or the BSUID's prefix
     user_id: str | None = None  # the BSUID when the recipient was given by ``user_id`` (then ``to`` is it too)
+    time_zone: str | None = None  # ``timezone``: the IANA zone its send window is read in (docs/rules.md)
 
 
 def _has_nul(value: Any) -> bool:
@@ -177,9 +179,14 @@ def recipients_clean(errors: Errors, value: Any) -> list[RecipientInput]:
         buttons = item.get("buttons")
         if buttons is not None:
             buttons = buttons_clean(errors, f"recipients[{i}].buttons", buttons)
+        zone = item.get("timezone")
+        if zone is not None:
+            zone = time_zone_clean(errors, f"recipients[{i}].timezone", zone)
         if checked is not None:
             recipient = RecipientInput(checked[0], variables, meta_data, media, buttons, checked[1])
             if user_id is not None:
                 recipient.user_id = user_id
+            if zone is not None:
+                recipient.time_zone = zone
             append(recipient)
     return out

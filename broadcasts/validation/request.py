@@ -12,6 +12,7 @@ from broadcasts.validation.components import header_media_clean
 from broadcasts.validation.errors import Errors, error_add
 from broadcasts.validation.recipients import RecipientInput, recipients_clean
 from broadcasts.validation.scheduling import parse_scheduled_at
+from broadcasts.validation.send_window import send_window_clean
 
 MAX_CAMPAIGN_NAME = 255
 MAX_TEMPLATE_NAME = 512
@@ -35,6 +36,8 @@ class BulkRequest:
     dry_run: bool = False
     max_cost: Decimal | None = None
     header_media: dict[str, str] | None = None
+    # docs/rules.md "send windows": the window as given, None when the request has none.
+    send_window: dict[str, Any] | None = None
 
 
 def campaign_name_default(*, template_name: str, now: datetime) -> str:
@@ -99,6 +102,7 @@ def bulk_request_validate(*, body: Any, now: datetime) -> tuple[BulkRequest | No
         error_add(errors, "scheduled_at", problem)
     header_media = header_media_clean(errors, "header_media", body.get("header_media"))
     recipients = recipients_clean(errors, body.get("recipients"))
+    send_window = send_window_clean(errors, body.get("send_window"))
     dry_run, max_cost = _money_fields(errors, body)
     if errors:
         # The fields that did parse still help the service report unknown channels/templates.
@@ -115,6 +119,7 @@ def bulk_request_validate(*, body: Any, now: datetime) -> tuple[BulkRequest | No
             dry_run=dry_run,
             max_cost=max_cost,
             header_media=header_media,
+            send_window=send_window,
         ),
         errors,
     )

@@ -76,7 +76,7 @@ def test_get_of_a_broadcast_with_nothing_pending_reads_no_send(api, org, channel
     with CaptureQueriesContext(connection) as queries:
         one = api.get(f"/v1/messages/bulk/{broadcast.id}").json()
     assert not [q["sql"] for q in queries if "broadcasts_send" in q["sql"]]
-    assert one["waiting"] == {"schedule": 0, "throughput": 0, "messaging_limit": 0, "retry": 0}
+    assert one["waiting"] == {"schedule": 0, "throughput": 0, "messaging_limit": 0, "send_window": 0, "retry": 0}
 
 
 @pytest.mark.django_db

@@ -54,6 +54,8 @@ class GateContext:
     # The spending cap (docs/rules.md) and the rate card that prices it: None when the broadcast has no cap.
     max_cost: Decimal | None = None
     rate_card_id: int | None = None
+    # The broadcast's send window as stored (docs/rules.md), None when it has none.
+    send_window: dict | None = None
     # This batch's facts, read together before the chain runs (None: each gate reads its own).
     facts: BatchFacts | None = None
 

@@ -148,6 +148,7 @@ def test_a_broadcast_over_the_limit_posts_exactly_the_limit_then_the_rest_as_the
         "schedule": 0,
         "throughput": 0,
         "messaging_limit": 0,
+        "send_window": 0,
         "retry": 0,
     }
 

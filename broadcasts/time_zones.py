@@ -1,0 +1,122 @@
+"""A recipient's time zone for its broadcast's send window (docs/rules.md "Campaign controls: send windows"),
+resolved once at ingest and stored with the send (``Send.time_zone``), in order: the recipient's ``timezone``; the
+window's ``timezone``; for a number, the zone libphonenumber's time-zone data gives (the first when it gives
+several); for a BSUID, its country's most populous zone.
+
+Only a broadcast with a window asks (no cost otherwise). libphonenumber answers a geographic number (fixed line, and
+mobile in a few countries) by its longest prefix in ``TIMEZONE_DATA``, any other by its calling code's entry; its
+cost is parsing the number and finding its type. Here: a calling code whose every entry is the same one zone is
+answered without looking at the number (cached per calling code); a number whose longest prefix gives the calling
+code's own entry needs no type either; only the others have their type found (phones.phone_is_geographic, the
+library's steps with precompiled patterns), and the answer per (prefix, geographic or not) is a dict read.
+tests/broadcasts/test_time_zones.py proves it equal to the library's answer over the library's example numbers of
+every region and type and their neighbours.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import cache
+
+from phonenumbers import phonenumberutil as pnu
+from phonenumbers.tzdata import TIMEZONE_DATA, TIMEZONE_LONGEST_PREFIX
+
+from broadcasts.phones import phone_is_geographic
+from whatsapp.numbers import bsuid_country
+
+# libphonenumber's answer when it knows no zone, and ours when nothing else names one: the window is read in UTC.
+UNKNOWN = "Etc/Unknown"
+FALLBACK_ZONE = "UTC"
+# The most populous zone of countries spanning several (a BSUID names its country only); other countries take their
+# one zone from the time-zone data.
+COUNTRY_MAIN_ZONE = {
+    "US": "America/New_York",
+    "CA": "America/Toronto",
+    "MX": "America/Mexico_City",
+    "BR": "America/Sao_Paulo",
+    "AR": "America/Argentina/Buenos_Aires",
+    "RU": "Europe/Moscow",
+    "AU": "Australia/Sydney",
+    "ID": "Asia/Jakarta",
+    "CL": "America/Santiago",
+    "KZ": "Asia/Almaty",
+    "CD": "Africa/Kinshasa",
+    "ES": "Europe/Madrid",
+    "PT": "Europe/Lisbon",
+    "EC": "America/Guayaquil",
+    "GB": "Europe/London",
+    "FR": "Europe/Paris",
+    "NZ": "Pacific/Auckland",
+    "MN": "Asia/Ulaanbaatar",
+    "UA": "Europe/Kyiv",
+    "DE": "Europe/Berlin",
+    "CN": "Asia/Shanghai",
+    "MY": "Asia/Kuala_Lumpur",
+    "KI": "Pacific/Tarawa",
+    "FM": "Pacific/Pohnpei",
+    "PF": "Pacific/Tahiti",
+    "GL": "America/Nuuk",
+    "UZ": "Asia/Tashkent",
+    "CY": "Asia/Nicosia",
+}
+
+
+@cache
+def _calling_code_zone(code: str) -> str | None:
+    """The zone of every number of this calling code when the data gives one same single zone for all its entries
+    (the calling code's own and every longer prefix), else None."""
+    own = TIMEZONE_DATA.get(code)
+    if own is None or len(own) != 1 or own[0] == UNKNOWN:
+        return None
+    if any(key.startswith(code) and value != own for key, value in TIMEZONE_DATA.items()):
+        return None
+    return own[0]
+
+
+def _first(zones: Sequence[str]) -> str:
+    return zones[0] if zones and zones[0] != UNKNOWN else FALLBACK_ZONE
+
+
+_CALLING_CODES = {str(code) for code in pnu.COUNTRY_CODE_TO_REGION_CODE}
+
+
+def number_zone(e164: str) -> str:
+    """libphonenumber's zone of a valid number in E.164 form (the first when it gives several; UTC when none)."""
+    digits = e164[1:]
+    code = digits[:1] if digits[:1] in _CALLING_CODES else digits[:2] if digits[:2] in _CALLING_CODES else digits[:3]
+    whole = _calling_code_zone(code)
+    if whole is not None:
+        return whole
+    country_level = TIMEZONE_DATA.get(code, ())
+    for length in range(min(TIMEZONE_LONGEST_PREFIX, len(digits)), len(code), -1):
+        zones = TIMEZONE_DATA.get(digits[:length])
+        if zones is not None:
+            if zones == country_level:
+                break
+            # Only here does the number's type matter: a geographic number gets its prefix's entry.
+            return _first(zones if phone_is_geographic(e164) else country_level)
+    return _first(country_level)
+
+
+@cache
+def country_zone(country: str) -> str:
+    """A country's most populous zone: the table above, else the one zone the data gives its calling code."""
+    if country in COUNTRY_MAIN_ZONE:
+        return COUNTRY_MAIN_ZONE[country]
+    code = pnu.country_code_for_region(country)
+    if not code:
+        return FALLBACK_ZONE
+    zones = TIMEZONE_DATA.get(str(code), ())
+    return zones[0] if len(zones) == 1 and zones[0] != UNKNOWN else FALLBACK_ZONE
+
+
+def address_zone(address: str) -> str:
+    """The zone of a send's address: an E.164 number's (``number_zone``), a BSUID's country's (``country_zone``)."""
+    if address.startswith("+"):
+        return number_zone(address)
+    return country_zone(bsuid_country(address))
+
+
+def recipient_zone(*, recipient_zone: str | None, window_zone: str | None, address: str) -> str:
+    """The zone a recipient's window is read in, in the order of docs/rules.md."""
+    return recipient_zone or window_zone or address_zone(address)
