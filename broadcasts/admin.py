@@ -158,6 +158,7 @@ class BroadcastAdmin(admin.ModelAdmin):
         "total_recipients",
         "cost",
         "send_window_text",
+        "channel_lanes",
         "scheduled_at_display",
         "created_at_display",
         "started_at_display",
@@ -220,6 +221,14 @@ class BroadcastAdmin(admin.ModelAdmin):
             text += " " + ",".join(window["days"])
         zone = window.get("timezone")
         return f"{text} ({zone})" if zone else f"{text} (each recipient's zone)"
+
+    @admin.display(description="channel's lanes now")
+    def channel_lanes(self, obj: Broadcast) -> str:
+        """The channel's running broadcasts per lane (AUTHENTICATION and UTILITY go before MARKETING: docs/rules.md)."""
+        return "; ".join(
+            f"{use.lane}: {use.broadcasts} running, {use.pending} pending"
+            for use in selectors.channel_lanes(channel_id=obj.channel_id)
+        )
 
     @admin.display(description="paused reason")
     def paused_reason_text(self, obj: Broadcast) -> str:

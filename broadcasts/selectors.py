@@ -8,11 +8,12 @@ the same transaction): reading them costs nothing per send, and they survive the
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from django.db.models import Count, Max, Q
+from django.db.models import Count, Max, Q, Sum
 
-from broadcasts.models import KEPT_COUNT_FIELDS, Broadcast, Send, SendStatus, WaitReason
+from broadcasts.models import KEPT_COUNT_FIELDS, Broadcast, BroadcastStatus, Send, SendStatus, WaitReason
 from core.errors import NotFoundError
 from core.ids import is_object_id
+from templates_registry.models import Template
 from tokens.models import Organization
 from whatsapp.numbers import wa_id_e164_forms
 
@@ -200,3 +201,27 @@ def sends_by_meta_number(*, numbers: list[str], channel_id: str | None = None):
     if channel_id is not None:
         queryset = queryset.filter(broadcast__channel_id=channel_id)
     return queryset
+
+
+class LaneUse(NamedTuple):
+    """One lane of a channel right now: its running broadcasts and their pending sends (kept counts)."""
+
+    lane: str  # "priority" (AUTHENTICATION and UTILITY) or "marketing"
+    broadcasts: int
+    pending: int
+
+
+def channel_lanes(*, channel_id: str) -> list[LaneUse]:
+    """The lanes' use of a channel (docs/rules.md, category lanes): its IN_PROGRESS broadcasts grouped by lane, with
+    their kept pending counts. One grouped query over the channel's running broadcasts, never over the sends."""
+    rows = (
+        Broadcast.objects.filter(channel_id=channel_id, status=BroadcastStatus.IN_PROGRESS)
+        .values("template__category")
+        .annotate(n=Count("id"), waiting=Sum("pending"))
+    )
+    use = {"priority": [0, 0], "marketing": [0, 0]}
+    for row in rows:
+        lane = "marketing" if row["template__category"] == Template.Category.MARKETING else "priority"
+        use[lane][0] += row["n"]
+        use[lane][1] += row["waiting"] or 0
+    return [LaneUse(lane, n, pending) for lane, (n, pending) in use.items()]

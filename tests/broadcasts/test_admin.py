@@ -263,3 +263,23 @@ def test_staff_without_permission_cannot_act(client, django_user_model, broadcas
     url = reverse("admin:broadcasts_broadcast_action", args=[broadcast.pk, "cancel"])
     assert client.post(url).status_code == 403
     assert Broadcast.objects.get(pk=broadcast.pk).status == BroadcastStatus.PENDING
+
+
+def test_broadcast_page_shows_the_channels_lanes(admin_client, broadcast, channel, template):
+    # Given the broadcast (MARKETING) running with 80 pending, and a running UTILITY broadcast on the same channel
+    Broadcast.objects.filter(pk=broadcast.pk).update(status=BroadcastStatus.IN_PROGRESS)
+    template.__class__.objects.create(
+        waba_id=channel.waba_id,
+        name="otp_notice",
+        language="es",
+        category="UTILITY",
+        components=[{"type": "BODY", "text": "Hola {{nombre}}, tu saldo es {{monto}}"}],
+        body_variables=["nombre", "monto"],
+    )
+    with mock.patch("broadcasts.services.enqueue_dispatch"):
+        body = {**payload(channel, n=3), "template_name": "otp_notice"}
+        created = services.broadcast_create(organization=broadcast.organization, body=body)
+    Broadcast.objects.filter(pk=created.body["broadcast_id"]).update(status=BroadcastStatus.IN_PROGRESS)
+    # When an operator opens the broadcast's page, then each lane shows its running broadcasts and pending sends
+    html = admin_client.get(change_url(broadcast)).content.decode()
+    assert "priority: 1 running, 3 pending; marketing: 1 running, 80 pending" in html
