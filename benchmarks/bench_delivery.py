@@ -42,61 +42,18 @@ django.setup()
 from django.conf import settings  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 
-from broadcasts.models import Broadcast, Send  # noqa: E402
+from benchmarks.delivery_fixtures import cpu_seconds, loadavg, make_channel, number, wait_done  # noqa: E402
+from broadcasts.models import Send  # noqa: E402
 from broadcasts.services import broadcast_create  # noqa: E402
 from sandbox.process import start_sandbox  # noqa: E402
-from templates_registry.models import Channel, Template  # noqa: E402
+from templates_registry.models import Channel  # noqa: E402
 from tests.delivery_support import CeleryProcess, celery_env  # noqa: E402
 from tokens.models import Organization  # noqa: E402
 from whatsapp.client import GraphClient  # noqa: E402
 
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    total = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        # utime, stime (fields 14 and 15 of stat; 12 and 13 after the command name)
-        total += int(fields[11]) + int(fields[12])
-    return total / CLK_TCK
-
-
-def loadavg() -> str:
-    return Path("/proc/loadavg").read_text().split(" ", 3)[:3].__str__()
-
-
 # BENCH_MAX_COST=1000000: every broadcast gets that spending cap (a rate card is loaded), so each batch also passes
 # the budget gate's reservation (one statement per batch); unset, the gate costs nothing.
 MAX_COST = os.environ.get("BENCH_MAX_COST")
-
-
-def number(i: int, base: int) -> str:
-    return f"+57300{base + i:07d}"
-
-
-def make_channel(org: Organization, n: int, max_mps: int) -> tuple[Channel, Template]:
-    channel = Channel.objects.create(
-        organization=org,
-        phone_number_id=f"1000000000{n:05d}",
-        waba_id=f"2000000000{n:05d}",
-        access_token=f"bench-token-{n}",
-        max_mps=max_mps,
-    )
-    template = Template.objects.create(
-        waba_id=channel.waba_id,
-        name="welcome_v2",
-        language="es",
-        status=Template.Status.APPROVED,
-        category="MARKETING",
-        parameter_format=Template.ParameterFormat.NAMED,
-        components=[{"type": "BODY", "text": "Hola {{nombre}}, tu saldo es {{monto}}"}],
-        body_variables=["nombre", "monto"],
-    )
-    return channel, template
 
 
 def create(org: Organization, channel: Channel, count: int, base: int) -> tuple[str, float]:
@@ -113,15 +70,6 @@ def create(org: Organization, channel: Channel, count: int, base: int) -> tuple[
         body["max_cost"] = MAX_COST
     result = broadcast_create(organization=org, body=body)
     return result.body["broadcast_id"], time.time()
-
-
-def wait_done(ids: list[str], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while Broadcast.objects.filter(id__in=ids).exclude(status__in=["COMPLETED", "FAILED", "CANCELLED"]).exists():
-        if time.monotonic() > deadline:
-            pending = Send.objects.filter(broadcast_id__in=ids, status="PENDING").count()
-            raise SystemExit(f"timed out: {pending} sends still pending")
-        time.sleep(0.1)
 
 
 def run_scenario(name, sandbox, worker, sandbox_pid, setups, timeout=180):

@@ -12,7 +12,7 @@ import time
 
 from django.conf import settings
 
-from benchmarks.bench_delivery import cpu_seconds, loadavg, make_channel, number, wait_done
+from benchmarks.delivery_fixtures import cpu_seconds, loadavg, make_channel, number, wait_done
 from broadcasts.services import broadcast_create
 from templates_registry.models import Template
 from tokens.models import Organization
