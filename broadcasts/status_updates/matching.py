@@ -210,10 +210,17 @@ def statuses_match_and_settle(statuses: Sequence[StatusUpdate], *, publish: bool
         if _final(status, message_id):
             continue
         phone = channel_of.get(broadcast_id, ("", None))[1]
-        # Only a status that names the send's channel: one without metadata.phone_number_id proves nothing.
-        updates = [u for u in updates if phone and u.phone_number_id == phone]
-        if not updates:
+        # Only a status that names the send's channel: one without metadata.phone_number_id proves nothing. (The
+        # usual reference has one status: checked without building a list.)
+        if not phone:
             continue
+        if len(updates) == 1:
+            if updates[0].phone_number_id != phone:
+                continue
+        else:
+            updates = [u for u in updates if u.phone_number_id == phone]
+            if not updates:
+                continue
         if message_id is None and _settleable(status, message_id, unknown_outcomes):
             proofs = [u for u in updates if u.status in _PROOF_STATUSES and len(u.wamid) <= 128]
             if proofs:

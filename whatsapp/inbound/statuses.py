@@ -57,8 +57,11 @@ def _error(item: Any) -> StatusError:
     )
 
 
-def status_update_parse(entry: Any, *, phone_number_id: str = "") -> StatusUpdate | None:
-    """One item of ``statuses[]``; None when it is not an object with a non-empty string ``id``."""
+def status_update_parse(
+    entry: Any, *, phone_number_id: str = "", times: dict[str, datetime | None] | None = None
+) -> StatusUpdate | None:
+    """One item of ``statuses[]``; None when it is not an object with a non-empty string ``id``. ``times``: the
+    timestamps read so far in the same body, by Meta's text (a body of 1,000 statuses repeats a few seconds)."""
     if not isinstance(entry, dict):
         return None
     wamid = entry.get("id")
@@ -70,7 +73,7 @@ def status_update_parse(entry: Any, *, phone_number_id: str = "") -> StatusUpdat
     return StatusUpdate(
         wamid=wamid,
         status=str(entry.get("status", "")).lower(),
-        timestamp=timestamp_parse(entry.get("timestamp")),
+        timestamp=_timestamp_read(entry.get("timestamp"), times),
         recipient_id=wa_id_read(entry.get("recipient_id")),
         recipient_user_id=user_id_read(entry.get("recipient_user_id")),
         errors=tuple(_error(item) for item in errors) if isinstance(errors, list) else (),
@@ -82,14 +85,24 @@ def status_update_parse(entry: Any, *, phone_number_id: str = "") -> StatusUpdat
     )
 
 
+def _timestamp_read(raw: Any, times: dict[str, datetime | None] | None) -> datetime | None:
+    """``timestamp_parse``, remembered in ``times`` for a text (datetimes are immutable: sharing one is safe)."""
+    if times is None or type(raw) is not str:
+        return timestamp_parse(raw)
+    if raw not in times:
+        times[raw] = timestamp_parse(raw)
+    return times[raw]
+
+
 def statuses_parse(change: Change) -> list[StatusUpdate]:
     """The well-formed items of a ``messages`` change's ``statuses[]`` (none when it has no such list)."""
     entries = change.value.get("statuses")
     if not isinstance(entries, list):
         return []
     phone_number_id = phone_number_id_read(change.value)
+    times: dict[str, datetime | None] = {}
     return [
         update
         for entry in entries
-        if (update := status_update_parse(entry, phone_number_id=phone_number_id)) is not None
+        if (update := status_update_parse(entry, phone_number_id=phone_number_id, times=times)) is not None
     ]
