@@ -7,8 +7,9 @@ Only a broadcast with a window asks (no cost otherwise). libphonenumber answers 
 mobile in a few countries) by its longest prefix in ``TIMEZONE_DATA``, any other by its calling code's entry; its
 cost is parsing the number and finding its type. Here: a calling code whose every entry is the same one zone is
 answered without looking at the number (cached per calling code); a number whose longest prefix gives the calling
-code's own entry needs no type either; only the others have their type found (phones.phone_is_geographic, the
-library's steps with precompiled patterns), and the answer per (prefix, geographic or not) is a dict read.
+code's own entry, or one whose first zone is the calling code's first, needs no type either; only the others have
+their type found (phones.phone_is_geographic, the library's steps with precompiled patterns). Only the prefix lengths
+the data has under the calling code are looked up, and the two answers per prefix are cached.
 tests/broadcasts/test_time_zones.py proves it equal to the library's answer over the library's example numbers of
 every region and type and their neighbours.
 """
@@ -19,7 +20,7 @@ from collections.abc import Sequence
 from functools import cache
 
 from phonenumbers import phonenumberutil as pnu
-from phonenumbers.tzdata import TIMEZONE_DATA, TIMEZONE_LONGEST_PREFIX
+from phonenumbers.tzdata import TIMEZONE_DATA
 
 from broadcasts.phones import phone_is_geographic
 from whatsapp.numbers import bsuid_country
