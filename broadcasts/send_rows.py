@@ -59,6 +59,8 @@ def send_rows(
     append = rows.append
     dumps = orjson.dumps
     needed_keys = set(needed)
+    windowed = send_window is not None
+    window_zone = send_window.get("timezone") if windowed else None
     for index, recipient in enumerate(recipients):
         given = recipient.variables
         # Keys the template does not use are dropped: the delivery engine builds parameters
@@ -66,20 +68,23 @@ def send_rows(
         variables = given if given.keys() == needed_keys else {n: given[n] for n in needed if n in given}
         # A blank value is as missing as an absent one: Meta rejects empty parameters.
         missing = [name for name in needed if not variables.get(name, "").strip()]
-        row = SendRow(index, recipient.to, dumps(variables).decode(), recipient.meta_json, missing)
-        if recipient.header_media is not None or recipient.buttons is not None:
-            row = row._replace(
-                header_media=None if recipient.header_media is None else dumps(recipient.header_media).decode(),
-                buttons=None if recipient.buttons is None else dumps(recipient.buttons).decode(),
+        media, buttons = recipient.header_media, recipient.buttons
+        # One constructor call per row (a NamedTuple's _replace costs more than building it).
+        append(
+            SendRow(
+                index,
+                recipient.to,
+                dumps(variables).decode(),
+                recipient.meta_json,
+                missing,
+                None if media is None else dumps(media).decode(),
+                None if buttons is None else dumps(buttons).decode(),
+                recipient.user_id,
+                recipient_zone(recipient_zone=recipient.time_zone, window_zone=window_zone, address=recipient.to)
+                if windowed
+                else "",
             )
-        if recipient.user_id is not None:
-            row = row._replace(user_id=recipient.user_id)
-        if send_window is not None:
-            zone = recipient_zone(
-                recipient_zone=recipient.time_zone, window_zone=send_window.get("timezone"), address=recipient.to
-            )
-            row = row._replace(time_zone=zone)
-        append(row)
+        )
     return rows
 
 

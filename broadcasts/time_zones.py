@@ -7,8 +7,9 @@ Only a broadcast with a window asks (no cost otherwise). libphonenumber answers 
 mobile in a few countries) by its longest prefix in ``TIMEZONE_DATA``, any other by its calling code's entry; its
 cost is parsing the number and finding its type. Here: a calling code whose every entry is the same one zone is
 answered without looking at the number (cached per calling code); a number whose longest prefix gives the calling
-code's own entry needs no type either; only the others have their type found (phones.phone_is_geographic, the
-library's steps with precompiled patterns), and the answer per (prefix, geographic or not) is a dict read.
+code's own entry, or one whose first zone is the calling code's first, needs no type either; only the others have
+their type found (phones.phone_is_geographic, the library's steps with precompiled patterns). Only the prefix lengths
+the data has under the calling code are looked up, and the two answers per prefix are cached.
 tests/broadcasts/test_time_zones.py proves it equal to the library's answer over the library's example numbers of
 every region and type and their neighbours.
 """
@@ -19,7 +20,7 @@ from collections.abc import Sequence
 from functools import cache
 
 from phonenumbers import phonenumberutil as pnu
-from phonenumbers.tzdata import TIMEZONE_DATA, TIMEZONE_LONGEST_PREFIX
+from phonenumbers.tzdata import TIMEZONE_DATA
 
 from broadcasts.phones import phone_is_geographic
 from whatsapp.numbers import bsuid_country
@@ -80,6 +81,24 @@ def _first(zones: Sequence[str]) -> str:
 _CALLING_CODES = {str(code) for code in pnu.COUNTRY_CODE_TO_REGION_CODE}
 
 
+@cache  # bounded by the ~215 calling codes
+def _prefix_lengths(code: str) -> tuple[int, ...]:
+    """The lengths, longest first, of the data's prefixes under this calling code (beyond the code itself): the only
+    slices of a number worth looking up (``+1`` has prefixes of 4 to 7 digits, most codes none)."""
+    lengths = {len(key) for key in TIMEZONE_DATA if key.startswith(code) and len(key) > len(code)}
+    return tuple(sorted(lengths, reverse=True))
+
+
+@cache  # bounded by the data's ~3,300 prefixes
+def _prefix_zone(prefix: str, code: str) -> tuple[str, str] | None:
+    """(zone of a geographic number, zone of any other) under the longest prefix ``prefix`` of a number; None when
+    the prefix's entry is the calling code's own (the number's type does not matter)."""
+    zones, country_level = TIMEZONE_DATA[prefix], TIMEZONE_DATA.get(code, ())
+    if zones == country_level:
+        return None
+    return _first(zones), _first(country_level)
+
+
 def number_zone(e164: str) -> str:
     """libphonenumber's zone of a valid number in E.164 form (the first when it gives several; UTC when none)."""
     digits = e164[1:]
@@ -87,15 +106,17 @@ def number_zone(e164: str) -> str:
     whole = _calling_code_zone(code)
     if whole is not None:
         return whole
-    country_level = TIMEZONE_DATA.get(code, ())
-    for length in range(min(TIMEZONE_LONGEST_PREFIX, len(digits)), len(code), -1):
-        zones = TIMEZONE_DATA.get(digits[:length])
-        if zones is not None:
-            if zones == country_level:
+    size = len(digits)
+    for length in _prefix_lengths(code):
+        if length <= size and (prefix := digits[:length]) in TIMEZONE_DATA:
+            split = _prefix_zone(prefix, code)
+            if split is None:
                 break
-            # Only here does the number's type matter: a geographic number gets its prefix's entry.
-            return _first(zones if phone_is_geographic(e164) else country_level)
-    return _first(country_level)
+            geographic, other = split
+            # Only here does the number's type matter, and only when the two answers differ: a geographic number
+            # gets its prefix's entry.
+            return geographic if geographic == other or phone_is_geographic(e164) else other
+    return _first(TIMEZONE_DATA.get(code, ()))
 
 
 @cache
