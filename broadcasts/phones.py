@@ -82,11 +82,9 @@ def _any_type(number_descs: list) -> dict[int, re.Pattern[str] | None]:
     return {length: re.compile("|".join(f"(?:{p})" for p in patterns)) for length, patterns in by_length.items()}
 
 
-def _region(region_code: str, country_code: int) -> _Region | None:
-    metadata = PhoneMetadata.metadata_for_region_or_calling_code(country_code, region_code)
-    if metadata is None:
-        return None
-    specific = (
+def _specific_descs(metadata: PhoneMetadata) -> tuple:
+    """The number types libphonenumber tries before fixed line and mobile, in its order (``_number_type_helper``)."""
+    return (
         metadata.premium_rate,
         metadata.toll_free,
         metadata.shared_cost,
@@ -96,6 +94,13 @@ def _region(region_code: str, country_code: int) -> _Region | None:
         metadata.uan,
         metadata.voicemail,
     )
+
+
+def _region(region_code: str, country_code: int) -> _Region | None:
+    metadata = PhoneMetadata.metadata_for_region_or_calling_code(country_code, region_code)
+    if metadata is None:
+        return None
+    specific = _specific_descs(metadata)
     # The library checks mobile only when its pattern differs from fixed line's.
     same = bool(metadata.same_mobile_and_fixed_line_pattern)
     types = [*specific, metadata.fixed_line] + ([] if same else [metadata.mobile])
@@ -276,16 +281,7 @@ class _Kinds(NamedTuple):
 @cache  # bounded by the ~250 regions libphonenumber knows
 def _kinds(region_code: str, country_code: int) -> _Kinds:
     metadata = PhoneMetadata.metadata_for_region_or_calling_code(country_code, region_code)
-    specific = (
-        metadata.premium_rate,
-        metadata.toll_free,
-        metadata.shared_cost,
-        metadata.voip,
-        metadata.personal_number,
-        metadata.pager,
-        metadata.uan,
-        metadata.voicemail,
-    )
+    specific = _specific_descs(metadata)
     return _Kinds(
         _any_type(list(specific)),
         _desc(metadata.fixed_line),
