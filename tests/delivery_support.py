@@ -12,7 +12,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -182,6 +183,23 @@ def celery_env(*, database_url: str, graph_url: str, overrides: dict[str, Any] |
     for name, value in (overrides or {}).items():
         env[name] = str(value)
     return env
+
+
+@contextmanager
+def workers_with_beat(
+    *, database_name: str, graph_url: str, overrides: dict[str, Any], workers: int = 2
+) -> Iterator[list[CeleryProcess]]:
+    """``workers`` worker processes (one pool process each, sharing what lives in Redis) and a beat, as production
+    runs them, on the test database; stopped on exit."""
+    env = celery_env(database_url=database_url_for(database_name), graph_url=graph_url, overrides=overrides)
+    started = [CeleryProcess("worker", env=env, concurrency=1).start() for _ in range(workers)]
+    beat = CeleryProcess("beat", env=env).start()
+    try:
+        yield started
+    finally:
+        beat.stop()
+        for worker in started:
+            worker.stop()
 
 
 def broadcast_make(

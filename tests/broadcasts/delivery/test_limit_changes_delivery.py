@@ -17,13 +17,11 @@ from sandbox.process import start_sandbox
 from tests.broadcasts.delivery.test_messaging_limit_delivery import make_org, posted_numbers
 from tests.delivery_support import (
     FAST_DELIVERY_SETTINGS,
-    CeleryProcess,
     broadcast_make,
     broadcast_settled,
-    celery_env,
-    database_url_for,
     numbers,
     wait_for,
+    workers_with_beat,
 )
 from tokens.models import Organization
 
@@ -50,13 +48,8 @@ def changes_sandbox():
 def changes_workers(django_db_setup, django_db_blocker, changes_sandbox):
     with django_db_blocker.unblock():
         name = connection.settings_dict["NAME"]
-    env = celery_env(database_url=database_url_for(name), graph_url=changes_sandbox.graph_url, overrides=SETTINGS)
-    workers = [CeleryProcess("worker", env=env, concurrency=1).start() for _ in range(2)]
-    beat = CeleryProcess("beat", env=env).start()
-    yield workers
-    beat.stop()
-    for worker in workers:
-        worker.stop()
+    with workers_with_beat(database_name=name, graph_url=changes_sandbox.graph_url, overrides=SETTINGS) as workers:
+        yield workers
 
 
 @pytest.fixture

@@ -14,13 +14,11 @@ from sandbox.process import start_sandbox
 from templates_registry.models import Channel, Template
 from tests.delivery_support import (
     FAST_DELIVERY_SETTINGS,
-    CeleryProcess,
     broadcast_make,
     broadcast_settled,
-    celery_env,
-    database_url_for,
     numbers,
     wait_for,
+    workers_with_beat,
 )
 from tokens.models import Organization
 
@@ -49,13 +47,8 @@ def limits_workers(django_db_setup, django_db_blocker, limits_sandbox):
     as in production (its sweeper dispatches running broadcasts whose waits are over if a wake was lost)."""
     with django_db_blocker.unblock():
         name = connection.settings_dict["NAME"]
-    env = celery_env(database_url=database_url_for(name), graph_url=limits_sandbox.graph_url, overrides=LIMIT_SETTINGS)
-    workers = [CeleryProcess("worker", env=env, concurrency=1).start() for _ in range(2)]
-    beat = CeleryProcess("beat", env=env).start()
-    yield workers
-    beat.stop()
-    for worker in workers:
-        worker.stop()
+    with workers_with_beat(database_name=name, graph_url=limits_sandbox.graph_url, overrides=LIMIT_SETTINGS) as workers:
+        yield workers
 
 
 @pytest.fixture
