@@ -6,42 +6,13 @@ import pytest
 from broadcasts.models import Send, Suppression
 from broadcasts.queue import enqueue_dispatch
 from broadcasts.status_updates.unmatched import unmatched_statuses_retry
-from templates_registry.models import Template
 from tests.broadcasts.counts_support import assert_counts_exact
-from tests.broadcasts.delivery.support import settle
+from tests.broadcasts.delivery.support import settle, utility_template
 from tests.delivery_support import broadcast_make, numbers, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
-APP_SECRET = "consent-app-secret"
 LISTED = "+573009990001"
-
-
-@pytest.fixture
-def meta_webhooks(delivery_sandbox, live_server, settings, channel):
-    """The sandbox's webhooks (signed) pointed at our receiver."""
-    settings.WHATSAPP_APP_SECRET = APP_SECRET
-    delivery_sandbox.config(
-        webhook_url=f"{live_server.url}/v1/webhooks/whatsapp",
-        app_secret=APP_SECRET,
-        delivered_after_ms=50,
-        read_after_ms=100,
-        phone_numbers={channel.phone_number_id: {"waba_id": channel.waba_id}},
-    )
-    return delivery_sandbox
-
-
-def _utility(template) -> Template:
-    return Template.objects.create(
-        waba_id=template.waba_id,
-        name="order_update",
-        language="es",
-        status=Template.Status.APPROVED,
-        category="UTILITY",
-        parameter_format=template.parameter_format,
-        components=template.components,
-        body_variables=template.body_variables,
-    )
 
 
 def test_a_stop_mid_broadcast_fails_the_rest_of_that_numbers_marketing_sends_without_a_post(
@@ -77,7 +48,7 @@ def test_a_stop_mid_broadcast_fails_the_rest_of_that_numbers_marketing_sends_wit
     assert assert_counts_exact(broadcast)[broadcast.id]["failed"] == len(opted_out)
 
     # And a UTILITY broadcast to that number still goes
-    utility = broadcast_make(channel=channel, template=_utility(template), recipients=[LISTED])
+    utility = broadcast_make(channel=channel, template=utility_template(template), recipients=[LISTED])
     since = meta_webhooks.requests()[-1]["seq"]
     enqueue_dispatch(utility.id)
     settle(utility, timeout=30)

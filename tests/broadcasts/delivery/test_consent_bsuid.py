@@ -7,13 +7,12 @@ from django.test import Client
 
 from broadcasts.models import ContactIdentity, Send
 from broadcasts.queue import enqueue_dispatch
-from tests.broadcasts.delivery.support import settle
+from tests.broadcasts.delivery.support import META_APP_SECRET, settle
 from tests.delivery_support import broadcast_make, numbers, wait_for
 from tests.events.helpers import meta_envelope, meta_signature
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
-APP_SECRET = "consent-app-secret"
 LISTED = "+573009990001"
 USER = "CO.5519203388"
 
@@ -26,23 +25,10 @@ def _signed(payload) -> int:
             "/v1/webhooks/whatsapp",
             data=body,
             content_type="application/json",
-            HTTP_X_HUB_SIGNATURE_256=meta_signature(body, APP_SECRET),
+            HTTP_X_HUB_SIGNATURE_256=meta_signature(body, META_APP_SECRET),
         )
         .status_code
     )
-
-
-@pytest.fixture
-def meta_webhooks(delivery_sandbox, live_server, settings, channel):
-    settings.WHATSAPP_APP_SECRET = APP_SECRET
-    delivery_sandbox.config(
-        webhook_url=f"{live_server.url}/v1/webhooks/whatsapp",
-        app_secret=APP_SECRET,
-        delivered_after_ms=50,
-        read_after_ms=100,
-        phone_numbers={channel.phone_number_id: {"waba_id": channel.waba_id}},
-    )
-    return delivery_sandbox
 
 
 def test_a_username_only_stop_mid_broadcast_fails_the_rest_of_that_users_marketing_sends(

@@ -11,9 +11,9 @@ from django.utils import timezone
 
 from broadcasts.models import Send, WaitReason
 from broadcasts.queue import enqueue_dispatch
-from templates_registry.models import Channel, Template
+from templates_registry.models import Channel
 from tests.broadcasts.counts_support import assert_counts_exact
-from tests.broadcasts.delivery.support import settle
+from tests.broadcasts.delivery.support import settle, utility_template
 from tests.delivery_support import broadcast_make, numbers, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -22,19 +22,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 def cap(org, sends: int | None, days: int | None) -> None:
     org.marketing_frequency_cap, org.marketing_frequency_days = sends, days
     org.save()
-
-
-def utility(template) -> Template:
-    return Template.objects.create(
-        waba_id=template.waba_id,
-        name="order_update",
-        language="es",
-        status=Template.Status.APPROVED,
-        category="UTILITY",
-        parameter_format=template.parameter_format,
-        components=template.components,
-        body_variables=template.body_variables,
-    )
 
 
 def posts_by_number(sandbox) -> Counter:
@@ -69,7 +56,7 @@ def test_a_second_marketing_broadcast_within_the_days_fails_frequency_capped_wit
     assert_counts_exact(second)
 
     # And a UTILITY broadcast to the same numbers is not affected (neither capped nor counted)
-    notice = broadcast_make(channel=channel, template=utility(template), recipients=targets)
+    notice = broadcast_make(channel=channel, template=utility_template(template), recipients=targets)
     enqueue_dispatch(notice.id)
     settle(notice, timeout=60)
     assert set(Send.objects.filter(broadcast=notice).values_list("status", flat=True)) == {"SENT"}
