@@ -202,6 +202,18 @@ def workers_with_beat(
             worker.stop()
 
 
+def broadcasts_stop_all() -> None:
+    """Cancel every broadcast still running (through the service, so the posting gate closes): a module's live
+    workers then have nothing left to do when the test's database is flushed (a pump still writing while the
+    flush TRUNCATEs can deadlock it)."""
+    from broadcasts.models import Broadcast, BroadcastStatus
+    from broadcasts.services import broadcast_cancel
+
+    running = (BroadcastStatus.PENDING, BroadcastStatus.IN_PROGRESS, BroadcastStatus.PAUSED)
+    for broadcast_id in Broadcast.objects.filter(status__in=running).values_list("id", flat=True):
+        broadcast_cancel(broadcast_id=broadcast_id)
+
+
 def broadcast_make(
     *,
     channel,

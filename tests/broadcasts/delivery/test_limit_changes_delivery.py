@@ -19,6 +19,7 @@ from tests.delivery_support import (
     FAST_DELIVERY_SETTINGS,
     broadcast_make,
     broadcast_settled,
+    broadcasts_stop_all,
     numbers,
     wait_for,
     workers_with_beat,
@@ -62,6 +63,7 @@ def setup(changes_sandbox, changes_workers, settings, live_server):
     changes_sandbox.config(latency_ms=5, webhook_url=f"{live_server.url}/v1/webhooks/whatsapp", app_secret=SECRET)
     yield changes_sandbox
     changes_sandbox.config(webhook_url=None)
+    broadcasts_stop_all()
     changes_sandbox.reset()
 
 

@@ -16,6 +16,7 @@ from tests.delivery_support import (
     FAST_DELIVERY_SETTINGS,
     broadcast_make,
     broadcast_settled,
+    broadcasts_stop_all,
     numbers,
     wait_for,
     workers_with_beat,
@@ -62,6 +63,7 @@ def setup(limits_sandbox, limits_workers, settings, live_server):
     yield limits_sandbox
     # No status webhook may reach the live server once the test's database is gone.
     limits_sandbox.config(webhook_url=None)
+    broadcasts_stop_all()
     limits_sandbox.reset()
 
 
