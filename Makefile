@@ -10,7 +10,7 @@ TEST_ENV := SECRET_KEY=test-secret-key DEBUG=false ALLOWED_HOSTS=127.0.0.1,local
 TEST_SERVICES := $(BIN)/python scripts/services.py test --
 DEMO_SERVICES := $(BIN)/python scripts/services.py demo --
 
-.PHONY: install run manage test test-admin lint bench-ingest bench-delivery bench-webhooks bench-scale bench demo-load clean
+.PHONY: install run manage test test-admin lint bench-ingest bench-delivery bench-webhooks bench-scale bench bench-compare demo-load clean
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt requirements-local.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -61,6 +61,15 @@ bench-scale: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(TEST_ENV) $(TEST_SERVICES) $(BIN)/python benchmarks/bench_scale.py
 
 bench: bench-ingest bench-delivery bench-webhooks
+
+## make bench-compare BASE=<git ref> [BENCHES=ingest,webhooks,delivery] [ROUNDS=2]: the working tree against BASE,
+## benchmark by benchmark, alternating, on the same throwaway servers; every figure with both sides and the ratio
+## (scripts/bench_compare.py). Not part of CI.
+BENCHES ?= ingest,webhooks,delivery
+ROUNDS ?= 2
+bench-compare: install
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(TEST_ENV) $(TEST_SERVICES) $(BIN)/python scripts/bench_compare.py \
+		--base "$(BASE)" --benches "$(BENCHES)" --rounds "$(ROUNDS)"
 
 ## make demo-load: the demo stack (its own copy, free ports) under a 2000- and a 5000-recipient broadcast at once;
 ## counts `database is locked`, tracebacks, ERROR lines and 5xx in its log (benchmarks/demo_load.py).

@@ -38,6 +38,7 @@ from django.db import connection  # noqa: E402
 from django.test import Client  # noqa: E402
 from django.test.utils import CaptureQueriesContext  # noqa: E402
 
+from benchmarks.figures import figure  # noqa: E402
 from broadcasts.models import Broadcast, Send, SendStatus  # noqa: E402
 from events.endpoints import endpoint_create  # noqa: E402
 from events.models import Event  # noqa: E402
@@ -120,7 +121,8 @@ def main() -> None:
 
     cache.clear()
 
-    with gunicorn(workers=2) as (base, _server):
+    # The naive peer is mounted beside the service's URLs (benchmarks/ingest_urls.py), in the same gunicorn.
+    with gunicorn(workers=2, env={"DJANGO_SETTINGS_MODULE": "benchmarks.ingest_settings"}) as (base, _server):
         session = requests.Session()
         results: dict[tuple[str, str], list[float]] = {}
         for label in ("no endpoint", "one endpoint"):
@@ -137,6 +139,7 @@ def main() -> None:
                     if round_:
                         results.setdefault((label, kind), []).append(elapsed_ms)
                 assert Send.objects.filter(broadcast=broadcast, status=SendStatus.READ).count() == SENDS
+        peer = naive_peer(session=session, base=base, org=org, channel=channel, template=template)
 
     print(
         f"bench_webhooks: {ROUNDS} rounds x {SENDS} statuses per body, gunicorn 2 workers, PostgreSQL + Redis, "
@@ -147,10 +150,38 @@ def main() -> None:
             f"  {label:12s} {kind:10s}: p50 {statistics.median(values):6.1f} ms  p95 {pct(values, 0.95):6.1f} ms"
             f"  ({len(values)} bodies)"
         )
+        figure(f"webhook {label} {kind} p50", statistics.median(values), "ms")
     for (label, status), n in counts.items():
         print(f"  queries per 1,000-status '{status}' body, {label}: {n}")
+        figure(f"webhook queries {label} {status}", n, "queries")
+    service, naive = peer
+    ratio = statistics.median(naive) / statistics.median(service)
+    print(
+        f"  naive peer, 'delivered' with one endpoint, alternating: p50 {statistics.median(naive):.1f} ms"
+        f" against {statistics.median(service):.1f} ms: the service is {ratio:.1f}x faster (target >= 15x)"
+    )
+    figure("webhook naive delivered p50", statistics.median(naive), "ms")
+    figure("webhook speed-up over naive", ratio, "x", better="higher")
     print(f"  events recorded with one endpoint: {Event.objects.filter(organization=org).count()}")
     outbound_throughput(org)
+
+
+def naive_peer(*, session, base: str, org, channel, template) -> tuple[list[float], list[float]]:
+    """The 'delivered' body with billing and one endpoint, posted alternately to the service and the naive peer
+    (benchmarks/naive_webhook.py), each on fresh sends: (service times, naive times) in ms."""
+    times: tuple[list[float], list[float]] = ([], [])
+    for round_ in range(ROUNDS + 1):
+        for side, path in enumerate(("/v1/webhooks/whatsapp", "/bench/naive/webhooks/whatsapp")):
+            broadcast = broadcast_with_sends(org=org, channel=channel, template=template, count=SENDS)
+            body, headers = signed(envelope(broadcast, "delivered"))
+            started = time.perf_counter()
+            response = session.post(f"{base}{path}", data=body, headers=headers, timeout=60)
+            elapsed_ms = (time.perf_counter() - started) * 1000
+            assert response.status_code == 200, response.text[:500]
+            assert Send.objects.filter(broadcast=broadcast, status=SendStatus.DELIVERED).count() == SENDS
+            if round_:
+                times[side].append(elapsed_ms)
+    return times
 
 
 def outbound_throughput(org: Organization) -> None:
@@ -192,6 +223,7 @@ def outbound_throughput(org: Organization) -> None:
     server.shutdown()
     rate = delivered / elapsed
     print(f"  outbound: {delivered} of {pending} events delivered in {elapsed:.1f} s by one worker: {rate:.0f}/s")
+    figure("outbound events per second", rate, "/s", better="higher")
 
 
 if __name__ == "__main__":
