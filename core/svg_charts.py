@@ -14,7 +14,6 @@ from html import escape
 # Room around the plot for the axis labels and the legend, in SVG units.
 LEFT, RIGHT, TOP, BOTTOM = 48, 16, 28, 36
 X_TICKS_MAX = 8
-Y_GRID_LINES = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +35,14 @@ def nice_ceiling(value: int) -> int:
             if step * factor >= value:
                 return step * factor
         step *= 10
+
+
+def y_steps(top: int) -> int:
+    """How many grid steps split 0..``top`` (a ``nice_ceiling``) into whole numbers: 1 -> 1, 2 -> 2, 5 -> 5,
+    10 -> 5 (by 2), 20 -> 4 (by 5), 50 -> 5 (by 10)."""
+    if top <= 5:
+        return top
+    return 4 if str(top)[0] == "2" else 5
 
 
 def _attr(value: object) -> str:
@@ -94,10 +101,11 @@ def line_chart(
     def y_of(value: float) -> float:
         return plot_bottom - (plot_bottom - plot_top) * value / top_value
 
-    for step in range(Y_GRID_LINES + 1):
-        value = top_value * step / Y_GRID_LINES
+    steps = y_steps(top_value)
+    for step in range(steps + 1):
+        value = top_value * step // steps
         y = _fmt(y_of(value))
-        text = f"{value:g}"
+        text = str(value)
         parts.append(f'<line x1="{plot_left}" x2="{plot_right}" y1="{y}" y2="{y}" stroke="#e4e4e4"/>')
         parts.append(f'<text x="{plot_left - 6}" y="{y}" text-anchor="end" dominant-baseline="middle">{text}</text>')
 

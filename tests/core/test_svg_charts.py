@@ -81,3 +81,19 @@ def test_ticks_are_few_spread_and_end_on_the_last_label():
         assert ticks[0] == 0 and ticks[-1] == n - 1 and len(ticks) <= 8 and ticks == sorted(set(ticks))
     assert x_positions(1, left=0, right=10) == [5]
     assert x_positions(3, left=0, right=10) == [0, 5, 10]
+
+
+@pytest.mark.parametrize(
+    ("top", "labels"),
+    [
+        (1, ["0", "1"]),
+        (5, ["0", "1", "2", "3", "4", "5"]),
+        (10, ["0", "2", "4", "6", "8", "10"]),
+        (20, ["0", "5", "10", "15", "20"]),
+        (500, ["0", "100", "200", "300", "400", "500"]),
+    ],
+)
+def test_the_y_axis_is_labelled_in_whole_counts(top, labels):
+    root = parse(line_chart(labels=["a", "b"], series=[Series("sent", "#00f", [top, 0])]))
+    texts = [t.text for t in root.iterfind("svg:text", NS) if t.get("text-anchor") == "end" and t.text.isdigit()]
+    assert texts == labels
