@@ -91,6 +91,8 @@ def failures_context(*, broadcast: Broadcast) -> list[dict[str, Any]]:
                 "message": group.message,
                 "failed": group.failed,
                 "retryable": group.retryable,
+                # a Retry names codes: failed sends without one cannot be chosen
+                "can_retry": bool(group.retryable and group.code),
                 "kind": advice.kind.value,
                 "meaning": advice.meaning,
                 "action": advice.action,
