@@ -1,8 +1,8 @@
 """Campaigns for operators (docs/operations.md): the broadcast list with truthful progress, a page per broadcast with
 the
 actions its state allows (the API's own services), the sends found by number or wamid across broadcasts, and a
-CSV export. Nothing here deletes a broadcast or a send. The sends: admin_sends.py; rate cards and suppression
-lists: admin_rules.py.
+CSV export. Nothing here deletes a broadcast or a send. The page's chart, funnel, failures and Retry by code:
+admin_page.py; the sends: admin_sends.py; rate cards and suppression lists: admin_rules.py.
 """
 
 from collections.abc import Callable
@@ -24,7 +24,7 @@ from django.utils.html import format_html, format_html_join
 
 import broadcasts.admin_rules  # noqa: F401  registers the rate card and suppression list admins
 import broadcasts.admin_sends  # noqa: F401  registers the sends' admin
-from broadcasts import lifecycle, selectors
+from broadcasts import admin_page, lifecycle, selectors
 from broadcasts.exports import sends_csv_lines, sends_for_csv
 from broadcasts.models import Broadcast, BroadcastStatus, SendStatus
 from broadcasts.pricing import money
@@ -287,6 +287,11 @@ class BroadcastAdmin(admin.ModelAdmin):
                 name="broadcasts_broadcast_action",
             ),
             path(
+                "<path:object_id>/retry/",
+                self.admin_site.admin_view(self.retry_view),
+                name="broadcasts_broadcast_retry",
+            ),
+            path(
                 "<path:object_id>/sends.csv",
                 self.admin_site.admin_view(self.export_view),
                 name="broadcasts_broadcast_sends_csv",
@@ -306,6 +311,9 @@ class BroadcastAdmin(admin.ModelAdmin):
         except ApplicationError as exc:  # the service's verdict on this state
             self.message_user(request, exc.message, messages.WARNING)
         return HttpResponseRedirect(reverse("admin:broadcasts_broadcast_change", args=[broadcast.pk]))
+
+    def retry_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        return admin_page.retry_view(self, request, object_id)
 
     def export_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         """Every send of the broadcast as CSV (docs/api.md's columns), streamed; ``?status=failed`` narrows it."""
@@ -338,7 +346,6 @@ class BroadcastAdmin(admin.ModelAdmin):
             "campaign_error_rate": selectors.error_rate(counts=counts, total=broadcast.total_recipients),
             "campaign_error_rate_text": error_rate_text(counts, broadcast.total_recipients),
             "campaign_progress": progress_bar(counts, broadcast.total_recipients),
-            "campaign_error_codes": selectors.broadcast_error_codes(broadcast=broadcast),
             "campaign_actions": lifecycle.actions_allowed(broadcast.status) if can_act else [],
             "campaign_sends_links": [
                 ("all", broadcast.total_recipients, sends_url(broadcast.id)),
@@ -346,4 +353,5 @@ class BroadcastAdmin(admin.ModelAdmin):
             ],
             "campaign_export_url": reverse("admin:broadcasts_broadcast_sends_csv", args=[broadcast.pk]),
             "campaign_refresh_seconds": REFRESH_SECONDS if broadcast.status in REFRESHING_STATES else None,
+            **admin_page.cockpit_context(broadcast=broadcast, counts=counts, can_act=can_act),
         }

@@ -63,7 +63,9 @@ def test_broadcast_page_has_counts_errors_and_links_to_its_sends(admin_client, b
         "cancelled": 0,
     }
     assert context["campaign_error_rate"] == 0.25
-    assert context["campaign_error_codes"] == [("131026", "Message undeliverable.", 10)]
+    assert [(row["code"], row["message"], row["failed"]) for row in context["failures"]] == [
+        ("131026", "Message undeliverable.", 10)
+    ]
     html = response.content.decode()
     assert "131026" in html and "25.0%" in html
     # no table of the broadcast's sends on its page: links to the send list, filtered
