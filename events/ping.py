@@ -73,8 +73,9 @@ def _lock_acquire(*, organization_id: int, deadline: float) -> str:
     if client.set(key, token, nx=True, ex=LOCK_TTL_SECONDS):
         return token
     left_ms = client.pttl(key)
-    # The ping in flight answers within the deadline; a lock left by a dead process expires with its TTL.
-    wait = min(deadline, left_ms / 1000) if left_ms and left_ms > 0 else deadline
+    # The ping in flight answers within the deadline from when it took the lock (its TTL tells when that was).
+    running_for = LOCK_TTL_SECONDS - left_ms / 1000 if left_ms and left_ms > 0 else 0.0
+    wait = max(1.0, deadline - running_for)
     raise RateLimitedError(
         "A ping of this organization is in flight; retry when it has answered.",
         retry_after_seconds=math.ceil(wait),
