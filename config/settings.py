@@ -224,6 +224,16 @@ WHATSAPP_VERIFY_TOKEN = env("WHATSAPP_VERIFY_TOKEN", default="")
 WEBHOOKS_ALLOW_PRIVATE = env.bool("WEBHOOKS_ALLOW_PRIVATE", default=False)
 # One outbound event delivery attempt, from connecting to the last byte of the answer (docs/api.md: 10 s).
 EVENTS_DELIVERY_TIMEOUT_SECONDS = env.float("EVENTS_DELIVERY_TIMEOUT_SECONDS", default=10.0)
+# POST /v1/webhooks/{id}/ping answers within this, whatever the endpoint (or its DNS) does (docs/api.md: 5 s).
+EVENTS_PING_TIMEOUT_SECONDS = env.float("EVENTS_PING_TIMEOUT_SECONDS", default=5.0)
+# Endpoints an organization may register (docs/api.md); one more is a 409.
+WEBHOOK_ENDPOINTS_MAX = env.int("WEBHOOK_ENDPOINTS_MAX", default=10)
+# Delivery tasks of one organization running at once across all workers (docs/operations.md): an organization's
+# slow endpoints hold at most this many of the events queue's worker processes, whatever their number.
+EVENTS_ORG_MAX_IN_FLIGHT = env.int("EVENTS_ORG_MAX_IN_FLIGHT", default=1)
+# Delivery tasks of failing endpoints (of every organization) running at once: their retries, 10 s each when the
+# endpoint hangs, share this many worker processes and never take the ones healthy endpoints need.
+EVENTS_FAILING_MAX_IN_FLIGHT = env.int("EVENTS_FAILING_MAX_IN_FLIGHT", default=1)
 SECRET_ROTATION_OVERLAP_SECONDS = env.int("SECRET_ROTATION_OVERLAP_SECONDS", default=86400)  # old secret signs too
 # Meta's moving windows (docs/rules.md): the messaging limit counts unique numbers over this many seconds, and a
 # customer who wrote opens a customer-service window this long. 24 h each; tests shorten them.

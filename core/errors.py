@@ -33,3 +33,13 @@ class NotFoundError(ApplicationError):
 class ConflictError(ApplicationError):
     def __init__(self, message: str, *, details: dict[str, Any] | None = None) -> None:
         super().__init__(message, code="conflict", status=409, details=details)
+
+
+class RateLimitedError(ApplicationError):
+    """429: come back after ``retry_after_seconds`` (the API answers it as ``Retry-After`` too)."""
+
+    def __init__(self, message: str, *, retry_after_seconds: int) -> None:
+        self.retry_after_seconds = max(1, int(retry_after_seconds))
+        super().__init__(
+            message, code="rate_limited", status=429, details={"retry_after_seconds": self.retry_after_seconds}
+        )

@@ -33,6 +33,17 @@ class WebhookEndpointAddForm(forms.ModelForm):
         except ApplicationError as exc:
             raise forms.ValidationError(exc.details.get("events") or exc.message) from exc
 
+    def clean(self) -> dict:
+        cleaned = super().clean()
+        organization = cleaned.get("organization")
+        if organization is not None:
+            # The form's early word; endpoint_create checks again under the organization's lock.
+            try:
+                endpoints.endpoints_cap_check(organization_id=organization.pk)
+            except ApplicationError as exc:
+                raise forms.ValidationError(exc.message) from exc
+        return cleaned
+
 
 @admin.register(WebhookEndpoint)
 class WebhookEndpointAdmin(admin.ModelAdmin):
@@ -153,7 +164,11 @@ class WebhookEndpointAdmin(admin.ModelAdmin):
         endpoint = self._endpoint_for_button(request, object_id)
         if isinstance(endpoint, HttpResponse):
             return endpoint
-        result = endpoint_ping(endpoint=endpoint)
+        try:
+            result = endpoint_ping(endpoint=endpoint)
+        except ApplicationError as exc:  # another ping of the organization in flight
+            self.message_user(request, exc.message, messages.WARNING)
+            return self._back_to(endpoint)
         if result.ok:
             self.message_user(request, f"Ping delivered: HTTP {result.status} in {result.duration_ms} ms.")
         else:

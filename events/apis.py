@@ -99,8 +99,9 @@ class WebhookEndpointListApi(ApiView):
     @extend_schema(
         operation_id="webhooks_create",
         summary="Register an event endpoint; the signing secret is shown once",
+        description="At most `WEBHOOK_ENDPOINTS_MAX` (10) endpoints per organization: one more is a 409 `conflict`.",
         request=EndpointInputSerializer,
-        responses={201: EndpointCreatedSerializer, **_errors(400, 401, 403, 429)},
+        responses={201: EndpointCreatedSerializer, **_errors(400, 401, 403, 409, 429)},
     )
     def post(self, request: Request) -> Response:
         serializer = self.InputSerializer(data=request.data)
@@ -161,8 +162,10 @@ class WebhookEndpointPingApi(ApiView):
     @extend_schema(
         operation_id="webhooks_ping",
         summary="POST a signed ping event to the endpoint now and answer with what it answered",
-        description="Synchronous (at most 10 s), not queued nor retried. A failed ping (refused address, timeout, "
-        "non-2xx) is still a 200 here: `ok` false, with `status` and `error` saying what happened.",
+        description="Synchronous (answers within 5 s), not queued nor retried. A failed ping (refused address, "
+        "timeout, non-2xx) is still a 200 here: `ok` false, with `status` and `error` saying what happened "
+        '(`"timeout"` when the endpoint has not answered within 5 s). One ping per organization at a time: another '
+        "one meanwhile is a 429 with `Retry-After`.",
         request=None,
         responses={200: PingResultSerializer, **_errors(401, 403, 404, 429)},
     )

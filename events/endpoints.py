@@ -19,7 +19,7 @@ from django.core.cache import cache
 from django.db import transaction
 from django.utils import timezone
 
-from core.errors import ApplicationError, NotFoundError
+from core.errors import ApplicationError, ConflictError, NotFoundError
 from events import queue
 from events.models import DeliveryStatus, EventDelivery, EventType, WebhookEndpoint
 from events.signing import secret_generate
@@ -31,6 +31,7 @@ logger = logging.getLogger(__name__)
 EVENT_TYPES: tuple[str, ...] = tuple(t for t in EventType.values if t != EventType.PING)
 ACTIVE_ENDPOINTS_CACHE_KEY = "events:active-endpoints:v1"
 ACTIVE_ENDPOINTS_CACHE_SECONDS = 60
+ADDRESS_REFUSED = "The URL's host does not resolve to a public address (private, loopback, link-local or reserved)."
 
 
 @dataclass(frozen=True)
@@ -51,10 +52,41 @@ class EndpointRef:
         return not self.events or event_type in self.events
 
 
+# IPv6 forms that carry an IPv4 address which the network may translate to and reach: they are judged by that
+# IPv4 address, or ``[64:ff9b::10.0.0.1]`` would reach a private host through a NAT64 gateway.
+_NAT64_WELL_KNOWN = ipaddress.ip_network("64:ff9b::/96")  # RFC 6052: the IPv4 address is the last 32 bits
+_NAT64_LOCAL_USE = ipaddress.ip_network("64:ff9b:1::/48")  # RFC 8215: the operator picks the prefix length
+_IPV4_COMPATIBLE = ipaddress.ip_network("::/96")  # deprecated ``::a.b.c.d``
+
+
+def _embedded_ipv4(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses an IPv6 address may stand for (IPv4-mapped, 6to4, NAT64, IPv4-compatible); [] if none."""
+    value = int(ip)
+    if ip.ipv4_mapped is not None:
+        return [ip.ipv4_mapped]
+    if ip.sixtofour is not None:
+        return [ip.sixtofour]
+    if ip in _NAT64_WELL_KNOWN:
+        return [ipaddress.IPv4Address(value & 0xFFFFFFFF)]
+    if ip in _NAT64_LOCAL_USE:
+        # A /96 prefix (the last 32 bits) or a /48 one (RFC 6052: bits 48-63 and 72-87, around the zero u-octet):
+        # both readings must be public.
+        split = ((value >> 64) & 0xFFFF) << 16 | ((value >> 40) & 0xFFFF)
+        return [ipaddress.IPv4Address(value & 0xFFFFFFFF), ipaddress.IPv4Address(split)]
+    if ip in _IPV4_COMPATIBLE and value > 1:  # :: and ::1 are judged as themselves
+        return [ipaddress.IPv4Address(value)]
+    return []
+
+
 def _address_is_public(address: str) -> bool:
-    ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address):
+        embedded = _embedded_ipv4(ip)
+        if embedded:
+            return all(v4.is_global and not v4.is_multicast for v4 in embedded)
     return ip.is_global and not ip.is_multicast
 
 
@@ -73,10 +105,10 @@ def addresses_refusal(*, host: str, addresses: Sequence[str]) -> str | None:
         return f"The host '{host}' does not resolve."
     if settings.WEBHOOKS_ALLOW_PRIVATE:
         return None
-    # Every address counts: a name with one public and one private address could be steered to either.
-    private = sorted(a for a in addresses if not _address_is_public(a))
-    if private:
-        return f"The URL resolves to a private, loopback, link-local or reserved address ({private[0]})."
+    # Every address counts: a name with one public and one private address could be steered to either. The
+    # message never names the address: it would turn registration and ping into a lookup service for our own DNS.
+    if not all(_address_is_public(a) for a in addresses):
+        return ADDRESS_REFUSED
     return None
 
 
@@ -152,13 +184,28 @@ def _active_endpoints_changed() -> None:
     transaction.on_commit(_active_endpoints_invalidate)
 
 
+def endpoints_cap_check(*, organization_id: int) -> None:
+    """ConflictError when the organization has WEBHOOK_ENDPOINTS_MAX endpoints (deleted ones do not count)."""
+    limit = int(settings.WEBHOOK_ENDPOINTS_MAX)
+    count = WebhookEndpoint.objects.filter(organization_id=organization_id, deleted_at__isnull=True).count()
+    if count >= limit:
+        raise ConflictError(
+            f"The organization has {count} webhook endpoints, the most allowed; delete one first.",
+            details={"limit": limit},
+        )
+
+
 def endpoint_create(*, organization: Organization, url: Any, events: Any = None) -> IssuedEndpoint:
     clean_url = endpoint_url_validate(url=url)
     clean_events = endpoint_events_validate(events=events)
     secret = secret_generate()
-    endpoint = WebhookEndpoint.objects.create(
-        organization=organization, url=clean_url, events=clean_events, secret=secret
-    )
+    with transaction.atomic():
+        # The organization's row lock serialises its creations: two at once cannot both see room for one more.
+        Organization.objects.select_for_update().filter(pk=organization.pk).values_list("pk", flat=True).first()
+        endpoints_cap_check(organization_id=organization.pk)
+        endpoint = WebhookEndpoint.objects.create(
+            organization=organization, url=clean_url, events=clean_events, secret=secret
+        )
     _active_endpoints_changed()
     return IssuedEndpoint(endpoint=endpoint, secret=secret)
 

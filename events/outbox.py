@@ -251,9 +251,14 @@ def endpoint_deliver_due(*, endpoint_id: str, now: datetime | None = None) -> di
     # An endpoint already failing is probed with one delivery at a time (so a dead endpoint gets
     # one request per run and reaches the disabling threshold exactly); a success opens it up again.
     probing = endpoint.consecutive_failures > 0
+    # A run's first batch is one round of concurrent POSTs: an endpoint that starts hanging now holds the run (and
+    # its lane's slot, events/lanes.py) for one attempt's 10 s, not four rounds of them. A batch all delivered
+    # opens it up to CLAIM_BATCH.
+    opened = False
     with DeliveryConnections() as connections, ThreadPoolExecutor(max_workers=POST_CONCURRENCY) as pool:
         while time.monotonic() - started < RUN_BUDGET_SECONDS:
-            batch = deliveries_claim(endpoint_id=endpoint_id, now=clock(), limit=1 if probing else CLAIM_BATCH)
+            limit = 1 if probing else (CLAIM_BATCH if opened else POST_CONCURRENCY)
+            batch = deliveries_claim(endpoint_id=endpoint_id, now=clock(), limit=limit)
             if not batch:
                 break
             # Each attempt resolves and checks the host itself (no DNS-rebinding window between check and connect).
@@ -298,6 +303,7 @@ def endpoint_deliver_due(*, endpoint_id: str, now: datetime | None = None) -> di
             if failures:
                 # The endpoint is failing: stop hammering it; the next run (retry time or sweep) goes on.
                 break
+            opened = True
         else:
             stats["budget_spent"] = 1
     return stats

@@ -9,7 +9,7 @@ import logging
 from celery import shared_task
 from django.core.cache import cache
 
-from events import outbox, queue
+from events import lanes, outbox, queue
 
 logger = logging.getLogger(__name__)
 
@@ -22,10 +22,8 @@ def endpoint_deliver_task(endpoint_id: str) -> dict[str, int]:
         cache.delete(queue.queued_mark_key(endpoint_id))
     except Exception as exc:  # noqa: BLE001 - Redis blip: the mark expires by itself, the rows are the truth
         logger.warning("events: could not clear the queued mark of %s (%s)", endpoint_id, exc)
-    stats = outbox.endpoint_deliver_due(endpoint_id=endpoint_id)
-    if stats.get("budget_spent"):
-        queue.delivery_enqueue(endpoint_id)  # more is due: continue in a fresh task, after others
-    return stats
+    # In the endpoint's lane (its organization's, or the failing endpoints'): waits for a slot without holding a worker.
+    return lanes.endpoint_deliver_in_lane(endpoint_id=endpoint_id)
 
 
 @shared_task(name=queue.SWEEP_TASK)

@@ -185,13 +185,16 @@ class DeliveryConnections:
         self.close()
 
 
-def delivery_post(*, connections: DeliveryConnections, endpoint: WebhookEndpoint, event: Event) -> PostOutcome:
+def delivery_post(
+    *, connections: DeliveryConnections, endpoint: WebhookEndpoint, event: Event, budget_seconds: float | None = None
+) -> PostOutcome:
     """One signed POST: a 2xx delivers; anything else, a redirect or a timeout is a failure.
 
     The host name is resolved once per attempt and every address checked (private ones refused unless
     WEBHOOKS_ALLOW_PRIVATE); the connection then goes to the first checked address, never to a fresh lookup.
-    The attempt, from connecting to the last byte read, ends after EVENTS_DELIVERY_TIMEOUT_SECONDS whatever
-    the server does (a timer shuts the socket down: a server that drips bytes cannot hold a worker).
+    The attempt, from connecting to the last byte read, ends after EVENTS_DELIVERY_TIMEOUT_SECONDS (or the
+    shorter ``budget_seconds``, counted from this call) whatever the server does (a timer shuts the socket down:
+    a server that drips bytes cannot hold a worker).
     """
     started = time.monotonic()
 
@@ -217,6 +220,8 @@ def delivery_post(*, connections: DeliveryConnections, endpoint: WebhookEndpoint
         ),
     }
     budget = float(settings.EVENTS_DELIVERY_TIMEOUT_SECONDS)
+    if budget_seconds is not None:
+        budget = min(budget, budget_seconds)
     conn = connections.take(target=target, address=addresses[0], timeout=min(CONNECT_TIMEOUT_SECONDS, budget))
     watchdog = threading.Timer(max(0.0, budget - (time.monotonic() - started)), conn.abort)
     watchdog.daemon = True

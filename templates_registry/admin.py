@@ -10,7 +10,7 @@ from django.views.decorators.debug import sensitive_post_parameters
 from core.admin_display import utc_time
 from core.errors import ApplicationError
 from templates_registry.models import Channel, Template
-from templates_registry.services import templates_sync
+from templates_registry.services import GRAPH_ID_RE, templates_sync
 
 
 class ChannelForm(forms.ModelForm):
@@ -25,6 +25,18 @@ class ChannelForm(forms.ModelForm):
     class Meta:
         model = Channel
         fields = ["organization", "name", "phone_number_id", "waba_id", "access_token", "max_mps", "marketing_messages"]
+
+    def _graph_id(self, field: str, what: str) -> str:
+        value = (self.cleaned_data.get(field) or "").strip()
+        if not GRAPH_ID_RE.fullmatch(value):
+            raise forms.ValidationError(f"Must be Meta's numeric {what} (digits only, at most 20).")
+        return value
+
+    def clean_phone_number_id(self) -> str:
+        return self._graph_id("phone_number_id", "phone number id")
+
+    def clean_waba_id(self) -> str:
+        return self._graph_id("waba_id", "WhatsApp Business account id")
 
     def clean_access_token(self) -> str:
         value = (self.cleaned_data.get("access_token") or "").strip()

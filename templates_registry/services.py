@@ -17,7 +17,9 @@ from templates_registry.variables import extract_variables, parameter_format_inf
 from tokens.models import Organization
 from whatsapp.graph_templates import GraphTemplatesError, message_templates_fetch
 
-GRAPH_ID_RE = re.compile(r"^[0-9]{1,64}$")
+# Meta's object ids (phone number, WhatsApp Business account) are unsigned 64-bit integers: at most 20 digits. They
+# go into Graph URL paths, so nothing else may pass (no "/", "?", "..", encoded or not).
+GRAPH_ID_RE = re.compile(r"[0-9]{1,20}")  # used with fullmatch: "$" would let a trailing newline in
 # Meta: template names are lowercase letters, digits and underscores.
 TEMPLATE_NAME_RE = re.compile(r"^[a-z0-9_]{1,512}$")
 # Meta's language codes: "es", "fil", "en_US", "zh_HK", ...
@@ -60,9 +62,9 @@ def channel_create(
 ) -> Channel:
     """A new sending channel; a ``phone_number_id`` already registered is a conflict."""
     errors: dict[str, list[str]] = {}
-    if not GRAPH_ID_RE.match(phone_number_id or ""):
+    if not GRAPH_ID_RE.fullmatch(phone_number_id or ""):
         errors["phone_number_id"] = ["Must be Meta's numeric phone number id."]
-    if not GRAPH_ID_RE.match(waba_id or ""):
+    if not GRAPH_ID_RE.fullmatch(waba_id or ""):
         errors["waba_id"] = ["Must be Meta's numeric WhatsApp Business account id."]
     if not (access_token or "").strip():
         errors["access_token"] = ["Required."]

@@ -22,7 +22,7 @@ from redis.exceptions import RedisError
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 
-from core.errors import ApplicationError
+from core.errors import ApplicationError, RateLimitedError
 from core.logging import request_id_get
 
 logger = logging.getLogger(__name__)
@@ -121,6 +121,8 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
     if isinstance(exc, ApplicationError):
         # Every 503 (health, outages) tells the client when to come back.
         retry = {"Retry-After": str(OUTAGE_RETRY_AFTER_SECONDS)} if exc.status == 503 else None
+        if isinstance(exc, RateLimitedError):
+            retry = {"Retry-After": str(exc.retry_after_seconds)}
         return ErrorResponse(error_body(exc.code, exc.message, exc.details), status=exc.status, headers=retry)
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()

@@ -3,6 +3,7 @@ real HTTP receiver on 127.0.0.1 that records what it is sent."""
 
 import hashlib
 import hmac
+import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -108,3 +109,38 @@ class Receiver:
 
     def events(self) -> list[dict]:
         return [orjson.loads(r["body"]) for r in self.requests]
+
+
+class Tarpit:
+    """A socket server on 127.0.0.1 that accepts every connection, reads what it is sent and never answers."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(128)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/hooks"
+        self.accepted = 0
+        self._held: list[socket.socket] = []
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+
+    def _serve(self) -> None:
+        self.sock.settimeout(0.1)
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except (TimeoutError, OSError):
+                continue
+            self.accepted += 1
+            self._held.append(conn)  # kept open and never written to
+
+    def __enter__(self) -> "Tarpit":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self.thread.join()
+        for conn in self._held:
+            conn.close()
+        self.sock.close()

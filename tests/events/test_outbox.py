@@ -112,9 +112,10 @@ def test_fifty_consecutive_failures_disable_the_endpoint(
     publish_sent(big, indexes=range(60))
     receiver.status = 500
     now = timezone.now()
-    # When the first run fails a whole batch, then each later run probes with one event until 49 failed
+    # When the first run fails its first batch (one round of concurrent POSTs), then each later run probes with one
+    # event until 49 failed
     first = outbox.endpoint_deliver_due(endpoint_id=endpoint.id, now=now)["failed_attempts"]
-    assert first == outbox.CLAIM_BATCH
+    assert first == outbox.POST_CONCURRENCY
     for _ in range(49 - first):
         assert outbox.endpoint_deliver_due(endpoint_id=endpoint.id, now=now)["failed_attempts"] == 1
     endpoint.refresh_from_db()

@@ -1,6 +1,7 @@
 """POST /v1/webhooks/{id}/ping (docs/api.md): a signed ping POSTed at once through the pinned, time-bounded transport,
 answered with what the endpoint answered; nothing queued or stored."""
 
+import threading
 import time
 
 import orjson
@@ -8,7 +9,9 @@ import pytest
 
 from events import endpoints
 from events.models import DeliveryAttempt, Event, EventDelivery, WebhookEndpoint
+from events.ping import endpoint_ping
 from tests.events.conftest import contract_signature_valid, standard_webhooks_valid
+from tests.events.helpers import Tarpit
 
 URL = "/v1/webhooks"
 
@@ -56,15 +59,15 @@ def test_nothing_listening_answers_null_status_and_the_error(api, org, endpoint_
     assert body["error"].startswith("ConnectionError")
 
 
-def test_ping_is_bounded_by_the_delivery_timeout(api, org, receiver, endpoint_for, settings):
-    settings.EVENTS_DELIVERY_TIMEOUT_SECONDS = 1.0
+def test_ping_is_bounded_by_its_timeout(api, org, receiver, endpoint_for, settings):
+    settings.EVENTS_PING_TIMEOUT_SECONDS = 1.25
     receiver.delay = 3.0
     endpoint, _ = endpoint_for(org, receiver.url)
     started = time.monotonic()
     body = ping(api, endpoint.id).json()
     elapsed = time.monotonic() - started
     assert elapsed < 2.0, elapsed
-    assert body["ok"] is False and body["status"] is None and body["error"].startswith("Timeout")
+    assert body["ok"] is False and body["status"] is None and body["error"] == "timeout"
     assert 900 <= body["duration_ms"] < 2000
 
 
@@ -76,7 +79,7 @@ def test_private_addresses_are_refused_as_for_events(api, org, receiver, endpoin
     body = ping(api, endpoint.id).json()
     # Then the ping is refused before any connection
     assert body["ok"] is False and body["status"] is None
-    assert body["error"].startswith("Refused:") and "127.0.0.1" in body["error"]
+    assert body["error"].startswith("Refused:") and "127.0.0.1" not in body["error"]  # no lookup service
     assert receiver.requests == []
 
 
@@ -130,3 +133,56 @@ def test_other_methods_are_405_in_the_error_envelope(api, org, receiver, endpoin
         assert response.status_code == 405
         assert response.json()["error"]["code"]
     assert receiver.requests == []
+
+
+@pytest.fixture
+def tarpit():
+    with Tarpit() as server:
+        yield server
+
+
+def test_an_endpoint_that_accepts_and_never_answers_is_a_timeout_within_5_s(api, org, tarpit, endpoint_for):
+    endpoint, _ = endpoint_for(org, tarpit.url)
+    started = time.monotonic()
+    response = ping(api, endpoint.id)
+    elapsed = time.monotonic() - started
+    assert response.status_code == 200
+    body = response.json()
+    assert (body["ok"], body["status"], body["error"]) == (False, None, "timeout")
+    assert 4.0 <= elapsed < 5.5, elapsed
+    assert tarpit.accepted == 1
+    # The organization's lock is free again once the answer is out
+    assert ping(api, endpoint.id).json()["error"] == "timeout"
+
+
+def test_one_ping_per_organization_in_flight(api, org, other_org, make_token, anon_api, tarpit, receiver, endpoint_for):
+    # Given a ping of the organization hanging on a tarpit
+    hanging, _ = endpoint_for(org, tarpit.url)
+    healthy, _ = endpoint_for(org, receiver.url)
+    theirs, _ = endpoint_for(other_org, receiver.url)
+    first: list = []
+    thread = threading.Thread(target=lambda: first.append(endpoint_ping(endpoint=hanging)))
+    thread.start()
+    try:
+        deadline = time.monotonic() + 3
+        while tarpit.accepted == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert tarpit.accepted == 1
+        # When the organization pings another (healthy) endpoint meanwhile
+        response = ping(api, healthy.id)
+        # Then it is refused at once, saying when to come back
+        assert response.status_code == 429
+        error = response.json()["error"]
+        assert error["code"] == "rate_limited" and error["details"]["retry_after_seconds"] >= 1
+        assert 1 <= int(response["Retry-After"]) <= 5
+        assert receiver.requests == []
+        # And another organization's ping is not held up
+        anon_api.credentials(HTTP_AUTHORIZATION=f"Bearer {make_token(organization=other_org)}")
+        started = time.monotonic()
+        body = ping(anon_api, theirs.id).json()
+        assert body["ok"] is True and time.monotonic() - started < 1.0
+    finally:
+        thread.join()
+    assert first[0].error == "timeout"
+    # Once the first has answered, the organization may ping again
+    assert ping(api, healthy.id).json()["ok"] is True

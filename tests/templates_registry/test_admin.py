@@ -91,3 +91,46 @@ def test_sync_templates_action_reads_meta(admin_client, channel, fake_graph):
     )
     assert "3 template(s) synced" in response.content.decode()
     assert Template.objects.filter(waba_id=channel.waba_id).count() == 3
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("phone_number_id", "123/../../me"),
+        ("phone_number_id", "123?fields=access_token"),
+        ("phone_number_id", "%2e%2e"),
+        ("phone_number_id", "1" * 21),
+        ("phone_number_id", "12 34"),
+        ("waba_id", "2000/phone_numbers"),
+        ("waba_id", "abc"),
+        ("waba_id", "１２３"),  # noqa: RUF001 - fullwidth digits are not ASCII digits
+        ("waba_id", ""),
+    ],
+)
+def test_meta_ids_must_be_numeric_before_reaching_a_graph_url(admin_client, org, field, value):
+    data = {
+        "organization": org.id,
+        "name": "New",
+        "phone_number_id": "100000000000321",
+        "waba_id": "200000000000321",
+        "access_token": "EAAG-new-token",
+        "max_mps": "80",
+        field: value,
+    }
+    response = admin_client.post("/admin/templates_registry/channel/add/", data)
+    assert response.status_code == 200  # the form again, with the field's error
+    assert field in response.context["adminform"].form.errors
+    assert not Channel.objects.filter(name="New").exists()
+
+
+def test_numeric_meta_ids_are_accepted(admin_client, org):
+    data = {
+        "organization": org.id,
+        "name": "New",
+        "phone_number_id": "100000000000321",
+        "waba_id": "200000000000321",
+        "access_token": "EAAG-new-token",
+        "max_mps": "80",
+    }
+    assert admin_client.post("/admin/templates_registry/channel/add/", data).status_code == 302
+    assert Channel.objects.get(name="New").phone_number_id == "100000000000321"
