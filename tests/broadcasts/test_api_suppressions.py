@@ -312,4 +312,6 @@ def test_admin_delete_button_tells_the_customer(admin_client, org, django_captur
         {"type": "suppression.removed", "data": {"to": NUMBER, "source": "api", "reason": "crm"}}
     ]
     # and the list offers no bare bulk delete
-    assert "delete_selected" not in admin_client.get(reverse("admin:broadcasts_suppression_changelist")).content.decode()
+    assert (
+        "delete_selected" not in admin_client.get(reverse("admin:broadcasts_suppression_changelist")).content.decode()
+    )

@@ -59,9 +59,7 @@ def test_events_and_deliveries_pages_are_read_only(admin_client):
 
 def _event_write(org) -> int:
     """What every publisher does: one event for the organization, to the endpoints it reads from the shared cache."""
-    return events_record(
-        events=[NewEvent(organization_id=org.id, type="message.failed", data={}, ordering_key="k")]
-    )
+    return events_record(events=[NewEvent(organization_id=org.id, type="message.failed", data={}, ordering_key="k")])
 
 
 def test_delete_from_its_page_goes_through_the_service(admin_client, org, allow_private, enqueued):
