@@ -31,6 +31,7 @@ from broadcasts.pricing import money
 from broadcasts.services import broadcast_cancel, broadcast_pause, broadcast_resume
 from core.admin_display import utc_time
 from core.errors import ApplicationError
+from tokens.admin_visibility import TokenFieldsHidden
 
 ACTIONS: dict[str, Callable[..., Broadcast]] = {
     "cancel": broadcast_cancel,
@@ -114,7 +115,7 @@ class BroadcastChangeList(ChangeList):
 
 
 @admin.register(Broadcast)
-class BroadcastAdmin(admin.ModelAdmin):
+class BroadcastAdmin(TokenFieldsHidden, admin.ModelAdmin):
     list_display = [
         "campaign_name",
         "status",
@@ -137,6 +138,7 @@ class BroadcastAdmin(admin.ModelAdmin):
     actions = ["cancel_selected", "pause_selected", "resume_selected"]
     change_form_template = "admin/broadcasts/broadcast_change_form.html"
     show_full_result_count = False
+    token_fields = ("created_by_token",)  # its prefix and name: for token managers only
 
     created_at_display = utc_time("created_at", "created at")
     scheduled_at_display = utc_time("scheduled_at", "scheduled at")

@@ -43,7 +43,7 @@ class RateCardAdmin(admin.ModelAdmin):
 @admin.register(Suppression)
 class SuppressionAdmin(admin.ModelAdmin):
     """The suppression lists (docs/rules.md), read-only: entries come from the API and Meta's webhooks. Staff may
-    take entries off (through the service, so the customer gets ``suppression.removed``)."""
+    take entries off, by the action or an entry's Delete button: both through the service."""
 
     list_display = ["number", "organization", "source", "reason", "created_at"]
     list_filter = ["source", "organization"]
@@ -69,7 +69,7 @@ class SuppressionAdmin(admin.ModelAdmin):
 
     def get_actions(self, request):
         actions = super().get_actions(request)
-        actions.pop("delete_selected", None)  # a plain delete would tell the customer nothing
+        actions.pop("delete_selected", None)  # remove_selected says what it does: the customer is told
         return actions
 
     def has_add_permission(self, request) -> bool:
@@ -78,12 +78,25 @@ class SuppressionAdmin(admin.ModelAdmin):
     def has_change_permission(self, request, obj=None) -> bool:
         return False
 
+    # The entry page's Delete button ends here too: through the service, never a bare row delete.
+    def delete_model(self, request, obj: Suppression) -> None:
+        _suppressions_remove([obj])
+
+    def delete_queryset(self, request, queryset) -> None:
+        _suppressions_remove(queryset)
+
     @admin.action(description="Take the selected numbers off the suppression list", permissions=["delete"])
     def remove_selected(self, request, queryset) -> None:
-        removed = 0
-        for row in queryset:
-            if row.to:
-                removed += suppressions.suppression_remove(organization_id=row.organization_id, to=row.to)
-            else:  # an erased contact: only its hash is left, no number to tell the customer
-                removed += Suppression.objects.filter(pk=row.pk).delete()[0]
+        removed = _suppressions_remove(queryset)
         self.message_user(request, f"{removed} number(s) taken off the suppression list.")
+
+
+def _suppressions_remove(rows) -> int:
+    """Through the service, so the customer gets ``suppression.removed`` (as ``DELETE /v1/suppressions/{to}``)."""
+    removed = 0
+    for row in rows:
+        if row.to:
+            removed += suppressions.suppression_remove(organization_id=row.organization_id, to=row.to)
+        else:  # an erased contact: only its hash is left, no number to tell the customer
+            removed += Suppression.objects.filter(pk=row.pk).delete()[0]
+    return removed

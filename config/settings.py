@@ -48,6 +48,8 @@ INSTALLED_APPS = [
     "broadcasts",
     "whatsapp",
     "events",
+    # The admin's login throttle (config/admin_settings.py).
+    "axes",
 ]
 
 MIDDLEWARE = [
@@ -64,6 +66,8 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # RateLimit-Policy / RateLimit on every response to a request with a valid token (docs/api.md).
     "core.middleware.RateLimitHeadersMiddleware",
+    # Last, as django-axes asks: turns a locked-out login into its lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -123,9 +127,20 @@ CACHES = {
 }
 
 # --- Auth, i18n, static -----------------------------------------------------------
+# Django's four validators, for passwords set by a form or `changepassword` (createsuperuser asks before a weak one).
 AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+# First, django-axes refuses a username + address with too many recent failures, before any password is checked.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+from config.admin_settings import *  # noqa: E402, F403
+
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True

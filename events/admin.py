@@ -98,6 +98,34 @@ class WebhookEndpointAdmin(admin.ModelAdmin):
         )
         return page or super().response_add(request, obj, post_url_continue)
 
+    # --- delete: the API's soft delete (events/endpoints.py), never a row delete ----------------------------------
+    # A row deleted under the publishers' cached endpoint list would fail every event write of the organization
+    # until the cache expires; the service also drops the endpoint's pending deliveries and refreshes that cache.
+
+    def has_delete_permission(self, request: HttpRequest, obj: WebhookEndpoint | None = None) -> bool:
+        if obj is not None and obj.deleted_at is not None:
+            return False  # deleted already: kept as the record of its deliveries
+        return super().has_delete_permission(request, obj)
+
+    def get_deleted_objects(self, objs, request: HttpRequest):
+        # The confirmation page lists what goes: the endpoints alone (their deliveries and events are kept, so no
+        # cascade to collect, nor a delete permission on them to ask for).
+        endpoints_only = [str(endpoint) for endpoint in objs]
+        return endpoints_only, {WebhookEndpoint._meta.verbose_name_plural: len(endpoints_only)}, set(), []
+
+    def delete_model(self, request: HttpRequest, obj: WebhookEndpoint) -> None:
+        self._delete([obj])
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[WebhookEndpoint]) -> None:
+        self._delete(queryset.filter(deleted_at__isnull=True))
+
+    def _delete(self, rows) -> None:
+        for endpoint in rows:
+            try:
+                endpoints.endpoint_delete(organization=endpoint.organization, endpoint_id=endpoint.id)
+            except ApplicationError:  # deleted meanwhile (another operator, the API): the outcome is the same
+                continue
+
     @admin.action(description="Re-enable (reset consecutive failures)")
     def reenable(self, request: HttpRequest, queryset: QuerySet[WebhookEndpoint]) -> None:
         for endpoint in queryset.filter(deleted_at__isnull=True):
@@ -182,6 +210,9 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
         return False
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False  # the outbox's record of what was sent to whom: made and kept by the system
 
 
 @admin.register(Event)

@@ -87,19 +87,11 @@ class ChannelAdmin(admin.ModelAdmin):
                 self.message_user(request, f"{channel}: {count} template(s) synced.", level=messages.SUCCESS)
 
 
-class TemplateStatusForm(forms.ModelForm):
-    status = forms.ChoiceField(choices=Template.Status.choices)
-
-    class Meta:
-        model = Template
-        fields = ["status"]
-
-
 @admin.register(Template)
 class TemplateAdmin(admin.ModelAdmin):
-    """Read-mostly: templates come from Meta (sync) or create_template; only the status may be set here."""
+    """Read-only: templates come from Meta (sync, its status webhooks) or create_template. The status is Meta's
+    verdict: marking APPROVED here what Meta has not approved would only let broadcasts through that Meta refuses."""
 
-    form = TemplateStatusForm
     list_display = [
         "name",
         "language",
@@ -113,7 +105,8 @@ class TemplateAdmin(admin.ModelAdmin):
     ]
     list_filter = ["status", "quality", "language", "category", "parameter_format"]
     search_fields = ["name", "waba_id", "meta_id"]
-    readonly_fields = [
+    readonly_fields = fields = [
+        "status",
         "waba_id",
         "meta_id",
         "name",
@@ -130,12 +123,14 @@ class TemplateAdmin(admin.ModelAdmin):
         "created_at_display",
         "updated_at_display",
     ]
-    fields = ["status", *readonly_fields]
     created_at_display = utc_time("created_at", "created at")
     updated_at_display = utc_time("updated_at", "updated at")
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # created by `create_template` or `sync_templates`, with their variables extracted
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False  # every field is Meta's (or the create_template command's): the page is a view
 
     def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
         return False  # broadcasts keep a reference to their template

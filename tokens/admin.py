@@ -7,13 +7,12 @@ from django.urls import path, reverse
 
 from core.admin_display import utc_time
 from core.secret_page import secret_once_response, secret_remember
+from tokens.admin_visibility import tokens_visible
 from tokens.forms import AccessTokenChangeForm, AccessTokenCreateForm, OrganizationForm
 from tokens.frequency_cap import frequency_cap_name, frequency_cap_of, organization_frequency_cap_set
 from tokens.limits import limit_name
 from tokens.models import AccessToken, Organization
 from tokens.services import organization_messaging_limit_set, token_create, token_revoke
-
-MANAGE_TOKENS = "tokens.manage_tokens"
 
 
 @admin.register(Organization)
@@ -94,7 +93,7 @@ class AccessTokenAdmin(admin.ModelAdmin):
 
     # --- who may see tokens at all -----------------------------------------------------
     def _can_manage(self, request: HttpRequest) -> bool:
-        return request.user.is_active and request.user.is_staff and request.user.has_perm(MANAGE_TOKENS)
+        return tokens_visible(user=request.user)
 
     def has_module_permission(self, request: HttpRequest) -> bool:
         return self._can_manage(request)

@@ -293,3 +293,25 @@ def test_admin_lists_finds_by_number_and_removes(admin_client, org, other_org):
     response = admin_client.post(url, {"action": "remove_selected", "_selected_action": ids})
     assert response.status_code == 302
     assert not Suppression.objects.exists()
+
+
+def test_admin_delete_button_tells_the_customer(admin_client, org, django_capture_on_commit_callbacks):
+    from django.urls import reverse
+
+    from broadcasts.rules.suppressions import suppression_add
+
+    WebhookEndpoint.objects.create(organization=org, url="https://example.com/hook", secret="whsec_x")
+    row, _ = suppression_add(organization_id=org.id, to=NUMBER, source="api", reason="crm")
+    Event.objects.all().delete()
+    url = reverse("admin:broadcasts_suppression_delete", args=[row.pk])
+    with django_capture_on_commit_callbacks(execute=False):
+        assert admin_client.post(url, {"post": "yes"}).status_code == 302
+    # the entry's own Delete button went through the service, as DELETE /v1/suppressions/{to} does
+    assert not Suppression.objects.exists()
+    assert list(Event.objects.values("type", "data")) == [
+        {"type": "suppression.removed", "data": {"to": NUMBER, "source": "api", "reason": "crm"}}
+    ]
+    # and the list offers no bare bulk delete
+    assert (
+        "delete_selected" not in admin_client.get(reverse("admin:broadcasts_suppression_changelist")).content.decode()
+    )

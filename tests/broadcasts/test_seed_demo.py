@@ -55,3 +55,17 @@ def test_seed_demo_keeps_a_rate_card_loaded_by_hand(db):
     out = run_all("seed_demo")
     assert list(RateCard.objects.all()) == [mine]
     assert f"Rate card    : {mine.id} (EUR" in out
+
+
+def test_seed_demo_refuses_a_weak_admin_password_and_generates_a_compliant_one(db):
+    from django.contrib.auth import password_validation
+    from django.core.management.base import CommandError
+
+    with pytest.raises(CommandError, match="too common"):
+        run_all("seed_demo", "--admin-password", "password123")
+    assert not get_user_model().objects.exists()
+    out = run_all("seed_demo")
+    password = out.split("password ", 1)[1].split()[0]
+    admin = get_user_model().objects.get(username="admin")
+    assert admin.check_password(password)
+    password_validation.validate_password(password, user=admin)

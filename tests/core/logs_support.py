@@ -108,9 +108,9 @@ def procfile_web(env: dict[str, str], logs: Path) -> Iterator[tuple[str, Line]]:
         while True:
             assert web.alive(), f"web died:\n{web.out()[-2000:]}\n{web.err()[-3000:]}"
             try:
-                requests.get(f"{base}/v1/health", timeout=2)
+                requests.get(f"{base}/v1/health", timeout=10)
                 break
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # binding, or a first request slow on a busy box
                 assert time.monotonic() < deadline, f"web did not answer:\n{web.err()[-3000:]}"
                 time.sleep(0.2)
         yield base, web

@@ -8,7 +8,8 @@ import secrets
 import shlex
 
 import orjson
-from django.contrib.auth import get_user_model
+from django.contrib.auth import get_user_model, password_validation
+from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
@@ -63,6 +64,10 @@ class Command(BaseCommand):
     def handle(self, *args, **options):
         base_url = (options["base_url"] or f"http://127.0.0.1:{os.environ.get('PORT', '8000')}").rstrip("/")
         password = options["admin_password"] or secrets.token_urlsafe(12)
+        try:  # the admin's password rules hold for the demo's admin too (a random one passes them)
+            password_validation.validate_password(password, user=get_user_model()(username=DEMO_ADMIN))
+        except ValidationError as exc:
+            raise CommandError(f"--admin-password / DEMO_ADMIN_PASSWORD: {' '.join(exc.messages)}") from exc
         try:
             with transaction.atomic():
                 organization, _ = organization_get_or_create(name=DEMO_ORG)
