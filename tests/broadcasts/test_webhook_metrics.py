@@ -63,7 +63,9 @@ def test_failed_status_131050_moves_sends_total_failed_and_the_funnel(
     assert len(lines) == 1 and lines[0].levelno == logging.INFO and "131050: 21" in lines[0].getMessage()
 
 
-def test_delivered_and_read_move_the_funnel_once_per_send(client, broadcast, channel, django_capture_on_commit_callbacks):
+def test_delivered_and_read_move_the_funnel_once_per_send(
+    client, broadcast, channel, django_capture_on_commit_callbacks
+):
     before = scrape(client)
     with django_capture_on_commit_callbacks(execute=True):
         # 5 delivered, 2 of them read later; 3 read straight from SENT (delivered implied); one read twice
