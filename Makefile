@@ -10,7 +10,7 @@ TEST_ENV := SECRET_KEY=test-secret-key DEBUG=false ALLOWED_HOSTS=127.0.0.1,local
 TEST_SERVICES := $(BIN)/python scripts/services.py test --
 DEMO_SERVICES := $(BIN)/python scripts/services.py demo --
 
-.PHONY: install run manage test test-admin lint bench-ingest bench-delivery bench-webhooks bench-scale bench bench-compare demo-load clean
+.PHONY: install run manage test test-admin lint check-alerts bench-ingest bench-delivery bench-webhooks bench-scale bench bench-compare demo-load clean
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt requirements-local.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,12 +39,19 @@ test-admin: install
 	scripts/ensure-chromium.sh
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(TEST_ENV) $(TEST_SERVICES) $(BIN)/pytest -m browser tests/admin_browser $(PYTEST_ARGS)
 
-## make lint: ruff, the import contracts of .importlinter (layers, forbidden imports) and no import cycle at all.
+## make lint: ruff, the import contracts of .importlinter (layers, forbidden imports), no import cycle at all, and
+## the alerting rules when promtool is installed.
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
 	$(BIN)/python scripts/check_import_cycles.py
+	@if command -v promtool >/dev/null; then $(MAKE) --no-print-directory check-alerts; \
+	else echo "lint: promtool not installed, alerting rules not checked (make check-alerts; .ci/run installs it)"; fi
+
+## make check-alerts: promtool checks the Prometheus alerting rules (ops/prometheus/alerts.yml).
+check-alerts:
+	promtool check rules ops/prometheus/alerts.yml
 
 bench-ingest: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(TEST_ENV) $(TEST_SERVICES) $(BIN)/python benchmarks/bench_ingest.py

@@ -14,6 +14,7 @@ records the webhooks' statuses. Every bulk send transition here moves the broadc
 transaction, the broadcast row locked first (broadcasts/counts.py).
 """
 
+import logging
 import time
 from collections import Counter
 from collections.abc import Iterable
@@ -26,6 +27,10 @@ from django.utils import timezone
 from broadcasts.counts import broadcasts_lock, counts_move
 from broadcasts.models import FINAL_BROADCAST_STATUSES, Broadcast, BroadcastStatus, Send, SendStatus, WaitReason
 from broadcasts.notifications import broadcast_event_publish
+from core.metrics import broadcast_pause_count
+from whatsapp.errors import ErrorClass, classify
+
+logger = logging.getLogger(__name__)
 
 # The gate of cancel and pause (docs/api.md: no POST leaves after their 200). Every POST's send is marked posting
 # by a conditional UPDATE that passes only while the broadcast is IN_PROGRESS, and a POST may leave only within
@@ -84,6 +89,7 @@ def _broadcasts_hold_unapproved(*, ids: list[str], due: Q, now: datetime) -> Non
         if Broadcast.objects.filter(due, id=broadcast_id).update(
             status=BroadcastStatus.PAUSED, paused_reason=reason, updated_at=now
         ):
+            _pause_log(broadcast_id=broadcast_id, reason=reason)
             transaction.on_commit(
                 lambda bid=broadcast_id: broadcast_event_publish(broadcast_id=bid, event_type="broadcast.paused")
             )
@@ -206,8 +212,28 @@ def broadcast_pause(*, broadcast: Broadcast, reason: dict[str, str] | None = Non
     broadcast.status = BroadcastStatus.PAUSED
     broadcast.paused_reason = reason or {"code": "manual", "message": "Paused on request."}
     broadcast.save(update_fields=["status", "paused_reason", "updated_at"])
+    _pause_log(broadcast_id=broadcast.id, reason=broadcast.paused_reason)
     transaction.on_commit(lambda: broadcast_event_publish(broadcast_id=broadcast.id, event_type="broadcast.paused"))
     return True
+
+
+def _pause_log(*, broadcast_id: str, reason: dict[str, str]) -> None:
+    """Once the pause commits: one log line at the level an operator acts on (docs/operations.md): a pause on
+    request is INFO; Meta's account-level error ERROR (every broadcast of the account will stop the same way); any
+    other (template paused by Meta, budget reached, ...) WARNING. And msg_broadcast_pauses_total{code}."""
+    code, message = str(reason.get("code", "")), str(reason.get("message", ""))
+    if code == "manual":
+        level = logging.INFO
+    elif classify(code=code, http_status=None) is ErrorClass.ACCOUNT:
+        level = logging.ERROR
+    else:
+        level = logging.WARNING
+
+    def record() -> None:
+        logger.log(level, "broadcast %s paused: code %s: %s", broadcast_id, code, message)
+        broadcast_pause_count(code=code)
+
+    transaction.on_commit(record)
 
 
 def broadcast_pause_for_account_error(*, broadcast_id: str, reason: dict[str, str]) -> bool:

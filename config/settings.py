@@ -55,6 +55,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     # First: every response, whatever answers it below, carries X-Request-Id, and every log line the request's id.
     "core.middleware.RequestIdMiddleware",
+    # Every request counted and timed by route template and status (GET /metrics), whatever answers it below.
+    "core.request_metrics.RequestMetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Serves admin and API-docs assets from the service itself, with no CDN (docs/api.md).
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -171,7 +173,7 @@ CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=not DEBUG)
 # Off unless asked for: the proxy usually redirects http itself, and without SECURE_PROXY_SSL_HEADER every request
 # would look like http and redirect forever. The health check stays reachable over http for load balancers.
 SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=False)
-SECURE_REDIRECT_EXEMPT = [r"^v1/health$"]
+SECURE_REDIRECT_EXEMPT = [r"^v1/health(?:/live)?$"]
 # HSTS is remembered by browsers for SECURE_HSTS_SECONDS: 0 (off) unless the operator knows every host is on HTTPS.
 SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=False)

@@ -1,16 +1,17 @@
 from django.contrib import admin
 from django.urls import include, path, re_path
-from drf_spectacular.views import SpectacularAPIView
 
 from broadcasts.api.docs import ApiDocsView
 from core.api.metrics import metrics_view
+from core.api.schema_view import CachedSchemaView
 from core.api.views import unknown_api_path
 
 urlpatterns = [
     path("admin/", admin.site.urls),
     # Prometheus scrape, loopback (METRICS_ALLOWED_CIDRS) only: core/api/metrics.py.
     path("metrics", metrics_view, name="metrics"),
-    path("v1/schema", SpectacularAPIView.as_view(), name="schema"),
+    # Built once per process (core/api/schema_view.py).
+    path("v1/schema", CachedSchemaView.as_view(), name="schema"),
     path("v1/docs", ApiDocsView.as_view(url_name="schema"), name="docs"),
     path("v1/", include("core.urls")),
     # Before events.urls: broadcasts own /v1/webhooks/whatsapp (Meta's), which /v1/webhooks/<id> would shadow.

@@ -42,6 +42,19 @@ META_WEBHOOK_SECONDS = Histogram(
     "Processing time of POST /v1/webhooks/whatsapp (signature, parsing, status updates, events), any answer.",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
 )
+# The funnel as Meta's status webhooks report it: each send counted once per status it reaches (a send read without
+# a "delivered" status first counts as delivered too, so delivered >= read). Failures reported by webhook also move
+# msg_sends_total{outcome="failed"}, so a send Meta accepted and then failed counts once as sent and once as failed.
+META_STATUSES = Counter(
+    "msg_meta_statuses",
+    "Sends moved by Meta's status webhooks: delivered, read, failed; code is Meta's error code for failed, else ''.",
+    ["channel", "status", "code"],
+)
+BROADCAST_PAUSES = Counter(
+    "msg_broadcast_pauses",
+    "Broadcasts paused, by paused_reason.code: manual, budget_exceeded, template_paused, or Meta's error code.",
+    ["code"],
+)
 EVENT_DELIVERIES = Counter(
     "msg_event_deliveries",
     "Outbound customer event delivery attempts: delivered, failed, timeout; disabled counts endpoints disabled "
@@ -57,6 +70,28 @@ def sends_add(*, channel_id: str, counts: Mapping[tuple[str, str], int]) -> None
             SENDS.labels(channel_id, outcome, code).inc(n)
     except Exception:  # noqa: BLE001 - e.g. the directory vanished: lose a count, never a send
         logger.warning("metrics: sends not counted", exc_info=True)
+
+
+def statuses_add(*, counts: Mapping[tuple[str, str, str], int]) -> None:
+    """Add one webhook body's moves: ``{(channel, status, code): n}`` with status delivered, read or failed; a failed
+    one moves msg_sends_total{outcome="failed", code} too. Never raises."""
+    try:
+        for (channel_id, status, code), n in counts.items():
+            if not n:
+                continue
+            META_STATUSES.labels(channel_id, status, code).inc(n)
+            if status == "failed":
+                SENDS.labels(channel_id, "failed", code).inc(n)
+    except Exception:  # noqa: BLE001
+        logger.warning("metrics: statuses not counted", exc_info=True)
+
+
+def broadcast_pause_count(*, code: str) -> None:
+    """One broadcast paused for ``code``. Never raises."""
+    try:
+        BROADCAST_PAUSES.labels(code).inc()
+    except Exception:  # noqa: BLE001
+        logger.warning("metrics: pause not counted", exc_info=True)
 
 
 def event_deliveries_add(counts: Mapping[str, int]) -> None:

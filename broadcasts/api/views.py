@@ -24,6 +24,7 @@ from broadcasts import exports, previews, selectors, services
 from broadcasts.api import schema as _schema  # noqa: F401  (registers the bearer scheme)
 from broadcasts.api import serializers as s
 from broadcasts.api.body import body_read
+from broadcasts.api.formats import RECIPIENT_FORMATS, RecipientsNegotiation, format_of
 from broadcasts.api.pagination import (
     cursor_decode,
     cursor_encode,
@@ -34,7 +35,7 @@ from broadcasts.api.pagination import (
 )
 from broadcasts.api.progress import broadcast_progress
 from broadcasts.models import BroadcastStatus, SendStatus
-from core.api.base import ApiView, ExactContentNegotiation
+from core.api.base import ApiView
 from core.api.parsers import json_parse
 from core.errors import ApplicationError
 
@@ -226,28 +227,8 @@ class BroadcastDetailApi(BulkView):
         return Response({**_broadcast_body(broadcast), **broadcast_progress(broadcast=broadcast, now=timezone.now())})
 
 
-class _QueryFormatNegotiation(ExactContentNegotiation):
-    """``?format=`` is the recipients view's own parameter (json | csv), read by the view: not DRF's renderer
-    override (which would answer an unknown one with a bare 404)."""
-
-    settings = type("NoFormatOverride", (), {"URL_FORMAT_OVERRIDE": None})()
-
-
-RECIPIENT_FORMATS = ("json", "csv")
-
-
-def _format_param(value: str | None) -> str:
-    if value is None or value.lower() == "json":
-        return "json"
-    if value.lower() == "csv":
-        return "csv"
-    raise ApplicationError(
-        "Invalid format.", details={"format": ["Must be one of: " + ", ".join(RECIPIENT_FORMATS) + "."]}
-    )
-
-
 class BroadcastRecipientsApi(BulkView):
-    content_negotiation_class = _QueryFormatNegotiation
+    content_negotiation_class = RecipientsNegotiation
 
     @extend_schema(
         operation_id="bulk_recipients",
@@ -264,7 +245,8 @@ class BroadcastRecipientsApi(BulkView):
                 "format",
                 OpenApiTypes.STR,
                 enum=list(RECIPIENT_FORMATS),
-                description="`json` (default): a page. `csv`: every matching send, streamed as `text/csv` with the "
+                description="`json` (default): a page. `csv` (or `Accept: text/csv` without `format`): every "
+                "matching send, streamed as `text/csv` with the "
                 "header `" + ",".join(exports.CSV_HEADER) + "` (meta_data as compact JSON; a cell starting with "
                 "`=`, `+`, `-`, `@`, tab or CR is prefixed with `'` against formula injection).",
             ),
@@ -278,7 +260,7 @@ class BroadcastRecipientsApi(BulkView):
     def get(self, request: Request, broadcast_id: str) -> Response | StreamingHttpResponse:
         params = request.query_params
         status = _status_filter(params.get("status"), SendStatus.values)
-        if _format_param(params.get("format")) == "csv":
+        if format_of(request) == "csv":
             return self._csv(request, broadcast_id, status)
         limit = limit_parse(params.get("limit"), default=RECIPIENTS_LIMIT_DEFAULT, maximum=RECIPIENTS_LIMIT_MAX)
         position = cursor_decode(params.get("cursor"), kinds=(index_value,))

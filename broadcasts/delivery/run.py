@@ -254,6 +254,8 @@ class BroadcastRun(RunPosting):
         if self.account_error is not None:
             # Pause first, so the other workers' runs see it at their next check; then wait for answers.
             await self.run_in_db(self._pause_for)
+            # The chunk's log line says why the run stopped (the pause itself is logged by lifecycle).
+            self.stop = self.stop or "account_error"
         if self.in_flight:
             await asyncio.gather(*self.in_flight, return_exceptions=True)
         if self.account_error is not None and not self.paused:

@@ -123,6 +123,8 @@ def runtimes_close() -> None:
             runtime.close()
         except Exception:  # noqa: BLE001 - a process on its way out: close the others still
             logger.debug("delivery runtime: closing failed", exc_info=True)
+    if mine:
+        logger.info("delivery: closed %d runtime(s) (HTTP session, loop) on shutdown", len(mine))
 
 
 def runtime_discard() -> None:

@@ -16,6 +16,7 @@ from broadcasts.notifications import message_events_publish
 from broadcasts.status_updates.billing import Bill, BillRun, bill_of, bills_apply, bills_price, pricing_fold
 from broadcasts.status_updates.failure_effects import failed_effects_apply
 from broadcasts.status_updates.folding import ALLOWED_FROM, Fold, statuses_fold
+from broadcasts.status_updates.funnel import moves_count
 from broadcasts.status_updates.matching import sends_find, statuses_match_and_settle
 from broadcasts.status_updates.moves import sends_move, users_store
 from whatsapp.inbound.statuses import StatusUpdate
@@ -50,11 +51,13 @@ def sends_apply_statuses(*, statuses: Iterable[StatusUpdate], publish: bool = Tr
     settled: list[int] = []
     known: dict[str, tuple[int, str, str, str, str, Any, bool]] = {}
     phone_of: dict[str, str | None] = {}
+    channels: dict[str, str] = {}
     if any(update.biz_opaque_callback_data for update in statuses):
         # (The webhook's own transaction holds this and the moves below together; a settle alone is sound too.)
         with transaction.atomic(savepoint=False):
             match = statuses_match_and_settle(statuses, publish=publish)
         statuses, settled, known, phone_of = match.statuses, match.settled, match.known, dict(match.phones)
+        channels = dict(match.channels)
     folds = statuses_fold(statuses)
     pricing_of = pricing_fold(statuses)
     if not folds and not pricing_of:
@@ -75,6 +78,7 @@ def sends_apply_statuses(*, statuses: Iterable[StatusUpdate], publish: bool = Tr
         # number than its send's channel (read with the send) moves, bills and stores nothing. The body is folded
         # again only when it had such a status (no statement more).
         phone_of.update((row[1], row[7]) for row in found_rows)
+        channels.update((row[1], row[8] or "") for row in found_rows)
         checked = _of_their_channel(statuses, phone_of)
         if len(checked) != len(statuses):
             statuses, folds, pricing_of = checked, statuses_fold(checked), pricing_fold(checked)
@@ -119,10 +123,17 @@ def sends_apply_statuses(*, statuses: Iterable[StatusUpdate], publish: bool = Tr
         users_store(statuses=statuses, rows=rows, moved={i for ids in moved.values() for i in ids})
         # The kept counts and the bill of each broadcast: one UPDATE of its row.
         counts_add(deltas_of(moves), billed=run.amounts if run is not None else None)
+        # A send that jumped SENT -> READ passed through DELIVERED (it has a delivered_at).
+        jumped = [i for i in moved.get(SendStatus.READ, ()) if i in was_sent]
+        if moved:
+            moves_count(
+                moved=moved,
+                jumped=jumped,
+                failed=by_target.get(SendStatus.FAILED, []),
+                channel_of={row[0]: channels.get(row[1], "") for row in rows},
+            )
         if publish:
-            # A send that jumped SENT -> READ passed through DELIVERED (it has a delivered_at): the
-            # customer gets message.delivered before message.read, as for any other message.
-            jumped = [i for i in moved.get(SendStatus.READ, ()) if i in was_sent]
+            # The customer gets message.delivered before message.read, as for any other message.
             if jumped:
                 message_events_publish(send_ids=jumped, status=SendStatus.DELIVERED)
             for target, ids in moved.items():

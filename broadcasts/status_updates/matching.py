@@ -35,21 +35,23 @@ _SENDS_SQL = """
             FROM broadcasts_send WHERE message_id = w.wamid LIMIT 2
         ) AS s
     ), ch AS (
-        SELECT d.broadcast_id, c.phone_number_id
+        SELECT d.broadcast_id, c.phone_number_id, c.channel_id
         FROM (SELECT DISTINCT broadcast_id FROM s) AS d
         CROSS JOIN LATERAL (
-            SELECT c.phone_number_id FROM broadcasts_broadcast AS b
+            SELECT c.phone_number_id, b.channel_id FROM broadcasts_broadcast AS b
             JOIN templates_registry_channel AS c ON c.id = b.channel_id
             WHERE b.id = d.broadcast_id LIMIT 1
         ) AS c
     )
-    SELECT s.id, s.message_id, s.status, s.broadcast_id, s."to", s.pricing, s.billed, ch.phone_number_id
+    SELECT s.id, s.message_id, s.status, s.broadcast_id, s."to", s.pricing, s.billed, ch.phone_number_id,
+           ch.channel_id
     FROM s LEFT JOIN ch ON ch.broadcast_id = s.broadcast_id
 """
 
 
-def sends_find(wamids: list[str]) -> list[tuple[int, str, str, str, str, Any, bool, str | None]]:
-    """(id, wamid, status, broadcast_id, to, pricing, billed, the channel's phone_number_id) of the sends carrying
+def sends_find(wamids: list[str]) -> list[tuple[int, str, str, str, str, Any, bool, str | None, str | None]]:
+    """(id, wamid, status, broadcast_id, to, pricing, billed, the channel's phone_number_id, the channel's id) of the
+    sends carrying
     these wamids, read without a lock. A status read here may be behind the truth, never ahead of it (statuses only
     move forward): a send it shows as unable to move cannot move, and the UPDATEs' WHERE decides for the others."""
     if not wamids:
@@ -171,6 +173,8 @@ class CallbackMatch:
     # The channel's phone_number_id of each send in ``known`` (by wamid), for the channel check of the other
     # statuses of the body that name the same wamid without callback data.
     phones: dict[str, str] = dataclasses.field(default_factory=dict)
+    # The channel's id of each send in ``known`` (by wamid), for the metrics' channel label.
+    channels: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 def statuses_match_and_settle(statuses: Sequence[StatusUpdate], *, publish: bool = True) -> CallbackMatch:
@@ -192,6 +196,7 @@ def statuses_match_and_settle(statuses: Sequence[StatusUpdate], *, publish: bool
             by_ref[ref].append(update)
     known: dict[str, tuple[int, str, str, str, str, Any, bool]] = {}
     phones: dict[str, str] = {}
+    channels: dict[str, str] = {}
     if not by_ref:
         return CallbackMatch(out, [], known)
     rows = _sends_by_callback(list(by_ref))
@@ -254,5 +259,6 @@ def statuses_match_and_settle(statuses: Sequence[StatusUpdate], *, publish: bool
             continue  # not settled (nothing Meta said proves a message): nothing to apply
         known[message_id] = (send_id, message_id, status, broadcast_id, to, stored, billed)
         phones[message_id] = channel_of.get(broadcast_id, ("", ""))[1] or ""
+        channels[message_id] = channel_of.get(broadcast_id, ("", ""))[0] or ""
         out += [u if u.wamid == message_id else dataclasses.replace(u, wamid=message_id) for u in updates]
-    return CallbackMatch(out, settled, known, phones)
+    return CallbackMatch(out, settled, known, phones, channels)

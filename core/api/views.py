@@ -23,6 +23,10 @@ def unknown_api_path(request: HttpRequest, *args, **kwargs) -> HttpResponse:
     return JsonResponse(error_body("not_found", f"No API resource at {request.path!r}."), status=404)
 
 
+# Request metrics count what this route answers as "unmatched", not as a route of its own.
+unknown_api_path.unknown_path = True  # type: ignore[attr-defined]
+
+
 def server_error(request: HttpRequest) -> HttpResponse:
     if request.path.startswith("/v1/"):
         # Django calls this handler inside its ``except``: the exception is still the current one.

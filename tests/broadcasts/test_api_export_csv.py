@@ -174,3 +174,56 @@ def test_five_thousand_rows_within_a_second(api, channel, template):
     assert len(rows) == 5001
     assert json.loads(rows[-1][8]) == {"crm_id": 12345, "segment": 'vip, "gold"'}
     assert elapsed < 1.0, f"5,000 rows took {elapsed:.3f} s"
+
+
+# --- Accept: text/csv ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def small_broadcast(channel, template):
+    return broadcast_make(channel=channel, template=template, recipients=numbers(3))
+
+
+@pytest.mark.parametrize(
+    "accept",
+    ["text/csv", "text/csv; charset=utf-8", "application/json;q=0.5, text/csv", "text/html, text/csv;q=0.9"],
+)
+def test_accept_text_csv_streams_the_csv(api, small_broadcast, accept):
+    response = api.get(f"{URL}/{small_broadcast.id}/recipients", HTTP_ACCEPT=accept)
+    assert response.status_code == 200
+    assert response["Content-Type"] == "text/csv; charset=utf-8"
+    rows = rows_of(response)
+    assert rows[0] == HEADER and len(rows) == 4
+
+
+@pytest.mark.parametrize("params", [{"format": "csv"}, {"format": "CSV", "status": "pending"}])
+def test_format_csv_with_accept_text_csv_is_no_406(api, small_broadcast, params):
+    response = api.get(f"{URL}/{small_broadcast.id}/recipients", params, HTTP_ACCEPT="text/csv")
+    assert response.status_code == 200
+    assert rows_of(response)[0] == HEADER
+
+
+@pytest.mark.parametrize("accept", [None, "application/json", "*/*", "text/csv;q=0.1, application/json"])
+def test_json_stays_the_default_and_wins_when_preferred(api, small_broadcast, accept):
+    extra = {"HTTP_ACCEPT": accept} if accept else {}
+    response = api.get(f"{URL}/{small_broadcast.id}/recipients", **extra)
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("application/json")
+    assert len(response.json()["data"]) == 3
+
+
+def test_format_json_wins_over_accept(api, small_broadcast):
+    response = api.get(f"{URL}/{small_broadcast.id}/recipients", {"format": "json"}, HTTP_ACCEPT="text/csv")
+    assert response.status_code == 200 and len(response.json()["data"]) == 3
+
+
+def test_errors_under_accept_text_csv_are_json_envelopes(api, small_broadcast):
+    missing = api.get(f"{URL}/{'f' * 24}/recipients", HTTP_ACCEPT="text/csv")
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
+    bad = api.get(f"{URL}/{small_broadcast.id}/recipients", {"status": "nope"}, HTTP_ACCEPT="text/csv")
+    assert bad.status_code == 400 and "status" in bad.json()["error"]["details"]
+
+
+def test_an_accept_naming_neither_format_is_still_406(api, small_broadcast):
+    response = api.get(f"{URL}/{small_broadcast.id}/recipients", HTTP_ACCEPT="application/xml")
+    assert response.status_code == 406

@@ -68,3 +68,23 @@ def test_public_pages_ignore_a_bad_token(anon_api, db, path):
     anon_api.credentials(HTTP_AUTHORIZATION="Bearer kbai_pk_" + "x" * 43)
     # when it asks for a page that needs no token, then the token is not checked at all
     assert anon_api.get(path).status_code == 200
+
+
+def test_the_schema_is_built_once_per_process(anon_api, db):
+    from drf_spectacular.generators import SchemaGenerator
+
+    from core.api.schema_view import schema_cache_clear
+
+    schema_cache_clear()
+    accept = {"HTTP_ACCEPT": "application/vnd.oai.openapi+json"}
+    with mock.patch.object(
+        SchemaGenerator, "get_schema", autospec=True, side_effect=SchemaGenerator.get_schema
+    ) as built:
+        first = anon_api.get("/v1/schema", **accept)
+        second = anon_api.get("/v1/schema", {"version": "x", "lang": "de"}, **accept)
+        yaml = anon_api.get("/v1/schema")
+    assert built.call_count == 1
+    assert first.status_code == second.status_code == yaml.status_code == 200
+    assert first.content == second.content
+    assert yaml["Content-Type"].startswith("application/vnd.oai.openapi")
+    assert b"openapi:" in yaml.content
