@@ -53,6 +53,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     # First: every response, whatever answers it below, carries X-Request-Id, and every log line the request's id.
     "core.middleware.RequestIdMiddleware",
+    # Next: a body over API_MAX_BODY_BYTES under /v1/ is refused (413) before anything reads or parses it.
+    "core.middleware.BodySizeLimitMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Serves admin and API-docs assets from the service itself, with no CDN (docs/api.md).
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -166,8 +168,8 @@ SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
 ENCRYPTION_KEYS = env.list("ENCRYPTION_KEYS", default=[])
 
 # A 5000-recipient body with 1 KB of meta_data each is ~6 MB; 10 MiB is the contract's ceiling.
-DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 API_MAX_BODY_BYTES = 10 * 1024 * 1024
+DATA_UPLOAD_MAX_MEMORY_SIZE = API_MAX_BODY_BYTES
 
 # --- REST framework -----------------------------------------------------------------
 API_RATE_LIMITS = env("API_RATE_LIMITS", default="60/min,1000/hour")
