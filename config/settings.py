@@ -155,6 +155,8 @@ CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 # Admin session and CSRF cookies only over HTTPS in production; the demo runs on plain http.
 SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=not DEBUG)
 CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=not DEBUG)
+# Under /v1/ even a CSRF refusal is the JSON error envelope (the admin keeps Django's page).
+CSRF_FAILURE_VIEW = "core.api.views.csrf_failure"
 # Off unless asked for: the proxy usually redirects http itself, and without SECURE_PROXY_SSL_HEADER every request
 # would look like http and redirect forever. The health check stays reachable over http for load balancers.
 SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=False)

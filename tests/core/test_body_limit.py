@@ -16,40 +16,24 @@ import requests
 from django.apps import apps
 from django.conf import settings as django_settings
 from django.db import connection
-from django.urls import URLPattern, URLResolver, get_resolver
 from rest_framework.test import APIClient
 
 from core.request_body import DRAIN_LIMIT, READ_CHUNK
 from tests.core.hostile import UNKNOWN_ID, assert_envelope
+from tests.core.routes import BODY_METHODS, api_routes, handled_methods
 from tests.gunicorn_process import gunicorn
 
 LIMIT = 10 * 1024 * 1024
-BODY_METHODS = ("post", "put", "patch", "delete")
-_CONVERTER = re.compile(r"<[^>]+>")
-
-
-def _walk(patterns, prefix: str = ""):
-    for entry in patterns:
-        if isinstance(entry, URLResolver):
-            yield from _walk(entry.url_patterns, prefix + str(entry.pattern))
-        elif isinstance(entry, URLPattern):
-            yield prefix + str(entry.pattern), entry.callback
 
 
 def json_endpoints() -> list[tuple[str, str]]:
-    """(METHOD, path) of every route under /v1/ whose view takes a body, path arguments filled in; the catch-all
-    (a regular expression) is represented by a path no route takes."""
-    found = []
-    for route, callback in _walk(get_resolver().url_patterns):
-        if not route.startswith("v1"):
-            continue
-        view_class = getattr(callback, "view_class", None) or getattr(callback, "cls", None)
-        if view_class is None:  # a plain function: the catch-all
-            found += [(method.upper(), "/v1/no/such/endpoint") for method in BODY_METHODS]
-            continue
-        path = "/" + _CONVERTER.sub(UNKNOWN_ID, route)
-        found += [(method.upper(), path) for method in BODY_METHODS if hasattr(view_class, method)]
-    return sorted(set(found))
+    """(METHOD, path) of every route under /v1/ whose view takes a body."""
+    return sorted(
+        (method, path)
+        for path, view_class in api_routes()
+        for method in BODY_METHODS
+        if method in handled_methods(view_class)
+    )
 
 
 ENDPOINTS = json_endpoints()
