@@ -110,7 +110,7 @@ def procfile_web(env: dict[str, str], logs: Path) -> Iterator[tuple[str, Line]]:
             try:
                 requests.get(f"{base}/v1/health", timeout=2)
                 break
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # a loaded machine imports slowly: wait on
                 assert time.monotonic() < deadline, f"web did not answer:\n{web.err()[-3000:]}"
                 time.sleep(0.2)
         yield base, web
