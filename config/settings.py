@@ -175,13 +175,15 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = API_MAX_BODY_BYTES
 
 # --- REST framework -----------------------------------------------------------------
 API_RATE_LIMITS = env("API_RATE_LIMITS", default="60/min,1000/hour")
+# Every token of one organization together (docs/api.md): more tokens buy no more requests. Empty: no such limit.
+API_ORG_RATE_LIMITS = env("API_ORG_RATE_LIMITS", default="300/min,5000/hour")
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["tokens.authentication.BearerTokenAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["tokens.permissions.HasRequiredScope"],
     "DEFAULT_RENDERER_CLASSES": ["core.api.renderers.ORJSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["core.api.parsers.ORJSONParser"],
     "EXCEPTION_HANDLER": "core.api.exception_handler.api_exception_handler",
-    # Per-token limits from API_RATE_LIMITS, counted in the cache (Redis) across web processes.
+    # Per-token and per-organization limits (API_RATE_LIMITS, API_ORG_RATE_LIMITS), counted in Redis across processes.
     "DEFAULT_THROTTLE_CLASSES": ["core.api.throttling.TokenRateThrottle"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": None,

@@ -90,7 +90,7 @@ class RateLimitHeadersMiddleware:
             token = None if isinstance(user, LazyObject) else getattr(user, "token", None)
             if token is not None and getattr(token, "pk", None) is not None:
                 try:
-                    state = throttling.rate_limit_peek(token.pk)
+                    state = throttling.rate_limit_peek(token.pk, getattr(token, "organization_id", None))
                 except Exception:  # noqa: BLE001 - headers are informative; a cache outage must not fail the answer
                     state = None
         if state is not None:

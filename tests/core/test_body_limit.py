@@ -83,6 +83,7 @@ def client(token) -> APIClient:
 @pytest.fixture(autouse=True)
 def _settings(settings):
     settings.API_RATE_LIMITS = "100000/min"
+    settings.API_ORG_RATE_LIMITS = "100000/min"
     settings.WHATSAPP_APP_SECRET = "meta-app-secret"
 
 

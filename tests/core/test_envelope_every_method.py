@@ -25,6 +25,7 @@ UNKNOWN = [
 @pytest.fixture(autouse=True)
 def _settings(settings):
     settings.API_RATE_LIMITS = "100000/min"
+    settings.API_ORG_RATE_LIMITS = "100000/min"
 
 
 def strict_client(token: str | None = None) -> Client:
