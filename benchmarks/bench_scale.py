@@ -30,6 +30,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 os.environ["WHATSAPP_APP_SECRET"] = APP_SECRET
 os.environ["WEBHOOKS_ALLOW_PRIVATE"] = "true"
 os.environ["API_RATE_LIMITS"] = "1000000/min"
+os.environ["API_ORG_RATE_LIMITS"] = "1000000/min"
 RUNS = int(os.environ.get("BENCH_RUNS", "5"))
 BROADCASTS = int(os.environ.get("BENCH_SCALE_BROADCASTS", "2000"))
 ORGS = 50

@@ -57,6 +57,8 @@ MIDDLEWARE = [
     "core.middleware.RequestIdMiddleware",
     # Every request counted and timed by route template and status (GET /metrics), whatever answers it below.
     "core.request_metrics.RequestMetricsMiddleware",
+    # Then: a body over API_MAX_BODY_BYTES under /v1/ is refused (413) before anything reads or parses it.
+    "core.middleware.BodySizeLimitMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Serves admin and API-docs assets from the service itself, with no CDN (docs/api.md).
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -170,6 +172,8 @@ CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 # Admin session and CSRF cookies only over HTTPS in production; the demo runs on plain http.
 SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=not DEBUG)
 CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=not DEBUG)
+# Under /v1/ even a CSRF refusal is the JSON error envelope (the admin keeps Django's page).
+CSRF_FAILURE_VIEW = "core.api.views.csrf_failure"
 # Off unless asked for: the proxy usually redirects http itself, and without SECURE_PROXY_SSL_HEADER every request
 # would look like http and redirect forever. The health check stays reachable over http for load balancers.
 SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=False)
@@ -183,18 +187,20 @@ SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
 ENCRYPTION_KEYS = env.list("ENCRYPTION_KEYS", default=[])
 
 # A 5000-recipient body with 1 KB of meta_data each is ~6 MB; 10 MiB is the contract's ceiling.
-DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 API_MAX_BODY_BYTES = 10 * 1024 * 1024
+DATA_UPLOAD_MAX_MEMORY_SIZE = API_MAX_BODY_BYTES
 
 # --- REST framework -----------------------------------------------------------------
 API_RATE_LIMITS = env("API_RATE_LIMITS", default="60/min,1000/hour")
+# Every token of one organization together (docs/api.md): more tokens buy no more requests. Empty: no such limit.
+API_ORG_RATE_LIMITS = env("API_ORG_RATE_LIMITS", default="300/min,5000/hour")
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["tokens.authentication.BearerTokenAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["tokens.permissions.HasRequiredScope"],
     "DEFAULT_RENDERER_CLASSES": ["core.api.renderers.ORJSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["core.api.parsers.ORJSONParser"],
     "EXCEPTION_HANDLER": "core.api.exception_handler.api_exception_handler",
-    # Per-token limits from API_RATE_LIMITS, counted in the cache (Redis) across web processes.
+    # Per-token and per-organization limits (API_RATE_LIMITS, API_ORG_RATE_LIMITS), counted in Redis across processes.
     "DEFAULT_THROTTLE_CLASSES": ["core.api.throttling.TokenRateThrottle"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": None,

@@ -63,25 +63,32 @@ class ContextFilter(logging.Filter):
 
 # --- Redaction ------------------------------------------------------------------------------------------------
 _REDACTED = "[REDACTED]"
+# Each pattern costs time linear in the text, whatever the text (docs/operations.md: no header or query makes a log
+# line cost more than a normal one). Python's engine backtracks, so every pattern is written so that a failed
+# attempt cannot retry what it already read: it starts at a literal (``kbai_pk_``, ``://``, a key name), each run of
+# characters is one class the next token cannot continue (or possessive: ``*+``, ``++``), and no quantified group
+# nests another. An unanchored ``[a-z][a-z0-9.]*://`` tried at every letter of ``a.a.a...`` was quadratic; so was
+# ``\s*(?:[:=]|\s)\s*`` after a key followed by a long run of spaces.
 _PATTERNS: list[tuple[re.Pattern[str], str]] = [
     # our API tokens, customer-event signing secrets, encrypted values at rest
-    (re.compile(r"kbai_pk_[A-Za-z0-9_\-]+"), "kbai_pk_" + _REDACTED),
-    (re.compile(r"whsec_[A-Za-z0-9+/=_\-]+"), "whsec_" + _REDACTED),
-    (re.compile(r"enc1:[A-Za-z0-9_=\-]+"), "enc1:" + _REDACTED),
+    (re.compile(r"kbai_pk_[A-Za-z0-9_\-]++"), "kbai_pk_" + _REDACTED),
+    (re.compile(r"whsec_[A-Za-z0-9+/=_\-]++"), "whsec_" + _REDACTED),
+    (re.compile(r"enc1:[A-Za-z0-9_=\-]++"), "enc1:" + _REDACTED),
     # any Authorization value
-    (re.compile(r"(?i)\b(bearer|basic)(\s+)[^\s'\",;]+"), r"\1\2" + _REDACTED),
-    # access_token=..., "access_token": "...", 'verify_token': '...', --access-token ...
+    (re.compile(r"(?i)\b(bearer|basic)(\s++)[^\s'\",;]++"), r"\1\2" + _REDACTED),
+    # access_token=..., "access_token": "...", 'verify_token': '...', hub.verify_token=..., --access-token ...
     (
         re.compile(
             r"(?i)\b((?:access|verify|refresh)[-_]token|(?:app|client)[-_]secret|password|passwd)"
-            r"(\\?[\"']?\s*(?:[:=]|\s)\s*\\?[\"']?)(?!\[REDACTED\])[^\s\"'\\&,;}\]]+"
+            r"(\\?[\"']?(?:\s*+[:=]|\s)\s*+\\?[\"']?)(?!\[REDACTED\])[^\s\"'\\&,;}\]]++"
         ),
         r"\1\2" + _REDACTED,
     ),
     # Meta (Graph API) access tokens: "EAA" and a long base62 tail
-    (re.compile(r"\bEAA[A-Za-z0-9_\-]{16,}"), "EAA" + _REDACTED),
-    # credentials in URLs: scheme://user:password@host
-    (re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://[^:/\s@]*:)[^@\s/]+@"), r"\1" + _REDACTED + "@"),
+    (re.compile(r"\bEAA[A-Za-z0-9_\-]{16,}+"), "EAA" + _REDACTED),
+    # credentials in URLs: scheme://user:password@host. Found from its "://": neither run can cross a "/", so the
+    # runs read from one "://" end before the next one starts.
+    (re.compile(r"://([^:/\s@]*+):[^@\s/]++@"), r"://\1:" + _REDACTED + "@"),
 ]
 # Configured secrets that have no recognisable shape; values shorter than this are not searched for (too common).
 _SECRET_SETTINGS = ("WHATSAPP_APP_SECRET", "WHATSAPP_VERIFY_TOKEN", "SECRET_KEY")
@@ -104,6 +111,24 @@ def _configured_secrets() -> list[str]:
     keys = getattr(settings, "ENCRYPTION_KEYS", []) if configured else os.environ.get("ENCRYPTION_KEYS", "").split(",")
     values.extend(k for k in keys if isinstance(k, str) and len(k) >= _MIN_SECRET_LENGTH)
     return values
+
+
+# Longest client-given field (user agent, path and query) an access line keeps: what a person reads, and a bound on
+# what any one request costs to log.
+MAX_LOGGED_USER_AGENT = 512
+MAX_LOGGED_PATH = 2048
+# Where a cut field may end: never inside a token or value, whose kept head could escape redaction ("EAA" wants 16
+# more characters to be recognised).
+_CUT_AFTER = " \t&;,?/=\"'()"
+
+
+def truncate(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` characters at a separator, saying how much was left out (linear)."""
+    if len(text) <= limit:
+        return text
+    head = text[:limit]
+    end = max(head.rfind(separator) for separator in _CUT_AFTER) + 1
+    return f"{head[:end]}...[{len(text) - end} more characters]"
 
 
 def redact(text: str, secrets: Iterable[str] | None = None) -> str:
@@ -321,6 +346,7 @@ class GunicornLogger(_GunicornLogger):  # type: ignore[misc,valid-type]
         path = environ.get("PATH_INFO", "")
         if environ.get("QUERY_STRING"):
             path += "?" + environ["QUERY_STRING"]
+        path = truncate(path, MAX_LOGGED_PATH)
         method = environ.get("REQUEST_METHOD", "-")
         duration_ms = round(request_time.total_seconds() * 1000, 1)
         fields = {
@@ -331,7 +357,9 @@ class GunicornLogger(_GunicornLogger):  # type: ignore[misc,valid-type]
             "duration_ms": duration_ms,
             "bytes": getattr(resp, "sent", None),
             "remote_addr": environ.get("REMOTE_ADDR"),
-            "user_agent": environ.get("HTTP_USER_AGENT"),
+            "user_agent": truncate(environ["HTTP_USER_AGENT"], MAX_LOGGED_USER_AGENT)
+            if environ.get("HTTP_USER_AGENT")
+            else None,
         }
         try:
             self.access_log.info("%s %s %s %.1fms", method, path, status, duration_ms, extra=fields)

@@ -1,4 +1,5 @@
-"""Request-wide middleware: the request id (docs/operations.md) and the rate-limit headers (docs/api.md)."""
+"""Request-wide middleware: the request id (docs/operations.md), the body size limit and the rate-limit headers
+(docs/api.md)."""
 
 from __future__ import annotations
 
@@ -6,11 +7,14 @@ import re
 import uuid
 from collections.abc import Callable
 
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils.functional import LazyObject
 
 from core import logging as core_logging
+from core import request_body
 from core.api import throttling
+from core.api.exception_handler import error_body
+from core.errors import ApplicationError
 
 REQUEST_ID_HEADER = "X-Request-Id"
 # A client's id is kept when it is 1-128 visible ASCII characters (no space, no control character): safe to log and
@@ -45,6 +49,27 @@ class RequestIdMiddleware:
         return response
 
 
+def is_api_path(path: str) -> bool:
+    return path == "/v1" or path.startswith("/v1/")
+
+
+class BodySizeLimitMiddleware:
+    """Right after the request id: no body under /v1/ over ``API_MAX_BODY_BYTES`` reaches a view, a parser or
+    authentication (core/request_body.py). Whatever the method and whether a route exists: a 413 never depends on
+    the token, the path or the view, and a new endpoint is covered without doing anything."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if is_api_path(request.path_info):
+            try:
+                request_body.body_bound(request)
+            except ApplicationError as exc:
+                return JsonResponse(error_body(exc.code, exc.message, exc.details), status=exc.status)
+        return self.get_response(request)
+
+
 class RateLimitHeadersMiddleware:
     """``RateLimit-Policy`` and ``RateLimit`` on every response to a request made with a valid token, 429s included.
 
@@ -65,7 +90,7 @@ class RateLimitHeadersMiddleware:
             token = None if isinstance(user, LazyObject) else getattr(user, "token", None)
             if token is not None and getattr(token, "pk", None) is not None:
                 try:
-                    state = throttling.rate_limit_peek(token.pk)
+                    state = throttling.rate_limit_peek(token.pk, getattr(token, "organization_id", None))
                 except Exception:  # noqa: BLE001 - headers are informative; a cache outage must not fail the answer
                     state = None
         if state is not None:

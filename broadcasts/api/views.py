@@ -23,7 +23,6 @@ from rest_framework.response import Response
 from broadcasts import exports, previews, selectors, services
 from broadcasts.api import schema as _schema  # noqa: F401  (registers the bearer scheme)
 from broadcasts.api import serializers as s
-from broadcasts.api.body import body_read
 from broadcasts.api.formats import RECIPIENT_FORMATS, RecipientsNegotiation, format_of
 from broadcasts.api.pagination import (
     cursor_decode,
@@ -38,6 +37,7 @@ from broadcasts.models import BroadcastStatus, SendStatus
 from core.api.base import ApiView
 from core.api.parsers import json_parse
 from core.errors import ApplicationError
+from core.request_body import body_read
 
 LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX = 50, 100
 RECIPIENTS_LIMIT_DEFAULT, RECIPIENTS_LIMIT_MAX = 100, 1000

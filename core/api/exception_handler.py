@@ -156,13 +156,16 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
         # docs/api.md: every 401 carries the challenge "WWW-Authenticate: Bearer".
         headers["WWW-Authenticate"] = getattr(exc, "auth_header", None) or "Bearer"
         exc.status_code = status.HTTP_401_UNAUTHORIZED
+    details: dict[str, Any] = {}
     if isinstance(exc, exceptions.Throttled) and exc.wait is not None:
-        headers["Retry-After"] = str(max(1, int(exc.wait + 0.999)))
+        retry_after = max(1, int(exc.wait + 0.999))
+        headers["Retry-After"] = str(retry_after)
+        # whose limit: "token" or "org" (core.api.throttling.RateLimited)
+        details = {"retry_after_seconds": retry_after, "limit": getattr(exc, "scope", "token")}
 
     if isinstance(exc, exceptions.ValidationError):
         details = _flatten(exc.detail)
         message = "The request is invalid; see details."
     else:
-        details = {}
         message = str(exc.detail) if not isinstance(exc.detail, (list, dict)) else "Request failed."
     return ErrorResponse(error_body(code, message, details), status=exc.status_code, headers=headers)

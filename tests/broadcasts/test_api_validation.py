@@ -210,6 +210,7 @@ def test_any_wrong_value_anywhere_is_a_4xx_never_a_500(
 ):
     # given a valid body, and every value of every kind put in every place
     settings.API_RATE_LIMITS = "100000/min"
+    settings.API_ORG_RATE_LIMITS = "100000/min"
     base = payload(channel, n=2, campaign_name="Fuzz")
     outcomes = set()
     for path in _paths(base):

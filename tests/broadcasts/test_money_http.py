@@ -29,6 +29,7 @@ def server(transactional_db, tmp_path):
         "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
         "WHATSAPP_APP_SECRET": SECRET,
         "API_RATE_LIMITS": "10000/min",
+        "API_ORG_RATE_LIMITS": "10000/min",
     }
     try:
         with gunicorn(env=env, log_path=tmp_path / "gunicorn.log") as (base, _process):

@@ -257,6 +257,7 @@ def json_equal(a, b) -> bool:
 @pytest.fixture(autouse=True)
 def _settings(settings):
     settings.API_RATE_LIMITS = "1000000/min"
+    settings.API_ORG_RATE_LIMITS = "1000000/min"
     settings.WHATSAPP_APP_SECRET = META_SECRET
     settings.WEBHOOKS_ALLOW_PRIVATE = True  # no DNS lookups for fuzzed hosts
 

@@ -39,6 +39,7 @@ META_SECRET = "meta-app-secret"
 @pytest.fixture(autouse=True)
 def _settings(settings):
     settings.API_RATE_LIMITS = "100000/min"
+    settings.API_ORG_RATE_LIMITS = "100000/min"
     settings.WHATSAPP_APP_SECRET = META_SECRET
     settings.WEBHOOKS_ALLOW_PRIVATE = True  # no DNS lookups for the hostile URLs below
 

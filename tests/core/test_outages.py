@@ -151,6 +151,7 @@ def setup_api(settings, channel, template, token):
     settings.WHATSAPP_APP_SECRET = META_SECRET
     settings.WEBHOOKS_ALLOW_PRIVATE = True
     settings.API_RATE_LIMITS = "100000/min"
+    settings.API_ORG_RATE_LIMITS = "100000/min"
     with mock.patch("broadcasts.services.enqueue_dispatch"), mock.patch("broadcasts.lifecycle.broadcast_event_publish"):
         client = client_for(token)
         created = client.post(BULK, orjson.dumps(bulk_body(channel.id)), content_type="application/json")

@@ -1,5 +1,6 @@
 """RateLimit-Policy and RateLimit (IETF draft-ietf-httpapi-ratelimit-headers, structured fields) on every
-authenticated response, 429s included, for the tightest of the token's limits (docs/api.md)."""
+authenticated response, 429s included, for the tightest of the token's limits, its organization's among them
+(docs/api.md)."""
 
 import re
 
@@ -12,7 +13,14 @@ from core.api.throttling import WindowCount, rate_limit_headers
 
 pytestmark = pytest.mark.django_db
 URL = "/v1/messages/bulk"
-RATELIMIT = re.compile(r'"(?P<name>[a-z0-9]+)";r=(?P<r>\d+);t=(?P<t>\d+)')
+RATELIMIT = re.compile(r'"(?P<name>[a-z0-9-]+)";r=(?P<r>\d+);t=(?P<t>\d+)')
+# The organization's windows follow the token's in the policy.
+ORG = ', "org-min";q=300;w=60, "org-hour";q=5000;w=3600'
+
+
+@pytest.fixture(autouse=True)
+def _org_limits(settings):
+    settings.API_ORG_RATE_LIMITS = "300/min,5000/hour"
 
 
 def _parsed(response) -> tuple[str, int, int]:
@@ -27,7 +35,7 @@ def test_the_policy_names_every_limit_and_ratelimit_counts_down_to_the_429(api, 
     for _ in range(3):
         response = api.get(URL)
         assert response.status_code == 200
-        assert response["RateLimit-Policy"] == '"min";q=3;w=60, "hour";q=10;w=3600'
+        assert response["RateLimit-Policy"] == '"min";q=3;w=60, "hour";q=10;w=3600' + ORG
         seen.append(_parsed(response))
     assert [(name, r) for name, r, _t in seen] == [("min", 2), ("min", 1), ("min", 0)]
     assert all(1 <= t <= 60 for _name, _r, t in seen)
@@ -35,7 +43,7 @@ def test_the_policy_names_every_limit_and_ratelimit_counts_down_to_the_429(api, 
     # the 4th is refused and says so, with the wait of Retry-After
     refused = api.get(URL)
     assert refused.status_code == 429 and refused.json()["error"]["code"] == "rate_limited"
-    assert refused["RateLimit-Policy"] == '"min";q=3;w=60, "hour";q=10;w=3600'
+    assert refused["RateLimit-Policy"] == '"min";q=3;w=60, "hour";q=10;w=3600' + ORG
     name, remaining, reset = _parsed(refused)
     assert (name, remaining) == ("min", 0)
     assert reset == int(refused["Retry-After"])
@@ -46,7 +54,7 @@ def test_the_policy_names_every_limit_and_ratelimit_counts_down_to_the_429(api, 
 def test_the_tightest_limit_is_the_one_with_the_fewest_left(api, settings):
     settings.API_RATE_LIMITS = "100/min,2/hour"
     first = api.get(URL)
-    assert first["RateLimit-Policy"] == '"min";q=100;w=60, "hour";q=2;w=3600'
+    assert first["RateLimit-Policy"] == '"min";q=100;w=60, "hour";q=2;w=3600' + ORG
     assert _parsed(first)[:2] == ("hour", 1)
     name, remaining, reset = _parsed(api.get(URL))
     assert (name, remaining) == ("hour", 0) and 1 <= reset <= 3600
@@ -65,7 +73,7 @@ def test_every_authenticated_answer_carries_them_errors_too(api, make_token, set
         "415": api.post(URL, b"x", content_type="text/plain"),
     }
     for what in ("400", "404 broadcast", "405", "415"):
-        assert responses[what]["RateLimit-Policy"] == '"min";q=50;w=60', what
+        assert responses[what]["RateLimit-Policy"] == '"min";q=50;w=60' + ORG, what
     assert "RateLimit" not in responses["404 path"]
     # each counted once: 4 DRF requests so far
     assert _parsed(api.get(URL))[1] == 50 - 5
@@ -75,7 +83,7 @@ def test_every_authenticated_answer_carries_them_errors_too(api, make_token, set
     limited.get(URL)
     forbidden = limited.get("/v1/webhooks")
     assert forbidden.status_code == 403
-    assert forbidden["RateLimit-Policy"] == '"min";q=50;w=60'
+    assert forbidden["RateLimit-Policy"] == '"min";q=50;w=60' + ORG
     assert _parsed(forbidden)[:2] == ("min", 49)
 
 
