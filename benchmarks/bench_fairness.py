@@ -45,6 +45,7 @@ def scenario_fairness(
     busy = [make_channel(org, n + i, BUSY_MPS)[0] for i in range(BUSY_CHANNELS)]
     idle = make_channel(org, n + BUSY_CHANNELS, SMALL_MPS)[0]
     latencies: list[float] = []
+    stages: list[tuple[float, float]] = []
     rates: list[list[float]] = []
     cpu0 = cpu_seconds(worker.pids())
     total = 0
@@ -71,6 +72,7 @@ def scenario_fairness(
                 to = "+" + r["to"].lstrip("+")
                 first[to] = min(first.get(to, r["received_at"]), r["received_at"])
         latencies += [(first[to] - at) * 1000 if to in first else float("inf") for to, at in tried]
+        stages += _stages(dict(zip(ids[BUSY_CHANNELS:], [first.get(to) for to, _ in tried], strict=True)))
         round_rates = []
         for channel in busy:
             times = sorted(r["received_at"] for r in requests if r["phone_number_id"] == channel.phone_number_id)
@@ -95,6 +97,14 @@ def scenario_fairness(
     print(f"{line}; CPU {cpu * 1000 / max(1, total):.3f} ms/send in workers; load {loadavg()}", flush=True)
     if probes:
         print(f"    ({name}) latencies ms: {[round(x) for x in latencies]}", flush=True)
+        started = sorted(a for a, _ in stages)
+        posted = sorted(b for _, b in stages)
+        print(
+            f"    ({name}) where it went, p50 / p95: 202 to started (dispatch or a host) "
+            f"{_percentile(started, 0.5):.0f} / {_percentile(started, 0.95):.0f} ms, started to posted "
+            f"{_percentile(posted, 0.5):.0f} / {_percentile(posted, 0.95):.0f} ms",
+            flush=True,
+        )
     return summed
 
 
@@ -102,3 +112,18 @@ def _running(ids: list[str]) -> bool:
     from broadcasts.models import Broadcast
 
     return Broadcast.objects.filter(id__in=ids).exclude(status__in=["COMPLETED", "FAILED", "CANCELLED"]).exists()
+
+
+def _stages(arrivals: dict[str, float | None]) -> list[tuple[float, float]]:
+    """Per small broadcast (id: its send's arrival at the sandbox, epoch seconds): (its 202 to its start, its start
+    to that arrival), in ms (one machine's clock)."""
+    from broadcasts.models import Broadcast
+
+    out = []
+    for broadcast_id, created, started in Broadcast.objects.filter(id__in=list(arrivals)).values_list(
+        "id", "created_at", "started_at"
+    ):
+        arrived = arrivals[broadcast_id]
+        if started is not None and arrived is not None:
+            out.append(((started - created).total_seconds() * 1000, (arrived - started.timestamp()) * 1000))
+    return out

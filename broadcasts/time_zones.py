@@ -5,13 +5,15 @@ several); for a BSUID, its country's most populous zone.
 
 Only a broadcast with a window asks (no cost otherwise). libphonenumber answers a geographic number (fixed line, and
 mobile in a few countries) by its longest prefix in ``TIMEZONE_DATA``, any other by its calling code's entry; its
-cost is parsing the number and finding its type. Here: a calling code whose every entry is the same one zone is
-answered without looking at the number (cached per calling code); a number whose longest prefix gives the calling
-code's own entry, or one whose first zone is the calling code's first, needs no type either; only the others have
-their type found (phones.phone_is_geographic, the library's steps with precompiled patterns). Only the prefix lengths
-the data has under the calling code are looked up, and the two answers per prefix are cached.
+cost is parsing the number and finding its type. Here: the phone check already found the number's type
+(phones.phone_checked, kept on the recipient), so nothing is parsed again; per calling code, every prefix of the
+data's keys maps to the answer of the longest key it starts with (a zone, or the two zones a number's type chooses
+between), and a number's digits are walked one longer at a time while they are such a prefix: 1 to 4 dictionary
+probes for most numbers, none for a calling code whose every entry is one zone. Exact by construction: the answer
+of the longest key is on the walk's path, and only keys of the data are its nodes.
 tests/broadcasts/test_time_zones.py proves it equal to the library's answer over the library's example numbers of
-every region and type and their neighbours.
+every region and type and their neighbours, and over ~46,000 random valid numbers drawn under every prefix of the
+data and after every calling code (244 regions).
 """
 
 from __future__ import annotations

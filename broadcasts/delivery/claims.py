@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 from django.conf import settings
 from django.db import connection
-from django.db.models import Case, Max, Min, Q, Value, When
+from django.db.models import Case, Exists, Max, Min, OuterRef, Q, Value, When
 from django.utils import timezone
 
 from broadcasts import lifecycle
@@ -143,9 +143,16 @@ def channel_claim_next(*, channel_id: str) -> tuple[Broadcast, list[Claimed], in
     UTILITY ones before MARKETING ones (category lanes, docs/rules.md) (DB thread)."""
     now = timezone.now()
     marketing_last = Case(When(template__category="MARKETING", then=Value(1)), default=Value(0))
+    # Only broadcasts with due sends: those a pump already served stay IN_PROGRESS until it wraps up (it finishes
+    # them then), and a pump that went through twenty one-recipient broadcasts must still find the next one.
+    due = Exists(
+        Send.objects.filter(
+            broadcast_id=OuterRef("id"), status=SendStatus.PENDING, lease_expires_at__isnull=True
+        ).filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
+    )
     running = (
         Broadcast.objects.select_related("channel", "template")
-        .filter(channel_id=channel_id, status=BroadcastStatus.IN_PROGRESS)
+        .filter(due, channel_id=channel_id, status=BroadcastStatus.IN_PROGRESS)
         .order_by(marketing_last, "started_at", "id")[:20]
     )
     for broadcast in running:

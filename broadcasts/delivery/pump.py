@@ -15,7 +15,12 @@ task is a host: every DELIVERY_PUMP_ADOPT_INTERVAL (jittered) it looks for chann
 the channel's running place and runs a ChannelPump for it on the same loop, with the channel's own GCRA schedule,
 PostLog, number holds and posting gate. A host takes on a channel while the caps of the channels it serves sum to
 less than DELIVERY_PUMP_RATE, or at any load when the channel's due work is small (DELIVERY_PUMP_SMALL_WORK), so
-busy 1000 mps channels still get a process each while a one-recipient broadcast never waits behind them.
+busy 1000 mps channels still get a process each while a one-recipient broadcast never waits behind them. A host
+skips a channel it found without work (or with big work it has no room for) for a second, but only while the
+channel has no newer broadcast, and asks at every look whether a channel's place is held: one-recipient broadcasts
+once a second on one channel each come while the last one's pump holds the place or has just given it back, and a
+skip of a whole second there made each wait out the skip (a backlog on a loaded box). A small job's pump goes on
+with its channel's next small work itself (channel_pump.ChannelPump).
 
 Lanes (lanes.py, DELIVERY_LANES): at the same interval, whatever DELIVERY_PUMP_HOSTING says, a host asks for due
 AUTHENTICATION and UTILITY broadcasts on the channels it serves that none of its runs serves, and their channel's
