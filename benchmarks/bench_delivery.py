@@ -14,6 +14,10 @@ Scenarios, in one run:
   (f) category lanes (benchmarks/bench_lanes.py): one channel at its cap (--f-cap, default 250) with a
       5,000-recipient MARKETING broadcast, and one-recipient AUTHENTICATION broadcasts on it once a second
       (--f-tries, default 15). Target: first send within 1 s of the 202 (p95), the channel's busiest second <= cap.
+  (g) fairness in the test suite's conditions (benchmarks/bench_fairness.py): four channels at 1000 with 5,000
+      recipients each (--g-recipients), one-recipient broadcasts on a fifth idle channel once a second while they
+      run, --g-rounds rounds (default 3); (g0) the same busy load alone. Target: first send p95 <= 1 s, busy
+      channels >= 95 % of their rate alone.
 Printed per scenario: sustained sends/s (first to last arrival at the sandbox), the most sends in any
 one-second window per channel (sandbox), CPU ms per send (workers: utime+stime of the main process and pool
 children from /proc; the sandbox shown apart), and the time from the 202 (broadcast_create returned, dispatch
@@ -256,11 +260,13 @@ async def floor(graph_url: str, count: int, concurrency: int = 200) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--workers", type=int, default=4)
-    parser.add_argument("--only", default="a,b,c,d,e0,e,f")
+    parser.add_argument("--only", default="a,b,c,d,e0,e,f,g0,g")
     parser.add_argument("--e-seconds", type=float, default=30.0)
     parser.add_argument("--e-cap", type=int, default=250)
     parser.add_argument("--f-cap", type=int, default=250)
     parser.add_argument("--f-tries", type=int, default=15)
+    parser.add_argument("--g-recipients", type=int, default=5000)
+    parser.add_argument("--g-rounds", type=int, default=3)
     args = parser.parse_args()
     only = set(args.only.split(","))
 
@@ -311,6 +317,19 @@ def main() -> None:
             from benchmarks.bench_lanes import scenario_lanes
 
             scenario_lanes(sandbox, worker, sandbox.pid, org, n + 30, cap=args.f_cap, tries=args.f_tries)
+        if "g0" in only or "g" in only:
+            from benchmarks.bench_fairness import scenario_fairness
+
+            kwargs = {"recipients": args.g_recipients, "rounds": args.g_rounds}
+            alone = scenario_fairness(sandbox, worker, org, n + 40, probes=False, **kwargs) if "g0" in only else None
+            if "g" in only:
+                probed = scenario_fairness(sandbox, worker, org, n + 50, **kwargs)
+                if alone:
+                    print(
+                        f"    (g) busy channels keep {probed / alone * 100:.1f} % of their rate alone (g0) while the "
+                        "small broadcasts go (target >= 95 %)",
+                        flush=True,
+                    )
     finally:
         if os.environ.get("BENCH_SHOW_CHUNKS"):
             print("\n".join(line for line in worker.log().splitlines() if "chunk " in line))

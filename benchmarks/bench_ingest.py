@@ -167,8 +167,12 @@ def main() -> None:
         url = f"{base}/v1/messages/bulk"
 
         timed_posts(session, url, headers, bodies[:2])  # warm-up: imports, metadata, connections
-        fast = timed_posts(session, url, headers, bodies[2 : 2 + FAST_RUNS])
-        windowed = timed_posts(session, url, headers, window_bodies)
+        # Alternating, so both measures see the same table sizes and the same moments of a shared machine.
+        fast, windowed = [], []
+        plain_bodies = bodies[2 : 2 + FAST_RUNS]
+        for i in range(max(len(plain_bodies), len(window_bodies))):
+            fast += timed_posts(session, url, headers, plain_bodies[i : i + 1])
+            windowed += timed_posts(session, url, headers, window_bodies[i : i + 1])
         window_id = session.get(url, headers=headers, params={"limit": 1}, timeout=10).json()["data"][0]["broadcast_id"]
         window_status_times = []
         for _ in range(STATUS_RUNS):
@@ -211,7 +215,8 @@ def main() -> None:
     window_p50 = statistics.median(windowed) if windowed else float("nan")
     print(
         f"POST 5000 with send_window ({len(windowed)} runs): p50 {window_p50:6.1f} ms  "
-        f"p95 {pct(windowed, 0.95) if windowed else float('nan'):6.1f} ms  (+{window_p50 - fast_p50:.1f} ms: zones)"
+        f"p95 {pct(windowed, 0.95) if windowed else float('nan'):6.1f} ms  (+{window_p50 - fast_p50:.1f} ms: zones, "
+        f"{(window_p50 / fast_p50 - 1) * 100:+.1f} %; target within 5 %)"
     )
     if window_status_times:
         print(
@@ -229,15 +234,15 @@ def main() -> None:
     print(f"web worker RSS after the run: {worker_rss_mb:.0f} MB (gunicorn worker pid(s) {list(rss)})")
     ok = (
         fast_p50 <= 150
-        and (not windowed or window_p50 <= 150)
+        and (not windowed or window_p50 <= 150 and window_p50 <= fast_p50 * 1.05)
         and naive_p50 / fast_p50 >= 5
         and worker_rss_mb < 150
         and statistics.median(status_times) <= 20
         and max(dry_times) < 2000
     )
     print(
-        "targets (p50 <= 150 ms with and without a window, >= 5x naive, RSS < 150 MB, status p50 <= 20 ms, "
-        "dry run < 2 s):",
+        "targets (p50 <= 150 ms with and without a window, the window within 5 %, >= 5x naive, RSS < 150 MB, "
+        "status p50 <= 20 ms, dry run < 2 s):",
         "met" if ok else "NOT met",
     )
 

@@ -65,21 +65,30 @@ def _matches(national: str, desc: _Desc | None) -> bool:
     return desc.pattern is not None and desc.pattern.fullmatch(national) is not None
 
 
-def _any_type(number_descs: list) -> dict[int, re.Pattern[str] | None]:
+# The kinds of number type, as the name of each alternative of ``_any_type``'s patterns starts: a specific type
+# (premium rate, toll free, ...: never geographic), fixed line (always geographic), mobile (geographic in a few
+# countries only). The time zone of a number depends on it (broadcasts/time_zones.py).
+SPECIFIC, FIXED_LINE, MOBILE = "s", "f", "m"
+
+
+def _any_type(number_descs: list[tuple[str, object]]) -> dict[int, re.Pattern[str] | None]:
     """Per national-number length, one regex matching when ANY type pattern matches.
 
     ``_number_type_helper`` only says UNKNOWN or not to ``is_valid_number``: the number is valid
     when the general pattern and at least one type pattern match (mobile only when it differs
     from fixed line). One alternation per length replaces up to ten matches. A desc without
-    possible lengths takes the general description's, as the library does.
+    possible lengths takes the general description's, as the library does. ``number_descs`` are
+    (kind, desc) in the library's order; each alternative is a group named by its kind and position,
+    so the match's ``lastgroup`` is the first type that matches: the number's type, found for free
+    (the alternation tries its alternatives in order, as ``_number_type_helper`` tries the types).
     """
     by_length: dict[int, list[str]] = {}
-    for desc in number_descs:
+    for position, (kind, desc) in enumerate(number_descs):
         if desc is None or not desc.national_number_pattern:
             continue
         for length in desc.possible_length or range(_MIN_NSN, _MAX_NSN + 1):
-            by_length.setdefault(length, []).append(desc.national_number_pattern)
-    return {length: re.compile("|".join(f"(?:{p})" for p in patterns)) for length, patterns in by_length.items()}
+            by_length.setdefault(length, []).append(f"(?P<{kind}{position}>{desc.national_number_pattern})")
+    return {length: re.compile("|".join(patterns)) for length, patterns in by_length.items()}
 
 
 def _specific_descs(metadata: PhoneMetadata) -> tuple:
@@ -100,10 +109,10 @@ def _region(region_code: str, country_code: int) -> _Region | None:
     metadata = PhoneMetadata.metadata_for_region_or_calling_code(country_code, region_code)
     if metadata is None:
         return None
-    specific = _specific_descs(metadata)
+    specific = [(SPECIFIC, desc) for desc in _specific_descs(metadata)]
     # The library checks mobile only when its pattern differs from fixed line's.
     same = bool(metadata.same_mobile_and_fixed_line_pattern)
-    types = [*specific, metadata.fixed_line] + ([] if same else [metadata.mobile])
+    types = [*specific, (FIXED_LINE, metadata.fixed_line)] + ([] if same else [(MOBILE, metadata.mobile)])
     return _Region(
         region_code=region_code,
         country_code=metadata.country_code,
@@ -125,12 +134,18 @@ def _calling_code(country_code: int) -> _CallingCode | None:
     return _CallingCode(parse_metadata, regions)
 
 
-def _is_valid_for_region(national: str, region: _Region) -> bool:
-    """``_number_type_helper(...) != UNKNOWN``: the general pattern, then any type pattern."""
+def _valid_kind(national: str, region: _Region) -> str | None:
+    """``_number_type_helper(...) != UNKNOWN``: the general pattern, then any type pattern; the kind of the type that
+    matched first (SPECIFIC, FIXED_LINE, MOBILE), None when the number is not valid for the region."""
     if not _matches(national, region.general):
-        return False
+        return None
     pattern = region.by_length.get(len(national))
-    return pattern is not None and pattern.fullmatch(national) is not None
+    match = pattern.fullmatch(national) if pattern is not None else None
+    return match.lastgroup[0] if match is not None else None  # type: ignore[index]
+
+
+def _is_valid_for_region(national: str, region: _Region) -> bool:
+    return _valid_kind(national, region) is not None
 
 
 def _region_for(national: str, calling: _CallingCode) -> _Region | None:
@@ -146,11 +161,12 @@ def _region_for(national: str, calling: _CallingCode) -> _Region | None:
     return None
 
 
-def _valid_region(national: str, calling: _CallingCode, country_code: int) -> _Region | None:
+def _valid_region(national: str, calling: _CallingCode, country_code: int) -> tuple[_Region, str] | None:
     """``_region_for`` then ``_is_valid_for_region`` on its answer (is_valid_number's two steps), without validating
-    twice a region that the first step chose by validating it (shared calling codes without leading digits)."""
+    twice a region that the first step chose by validating it (shared calling codes without leading digits); with
+    the kind of the number's type (``_valid_kind``)."""
     regions = calling.regions
-    validated = False
+    kind = None
     if len(regions) == 1:
         region = regions[0]
     else:
@@ -158,14 +174,15 @@ def _valid_region(national: str, calling: _CallingCode, country_code: int) -> _R
             if region.leading_digits is not None:
                 if region.leading_digits.match(national):
                     break
-            elif _is_valid_for_region(national, region):
-                validated = True
+            elif (kind := _valid_kind(national, region)) is not None:
                 break
         else:
             return None
-    if region.country_code != country_code or not (validated or _is_valid_for_region(national, region)):
+    if region.country_code != country_code:
         return None
-    return region
+    if kind is None and (kind := _valid_kind(national, region)) is None:
+        return None
+    return region, kind
 
 
 def _library_e164(raw: str) -> str | None:
@@ -186,24 +203,31 @@ def phone_to_e164(raw: object) -> str | None:
     ``format_number(E164)``; a national prefix written after the calling code (``+44 0 20...``)
     is stripped exactly as the library strips it.
     """
-    checked = phone_e164_region(raw)
+    checked = phone_checked(raw)
     return checked[0] if checked is not None else None
 
 
 def phone_e164_region(raw: object) -> tuple[str, str | None] | None:
-    """``(phone_to_e164(raw), phone_region(of it))`` from one parse, or None when ``raw`` is not a valid number.
+    """``(phone_to_e164(raw), phone_region(of it))`` from one parse, or None when ``raw`` is not a valid number."""
+    checked = phone_checked(raw)
+    return checked[:2] if checked is not None else None
 
-    The validation already finds the number's region to check it: the bulk API keeps it to price the
-    broadcast without parsing each number a second time."""
+
+def phone_checked(raw: object) -> tuple[str, str | None, bool] | None:
+    """``(phone_to_e164(raw), phone_region(of it), phone_is_geographic(of it))`` from one parse, or None when ``raw``
+    is not a valid number.
+
+    The validation already finds the number's region and type to check it: the bulk API keeps them to price the
+    broadcast and to find each recipient's time zone without parsing each number a second time."""
     if type(raw) is not str or len(raw) > MAX_PHONE_LENGTH or not _PLUS_DIGITS.fullmatch(raw):
         return None
     digits = raw[1:]
     if len(digits) <= _MIN_NSN:
-        return _library_e164_region(raw)
+        return _library_checked(raw)
     country_code, national = _country_code_split(digits)
     calling = _calling_code(country_code) if country_code else None
     if calling is None or len(national) < _MIN_NSN:
-        return _library_e164_region(raw)
+        return _library_checked(raw)
 
     metadata = calling.parse_metadata
     if metadata.national_prefix_for_parsing:
@@ -214,16 +238,21 @@ def phone_e164_region(raw: object) -> tuple[str, str | None] | None:
         return None
     # The library keeps leading zeros (Italy) as such, so the national significant number is
     # exactly these digits.
-    region = _valid_region(national, calling, country_code)
-    if region is None:
+    found = _valid_region(national, calling, country_code)
+    if found is None:
         return None
+    region, kind = found
     code = region.region_code
-    return f"+{country_code}{national}", (code if code != pnu.REGION_CODE_FOR_NON_GEO_ENTITY else None)
+    return (
+        f"+{country_code}{national}",
+        code if code != pnu.REGION_CODE_FOR_NON_GEO_ENTITY else None,
+        kind == FIXED_LINE or (kind == MOBILE and country_code in pnu._GEO_MOBILE_COUNTRIES),
+    )
 
 
-def _library_e164_region(raw: str) -> tuple[str, str | None] | None:
+def _library_checked(raw: str) -> tuple[str, str | None, bool] | None:
     e164 = _library_e164(raw)
-    return (e164, phone_region(e164)) if e164 is not None else None
+    return (e164, phone_region(e164), phone_is_geographic(e164)) if e164 is not None else None
 
 
 # Calling codes by their digits: "34" -> 34 (codes never start with 0 and none is a prefix of another).
@@ -283,7 +312,7 @@ def _kinds(region_code: str, country_code: int) -> _Kinds:
     metadata = PhoneMetadata.metadata_for_region_or_calling_code(country_code, region_code)
     specific = _specific_descs(metadata)
     return _Kinds(
-        _any_type(list(specific)),
+        _any_type([(SPECIFIC, desc) for desc in specific]),
         _desc(metadata.fixed_line),
         _desc(metadata.mobile),
         bool(metadata.same_mobile_and_fixed_line_pattern),

@@ -123,7 +123,8 @@ def _window_eta(
         return eta
     window_zone = window.get("timezone")
     by_zone = Counter(
-        recipient_zone(recipient_zone=r.time_zone, window_zone=window_zone, address=r.to) for r in recipients
+        recipient_zone(recipient_zone=r.time_zone, window_zone=window_zone, address=r.to, geographic=r.geographic)
+        for r in recipients
     )
     openings = closed_zones_openings(window, by_zone, start)
     return max(eta, start + timedelta(seconds=window_eta_seconds(openings=openings, rate=max_mps, now=start)))

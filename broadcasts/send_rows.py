@@ -8,7 +8,7 @@ import orjson
 from django.db import connection
 
 from broadcasts.models import Send
-from broadcasts.time_zones import recipient_zone
+from broadcasts.time_zones import address_zone
 from broadcasts.validation.recipients import RecipientInput
 
 MISSING_VARIABLES = "missing_variables"
@@ -54,7 +54,9 @@ class SendRow(NamedTuple):
 def send_rows(
     *, recipients: list[RecipientInput], needed: list[str], send_window: dict[str, Any] | None = None
 ) -> list[SendRow]:
-    """The rows of the sends; with a ``send_window``, each recipient's zone resolved (broadcasts/time_zones.py)."""
+    """The rows of the sends; with a ``send_window``, each recipient's zone resolved (broadcasts/time_zones.py), in
+    the order of ``time_zones.recipient_zone`` (spelled out here: one call a recipient fewer), with the number's type
+    the phone check found (no second parse)."""
     rows: list[SendRow] = []
     append = rows.append
     dumps = orjson.dumps
@@ -80,7 +82,7 @@ def send_rows(
                 None if media is None else dumps(media).decode(),
                 None if buttons is None else dumps(buttons).decode(),
                 recipient.user_id,
-                recipient_zone(recipient_zone=recipient.time_zone, window_zone=window_zone, address=recipient.to)
+                (recipient.time_zone or window_zone or address_zone(recipient.to, recipient.geographic))
                 if windowed
                 else "",
             )

@@ -5,13 +5,15 @@ several); for a BSUID, its country's most populous zone.
 
 Only a broadcast with a window asks (no cost otherwise). libphonenumber answers a geographic number (fixed line, and
 mobile in a few countries) by its longest prefix in ``TIMEZONE_DATA``, any other by its calling code's entry; its
-cost is parsing the number and finding its type. Here: a calling code whose every entry is the same one zone is
-answered without looking at the number (cached per calling code); a number whose longest prefix gives the calling
-code's own entry, or one whose first zone is the calling code's first, needs no type either; only the others have
-their type found (phones.phone_is_geographic, the library's steps with precompiled patterns). Only the prefix lengths
-the data has under the calling code are looked up, and the two answers per prefix are cached.
+cost is parsing the number and finding its type. Here: the phone check already found the number's type
+(phones.phone_checked, kept on the recipient), so nothing is parsed again; per calling code, every prefix of the
+data's keys maps to the answer of the longest key it starts with (a zone, or the two zones a number's type chooses
+between), and a number's digits are walked one longer at a time while they are such a prefix: 1 to 4 dictionary
+probes for most numbers, none for a calling code whose every entry is one zone. Exact by construction: the answer
+of the longest key is on the walk's path, and only keys of the data are its nodes.
 tests/broadcasts/test_time_zones.py proves it equal to the library's answer over the library's example numbers of
-every region and type and their neighbours.
+every region and type and their neighbours, and over ~46,000 random valid numbers drawn under every prefix of the
+data and after every calling code (244 regions).
 """
 
 from __future__ import annotations
@@ -62,61 +64,65 @@ COUNTRY_MAIN_ZONE = {
 }
 
 
-@cache
-def _calling_code_zone(code: str) -> str | None:
-    """The zone of every number of this calling code when the data gives one same single zone for all its entries
-    (the calling code's own and every longer prefix), else None."""
-    own = TIMEZONE_DATA.get(code)
-    if own is None or len(own) != 1 or own[0] == UNKNOWN:
-        return None
-    if any(key.startswith(code) and value != own for key, value in TIMEZONE_DATA.items()):
-        return None
-    return own[0]
-
-
 def _first(zones: Sequence[str]) -> str:
     return zones[0] if zones and zones[0] != UNKNOWN else FALLBACK_ZONE
 
 
 _CALLING_CODES = {str(code) for code in pnu.COUNTRY_CODE_TO_REGION_CODE}
 
-
-@cache  # bounded by the ~215 calling codes
-def _prefix_lengths(code: str) -> tuple[int, ...]:
-    """The lengths, longest first, of the data's prefixes under this calling code (beyond the code itself): the only
-    slices of a number worth looking up (``+1`` has prefixes of 4 to 7 digits, most codes none)."""
-    lengths = {len(key) for key in TIMEZONE_DATA if key.startswith(code) and len(key) > len(code)}
-    return tuple(sorted(lengths, reverse=True))
+# A number's answer: its zone, or (zone of a geographic number, zone of any other) when its type decides.
+Answer = str | tuple[str, str]
 
 
-@cache  # bounded by the data's ~3,300 prefixes
-def _prefix_zone(prefix: str, code: str) -> tuple[str, str] | None:
-    """(zone of a geographic number, zone of any other) under the longest prefix ``prefix`` of a number; None when
-    the prefix's entry is the calling code's own (the number's type does not matter)."""
+def _prefix_answer(prefix: str, code: str) -> Answer:
+    """The answer of a number whose longest prefix in the data is ``prefix``: a geographic number gets the prefix's
+    entry, any other the calling code's."""
     zones, country_level = TIMEZONE_DATA[prefix], TIMEZONE_DATA.get(code, ())
-    if zones == country_level:
-        return None
-    return _first(zones), _first(country_level)
+    zone, other = _first(zones), _first(country_level)
+    return zone if zones == country_level or zone == other else (zone, other)
 
 
-def number_zone(e164: str) -> str:
-    """libphonenumber's zone of a valid number in E.164 form (the first when it gives several; UTC when none)."""
+@cache  # bounded by the ~215 calling codes (the data has ~3,300 prefixes in all)
+def _code_prefixes(code: str) -> tuple[Answer, dict[str, Answer]]:
+    """(the answer of a number that no longer prefix of the data covers, {every prefix of a data key under this
+    calling code, longer than the code: the answer of the longest data key it starts with})."""
+    own = _first(TIMEZONE_DATA.get(code, ()))
+    keys = sorted(key for key in TIMEZONE_DATA if key.startswith(code) and len(key) > len(code))
+    prefixes: dict[str, Answer] = {}
+    for key in keys:
+        for length in range(len(code) + 1, len(key) + 1):
+            path = key[:length]
+            if path in TIMEZONE_DATA:
+                prefixes[path] = _prefix_answer(path, code)
+            elif path not in prefixes:
+                # No key ends here: the answer of the longest key above it on the path, else the code's own.
+                prefixes[path] = prefixes.get(key[: length - 1], own)
+    if all(answer == own for answer in prefixes.values()):
+        prefixes = {}  # every number of the code gets the same answer: nothing to walk
+    return own, prefixes
+
+
+def number_zone(e164: str, geographic: bool | None = None) -> str:
+    """libphonenumber's zone of a valid number in E.164 form (the first when it gives several; UTC when none).
+    ``geographic``: the number's ``phone_is_geographic`` when the caller has it (the phone check found the number's
+    type: phones.phone_checked), else it is found here when it matters."""
     digits = e164[1:]
     code = digits[:1] if digits[:1] in _CALLING_CODES else digits[:2] if digits[:2] in _CALLING_CODES else digits[:3]
-    whole = _calling_code_zone(code)
-    if whole is not None:
-        return whole
-    size = len(digits)
-    for length in _prefix_lengths(code):
-        if length <= size and (prefix := digits[:length]) in TIMEZONE_DATA:
-            split = _prefix_zone(prefix, code)
-            if split is None:
-                break
-            geographic, other = split
-            # Only here does the number's type matter, and only when the two answers differ: a geographic number
-            # gets its prefix's entry.
-            return geographic if geographic == other or phone_is_geographic(e164) else other
-    return _first(TIMEZONE_DATA.get(code, ()))
+    answer, prefixes = _code_prefixes(code)
+    if prefixes:
+        # Walk the digits one longer at a time while they are a prefix of some data key: the last one reached
+        # holds the answer of the number's longest data key (it is on the path).
+        length, size = len(code) + 1, len(digits)
+        while length <= size and (found := prefixes.get(digits[:length])) is not None:
+            answer = found
+            length += 1
+    if type(answer) is str:
+        return answer
+    # Only here does the number's type matter: a geographic number gets its prefix's entry.
+    zone, other = answer
+    if geographic is None:
+        geographic = phone_is_geographic(e164)
+    return zone if geographic else other
 
 
 @cache
@@ -131,13 +137,15 @@ def country_zone(country: str) -> str:
     return zones[0] if len(zones) == 1 and zones[0] != UNKNOWN else FALLBACK_ZONE
 
 
-def address_zone(address: str) -> str:
+def address_zone(address: str, geographic: bool | None = None) -> str:
     """The zone of a send's address: an E.164 number's (``number_zone``), a BSUID's country's (``country_zone``)."""
     if address.startswith("+"):
-        return number_zone(address)
+        return number_zone(address, geographic)
     return country_zone(bsuid_country(address))
 
 
-def recipient_zone(*, recipient_zone: str | None, window_zone: str | None, address: str) -> str:
+def recipient_zone(
+    *, recipient_zone: str | None, window_zone: str | None, address: str, geographic: bool | None = None
+) -> str:
     """The zone a recipient's window is read in, in the order of docs/rules.md."""
-    return recipient_zone or window_zone or address_zone(address)
+    return recipient_zone or window_zone or address_zone(address, geographic)

@@ -16,13 +16,14 @@ from concurrent.futures import ThreadPoolExecutor
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django import db
+from django.conf import settings
 from django.utils import timezone
 from kombu.exceptions import KombuError
 from redis.exceptions import RedisError
 
 from broadcasts import lifecycle
 from broadcasts.delivery import limiter
-from broadcasts.delivery.claims import Claimed, channel_claim_next
+from broadcasts.delivery.claims import Claimed, channel_claim_next, channel_small_next
 from broadcasts.delivery.dispatch import broadcast_wake, channel_others_dispatch
 from broadcasts.delivery.lanes import is_priority
 from broadcasts.delivery.pacing import PostLog
@@ -111,6 +112,11 @@ class ChannelPump:
         )
         if self.follow if follow is None else follow:
             run.on_exhausted = self._continue
+        elif follow is None:
+            # A small job's pump (no room on its host for big work) still goes on with the channel's next small
+            # work: one-recipient broadcasts once a second on one channel are then served one after another by the
+            # pump already there, not each by a new pump a host takes on after the last one gave its place back.
+            run.on_exhausted = functools.partial(self._continue, small=True)
         if is_priority(broadcast):
             self.priority_runs.append(run)
         else:
@@ -172,15 +178,18 @@ class ChannelPump:
         finally:
             await run.run_in_db(run.finish)
 
-    def _continue(self) -> None:
+    def _continue(self, *, small: bool = False) -> None:
         if time.monotonic() < self.deadline - REFILL_STOP_SECONDS:
-            self.tasks.append(asyncio.get_running_loop().create_task(self._next()))
+            self.tasks.append(asyncio.get_running_loop().create_task(self._next(small=small)))
 
-    async def _next(self) -> None:
+    async def _next(self, *, small: bool = False) -> None:
+        find = (
+            functools.partial(channel_small_next, channel_id=self.channel_id, at_most=settings.DELIVERY_PUMP_SMALL_WORK)
+            if small
+            else functools.partial(channel_claim_next, channel_id=self.channel_id)
+        )
         try:
-            found = await self.runtime.loop.run_in_executor(
-                self.db_thread, in_db_thread(functools.partial(channel_claim_next, channel_id=self.channel_id))
-            )
+            found = await self.runtime.loop.run_in_executor(self.db_thread, in_db_thread(find))
         except db.Error:
             return  # the broadcasts' own chunk tasks and wakes take them on
         if found is not None:

@@ -18,9 +18,10 @@ from typing import Any
 import orjson
 from django.conf import settings
 from django.db import connection
-from django.db.models import Case, Max, Min, Q, Value, When
+from django.db.models import Case, Exists, Max, Min, OuterRef, Q, Value, When
 from django.utils import timezone
 
+from broadcasts import lifecycle
 from broadcasts.models import Broadcast, BroadcastStatus, Send, SendStatus
 
 # A POST may leave only this long after the UPDATE that marked its send posting was sent (this process's clock);
@@ -142,9 +143,16 @@ def channel_claim_next(*, channel_id: str) -> tuple[Broadcast, list[Claimed], in
     UTILITY ones before MARKETING ones (category lanes, docs/rules.md) (DB thread)."""
     now = timezone.now()
     marketing_last = Case(When(template__category="MARKETING", then=Value(1)), default=Value(0))
+    # Only broadcasts with due sends: those a pump already served stay IN_PROGRESS until it wraps up (it finishes
+    # them then), and a pump that went through twenty one-recipient broadcasts must still find the next one.
+    due = Exists(
+        Send.objects.filter(
+            broadcast_id=OuterRef("id"), status=SendStatus.PENDING, lease_expires_at__isnull=True
+        ).filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
+    )
     running = (
         Broadcast.objects.select_related("channel", "template")
-        .filter(channel_id=channel_id, status=BroadcastStatus.IN_PROGRESS)
+        .filter(due, channel_id=channel_id, status=BroadcastStatus.IN_PROGRESS)
         .order_by(marketing_last, "started_at", "id")[:20]
     )
     for broadcast in running:
@@ -163,11 +171,12 @@ def channel_claim_next(*, channel_id: str) -> tuple[Broadcast, list[Claimed], in
     return None
 
 
-def channels_wanting_pump(*, exclude: list[str], limit: int = 50) -> list[tuple[str, int]]:
-    """Channels (id, max_mps) that may want a pump, oldest broadcast first: those of running broadcasts and of due
-    PENDING ones (their dispatch may still wait for a free worker process). Broadcasts only, by status (index):
-    O(running broadcasts) whatever the sends table holds; whether a channel has a pump (Redis) and due work
-    (channel_due_work) the host asks next, for the channels it may take on."""
+def channels_wanting_pump(*, exclude: list[str], limit: int = 50) -> list[tuple[str, int, str]]:
+    """Channels (id, max_mps, id of its newest such broadcast) that may want a pump, oldest broadcast first: those
+    of running broadcasts and of due PENDING ones (their dispatch may still wait for a free worker process).
+    Broadcasts only, by status (index): O(running broadcasts) whatever the sends table holds; whether a channel has
+    a pump (Redis) and due work (channel_due_work) the host asks next, for the channels it may take on. The newest
+    broadcast tells the host that a channel it looked at has new work since."""
     now = timezone.now()
     rows = (
         Broadcast.objects.filter(
@@ -176,9 +185,13 @@ def channels_wanting_pump(*, exclude: list[str], limit: int = 50) -> list[tuple[
         )
         .exclude(channel_id__in=exclude)
         .order_by("created_at", "id")
-        .values_list("channel_id", "channel__max_mps")[:limit]
+        .values_list("channel_id", "channel__max_mps", "id")[:limit]
     )
-    return list(dict.fromkeys(rows))
+    channels: dict[str, tuple[str, int, str]] = {}
+    for channel_id, max_mps, broadcast_id in rows:
+        # First seen keeps the channel's place in the order; the last row of a channel is its newest broadcast.
+        channels[channel_id] = (channel_id, max_mps, broadcast_id)
+    return list(channels.values())
 
 
 def channel_due_work(*, channel_id: str, at_most: int) -> int:
@@ -195,3 +208,24 @@ def channel_due_work(*, channel_id: str, at_most: int) -> int:
         .values("id")[: at_most + 1]
         .count()
     )
+
+
+def channel_start_next(*, channel_id: str) -> tuple[Broadcast, list[Claimed], int, int] | None:
+    """Start the channel's due PENDING broadcasts (their dispatch may wait for a process; starting is exactly
+    once whoever does it), then claim the first batch of its longest-running one with due sends (DB thread)."""
+    now = timezone.now()
+    due = list(
+        Broadcast.objects.filter(channel_id=channel_id, status=BroadcastStatus.PENDING)
+        .filter(Q(scheduled_at__isnull=True) | Q(scheduled_at__lte=now))
+        .values_list("id", flat=True)[:20]
+    )
+    if due:
+        lifecycle.broadcasts_start(broadcast_ids=due, now=now)
+    return channel_claim_next(channel_id=channel_id)
+
+
+def channel_small_next(*, channel_id: str, at_most: int) -> tuple[Broadcast, list[Claimed], int, int] | None:
+    """``channel_start_next`` when the channel's due work is small (1 to ``at_most`` sends), else None (DB thread)."""
+    if not 0 < channel_due_work(channel_id=channel_id, at_most=at_most) <= at_most:
+        return None
+    return channel_start_next(channel_id=channel_id)

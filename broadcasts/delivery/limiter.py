@@ -195,6 +195,17 @@ def channel_slots_taken(*, channel_id: str) -> int:
     return int(_script(_TAKEN_LUA)(keys=[channel_key(channel_id, "running")], args=[]))
 
 
+def channels_slots_taken(*, channel_ids: list[str]) -> dict[str, int]:
+    """``channel_slots_taken`` of each channel, in one round trip (a pipeline: on a Redis Cluster, one per node)."""
+    if not channel_ids:
+        return {}
+    script = _script(_TAKEN_LUA)
+    pipe = redis_client().pipeline(transaction=False)
+    for channel_id in channel_ids:
+        script(keys=[channel_key(channel_id, "running")], args=[], client=pipe)
+    return {channel_id: int(taken) for channel_id, taken in zip(channel_ids, pipe.execute(), strict=True)}
+
+
 def channel_slot_release(*, channel_id: str, holder: str) -> None:
     """Give the place back; with Redis away it expires by itself (``hold_seconds``)."""
     from redis.exceptions import RedisError

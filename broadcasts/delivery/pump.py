@@ -15,7 +15,12 @@ task is a host: every DELIVERY_PUMP_ADOPT_INTERVAL (jittered) it looks for chann
 the channel's running place and runs a ChannelPump for it on the same loop, with the channel's own GCRA schedule,
 PostLog, number holds and posting gate. A host takes on a channel while the caps of the channels it serves sum to
 less than DELIVERY_PUMP_RATE, or at any load when the channel's due work is small (DELIVERY_PUMP_SMALL_WORK), so
-busy 1000 mps channels still get a process each while a one-recipient broadcast never waits behind them.
+busy 1000 mps channels still get a process each while a one-recipient broadcast never waits behind them. A host
+skips a channel it found without work (or with big work it has no room for) for a second, but only while the
+channel has no newer broadcast, and asks at every look whether a channel's place is held: one-recipient broadcasts
+once a second on one channel each come while the last one's pump holds the place or has just given it back, and a
+skip of a whole second there made each wait out the skip (a backlog on a loaded box). A small job's pump goes on
+with its channel's next small work itself (channel_pump.ChannelPump).
 
 Lanes (lanes.py, DELIVERY_LANES): at the same interval, whatever DELIVERY_PUMP_HOSTING says, a host asks for due
 AUTHENTICATION and UTILITY broadcasts on the channels it serves that none of its runs serves, and their channel's
@@ -37,7 +42,6 @@ from typing import TypeVar
 from celery.exceptions import SoftTimeLimitExceeded
 from django import db
 from django.conf import settings
-from django.db.models import Q
 from django.utils import timezone
 from redis.exceptions import RedisError
 
@@ -45,9 +49,8 @@ from broadcasts import lifecycle
 from broadcasts.delivery import limiter
 from broadcasts.delivery.channel_pump import ChannelPump, task_awaited
 from broadcasts.delivery.claims import (
-    Claimed,
-    channel_claim_next,
     channel_due_work,
+    channel_start_next,
     channels_wanting_pump,
     claim_size,
     lease_seconds,
@@ -71,8 +74,10 @@ POSTING_SHARE_OF_LEASE = 1 / 3
 GIVE_UP_MARGIN_SECONDS = 1.0
 # A host takes on no channel this close to its posting deadline (the run would hand its sends straight back).
 ADOPT_STOP_SECONDS = 1.0
-# A channel whose place another pump holds is not asked for again by this host for this long; one without due
-# work (its sends wait for retries, or were just claimed) for the shorter time.
+# A channel without due work (its sends wait for retries, or were just claimed), or with big work this host has no
+# room for, is not counted again by this host for this long, unless a newer broadcast comes on it meanwhile (new
+# work is looked at on the next look). Whether another pump holds a channel's place is asked at every look, for all
+# the candidates in one Redis round trip: such a place is often a small broadcast's, given back a moment later.
 BUSY_SKIP_SECONDS = 1.0
 IDLE_SKIP_SECONDS = 1.0
 # Big work waits this long for a free worker process before a host takes it on (see PumpHost._adopt_one).
@@ -162,7 +167,8 @@ class PumpHost:
         self.give_up_at = started + chunk_time_limits()[0] - GIVE_UP_MARGIN_SECONDS
         self.pumps: list[ChannelPump] = []
         self.tasks: list[asyncio.Task] = []
-        self.skip_until: dict[str, float] = {}
+        # channel -> (until when this host does not count its work, the channel's newest broadcast then)
+        self.skip_until: dict[str, tuple[float, str]] = {}
         # When this host first saw a channel want a pump (its own clock): big work waits ADOPT_GRACE_SECONDS for a
         # free process to take it from the queue.
         self.first_seen: dict[str, float] = {}
@@ -280,31 +286,39 @@ class PumpHost:
         serving = self.serving()
         exclude = [pump.channel_id for pump in serving]
         candidates = await self.in_db(functools.partial(channels_wanting_pump, exclude=exclude))
-        wanting = {channel_id for channel_id, _ in candidates}
+        wanting = {channel_id for channel_id, _, _ in candidates}
         for channel_id in list(self.first_seen):
             if channel_id not in wanting:
                 del self.first_seen[channel_id]
+        now = time.monotonic()
+        # A skip holds while the channel's newest broadcast is the one it was set with: a new small broadcast on a
+        # channel looked at a moment ago (the last one's pump just gave its place back) is taken on at this look.
+        looked = [
+            (channel_id, max_mps, newest)
+            for channel_id, max_mps, newest in candidates
+            if (skip := self.skip_until.get(channel_id)) is None or skip[0] <= now or skip[1] != newest
+        ]
+        if not looked:
+            return False
+        taken = limiter.channels_slots_taken(channel_ids=[channel_id for channel_id, _, _ in looked])
         room = sum(pump.max_mps for pump in serving) < settings.DELIVERY_PUMP_RATE
         small = settings.DELIVERY_PUMP_SMALL_WORK
-        for channel_id, max_mps in candidates:
+        for channel_id, max_mps, newest in looked:
             now = time.monotonic()
             seen = self.first_seen.setdefault(channel_id, now)
-            if self.skip_until.get(channel_id, 0.0) > now:
-                continue
-            if limiter.channel_slots_taken(channel_id=channel_id) >= settings.DELIVERY_CHANNEL_PARALLELISM:
-                self.skip_until[channel_id] = now + BUSY_SKIP_SECONDS
-                continue
+            if taken[channel_id] >= settings.DELIVERY_CHANNEL_PARALLELISM:
+                continue  # asked again at the next look
             work = await self.in_db(functools.partial(channel_due_work, channel_id=channel_id, at_most=small))
             if work == 0:
-                self.skip_until[channel_id] = now + IDLE_SKIP_SECONDS
+                self.skip_until[channel_id] = (now + IDLE_SKIP_SECONDS, newest)
                 continue
             big = work > small
             if big and not room:
                 # For a host with room, or the channel's own chunk task on a free process.
-                self.skip_until[channel_id] = now + BUSY_SKIP_SECONDS
+                self.skip_until[channel_id] = (now + BUSY_SKIP_SECONDS, newest)
                 continue
             if big and now - seen < ADOPT_GRACE_SECONDS:
-                self.skip_until[channel_id] = seen + ADOPT_GRACE_SECONDS
+                self.skip_until[channel_id] = (seen + ADOPT_GRACE_SECONDS, newest)
                 continue
             holder = limiter.pid_holder()
             if not limiter.channel_slot_acquire(
@@ -313,16 +327,15 @@ class PumpHost:
                 limit=settings.DELIVERY_CHANNEL_PARALLELISM,
                 hold_seconds=lease_seconds(),
             ):
-                self.skip_until[channel_id] = now + BUSY_SKIP_SECONDS
-                continue
+                continue  # another host took it first
             try:
-                found = await self.in_db(functools.partial(_channel_start, channel_id=channel_id))
+                found = await self.in_db(functools.partial(channel_start_next, channel_id=channel_id))
             except BaseException:
                 limiter.channel_slot_release(channel_id=channel_id, holder=holder)
                 raise
             if found is None:
                 limiter.channel_slot_release(channel_id=channel_id, holder=holder)
-                self.skip_until[channel_id] = now + IDLE_SKIP_SECONDS
+                self.skip_until[channel_id] = (now + IDLE_SKIP_SECONDS, newest)
                 continue
             broadcast, sends, first_id, last_id = found
             # A small job's pump does not go on with the channel's next broadcasts here unless there is room.
@@ -331,17 +344,3 @@ class PumpHost:
             logger.info("delivery: pump host serves channel %s too (%d channels)", channel_id, len(self.serving()))
             return True
         return False
-
-
-def _channel_start(*, channel_id: str) -> tuple[Broadcast, list[Claimed], int, int] | None:
-    """Start the channel's due PENDING broadcasts (their dispatch may wait for a process; starting is exactly
-    once whoever does it), then claim the first batch of its longest-running one with due sends (DB thread)."""
-    now = timezone.now()
-    due = list(
-        Broadcast.objects.filter(channel_id=channel_id, status=BroadcastStatus.PENDING)
-        .filter(Q(scheduled_at__isnull=True) | Q(scheduled_at__lte=now))
-        .values_list("id", flat=True)[:20]
-    )
-    if due:
-        lifecycle.broadcasts_start(broadcast_ids=due, now=now)
-    return channel_claim_next(channel_id=channel_id)

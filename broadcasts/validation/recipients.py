@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from broadcasts.phones import phone_e164_region
+from broadcasts.phones import phone_checked
 from broadcasts.validation.components import buttons_clean, header_media_clean
 from broadcasts.validation.errors import Errors, error_add
 from broadcasts.validation.send_window import time_zone_clean
@@ -46,6 +46,9 @@ class RecipientInput:
     header_media: dict[str, str] | None = None  # this recipient's own, overriding the broadcast's
     buttons: dict[str, str] | None = None  # button parameters by index
     region: str | None = None  # libphonenumber's region of ``to`` (phones.phone_region), or the BSUID's prefix
+    # Whether ``to`` is a geographic number (phones.phone_is_geographic, found by the phone check): its time zone
+    # depends on it. None: not known (time_zones finds it when it matters).
+    geographic: bool | None = None
     user_id: str | None = None  # the BSUID when the recipient was given by ``user_id`` (then ``to`` is it too)
     time_zone: str | None = None  # ``timezone``: the IANA zone its send window is read in (docs/rules.md)
 
@@ -124,8 +127,9 @@ def _meta_data(errors: Errors, path: str, value: Any) -> str | None:
     return dumped.decode()
 
 
-def _bsuid_checked(errors: Errors, i: int, to: Any, user_id: Any) -> tuple[str, str] | None:
-    """(BSUID, its country) of a recipient given by ``user_id``, or None with its error added."""
+def _bsuid_checked(errors: Errors, i: int, to: Any, user_id: Any) -> tuple[str, str, bool] | None:
+    """(BSUID, its country, False: not a geographic number) of a recipient given by ``user_id``, or None with its
+    error added."""
     if to is not None:
         error_add(errors, f"recipients[{i}]", ONE_ADDRESS)
         return None
@@ -135,7 +139,7 @@ def _bsuid_checked(errors: Errors, i: int, to: Any, user_id: Any) -> tuple[str, 
     if not is_bsuid(user_id):
         error_add(errors, f"recipients[{i}].user_id", INVALID_BSUID)
         return None
-    return user_id, bsuid_country(user_id)
+    return user_id, bsuid_country(user_id), False
 
 
 def recipients_clean(errors: Errors, value: Any) -> list[RecipientInput]:
@@ -161,7 +165,7 @@ def recipients_clean(errors: Errors, value: Any) -> list[RecipientInput]:
         to = item.get("to")
         user_id = item.get("user_id")
         if user_id is None:  # the phone path, as fast as before: one dict read more
-            checked = phone_e164_region(to) if isinstance(to, str) else None
+            checked = phone_checked(to) if isinstance(to, str) else None
             if checked is None:
                 if to is None:
                     error_add(errors, f"recipients[{i}]", ONE_ADDRESS)
@@ -183,7 +187,7 @@ def recipients_clean(errors: Errors, value: Any) -> list[RecipientInput]:
         if zone is not None:
             zone = time_zone_clean(errors, f"recipients[{i}].timezone", zone)
         if checked is not None:
-            recipient = RecipientInput(checked[0], variables, meta_data, media, buttons, checked[1])
+            recipient = RecipientInput(checked[0], variables, meta_data, media, buttons, checked[1], checked[2])
             if user_id is not None:
                 recipient.user_id = user_id
             if zone is not None:

@@ -9,9 +9,10 @@ import phonenumbers
 import pytest
 from phonenumbers import phonenumberutil as pnu
 from phonenumbers.timezone import time_zones_for_number
+from phonenumbers.tzdata import TIMEZONE_DATA
 
-from broadcasts.phones import phone_is_geographic, phone_to_e164
-from broadcasts.time_zones import address_zone, country_zone, number_zone, recipient_zone
+from broadcasts.phones import phone_checked, phone_is_geographic, phone_to_e164
+from broadcasts.time_zones import _code_prefixes, address_zone, country_zone, number_zone, recipient_zone
 from tests.broadcasts.test_phones import TYPES
 
 
@@ -55,6 +56,63 @@ def test_number_zone_is_libphonenumbers_first_zone_for_every_region_and_type():
     assert len(numbers) > 5000
     wrong = [(n, number_zone(n), library_zone(n)) for n in numbers if number_zone(n) != library_zone(n)]
     assert wrong == []
+
+
+def random_numbers() -> list[str]:
+    """Valid numbers drawn at random under every prefix of the time-zone data (so every entry, and the digits just
+    past it, are reached) and after every calling code, at every length the numbering plans use."""
+    rng = random.Random(20261208)
+    digits = "0123456789"
+    raw: set[str] = set()
+    for prefix in TIMEZONE_DATA:
+        for length in range(len(prefix) + 1, 16):
+            for _ in range(4):
+                raw.add("+" + prefix + "".join(rng.choice(digits) for _ in range(length - len(prefix))))
+    for cc, regions in pnu.COUNTRY_CODE_TO_REGION_CODE.items():
+        for length in range(4, 16):
+            for _ in range(8):
+                raw.add(f"+{cc}" + "".join(rng.choice(digits) for _ in range(length)))
+        # Most random digit strings are not valid numbers: the last digits of each type's example, drawn again.
+        for region in regions:
+            examples = (
+                [phonenumbers.example_number_for_non_geo_entity(cc)]
+                if region == "001"
+                else [phonenumbers.example_number_for_type(region, t) for t in TYPES]
+            )
+            for example in filter(None, examples):
+                base = f"+{cc}{pnu.national_significant_number(example)}"
+                for tail in (3, 5, 7):
+                    raw.update(base[:-tail] + "".join(rng.choice(digits) for _ in range(tail)) for _ in range(12))
+    return sorted({e for e in map(phone_to_e164, raw) if e is not None})
+
+
+def library_geographic(e164: str) -> bool:
+    number = phonenumbers.parse(e164, None)
+    return pnu.is_number_type_geographical(pnu.number_type(number), number.country_code)
+
+
+def test_zones_with_the_checks_type_are_the_librarys_over_a_large_random_sample():
+    """The prefix walk and the type the phone check finds give the library's zone: with the type from the check
+    (the ingest's way), and without it (found again when it matters)."""
+    numbers = random_numbers()
+    wrong_type, wrong_zone = [], []
+    decided_by_type = 0
+    for e164 in numbers:
+        checked = phone_checked(e164)
+        assert checked is not None and checked[0] == e164
+        if checked[2] != library_geographic(e164):
+            wrong_type.append(e164)
+        expected = library_zone(e164)
+        if number_zone(e164, checked[2]) != expected or number_zone(e164) != expected:
+            wrong_zone.append((e164, number_zone(e164, checked[2]), expected))
+        decided_by_type += number_zone(e164, True) != number_zone(e164, False)
+    assert wrong_type == [] and wrong_zone == []
+    # The sample is not one-sided: many countries, and many numbers whose zone their type decides.
+    assert len(numbers) > 20000
+    assert len({n[:4] for n in numbers}) > 500
+    assert decided_by_type > 2000
+    # +1 is walked by its prefixes; Japan's every entry is one zone, so there is nothing to walk.
+    assert _code_prefixes("1")[1] and not _code_prefixes("81")[1]
 
 
 @pytest.mark.parametrize(
