@@ -7,6 +7,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
+from redis.exceptions import RedisError
 
 from core.errors import ApplicationError
 from core.secret_page import secret_once_response, secret_remember
@@ -15,8 +16,21 @@ from events import endpoints
 from events.models import DeliveryAttempt, Event, EventDelivery, WebhookEndpoint
 from events.ping import endpoint_ping
 
+# The attribute of the request carrying the service's refusal to the add form answered again (see add_view).
+_REFUSAL = "_webhook_endpoint_refusal"
+REDIS_DOWN = "Redis is unavailable: try again."
+
+
+class _CreateRefused(Exception):
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
 
 class WebhookEndpointAddForm(forms.ModelForm):
+    # endpoint_create's refusal at save time, shown as the form's error when the add page is answered again.
+    refusal: str | None = None
+
     class Meta:
         model = WebhookEndpoint
         fields = ["organization", "url", "events"]
@@ -35,6 +49,8 @@ class WebhookEndpointAddForm(forms.ModelForm):
 
     def clean(self) -> dict:
         cleaned = super().clean()
+        if self.refusal:
+            raise forms.ValidationError(self.refusal)
         organization = cleaned.get("organization")
         if organization is not None:
             # The form's early word; endpoint_create checks again under the organization's lock.
@@ -66,7 +82,20 @@ class WebhookEndpointAdmin(admin.ModelAdmin):
     def get_form(self, request, obj=None, change=False, **kwargs):
         if obj is None:
             kwargs["form"] = WebhookEndpointAddForm
-        return super().get_form(request, obj, change=change, **kwargs)
+        form = super().get_form(request, obj, change=change, **kwargs)
+        refusal = getattr(request, _REFUSAL, None)
+        if obj is None and refusal:
+            form = type(form.__name__, (form,), {"refusal": refusal})
+        return form
+
+    def add_view(self, request: HttpRequest, form_url: str = "", extra_context=None) -> HttpResponse:
+        try:
+            return super().add_view(request, form_url, extra_context)
+        except _CreateRefused as refused:
+            # The admin's transaction is rolled back (nothing stored); the same POST is answered again, its form
+            # invalid with the service's reason, so the operator gets what they typed back beside the error.
+            setattr(request, _REFUSAL, refused.message)
+            return super().add_view(request, form_url, extra_context)
 
     def get_fields(self, request: HttpRequest, obj: WebhookEndpoint | None = None) -> list[str]:
         if obj is None:
@@ -82,7 +111,13 @@ class WebhookEndpointAdmin(admin.ModelAdmin):
         if change:
             super().save_model(request, obj, form, change)
             return
-        issued = endpoints.endpoint_create(organization=obj.organization, url=obj.url, events=obj.events)
+        try:
+            issued = endpoints.endpoint_create(organization=obj.organization, url=obj.url, events=obj.events)
+        except ApplicationError as exc:
+            # The form's checks passed but the service, under the organization's lock, refused: another endpoint
+            # took the last place meanwhile (or the URL's host now resolves elsewhere). Raised out of the admin's
+            # transaction so nothing of this save is kept; add_view answers with the form.
+            raise _CreateRefused(exc.message) from exc
         obj.pk = issued.endpoint.pk
         obj.secret = issued.secret
         # Shown by response_add on the page answering this POST: never in a message (a cookie) or the session.
@@ -168,7 +203,11 @@ class WebhookEndpointAdmin(admin.ModelAdmin):
         endpoint = self._endpoint_for_button(request, object_id)
         if isinstance(endpoint, HttpResponse):
             return endpoint
-        issued = endpoints.endpoint_secret_rotate(endpoint_id=endpoint.id)
+        try:
+            issued = endpoints.endpoint_secret_rotate(endpoint_id=endpoint.id)
+        except ApplicationError as exc:  # deleted since the page was shown
+            self.message_user(request, exc.message, messages.ERROR)
+            return HttpResponseRedirect(reverse("admin:events_webhookendpoint_changelist"))
         secret_remember(request, issued.secret)
         until = issued.endpoint.previous_secret_expires_at
         overlap = f"The old secret keeps signing beside it until {iso_utc(until)}." if until else ""
@@ -196,6 +235,9 @@ class WebhookEndpointAdmin(admin.ModelAdmin):
             result = endpoint_ping(endpoint=endpoint)
         except ApplicationError as exc:  # another ping of the organization in flight
             self.message_user(request, exc.message, messages.WARNING)
+            return self._back_to(endpoint)
+        except RedisError:  # the organization's ping lock lives in Redis (the API answers 503)
+            self.message_user(request, REDIS_DOWN, messages.ERROR)
             return self._back_to(endpoint)
         if result.ok:
             self.message_user(request, f"Ping delivered: HTTP {result.status} in {result.duration_ms} ms.")

@@ -1,12 +1,17 @@
 """Endpoints in the admin: added (secret shown once), listed with their failures, re-enabled, deleted through the
 service; events and deliveries read-only."""
 
-from django.db import connection
+import threading
 
+import pytest
+from django.db import connection, connections
+
+from events import admin as events_admin
 from events import endpoints
 from events.endpoints import endpoints_active
 from events.models import DeliveryStatus, Event, EventDelivery, WebhookEndpoint
 from events.outbox import NewEvent, events_record
+from tests.delivery_support import redis_kill, redis_start
 
 
 def test_add_shows_the_secret_once_and_never_again(admin_client, org, allow_private):
@@ -106,3 +111,78 @@ def test_events_and_deliveries_are_never_deleted(admin_client, org, allow_privat
     assert admin_client.get(f"/admin/events/event/{event.pk}/delete/").status_code == 403
     assert admin_client.get(f"/admin/events/eventdelivery/{delivery.pk}/delete/").status_code == 403
     assert "delete_selected" not in admin_client.get("/admin/events/event/").content.decode()
+
+
+def _created_elsewhere(org, url: str) -> None:
+    """Another operator's (or the API's) creation, committed on its own connection."""
+
+    def create() -> None:
+        try:
+            endpoints.endpoint_create(organization=org, url=url)
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=create)
+    thread.start()
+    thread.join(10)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_add_losing_the_race_for_the_last_place_gets_the_form_again(
+    admin_client, org, allow_private, settings, monkeypatch
+):
+    settings.WEBHOOK_ENDPOINTS_MAX = 2
+    endpoints.endpoint_create(organization=org, url="http://127.0.0.1:9/0")
+    # Given another endpoint created just after this form's own check saw room for one more
+    form_clean = events_admin.WebhookEndpointAddForm.clean
+    raced = []
+
+    def clean_then_lose_the_race(form):
+        cleaned = form_clean(form)
+        if not raced:
+            raced.append(True)
+            _created_elsewhere(org, "http://127.0.0.1:9/winner")
+        return cleaned
+
+    monkeypatch.setattr(events_admin.WebhookEndpointAddForm, "clean", clean_then_lose_the_race)
+    # When the add form is saved
+    typed = {"organization": org.id, "url": "http://127.0.0.1:9/loser", "events": "[]"}
+    response = admin_client.post("/admin/events/webhookendpoint/add/", typed)
+    # Then it comes back (no 500), with the service's refusal once and what was typed, and nothing of it is stored
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert page.count("the most allowed; delete one first") == 1
+    assert "http://127.0.0.1:9/loser" in page
+    assert WebhookEndpoint.objects.filter(organization=org).count() == 2
+    assert not WebhookEndpoint.objects.filter(url="http://127.0.0.1:9/loser").exists()
+
+
+def test_ping_with_redis_down_is_a_message_not_a_500(admin_client, org, endpoint_for):
+    endpoint, _ = endpoint_for(org, "http://127.0.0.1:9/x")
+    redis_kill()
+    try:
+        response = admin_client.post(f"/admin/events/webhookendpoint/{endpoint.id}/ping/")
+        assert response.status_code == 302
+        assert response["Location"] == f"/admin/events/webhookendpoint/{endpoint.id}/change/"
+        page = admin_client.get(response["Location"]).content.decode()
+        assert "Redis is unavailable: try again" in page
+    finally:
+        redis_start()
+
+
+def test_rotating_the_secret_of_an_endpoint_deleted_meanwhile_is_a_message(
+    admin_client, org, allow_private, monkeypatch
+):
+    endpoint = endpoints.endpoint_create(organization=org, url="http://127.0.0.1:9/x").endpoint
+    # Given the endpoint deleted (by the API) between the button's lookup and the rotation
+    rotate = endpoints.endpoint_secret_rotate
+
+    def deleted_first(**kwargs):
+        endpoints.endpoint_delete(organization=org, endpoint_id=endpoint.id)
+        return rotate(**kwargs)
+
+    monkeypatch.setattr(endpoints, "endpoint_secret_rotate", deleted_first)
+    response = admin_client.post(f"/admin/events/webhookendpoint/{endpoint.id}/rotate-secret/", follow=True)
+    assert response.status_code == 200
+    assert "Webhook endpoint not found." in response.content.decode()
+    assert WebhookEndpoint.objects.get().previous_secret is None
