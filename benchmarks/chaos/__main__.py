@@ -60,7 +60,9 @@ def quiescent(database_url: str, relay: StatusRelay) -> bool:
                 "SELECT (SELECT count(*) FROM broadcasts_broadcast WHERE status IN ('PENDING','IN_PROGRESS','PAUSED'))"
                 " + (SELECT count(*) FROM events_eventdelivery d JOIN events_webhookendpoint e ON e.id = d.endpoint_id"
                 "    WHERE d.status = 'pending' AND e.url LIKE '%/ok/%'"
-                "      AND (d.locked_until IS NULL OR d.locked_until < now()))"
+                "      AND (d.locked_until IS NULL OR d.locked_until < now())"
+                "      AND NOT EXISTS (SELECT 1 FROM events_eventdelivery x WHERE x.endpoint_id = d.endpoint_id"
+                "        AND x.ordering_key = d.ordering_key AND x.status = 'pending' AND x.locked_until > now()))"
             ).fetchone()[0]
     except psycopg.Error:
         return False

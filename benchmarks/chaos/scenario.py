@@ -112,7 +112,7 @@ def _traffic(rng: random.Random, duration: float) -> list[Action]:
             "phone": phone,
             "template": rng.choice(list(TEMPLATES)),
             "size": size,
-            "scheduled_in": rng.choice([0, 0, 0, 0, rng.uniform(3, 20)]),
+            "scheduled_in": rng.choice([0, 0, 0, 0, rng.uniform(10, 30)]),
             "ref": created,
             **recipients,
         }

@@ -99,11 +99,17 @@ class Proc:
                 pass
 
     def stop(self) -> None:
+        """A graceful stop, as a supervisor does it: SIGTERM to the main process only (Celery's warm shutdown lets
+        its pool finish; gunicorn stops its workers), SIGKILL of the group when it takes longer than 30 s."""
         self.expect_down = True
-        self._signal_group(signal.SIGTERM)
+        if self.popen is not None and self.popen.poll() is None:
+            try:
+                os.kill(self.popen.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
         if self.popen is not None:
             try:
-                self.popen.wait(timeout=20)
+                self.popen.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 self._signal_group(signal.SIGKILL)
                 self.popen.wait(timeout=10)
