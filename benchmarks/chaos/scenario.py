@@ -112,7 +112,7 @@ def _traffic(rng: random.Random, duration: float) -> list[Action]:
             "phone": phone,
             "template": rng.choice(list(TEMPLATES)),
             "size": size,
-            "scheduled_in": rng.choice([0, 0, 0, 0, rng.uniform(10, 30)]),
+            "scheduled_in": rng.choice([0, 0, 0, 0, rng.uniform(15, 35)]),
             "ref": created,
             **recipients,
         }
@@ -133,7 +133,8 @@ def _traffic(rng: random.Random, duration: float) -> list[Action]:
         org = rng.choice(sorted(ORGS))
         params: dict[str, Any] = {"org": org}
         if kind in ("cancel", "pause", "retry", "poll") and before:
-            params["ref"] = rng.randrange(before)
+            # One of the latest few: steering acts on broadcasts that are still running.
+            params["ref"] = before - 1 - rng.randrange(min(before, 4))
         elif kind in ("cancel", "pause", "retry", "poll"):
             continue
         if kind == "pause":
