@@ -220,5 +220,9 @@ class Stack:
         self._stop.set()
         if self._monitor:
             self._monitor.join(timeout=5)
-        for proc in self.procs.values():
-            proc.stop()
+        # All at once: a worker's warm shutdown may wait for a pump's chunk (up to ~20 s).
+        stoppers = [threading.Thread(target=proc.stop) for proc in self.procs.values()]
+        for stopper in stoppers:
+            stopper.start()
+        for stopper in stoppers:
+            stopper.join(timeout=60)
