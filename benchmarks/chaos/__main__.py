@@ -143,7 +143,7 @@ def main() -> int:
         caps = {phone: mps for items in ORGS.values() for phone, mps in items}
         checks = invariants.check_all(
             snap=snap, posts=posts, ledger=ledger, received=endpoints.received, web_log=web_log, procs=stack.procs,
-            caps=caps, org_of_phone=invariants.org_of_phone(),
+            caps=caps, org_of_phone=invariants.org_of_phone(), status_seen=relay.status_seen,
         )  # fmt: skip
     finally:
         stack.stop_all()

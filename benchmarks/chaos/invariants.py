@@ -19,6 +19,9 @@ REFUSED_PREFIXES = ("error:", "http", "raw", "capped", "pair_limited", "invalid"
 # The messaging limit is checked over a window this much shorter than the service's (60 s): the service counts a
 # number when it claims the send, the sandbox when the POST arrives a moment later.
 LIMIT_WINDOW_SECONDS, LIMIT_WINDOW_SLACK = 60.0, 2.0
+# A status that web acknowledged this long before a re-post should have stopped it (the engine checks when it
+# claims the send; the POST leaves within the posting gate's 0.3 s).
+STATUS_SLACK = 2.0
 # A MARKETING send may still leave within this long after the suppression's 201 (the posting gate's 0.3 s mark).
 SUPPRESSION_SLACK = 1.0
 
@@ -71,11 +74,11 @@ def snapshot(database_url: str) -> dict[str, Any]:
 
 def check_all(
     *, snap: dict[str, Any], posts: list[list[Any]], ledger, received: Counter, web_log: str, procs: dict,
-    caps: dict[str, int], org_of_phone: dict[str, str],
+    caps: dict[str, int], org_of_phone: dict[str, str], status_seen: dict[str, float],
 ) -> list[Check]:  # fmt: skip
     return [
         _final(snap),
-        _double_posts(snap, posts, ledger),
+        _double_posts(snap, posts, ledger, status_seen),
         _kept_counts(snap),
         _caps(posts, caps),
         _messaging_limit(posts, org_of_phone),
@@ -94,7 +97,7 @@ def _final(snap) -> Check:
     return Check("every send final", not pending and not running, figure, pending[:10] + running[:10])
 
 
-def _double_posts(snap, posts, ledger) -> Check:
+def _double_posts(snap, posts, ledger, status_seen: dict[str, float]) -> Check:
     by_send: dict[str, list[list[Any]]] = defaultdict(list)
     for post in posts:
         if post[6]:
@@ -115,6 +118,9 @@ def _double_posts(snap, posts, ledger) -> Check:
                 excused_retry += 1
             else:
                 unexplained += 1
+                seen = status_seen.get(callback)
+                if seen is not None and seen < later[0] - STATUS_SLACK:
+                    bad.append(f"{callback}: posted again {later[0] - seen:.1f} s after web took its status")
         if unexplained > unknown.get(callback, 0):
             bad.append(
                 f"{callback}: {len(items)} posts {[p[3] for p in items]}, unknown_outcomes {unknown.get(callback)}"

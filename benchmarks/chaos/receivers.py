@@ -90,6 +90,8 @@ class StatusRelay:
         self.lock = threading.Lock()
         self.stats: Counter[str] = Counter()
         self.web_statuses: Counter[int] = Counter()
+        # biz_opaque_callback_data -> when web first answered 200 to a body carrying a status with it.
+        self.status_seen: dict[str, float] = {}
         owner = self
 
         class Handler(_Quiet):
@@ -146,11 +148,30 @@ class StatusRelay:
                     self.web_statuses[status] += 1
                 if status is not None and status < 500 and status != 429:
                     self.stats["forwarded"] += 1
+                    if status == 200:
+                        self._seen(body, time.time())
                     break
                 if time.time() > deadline:
                     self.stats["given_up"] += 1
                     break
                 time.sleep(0.5)
+
+    def _seen(self, body: bytes, at: float) -> None:
+        try:
+            envelope = json.loads(body)
+            statuses = [
+                status
+                for entry in envelope.get("entry", [])
+                for change in entry.get("changes", [])
+                for status in change.get("value", {}).get("statuses", [])
+            ]
+        except (ValueError, AttributeError):
+            return
+        with self.lock:
+            for status in statuses:
+                callback = status.get("biz_opaque_callback_data")
+                if callback and callback not in self.status_seen:
+                    self.status_seen[callback] = at
 
     def _post(self, body: bytes, headers: dict[str, str]) -> int | None:
         request = urllib.request.Request(self.target, data=body, headers=headers, method="POST")
