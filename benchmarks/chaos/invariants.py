@@ -74,7 +74,7 @@ def snapshot(database_url: str) -> dict[str, Any]:
 
 def check_all(
     *, snap: dict[str, Any], posts: list[list[Any]], ledger, received: Counter, web_log: str, procs: dict,
-    caps: dict[str, int], org_of_phone: dict[str, str], status_seen: dict[str, float],
+    caps: dict[str, int], org_of_phone: dict[str, str], status_seen: dict[str, float], faults_errors: list[str],
 ) -> list[Check]:  # fmt: skip
     return [
         _final(snap),
@@ -86,6 +86,7 @@ def check_all(
         _events(snap, received),
         _no_500(web_log, ledger),
         _processes(procs),
+        _harness(ledger, faults_errors),
     ]
 
 
@@ -250,6 +251,15 @@ def _processes(procs: dict) -> Check:
     kills = ", ".join(f"{name} {p.killed_by_scenario}" for name, p in procs.items())
     figure = f"killed by the scenario: {kills}; {len(bad)} died otherwise; {len(dead)} not alive"
     return Check("every process alive or restarted only by the scenario", not bad and not dead, figure, bad + dead)
+
+
+def _harness(ledger, faults_errors: list[str]) -> Check:
+    """The schedule was played: every create accepted, every fault injected. A scheduled create that a long outage
+    delayed past its own `scheduled_at` is refused, rightly, and only noted."""
+    problems = [e for e in ledger.errors if "scheduled_at" not in e] + faults_errors
+    accepted = ledger.statuses.get("create 202", 0)
+    figure = f"{accepted} creates accepted, {len(problems)} traffic or fault actions failed"
+    return Check("the scenario ran as scheduled", not problems, figure, problems[:10])
 
 
 def org_of_phone() -> dict[str, str]:

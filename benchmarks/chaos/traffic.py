@@ -77,8 +77,9 @@ class Api:
         return status, answer
 
 
-def recipients_of(params: dict[str, Any], seed: int) -> list[dict[str, Any]]:
-    fresh = [f"+573{seed % 100:02d}{params['fresh_start'] + i:07d}" for i in range(params["fresh"])]
+def recipients_of(params: dict[str, Any]) -> list[dict[str, Any]]:
+    # Valid Colombian mobiles (+57 300 ...): never a pool number (+57 301 ...).
+    fresh = [f"+57300{(params['fresh_start'] + i) % 10_000_000:07d}" for i in range(params["fresh"])]
     pooled = [pool_number(params["org"], n) for n in params["pool"]]
     return [
         {"to": to, "variables": {"nombre": "Ana", "monto": str(i)}, "meta_data": {"i": i}}
@@ -107,7 +108,7 @@ class Traffic:
             "language": "es",
             "channel_id": params["phone"],
             "campaign_name": f"chaos-{self.seed}",
-            "recipients": recipients_of(params, self.seed),
+            "recipients": recipients_of(params),
             **extra,
         }
         if params.get("scheduled_in"):
