@@ -96,7 +96,9 @@ def _traffic(rng: random.Random, duration: float) -> list[Action]:
     planned, created, fresh = 0, 0, 0
     # Creates spread evenly over the traffic window, each at a seeded jitter.
     while planned < target:
-        org, phone, mps = rng.choices(channels, weights=[mps + 10 for _, _, mps in channels])[0]
+        # The limited organization gets twice its share: its 250 numbers a minute must bind now and then.
+        weights = [(mps + 10) * (2 if org == LIMITED_ORG else 1) for org, _, mps in channels]
+        org, phone, mps = rng.choices(channels, weights=weights)[0]
         # Big enough to queue, small enough that its channel drains it within ~15 % of the run.
         most = max(5, int(mps * duration * 0.15))
         if org == LIMITED_ORG:
