@@ -10,7 +10,10 @@ def show(*, scenario, checks, faults, ledger, relay, endpoints, snap, timings, r
     print()
     print(f"chaos: seed {scenario.seed}, duration {scenario.duration:g} s, schedule {scenario.digest()}")
     print("timings: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()))
+    failed = Counter(row[4] for row in snap["sends"] if row[2] == "FAILED")
     print(f"sends: {len(snap['sends'])} in {len(snap['kept'])} broadcasts: {dict(sorted(statuses.items()))}")
+    if failed:
+        print(f"failed sends by error code: {dict(failed.most_common())}")
     injected = dict(sorted(faults.done.items()))
     print(f"faults injected: {sum(injected.values())} {injected}")
     if faults.skipped:
