@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import shutil
 import sys
 import tempfile
 import threading
@@ -151,10 +152,13 @@ def main() -> int:
         relay.close()
         endpoints.close()
     timings["total"] = time.monotonic() - began
-    return report.show(
+    status = report.show(
         scenario=scenario, checks=checks, faults=faults, ledger=ledger, relay=relay, endpoints=endpoints,
         snap=snap, timings=timings, reproduce=reproduce, workdir=workdir,
     )  # fmt: skip
+    if status == 0:
+        shutil.rmtree(workdir, ignore_errors=True)  # the processes' logs are kept only when an invariant failed
+    return status
 
 
 if __name__ == "__main__":

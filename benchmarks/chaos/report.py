@@ -37,5 +37,6 @@ def show(*, scenario, checks, faults, ledger, relay, endpoints, snap, timings, r
     kinds = ", ".join(f"{k} {v}" for k, v in injected.items())
     print()
     print(f"| {scenario.seed} | {scenario.duration:g} s | {kinds} | {len(snap['sends'])} | {held}/{len(checks)} |")
-    print(f"seed {scenario.seed}; reproduce: {reproduce}   (logs: {workdir})")
-    return 0 if held == len(checks) else 1
+    ok = held == len(checks)
+    print(f"seed {scenario.seed}; reproduce: {reproduce}" + ("" if ok else f"   (the processes' logs: {workdir})"))
+    return 0 if ok else 1
