@@ -10,7 +10,7 @@ TEST_ENV := SECRET_KEY=test-secret-key DEBUG=false ALLOWED_HOSTS=127.0.0.1,local
 TEST_SERVICES := $(BIN)/python scripts/services.py test --
 DEMO_SERVICES := $(BIN)/python scripts/services.py demo --
 
-.PHONY: install run manage test test-admin lint check-alerts bench-ingest bench-delivery bench-webhooks bench-scale bench bench-compare demo-load clean
+.PHONY: install run manage test test-admin lint check-alerts bench-ingest bench-delivery bench-webhooks bench-scale bench bench-compare demo-load chaos chaos-ci clean
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt requirements-local.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -82,6 +82,18 @@ bench-compare: install
 ## counts `database is locked`, tracebacks, ERROR lines and 5xx in its log (benchmarks/demo_load.py).
 demo-load: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python benchmarks/demo_load.py $(DEMO_LOAD_ARGS)
+
+## make chaos SEED=1 DURATION=180: the production stack (Procfile: release, web, 2 workers, beat) with the sandbox,
+## under seeded traffic and several faults at once; then its invariants as figures (benchmarks/chaos/). Exit 1 when
+## one fails; the same seed replays the same schedule of traffic and faults.
+SEED ?= 1
+DURATION ?= 180
+chaos: install
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(TEST_ENV) $(TEST_SERVICES) $(BIN)/python -m benchmarks.chaos --seed $(SEED) --duration $(DURATION) $(CHAOS_ARGS)
+
+## make chaos-ci: the 3-minute scenario CI runs after `make test` (a fixed seed).
+chaos-ci: install
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(TEST_ENV) $(TEST_SERVICES) $(BIN)/python -m benchmarks.chaos --seed 7 --duration 180
 
 clean:
 	rm -rf $(VENV) var staticfiles

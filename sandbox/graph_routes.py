@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from sandbox.journal import journal_from_env
 from sandbox.limits import MessagingLimits
 from sandbox.meta_errors import STATUS_CODES
 from sandbox.outcomes import REFUSALS, is_accepted, parse_outcome
@@ -65,6 +66,8 @@ class GraphRoutes:
         self.limits = limits
         # Media headers and dynamic buttons checked against the registry's templates, as Meta does.
         self.template_checks = TemplateChecks()
+        # Every arrival also on disk when SANDBOX_JOURNAL is set (sandbox/journal.py).
+        self.journal = journal_from_env(state.run_id)
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -133,6 +136,15 @@ class GraphRoutes:
         if not to_digits and isinstance(body, dict):
             to_digits = recipient_key(body.get("recipient") or body.get("to") or "")
         state.requests.append((seq, received_at, phone_number_id, authorization, raw, outcome, to_digits, path))
+        if self.journal is not None:
+            self.journal.record(
+                received_at=received_at,
+                phone_number_id=phone_number_id,
+                to=to_digits,
+                outcome=outcome,
+                path=path,
+                body=body,
+            )
 
         kind, number = (outcome, 0) if outcome in REFUSALS else parse_outcome(outcome)
         if kind == "drop":
