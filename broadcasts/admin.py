@@ -127,9 +127,10 @@ class BroadcastAdmin(admin.ModelAdmin):
         "template_name",
         "created_at_display",
         "scheduled_at_display",
+        "paused_reason_text",
         "cost",
     ]
-    list_filter = ["status", "organization", "channel", "created_at", "scheduled_at"]
+    list_filter = ["status", "organization", "channel", "template", "created_at", "scheduled_at"]
     search_fields = ["id", "campaign_name", "template_name", "organization__name"]
     list_select_related = ["organization", "channel"]
     date_hierarchy = "created_at"

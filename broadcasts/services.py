@@ -14,6 +14,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from broadcasts import lifecycle, pricing
+from broadcasts.activity import activity_add
 from broadcasts.bulk_requests import broadcast_estimate, bulk_request_check, template_needed_variables
 from broadcasts.idempotency import (
     HEADER,
@@ -26,7 +27,7 @@ from broadcasts.models import Broadcast, BroadcastStatus, IdempotencyRecord, Sen
 from broadcasts.notifications import message_events_publish
 from broadcasts.queue import enqueue_dispatch
 from broadcasts.selectors import broadcast_get_for_update
-from broadcasts.send_rows import send_rows, sends_insert
+from broadcasts.send_rows import MISSING_VARIABLES, send_rows, sends_insert
 from broadcasts.validation.request import campaign_name_default
 from broadcasts.validation.scheduling import parse_scheduled_at
 from core.errors import ApplicationError, ConflictError
@@ -125,6 +126,8 @@ def broadcast_create(
                 )
             sends_insert(broadcast_id=broadcast_id, rows=rows, now=now)
             if failed:
+                # The overview's failures by code (broadcasts/activity.py): one statement, only with such sends.
+                activity_add(now=now, failures=[(broadcast_id, MISSING_VARIABLES)] * failed)
                 failed_ids = list(
                     Send.objects.filter(broadcast_id=broadcast_id, status=SendStatus.FAILED).values_list(
                         "id", flat=True

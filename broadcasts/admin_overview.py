@@ -1,0 +1,231 @@
+"""The admin overview (docs/operations.md): /admin/overview/, linked from the admin index. Per channel the last
+hour's POSTs per minute against its cap and its busiest second against ``max_mps``, the messaging limit's use, the
+running, paused and scheduled broadcasts, the last day's failures by code and this month's cost; for one
+organization, or (superusers) for all. Read by broadcasts/overview.py from kept data only.
+
+Charts are SVG drawn here on the server (no script, no outside asset), each with its numbers beside it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from django.contrib import admin
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.utils import timezone
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString
+
+from broadcasts.overview import overview_read
+from broadcasts.pricing import money
+from tokens.models import Organization
+
+# The index links here (its template adds the link above the app list).
+admin.site.index_template = "admin/broadcasts/index_with_overview.html"
+
+# Organizations offered by the selector; beyond this an operator types ?org=<id>.
+MAX_ORGS = 500
+BAR = "#1f6fb2"
+CAP = "#c62828"
+TRACK = "#e3e3e3"
+
+
+# --- charts --------------------------------------------------------------------------------------------------
+
+
+def _n(x: float) -> str:
+    """A coordinate as SVG text (format_html escapes its arguments to text before formatting them)."""
+    return f"{x:.1f}"
+
+
+def svg_bars(
+    values: Sequence[int], *, labels: Sequence[str] = (), cap: int | None = None, width: int = 600, height: int = 120
+) -> SafeString:
+    """Vertical bars (one per value), the first and last labelled, and ``cap`` as a dashed line when it is within
+    reach of the bars (a cap far above them would flatten every bar to nothing)."""
+    top = max(max(values, default=0), 1)
+    if cap and cap <= 1.25 * top:
+        top = cap
+    else:
+        cap = None
+    plot = height - 16
+    step = width / max(len(values), 1)
+    bars = format_html_join(
+        "",
+        '<rect class="bar" data-value="{}" x="{}" y="{}" width="{}" height="{}" fill="{}"><title>{}{}</title></rect>',
+        (
+            (
+                v,
+                _n(i * step + 0.5),
+                _n(plot - plot * v / top),
+                _n(max(step - 1, 1)),
+                _n(plot * v / top),
+                BAR,
+                f"{labels[i]}: " if i < len(labels) else "",
+                v,
+            )
+            for i, v in enumerate(values)
+        ),
+    )
+    line = ""
+    if cap:
+        line = format_html(
+            '<line class="cap" x1="0" x2="{}" y1="{}" y2="{}" stroke="{}" stroke-dasharray="4 3"/>'
+            '<text x="{}" y="{}" font-size="10" text-anchor="end" fill="{}">cap {}</text>',
+            width,
+            _n(plot - plot * cap / top),
+            _n(plot - plot * cap / top),
+            CAP,
+            width - 2,
+            _n(max(plot - plot * cap / top - 2, 10)),
+            CAP,
+            cap,
+        )
+    axis = ""
+    if labels:
+        axis = format_html(
+            '<text x="0" y="{}" font-size="10">{}</text><text x="{}" y="{}" font-size="10" text-anchor="end">{}</text>',
+            height - 2,
+            labels[0],
+            width,
+            height - 2,
+            labels[-1],
+        )
+    return format_html(
+        '<svg class="chart" xmlns="http://www.w3.org/2000/svg" width="{}" height="{}" viewBox="0 0 {} {}" role="img">'
+        '<rect x="0" y="0" width="{}" height="{}" fill="#fafafa"/>{}{}{}</svg>',
+        width,
+        height,
+        width,
+        height,
+        width,
+        plot,
+        bars,
+        line,
+        axis,
+    )
+
+
+def svg_gauge(value: int | None, maximum: int | None, *, width: int = 220, height: int = 14) -> SafeString:
+    """One horizontal bar, ``value`` of ``maximum`` (red past 90 %); an empty track when either is unknown."""
+    share = min(value / maximum, 1.0) if value is not None and maximum else 0.0
+    colour = CAP if share >= 0.9 else BAR
+    return format_html(
+        '<svg class="gauge" xmlns="http://www.w3.org/2000/svg" width="{}" height="{}" data-share="{}">'
+        '<rect width="{}" height="{}" fill="{}" rx="3"/><rect class="fill" width="{}" height="{}" fill="{}" rx="3"/>'
+        "</svg>",
+        width,
+        height,
+        f"{share:.4f}",
+        width,
+        height,
+        TRACK,
+        _n(width * share),
+        height,
+        colour,
+    )
+
+
+def svg_hbars(items: Sequence[tuple[str, int]], *, width: int = 360, row: int = 18) -> SafeString:
+    """Horizontal bars, one per (label, count), longest = the largest count."""
+    top = max((n for _, n in items), default=0) or 1
+    label_w = 90
+    rows = format_html_join(
+        "",
+        '<text x="0" y="{}" font-size="11">{}</text>'
+        '<rect class="bar" data-label="{}" data-value="{}" x="{}" y="{}" width="{}" height="{}" fill="{}"/>'
+        '<text x="{}" y="{}" font-size="11">{}</text>',
+        (
+            (
+                i * row + row - 5,
+                label,
+                label,
+                n,
+                label_w,
+                i * row + 3,
+                _n((width - label_w - 50) * n / top),
+                row - 6,
+                CAP,
+                _n(label_w + (width - label_w - 50) * n / top + 4),
+                i * row + row - 5,
+                n,
+            )
+            for i, (label, n) in enumerate(items)
+        ),
+    )
+    return format_html(
+        '<svg class="chart" xmlns="http://www.w3.org/2000/svg" width="{}" height="{}">{}</svg>',
+        width,
+        max(len(items), 1) * row,
+        rows,
+    )
+
+
+# --- the page ------------------------------------------------------------------------------------------------
+
+
+def _organization_choice(request: HttpRequest) -> tuple[Organization | None, HttpResponse | None]:
+    """``?org=<id>``; none given: all organizations for a superuser, else the first one (only superusers see the
+    whole service at once)."""
+    raw = request.GET.get("org", "")
+    if raw in ("", "all") and request.user.is_superuser:
+        return None, None
+    if raw in ("", "all"):
+        first = Organization.objects.order_by("name", "id").first()
+        if first is None:
+            return None, HttpResponseBadRequest("No organization yet.", content_type="text/plain")
+        return first, None
+    if not raw.isdigit() or len(raw) > 18:
+        return None, HttpResponseBadRequest("org must be an organization id.", content_type="text/plain")
+    return get_object_or_404(Organization, pk=int(raw)), None
+
+
+def _hhmm(at: datetime) -> str:
+    return f"{at:%H:%M}"
+
+
+def overview_view(request: HttpRequest) -> HttpResponse:
+    """GET /admin/overview/[?org=<id>|all] (staff, through ``admin.site.admin_view``; needs view on broadcasts)."""
+    if not request.user.has_perm("broadcasts.view_broadcast"):
+        raise PermissionDenied
+    organization, error = _organization_choice(request)
+    if error is not None:
+        return error
+    overview = overview_read(organization_id=organization.id if organization else None, now=timezone.now())
+    labels = [_hhmm(minute) for minute in overview.minutes]
+    channels = [
+        {
+            "rate": rate,
+            "chart": svg_bars(rate.per_minute, labels=labels, cap=rate.channel.max_mps * 60),
+            "last_minute": rate.per_minute[-1],
+            "busiest_minute": max(rate.per_minute),
+            "average_mps": f"{rate.posted / 3600:.2f}",
+            "peak_gauge": svg_gauge(rate.peak_second, rate.channel.max_mps),
+            "peak_percent": f"{100 * rate.peak_share:.0f}%",
+            "limit_gauge": svg_gauge(rate.limit_used, rate.limit),
+        }
+        for rate in overview.channels
+    ]
+    context = {
+        **admin.site.each_context(request),
+        "title": "Overview" + (f": {organization.name}" if organization else ": all organizations"),
+        "overview": overview,
+        "organization": organization,
+        "organizations": list(Organization.objects.order_by("name", "id").values_list("id", "name")[:MAX_ORGS]),
+        "can_see_all": request.user.is_superuser,
+        "channels": channels,
+        "failures_chart": svg_hbars([(f.code, f.count) for f in overview.failures]) if overview.failures else "",
+        "cost": [
+            {"currency": c.currency, "estimated": money(c.estimated), "billed": money(c.billed), "n": c.broadcasts}
+            for c in overview.cost
+        ],
+        "lists": [
+            (key, overview.broadcasts[key], overview.broadcasts_more[key]) for key in ("running", "paused", "scheduled")
+        ],
+        "generated": f"{overview.now:%Y-%m-%d %H:%M:%S} UTC",
+    }
+    return TemplateResponse(request, "admin/broadcasts/overview.html", context)
