@@ -118,17 +118,17 @@ class BroadcastAdmin(admin.ModelAdmin):
     list_display = [
         "campaign_name",
         "status",
+        "paused_reason_text",
         "progress",
         "failed_sends",
         "error_rate",
+        "cost",
         "total_recipients",
         "organization",
         "channel_number",
         "template_name",
         "created_at_display",
         "scheduled_at_display",
-        "paused_reason_text",
-        "cost",
     ]
     list_filter = ["status", "organization", "channel", "template", "created_at", "scheduled_at"]
     search_fields = ["id", "campaign_name", "template_name", "organization__name"]

@@ -73,15 +73,13 @@ def svg_bars(
     )
     line = ""
     if cap:
+        y = _n(plot - plot * cap / top)
         line = format_html(
-            '<line class="cap" x1="0" x2="{}" y1="{}" y2="{}" stroke="{}" stroke-dasharray="4 3"/>'
-            '<text x="{}" y="{}" font-size="10" text-anchor="end" fill="{}">cap {}</text>',
+            '<line class="cap" x1="0" x2="{}" y1="{}" y2="{}" stroke="{}" stroke-width="1.5" stroke-dasharray="4 3">'
+            "<title>cap {}</title></line>",
             width,
-            _n(plot - plot * cap / top),
-            _n(plot - plot * cap / top),
-            CAP,
-            width - 2,
-            _n(max(plot - plot * cap / top - 2, 10)),
+            y,
+            y,
             CAP,
             cap,
         )
