@@ -17,8 +17,8 @@ from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.utils import timezone
-from django.utils.html import format_html, format_html_join
-from django.utils.safestring import SafeString
+from django.utils.html import escape
+from django.utils.safestring import SafeString, mark_safe
 
 from broadcasts.overview import overview_read
 from broadcasts.pricing import money
@@ -35,11 +35,8 @@ TRACK = "#e3e3e3"
 
 
 # --- charts --------------------------------------------------------------------------------------------------
-
-
-def _n(x: float) -> str:
-    """A coordinate as SVG text (format_html escapes its arguments to text before formatting them)."""
-    return f"{x:.1f}"
+# Plain f-strings: every number is ours, every text goes through escape() once. (format_html per bar escaped each
+# argument and cost ~0.1 ms a bar: 50 channels' charts took longer than the page's queries.)
 
 
 def svg_bars(
@@ -54,113 +51,61 @@ def svg_bars(
         cap = None
     plot = height - 16
     step = width / max(len(values), 1)
-    bars = format_html_join(
-        "",
-        '<rect class="bar" data-value="{}" x="{}" y="{}" width="{}" height="{}" fill="{}"><title>{}{}</title></rect>',
-        (
-            (
-                v,
-                _n(i * step + 0.5),
-                _n(plot - plot * v / top),
-                _n(max(step - 1, 1)),
-                _n(plot * v / top),
-                BAR,
-                f"{labels[i]}: " if i < len(labels) else "",
-                v,
-            )
-            for i, v in enumerate(values)
-        ),
-    )
-    line = ""
+    names = [escape(label) for label in labels]
+    parts = [
+        f'<svg class="chart" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" role="img"><rect x="0" y="0" width="{width}" height="{plot}" fill="#fafafa"/>'
+    ]
+    for i, v in enumerate(values):
+        h = plot * v / top
+        title = f"{names[i]}: {v}" if i < len(names) else str(v)
+        parts.append(
+            f'<rect class="bar" data-value="{int(v)}" x="{i * step + 0.5:.1f}" y="{plot - h:.1f}" '
+            f'width="{max(step - 1, 1):.1f}" height="{h:.1f}" fill="{BAR}"><title>{title}</title></rect>'
+        )
     if cap:
-        y = _n(plot - plot * cap / top)
-        line = format_html(
-            '<line class="cap" x1="0" x2="{}" y1="{}" y2="{}" stroke="{}" stroke-width="1.5" stroke-dasharray="4 3">'
-            "<title>cap {}</title></line>",
-            width,
-            y,
-            y,
-            CAP,
-            cap,
+        y = plot - plot * cap / top
+        parts.append(
+            f'<line class="cap" x1="0" x2="{width}" y1="{y:.1f}" y2="{y:.1f}" stroke="{CAP}" stroke-width="1.5" '
+            f'stroke-dasharray="4 3"><title>cap {int(cap)}</title></line>'
         )
-    axis = ""
-    if labels:
-        axis = format_html(
-            '<text x="0" y="{}" font-size="10">{}</text><text x="{}" y="{}" font-size="10" text-anchor="end">{}</text>',
-            height - 2,
-            labels[0],
-            width,
-            height - 2,
-            labels[-1],
+    if names:
+        parts.append(
+            f'<text x="0" y="{height - 2}" font-size="10">{names[0]}</text>'
+            f'<text x="{width}" y="{height - 2}" font-size="10" text-anchor="end">{names[-1]}</text>'
         )
-    return format_html(
-        '<svg class="chart" xmlns="http://www.w3.org/2000/svg" width="{}" height="{}" viewBox="0 0 {} {}" role="img">'
-        '<rect x="0" y="0" width="{}" height="{}" fill="#fafafa"/>{}{}{}</svg>',
-        width,
-        height,
-        width,
-        height,
-        width,
-        plot,
-        bars,
-        line,
-        axis,
-    )
+    parts.append("</svg>")
+    return mark_safe("".join(parts))  # numbers and escaped text only
 
 
 def svg_gauge(value: int | None, maximum: int | None, *, width: int = 220, height: int = 14) -> SafeString:
     """One horizontal bar, ``value`` of ``maximum`` (red past 90 %); an empty track when either is unknown."""
     share = min(value / maximum, 1.0) if value is not None and maximum else 0.0
     colour = CAP if share >= 0.9 else BAR
-    return format_html(
-        '<svg class="gauge" xmlns="http://www.w3.org/2000/svg" width="{}" height="{}" data-share="{}">'
-        '<rect width="{}" height="{}" fill="{}" rx="3"/><rect class="fill" width="{}" height="{}" fill="{}" rx="3"/>'
-        "</svg>",
-        width,
-        height,
-        f"{share:.4f}",
-        width,
-        height,
-        TRACK,
-        _n(width * share),
-        height,
-        colour,
+    return mark_safe(  # numbers only
+        f'<svg class="gauge" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'data-share="{share:.4f}"><rect width="{width}" height="{height}" fill="{TRACK}" rx="3"/>'
+        f'<rect class="fill" width="{width * share:.1f}" height="{height}" fill="{colour}" rx="3"/></svg>'
     )
 
 
 def svg_hbars(items: Sequence[tuple[str, int]], *, width: int = 360, row: int = 18) -> SafeString:
     """Horizontal bars, one per (label, count), longest = the largest count."""
     top = max((n for _, n in items), default=0) or 1
-    label_w = 90
-    rows = format_html_join(
-        "",
-        '<text x="0" y="{}" font-size="11">{}</text>'
-        '<rect class="bar" data-label="{}" data-value="{}" x="{}" y="{}" width="{}" height="{}" fill="{}"/>'
-        '<text x="{}" y="{}" font-size="11">{}</text>',
-        (
-            (
-                i * row + row - 5,
-                label,
-                label,
-                n,
-                label_w,
-                i * row + 3,
-                _n((width - label_w - 50) * n / top),
-                row - 6,
-                CAP,
-                _n(label_w + (width - label_w - 50) * n / top + 4),
-                i * row + row - 5,
-                n,
-            )
-            for i, (label, n) in enumerate(items)
-        ),
-    )
-    return format_html(
-        '<svg class="chart" xmlns="http://www.w3.org/2000/svg" width="{}" height="{}">{}</svg>',
-        width,
-        max(len(items), 1) * row,
-        rows,
-    )
+    label_w, room = 90, width - 90 - 50
+    parts = [
+        f'<svg class="chart" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{max(len(items), 1) * row}">'
+    ]
+    for i, (label, n) in enumerate(items):
+        name, w, y = escape(label), room * n / top, i * row
+        parts.append(
+            f'<text x="0" y="{y + row - 5}" font-size="11">{name}</text>'
+            f'<rect class="bar" data-label="{name}" data-value="{int(n)}" x="{label_w}" y="{y + 3}" width="{w:.1f}" '
+            f'height="{row - 6}" fill="{CAP}"/>'
+            f'<text x="{label_w + w + 4:.1f}" y="{y + row - 5}" font-size="11">{n}</text>'
+        )
+    parts.append("</svg>")
+    return mark_safe("".join(parts))  # numbers and escaped text only
 
 
 # --- the page ------------------------------------------------------------------------------------------------

@@ -295,15 +295,15 @@ def outlook(*, organization_id: int, channel_id: str, numbers: list[str], now: d
     return {"limit": state.limit, "used": used, "would_wait": max(0, fresh - room)}
 
 
-def ledger_use(*, organization_id: int) -> tuple[int | None, int | None]:
+def ledger_use(*, organization: Organization) -> tuple[int | None, int | None]:
     """For the admin overview: (the limit, None = unlimited; the numbers counted in the window now, None when the
-    ledger is not built in Redis or Redis is away: the next admitted batch rebuilds it). One primary-key read and one
-    read-only script; never the sends."""
-    state = limit_state(organization_id=organization_id)
+    ledger is not built in Redis or Redis is away: the next admitted batch rebuilds it). ``organization`` as loaded
+    by the caller (no statement); one read-only script; never the sends."""
+    state = limit_state_of((organization.messaging_limit, organization.messaging_limit_set_at))
     if state.limit is None:
         return None, None
     try:
-        result = _script(_PEEK_LUA)(keys=_keys(organization_id, state.generation)[:2], args=[_window_ms(), -1])
+        result = _script(_PEEK_LUA)(keys=_keys(organization.id, state.generation)[:2], args=[_window_ms(), -1])
     except RedisError:
         return state.limit, None
     return state.limit, (int(result[0]) if int(result[0]) != -1 else None)

@@ -17,6 +17,7 @@ from broadcasts.overview import overview_read
 from broadcasts.retention import rollups_purge
 from templates_registry.models import Channel
 from tests.events.helpers import broadcast_with_sends
+from tokens.models import Organization
 
 URL = "/admin/overview/"
 
@@ -103,6 +104,15 @@ def test_the_page_costs_a_fixed_number_of_statements(admin_client, org, channel,
         assert admin_client.get(URL, {"org": org.id}).status_code == 200
     assert len(more) == len(few)
     assert not any("broadcasts_send" in q["sql"] for q in more.captured_queries)
+    # all organizations: more of them (limited ones, with their ledgers) cost no statement more
+    with CaptureQueriesContext(connection) as one:
+        assert admin_client.get(URL, {"org": "all"}).status_code == 200
+    for k in range(4):
+        other = Organization.objects.create(name=f"other {k}", messaging_limit=2000)
+        Channel.objects.create(organization=other, phone_number_id=f"1500000000000{k}", waba_id="2", access_token="t")
+    with CaptureQueriesContext(connection) as many:
+        assert admin_client.get(URL, {"org": "all"}).status_code == 200
+    assert len(many) == len(one)
 
 
 @pytest.mark.django_db
