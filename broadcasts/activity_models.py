@@ -1,7 +1,7 @@
 """The kept activity rollups the admin overview reads (broadcasts/activity.py writes them, broadcasts/overview.py
 reads them): POSTs per channel and second, by the minute, and failures per channel and code, by the hour. Part of
-the broadcasts app (broadcasts/models.py imports them). Each is a handful of rows per channel and hour, so the
-overview never reads the sends; retention drops the old ones (broadcasts/retention.py)."""
+the broadcasts app (broadcasts/models.py imports them). A row per active channel and minute, a few per channel and
+hour, so the overview never reads the sends; retention drops the old ones (broadcasts/retention.py)."""
 
 from django.contrib.postgres.fields import ArrayField
 from django.db import models
@@ -29,6 +29,9 @@ class ChannelMinute(models.Model):
             # The upsert's conflict target and the overview's range read (a channel's last hour).
             models.UniqueConstraint(fields=["channel", "minute"], name="channelminute_unique"),
         ]
+        # Retention's DELETE of old minutes (one index entry per channel and minute: a write per minute, not per
+        # batch; the batches' updates change no indexed column).
+        indexes = [models.Index(fields=["minute"], name="channelminute_minute")]
 
     def __str__(self) -> str:
         return f"{self.channel_id} {self.minute:%Y-%m-%d %H:%M}"
@@ -47,6 +50,8 @@ class FailureHour(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["channel", "hour", "code"], name="failurehour_unique"),
         ]
+        # The overview of all organizations (the last day's hours, whatever the channel) and retention's DELETE.
+        indexes = [models.Index(fields=["hour"], name="failurehour_hour")]
 
     def __str__(self) -> str:
         return f"{self.channel_id} {self.hour:%Y-%m-%d %H}:00 {self.code} x{self.failed}"

@@ -77,7 +77,7 @@ def broadcast_sends_purge(
 
 def rollups_purge(*, now: datetime | None = None) -> int:
     """The overview's rollups past what it shows (broadcasts/activity.py): minutes older than a day, hours older than
-    a week. A few rows per active channel and minute (a small table: read whole by these two DELETEs)."""
+    a week (each DELETE by its time index)."""
     now = now or timezone.now()
     minutes, _ = ChannelMinute.objects.filter(minute__lt=now - ROLLUP_MINUTES_KEPT).delete()
     hours, _ = FailureHour.objects.filter(hour__lt=now - ROLLUP_HOURS_KEPT).delete()
