@@ -119,18 +119,19 @@ class BroadcastAdmin(TokenFieldsHidden, admin.ModelAdmin):
     list_display = [
         "campaign_name",
         "status",
+        "paused_reason_text",
         "progress",
         "failed_sends",
         "error_rate",
+        "cost",
         "total_recipients",
         "organization",
         "channel_number",
         "template_name",
         "created_at_display",
         "scheduled_at_display",
-        "cost",
     ]
-    list_filter = ["status", "organization", "channel", "created_at", "scheduled_at"]
+    list_filter = ["status", "organization", "channel", "template", "created_at", "scheduled_at"]
     search_fields = ["id", "campaign_name", "template_name", "organization__name"]
     list_select_related = ["organization", "channel"]
     date_hierarchy = "created_at"

@@ -149,6 +149,13 @@ class Broadcast(models.Model):
                 name="broadcast_org_completed",
                 condition=Q(started_at__isnull=False),
             ),
+            # The admin overview: an organization's running, paused and scheduled broadcasts (a few, whatever the
+            # history).
+            models.Index(
+                fields=["organization", "status", "-created_at"],
+                name="broadcast_org_active",
+                condition=Q(status__in=["PENDING", "IN_PROGRESS", "PAUSED"]),
+            ),
         ]
 
     def __str__(self) -> str:
@@ -300,6 +307,8 @@ class UnmatchedStatus(models.Model):
 
 # What we know of a person per organization (holds, customer-service windows, consent, Meta's identities), in
 # contact_models.py; imported here so that Django registers them with this app and callers find every model here.
+# The admin overview's kept rollups (activity_models.py), registered with this app the same way.
+from broadcasts.activity_models import ChannelMinute, FailureHour  # noqa: E402
 from broadcasts.contact_models import (  # noqa: E402
     ContactIdentity,
     CustomerWindow,
@@ -313,8 +322,10 @@ __all__ = [
     "KEPT_COUNT_FIELDS",
     "Broadcast",
     "BroadcastStatus",
+    "ChannelMinute",
     "ContactIdentity",
     "CustomerWindow",
+    "FailureHour",
     "IdempotencyRecord",
     "MarketingHold",
     "RateCard",

@@ -16,13 +16,16 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from broadcasts.models import FINAL_BROADCAST_STATUSES, Broadcast, Send, SendStatus
+from broadcasts.models import FINAL_BROADCAST_STATUSES, Broadcast, ChannelMinute, FailureHour, Send, SendStatus
 
 # Sends per DELETE: a few milliseconds of locks on a few thousand rows.
 PURGE_BATCH = 5000
 # Broadcasts looked at per run, and the longest a run goes on (beat runs it again, the rest then).
 PURGE_BROADCASTS = 100
 PURGE_MAX_SECONDS = 30.0
+# The overview charts the last hour and lists the last day's failures; a margin for an operator looking back.
+ROLLUP_MINUTES_KEPT = timedelta(days=1)
+ROLLUP_HOURS_KEPT = timedelta(days=7)
 
 
 def retention_cutoff(*, now: datetime | None = None) -> datetime:
@@ -70,6 +73,15 @@ def broadcast_sends_purge(
         if purged:
             Broadcast.objects.filter(id=broadcast_id).update(purged_at=timezone.now())
     return deleted, purged
+
+
+def rollups_purge(*, now: datetime | None = None) -> int:
+    """The overview's rollups past what it shows (broadcasts/rollups.py): minutes older than a day, hours older than
+    a week (each DELETE by its time index)."""
+    now = now or timezone.now()
+    minutes, _ = ChannelMinute.objects.filter(minute__lt=now - ROLLUP_MINUTES_KEPT).delete()
+    hours, _ = FailureHour.objects.filter(hour__lt=now - ROLLUP_HOURS_KEPT).delete()
+    return minutes + hours
 
 
 def sends_purge_expired(*, now: datetime | None = None, max_seconds: float = PURGE_MAX_SECONDS) -> dict[str, int]:

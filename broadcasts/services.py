@@ -25,8 +25,9 @@ from broadcasts.idempotency import (
 from broadcasts.models import Broadcast, BroadcastStatus, IdempotencyRecord, Send, SendStatus
 from broadcasts.notifications import message_events_publish
 from broadcasts.queue import enqueue_dispatch
+from broadcasts.rollups import activity_add
 from broadcasts.selectors import broadcast_get_for_update
-from broadcasts.send_rows import send_rows, sends_insert
+from broadcasts.send_rows import MISSING_VARIABLES, send_rows, sends_insert
 from broadcasts.validation.request import campaign_name_default
 from broadcasts.validation.scheduling import parse_scheduled_at
 from core.errors import ApplicationError, ConflictError
@@ -125,6 +126,8 @@ def broadcast_create(
                 )
             sends_insert(broadcast_id=broadcast_id, rows=rows, now=now)
             if failed:
+                # The overview's failures by code (broadcasts/rollups.py): one statement, only with such sends.
+                activity_add(now=now, failures=[(broadcast_id, MISSING_VARIABLES)] * failed)
                 failed_ids = list(
                     Send.objects.filter(broadcast_id=broadcast_id, status=SendStatus.FAILED).values_list(
                         "id", flat=True

@@ -76,7 +76,9 @@ def idempotency_purge_task() -> int:
 
 @shared_task(name=queue.RETENTION_PURGE)
 def retention_purge_task() -> dict[str, int]:
-    """Beat, every 10 min: delete the sends of broadcasts that ended more than RETENTION_DAYS ago (bounded)."""
+    """Beat, every 10 min: delete the sends of broadcasts that ended more than RETENTION_DAYS ago (bounded), and the
+    overview's rollups past what it shows."""
+    retention.rollups_purge()
     return retention.sends_purge_expired()
 
 

@@ -1,12 +1,15 @@
 from django.contrib import admin
 from django.urls import include, path, re_path
 
+from broadcasts.admin_overview import overview_view
 from broadcasts.api.docs import ApiDocsView
 from core.api.metrics import metrics_view
 from core.api.schema_view import CachedSchemaView
 from core.api.views import unknown_api_path
 
 urlpatterns = [
+    # Before the admin's own catch-all: the operator's overview (broadcasts/admin_overview.py), staff only.
+    path("admin/overview/", admin.site.admin_view(overview_view), name="admin_overview"),
     path("admin/", admin.site.urls),
     # Prometheus scrape, loopback (METRICS_ALLOWED_CIDRS) only: core/api/metrics.py.
     path("metrics", metrics_view, name="metrics"),

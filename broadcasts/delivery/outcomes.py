@@ -28,6 +28,7 @@ from redis.exceptions import RedisError
 
 from broadcasts.counts import broadcasts_lock_for_sends, counts_add, deltas_of
 from broadcasts.delivery.claims import Claimed
+from broadcasts.delivery.outcome_activity import outcomes_activity_add
 from broadcasts.models import SendStatus, WaitReason
 from broadcasts.notifications import message_events_publish
 from broadcasts.rules.identities import Pair, identities_record
@@ -123,7 +124,7 @@ def sends_record(*, rows: list[OutcomeRow], channel_id: str = "") -> dict[str, l
     if not rows:
         return {}
     with transaction.atomic():
-        by_status, written = _sends_record(rows=rows)
+        by_status, written = _sends_record(rows=rows, channel_id=channel_id)
         if len(written) != len(rows):
             _answers_keep(rows=rows, written=written)
     _outcomes_count(channel_id=channel_id, rows=rows, written=written)
@@ -190,7 +191,7 @@ def _outcomes_count(*, channel_id: str, rows: list[OutcomeRow], written: list) -
         sends_add(channel_id=channel_id, counts=counts)
 
 
-def _sends_record(*, rows: list[OutcomeRow]) -> tuple[dict[str, list[int]], list]:
+def _sends_record(*, rows: list[OutcomeRow], channel_id: str) -> tuple[dict[str, list[int]], list]:
     now = timezone.now()
     # Lock order (broadcasts/counts.py): the broadcast row before its sends.
     broadcasts_lock_for_sends(send_ids=[r.id for r in rows])
@@ -209,6 +210,7 @@ def _sends_record(*, rows: list[OutcomeRow]) -> tuple[dict[str, list[int]], list
     for status in (SendStatus.SENT, SendStatus.FAILED):
         if by_status.get(status):
             message_events_publish(send_ids=by_status[status], status=str(status))
+    outcomes_activity_add(rows=rows, written=written, channel_id=channel_id, now=now)
     return by_status, written
 
 

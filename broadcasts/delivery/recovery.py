@@ -30,6 +30,7 @@ from broadcasts.delivery import dispatch, outcomes
 from broadcasts.models import Broadcast, BroadcastStatus, Send, SendStatus
 from broadcasts.notifications import message_events_publish
 from broadcasts.queue import enqueue_dispatch
+from broadcasts.rollups import activity_add
 
 # An unscheduled broadcast still PENDING this long after creation lost its dispatch message.
 LOST_START_SECONDS = 10
@@ -110,6 +111,7 @@ def sends_recover_expired(*, now: datetime | None = None) -> set[str]:
             counts.counts_move(broadcast_id=broadcast_id, old=SendStatus.PENDING, new=SendStatus.FAILED, n=n)
             if failed_ids:
                 message_events_publish(send_ids=failed_ids, status="FAILED")
+            activity_add(now=now, failures=[(broadcast_id, "timeout")] * n)
     expired.update(
         unknown_outcomes=Case(
             When(posting_at__isnull=False, then=F("unknown_outcomes") + 1),

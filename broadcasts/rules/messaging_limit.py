@@ -36,6 +36,7 @@ from functools import cache
 
 from django.conf import settings
 from django.db import connection
+from redis.exceptions import RedisError
 
 from broadcasts.models import WaitReason
 from broadcasts.rules.customer_windows import customer_windows_open
@@ -292,6 +293,20 @@ def outlook(*, organization_id: int, channel_id: str, numbers: list[str], now: d
         fresh = sum(1 for n in candidates if n not in counted)
     room = max(0, state.limit - used)
     return {"limit": state.limit, "used": used, "would_wait": max(0, fresh - room)}
+
+
+def ledger_use(*, organization: Organization) -> tuple[int | None, int | None]:
+    """For the admin overview: (the limit, None = unlimited; the numbers counted in the window now, None when the
+    ledger is not built in Redis or Redis is away: the next admitted batch rebuilds it). ``organization`` as loaded
+    by the caller (no statement); one read-only script; never the sends."""
+    state = limit_state_of((organization.messaging_limit, organization.messaging_limit_set_at))
+    if state.limit is None:
+        return None, None
+    try:
+        result = _script(_PEEK_LUA)(keys=_keys(organization.id, state.generation)[:2], args=[_window_ms(), -1])
+    except RedisError:
+        return state.limit, None
+    return state.limit, (int(result[0]) if int(result[0]) != -1 else None)
 
 
 def room_free_in(*, organization_id: int, count: int, now: datetime) -> float | None:

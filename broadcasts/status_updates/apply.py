@@ -13,6 +13,7 @@ from django.utils import timezone
 from broadcasts.counts import broadcasts_lock, counts_add, deltas_of
 from broadcasts.models import SendStatus
 from broadcasts.notifications import message_events_publish
+from broadcasts.rollups import activity_add
 from broadcasts.status_updates.billing import Bill, BillRun, bill_of, bills_apply, bills_price, pricing_fold
 from broadcasts.status_updates.failure_effects import failed_effects_apply
 from broadcasts.status_updates.folding import ALLOWED_FROM, Fold, statuses_fold
@@ -104,6 +105,7 @@ def sends_apply_statuses(*, statuses: Iterable[StatusUpdate], publish: bool = Tr
             # never a duplicate event or a count moved twice).
             broadcasts_lock(broadcast_ids=broadcast_of.values())
         moves: list[tuple[str, str, str]] = []
+        failures: list[tuple[str, str]] = []
         # Lower targets first, so events of one body are recorded in status order.
         run = BillRun(bills={b.send_id: b for b in bills}) if bills else None
         for target in (SendStatus.DELIVERED, SendStatus.READ, SendStatus.FAILED):
@@ -112,6 +114,8 @@ def sends_apply_statuses(*, statuses: Iterable[StatusUpdate], publish: bool = Tr
                 if done:
                     if target == SendStatus.FAILED:
                         failed_effects_apply(items=by_target[target], done=done)
+                        codes = {send_id: fold.error_code for send_id, fold in by_target[target]}
+                        failures = [(broadcast_of[send_id], codes[send_id] or "") for send_id, _ in done]
                     moved[target] = sorted(send_id for send_id, _ in done)
                     was_sent.update(send_id for send_id, before in done if before == SendStatus.SENT)
                     moves += [(broadcast_of[send_id], before, target) for send_id, before in done]
@@ -138,6 +142,8 @@ def sends_apply_statuses(*, statuses: Iterable[StatusUpdate], publish: bool = Tr
                 message_events_publish(send_ids=jumped, status=SendStatus.DELIVERED)
             for target, ids in moved.items():
                 message_events_publish(send_ids=ids, status=target)
+        # The overview's failures by code (broadcasts/rollups.py): last, one statement, none without a failure.
+        activity_add(now=now, failures=failures)
     unmatched = [wamid for wamid in folds if wamid not in found]
     if settled:
         moved[SendStatus.SENT] = settled

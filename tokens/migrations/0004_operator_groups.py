@@ -28,7 +28,7 @@ class Migration(migrations.Migration):
         ("tokens", "0003_campaign_controls"),
         # The latest of every app whose permissions the groups hold.
         ("templates_registry", "0004_merge_health_limits"),
-        ("broadcasts", "0017_campaign_controls"),
+        ("broadcasts", "0018_activity_rollups"),
         ("events", "0007_endpoint_secret_rotation_and_event_types"),
     ]
 
