@@ -1,13 +1,38 @@
 """Fixtures shared by every test module. Apps keep their own in tests/<app>/conftest.py."""
 
+import time
+
 import pytest
 from django.core.cache import cache
+from django.db.backends.postgresql.operations import DatabaseOperations
 from rest_framework.test import APIClient
 
 from templates_registry.models import Channel, Template
 from tokens.models import Organization
 from tokens.scopes import KNOWN_SCOPES
 from tokens.services import token_create
+
+
+def _flush_retrying_a_deadlock(execute_sql_flush):
+    """The flush between transactional tests TRUNCATEs every table while a test's live processes (a worker winding
+    down, a webhook the sandbox posted last) may still write: PostgreSQL then picks one side as a deadlock's victim.
+    When it picks the flush, the flush is simply tried again (the writer has committed or rolled back by then)."""
+    import psycopg
+
+    def flush(self, sql_list):
+        for attempt in range(5):
+            try:
+                return execute_sql_flush(self, sql_list)
+            except Exception as exc:
+                if attempt == 4 or not isinstance(exc.__cause__, psycopg.errors.DeadlockDetected):
+                    raise
+                time.sleep(0.2 * (attempt + 1))
+        return None
+
+    return flush
+
+
+DatabaseOperations.execute_sql_flush = _flush_retrying_a_deadlock(DatabaseOperations.execute_sql_flush)
 
 
 @pytest.fixture(autouse=True)
