@@ -47,6 +47,9 @@ class _Region(NamedTuple):
 class _CallingCode(NamedTuple):
     parse_metadata: PhoneMetadata  # the metadata parse() strips national prefixes with
     regions: tuple[_Region, ...]
+    # Its national_prefix_for_parsing compiled (None without one): most numbers do not start with it, and the
+    # library's stripping (which compiles the pattern again at each call) has nothing to do for them.
+    national_prefix: re.Pattern[str] | None = None
 
 
 def _desc(number_desc) -> _Desc | None:
@@ -131,7 +134,8 @@ def _calling_code(country_code: int) -> _CallingCode | None:
     if parse_metadata is None:
         return None
     regions = tuple(r for r in (_region(code, country_code) for code in region_codes) if r is not None)
-    return _CallingCode(parse_metadata, regions)
+    prefix = parse_metadata.national_prefix_for_parsing
+    return _CallingCode(parse_metadata, regions, re.compile(prefix) if prefix else None)
 
 
 def _valid_kind(national: str, region: _Region) -> str | None:
@@ -229,9 +233,9 @@ def phone_checked(raw: object) -> tuple[str, str | None, bool] | None:
     if calling is None or len(national) < _MIN_NSN:
         return _library_checked(raw)
 
-    metadata = calling.parse_metadata
-    if metadata.national_prefix_for_parsing:
-        _, stripped, _ = pnu._maybe_strip_national_prefix_carrier_code(national, metadata)
+    prefix = calling.national_prefix
+    if prefix is not None and prefix.match(national):
+        _, stripped, _ = pnu._maybe_strip_national_prefix_carrier_code(national, calling.parse_metadata)
         if stripped is not national and _length_strippable(country_code, len(stripped)):
             national = stripped
     if not _MIN_NSN <= len(national) <= _MAX_NSN:

@@ -74,54 +74,60 @@ def _has_big_number(value: Any) -> bool:
     return False
 
 
-def _variables(errors: Errors, path: str, value: Any) -> dict[str, str]:
+def _variables(errors: Errors, i: int, value: Any) -> dict[str, str]:
     if value is None:
         return {}
     if not isinstance(value, dict):
-        error_add(errors, path, "Must be an object of strings.")
+        error_add(errors, f"recipients[{i}].variables", "Must be an object of strings.")
         return {}
     if len(value) > MAX_VARIABLES:
-        error_add(errors, path, f"At most {MAX_VARIABLES} variables.")
+        error_add(errors, f"recipients[{i}].variables", f"At most {MAX_VARIABLES} variables.")
         return {}
     ok = True
     for key, text in value.items():
         if len(key) > MAX_VARIABLE_KEY or "\x00" in key:
-            error_add(errors, path, f"Variable names are at most {MAX_VARIABLE_KEY} characters, without NUL.")
+            error_add(
+                errors,
+                f"recipients[{i}].variables",
+                f"Variable names are at most {MAX_VARIABLE_KEY} characters, without NUL.",
+            )
             ok = False
         elif not isinstance(text, str):
-            error_add(errors, f"{path}.{key}", "Must be a string.")
+            error_add(errors, f"recipients[{i}].variables.{key}", "Must be a string.")
             ok = False
         elif len(text) > MAX_VARIABLE_VALUE:
-            error_add(errors, f"{path}.{key}", f"At most {MAX_VARIABLE_VALUE} characters.")
+            error_add(errors, f"recipients[{i}].variables.{key}", f"At most {MAX_VARIABLE_VALUE} characters.")
             ok = False
         elif "\x00" in text:
-            error_add(errors, f"{path}.{key}", "May not contain NUL characters.")
+            error_add(errors, f"recipients[{i}].variables.{key}", "May not contain NUL characters.")
             ok = False
     return value if ok else {}
 
 
-def _meta_data(errors: Errors, path: str, value: Any) -> str | None:
+def _meta_data(errors: Errors, i: int, value: Any) -> str | None:
     """The object serialized (it is measured, checked and stored in this form), or None."""
     if value is None:
         return None
     if not isinstance(value, dict):
-        error_add(errors, path, "Must be an object.")
+        error_add(errors, f"recipients[{i}].meta_data", "Must be an object.")
         return None
     try:
         dumped = orjson.dumps(value)
     except orjson.JSONEncodeError:  # the API's parser stops this far earlier (core.api.parsers)
-        error_add(errors, path, "Nested too deep.")
+        error_add(errors, f"recipients[{i}].meta_data", "Nested too deep.")
         return None
     if len(dumped) > MAX_META_DATA_BYTES:
-        error_add(errors, path, f"At most {MAX_META_DATA_BYTES} bytes once serialized.")
+        error_add(errors, f"recipients[{i}].meta_data", f"At most {MAX_META_DATA_BYTES} bytes once serialized.")
         return None
     # orjson writes NUL as \u0000; only then walk the object (the text may be an escaped backslash).
     if b"\\u0000" in dumped and _has_nul(value):
-        error_add(errors, path, "May not contain NUL characters.")
+        error_add(errors, f"recipients[{i}].meta_data", "May not contain NUL characters.")
         return None
     if _BIG_FLOAT.search(dumped) and _has_big_number(value):
         error_add(
-            errors, path, "Numbers must be between -2**63 and 2**63 (exclusive), to be stored and read back exactly."
+            errors,
+            f"recipients[{i}].meta_data",
+            "Numbers must be between -2**63 and 2**63 (exclusive), to be stored and read back exactly.",
         )
         return None
     return dumped.decode()
@@ -175,8 +181,8 @@ def recipients_clean(errors: Errors, value: Any) -> list[RecipientInput]:
                     error_add(errors, f"recipients[{i}].to", INVALID_PHONE)
         else:
             checked = _bsuid_checked(errors, i, to, user_id)
-        variables = _variables(errors, f"recipients[{i}].variables", item.get("variables"))
-        meta_data = _meta_data(errors, f"recipients[{i}].meta_data", item.get("meta_data"))
+        variables = _variables(errors, i, item.get("variables"))
+        meta_data = _meta_data(errors, i, item.get("meta_data"))
         media = item.get("header_media")
         if media is not None:
             media = header_media_clean(errors, f"recipients[{i}].header_media", media)
