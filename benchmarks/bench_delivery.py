@@ -46,7 +46,15 @@ django.setup()
 from django.conf import settings  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 
-from benchmarks.delivery_fixtures import cpu_seconds, loadavg, make_channel, number, wait_done  # noqa: E402
+from benchmarks.delivery_fixtures import (  # noqa: E402
+    cpu_seconds,
+    loadavg,
+    make_channel,
+    number,
+    steady_rate,
+    wait_done,
+)
+from benchmarks.figures import figure  # noqa: E402
 from broadcasts.models import Send  # noqa: E402
 from broadcasts.services import broadcast_create  # noqa: E402
 from sandbox.process import start_sandbox  # noqa: E402
@@ -119,13 +127,25 @@ def run_scenario(name, sandbox, worker, sandbox_pid, setups, timeout=180):
         channel.phone_number_id[-2:]: stats.get(channel.phone_number_id, {}).get("max_in_one_second")
         for channel, _ in setups
     }
+    cap = setups[0][0].max_mps
+    steady = steady_rate(arrivals)
+    first_ms = (arrivals[0] - created_at[0]) * 1000
+    label = f"delivery ({name}) {len(setups)} channel{'s' if len(setups) > 1 else ''}"
     print(
-        f"({name}) {total} sends ({sent} SENT) in {span:.2f} s = {total / span:,.0f} sends/s; "
-        f"max in any 1 s window per channel (cap {setups[0][0].max_mps}): {windows}; "
+        f"({name}) {total} sends ({sent} SENT) in {span:.2f} s = {total / span:,.0f} sends/s first to last, "
+        f"{steady:,.0f}/s steady (less the first and last second) = {steady / (cap * len(setups)) * 100:.1f} % of "
+        f"the cap{'s' if len(setups) > 1 else ''}; max in any 1 s window per channel (cap {cap}): {windows}; "
         f"CPU {cpu * 1000 / total:.3f} ms/send in workers (+{sbx * 1000 / total:.3f} ms/send sandbox); "
-        f"first send {(arrivals[0] - created_at[0]) * 1000:.0f} ms after the first 202; load {loadavg()}",
+        f"first send {first_ms:.0f} ms after the first 202; load {loadavg()}",
         flush=True,
     )
+    figure(f"{label} sends/s", total / span, "/s", better="higher")
+    figure(f"{label} steady sends/s", steady, "/s", better="higher")
+    figure(f"delivery ({name}) share of cap", steady / (cap * len(setups)) * 100, "%", better="higher")
+    figure(f"delivery ({name}) busiest second", max(windows.values()), "sends")
+    figure(f"delivery ({name}) first send after the 202", first_ms, "ms")
+    figure(f"delivery ({name}) worker CPU per send", cpu * 1000 / total, "ms")
+    figure(f"delivery ({name}) sandbox CPU per send", sbx * 1000 / total, "ms")
     return total / span
 
 
@@ -223,7 +243,16 @@ def scenario_e(
         f"(+{sbx * 1000 / total:.3f} ms/send sandbox); load {loadavg()}",
         flush=True,
     )
-    print(f"    (e) latencies ms: {[round(x) for x in latencies]}", flush=True)
+    print(f"    ({name}) latencies ms: {[round(x) for x in latencies]}", flush=True)
+    if tries:
+        figure(f"delivery ({name}) first send p50", p50, "ms")
+        figure(f"delivery ({name}) first send p95", p95, "ms")
+    figure(
+        f"delivery ({name}) busy channels' share of paced", sum(rates) / len(rates) / paced * 100, "%", better="higher"
+    )
+    figure(f"delivery ({name}) busiest second", max(b or 0 for b in busiest), "sends")
+    figure(f"delivery ({name}) worker CPU per send", cpu * 1000 / total, "ms")
+    figure(f"delivery ({name}) sandbox CPU per send", sbx * 1000 / total, "ms")
     return rates
 
 
@@ -254,6 +283,8 @@ async def floor(graph_url: str, count: int, concurrency: int = 200) -> float:
         f"client CPU {cpu * 1000 / count:.3f} ms/send; load {loadavg()}",
         flush=True,
     )
+    figure("delivery (d) floor sends/s", count / elapsed, "/s", better="higher")
+    figure("delivery (d) floor client CPU per send", cpu * 1000 / count, "ms")
     return count / elapsed
 
 
@@ -295,13 +326,21 @@ def main() -> None:
             run_scenario("a", sandbox, worker, sandbox.pid, [(channel, 10_000)])
         if "b" in only:
             channels = [make_channel(org, n + 2 + i, 1000)[0] for i in range(4)]
-            run_scenario("b", sandbox, worker, sandbox.pid, [(c, 5000) for c in channels])
+            four = run_scenario("b", sandbox, worker, sandbox.pid, [(c, 5000) for c in channels])
         if "c" in only:
             channel, _ = make_channel(org, n + 6, 80)
             run_scenario("c", sandbox, worker, sandbox.pid, [(channel, 1600)])
         if "d" in only:
             sandbox.reset()
-            asyncio.run(floor(sandbox.graph_url, 10_000))
+            bare = asyncio.run(floor(sandbox.graph_url, 10_000))
+            if "b" in only:
+                # First to last on both sides: the floor has no plan, no claim and no ramp to leave out.
+                print(
+                    f"    (b) 4 channels at {four:,.0f}/s = {four / bare * 100:.1f} % of the floor's {bare:,.0f}/s "
+                    "(target >= 92 %)",
+                    flush=True,
+                )
+                figure("delivery (b) share of floor", four / bare * 100, "%", better="higher")
         if "e0" in only:
             # The baseline: the busy channels' own rates on this machine, without the small broadcasts.
             alone = scenario_e(sandbox, worker, sandbox.pid, org, n + 7, args.e_seconds, cap=args.e_cap, tries=0)
@@ -312,6 +351,9 @@ def main() -> None:
                     f"    (e) busy channels keep {sum(probed) / sum(alone) * 100:.1f} % of their rate alone (e0) "
                     f"while the small broadcasts go (target >= 95 %)",
                     flush=True,
+                )
+                figure(
+                    "delivery (e) busy channels' share of (e0)", sum(probed) / sum(alone) * 100, "%", better="higher"
                 )
         if "f" in only:
             from benchmarks.bench_lanes import scenario_lanes
@@ -330,6 +372,7 @@ def main() -> None:
                         "small broadcasts go (target >= 95 %)",
                         flush=True,
                     )
+                    figure("delivery (g) busy channels' share of (g0)", probed / alone * 100, "%", better="higher")
     finally:
         if os.environ.get("BENCH_SHOW_CHUNKS"):
             print("\n".join(line for line in worker.log().splitlines() if "chunk " in line))

@@ -15,6 +15,7 @@ from __future__ import annotations
 import time
 
 from benchmarks.delivery_fixtures import cpu_seconds, loadavg, make_channel, number, wait_done
+from benchmarks.figures import figure
 from broadcasts.services import broadcast_create
 from tokens.models import Organization
 
@@ -95,6 +96,8 @@ def scenario_fairness(
             "(target p95 <= 1000 ms)"
         )
     print(f"{line}; CPU {cpu * 1000 / max(1, total):.3f} ms/send in workers; load {loadavg()}", flush=True)
+    figure(f"delivery ({name}) busy channels sends/s", summed, "/s", better="higher")
+    figure(f"delivery ({name}) worker CPU per send", cpu * 1000 / max(1, total), "ms")
     if probes:
         print(f"    ({name}) latencies ms: {[round(x) for x in latencies]}", flush=True)
         started = sorted(a for a, _ in stages)
@@ -105,6 +108,8 @@ def scenario_fairness(
             f"{_percentile(posted, 0.5):.0f} / {_percentile(posted, 0.95):.0f} ms",
             flush=True,
         )
+        figure(f"delivery ({name}) first send p50", _percentile(latencies, 0.5), "ms")
+        figure(f"delivery ({name}) first send p95", _percentile(latencies, 0.95), "ms")
     return summed
 
 

@@ -13,6 +13,7 @@ import time
 from django.conf import settings
 
 from benchmarks.delivery_fixtures import cpu_seconds, loadavg, make_channel, number, wait_done
+from benchmarks.figures import figure
 from broadcasts.services import broadcast_create
 from templates_registry.models import Template
 from tokens.models import Organization
@@ -84,3 +85,8 @@ def scenario_lanes(sandbox, worker, sandbox_pid, org: Organization, n: int, cap:
         flush=True,
     )
     print(f"    (f) latencies ms: {[round(x) for x in latencies]}", flush=True)
+    figure("delivery (f) first send p50", _percentile(latencies, 0.5), "ms")
+    figure("delivery (f) first send p95", _percentile(latencies, 0.95), "ms")
+    figure("delivery (f) busiest second", stats.get("max_in_one_second") or 0, "sends")
+    figure("delivery (f) MARKETING share of paced while the codes went", during / paced * 100, "%", better="higher")
+    figure("delivery (f) worker CPU per send", cpu * 1000 / len(requests), "ms")

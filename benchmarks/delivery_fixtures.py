@@ -55,6 +55,18 @@ def make_channel(org: Organization, n: int, max_mps: int) -> tuple[Channel, Temp
     return channel, template
 
 
+def steady_rate(arrivals: list[float], *, edge: float = 1.0) -> float:
+    """Sends per second between the first arrival + ``edge`` and the last - ``edge`` (sorted epoch seconds): the
+    pace once running, without the start's ramp (the plan, the first grant) and the end's tail (the last answers);
+    first to last when the run is too short to trim."""
+    if len(arrivals) < 2:
+        return 0.0
+    start, end = arrivals[0] + edge, arrivals[-1] - edge
+    if end - start < 1.0:
+        return (len(arrivals) - 1) / (arrivals[-1] - arrivals[0])
+    return sum(1 for t in arrivals if start <= t < end) / (end - start)
+
+
 def wait_done(ids: list[str], timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while Broadcast.objects.filter(id__in=ids).exclude(status__in=["COMPLETED", "FAILED", "CANCELLED"]).exists():
