@@ -176,7 +176,7 @@ def main() -> None:
             fast += timed_posts(session, url, headers, plain_bodies[i : i + 1])
             windowed += timed_posts(session, url, headers, window_bodies[i : i + 1])
         # The newest broadcast with a window (with fewer window runs, the last POST was one without).
-        window_id = Broadcast.objects.exclude(send_window=None).latest("created_at").id
+        window_id = Broadcast.objects.filter(send_window__isnull=False).latest("created_at").id
         window_status_times = []
         for _ in range(STATUS_RUNS):
             start = time.perf_counter()
