@@ -18,12 +18,15 @@ Scenarios, in one run:
       recipients each (--g-recipients), one-recipient broadcasts on a fifth idle channel once a second while they
       run, --g-rounds rounds (default 3); (g0) the same busy load alone. Target: first send p95 <= 1 s, busy
       channels >= 95 % of their rate alone.
-Printed per scenario: sustained sends/s (first to last arrival at the sandbox), the most sends in any
-one-second window per channel (sandbox), CPU ms per send (workers: utime+stime of the main process and pool
-children from /proc; the sandbox shown apart), and the time from the 202 (broadcast_create returned, dispatch
-enqueued on commit) to the first send. Options: --workers N (prefork processes, default 4), --only a,b,c,d,e0,e
-(e0: (e)'s busy channels alone, the baseline of "keep 95 % of their rates"), --e-seconds S (how long (e)'s
-busy channels run, default 30), --e-cap N (their max_mps, default 250).
+Printed per scenario: sustained sends/s (first to last arrival at the sandbox) and the steady rate (less the first
+and the last second: the start's plan and first grant, the end's last answers), the latter as a share of the caps;
+the most sends in any one-second window per channel (sandbox), CPU ms per send (workers: utime+stime of the main
+process and pool children from /proc; the sandbox shown apart), and the time from the 202 (broadcast_create
+returned, dispatch enqueued on commit) to the first send; with (b) and (d), (b)'s rate as a share of the floor's
+(first to last on both sides). Every figure also goes through benchmarks/figures.py (make bench-compare).
+Options: --workers N (prefork processes, default 4), --only a,b,c,d,e0,e (e0: (e)'s busy channels alone, the
+baseline of "keep 95 % of their rates"; BENCH_DELIVERY_ONLY in the environment is its default), --e-seconds S (how
+long (e)'s busy channels run, default 30), --e-cap N (their max_mps, default 250).
 """
 
 from __future__ import annotations
@@ -291,7 +294,8 @@ async def floor(graph_url: str, count: int, concurrency: int = 200) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--workers", type=int, default=4)
-    parser.add_argument("--only", default="a,b,c,d,e0,e,f,g0,g")
+    # BENCH_DELIVERY_ONLY: the scenarios when not given (make bench-compare passes the environment, not arguments).
+    parser.add_argument("--only", default=os.environ.get("BENCH_DELIVERY_ONLY", "a,b,c,d,e0,e,f,g0,g"))
     parser.add_argument("--e-seconds", type=float, default=30.0)
     parser.add_argument("--e-cap", type=int, default=250)
     parser.add_argument("--f-cap", type=int, default=250)
