@@ -146,7 +146,7 @@ def run_scenario(name, sandbox, worker, sandbox_pid, setups, timeout=180):
     figure(f"{label} sends/s", total / span, "/s", better="higher")
     figure(f"{label} steady sends/s", steady, "/s", better="higher")
     figure(f"delivery ({name}) share of cap", steady / (cap * len(setups)) * 100, "%", better="higher")
-    figure(f"delivery ({name}) busiest second", max(windows.values()), "sends")
+    figure(f"delivery ({name}) busiest second", max(v or 0 for v in windows.values()), "sends")
     figure(f"delivery ({name}) first send after the 202", first_ms, "ms")
     figure(f"delivery ({name}) worker CPU per send", cpu * 1000 / total, "ms")
     figure(f"delivery ({name}) sandbox CPU per send", sbx * 1000 / total, "ms")
