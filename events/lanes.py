@@ -13,6 +13,11 @@ A task whose lane is full does not wait: it leaves its endpoint in the lane's wa
 run that ends hands its slot on, by queueing waiting endpoints for the slots now free (the same script takes the
 slot or joins the waiting set, and frees the slot and picks the next, so no wake-up is lost between them); the
 beat sweeper wakes anything left behind by a killed worker.
+
+One slot is a healthy endpoint's full speed: a run keeps POST_CONCURRENCY POSTs in flight as a window
+(events/outbox.py), so a customer's slow answers delay their own events, not the run's others, and a run that
+spends its time budget queues itself again at once. (An organization's throughput is one run's, not one per
+worker process: raise EVENTS_ORG_MAX_IN_FLIGHT for an organization with many busy endpoints.)
 """
 
 import logging

@@ -17,7 +17,7 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -41,8 +41,7 @@ DELIVERY_WINDOW = timedelta(hours=24)
 BACKOFF_BASE_SECONDS = 10
 BACKOFF_MAX_SECONDS = 3600
 DISABLE_AFTER_CONSECUTIVE_FAILURES = 50
-# Deliveries claimed per query; the lease outlives a batch's worst case so no two workers post one row.
-CLAIM_BATCH = 32
+# A claim's lease outlives an attempt's worst case (10 s) many times, so no two workers post one row.
 CLAIM_LEASE = timedelta(minutes=5)
 # A run stops claiming after this long and requeues itself, so delivery pumps sharing the workers get turns.
 RUN_BUDGET_SECONDS = 20.0
@@ -173,7 +172,7 @@ def backoff_seconds(*, attempts: int) -> float:
     return core_backoff(attempts=attempts, base=BACKOFF_BASE_SECONDS, cap=BACKOFF_MAX_SECONDS, jitter=0.2)
 
 
-def deliveries_claim(*, endpoint_id: str, now: datetime, limit: int = CLAIM_BATCH) -> list[EventDelivery]:
+def deliveries_claim(*, endpoint_id: str, now: datetime, limit: int = POST_CONCURRENCY) -> list[EventDelivery]:
     """Takes up to ``limit`` due deliveries of one endpoint, each the head (earliest pending) of its subject.
 
     The outer scan walks the (endpoint, next_attempt_at) index in order and stops at ``limit``; the
@@ -238,9 +237,45 @@ def _attempts_count(outcomes: list[PostOutcome], *, disabled: int) -> None:
     event_deliveries_add({"delivered": delivered, "failed": failed, "timeout": timeouts, "disabled": disabled})
 
 
+def _outcomes_record(*, done: list[tuple[EventDelivery, PostOutcome]], at: datetime) -> list[int]:
+    """Records finished attempts: the delivered rows in one update per status code, the failed ones with their
+    retry time, the attempt log. Returns [delivered, failed attempts]."""
+    delivered_by_code: dict[int | None, list[int]] = defaultdict(list)
+    for delivery, outcome in done:
+        if outcome.ok:
+            delivered_by_code[outcome.status_code].append(delivery.id)
+    for code, ids in delivered_by_code.items():
+        EventDelivery.objects.filter(id__in=ids).update(
+            status=DeliveryStatus.DELIVERED,
+            delivered_at=at,
+            attempts=F("attempts") + 1,
+            locked_until=None,
+            last_status_code=code,
+            last_error="",
+        )
+    failures = [(d, o) for d, o in done if not o.ok]
+    disabled = 0
+    for delivery, outcome in failures:
+        disabled += _failure_record(delivery=delivery, outcome=outcome, now=at)
+    DeliveryAttempt.objects.bulk_create(
+        DeliveryAttempt(
+            delivery=d, attempted_at=at, status_code=o.status_code, error=o.error, duration_ms=o.duration_ms
+        )
+        for d, o in done
+    )
+    _attempts_count([o for _, o in done], disabled=disabled)
+    return [len(done) - len(failures), len(failures)]
+
+
 def endpoint_deliver_due(*, endpoint_id: str, now: datetime | None = None) -> dict[str, int]:
-    """Delivers an endpoint's due events, in order per subject, until none is due, a batch has a
-    failure, or the run's time budget is spent. Returns {"delivered": n, "failed_attempts": n}."""
+    """Delivers an endpoint's due events, in order per subject, until none is due, an attempt fails, or the
+    run's time budget is spent. Returns {"delivered": n, "failed_attempts": n} (and "budget_spent": 1).
+
+    POST_CONCURRENCY POSTs are in flight at once, as a window rather than in rounds: each one that ends makes
+    room for the next claimed delivery, so one slow answer (a customer's 1 s tail, a SYN their full accept
+    queue dropped) delays its own event, not a whole batch. Ordering holds: a delivery in flight stays the
+    pending head of its subject under its lease, so the next event of that subject is not claimed before it
+    is recorded."""
     clock = (lambda: now) if now is not None else timezone.now
     stats = {"delivered": 0, "failed_attempts": 0}
     endpoint = WebhookEndpoint.objects.filter(id=endpoint_id, is_active=True, deleted_at__isnull=True).first()
@@ -251,61 +286,38 @@ def endpoint_deliver_due(*, endpoint_id: str, now: datetime | None = None) -> di
     # An endpoint already failing is probed with one delivery at a time (so a dead endpoint gets
     # one request per run and reaches the disabling threshold exactly); a success opens it up again.
     probing = endpoint.consecutive_failures > 0
-    # A run's first batch is one round of concurrent POSTs: an endpoint that starts hanging now holds the run (and
-    # its lane's slot, events/lanes.py) for one attempt's 10 s, not four rounds of them. A batch all delivered
-    # opens it up to CLAIM_BATCH.
-    opened = False
+    # After a failure nothing more is claimed: the run ends once its POSTs in flight end, so an endpoint that
+    # starts hanging holds the run (and its lane's slot, events/lanes.py) for one attempt's 10 s.
+    stopping = False
+    in_flight: dict[Future[PostOutcome], EventDelivery] = {}
     with DeliveryConnections() as connections, ThreadPoolExecutor(max_workers=POST_CONCURRENCY) as pool:
-        while time.monotonic() - started < RUN_BUDGET_SECONDS:
-            limit = 1 if probing else (CLAIM_BATCH if opened else POST_CONCURRENCY)
-            batch = deliveries_claim(endpoint_id=endpoint_id, now=clock(), limit=limit)
-            if not batch:
+        while True:
+            room = (1 if probing else POST_CONCURRENCY) - len(in_flight)
+            # Claims come in handfuls (one query each), not one per finished POST.
+            if not stopping and room > 0 and (not in_flight or room >= POST_CONCURRENCY // 2):
+                if time.monotonic() - started >= RUN_BUDGET_SECONDS:
+                    stats["budget_spent"] = 1
+                    stopping = True
+                else:
+                    claimed = deliveries_claim(endpoint_id=endpoint_id, now=clock(), limit=room)
+                    for d in claimed:
+                        post = pool.submit(delivery_post, connections=connections, endpoint=endpoint, event=d.event)
+                        in_flight[post] = d
+                    stopping = not claimed and not in_flight
+            if not in_flight:
                 break
-            # Each attempt resolves and checks the host itself (no DNS-rebinding window between check and connect).
-            outcomes = list(
-                pool.map(lambda d: delivery_post(connections=connections, endpoint=endpoint, event=d.event), batch)
-            )
-            at = clock()
-            delivered_by_code: dict[int | None, list[int]] = defaultdict(list)
-            for delivery, outcome in zip(batch, outcomes, strict=True):
-                if outcome.ok:
-                    delivered_by_code[outcome.status_code].append(delivery.id)
-            for code, ids in delivered_by_code.items():
-                EventDelivery.objects.filter(id__in=ids).update(
-                    status=DeliveryStatus.DELIVERED,
-                    delivered_at=at,
-                    attempts=F("attempts") + 1,
-                    locked_until=None,
-                    last_status_code=code,
-                    last_error="",
-                )
-                stats["delivered"] += len(ids)
-            if delivered_by_code and not streak_reset:
+            finished, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+            done = [(in_flight.pop(f), f.result()) for f in finished]
+            delivered, failed = _outcomes_record(done=done, at=clock())
+            stats["delivered"] += delivered
+            stats["failed_attempts"] += failed
+            if delivered and not streak_reset:
                 WebhookEndpoint.objects.filter(id=endpoint_id).update(consecutive_failures=0)
                 streak_reset = True
                 probing = False
-            failures = [(d, o) for d, o in zip(batch, outcomes, strict=True) if not o.ok]
-            disabled = 0
-            for delivery, outcome in failures:
-                disabled += _failure_record(delivery=delivery, outcome=outcome, now=at)
-            stats["failed_attempts"] += len(failures)
-            DeliveryAttempt.objects.bulk_create(
-                DeliveryAttempt(
-                    delivery=d,
-                    attempted_at=at,
-                    status_code=o.status_code,
-                    error=o.error,
-                    duration_ms=o.duration_ms,
-                )
-                for d, o in zip(batch, outcomes, strict=True)
-            )
-            _attempts_count(outcomes, disabled=disabled)
-            if failures:
+            if failed:
                 # The endpoint is failing: stop hammering it; the next run (retry time or sweep) goes on.
-                break
-            opened = True
-        else:
-            stats["budget_spent"] = 1
+                stopping = True
     return stats
 
 

@@ -9,6 +9,7 @@ these tasks; it has two pool processes, as the Procfile's default serves the eve
 import os
 import time
 
+import orjson
 import pytest
 import redis
 from django.db import connection
@@ -78,3 +79,21 @@ def test_hanging_endpoints_of_one_organization_do_not_delay_anothers_events(fair
         elapsed = time.monotonic() - started
         assert elapsed < 2.0, elapsed
         assert tarpit.accepted <= 8  # one slot of A's (a first batch of 8 concurrent POSTs, or 1 probe)
+
+
+def test_a_healthy_endpoint_gets_a_burst_of_events_at_full_speed(fair_worker, org):
+    with Receiver() as receiver:
+        # Given an organization with one healthy endpoint
+        WebhookEndpoint.objects.create(organization=org, url=receiver.url, secret=f"whsec_{'c' * 44}")
+        # When 3,000 events are recorded in bursts, each while the endpoint's runs are in progress
+        started = time.monotonic()
+        for n in range(30):
+            _burst(org, 100)
+            wait_for(lambda n=n: len(receiver.requests) > n, timeout=20, message="a run in progress")
+        # Then every event reaches it soon, woken by the runs themselves (no beat sweeper runs here)
+        wait_for(lambda: len(receiver.requests) >= 3000, timeout=60, message="the 3,000 events")
+        elapsed = time.monotonic() - started
+        assert len({orjson.loads(r["body"])["id"] for r in receiver.requests}) == 3000
+        # (one run at a time, as the organization's lane allows: ~95 s when each round of POSTs waited for its
+        # slowest, this receiver's accept queue of 5 making a few of them wait 1 s for a SYN retransmit)
+        assert elapsed < 40.0, elapsed
