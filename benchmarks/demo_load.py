@@ -31,10 +31,14 @@ import urllib.error
 import urllib.request
 from collections import Counter
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(PROJECT_ROOT))  # run as a script by `make demo-load`
+
+from tests.http_server import ReceiverServer  # noqa: E402
+
 # Error lines of the demo's processes (honcho prefixes each with "HH:MM:SS name.N |").
 LOG_PATTERNS = {
     "database_is_locked": re.compile(r"database is locked"),
@@ -172,7 +176,7 @@ class EventReceiver:
             def log_message(self, *args) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ReceiverServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/events"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 

@@ -16,7 +16,9 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
+
+from tests.http_server import ReceiverServer
 
 
 class _Quiet(BaseHTTPRequestHandler):
@@ -67,7 +69,7 @@ class Endpoints:
                     return
                 self._answer(500)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ReceiverServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
@@ -103,7 +105,7 @@ class StatusRelay:
                 owner.take(body, headers)
                 self._answer(200)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.server = ReceiverServer(("127.0.0.1", port), Handler)
         self.server.daemon_threads = True
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         for _ in range(6):

@@ -6,11 +6,12 @@ import hmac
 import socket
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import orjson
 
 from broadcasts.models import Broadcast, BroadcastStatus, Send, SendStatus
+from tests.http_server import ReceiverServer
 
 
 def broadcast_with_sends(*, org, channel, template, count: int, status: str = SendStatus.SENT) -> Broadcast:
@@ -95,7 +96,7 @@ class Receiver:
             def log_message(self, *args) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ReceiverServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
