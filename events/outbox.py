@@ -13,6 +13,7 @@ The outbox knows nothing of what the events are about: their producers (``broadc
 build the payloads and hand them in, as ``NewEvent`` rows or, for bulk, as one SQL query.
 """
 
+import contextlib
 import logging
 import time
 from collections import defaultdict
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from django import db
 from django.db import connection, transaction
 from django.db.models import F, OuterRef, Q, Subquery
 from django.utils import timezone
@@ -44,6 +46,12 @@ DISABLE_AFTER_CONSECUTIVE_FAILURES = 50
 # Deliveries claimed per query; the lease outlives a batch's worst case so no two workers post one row.
 CLAIM_BATCH = 32
 CLAIM_LEASE = timedelta(minutes=5)
+# A batch's outcomes that PostgreSQL could not take are written again this often, for at most this long (within
+# the task's 120 s soft time limit: a run's 20 s budget and one 10 s attempt come first), and never closer than
+# the margin to the batch's lease end (then another worker may claim and post it again anyway).
+RECORD_RETRY_SECONDS = 0.5
+RECORD_RETRY_MAX_SECONDS = 60.0
+RECORD_LEASE_MARGIN_SECONDS = 30.0
 # A run stops claiming after this long and requeues itself, so delivery pumps sharing the workers get turns.
 RUN_BUDGET_SECONDS = 20.0
 # Events (with their deliveries and attempt log) are kept this long, then the sweeper deletes them in batches.
@@ -238,6 +246,69 @@ def _attempts_count(outcomes: list[PostOutcome], *, disabled: int) -> None:
     event_deliveries_add({"delivered": delivered, "failed": failed, "timeout": timeouts, "disabled": disabled})
 
 
+@dataclass(frozen=True)
+class _Recorded:
+    delivered: int
+    disabled: int
+
+
+def _outcomes_record(
+    *, endpoint_id: str, batch: list[EventDelivery], outcomes: list[PostOutcome], at: datetime, streak_reset: bool
+) -> _Recorded:
+    """A batch's outcomes, its endpoint's failure streak and its attempt log, in one transaction (all or nothing:
+    it can be written again whole)."""
+    delivered_by_code: dict[int | None, list[int]] = defaultdict(list)
+    for delivery, outcome in zip(batch, outcomes, strict=True):
+        if outcome.ok:
+            delivered_by_code[outcome.status_code].append(delivery.id)
+    delivered, disabled = 0, 0
+    with transaction.atomic():
+        for code, ids in delivered_by_code.items():
+            # Only rows still pending: a write whose COMMIT reached the database but whose answer did not is
+            # written again without counting an attempt twice.
+            EventDelivery.objects.filter(id__in=ids, status=DeliveryStatus.PENDING).update(
+                status=DeliveryStatus.DELIVERED,
+                delivered_at=at,
+                attempts=F("attempts") + 1,
+                locked_until=None,
+                last_status_code=code,
+                last_error="",
+            )
+            delivered += len(ids)
+        if delivered_by_code and not streak_reset:
+            WebhookEndpoint.objects.filter(id=endpoint_id).update(consecutive_failures=0)
+        for delivery, outcome in zip(batch, outcomes, strict=True):
+            if not outcome.ok:
+                disabled += _failure_record(delivery=delivery, outcome=outcome, now=at)
+        DeliveryAttempt.objects.bulk_create(
+            DeliveryAttempt(
+                delivery=d, attempted_at=at, status_code=o.status_code, error=o.error, duration_ms=o.duration_ms
+            )
+            for d, o in zip(batch, outcomes, strict=True)
+        )
+    return _Recorded(delivered=delivered, disabled=disabled)
+
+
+def _outcomes_record_retrying(*, lease_ends: float, **batch: Any) -> _Recorded:
+    """_outcomes_record, written again while PostgreSQL is away (a restart, a failover): the POSTs have been made,
+    and a delivery not marked delivered is posted again once its lease ends (a duplicate the endpoint has to drop).
+    Bounded by the lease (``lease_ends``, time.monotonic()) and by the task's soft time limit."""
+    give_up_at = min(lease_ends - RECORD_LEASE_MARGIN_SECONDS, time.monotonic() + RECORD_RETRY_MAX_SECONDS)
+    while True:
+        try:
+            return _outcomes_record(**batch)
+        except (db.OperationalError, db.InterfaceError) as exc:
+            with contextlib.suppress(Exception):
+                connection.close()  # a new connection on the next try
+            if time.monotonic() + RECORD_RETRY_SECONDS >= give_up_at:
+                logger.error("events: gave up writing a batch's outcomes of endpoint %s (%s): posted again once "
+                             "its lease ends", batch["endpoint_id"], exc)  # fmt: skip
+                raise
+            logger.warning("events: writing a batch's outcomes of endpoint %s failed (%s); retrying every %.1f s",
+                           batch["endpoint_id"], exc.__class__.__name__, RECORD_RETRY_SECONDS)  # fmt: skip
+            time.sleep(RECORD_RETRY_SECONDS)
+
+
 def endpoint_deliver_due(*, endpoint_id: str, now: datetime | None = None) -> dict[str, int]:
     """Delivers an endpoint's due events, in order per subject, until none is due, a batch has a
     failure, or the run's time budget is spent. Returns {"delivered": n, "failed_attempts": n}."""
@@ -258,6 +329,7 @@ def endpoint_deliver_due(*, endpoint_id: str, now: datetime | None = None) -> di
     with DeliveryConnections() as connections, ThreadPoolExecutor(max_workers=POST_CONCURRENCY) as pool:
         while time.monotonic() - started < RUN_BUDGET_SECONDS:
             limit = 1 if probing else (CLAIM_BATCH if opened else POST_CONCURRENCY)
+            claimed = time.monotonic()
             batch = deliveries_claim(endpoint_id=endpoint_id, now=clock(), limit=limit)
             if not batch:
                 break
@@ -266,40 +338,21 @@ def endpoint_deliver_due(*, endpoint_id: str, now: datetime | None = None) -> di
                 pool.map(lambda d: delivery_post(connections=connections, endpoint=endpoint, event=d.event), batch)
             )
             at = clock()
-            delivered_by_code: dict[int | None, list[int]] = defaultdict(list)
-            for delivery, outcome in zip(batch, outcomes, strict=True):
-                if outcome.ok:
-                    delivered_by_code[outcome.status_code].append(delivery.id)
-            for code, ids in delivered_by_code.items():
-                EventDelivery.objects.filter(id__in=ids).update(
-                    status=DeliveryStatus.DELIVERED,
-                    delivered_at=at,
-                    attempts=F("attempts") + 1,
-                    locked_until=None,
-                    last_status_code=code,
-                    last_error="",
-                )
-                stats["delivered"] += len(ids)
-            if delivered_by_code and not streak_reset:
-                WebhookEndpoint.objects.filter(id=endpoint_id).update(consecutive_failures=0)
+            recorded = _outcomes_record_retrying(
+                endpoint_id=endpoint_id,
+                batch=batch,
+                outcomes=outcomes,
+                at=at,
+                streak_reset=streak_reset,
+                lease_ends=claimed + CLAIM_LEASE.total_seconds(),
+            )
+            stats["delivered"] += recorded.delivered
+            if recorded.delivered and not streak_reset:
                 streak_reset = True
                 probing = False
-            failures = [(d, o) for d, o in zip(batch, outcomes, strict=True) if not o.ok]
-            disabled = 0
-            for delivery, outcome in failures:
-                disabled += _failure_record(delivery=delivery, outcome=outcome, now=at)
+            failures = [o for o in outcomes if not o.ok]
             stats["failed_attempts"] += len(failures)
-            DeliveryAttempt.objects.bulk_create(
-                DeliveryAttempt(
-                    delivery=d,
-                    attempted_at=at,
-                    status_code=o.status_code,
-                    error=o.error,
-                    duration_ms=o.duration_ms,
-                )
-                for d, o in zip(batch, outcomes, strict=True)
-            )
-            _attempts_count(outcomes, disabled=disabled)
+            _attempts_count(outcomes, disabled=recorded.disabled)
             if failures:
                 # The endpoint is failing: stop hammering it; the next run (retry time or sweep) goes on.
                 break
