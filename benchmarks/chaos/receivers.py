@@ -35,11 +35,12 @@ class _Quiet(BaseHTTPRequestHandler):
 
 
 class Endpoints:
-    """`/ok/<org>` answers 200 and counts each event id; `/fail/<org>` answers 500; `/slow/<org>` answers after
-    12 s (past the service's 10 s bound for one attempt)."""
+    """`/ok/<org>` answers 200 and counts each event id (with the time of each receipt); `/fail/<org>` answers 500;
+    `/slow/<org>` answers after 12 s (past the service's 10 s bound for one attempt)."""
 
     def __init__(self) -> None:
         self.received: Counter[str] = Counter()
+        self.arrivals: dict[str, list[float]] = {}
         self.types: Counter[str] = Counter()
         self.failing_hits = 0
         self.lock = threading.Lock()
@@ -56,6 +57,7 @@ class Endpoints:
                         return
                     with owner.lock:
                         owner.received[event.get("id", "")] += 1
+                        owner.arrivals.setdefault(event.get("id", ""), []).append(time.time())
                         owner.types[event.get("type", "")] += 1
                     self._answer(200)
                     return
