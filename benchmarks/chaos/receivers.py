@@ -8,6 +8,7 @@ let them all go at once (`status_burst`).
 
 from __future__ import annotations
 
+import http.client
 import json
 import queue
 import random
@@ -183,7 +184,8 @@ class StatusRelay:
                 return answer.status
         except urllib.error.HTTPError as exc:
             return exc.code
-        except (urllib.error.URLError, OSError):
+        except (urllib.error.URLError, OSError, http.client.HTTPException):
+            # (an answer cut off by web's kill -9 mid-body: IncompleteRead) tried again, like a refused connection
             return None
 
     def idle(self) -> bool:
