@@ -145,7 +145,7 @@ def main() -> int:
         checks = invariants.check_all(
             snap=snap, posts=posts, ledger=ledger, received=endpoints.received, web_log=web_log, procs=stack.procs,
             caps=caps, org_of_phone=invariants.org_of_phone(), status_seen=relay.status_seen,
-            faults_errors=faults.errors,
+            faults_errors=faults.errors, arrivals=endpoints.arrivals, interruptions=faults.interruptions,
         )  # fmt: skip
     finally:
         stack.stop_all()

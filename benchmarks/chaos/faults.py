@@ -39,6 +39,9 @@ class Faults:
         self.done: Counter[str] = Counter()
         self.skipped: Counter[str] = Counter()
         self.errors: list[str] = []
+        # (from, to, what): when a worker was down or restarted, or PostgreSQL was away (time.time()): an attempt
+        # cut there may be made again (an event re-delivered after its lease).
+        self.interruptions: list[tuple[float, float, str]] = []
         # Sandbox outcome faults may overlap: the last to end puts the default back.
         self.sandbox_lock = threading.Lock()
         self.sandbox_faults = 0
@@ -58,7 +61,9 @@ class Faults:
         self.stack.restart(name)
 
     def do_kill_worker(self, params: dict) -> None:
+        began = time.time()
         self._kill_and_restart(f"worker{params['worker']}", params["down_for"])
+        self.interruptions.append((began, time.time(), f"kill_worker worker{params['worker']}"))
         self.done["kill_worker"] += 1
 
     def do_kill_web(self, params: dict) -> None:
@@ -89,9 +94,11 @@ class Faults:
 
     def do_postgres_restart(self, params: dict) -> None:
         with self.pg_lock:
+            began = time.time()
             postgres_stop()
             time.sleep(params["down_for"])
             postgres_start()
+            self.interruptions.append((began, time.time(), "postgres_restart"))
         self.done["postgres_restart"] += 1
 
     def _sandbox_outcome(self, outcome: str, down_for: float) -> None:
@@ -153,8 +160,16 @@ class Faults:
         # The worker restarted on a clock `skew` away (libfaketime; FAKETIME_DONT_RESET keeps forked pool
         # children on the same offset), for `down_for` seconds, then restarted on the true clock.
         skewed = {"LD_PRELOAD": library, "FAKETIME": params["skew"], "FAKETIME_DONT_RESET": "1",
-                  "FAKETIME_NO_CACHE": "1", "DONT_FAKE_MONOTONIC": "1"}  # fmt: skip
+                  "FAKETIME_NO_CACHE": "1", "DONT_FAKE_MONOTONIC": "1",
+                  # A skewed wall clock, not a skewed monotonic one (both spellings of libfaketime's switch): faking
+                  # the monotonic clock made a sleep fail with EINVAL, which no real clock skew does.
+                  "FAKETIME_DONT_FAKE_MONOTONIC": "1"}  # fmt: skip
+        # Each restart is a warm shutdown whose leftover pool children are killed: an interruption too.
+        began = time.time()
         self.stack.restart(name, extra_env=skewed)
+        self.interruptions.append((began, time.time(), f"clock_skew restart {name}"))
         time.sleep(params["down_for"])
+        began = time.time()
         self.stack.restart(name)
+        self.interruptions.append((began, time.time(), f"clock_skew restart {name}"))
         self.done["clock_skew"] += 1

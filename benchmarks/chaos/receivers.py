@@ -8,6 +8,7 @@ let them all go at once (`status_burst`).
 
 from __future__ import annotations
 
+import http.client
 import json
 import queue
 import random
@@ -37,11 +38,12 @@ class _Quiet(BaseHTTPRequestHandler):
 
 
 class Endpoints:
-    """`/ok/<org>` answers 200 and counts each event id; `/fail/<org>` answers 500; `/slow/<org>` answers after
-    12 s (past the service's 10 s bound for one attempt)."""
+    """`/ok/<org>` answers 200 and counts each event id (with the time of each receipt); `/fail/<org>` answers 500;
+    `/slow/<org>` answers after 12 s (past the service's 10 s bound for one attempt)."""
 
     def __init__(self) -> None:
         self.received: Counter[str] = Counter()
+        self.arrivals: dict[str, list[float]] = {}
         self.types: Counter[str] = Counter()
         self.failing_hits = 0
         self.lock = threading.Lock()
@@ -58,6 +60,7 @@ class Endpoints:
                         return
                     with owner.lock:
                         owner.received[event.get("id", "")] += 1
+                        owner.arrivals.setdefault(event.get("id", ""), []).append(time.time())
                         owner.types[event.get("type", "")] += 1
                     self._answer(200)
                     return
@@ -183,7 +186,8 @@ class StatusRelay:
                 return answer.status
         except urllib.error.HTTPError as exc:
             return exc.code
-        except (urllib.error.URLError, OSError):
+        except (urllib.error.URLError, OSError, http.client.HTTPException):
+            # (an answer cut off by web's kill -9 mid-body: IncompleteRead) tried again, like a refused connection
             return None
 
     def idle(self) -> bool:

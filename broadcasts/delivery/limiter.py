@@ -9,7 +9,14 @@ so a worker that stalled never bursts to catch up (burst capacity 1), and any on
 rate * 1 s + 1 slots; pacing at DELIVERY_RATE_HEADROOM * max_mps keeps that below max_mps with room for jitter.
 
 Redis is the only place these live: while it is away nothing is reserved, so nothing is sent unpaced (the
-callers wait and try again).
+callers wait and try again). A Redis emptied under a running channel (FLUSHALL, a restart without persistence) loses
+the schedule while slots granted from it (up to HORIZON_SECONDS + LEAD_SECONDS ahead) are still to be fired; a fresh
+schedule starting at "now" would overlap them and put up to rate * horizon extra sends into one second. So each
+channel also keeps a long-lived "epoch" key: a schedule missing while its epoch key is there is only an idle channel
+(it starts at once); both missing means Redis forgot, and the new schedule starts one interval past the furthest
+slot granted before (a channel's very first send, or its first after 30 days idle, waits that lead + horizon +
+interval too: ~0.17 s at 20/s, ~1.15 s at 1/s). That one grant reaches at most 2 * (lead + horizon) ahead, within
+the posting permit.
 
 One clock: every time these scripts compare (the schedule, the running places' expiries) is Redis's own
 (`redis.call('TIME')` inside the script), never a worker's: a machine whose clock is off still paces exactly with
@@ -41,6 +48,9 @@ HORIZON_SECONDS = 0.1
 LEAD_SECONDS = 0.02
 # An idle channel's key disappears (its TAT is in the past anyway, and max(TAT, now) ignores it).
 _KEY_TTL_MS = 60_000
+# The epoch key outlives the schedule by far: set again whenever a schedule starts, so only an emptied Redis (or a
+# channel idle this long) finds both missing.
+_EPOCH_TTL_MS = 30 * 86_400_000
 
 _RESERVE_LUA = """
 local t = redis.call('TIME')
@@ -49,11 +59,28 @@ local interval = tonumber(ARGV[1])
 local want = tonumber(ARGV[2])
 local horizon = tonumber(ARGV[3])
 local lead = tonumber(ARGV[4])
-local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+local tat = tonumber(redis.call('GET', KEYS[1]) or '-1')
+local reach = now + lead + horizon
+local forgotten = false
+if tat < 0 then
+  tat = 0
+  if redis.call('EXISTS', KEYS[2]) == 0 then
+    -- Redis forgot the schedule: slots granted before reach up to now + lead + horizon, so the new one starts an
+    -- interval after that; what can go by then is granted now (a slow channel comes back at its start).
+    forgotten = true
+    tat = reach + interval
+    reach = reach + lead + horizon
+  end
+  redis.call('SET', KEYS[2], '1', 'PX', tonumber(ARGV[6]))
+end
 local start = math.max(tat, now + lead)
-local n = math.floor((now + lead + horizon - start) / interval) + 1
+local n = math.floor((reach - start) / interval) + 1
 if n > want then n = want end
 if n <= 0 then
+  if forgotten then
+    -- Kept even with nothing granted: the next caller finds the epoch key and must not start at "now".
+    redis.call('SET', KEYS[1], string.format('%d', start), 'PX', tonumber(ARGV[5]))
+  end
   return {0, start - now, 0}
 end
 redis.call('SET', KEYS[1], string.format('%d', start + n * interval), 'PX', tonumber(ARGV[5]))
@@ -148,13 +175,14 @@ def channel_reserve(*, channel_id: str, max_mps: int, want: int) -> Grant:
     (then `first_at` says when the next slot starts)."""
     interval = 1.0 / effective_rate(max_mps)
     count, first_us, _ = _script(_RESERVE_LUA)(
-        keys=[channel_key(channel_id, "rate")],
+        keys=[channel_key(channel_id, "rate"), channel_key(channel_id, "epoch")],
         args=[
             int(interval * 1e6),
             max(1, want),
             int(HORIZON_SECONDS * 1e6),
             int(LEAD_SECONDS * 1e6),
             _KEY_TTL_MS,
+            _EPOCH_TTL_MS,
         ],
     )
     # Offsets from Redis's clock at the call, mapped onto this process's monotonic clock when the answer is

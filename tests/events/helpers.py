@@ -81,6 +81,7 @@ class Receiver:
         self.requests: list[dict] = []
         self.status = 200
         self.delay = 0.0  # seconds to wait before answering
+        self.before_answer = None  # called (once per request) before the answer goes
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -89,6 +90,8 @@ class Receiver:
                 receiver.requests.append({"path": self.path, "headers": dict(self.headers), "body": body})
                 if receiver.delay:
                     time.sleep(receiver.delay)
+                if receiver.before_answer is not None:
+                    receiver.before_answer()
                 self.send_response(receiver.status)
                 self.send_header("Content-Length", "0")
                 self.end_headers()

@@ -23,6 +23,9 @@ def test_reserve_grants_consecutive_slots_spaced_by_the_rate(settings):
     # Given a channel capped at 100/s paced at 97 %
     settings.DELIVERY_RATE_HEADROOM = 0.97
     interval = 1 / 97
+    # that sent before (a channel's very first schedule starts past a horizon: see the flush test below)
+    limiter.channel_reserve(channel_id="c1", max_mps=100, want=1)
+    time.sleep(0.3)
 
     # When two batches are reserved back to back
     first = limiter.channel_reserve(channel_id="c1", max_mps=100, want=5)
@@ -83,6 +86,59 @@ def test_concurrent_reservers_never_exceed_the_cap_in_any_sliding_second():
     # Then no one-second window of granted slots holds more than 40, and the channel was used (~38.8/s)
     assert max_in_any_second(slots) <= 40
     assert len(slots) >= 75
+
+
+def test_a_flushall_between_grants_never_overlaps_the_slots_granted_before_it(settings):
+    # Given two threads (as two workers) reserving slots of one 20/s channel (paced at 18/s), and Redis emptied
+    # (FLUSHALL) three times while they do: slots granted before each flush are still to be fired after it
+    settings.DELIVERY_RATE_HEADROOM = 0.97
+    settings.DELIVERY_WINDOW_MARGIN = 0.025
+    interval = 1 / limiter.effective_rate(20)
+    slots: list[float] = []
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def reserve_loop() -> None:
+        while not stop.is_set():
+            grant = limiter.channel_reserve(channel_id="flushed", max_mps=20, want=4)
+            with lock:
+                slots.extend(grant.slot_times())
+            time.sleep(0.005)
+
+    threads = [threading.Thread(target=reserve_loop) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    try:
+        for _ in range(3):
+            time.sleep(0.5)
+            limiter.redis_client().flushall()
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+
+    # Then the schedule after each flush starts past every slot granted before it (a schedule restarted at "now"
+    # interleaves with those, leaving a gap of half an interval or less somewhere; grants map onto this clock
+    # within a round trip, hence half an interval, not a whole one), never more than the cap in any sliding
+    # second, and the channel was still used
+    slots.sort()
+    gaps = [b - a for a, b in zip(slots, slots[1:], strict=False)]
+    assert min(gaps) > interval / 2, sorted(gaps)[:5]
+    assert max_in_any_second(slots) <= 20
+    assert len(slots) >= 25
+
+
+def test_an_idle_channel_in_a_live_redis_starts_at_once():
+    # Given a channel that sent before, whose schedule key has expired since (idle) while Redis kept running
+    limiter.channel_reserve(channel_id="idle", max_mps=20, want=1)
+    limiter.redis_client().delete(limiter.channel_key("idle", "rate"))
+
+    # When it sends again, its first slot is the lead time away, not pushed past a horizon
+    before = time.monotonic()
+    grant = limiter.channel_reserve(channel_id="idle", max_mps=20, want=2)
+    assert grant.count == 2
+    assert grant.first_at - before < limiter.LEAD_SECONDS + 0.01
 
 
 def test_number_hold_defers_the_same_number_and_releases_only_its_own_hold():
