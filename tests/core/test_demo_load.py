@@ -7,7 +7,9 @@ import pytest
 
 from benchmarks.demo_load import demo_credentials, demo_start, log_errors, run_load
 
-pytestmark = pytest.mark.slow
+# Its own target (`make test-demo`), out of `make test` and CI's time budget: `make test` already runs the demo's
+# start-up (tests/core/test_procfile.py) and `make chaos-ci` the stack under load and faults.
+pytestmark = [pytest.mark.slow, pytest.mark.demo]
 
 
 def test_the_demo_holds_two_concurrent_broadcasts_with_webhooks_and_events_without_a_lock_error():
