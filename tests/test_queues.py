@@ -108,6 +108,7 @@ def queue_env(db):
 
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.extended  # `make test-extended`: the queue routing itself stays in `make test`
 def test_a_worker_per_queue_sees_a_broadcast_through_with_its_events_and_sweeps(
     queue_env, org, channel, template, settings
 ):

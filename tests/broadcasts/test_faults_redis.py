@@ -77,6 +77,7 @@ def test_redis_killed_and_restarted_mid_broadcast(channel, template, delivery_sa
     assert "Unrecoverable error" not in processes["worker"].log()
 
 
+@pytest.mark.extended  # `make test-extended`: Redis killed and restarted mid-broadcast stays in `make test`
 def test_redis_down_20_s_mid_broadcast_nothing_unpaced_then_everything_final(
     channel, template, delivery_sandbox, processes
 ):

@@ -34,7 +34,9 @@ from tests.core.hostile import (
 )
 from tests.events.helpers import meta_signature
 
-pytestmark = pytest.mark.django_db
+# `make test-extended` (out of `make test` and CI's time budget; tests/core/test_hostile_input.py covers the same
+# refusals case by case in `make test`).
+pytestmark = [pytest.mark.django_db, pytest.mark.extended]
 
 META_SECRET = "meta-app-secret"
 BASE = settings(
