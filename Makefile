@@ -32,7 +32,7 @@ manage: install
 ## make test: every test against throwaway PostgreSQL and Redis servers (the browser tests are make test-admin's, the demo
 ## under load make test-demo's, the long extended checks make test-extended's).
 test: install
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(TEST_ENV) $(TEST_SERVICES) $(BIN)/pytest -m "not browser and not demo and not extended" $(PYTEST_ARGS)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(TEST_ENV) $(TEST_SERVICES) $(BIN)/pytest -m "not browser and not demo and not extended and not promtool" $(PYTEST_ARGS)
 
 ## make test-demo: the demo (`make run`'s stack) under two concurrent broadcasts with webhooks and events, in a copy of
 ## the tree (tests/core/test_demo_load.py; about 2 minutes, so not in `make test` or CI).
@@ -60,9 +60,11 @@ lint: install
 	@if command -v promtool >/dev/null; then $(MAKE) --no-print-directory check-alerts; \
 	else echo "lint: promtool not installed, alerting rules not checked (make check-alerts; .ci/run installs it)"; fi
 
-## make check-alerts: promtool checks the Prometheus alerting rules (ops/prometheus/alerts.yml).
-check-alerts:
+## make check-alerts: promtool checks the Prometheus alerting rules (ops/prometheus/alerts.yml) and the Grafana
+## dashboard's queries (tests/core/test_ops_files.py, marked promtool).
+check-alerts: install
 	promtool check rules ops/prometheus/alerts.yml
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(TEST_ENV) $(TEST_SERVICES) $(BIN)/pytest -m promtool tests/core/test_ops_files.py
 
 bench-ingest: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(TEST_ENV) $(TEST_SERVICES) $(BIN)/python benchmarks/bench_ingest.py
