@@ -2,26 +2,11 @@
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured
-from rest_framework.test import APIClient
 
 from core.api.throttling import rate_limits_parse
+from tests.throttle_support import MID_HOUR, _pinned_clock, client_for  # noqa: F401 (the fixture is autouse)
 
 URL = "/v1/messages/bulk"
-# Windows are fixed and aligned to the clock: the limiter's clock is pinned to one instant, half past an
-# hour (the start of a minute), so no window turns over between a test's requests whenever the suite runs,
-# and Retry-After is exact: 60 s left in the minute's window, 1800 s in the hour's.
-MID_HOUR = 500_000 * 3600 + 1800.0
-
-
-@pytest.fixture(autouse=True)
-def _pinned_clock(monkeypatch):
-    monkeypatch.setattr("core.api.throttling.time.time", lambda: MID_HOUR)
-
-
-def client_for(token: str) -> APIClient:
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
-    return client
 
 
 def test_limits_are_parsed_with_several_windows():

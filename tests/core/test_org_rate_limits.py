@@ -4,25 +4,12 @@ touched. Counted in Redis (the tests' real one), shared by every web process."""
 
 import pytest
 from django.core.cache import cache
-from rest_framework.test import APIClient
 
 from tests.core.hostile import assert_envelope
+from tests.throttle_support import MID_HOUR, _pinned_clock, client_for  # noqa: F401 (the fixture is autouse)
 
 pytestmark = pytest.mark.django_db
 URL = "/v1/messages/bulk"
-# As tests/broadcasts/test_api_throttling.py: the limiter's clock pinned half past an hour, no window turns over.
-MID_HOUR = 500_000 * 3600 + 1800.0
-
-
-@pytest.fixture(autouse=True)
-def _pinned_clock(monkeypatch):
-    monkeypatch.setattr("core.api.throttling.time.time", lambda: MID_HOUR)
-
-
-def client_for(token: str) -> APIClient:
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
-    return client
 
 
 def test_tokens_of_one_organization_share_its_limit_and_another_organization_is_unaffected(
