@@ -15,7 +15,6 @@ import contextlib
 import time
 from collections import deque
 
-from django.conf import settings
 from django.utils import timezone
 
 from broadcasts.delivery import pacing
@@ -47,6 +46,8 @@ class RunPosting(RunOutcomes):
     def _posting_init(self, *, broadcast: Broadcast, log: PostLog) -> None:
         self.builder = TemplateMessageBuilder(broadcast.template, header_media=broadcast.header_media)
         self.client = self.runtime.graph_client()
+        # This process's places for POSTs in flight (runtime.post_places): shared with every other run on the loop.
+        self.places: asyncio.Semaphore = self.runtime.post_places  # type: ignore[assignment]
         # This process's POSTs on the channel over the last second: shared by the pump's runs.
         self.log = log
         # (slot, send, permit): the POST goes at its slot, and only before its permit ends (see sends_mark_posting).
@@ -113,7 +114,7 @@ class RunPosting(RunOutcomes):
         have been paused or cancelled since, and the answer to that may be on its way.
         """
         loop = asyncio.get_running_loop()
-        limit = asyncio.Semaphore(settings.DELIVERY_MAX_IN_FLIGHT)
+        limit = self.places
         log, schedule, in_flight = self.log, self.schedule, self.in_flight
 
         def done(task: asyncio.Task) -> None:
@@ -135,7 +136,9 @@ class RunPosting(RunOutcomes):
                     break
                 if limit.locked():
                     await limit.acquire()
-                    if time.monotonic() >= permit:  # waited for a free place past the permit: not this time
+                    # Waited for a free place: the slot may be late or past its permit by now, and the log full.
+                    now = time.monotonic()
+                    if now >= permit or now - slot > log.late_tolerance(now) or log.full(now):
                         limit.release()
                         continue
                 else:

@@ -3,6 +3,7 @@ database thread per task-running thread, and the settings that keep that loop pu
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
 import logging
@@ -36,6 +37,11 @@ class Runtime:
         self.loop = uvloop.new_event_loop()
         self.client: GraphClient | None = None
         self.client_key: tuple | None = None
+        # The places for POSTs in flight, shared by every run of every pump on this loop and as many as the
+        # client's connections: a POST takes its place before its slot is taken, so it never waits in the
+        # connection pool after it (a queue there drains all at once when the answers speed up, e.g. a slow Meta
+        # turning to quick 5xx, and that burst would pass the channel's cap).
+        self.post_places: asyncio.Semaphore | None = None
         # Database work off the event loop, so POSTs keep their slots while an UPDATE runs.
         self.db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="delivery-db")
         # More such threads ("lanes", one database connection each) for the channel pumps a host serves beside the
@@ -81,6 +87,7 @@ class Runtime:
 
             self.client = self.loop.run_until_complete(make())
             self.client_key = key
+            self.post_places = asyncio.Semaphore(key[3])
         return self.client
 
     def close(self) -> None:

@@ -1,7 +1,10 @@
 """Fixtures of the delivery tests: the engine's Redis (the test Redis, or a real three-node Redis Cluster as
-LIMITER_REDIS_URL) and Meta's signed webhooks from the sandbox to our receiver."""
+LIMITER_REDIS_URL), Meta's signed webhooks from the sandbox to our receiver, and a pump host run in this process."""
+
+import asyncio
 
 import pytest
+from django.db import connections
 
 from tests.broadcasts.delivery.support import META_APP_SECRET
 from tests.delivery_support import RedisCluster
@@ -33,3 +36,23 @@ def meta_webhooks(delivery_sandbox, live_server, settings, channel):
         phone_numbers={channel.phone_number_id: {"waba_id": channel.waba_id}},
     )
     return delivery_sandbox
+
+
+@pytest.fixture
+def host(delivery_settings):
+    """A pump host serving nothing yet, on a runtime of its own (its adopted pumps run when the test runs them)."""
+    from broadcasts.delivery.pump import PumpHost
+    from broadcasts.delivery.runtime import Runtime
+
+    runtime = Runtime()
+    runtime.graph_client()  # made before its loop runs, as the chunk task's own pump does
+    pump_host = PumpHost(runtime=runtime)
+    try:
+        yield pump_host
+    finally:
+        if pump_host.tasks:
+            runtime.loop.run_until_complete(asyncio.gather(*pump_host.tasks, return_exceptions=True))
+        pump_host.close()
+        for executor in (runtime.db, *runtime.lanes):
+            executor.submit(connections.close_all).result()
+        runtime.close()

@@ -6,33 +6,12 @@ import asyncio
 from datetime import timedelta
 
 import pytest
-from django.db import connections
 from django.utils import timezone
 
 from broadcasts.models import Broadcast, Send
 from tests.delivery_support import broadcast_make, numbers
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
-
-
-@pytest.fixture
-def host(delivery_settings):
-    """A pump host serving nothing yet, on a runtime of its own (its adopted pumps run when the test runs them)."""
-    from broadcasts.delivery.pump import PumpHost
-    from broadcasts.delivery.runtime import Runtime
-
-    runtime = Runtime()
-    runtime.graph_client()  # made before its loop runs, as the chunk task's own pump does
-    pump_host = PumpHost(runtime=runtime)
-    try:
-        yield pump_host
-    finally:
-        if pump_host.tasks:
-            runtime.loop.run_until_complete(asyncio.gather(*pump_host.tasks, return_exceptions=True))
-        pump_host.close()
-        for executor in (runtime.db, *runtime.lanes):
-            executor.submit(connections.close_all).result()
-        runtime.close()
 
 
 def look(host) -> bool:
