@@ -5,6 +5,7 @@ Meta's statuses delivered twice or in a burst, a worker on a skewed clock."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import threading
@@ -23,6 +24,10 @@ FAKETIME_LIBS = (
     "/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1",
     "/usr/lib/faketime/libfaketime.so.1",
 )
+
+
+# The skewed worker's sitecustomize (see its docstring).
+SKEWED_SITE = Path(__file__).resolve().parent / "skewed_site"
 
 
 def faketime_library() -> str | None:
@@ -163,7 +168,9 @@ class Faults:
                   "FAKETIME_NO_CACHE": "1", "DONT_FAKE_MONOTONIC": "1",
                   # A skewed wall clock, not a skewed monotonic one (both spellings of libfaketime's switch): faking
                   # the monotonic clock made a sleep fail with EINVAL, which no real clock skew does.
-                  "FAKETIME_DONT_FAKE_MONOTONIC": "1"}  # fmt: skip
+                  "FAKETIME_DONT_FAKE_MONOTONIC": "1",
+                  # and its `time.sleep` made to wait in `select` (libfaketime's clock_nanosleep fails with EINVAL):
+                  "PYTHONPATH": f"{SKEWED_SITE}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}  # fmt: skip
         # Each restart is a warm shutdown whose leftover pool children are killed: an interruption too.
         began = time.time()
         self.stack.restart(name, extra_env=skewed)

@@ -23,6 +23,8 @@ LATE_TOLERANCE_SECONDS = 0.025
 # second of the channel's POSTs: then the log alone bounds every second, and a slot up to this late still goes
 # (on a CPU-starved box, ~11 % of bench (e)'s slots were late by 25-250 ms and their time was lost).
 LATE_FIRE_SECONDS = 0.25
+# A POST whose task starts this much after its slot fired is counted in the PostLog from when it left.
+DEPARTURE_SLACK_SECONDS = 0.002
 
 
 def plan_batch(*, max_mps: int) -> int:
@@ -107,6 +109,26 @@ class PostLog:
         """A POST due at ``slot`` left at ``at``."""
         self.times.append(at)
         self._lagged(at - max(slot, self.held_until), now=at, most=self.MAX_LAG_SECONDS)
+
+    def departed(self, fired: float, at: float) -> None:
+        """The POST recorded as fired at ``fired`` left only at ``at`` (its task waited for a busy loop): it counts
+        in the window from when it left, so the second after a stall makes room for what the stall bunched."""
+        if at - fired < DEPARTURE_SLACK_SECONDS:
+            return
+        times = self.times
+        for position in range(len(times) - 1, -1, -1):  # from the newest: a delayed POST is a recent one
+            if times[position] == fired:
+                del times[position]
+                break
+            if times[position] < fired:
+                return  # not in the log any more (the window has moved past it)
+        else:
+            return
+        position = len(times)
+        while position and times[position - 1] > at:
+            position -= 1
+        times.insert(position, at)
+        self._lagged(at - fired, now=at, most=self.MAX_LAG_SECONDS)
 
     def answered(self, seconds: float) -> None:
         """A POST was answered in ``seconds``: time above the quickest answer so far was spent queued somewhere

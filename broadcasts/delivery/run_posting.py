@@ -65,7 +65,10 @@ class RunPosting(RunOutcomes):
         self.wall_offset = time.time() - time.monotonic()
         self.post_counts: dict[int, int] = {}
 
-    async def _post(self, send: Claimed) -> None:
+    async def _post(self, send: Claimed, fired: float) -> None:
+        # Fired at ``fired``; it leaves now (a loop busy since holds its task back, and what a stall holds back
+        # leaves together): the log counts it from now.
+        self.log.departed(fired, time.monotonic())
         try:
             # The send's reference rides along (biz_opaque_callback_data): its status webhooks find it even when
             # the answer to this POST is lost (docs/rules.md).
@@ -148,7 +151,7 @@ class RunPosting(RunOutcomes):
                 log.record(fired, slot=slot)
                 second = int(fired + self.wall_offset)
                 self.post_counts[second] = self.post_counts.get(second, 0) + 1
-                task = loop.create_task(self._post(send))
+                task = loop.create_task(self._post(send, fired))
                 in_flight.add(task)
                 task.add_done_callback(done)
             if late:

@@ -73,6 +73,33 @@ def test_late_slots_still_go_only_once_the_log_has_seen_a_full_second_of_the_cha
     assert log.late_tolerance(log.started + 5.0) == 0.025
 
 
+@pytest.mark.parametrize("left_late", [True, False])
+def test_a_post_that_left_after_a_stall_counts_from_when_it_left(left_late):
+    log = _log(max_mps=80)  # budget 78
+    start = time.monotonic()
+    fired = [start + i * 0.002 for i in range(78)]
+    for at in fired:
+        log.record(at, slot=at)
+    if left_late:
+        # The first 8 left 300 ms after they fired, together (their tasks waited for a stalled loop)
+        for at in fired[:8]:
+            log.departed(at, start + 0.3)
+    # A second after they fired: counted from when they left, they still fill the log (and the stall lowered
+    # the budget); counted from when they fired, 6 of them would be out and the second look free
+    assert log.full(start + 1.01) is left_late
+    # A second after they left, the room is back either way
+    assert not log.full(start + 1.301)
+
+
+def test_a_post_that_left_within_the_slack_keeps_its_place():
+    log = _log(max_mps=80)
+    start = time.monotonic()
+    log.record(start, slot=start)
+    log.departed(start, start + 0.001)
+    assert list(log.times) == [start]
+    assert log.budget() == 78
+
+
 def test_time_held_back_by_the_log_itself_is_not_lateness():
     log = _log()  # budget 97
     start = time.monotonic()
