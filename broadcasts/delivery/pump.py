@@ -72,6 +72,18 @@ POSTING_SHARE_OF_LEASE = 1 / 3
 # A run gives up retrying this long before the chunk task's soft time limit (its outcomes then live in the Redis
 # journal).
 GIVE_UP_MARGIN_SECONDS = 1.0
+
+
+def posting_seconds() -> float:
+    """How long a chunk task's pumps take new slots: POSTING_SHARE_OF_LEASE of the lease, and never so long that
+    the last POST's answer (connect and read timeouts) can come after the task's soft time limit. Celery raises
+    that limit inside whatever code the loop runs at the moment, an HTTP client's own timeout callback included:
+    a POST whose read timeout it swallowed waited for Meta's late answer instead of counting an unknown outcome."""
+    soft = chunk_time_limits()[0]
+    answer = settings.DELIVERY_CONNECT_TIMEOUT_SECONDS + settings.DELIVERY_READ_TIMEOUT_SECONDS
+    return max(1.0, min(lease_seconds() * POSTING_SHARE_OF_LEASE, soft - answer - GIVE_UP_MARGIN_SECONDS))
+
+
 # A host takes on no channel this close to its posting deadline (the run would hand its sends straight back).
 ADOPT_STOP_SECONDS = 1.0
 # A channel without due work (its sends wait for retries, or were just claimed), or with big work this host has no
@@ -162,7 +174,7 @@ class PumpHost:
     def __init__(self, *, runtime: Runtime):
         self.runtime = runtime
         started = time.monotonic()
-        self.deadline = started + lease_seconds() * POSTING_SHARE_OF_LEASE
+        self.deadline = started + posting_seconds()
         # Outcome writes are retried until just before the soft time limit (the leases outlive the hard one).
         self.give_up_at = started + chunk_time_limits()[0] - GIVE_UP_MARGIN_SECONDS
         self.pumps: list[ChannelPump] = []

@@ -115,3 +115,22 @@ def test_a_chunk_that_runs_twice_posts_nothing_twice(channel, template, delivery
     assert settle(broadcast).status == "COMPLETED"
     posts = [r["to"] for r in delivery_sandbox.requests()]
     assert len(posts) == 25 and len(set(posts)) == 25
+
+
+@pytest.mark.parametrize(
+    ("lease", "connect", "read", "posting"),
+    [(60.0, 5.0, 15.0, 20.0), (20.0, 2.0, 5.0, 2.0), (8.0, 1.0, 1.5, 1.5)],
+)
+def test_a_chunk_posts_no_longer_than_its_last_answer_can_come_before_the_soft_time_limit(
+    settings, lease, connect, read, posting
+):
+    from broadcasts.delivery.pump import posting_seconds
+    from broadcasts.queue import chunk_time_limits
+
+    settings.DELIVERY_LEASE_SECONDS = lease
+    settings.DELIVERY_CONNECT_TIMEOUT_SECONDS = connect
+    settings.DELIVERY_READ_TIMEOUT_SECONDS = read
+    # A third of the lease, unless the last POST's answer (connect + read timeout) and a second for the final write
+    # would then pass the soft time limit (Celery raises it inside whatever the loop runs, a timeout callback too)
+    assert posting_seconds() == pytest.approx(posting)
+    assert posting_seconds() + connect + read < chunk_time_limits()[0]
